@@ -1,0 +1,34 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+import extensions
+from config import INSTANCE_DIR, Settings
+from logs import configure_logging
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings (defaults → environment → `config`), extensions, blueprints, CLI."""
+    settings = Settings.from_env(overrides=config)
+    configure_logging(settings.LOG_LEVEL, settings.secrets())
+    INSTANCE_DIR.mkdir(exist_ok=True)
+
+    app = Flask(__name__, instance_path=str(INSTANCE_DIR))
+    app.config.update(settings.as_flask_config())
+    extensions.init_app(app, settings)
+
+    from handlers import health
+
+    app.register_blueprint(health.bp)
+
+    from commands import db as db_commands
+    from commands import schemes as scheme_commands
+
+    app.cli.add_command(db_commands.db_group)
+    app.cli.add_command(scheme_commands.schemes_group)
+    return app

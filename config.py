@@ -1,0 +1,152 @@
+"""Every setting, read from the environment in one place.
+
+Defaults work for `make run` on a laptop; `APP_ENV=production` refuses to start with any of them
+left at its development value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = BASE_DIR / "instance"
+
+DEV_SECRET_KEY = "dev-secret-key-change-me"
+DEV_CALLBACK_TOKEN = "dev-callback-token"
+DEV_WAVE_SECRET = "dev-wave-webhook-secret"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed."""
+
+
+def parse_bool(value: str) -> bool:
+    """Return the boolean an environment string means."""
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"not a boolean: {value!r}")
+
+
+def parse_int_list(value: str) -> tuple[int, ...]:
+    """Return the integers of a comma-separated string."""
+    return tuple(int(part) for part in value.split(",") if part.strip())
+
+
+def parse_str_list(value: str) -> tuple[str, ...]:
+    """Return the non-empty items of a comma-separated string."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings of one process; build with `Settings.from_env()`."""
+
+    APP_ENV: str = "development"
+    SECRET_KEY: str = DEV_SECRET_KEY
+    DATABASE_URL: str = f"sqlite:///{INSTANCE_DIR / 'mutuelle.db'}"
+    REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    CALLBACK_TOKEN: str = DEV_CALLBACK_TOKEN
+    LOG_LEVEL: str = "INFO"
+    # Africa's Talking: empty username → console outbox (development only).
+    AT_USERNAME: str = ""
+    AT_API_KEY: str = ""
+    AT_SENDER_ID: str = ""
+    AT_TIMEOUT_SECONDS: int = 10
+    # Wave webhooks: HMAC signing secret and/or shared Bearer secret.
+    WAVE_WEBHOOK_SECRET: str = DEV_WAVE_SECRET
+    WAVE_SHARED_SECRET: str = ""
+    WAVE_API_KEY: str = ""
+    DARAJA_SHORTCODE: str = ""
+    USSD_SESSION_TTL: int = 300
+    USSD_SERVICE_CODE: str = "*384*123#"
+    CALLBACK_MAX_BYTES: int = 64 * 1024
+    UPLOAD_MAX_BYTES: int = 20 * 1024 * 1024
+    RQ_QUEUE: str = "default"
+    DEFAULT_SCHEME: str = ""
+    TESTING: bool = False
+    SQL_ECHO: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Return settings from defaults, then the environment, then explicit overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra" or f.name not in env:
+                continue
+            raw = env[f.name]
+            default = getattr(cls, f.name)
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = parse_bool(raw)
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise ConfigError(f"{f.name}: {exc}") from exc
+        extra: dict[str, Any] = {}
+        for key, value in (overrides or {}).items():
+            if key in {f.name for f in fields(cls)}:
+                values[key] = value
+            else:
+                extra[key] = value
+        settings = cls(**values, extra=extra)
+        settings.check()
+        return settings
+
+    @property
+    def is_production(self) -> bool:
+        """Return whether this process runs with production safeguards."""
+        return self.APP_ENV == "production"
+
+    def check(self) -> None:
+        """Refuse development defaults in production."""
+        if not self.is_production:
+            return
+        problems = []
+        if self.SECRET_KEY == DEV_SECRET_KEY or len(self.SECRET_KEY) < 16:
+            problems.append("SECRET_KEY must be set to a long random value")
+        if self.CALLBACK_TOKEN == DEV_CALLBACK_TOKEN or len(self.CALLBACK_TOKEN) < 16:
+            problems.append("CALLBACK_TOKEN must be set to a long random value")
+        if self.WAVE_WEBHOOK_SECRET == DEV_WAVE_SECRET:
+            problems.append("WAVE_WEBHOOK_SECRET must be set")
+        if not (self.AT_USERNAME and self.AT_API_KEY):
+            problems.append("AT_USERNAME and AT_API_KEY are required (no console outbox in production)")
+        if self.DATABASE_URL.startswith("sqlite"):
+            problems.append("DATABASE_URL must point at PostgreSQL")
+        if problems:
+            raise ConfigError("refusing to start in production: " + "; ".join(problems))
+
+    def secrets(self) -> list[str]:
+        """Return the secret values that must never appear in a log line."""
+        names = (
+            "SECRET_KEY",
+            "CALLBACK_TOKEN",
+            "AT_API_KEY",
+            "WAVE_WEBHOOK_SECRET",
+            "WAVE_SHARED_SECRET",
+            "WAVE_API_KEY",
+        )
+        return [value for name in names if len(value := str(getattr(self, name))) >= 6]
+
+    def as_flask_config(self) -> dict[str, Any]:
+        """Return the mapping Flask's `app.config` is updated with."""
+        values = asdict(self)
+        extra = values.pop("extra")
+        values.update(extra)
+        values["MAX_CONTENT_LENGTH"] = self.UPLOAD_MAX_BYTES
+        values["SESSION_COOKIE_SECURE"] = self.is_production
+        values["SESSION_COOKIE_HTTPONLY"] = True
+        values["SESSION_COOKIE_SAMESITE"] = "Lax"
+        values["REMEMBER_COOKIE_SECURE"] = self.is_production
+        values["WTF_CSRF_ENABLED"] = extra.get("WTF_CSRF_ENABLED", True)
+        return values

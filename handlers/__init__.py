@@ -1,0 +1,1 @@
+"""Flask blueprints: HTTP in, HTTP out. One module per channel."""

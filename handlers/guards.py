@@ -1,0 +1,38 @@
+"""Guards shared by every callback endpoint: the callback token and the body size limit."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import abort, request
+
+from extensions import settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def token_matches(presented: str | None, expected: str) -> bool:
+    """Return whether the presented token equals the expected one, in constant time."""
+    if not presented or not expected:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def callback(view: F) -> F:
+    """Refuse a callback without the right token (403) or with a body over the callback limit (413)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        limit = settings().CALLBACK_MAX_BYTES
+        request.max_content_length = limit
+        if request.content_length is not None and request.content_length > limit:
+            abort(413)
+        presented = request.args.get("token") or request.headers.get("X-Callback-Token")
+        if not token_matches(presented, settings().CALLBACK_TOKEN):
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

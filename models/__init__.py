@@ -1,0 +1,43 @@
+"""Tables and domain rules. Importing this package registers every table on `Base.metadata`."""
+
+from models.access import Agent, ApiToken, CollectionDevice, EffectKey, EligibilityCheck, StaffUser
+from models.base import Base
+from models.household import Account, Household, Member, Network
+from models.messaging import DeliveryReport, Message, UssdSessionRecord
+from models.money import Allocation, CoveragePeriod, LedgerEntry
+from models.payment import Payment, PaymentEvidence, PaymentRequest, ReconciliationEvent, UnparsedForward
+from models.scheme import PaymentChannel, Plan, PremiumBand, Scheme, SubsidyCategory
+from models.statement import StatementBreak, StatementImport, StatementLine
+
+__all__ = [
+    "Account",
+    "Agent",
+    "Allocation",
+    "ApiToken",
+    "Base",
+    "CollectionDevice",
+    "CoveragePeriod",
+    "DeliveryReport",
+    "EffectKey",
+    "EligibilityCheck",
+    "Household",
+    "LedgerEntry",
+    "Member",
+    "Message",
+    "Network",
+    "Payment",
+    "PaymentChannel",
+    "PaymentEvidence",
+    "PaymentRequest",
+    "Plan",
+    "PremiumBand",
+    "ReconciliationEvent",
+    "Scheme",
+    "StaffUser",
+    "StatementBreak",
+    "StatementImport",
+    "StatementLine",
+    "SubsidyCategory",
+    "UnparsedForward",
+    "UssdSessionRecord",
+]

@@ -1,0 +1,98 @@
+"""Who may do what: staff users, facility agents and API tokens, collection devices, and the checks log."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, CheckChannel, StaffRole, utcnow
+
+
+class StaffUser(Base):
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    password_hash: Mapped[str]
+    role: Mapped[StaffRole]
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+
+class Agent(Base):
+    """A health-facility agent who checks coverage from a phone with a PIN."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    facility: Mapped[str] = mapped_column(String(120))
+    name: Mapped[str | None] = mapped_column(String(120))
+    phone: Mapped[str] = mapped_column(String(20), unique=True)
+    pin_hash: Mapped[str]
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A facility's bearer token for the read APIs, stored as a SHA-256 hash."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    facility: Mapped[str] = mapped_column(String(120))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class CollectionDevice(Base):
+    """A scheme phone that forwards operators' confirmation texts."""
+
+    __tablename__ = "collection_devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_key: Mapped[str] = mapped_column(String(80), unique=True)  # device id or E.164 phone
+    label: Mapped[str] = mapped_column(String(120))
+    scheme_id: Mapped[int | None] = mapped_column(ForeignKey("schemes.id"))
+    operator_senders: Mapped[list[Any]]
+    trusted: Mapped[bool] = mapped_column(default=False)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EligibilityCheck(Base):
+    """A facility's coverage check and the answer it got."""
+
+    __tablename__ = "eligibility_checks"
+    __table_args__ = (Index("ix_eligibility_checks_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[CheckChannel]
+    facility: Mapped[str | None] = mapped_column(String(120))
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), index=True)
+    api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    member_no: Mapped[str] = mapped_column(String(44), index=True)
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    on_date: Mapped[date]
+    covered: Mapped[bool | None]
+    status: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EffectKey(Base):
+    """A side effect already done, keyed (USSD session + hop, job + period…), so a replay repeats none."""
+
+    __tablename__ = "effect_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    result: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

