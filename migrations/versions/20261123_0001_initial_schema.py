@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 09:41:05.967132
+Create Date: 2026-11-23 09:53:45.373951
 """
 
 from __future__ import annotations
@@ -66,9 +66,7 @@ def upgrade() -> None:
         sa.Column("currency_exponent", sa.Integer(), nullable=False),
         sa.Column(
             "premium_kind",
-            sa.Enum(
-                "per_person", "bands", name="premiumkind", native_enum=False, length=24
-            ),
+            sa.Enum("per_person", "bands", name="premiumkind", native_enum=False, length=24),
             nullable=False,
         ),
         sa.Column("premium_amount", sa.BigInteger(), nullable=False),
@@ -79,9 +77,7 @@ def upgrade() -> None:
         sa.Column("max_advance_months", sa.Integer(), nullable=False),
         sa.Column(
             "default_language",
-            sa.Enum(
-                "fr", "wo", "en", "km", name="language", native_enum=False, length=24
-            ),
+            sa.Enum("fr", "wo", "en", "km", name="language", native_enum=False, length=24),
             nullable=False,
         ),
         sa.Column("languages", sa.JSON(), nullable=False),
@@ -102,14 +98,7 @@ def upgrade() -> None:
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column(
             "role",
-            sa.Enum(
-                "viewer",
-                "operator",
-                "admin",
-                name="staffrole",
-                native_enum=False,
-                length=24,
-            ),
+            sa.Enum("viewer", "operator", "admin", name="staffrole", native_enum=False, length=24),
             nullable=False,
         ),
         sa.Column("active", sa.Boolean(), nullable=False),
@@ -130,9 +119,7 @@ def upgrade() -> None:
         sa.Column("period_end", sa.Date(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_statement_imports")),
-        sa.UniqueConstraint(
-            "provider", "sha256", name=op.f("uq_statement_imports_provider")
-        ),
+        sa.UniqueConstraint("provider", "sha256", name=op.f("uq_statement_imports_provider")),
     )
     op.create_table(
         "ussd_sessions",
@@ -156,12 +143,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("session_id", name=op.f("uq_ussd_sessions_session_id")),
     )
     with op.batch_alter_table("ussd_sessions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_ussd_sessions_created_at"), ["created_at"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_ussd_sessions_phone"), ["phone"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_ussd_sessions_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ussd_sessions_phone"), ["phone"], unique=False)
 
     op.create_table(
         "collection_devices",
@@ -173,15 +156,9 @@ def upgrade() -> None:
         sa.Column("trusted", sa.Boolean(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["scheme_id"],
-            ["schemes.id"],
-            name=op.f("fk_collection_devices_scheme_id_schemes"),
-        ),
+        sa.ForeignKeyConstraint(["scheme_id"], ["schemes.id"], name=op.f("fk_collection_devices_scheme_id_schemes")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_collection_devices")),
-        sa.UniqueConstraint(
-            "device_key", name=op.f("uq_collection_devices_device_key")
-        ),
+        sa.UniqueConstraint("device_key", name=op.f("uq_collection_devices_device_key")),
     )
     op.create_table(
         "networks",
@@ -192,16 +169,12 @@ def upgrade() -> None:
         sa.Column("commune", sa.String(length=120), nullable=True),
         sa.Column("contact_phone", sa.String(length=20), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["scheme_id"], ["schemes.id"], name=op.f("fk_networks_scheme_id_schemes")
-        ),
+        sa.ForeignKeyConstraint(["scheme_id"], ["schemes.id"], name=op.f("fk_networks_scheme_id_schemes")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_networks")),
         sa.UniqueConstraint("scheme_id", "code", name=op.f("uq_networks_scheme_id")),
     )
     with op.batch_alter_table("networks", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_networks_scheme_id"), ["scheme_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_networks_scheme_id"), ["scheme_id"], unique=False)
 
     op.create_table(
         "payment_channels",
@@ -213,20 +186,13 @@ def upgrade() -> None:
         sa.Column("instructions", sa.JSON(), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["scheme_id"],
-            ["schemes.id"],
-            name=op.f("fk_payment_channels_scheme_id_schemes"),
-            ondelete="CASCADE",
+            ["scheme_id"], ["schemes.id"], name=op.f("fk_payment_channels_scheme_id_schemes"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_channels")),
-        sa.UniqueConstraint(
-            "scheme_id", "provider", name=op.f("uq_payment_channels_scheme_id")
-        ),
+        sa.UniqueConstraint("scheme_id", "provider", name=op.f("uq_payment_channels_scheme_id")),
     )
     with op.batch_alter_table("payment_channels", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_payment_channels_scheme_id"), ["scheme_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_payment_channels_scheme_id"), ["scheme_id"], unique=False)
 
     op.create_table(
         "plans",
@@ -238,18 +204,13 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("is_default", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["scheme_id"],
-            ["schemes.id"],
-            name=op.f("fk_plans_scheme_id_schemes"),
-            ondelete="CASCADE",
+            ["scheme_id"], ["schemes.id"], name=op.f("fk_plans_scheme_id_schemes"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_plans")),
         sa.UniqueConstraint("scheme_id", "code", name=op.f("uq_plans_scheme_id")),
     )
     with op.batch_alter_table("plans", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_plans_scheme_id"), ["scheme_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_plans_scheme_id"), ["scheme_id"], unique=False)
 
     op.create_table(
         "premium_bands",
@@ -258,20 +219,13 @@ def upgrade() -> None:
         sa.Column("min_size", sa.Integer(), nullable=False),
         sa.Column("monthly_amount", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["scheme_id"],
-            ["schemes.id"],
-            name=op.f("fk_premium_bands_scheme_id_schemes"),
-            ondelete="CASCADE",
+            ["scheme_id"], ["schemes.id"], name=op.f("fk_premium_bands_scheme_id_schemes"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_premium_bands")),
-        sa.UniqueConstraint(
-            "scheme_id", "min_size", name=op.f("uq_premium_bands_scheme_id")
-        ),
+        sa.UniqueConstraint("scheme_id", "min_size", name=op.f("uq_premium_bands_scheme_id")),
     )
     with op.batch_alter_table("premium_bands", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_premium_bands_scheme_id"), ["scheme_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_premium_bands_scheme_id"), ["scheme_id"], unique=False)
 
     op.create_table(
         "subsidy_categories",
@@ -282,20 +236,13 @@ def upgrade() -> None:
         sa.Column("funder", sa.String(length=80), nullable=False),
         sa.Column("label", sa.String(length=255), nullable=True),
         sa.ForeignKeyConstraint(
-            ["scheme_id"],
-            ["schemes.id"],
-            name=op.f("fk_subsidy_categories_scheme_id_schemes"),
-            ondelete="CASCADE",
+            ["scheme_id"], ["schemes.id"], name=op.f("fk_subsidy_categories_scheme_id_schemes"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subsidy_categories")),
-        sa.UniqueConstraint(
-            "scheme_id", "code", name=op.f("uq_subsidy_categories_scheme_id")
-        ),
+        sa.UniqueConstraint("scheme_id", "code", name=op.f("uq_subsidy_categories_scheme_id")),
     )
     with op.batch_alter_table("subsidy_categories", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_subsidy_categories_scheme_id"), ["scheme_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_subsidy_categories_scheme_id"), ["scheme_id"], unique=False)
 
     op.create_table(
         "households",
@@ -308,50 +255,27 @@ def upgrade() -> None:
         sa.Column("subsidy_category", sa.String(length=40), nullable=False),
         sa.Column("plan", sa.String(length=40), nullable=False),
         sa.Column(
-            "language",
-            sa.Enum(
-                "fr", "wo", "en", "km", name="language", native_enum=False, length=24
-            ),
-            nullable=False,
+            "language", sa.Enum("fr", "wo", "en", "km", name="language", native_enum=False, length=24), nullable=False
         ),
         sa.Column("sms_opt_in", sa.Boolean(), nullable=False),
         sa.Column(
             "status",
-            sa.Enum(
-                "ACTIVE",
-                "SUSPENDED",
-                "CLOSED",
-                name="householdstatus",
-                native_enum=False,
-                length=24,
-            ),
+            sa.Enum("ACTIVE", "SUSPENDED", "CLOSED", name="householdstatus", native_enum=False, length=24),
             nullable=False,
         ),
         sa.Column("status_reason", sa.String(length=500), nullable=True),
         sa.Column("enrolled_on", sa.Date(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["network_id"],
-            ["networks.id"],
-            name=op.f("fk_households_network_id_networks"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["scheme_id"], ["schemes.id"], name=op.f("fk_households_scheme_id_schemes")
-        ),
+        sa.ForeignKeyConstraint(["network_id"], ["networks.id"], name=op.f("fk_households_network_id_networks")),
+        sa.ForeignKeyConstraint(["scheme_id"], ["schemes.id"], name=op.f("fk_households_scheme_id_schemes")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_households")),
         sa.UniqueConstraint("household_no", name=op.f("uq_households_household_no")),
     )
     with op.batch_alter_table("households", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_households_commune"), ["commune"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_households_network_id"), ["network_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_households_scheme_id"), ["scheme_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_households_commune"), ["commune"], unique=False)
+        batch_op.create_index(batch_op.f("ix_households_network_id"), ["network_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_households_scheme_id"), ["scheme_id"], unique=False)
 
     op.create_table(
         "unparsed_forwards",
@@ -363,9 +287,7 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(), nullable=False),
         sa.Column("reviewed_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["device_id"],
-            ["collection_devices.id"],
-            name=op.f("fk_unparsed_forwards_device_id_collection_devices"),
+            ["device_id"], ["collection_devices.id"], name=op.f("fk_unparsed_forwards_device_id_collection_devices")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_unparsed_forwards")),
     )
@@ -377,31 +299,16 @@ def upgrade() -> None:
         sa.Column("network_id", sa.Integer(), nullable=True),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.CheckConstraint(
-            "(household_id IS NULL) <> (network_id IS NULL)",
-            name=op.f("ck_accounts_one_owner"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["household_id"],
-            ["households.id"],
-            name=op.f("fk_accounts_household_id_households"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["network_id"],
-            ["networks.id"],
-            name=op.f("fk_accounts_network_id_networks"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["scheme_id"], ["schemes.id"], name=op.f("fk_accounts_scheme_id_schemes")
-        ),
+        sa.CheckConstraint("(household_id IS NULL) <> (network_id IS NULL)", name=op.f("ck_accounts_one_owner")),
+        sa.ForeignKeyConstraint(["household_id"], ["households.id"], name=op.f("fk_accounts_household_id_households")),
+        sa.ForeignKeyConstraint(["network_id"], ["networks.id"], name=op.f("fk_accounts_network_id_networks")),
+        sa.ForeignKeyConstraint(["scheme_id"], ["schemes.id"], name=op.f("fk_accounts_scheme_id_schemes")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("household_id", name=op.f("uq_accounts_household_id")),
         sa.UniqueConstraint("network_id", name=op.f("uq_accounts_network_id")),
     )
     with op.batch_alter_table("accounts", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_accounts_scheme_id"), ["scheme_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_accounts_scheme_id"), ["scheme_id"], unique=False)
 
     op.create_table(
         "members",
@@ -410,51 +317,32 @@ def upgrade() -> None:
         sa.Column("household_id", sa.Integer(), nullable=False),
         sa.Column("last_name", sa.String(length=120), nullable=False),
         sa.Column("first_name", sa.String(length=120), nullable=False),
-        sa.Column(
-            "sex",
-            sa.Enum("F", "M", name="sex", native_enum=False, length=24),
-            nullable=False,
-        ),
+        sa.Column("sex", sa.Enum("F", "M", name="sex", native_enum=False, length=24), nullable=False),
         sa.Column("date_of_birth", sa.Date(), nullable=True),
         sa.Column("relationship_to_head", sa.String(length=40), nullable=False),
         sa.Column("phone", sa.String(length=20), nullable=True),
         sa.Column(
             "status",
-            sa.Enum(
-                "active",
-                "left",
-                "deceased",
-                name="memberstatus",
-                native_enum=False,
-                length=24,
-            ),
+            sa.Enum("active", "left", "deceased", name="memberstatus", native_enum=False, length=24),
             nullable=False,
         ),
         sa.Column("joined_on", sa.Date(), nullable=False),
         sa.Column("left_on", sa.Date(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["household_id"],
-            ["households.id"],
-            name=op.f("fk_members_household_id_households"),
-        ),
+        sa.ForeignKeyConstraint(["household_id"], ["households.id"], name=op.f("fk_members_household_id_households")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_members")),
         sa.UniqueConstraint("member_no", name=op.f("uq_members_member_no")),
     )
     with op.batch_alter_table("members", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_members_household_id"), ["household_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_members_household_id"), ["household_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_members_phone"), ["phone"], unique=False)
 
     op.create_table(
         "messages",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column(
-            "direction",
-            sa.Enum("in", "out", name="messagedirection", native_enum=False, length=24),
-            nullable=False,
+            "direction", sa.Enum("in", "out", name="messagedirection", native_enum=False, length=24), nullable=False
         ),
         sa.Column("phone", sa.String(length=20), nullable=False),
         sa.Column("household_id", sa.Integer(), nullable=True),
@@ -495,29 +383,15 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("sent_at", sa.DateTime(), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["household_id"],
-            ["households.id"],
-            name=op.f("fk_messages_household_id_households"),
-        ),
+        sa.ForeignKeyConstraint(["household_id"], ["households.id"], name=op.f("fk_messages_household_id_households")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
         sa.UniqueConstraint("dedupe_key", name=op.f("uq_messages_dedupe_key")),
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_messages_direction_created_at",
-            ["direction", "created_at"],
-            unique=False,
-        )
-        batch_op.create_index(
-            batch_op.f("ix_messages_household_id"), ["household_id"], unique=False
-        )
+        batch_op.create_index("ix_messages_direction_created_at", ["direction", "created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_messages_household_id"), ["household_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_messages_phone"), ["phone"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_messages_provider_message_id"),
-            ["provider_message_id"],
-            unique=False,
-        )
+        batch_op.create_index(batch_op.f("ix_messages_provider_message_id"), ["provider_message_id"], unique=False)
 
     op.create_table(
         "payment_requests",
@@ -534,56 +408,26 @@ def upgrade() -> None:
         sa.Column("caller_key", sa.String(length=160), nullable=True),
         sa.Column(
             "status",
-            sa.Enum(
-                "OPEN",
-                "PAID",
-                "EXPIRED",
-                "CANCELLED",
-                name="requeststatus",
-                native_enum=False,
-                length=24,
-            ),
+            sa.Enum("OPEN", "PAID", "EXPIRED", "CANCELLED", name="requeststatus", native_enum=False, length=24),
             nullable=False,
         ),
         sa.Column("expires_at", sa.DateTime(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("paid_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["household_id"],
-            ["households.id"],
-            name=op.f("fk_payment_requests_household_id_households"),
+            ["household_id"], ["households.id"], name=op.f("fk_payment_requests_household_id_households")
         ),
-        sa.ForeignKeyConstraint(
-            ["network_id"],
-            ["networks.id"],
-            name=op.f("fk_payment_requests_network_id_networks"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["scheme_id"],
-            ["schemes.id"],
-            name=op.f("fk_payment_requests_scheme_id_schemes"),
-        ),
+        sa.ForeignKeyConstraint(["network_id"], ["networks.id"], name=op.f("fk_payment_requests_network_id_networks")),
+        sa.ForeignKeyConstraint(["scheme_id"], ["schemes.id"], name=op.f("fk_payment_requests_scheme_id_schemes")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_requests")),
         sa.UniqueConstraint("caller_key", name=op.f("uq_payment_requests_caller_key")),
     )
     with op.batch_alter_table("payment_requests", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_payment_requests_household_id"),
-            ["household_id"],
-            unique=False,
-        )
-        batch_op.create_index(
-            batch_op.f("ix_payment_requests_network_id"), ["network_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_payment_requests_payer_phone"), ["payer_phone"], unique=False
-        )
-        batch_op.create_index(
-            "ix_payment_requests_reference", ["reference"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_payment_requests_scheme_id"), ["scheme_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_payment_requests_household_id"), ["household_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payment_requests_network_id"), ["network_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payment_requests_payer_phone"), ["payer_phone"], unique=False)
+        batch_op.create_index("ix_payment_requests_reference", ["reference"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payment_requests_scheme_id"), ["scheme_id"], unique=False)
         batch_op.create_index(
             "uq_payment_requests_open_reference",
             ["reference"],
@@ -602,32 +446,20 @@ def upgrade() -> None:
         sa.Column("retry_count", sa.Integer(), nullable=True),
         sa.Column("network_code", sa.String(length=10), nullable=True),
         sa.Column("received_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["message_id"],
-            ["messages.id"],
-            name=op.f("fk_delivery_reports_message_id_messages"),
-        ),
+        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name=op.f("fk_delivery_reports_message_id_messages")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_delivery_reports")),
     )
     with op.batch_alter_table("delivery_reports", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_delivery_reports_message_id"), ["message_id"], unique=False)
         batch_op.create_index(
-            batch_op.f("ix_delivery_reports_message_id"), ["message_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_delivery_reports_provider_message_id"),
-            ["provider_message_id"],
-            unique=False,
+            batch_op.f("ix_delivery_reports_provider_message_id"), ["provider_message_id"], unique=False
         )
 
     op.create_table(
         "eligibility_checks",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column(
-            "channel",
-            sa.Enum(
-                "api", "ussd", "sms", name="checkchannel", native_enum=False, length=24
-            ),
-            nullable=False,
+            "channel", sa.Enum("api", "ussd", "sms", name="checkchannel", native_enum=False, length=24), nullable=False
         ),
         sa.Column("facility", sa.String(length=120), nullable=True),
         sa.Column("agent_id", sa.Integer(), nullable=True),
@@ -638,38 +470,18 @@ def upgrade() -> None:
         sa.Column("covered", sa.Boolean(), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["agent_id"], ["agents.id"], name=op.f("fk_eligibility_checks_agent_id_agents")),
         sa.ForeignKeyConstraint(
-            ["agent_id"],
-            ["agents.id"],
-            name=op.f("fk_eligibility_checks_agent_id_agents"),
+            ["api_token_id"], ["api_tokens.id"], name=op.f("fk_eligibility_checks_api_token_id_api_tokens")
         ),
-        sa.ForeignKeyConstraint(
-            ["api_token_id"],
-            ["api_tokens.id"],
-            name=op.f("fk_eligibility_checks_api_token_id_api_tokens"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["member_id"],
-            ["members.id"],
-            name=op.f("fk_eligibility_checks_member_id_members"),
-        ),
+        sa.ForeignKeyConstraint(["member_id"], ["members.id"], name=op.f("fk_eligibility_checks_member_id_members")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_eligibility_checks")),
     )
     with op.batch_alter_table("eligibility_checks", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_eligibility_checks_agent_id"), ["agent_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_eligibility_checks_api_token_id"),
-            ["api_token_id"],
-            unique=False,
-        )
-        batch_op.create_index(
-            "ix_eligibility_checks_created_at", ["created_at"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_eligibility_checks_member_no"), ["member_no"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_eligibility_checks_agent_id"), ["agent_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_eligibility_checks_api_token_id"), ["api_token_id"], unique=False)
+        batch_op.create_index("ix_eligibility_checks_created_at", ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_eligibility_checks_member_no"), ["member_no"], unique=False)
 
     op.create_table(
         "payments",
@@ -710,53 +522,25 @@ def upgrade() -> None:
         sa.Column("payment_request_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["household_id"],
-            ["households.id"],
-            name=op.f("fk_payments_household_id_households"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["network_id"],
-            ["networks.id"],
-            name=op.f("fk_payments_network_id_networks"),
-        ),
+        sa.ForeignKeyConstraint(["household_id"], ["households.id"], name=op.f("fk_payments_household_id_households")),
+        sa.ForeignKeyConstraint(["network_id"], ["networks.id"], name=op.f("fk_payments_network_id_networks")),
         sa.ForeignKeyConstraint(
             ["payment_request_id"],
             ["payment_requests.id"],
             name=op.f("fk_payments_payment_request_id_payment_requests"),
         ),
-        sa.ForeignKeyConstraint(
-            ["scheme_id"], ["schemes.id"], name=op.f("fk_payments_scheme_id_schemes")
-        ),
+        sa.ForeignKeyConstraint(["scheme_id"], ["schemes.id"], name=op.f("fk_payments_scheme_id_schemes")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payments")),
-        sa.UniqueConstraint(
-            "provider", "provider_txn_id", name=op.f("uq_payments_provider")
-        ),
+        sa.UniqueConstraint("provider", "provider_txn_id", name=op.f("uq_payments_provider")),
     )
     with op.batch_alter_table("payments", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_payments_household_id"), ["household_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_payments_network_id"), ["network_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_payments_paid_at"), ["paid_at"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_payments_payer_phone"), ["payer_phone"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_payments_payment_request_id"),
-            ["payment_request_id"],
-            unique=False,
-        )
-        batch_op.create_index(
-            batch_op.f("ix_payments_scheme_id"), ["scheme_id"], unique=False
-        )
-        batch_op.create_index(
-            "ix_payments_status_created_at", ["status", "created_at"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_payments_household_id"), ["household_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payments_network_id"), ["network_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payments_paid_at"), ["paid_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payments_payer_phone"), ["payer_phone"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payments_payment_request_id"), ["payment_request_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payments_scheme_id"), ["scheme_id"], unique=False)
+        batch_op.create_index("ix_payments_status_created_at", ["status", "created_at"], unique=False)
 
     op.create_table(
         "allocations",
@@ -770,26 +554,14 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("reversed_at", sa.DateTime(), nullable=True),
         sa.Column("reversal_reason", sa.String(length=500), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["accounts.id"],
-            name=op.f("fk_allocations_account_id_accounts"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["payment_id"],
-            ["payments.id"],
-            name=op.f("fk_allocations_payment_id_payments"),
-        ),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_allocations_account_id_accounts")),
+        sa.ForeignKeyConstraint(["payment_id"], ["payments.id"], name=op.f("fk_allocations_payment_id_payments")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_allocations")),
         sa.UniqueConstraint("source_ref", name=op.f("uq_allocations_source_ref")),
     )
     with op.batch_alter_table("allocations", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_allocations_account_id"), ["account_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_allocations_payment_id"), ["payment_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_allocations_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_allocations_payment_id"), ["payment_id"], unique=False)
 
     op.create_table(
         "reconciliation_events",
@@ -803,23 +575,13 @@ def upgrade() -> None:
         sa.Column("details", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["payment_id"],
-            ["payments.id"],
-            name=op.f("fk_reconciliation_events_payment_id_payments"),
+            ["payment_id"], ["payments.id"], name=op.f("fk_reconciliation_events_payment_id_payments")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reconciliation_events")),
     )
     with op.batch_alter_table("reconciliation_events", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_reconciliation_events_created_at"),
-            ["created_at"],
-            unique=False,
-        )
-        batch_op.create_index(
-            batch_op.f("ix_reconciliation_events_payment_id"),
-            ["payment_id"],
-            unique=False,
-        )
+        batch_op.create_index(batch_op.f("ix_reconciliation_events_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_reconciliation_events_payment_id"), ["payment_id"], unique=False)
 
     op.create_table(
         "statement_lines",
@@ -836,32 +598,16 @@ def upgrade() -> None:
         sa.Column("raw", sa.Text(), nullable=False),
         sa.Column("payment_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["import_id"],
-            ["statement_imports.id"],
-            name=op.f("fk_statement_lines_import_id_statement_imports"),
+            ["import_id"], ["statement_imports.id"], name=op.f("fk_statement_lines_import_id_statement_imports")
         ),
-        sa.ForeignKeyConstraint(
-            ["payment_id"],
-            ["payments.id"],
-            name=op.f("fk_statement_lines_payment_id_payments"),
-        ),
+        sa.ForeignKeyConstraint(["payment_id"], ["payments.id"], name=op.f("fk_statement_lines_payment_id_payments")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_statement_lines")),
-        sa.UniqueConstraint(
-            "import_id", "line_no", name=op.f("uq_statement_lines_import_id")
-        ),
+        sa.UniqueConstraint("import_id", "line_no", name=op.f("uq_statement_lines_import_id")),
     )
     with op.batch_alter_table("statement_lines", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_statement_lines_import_id"), ["import_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_statement_lines_payment_id"), ["payment_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_statement_lines_provider_txn_id"),
-            ["provider_txn_id"],
-            unique=False,
-        )
+        batch_op.create_index(batch_op.f("ix_statement_lines_import_id"), ["import_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_statement_lines_payment_id"), ["payment_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_statement_lines_provider_txn_id"), ["provider_txn_id"], unique=False)
 
     op.create_table(
         "coverage_periods",
@@ -880,28 +626,16 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("reversed_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["allocation_id"],
-            ["allocations.id"],
-            name=op.f("fk_coverage_periods_allocation_id_allocations"),
+            ["allocation_id"], ["allocations.id"], name=op.f("fk_coverage_periods_allocation_id_allocations")
         ),
         sa.ForeignKeyConstraint(
-            ["household_id"],
-            ["households.id"],
-            name=op.f("fk_coverage_periods_household_id_households"),
+            ["household_id"], ["households.id"], name=op.f("fk_coverage_periods_household_id_households")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_coverage_periods")),
     )
     with op.batch_alter_table("coverage_periods", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_coverage_periods_allocation_id"),
-            ["allocation_id"],
-            unique=False,
-        )
-        batch_op.create_index(
-            "ix_coverage_periods_household_id_end_on",
-            ["household_id", "end_on"],
-            unique=False,
-        )
+        batch_op.create_index(batch_op.f("ix_coverage_periods_allocation_id"), ["allocation_id"], unique=False)
+        batch_op.create_index("ix_coverage_periods_household_id_end_on", ["household_id", "end_on"], unique=False)
 
     op.create_table(
         "payment_evidence",
@@ -910,13 +644,7 @@ def upgrade() -> None:
         sa.Column(
             "source",
             sa.Enum(
-                "webhook",
-                "sms_forward",
-                "statement",
-                "manual",
-                name="evidencesource",
-                native_enum=False,
-                length=24,
+                "webhook", "sms_forward", "statement", "manual", name="evidencesource", native_enum=False, length=24
             ),
             nullable=False,
         ),
@@ -927,15 +655,9 @@ def upgrade() -> None:
         sa.Column("statement_line_id", sa.Integer(), nullable=True),
         sa.Column("received_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["device_id"],
-            ["collection_devices.id"],
-            name=op.f("fk_payment_evidence_device_id_collection_devices"),
+            ["device_id"], ["collection_devices.id"], name=op.f("fk_payment_evidence_device_id_collection_devices")
         ),
-        sa.ForeignKeyConstraint(
-            ["payment_id"],
-            ["payments.id"],
-            name=op.f("fk_payment_evidence_payment_id_payments"),
-        ),
+        sa.ForeignKeyConstraint(["payment_id"], ["payments.id"], name=op.f("fk_payment_evidence_payment_id_payments")),
         sa.ForeignKeyConstraint(
             ["statement_line_id"],
             ["statement_lines.id"],
@@ -944,9 +666,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_evidence")),
     )
     with op.batch_alter_table("payment_evidence", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_payment_evidence_payment_id"), ["payment_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_payment_evidence_payment_id"), ["payment_id"], unique=False)
 
     op.create_table(
         "statement_breaks",
@@ -958,26 +678,16 @@ def upgrade() -> None:
         sa.Column("detail", sa.String(length=500), nullable=True),
         sa.Column("resolved_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["import_id"],
-            ["statement_imports.id"],
-            name=op.f("fk_statement_breaks_import_id_statement_imports"),
+            ["import_id"], ["statement_imports.id"], name=op.f("fk_statement_breaks_import_id_statement_imports")
         ),
         sa.ForeignKeyConstraint(
-            ["line_id"],
-            ["statement_lines.id"],
-            name=op.f("fk_statement_breaks_line_id_statement_lines"),
+            ["line_id"], ["statement_lines.id"], name=op.f("fk_statement_breaks_line_id_statement_lines")
         ),
-        sa.ForeignKeyConstraint(
-            ["payment_id"],
-            ["payments.id"],
-            name=op.f("fk_statement_breaks_payment_id_payments"),
-        ),
+        sa.ForeignKeyConstraint(["payment_id"], ["payments.id"], name=op.f("fk_statement_breaks_payment_id_payments")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_statement_breaks")),
     )
     with op.batch_alter_table("statement_breaks", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_statement_breaks_import_id"), ["import_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_statement_breaks_import_id"), ["import_id"], unique=False)
 
     op.create_table(
         "ledger_entries",
@@ -1010,25 +720,13 @@ def upgrade() -> None:
         sa.Column("effective_on", sa.Date(), nullable=False),
         sa.Column("note", sa.String(length=500), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_ledger_entries_account_id_accounts")),
         sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["accounts.id"],
-            name=op.f("fk_ledger_entries_account_id_accounts"),
+            ["allocation_id"], ["allocations.id"], name=op.f("fk_ledger_entries_allocation_id_allocations")
         ),
+        sa.ForeignKeyConstraint(["payment_id"], ["payments.id"], name=op.f("fk_ledger_entries_payment_id_payments")),
         sa.ForeignKeyConstraint(
-            ["allocation_id"],
-            ["allocations.id"],
-            name=op.f("fk_ledger_entries_allocation_id_allocations"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["payment_id"],
-            ["payments.id"],
-            name=op.f("fk_ledger_entries_payment_id_payments"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["period_id"],
-            ["coverage_periods.id"],
-            name=op.f("fk_ledger_entries_period_id_coverage_periods"),
+            ["period_id"], ["coverage_periods.id"], name=op.f("fk_ledger_entries_period_id_coverage_periods")
         ),
         sa.ForeignKeyConstraint(
             ["reverses_entry_id"],
@@ -1038,20 +736,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_entries")),
     )
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_ledger_entries_account_id_id", ["account_id", "id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_ledger_entries_allocation_id"),
-            ["allocation_id"],
-            unique=False,
-        )
-        batch_op.create_index(
-            batch_op.f("ix_ledger_entries_payment_id"), ["payment_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_ledger_entries_period_id"), ["period_id"], unique=False
-        )
+        batch_op.create_index("ix_ledger_entries_account_id_id", ["account_id", "id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ledger_entries_allocation_id"), ["allocation_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ledger_entries_payment_id"), ["payment_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ledger_entries_period_id"), ["period_id"], unique=False)
 
     # ### end Alembic commands ###
 
