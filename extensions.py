@@ -10,13 +10,17 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from models.db import session_factory
+from models.outbox import attach_dispatch
 from workers.connections import get_redis
+from workers.sms import rq_dispatch
 
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Attach settings, the session factory and Redis to the app."""
     app.extensions["settings"] = settings
-    app.extensions["sessions"] = session_factory(settings.DATABASE_URL)
+    app.extensions["sessions"] = sessions = session_factory(settings.DATABASE_URL)
+    # SMS queued with `send_sms` in a request's session are enqueued once it commits.
+    attach_dispatch(sessions, rq_dispatch(settings.REDIS_URL, settings.RQ_QUEUE))
     app.teardown_appcontext(_close_session)
 
 

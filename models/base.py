@@ -133,7 +133,8 @@ class MessageStatus(enum.StrEnum):
     REJECTED = "Rejected"
     SUCCESS = "Success"
     FAILED = "Failed"
-    UNKNOWN = "UNKNOWN"
+    UNKNOWN = "UNKNOWN"  # the provider may or may not have it (read timeout): a delivery report settles it
+    NOT_SENT = "NOT_SENT"  # printed by the development console outbox, never handed to a provider
     RECEIVED = "RECEIVED"
     HANDLED = "HANDLED"
 

@@ -266,3 +266,10 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     ran = ", ".join(sorted(_ran_on)) or "none"
     terminalreporter.write_line(f"mutuelle backends exercised: {ran}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `.mo` files are build output (`make translations`); compile them so `pytest` works on a fresh clone.
+    from models.i18n import compile_catalogs
+
+    compile_catalogs()

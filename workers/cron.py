@@ -6,5 +6,7 @@ Every job is idempotent per period, so a second clock process does no harm.
 from rq import cron
 
 from workers.maintenance import record_heartbeat
+from workers.sms import sweep_outbox
 
 cron.register(record_heartbeat, queue_name="default", interval=60)
+cron.register(sweep_outbox, queue_name="default", interval=300)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from config import Settings
 from logs import configure_logging
 from models.db import session_scope
+from models.outbox import attach_dispatch
 from workers.connections import get_queue, get_redis
 
 
@@ -26,8 +27,14 @@ def settings() -> Settings:
 
 @contextmanager
 def job_session() -> Iterator[Session]:
-    """Yield a session that commits when the job body succeeds; exceptions reach RQ for retries."""
+    """Yield a session that commits when the job body succeeds; exceptions reach RQ for retries.
+
+    SMS queued with `send_sms` in it are enqueued once it commits.
+    """
+    from workers.sms import rq_dispatch  # workers.sms uses this module: import at call time
+
     with session_scope(settings().DATABASE_URL) as session:
+        attach_dispatch(session, rq_dispatch(settings().REDIS_URL, settings().RQ_QUEUE))
         yield session
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 09:53:45.373951
+Create Date: 2026-11-23 10:09:32.857441
 """
 
 from __future__ import annotations
@@ -362,6 +362,7 @@ def upgrade() -> None:
                 "Success",
                 "Failed",
                 "UNKNOWN",
+                "NOT_SENT",
                 "RECEIVED",
                 "HANDLED",
                 name="messagestatus",

@@ -1,0 +1,205 @@
+"""Outbound SMS jobs: one RQ job per message (`sms-<message id>`), and the sweeper of stuck messages.
+
+A send is not idempotent at the provider, so a message is *claimed* before it is sent: one UPDATE moves
+it from QUEUED (with no provider id) to UNKNOWN and commits. Only the job that made that change sends;
+a second run of the job, or a concurrent one, finds nothing to claim. If the process dies mid-send the
+message stays UNKNOWN (it may have left) until a delivery report settles it — it is never resent blindly.
+Errors that prove nothing left (connection refused, HTTP 5xx) put it back to QUEUED and are retried,
+first in the job with a short backoff, then by RQ with longer intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
+
+from rq import Queue, Retry, get_current_job
+from rq.exceptions import DuplicateJobError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from logs import mask_phone
+from models.base import MessageDirection, MessageStatus, utcnow
+from models.household import Household
+from models.messaging import Message
+from models.outbox import Dispatch
+from workers import runtime
+from workers.connections import get_queue
+from workers.sms_transport import (
+    SendResult,
+    SmsTransport,
+    TransientSendError,
+    UncertainSendError,
+    transport_from_settings,
+)
+
+log = logging.getLogger(__name__)
+
+# RQ job ids allow only letters, digits, `_` and `-` (rq 2.x refuses "sms:1").
+SMS_JOB_ID = "sms-{}"
+# In-job retries of errors that prove nothing was sent, then RQ's (the worker runs --with-scheduler).
+IN_JOB_BACKOFF_SECONDS: tuple[float, ...] = (0.5, 2.0)
+RQ_RETRY_INTERVALS = [30, 120, 600, 1800]
+# A message still QUEUED this long after it was written lost its job (Redis down at commit time…).
+STUCK_AFTER = timedelta(minutes=10)
+
+
+def enqueue_messages(queue: Queue, message_ids: Iterable[int]) -> list[str]:
+    """Enqueue one send job per message id (an existing job with the same id is left alone)."""
+    job_ids = []
+    for message_id in message_ids:
+        job_id = SMS_JOB_ID.format(message_id)
+        try:
+            queue.enqueue(
+                send_message,
+                message_id,
+                job_id=job_id,
+                unique=True,
+                retry=Retry(max=len(RQ_RETRY_INTERVALS), interval=RQ_RETRY_INTERVALS),
+                description=f"send SMS {message_id}",
+            )
+        except DuplicateJobError:
+            log.info("job %s already exists; not enqueued again", job_id)
+            continue
+        job_ids.append(job_id)
+    return job_ids
+
+
+def rq_dispatch(redis_url: str, queue_name: str) -> Dispatch:
+    """Return the outbox dispatch that enqueues send jobs on the named queue."""
+
+    def dispatch(message_ids: list[int]) -> None:
+        enqueue_messages(get_queue(redis_url, queue_name), message_ids)
+
+    return dispatch
+
+
+def send_message(message_id: int) -> str:
+    """Send one queued outbound SMS with the configured transport (the RQ job)."""
+    settings = runtime.settings()
+    transport = transport_from_settings(settings)
+    try:
+        with runtime.job_session() as session:
+            message = deliver(session, message_id, transport, default_sender=settings.AT_SENDER_ID or None)
+            return message.status.value if message is not None else "missing"
+    except TransientSendError as exc:
+        job = get_current_job()
+        if job is None or not job.retries_left:
+            with runtime.job_session() as session:
+                give_up(session, message_id, f"gave up: {exc}")
+        raise
+
+
+def deliver(
+    session: Session,
+    message_id: int,
+    transport: SmsTransport,
+    default_sender: str | None = None,
+    backoff: Sequence[float] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Message | None:
+    """Claim the message, send it once and store the provider's answer (commits as it goes)."""
+    claimed = _claim(session, message_id, transport.name)
+    message = session.get(Message, message_id, populate_existing=True)
+    if message is None:
+        log.warning("sms %s: no such message", message_id)
+        return None
+    if not claimed:
+        log.info("sms %s: already %s; not sending again", message_id, message.status.value)
+        return message
+    sender = _sender_for(session, message, default_sender)
+    delays = [*(IN_JOB_BACKOFF_SECONDS if backoff is None else backoff), None]
+    for delay in delays:
+        message.attempts += 1
+        try:
+            result = transport.send(message.body, message.phone, sender)
+        except TransientSendError as exc:
+            if delay is None:
+                message.status = MessageStatus.QUEUED
+                message.failure_reason = str(exc)[:200]
+                session.commit()
+                log.warning("sms %s: %s; back to QUEUED for a later retry", message_id, exc)
+                raise
+            log.info("sms %s: %s; retrying in %ss", message_id, exc, delay)
+            sleep(delay)
+            continue
+        except UncertainSendError as exc:
+            message.failure_reason = str(exc)[:200]
+            session.commit()
+            log.warning("sms %s: %s; left UNKNOWN for the delivery report", message_id, exc)
+            return message
+        _apply(message, result)
+        session.commit()
+        log.info(
+            "sms %s to %s: %s %s",
+            message_id,
+            mask_phone(message.phone),
+            result.status.value,
+            result.failure_reason or "",
+        )
+        return message
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def give_up(session: Session, message_id: int, reason: str) -> None:
+    """Mark a message that could not be sent after every retry as Failed."""
+    session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == MessageStatus.QUEUED)
+        .values(status=MessageStatus.FAILED, failure_reason=reason[:200], updated_at=utcnow())
+    )
+
+
+def requeue_stuck(session: Session, queue: Queue, older_than: timedelta = STUCK_AFTER) -> list[str]:
+    """Enqueue a job again for outbound messages QUEUED for too long; return the job ids enqueued."""
+    ids = session.scalars(
+        select(Message.id).where(
+            Message.direction == MessageDirection.OUTBOUND,
+            Message.status == MessageStatus.QUEUED,
+            Message.created_at < utcnow() - older_than,
+        )
+    ).all()
+    return enqueue_messages(queue, ids)
+
+
+def sweep_outbox() -> int:
+    """Re-enqueue stuck outbound messages (the clock's periodic job)."""
+    with runtime.job_session() as session:
+        return len(requeue_stuck(session, runtime.queue()))
+
+
+def _claim(session: Session, message_id: int, transport_name: str) -> bool:
+    """Move the message from QUEUED to UNKNOWN in its own committed transaction; return whether we did."""
+    result = session.execute(
+        update(Message)
+        .where(
+            Message.id == message_id,
+            Message.direction == MessageDirection.OUTBOUND,
+            Message.status == MessageStatus.QUEUED,
+            Message.provider_message_id.is_(None),
+        )
+        .values(status=MessageStatus.UNKNOWN, transport=transport_name, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _sender_for(session: Session, message: Message, default_sender: str | None) -> str | None:
+    if message.household_id is not None:
+        household = session.get(Household, message.household_id)
+        if household is not None and household.scheme.sms_sender_id:
+            return household.scheme.sms_sender_id
+    return default_sender
+
+
+def _apply(message: Message, result: SendResult) -> None:
+    message.status = result.status
+    message.provider_message_id = result.provider_message_id
+    message.provider_status_code = result.status_code
+    message.cost = result.cost
+    message.failure_reason = result.failure_reason
+    if result.status is MessageStatus.SENT:
+        message.sent_at = utcnow()
