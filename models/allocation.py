@@ -3,8 +3,9 @@
 Transactions: every function here starts the session's write transaction itself
 (`models.db.begin_write`: BEGIN IMMEDIATE on SQLite) and locks the account row (`SELECT … FOR UPDATE`
 on PostgreSQL) before reading anything it decides on. Call them on a session with no transaction in
-progress (or one started with `begin_write`). They flush but never commit: the caller (the worker job)
-commits, so the allocation and the payment's status change land together.
+progress (or one started with `begin_write`); on SQLite a transaction that already began as a reader is
+refused with RuntimeError (`models.ledger.start_write`). They flush but never commit: the caller (the
+worker job) commits, so the allocation and the payment's status change land together.
 
 Reversal semantics: a reversal (or refund) undoes exactly what that one allocation wrote — a REVERSAL
 entry negates each of its entries and its periods are marked `reversed_at`. Periods funded by other
@@ -24,9 +25,8 @@ from sqlalchemy.orm import Session
 
 from models.base import LedgerKind, utcnow
 from models.coverage import fund_from_credit, last_live_period
-from models.db import begin_write
 from models.household import Account, Household, Network
-from models.ledger import account_state, add_entry, get_or_create_account, lock_account
+from models.ledger import account_state, add_entry, get_or_create_account, lock_account, start_write
 from models.money import Allocation, CoveragePeriod, LedgerEntry
 from models.premiums import amount_due
 
@@ -168,14 +168,14 @@ def allocate(
     """Apply money received on `on` to an account once per `source_ref`: fee, whole periods, then credit."""
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         raise ValueError("an allocation is a positive integer amount")
-    begin_write(session)
+    start_write(session)
     locked = lock_account(session, account.id)
     allocation, created = _allocate_locked(session, locked, amount, source_ref, on, payment_id)
     return _result(session, allocation, locked, created)
 
 
 def _undo(session: Session, source_ref: str, reason: str, on: date, payment_kind: LedgerKind) -> ReversalResult:
-    begin_write(session)
+    start_write(session)
     allocation = _find(session, source_ref)
     if allocation is None:
         raise UnknownAllocation(source_ref)
@@ -265,7 +265,7 @@ def pay_network_households(
     """
     if network_account.network_id is None:
         raise ValueError("not a network account")
-    begin_write(session)
+    start_write(session)
     network_locked = lock_account(session, network_account.id)
     network = session.get(Network, network_locked.network_id)
     assert network is not None

@@ -21,9 +21,8 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from models.base import HouseholdStatus, LedgerKind
-from models.db import begin_write
 from models.household import Account, Household
-from models.ledger import account_state, add_entry, get_or_create_account, lock_account
+from models.ledger import account_state, add_entry, get_or_create_account, lock_account, start_write
 from models.money import Allocation, CoveragePeriod
 from models.premiums import FULL_SHARE_BP, PeriodPrice, is_fully_subsidised, period_price
 from models.scheme import Scheme
@@ -182,9 +181,10 @@ def book_subsidised_period(session: Session, household: Household, on: date) -> 
     """Book the next funder-paid period of a fully subsidised household when it is due on `on`.
 
     Due at enrolment (a household without a live period) and from the last day of the current
-    period (so a check on the first day of the next one never finds a gap). The caller holds the
-    write lock (`begin_write`); the account row is locked here.
+    period (so a check on the first day of the next one never finds a gap). Starts the write
+    transaction if none is open and locks the account row; the caller commits.
     """
+    start_write(session)
     scheme = household.scheme
     category = scheme.subsidy(household.subsidy_category)
     if category.share_bp < FULL_SHARE_BP or household.status != HouseholdStatus.ACTIVE:
@@ -247,7 +247,7 @@ def book_subsidised_periods(session: Session, scheme: Scheme, on: date) -> int:
     Idempotent per household and period start (`subsidy:<household>:<start>` allocations), so the
     clock may run it any number of times a day. Starts its own write transaction; the caller commits.
     """
-    begin_write(session)
+    start_write(session)
     codes = [c.code for c in scheme.subsidy_categories if c.share_bp >= FULL_SHARE_BP]
     if not codes:
         return 0

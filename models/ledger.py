@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from models.base import LedgerKind
+from models.db import begin_write, is_sqlite
 from models.household import Account, Household, Network
 from models.money import Allocation, CoveragePeriod, LedgerEntry
 
@@ -61,6 +62,19 @@ def get_or_create_account(
             raise
         return found
     return account
+
+
+def start_write(session: Session) -> None:
+    """Start the session's write transaction, refusing on SQLite one already begun as a reader.
+
+    A deferred SQLite transaction that has read and then writes fails under concurrent writers
+    (SQLITE_BUSY_SNAPSHOT), and it would not have held the write lock while deciding: the money
+    functions must run in a transaction started by `models.db.begin_write`.
+    """
+    begin_write(session)
+    bind = session.get_bind()
+    if is_sqlite(bind.engine) and session.connection().get_execution_options().get("sqlite_begin") != "IMMEDIATE":
+        raise RuntimeError("start this in a fresh transaction (models.db.begin_write), not one already reading")
 
 
 def lock_account(session: Session, account_id: int) -> Account:

@@ -67,6 +67,7 @@ def test_reversal_removes_exactly_what_the_payment_funded(session: Session) -> N
     first = pay(session, household, 15_000, D, ref="wave:A")
     second = pay(session, household, 20_000, d(2027, 11, 1), ref="wave:B")
     assert len(second.periods) == 1 and second.credit == 6_000
+    session.commit()
 
     result = reverse(session, "wave:B", "operator reversed the transfer", d(2027, 11, 3))
     session.commit()
@@ -85,6 +86,7 @@ def test_reversal_removes_exactly_what_the_payment_funded(session: Session) -> N
     assert allocation.reversal_reason == "operator reversed the transfer"
 
     before = _counts(session)
+    session.commit()
     again = reverse(session, "wave:B", "again", d(2027, 11, 4))
     assert not again.created and _counts(session) == before
     # The allocation itself reports that it was reversed.
@@ -155,6 +157,7 @@ def test_network_money_stays_on_the_network_then_pays_households_soonest_expiry_
     assert (received.periods, received.balance, received.household_id) == ((), 30_000, None)
 
     account = get_or_create_account(session, network=network)
+    session.commit()
     on = d(2027, 11, 10)
     paid = pay_network_households(session, account, on, run_ref="wave:NET")
     session.commit()
@@ -165,10 +168,12 @@ def test_network_money_stays_on_the_network_then_pays_households_soonest_expiry_
     assert amount_due(session, never, on).total == 7_000  # the next period only
 
     # Run again: idempotent per run and household.
+    session.commit()
     assert pay_network_households(session, account, on, run_ref="wave:NET") == []
     session.commit()
 
     # Reversing one household's payout gives the network its money back.
+    session.commit()
     reverse(session, f"wave:NET:household:{never.id}", "network payout cancelled", on)
     session.commit()
     assert account_state(session, account_id=account.id).balance == 16_000
@@ -219,3 +224,18 @@ def test_concurrent_allocations_to_one_household_end_with_exact_balances(pg_url:
         fees = check.scalar(select(func.count()).where(LedgerEntry.kind == LedgerKind.FEE))
         assert fees == 1
         assert check.scalar(select(func.count()).select_from(Allocation)) == 12
+
+
+def test_on_sqlite_allocation_refuses_a_transaction_that_began_as_a_reader(sqlite_url: str) -> None:
+    with Session(get_engine(sqlite_url), expire_on_commit=False) as session:
+        scheme = factories.scheme(session, "sky-cambodia")
+        account = get_or_create_account(session, household=make_household(session, scheme, size=1))
+        session.commit()
+        # A read opens a deferred transaction: deciding on money there would race other writers.
+        session.scalar(select(func.count()).select_from(Allocation))
+        with pytest.raises(RuntimeError, match="fresh transaction"):
+            allocate(session, account, 2_000, "late", D)
+        session.rollback()
+        assert allocate(session, account, 2_000, "late", D).created
+        session.commit()
+        assert account_state(session, account_id=account.id).balance == 0

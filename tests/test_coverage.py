@@ -237,11 +237,13 @@ def test_subsidised_household_is_funded_by_the_state_at_enrolment_and_each_renew
     assert account_state(session, household_id=bsf.id).balance == 0
 
     # A household enrolled later gets its first period from its enrolment day, even when the clock is late.
+    session.commit()
     assert book_subsidised_periods(session, scheme, d(2026, 12, 7)) == 1
     session.commit()
     assert [(p.start_on, p.price) for p in live_periods(session, later.id)] == [(d(2026, 12, 5), 14_000)]
 
     # On the last day of the period the next one is booked, back to back and without waiting.
+    session.commit()
     assert book_subsidised_periods(session, scheme, d(2027, 11, 18)) == 0
     assert book_subsidised_periods(session, scheme, d(2027, 11, 19)) == 1
     session.commit()
@@ -251,6 +253,7 @@ def test_subsidised_household_is_funded_by_the_state_at_enrolment_and_each_renew
 def test_subsidy_job_skips_suspended_households_and_payments_never_charge_them(session: Session) -> None:
     scheme = factories.scheme(session, "cmu-thies")
     suspended = make_household(session, scheme, category="bsf", status=HouseholdStatus.SUSPENDED)
+    session.commit()
     assert book_subsidised_periods(session, scheme, d(2026, 11, 20)) == 0
     session.commit()
     bsf = make_household(session, scheme, category="bsf")

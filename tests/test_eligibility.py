@@ -197,6 +197,7 @@ def test_member_eligibility(
     for index, (paid_on, amount) in enumerate(payments):
         pay(session, household, amount, paid_on, ref=f"elig:{household.id}:{index}")
     member = household.members[-1]
+    session.commit()
     if setup == "suspend":
         household.status, household.status_reason = HouseholdStatus.SUSPENDED, "documents under review"
     elif setup == "deceased":

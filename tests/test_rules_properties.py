@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from models.allocation import reverse
 from models.base import EligibilityStatus, LedgerKind
 from models.coverage import add_months, book_subsidised_period, live_periods
-from models.db import begin_write
 from models.eligibility import household_eligibility
 from models.household import Household
 from models.ledger import account_entries, account_state, get_or_create_account
@@ -130,6 +129,7 @@ def test_any_history_keeps_the_invariants(
                 )
                 fee_missing = not account_state(session, household_id=household.id).fee_paid
                 assert result.credit < share or cap_reached or fee_missing
+                session.commit()
         elif op == "reverse" and refs:
             reverse(session, refs[value % len(refs)], "property test", on)
             session.commit()
@@ -137,7 +137,7 @@ def test_any_history_keeps_the_invariants(
         elif op == "wait":
             on += timedelta(days=value)
         elif op == "subsidy":
-            begin_write(session)
             book_subsidised_period(session, household, on)
             session.commit()
         check_invariants(session, household.id, reversed_any)
+        session.commit()  # end the reads: the money functions start their own write transaction
