@@ -26,9 +26,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(health.bp)
 
+    from commands import access as access_commands
     from commands import db as db_commands
+    from commands import members as member_commands
     from commands import schemes as scheme_commands
 
     app.cli.add_command(db_commands.db_group)
     app.cli.add_command(scheme_commands.schemes_group)
+    app.cli.add_command(member_commands.members_group)
+    app.cli.add_command(access_commands.api_token_group)
+    app.cli.add_command(access_commands.agents_group)
     return app
