@@ -22,16 +22,30 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings.as_flask_config())
     extensions.init_app(app, settings)
 
-    from handlers import health, sms
-
-    app.register_blueprint(health.bp)
-    app.register_blueprint(sms.bp)
-
-    from commands import db as db_commands
-    from commands import schemes as scheme_commands
-    from commands import sms as sms_commands
-
-    app.cli.add_command(db_commands.db_group)
-    app.cli.add_command(scheme_commands.schemes_group)
-    app.cli.add_command(sms_commands.sms_group)
+    register_blueprints(app)
+    register_commands(app)
     return app
+
+
+def register_blueprints(app: Flask) -> None:
+    """Register one blueprint per channel."""
+    from handlers import api, health, sms
+
+    for module in (health, sms, api):
+        app.register_blueprint(module.bp)
+
+
+def register_commands(app: Flask) -> None:
+    """Register the `flask --app app …` command groups."""
+    from commands import access, db, demo, members, schemes, sms
+
+    for group in (
+        db.db_group,
+        schemes.schemes_group,
+        sms.sms_group,
+        members.members_group,
+        access.api_token_group,
+        access.agents_group,
+        demo.demo_group,
+    ):
+        app.cli.add_command(group)
