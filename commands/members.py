@@ -1,13 +1,18 @@
-"""`flask --app app members …`: import the enrolment export."""
+"""`flask --app app members …`: import the enrolment export, show a member."""
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import click
 from flask.cli import with_appcontext
 
 from extensions import db
+from models.checks import find_member
+from models.coverage import live_periods
+from models.eligibility import member_eligibility
+from models.ledger import account_entries, account_state, get_or_create_account
 from models.member_import import ImportFileError, import_members
 
 
@@ -51,3 +56,51 @@ def import_command(file: str, scheme_code: str | None, dry_run: bool, quiet: boo
         click.echo(report.summary())
     click.echo(report.details())
     click.echo(f"{report.rows:,} rows in {time.monotonic() - started:.1f} s")
+
+
+@members_group.command("show")
+@click.argument("member_no")
+@click.option("--date", "on", type=click.DateTime(formats=["%Y-%m-%d"]), help="Answer for this date (default today).")
+@with_appcontext
+def show_command(member_no: str, on: datetime | None) -> None:
+    """Show a member's eligibility answer, household and ledger."""
+    session = db()
+    member = find_member(session, member_no)
+    if member is None:
+        raise click.ClickException(f"no member {member_no}")
+    household = member.household
+    day = on.date() if on else household.scheme.local_today()
+    answer = member_eligibility(session, member, day)
+    click.echo(
+        f"{member.member_no}  {member.first_name} {member.last_name}  ({member.sex.value}, "
+        f"born {member.date_of_birth.year if member.date_of_birth else '?'}, {member.status.value})"
+    )
+    click.echo(
+        f"household {household.household_no}  scheme {household.scheme.code}  plan {household.plan}  "
+        f"category {household.subsidy_category}  status {household.status.value}"
+    )
+    click.echo(
+        f"on {day.isoformat()}: covered={'yes' if answer.covered else 'no'}  status={answer.status.value}  "
+        f"valid_until={answer.valid_until or '-'}  waiting_until={answer.waiting_until or '-'}  "
+        f"amount_due={answer.amount_due} {answer.currency}"
+    )
+    if answer.reason:
+        click.echo(f"reason: {answer.reason}")
+    click.echo("coverage periods:")
+    for period in live_periods(session, household.id):
+        click.echo(
+            f"  {period.start_on} → {period.end_on}  {period.plan}  price {period.price}  "
+            f"household {period.household_share}  subsidy {period.subsidy_amount}"
+            + (f"  waiting until {period.waiting_until}" if period.waiting_until else "")
+        )
+    account = get_or_create_account(session, household=household)
+    click.echo("ledger:")
+    for entry in account_entries(session, account.id):
+        funder = f" ({entry.funder})" if entry.funder else ""
+        click.echo(
+            f"  {entry.effective_on}  {entry.kind.value:<10} {entry.amount:>10} {entry.currency}{funder}"
+            + (f"  {entry.note}" if entry.note else "")
+        )
+    state = account_state(session, account_id=account.id)
+    click.echo(f"balance {state.balance} {account.currency}  credit {state.credit}")
+    session.commit()

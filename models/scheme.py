@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -50,6 +51,15 @@ class Scheme(Base):
     channels: Mapped[list[PaymentChannel]] = relationship(
         back_populates="scheme", cascade="all, delete-orphan", order_by="PaymentChannel.position"
     )
+
+    def local_now(self, now: datetime | None = None) -> datetime:
+        """Return the scheme's wall-clock time (naive) for a UTC instant (default: now)."""
+        instant = (now or datetime.now(UTC).replace(tzinfo=None)).replace(tzinfo=UTC)
+        return instant.astimezone(ZoneInfo(self.timezone)).replace(tzinfo=None)
+
+    def local_today(self, now: datetime | None = None) -> date:
+        """Return the scheme's local date for a UTC instant (default: now)."""
+        return self.local_now(now).date()
 
     def plan(self, code: str) -> Plan:
         """Return the scheme's plan with this code."""

@@ -1,0 +1,350 @@
+"""Demo data: both schemes, ~200 households across every eligibility status, agents and a collection device.
+
+Money goes through the real rules: each demo payment is a sandbox `Payment` allocated with `allocate`,
+subsidised households are funded by `book_subsidised_period`, so every answer agrees with the rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.access import CollectionDevice
+from models.agents import create_agent
+from models.allocation import allocate
+from models.base import EvidenceSource, HouseholdStatus, Language, MemberStatus, PaymentStatus, Sex
+from models.coverage import book_subsidised_period
+from models.household import Household, Member, Network
+from models.ledger import get_or_create_account
+from models.payment import Payment, PaymentEvidence, ReconciliationEvent
+from models.scheme import Scheme
+from models.scheme_file import load_scheme, parse_scheme_file
+
+SCHEMES_DIR = Path(__file__).resolve().parent.parent / "schemes"
+
+FIRST_F = ["Aminata", "Fatou", "Awa", "Khady", "Ndeye", "Mariama", "Coumba", "Astou", "Bineta", "Dieynaba"]
+FIRST_M = ["Ousmane", "Mamadou", "Moussa", "Ibrahima", "Cheikh", "Abdoulaye", "Modou", "Lamine", "Pape", "Babacar"]
+LAST_SN = ["Ndiaye", "Diop", "Fall", "Sarr", "Faye", "Gueye", "Sow", "Ba", "Diallo", "Mbaye", "Cisse", "Seck"]
+FIRST_KH_F = ["Sophea", "Dara", "Chantha", "Sreymom", "Bopha", "Kanha"]
+FIRST_KH_M = ["Sokha", "Vanna", "Rithy", "Sambath", "Piseth", "Veasna"]
+LAST_KH = ["Sok", "Chan", "Keo", "Heng", "Lim", "Meas", "Prak"]
+COMMUNES = [("TN", "Thies Nord"), ("PK", "Pekesse"), ("MR", "Mont Rolland")]
+
+# (label, how many households, days since each payment (none: never paid), plan, category)
+CMU_PROFILES: list[tuple[str, int, tuple[int, ...], str, str]] = [
+    ("active-yearly", 40, (75,), "yearly", "standard"),
+    ("active-half-yearly", 15, (100,), "half-yearly", "standard"),
+    ("waiting", 15, (6,), "yearly", "standard"),
+    ("grace", 12, (380,), "yearly", "standard"),
+    ("lapsed", 15, (460,), "yearly", "standard"),
+    ("pending", 15, (), "yearly", "standard"),
+    ("bsf", 12, (), "yearly", "bsf"),
+    ("cec", 6, (), "yearly", "cec"),
+    ("suspended", 5, (75,), "yearly", "standard"),
+    ("instalment", 5, (), "yearly", "standard"),
+]
+SKY_PROFILES: list[tuple[str, int, tuple[int, ...], str, str]] = [
+    ("active", 15, (40, 12), "monthly", "standard"),
+    ("waiting", 5, (3,), "monthly", "standard"),
+    ("grace", 6, (36,), "monthly", "standard"),
+    ("lapsed", 6, (90,), "monthly", "standard"),
+    ("pending", 5, (), "monthly", "standard"),
+    ("idpoor", 3, (), "monthly", "idpoor"),
+]
+
+SHARED_PHONE = "+221779999999"
+AGENTS = [
+    ("Poste de sante Thies Nord", "+221760000001", "4821", "Infirmier Diouf"),
+    ("Centre de sante Mont Rolland", "+221760000002", "3907", "Sage-femme Ndour"),
+]
+DEVICE = ("+221700000001", "Telephone collecteur Thies", ["OrangeMoney", "Wave", "FreeMoney"])
+
+
+@dataclass
+class DemoSummary:
+    """What the seeder created, for `make run` to print."""
+
+    households: int = 0
+    members: int = 0
+    payments: int = 0
+    examples: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # label → (member no, phone)
+    shared_phone: str = SHARED_PHONE
+    agents: list[tuple[str, str, str]] = field(default_factory=list)  # (facility, phone, PIN)
+    device: str = DEVICE[0]
+    network: str = ""
+
+
+def load_shipped_schemes(session: Session) -> dict[str, Scheme]:
+    """Load (create or update) every scheme file in schemes/ and return them by code."""
+    schemes = {}
+    for path in sorted(SCHEMES_DIR.glob("*.toml")):
+        scheme = load_scheme(session, parse_scheme_file(path))
+        schemes[scheme.code] = scheme
+    session.commit()
+    return schemes
+
+
+def is_empty(session: Session) -> bool:
+    """Return whether the database holds no household yet."""
+    return not session.scalar(select(func.count()).select_from(Household))
+
+
+def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
+    """Create the demo households, payments, agents and device (on an empty database)."""
+    rng = random.Random(seed)
+    schemes = load_shipped_schemes(session)
+    summary = DemoSummary()
+    cmu, sky = schemes["cmu-thies"], schemes["sky-cambodia"]
+
+    network = Network(
+        scheme_id=cmu.id,
+        code="reseau-thies-nord-1",
+        name="Reseau Thies Nord 1",
+        commune="Thies Nord",
+        contact_phone="+221770000200",
+    )
+    session.add(network)
+    session.flush()
+    get_or_create_account(session, network=network)
+    summary.network = network.code
+    session.commit()
+
+    serial = 0
+    for label, count, days_ago, plan, category in CMU_PROFILES:
+        for index in range(count):
+            serial += 1
+            prefix, commune = COMMUNES[serial % len(COMMUNES)]
+            phone = SHARED_PHONE if label in {"active-yearly", "waiting"} and index == 0 else f"+22177{serial:07d}"
+            household = _household(
+                session,
+                rng,
+                cmu,
+                f"SN-{prefix}-{serial:06d}",
+                commune,
+                plan,
+                category,
+                phone,
+                language=Language.WO if serial % 4 == 0 else Language.FR,
+                enrolled_on=today - timedelta(days=max(days_ago, default=60) + 10),
+                network=network if serial % 10 == 1 else None,
+            )
+            _fund(session, rng, summary, cmu, household, label, days_ago, today)
+            summary.examples.setdefault(f"cmu {label}", (household.members[0].member_no, phone))
+    # One member who died in an otherwise covered household: INACTIVE.
+    inactive = session.scalar(select(Household).where(Household.household_no == "SN-TN-000003"))
+    if inactive is not None and len(inactive.members) > 1:
+        member = inactive.members[-1]
+        member.status, member.left_on = MemberStatus.DECEASED, today - timedelta(days=20)
+        summary.examples["cmu inactive (deceased member)"] = (member.member_no, None)
+
+    for label, count, days_ago, plan, category in SKY_PROFILES:
+        for _ in range(count):
+            serial += 1
+            phone = f"+85512{serial:06d}"
+            household = _household(
+                session,
+                rng,
+                sky,
+                f"KH-PP-{serial:06d}",
+                "Phnom Penh",
+                plan,
+                category,
+                phone,
+                language=Language.KM if serial % 3 else Language.EN,
+                enrolled_on=today - timedelta(days=max(days_ago, default=60) + 5),
+                network=None,
+            )
+            _fund(session, rng, summary, sky, household, label, days_ago, today)
+            summary.examples.setdefault(f"sky {label}", (household.members[0].member_no, phone))
+    session.commit()
+
+    for facility, phone, pin, name in AGENTS:
+        create_agent(session, facility=facility, phone=phone, pin=pin, country="SN", name=name)
+        summary.agents.append((facility, phone, pin))
+    session.add(
+        CollectionDevice(
+            device_key=DEVICE[0], label=DEVICE[1], scheme_id=cmu.id, operator_senders=DEVICE[2], trusted=False
+        )
+    )
+    session.commit()
+    summary.households = session.scalar(select(func.count()).select_from(Household)) or 0
+    summary.members = session.scalar(select(func.count()).select_from(Member)) or 0
+    return summary
+
+
+def _household(
+    session: Session,
+    rng: random.Random,
+    scheme: Scheme,
+    number: str,
+    commune: str,
+    plan: str,
+    category: str,
+    phone: str,
+    language: Language,
+    enrolled_on: date,
+    network: Network | None,
+) -> Household:
+    khmer = scheme.country == "KH"
+    size = rng.choice([1, 2, 3, 4, 4, 5, 6, 8]) if not khmer else rng.choice([1, 2, 3, 4, 5, 8])
+    last = rng.choice(LAST_KH if khmer else LAST_SN)
+    household = Household(
+        household_no=number,
+        scheme_id=scheme.id,
+        network_id=network.id if network else None,
+        head_member_no=f"{number}-01",
+        commune=commune,
+        subsidy_category=category,
+        plan=plan,
+        language=language,
+        sms_opt_in=True,
+        enrolled_on=enrolled_on,
+    )
+    session.add(household)
+    session.flush()
+    for position in range(1, size + 1):
+        sex = Sex.F if (position == 1) == (rng.random() < 0.5) else Sex.M
+        names = (FIRST_KH_F if sex is Sex.F else FIRST_KH_M) if khmer else (FIRST_F if sex is Sex.F else FIRST_M)
+        head = position == 1
+        born = (
+            date(rng.randint(1960, 1995), rng.randint(1, 12), rng.randint(1, 28))
+            if position <= 2
+            else date(rng.randint(2005, 2024), rng.randint(1, 12), rng.randint(1, 28))
+        )
+        session.add(
+            Member(
+                member_no=f"{number}-{position:02d}",
+                household_id=household.id,
+                last_name=last,
+                first_name=rng.choice(names),
+                sex=sex,
+                date_of_birth=born,
+                relationship_to_head="head" if head else ("spouse" if position == 2 else "child"),
+                phone=phone if head else None,
+                joined_on=enrolled_on,
+            )
+        )
+    session.flush()
+    get_or_create_account(session, household=household)
+    session.commit()
+    session.refresh(household)
+    return household
+
+
+def _fund(
+    session: Session,
+    rng: random.Random,
+    summary: DemoSummary,
+    scheme: Scheme,
+    household: Household,
+    label: str,
+    days_ago: tuple[int, ...],
+    today: date,
+) -> None:
+    """Give the household the money history its label describes, through the real rules."""
+    from models.premiums import amount_due
+
+    if label in {"bsf", "cec", "idpoor"}:
+        # What the daily clock would have done since enrolment: a period at enrolment, then at each end.
+        day = household.enrolled_on
+        while day <= today:
+            session.commit()  # the money functions start their own write transaction
+            period = book_subsidised_period(session, household, day)
+            session.commit()
+            if period is None:
+                break
+            day = period.end_on
+        return
+    if label == "instalment":
+        due = amount_due(session, household, today - timedelta(days=3)).total
+        _pay(session, summary, scheme, household, max(1, due // 3), today - timedelta(days=3))
+        return
+    for days in days_ago:
+        paid_on = today - timedelta(days=days)
+        due = amount_due(session, household, paid_on).total
+        _pay(session, summary, scheme, household, due, paid_on)
+    if label == "suspended":
+        household.status = HouseholdStatus.SUSPENDED
+        household.status_reason = "Card lent to a non-member (under review)"
+        session.commit()
+
+
+def _pay(
+    session: Session, summary: DemoSummary, scheme: Scheme, household: Household, amount: int, paid_on: date
+) -> None:
+    """Record a sandbox payment for the household and allocate it."""
+    summary.payments += 1
+    txn = f"DEMO{summary.payments:06d}"
+    paid_at = datetime.combine(paid_on, time(10, 30))
+    head = household.members[0]
+    raw = {
+        "txn_id": txn,
+        "amount": amount,
+        "currency": scheme.currency,
+        "phone": head.phone,
+        "reference": household.household_no,
+    }
+    fields = json.dumps([amount, scheme.currency, household.household_no, head.phone])
+    payment = Payment(
+        provider="sandbox",
+        provider_txn_id=txn,
+        amount=amount,
+        currency=scheme.currency,
+        payer_phone=head.phone,
+        account_reference=household.household_no,
+        paid_at=paid_at,
+        fields_hash=hashlib.sha256(fields.encode()).hexdigest(),
+        status=PaymentStatus.MATCHED,
+        match_rule="household_number",
+        match_confidence=95,
+        scheme_id=scheme.id,
+        household_id=household.id,
+        created_at=paid_at,
+    )
+    session.add(payment)
+    session.flush()
+    session.add(
+        PaymentEvidence(
+            payment_id=payment.id,
+            source=EvidenceSource.MANUAL,
+            route="demo-seed",
+            fields_hash=payment.fields_hash,
+            raw=json.dumps(raw),
+            received_at=paid_at,
+        )
+    )
+    session.add(
+        ReconciliationEvent(
+            payment_id=payment.id,
+            actor="demo-seed",
+            rule="household_number",
+            before_status=PaymentStatus.RECEIVED.value,
+            after_status=PaymentStatus.MATCHED.value,
+            note="demo data",
+            created_at=paid_at,
+        )
+    )
+    session.commit()
+    account = get_or_create_account(session, household=household)
+    session.commit()
+    allocate(session, account, amount, f"payment:{payment.id}", paid_on, payment_id=payment.id)
+    payment.status = PaymentStatus.ALLOCATED
+    session.add(
+        ReconciliationEvent(
+            payment_id=payment.id,
+            actor="demo-seed",
+            rule="household_number",
+            before_status=PaymentStatus.MATCHED.value,
+            after_status=PaymentStatus.ALLOCATED.value,
+            note="allocated",
+            created_at=paid_at,
+        )
+    )
+    session.commit()

@@ -1,0 +1,119 @@
+"""`demo seed` and `members show`: every eligibility status appears, and every answer agrees with the rules."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.access import Agent, CollectionDevice
+from models.base import EligibilityStatus, MemberStatus, today_utc, utcnow
+from models.eligibility import member_eligibility
+from models.household import Household, Member, Network
+from models.tokens import issue_token
+
+EXPECTED = {
+    "cmu active-yearly": "ACTIVE",
+    "cmu active-half-yearly": "ACTIVE",
+    "cmu waiting": "WAITING",
+    "cmu grace": "GRACE",
+    "cmu lapsed": "LAPSED",
+    "cmu pending": "PENDING",
+    "cmu bsf": "ACTIVE",
+    "cmu cec": "ACTIVE",
+    "cmu suspended": "SUSPENDED",
+    "cmu instalment": "PENDING",
+    "cmu inactive (deceased member)": "INACTIVE",
+    "sky active": "ACTIVE",
+    "sky waiting": "WAITING",
+    "sky grace": "GRACE",
+    "sky lapsed": "LAPSED",
+    "sky pending": "PENDING",
+    "sky idpoor": "ACTIVE",
+}
+
+
+def seed(app: Flask) -> str:
+    result = app.test_cli_runner().invoke(args=["demo", "seed", "--if-empty"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_demo_seed_covers_every_status_and_prints_what_to_try(app: Flask, session: Session) -> None:
+    output = seed(app)
+    households = session.scalar(select(func.count()).select_from(Household))
+    assert 150 <= households <= 250
+    assert "PIN 4821" in output and "+221779999999" in output and "*384*123#" in output
+
+    today = today_utc()
+    statuses = {member_eligibility(session, m, today).status for m in session.scalars(select(Member))}
+    assert statuses == set(EligibilityStatus)
+
+    shared = session.scalars(select(Member.household_id).where(Member.phone == "+221779999999")).all()
+    assert len(set(shared)) == 2
+    network = session.scalars(select(Network)).one()
+    assert session.scalar(select(func.count()).select_from(Household).where(Household.network_id == network.id))
+    assert session.scalar(select(func.count()).select_from(Agent)) == 2
+    assert session.scalars(select(CollectionDevice)).one().device_key == "+221700000001"
+
+    for label, expected in EXPECTED.items():
+        match = re.search(rf"{re.escape(label)}\s+member (\S+)", output)
+        assert match, label
+        member = session.scalar(select(Member).where(Member.member_no == match.group(1)))
+        assert member is not None
+        assert member_eligibility(session, member, today).status.value == expected, label
+
+    # Seeding again with --if-empty leaves the data alone.
+    assert "not seeding" in seed(app)
+    assert session.scalar(select(func.count()).select_from(Household)) == households
+
+
+def test_members_show_and_api_agree_with_the_rules_for_every_demo_member(app: Flask, session: Session) -> None:
+    seed(app)
+    _, token = issue_token(session, name="auditor", facility="Audit", now=utcnow())
+    session.commit()
+    client = app.test_client()
+    runner = app.test_cli_runner()
+    today = today_utc()
+    members = session.scalars(select(Member).order_by(Member.member_no)).all()
+    for member in members[::7]:  # a spread over every profile keeps the test quick
+        expected = member_eligibility(session, member, today)
+        body = client.get(
+            f"/api/eligibility/{member.member_no}?date={today.isoformat()}",
+            headers={"Authorization": f"Bearer {token}"},
+        ).get_json()
+        assert (body["status"], body["covered"], body["amount_due"]) == (
+            expected.status.value,
+            expected.covered,
+            expected.amount_due,
+        ), member.member_no
+        shown = runner.invoke(args=["members", "show", member.member_no, "--date", today.isoformat()]).output
+        assert f"status={expected.status.value}" in shown
+        assert f"amount_due={expected.amount_due} " in shown
+        if member.status is not MemberStatus.ACTIVE:
+            assert expected.status is EligibilityStatus.INACTIVE
+
+
+def test_members_show_prints_periods_and_ledger(app: Flask, session: Session) -> None:
+    seed(app)
+    output = app.test_cli_runner().invoke(args=["members", "show", "sn-pk-000001-01"]).output
+    assert "status=ACTIVE" in output
+    assert "coverage periods:" in output and "ledger:" in output
+    assert re.search(r"payment\s+\d+ XOF", output) and re.search(r"subsidy\s+\d+ XOF \(state\)", output)
+    assert "balance 0 XOF" in output
+
+
+def test_members_show_unknown_member_fails(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["members", "show", "SN-XX-000000-01"])
+    assert result.exit_code != 0 and "no member" in result.output
+
+
+def test_demo_answers_hold_on_a_later_date(app: Flask, session: Session) -> None:
+    seed(app)
+    later = date.fromordinal(today_utc().toordinal() + 400)
+    member = session.scalar(select(Member).where(Member.member_no == "SN-PK-000001-01"))
+    assert member is not None
+    assert member_eligibility(session, member, later).status is EligibilityStatus.LAPSED
