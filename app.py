@@ -22,16 +22,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings.as_flask_config())
     extensions.init_app(app, settings)
 
-    from handlers import health, sms
+    from handlers import health, sms, ussd
 
     app.register_blueprint(health.bp)
     app.register_blueprint(sms.bp)
+    app.register_blueprint(ussd.bp)
 
     from commands import db as db_commands
     from commands import schemes as scheme_commands
     from commands import sms as sms_commands
+    from commands import ussd as ussd_commands
 
     app.cli.add_command(db_commands.db_group)
     app.cli.add_command(scheme_commands.schemes_group)
     app.cli.add_command(sms_commands.sms_group)
+    app.cli.add_command(ussd_commands.ussd_command)
     return app
