@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:20:34.391583
+Create Date: 2026-11-23 10:19:16.524861
 """
 
 from __future__ import annotations
