@@ -27,6 +27,7 @@ GSM_BASIC = frozenset(
     "abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM_EXTENSION = frozenset("^{}\\[~]|€\f")
+GSM_ALL = GSM_BASIC | GSM_EXTENSION
 GSM_BUDGET = 160
 UCS2_BUDGET = 80
 DEFAULT_LANGUAGE = "fr"
@@ -95,13 +96,15 @@ class Layout:
 
 def is_gsm(text: str) -> bool:
     """Return whether every character of the text is in the GSM 03.38 alphabet (basic or extension)."""
-    return all(ch in GSM_BASIC or ch in GSM_EXTENSION for ch in text)
+    return GSM_ALL.issuperset(text)
 
 
 def screen_length(text: str) -> int:
     """Return how many characters the text costs on the screen in its encoding."""
-    if is_gsm(text):
-        return len(text) + sum(1 for ch in text if ch in GSM_EXTENSION)
+    if GSM_BASIC.issuperset(text):
+        return len(text)
+    if GSM_ALL.issuperset(text):
+        return len(text) + sum(text.count(ch) for ch in GSM_EXTENSION)
     return len(text.encode("utf-16-le")) // 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from werkzeug.serving import make_server
 
 from commands.ussd import ussd_command
 from menus.data import scheme_today
@@ -374,3 +376,19 @@ def test_terminal_phone_in_process(session: Session, app: Flask) -> None:
     assert "END Montant à payer" in result.output
     record = session.scalars(select(UssdSessionRecord)).one()
     assert (record.status, record.input) == ("Success", "3*0*2")
+
+
+def test_terminal_phone_against_a_running_server(session: Session, app: Flask) -> None:
+    household = cmu_household(session, size=2)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        result = app.test_cli_runner().invoke(ussd_command, ["--phone", PHONE, "--url", url], input="1\n00\n")
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert result.exit_code == 0, result.output
+    assert result.output.count(f"CON Ménage {household.household_no}") == 2
+    assert "CON Couverture au" in result.output
