@@ -28,7 +28,7 @@ translations: venv
 
 # Templates are marked `template(key, text)`: the key becomes the msgctxt of each entry.
 extract: venv
-	$(VENV)/bin/pybabel extract -F babel.cfg --no-default-keywords -k template:1c,2 --no-location \
+	$(VENV)/bin/pybabel extract -F babel.cfg --no-default-keywords -k template:1c,2 -k N_ --no-location \
 		--sort-output --project=mutuelle -o locales/messages.pot .
 
 update-translations: extract

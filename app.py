@@ -29,15 +29,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def register_blueprints(app: Flask) -> None:
     """Register one blueprint per channel."""
-    from handlers import api, health, sms
+    from handlers import api, health, sms, ussd
 
-    for module in (health, sms, api):
+    for module in (health, sms, ussd, api):
         app.register_blueprint(module.bp)
 
 
 def register_commands(app: Flask) -> None:
     """Register the `flask --app app …` command groups."""
-    from commands import access, db, demo, members, schemes, sms
+    from commands import access, db, demo, members, schemes, sms, ussd
 
     for group in (
         db.db_group,
@@ -47,5 +47,6 @@ def register_commands(app: Flask) -> None:
         access.api_token_group,
         access.agents_group,
         demo.demo_group,
+        ussd.ussd_command,
     ):
         app.cli.add_command(group)

@@ -66,6 +66,8 @@ class Settings:
     DARAJA_SHORTCODE: str = ""
     USSD_SESSION_TTL: int = 300
     USSD_SERVICE_CODE: str = "*384*123#"
+    # A USSD hop waits at most this long on Redis (no retries) before answering an apology.
+    USSD_REDIS_TIMEOUT_MS: int = 300
     CALLBACK_MAX_BYTES: int = 64 * 1024
     UPLOAD_MAX_BYTES: int = 20 * 1024 * 1024
     RQ_QUEUE: str = "default"

@@ -1,0 +1,557 @@
+"""The USSD engine without HTTP: menus as data, the pure step function, the renderer's budget, the session store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from menus import member
+from menus.conversation import Hop, answer_hop, effect_key, new_input, split_inputs
+from menus.engine import AUTO, CHOICE, Effect, Option, Reply, Screen, State, Transition, Tree, new_state, step
+from menus.records import mask_input
+from menus.render import (
+    GSM_BUDGET,
+    UCS2_BUDGET,
+    Amount,
+    Layout,
+    Msg,
+    apology,
+    budget,
+    fits,
+    format_amount,
+    is_gsm,
+    render_layout,
+    screen_length,
+)
+from menus.session_store import USSD_SESSION_KEY, SessionStore, StoredSession, session_key
+from tests.conftest import ROOT
+
+PHONE = "+221771234567"
+
+# The longest realistic data: long names and numbers, a big household, a long network name, big amounts.
+LONG_NAMES = [
+    "Ndeye Fatoumata",
+    "Mouhamadou Lamine",
+    "Aïssatou",
+    "Seynabou Ngoné",
+    "Fallou",
+    "Mame Diarra Bousso",
+    "Serigne Mbacké",
+    "Khadidiatou",
+    "Abdoulaye",
+    "Maïmouna",
+    "Papa Samba",
+    "Adja Coumba",
+]
+
+
+def household_data(
+    hid: int = 1, lang: str = "fr", languages: tuple[str, ...] = ("fr", "wo"), size: int = 4, **extra: Any
+) -> dict[str, Any]:
+    """Return a household as `menus.data` caches it."""
+    value = {
+        "id": hid,
+        "no": f"SN-THI-2026-{hid:06d}",
+        "lang": lang,
+        "plan": "yearly",
+        "network": "Réseau des mutuelles de Thiès Nord",
+        "head": LONG_NAMES[0],
+        "members": [{"first": LONG_NAMES[i % len(LONG_NAMES)], "no": f"{i + 1:02d}"} for i in range(size)],
+        "scheme": {
+            "name": "Mutuelle CMU Thies",
+            "languages": list(languages),
+            "currency": "XOF",
+            "exponent": 0,
+            "timezone": "Africa/Dakar",
+        },
+    }
+    value.update(extra)
+    return value
+
+
+def coverage_data(size: int = 4, status: str = "ACTIVE", due: int = 14_000) -> dict[str, Any]:
+    covered = status == "ACTIVE"
+    return {
+        "on": "2026-11-23",
+        "due": due,
+        "covered": covered,
+        "until": "2027-11-19" if covered else None,
+        "members": [
+            {
+                "first": LONG_NAMES[i % len(LONG_NAMES)],
+                "covered": covered,
+                "status": status,
+                "until": "2027-11-19",
+                "waiting": "2026-12-19" if status == "WAITING" else None,
+            }
+            for i in range(size)
+        ],
+    }
+
+
+def payments_data(count: int = 7) -> list[dict[str, Any]]:
+    return [{"date": f"2026-{12 - i:02d}-01", "amount": 1_234_500, "status": "PROVISIONAL"} for i in range(count)][:5]
+
+
+class Data:
+    """In-memory menu data for the engine driver: what the database would answer, counting loads."""
+
+    def __init__(self, households: list[dict[str, Any]], **values: Any) -> None:
+        self.values: dict[str, Any] = {"households": households, **values}
+        self.loads: Counter[str] = Counter()
+        self.applied: dict[str, Effect] = {}
+
+    def load(self, key: str, state: State) -> Any:
+        self.loads[key] += 1
+        return self.values[key]
+
+    def apply(self, effect: Effect, key: str) -> bool:
+        if key in self.applied:
+            return False
+        self.applied[key] = effect
+        for household in self.values["households"]:
+            if household["id"] == effect.target:
+                household["lang"] = effect.value
+        return True
+
+
+def run(data: Data, *inputs: str) -> tuple[Reply, State]:
+    """Dial and type the inputs through the pure engine, feeding data as it asks (as the driver does)."""
+    state = new_state(PHONE)
+    reply: Reply | None = None
+    for user_input in ("", *inputs):
+        while True:
+            reply, nxt = step(state, user_input)
+            if not reply.needs:
+                break
+            for key in reply.needs:
+                state.data[key] = data.load(key, state)
+        state = nxt
+    assert reply is not None
+    return reply, state
+
+
+def screen(reply: Reply) -> str:
+    assert reply.text.startswith(("CON ", "END ")), reply.text
+    assert fits(reply.text), (screen_length(reply.text), reply.text)
+    return reply.text
+
+
+def full_data(lang: str = "fr", languages: tuple[str, ...] = ("fr", "wo"), size: int = 4) -> Data:
+    return Data(
+        [household_data(lang=lang, languages=languages, size=size)],
+        **{"coverage:1": coverage_data(size), "payments:1": payments_data()},
+    )
+
+
+# ---------------------------------------------------------------- scripted sessions, pure
+
+
+def test_dial_shows_the_main_menu_in_french() -> None:
+    reply, state = run(full_data())
+    assert screen(reply) == (
+        "CON Ménage SN-THI-2026-000001\n1 Ma couverture\n2 Payer\n3 Mon ménage\n4 Mes paiements\n5 Langue"
+    )
+    assert (state.screen, state.hop, state.household) == ("main", 0, 1)
+
+
+def test_dial_shows_the_main_menu_in_english() -> None:
+    reply, _ = run(full_data(lang="en", languages=("km", "en")))
+    assert screen(reply) == (
+        "CON Household SN-THI-2026-000001\n1 My coverage\n2 Pay\n3 My household\n4 My payments\n5 Language"
+    )
+
+
+def test_coverage_lists_each_member_with_status_and_date() -> None:
+    data = full_data(size=2)
+    reply, _ = run(data, "1")
+    assert screen(reply) == (
+        "CON Couverture au 23/11/2026\n"
+        "Ndeye Fatoumata: couvert (actif) jusqu'au 19/11/2027\n"
+        "Mouhamadou Lamine: couvert (actif) jusqu'au 19/11/2027\n"
+        "0 Retour"
+    )
+    assert data.loads == {"households": 1, "coverage:1": 1}
+
+
+def test_waiting_members_are_not_covered_until_the_end_of_waiting() -> None:
+    data = Data([household_data(lang="en", languages=("en",), size=1)], **{"coverage:1": coverage_data(1, "WAITING")})
+    reply, _ = run(data, "1")
+    assert "Ndeye Fatoumata: NOT covered (waiting) until 19/12/2026" in screen(reply)
+
+
+def test_long_lists_paginate_with_98_and_come_back_with_0() -> None:
+    data = full_data(size=8)
+    first, _state = run(data, "1")
+    assert "98 Suite" in screen(first)
+    second, state2 = run(data, "1", "98")
+    assert state2.page == 1
+    assert "0 Retour" in screen(second) and "00 Accueil" in screen(second)
+    shown_first = [line for line in first.text.split("\n") if ": couvert" in line]
+    shown_second = [line for line in second.text.split("\n") if ": couvert" in line]
+    assert shown_first and shown_second and not set(shown_first) & set(shown_second)
+    back, _ = run(data, "1", "98", "0")
+    assert back.text == first.text
+    home, state3 = run(data, "1", "98", "00")
+    assert state3.screen == "main" and home.text.startswith("CON Ménage")
+
+
+def test_every_member_appears_on_some_page() -> None:
+    data = full_data(size=12)
+    inputs: list[str] = ["1"]
+    seen: list[str] = []
+    for _ in range(12):
+        reply, _state = run(data, *inputs)
+        seen.extend(line.split(":")[0] for line in screen(reply).split("\n")[1:] if ": couvert" in line)
+        if "98 Suite" not in reply.text:
+            break
+        inputs.append("98")
+    assert seen == [LONG_NAMES[i % len(LONG_NAMES)] for i in range(12)]
+
+
+def test_invalid_input_re_asks_the_screen_with_a_hint() -> None:
+    data = full_data()
+    reply, state = run(data, "7")
+    assert screen(reply).startswith("CON Choix invalide.\nMénage SN-THI-2026-000001\n1 Ma couverture")
+    assert state.screen == "main"
+    again, _ = run(data, "7", "1")
+    assert again.text.startswith("CON Couverture au")
+
+
+def test_pay_shows_the_amount_due_and_ends() -> None:
+    reply, _ = run(full_data(), "2")
+    assert screen(reply) == ("END Montant à payer: 14 000 XOF\nEn payant, indiquez la référence SN-THI-2026-000001.")
+    reply_en, _ = run(full_data(lang="en", languages=("en",)), "2")
+    assert reply_en.text == "END Amount due: 14,000 XOF\nWhen you pay, give the reference SN-THI-2026-000001."
+
+
+def test_pay_with_nothing_due_says_so() -> None:
+    data = Data([household_data(lang="en")], **{"coverage:1": coverage_data(due=0)})
+    reply, _ = run(data, "2")
+    assert reply.text == "END Nothing to pay now.\nCovered until 19/11/2027."
+
+
+def test_household_screen() -> None:
+    reply, _ = run(full_data(lang="en", size=2), "3")
+    assert screen(reply) == (
+        "CON Household SN-THI-2026-000001\nPlan: yearly\nNetwork: Réseau des mutuelles de Thiès Nord\n"
+        "Members: 2\nNdeye Fatoumata (01)\nMouhamadou Lamine (02)\n0 Back"
+    )
+
+
+def test_payments_screen_shows_the_last_five() -> None:
+    reply, _ = run(full_data(lang="en"), "4")
+    text = screen(reply)
+    assert text.startswith("CON Last payments:\n01/12/2026 1,234,500 XOF being checked\n")
+    pages, inputs = [text], ["4"]
+    while "98 More" in pages[-1]:
+        inputs.append("98")
+        pages.append(screen(run(full_data(lang="en"), *inputs)[0]))
+    assert sum(page.count(" XOF ") for page in pages) == 5
+
+
+def test_no_payment_yet() -> None:
+    data = Data([household_data(lang="en")], **{"payments:1": []})
+    reply, _ = run(data, "4")
+    assert reply.text == "CON Last payments:\nNo payment yet.\n0 Back"
+
+
+def test_language_change_is_an_effect_and_the_menu_follows() -> None:
+    data = full_data(lang="fr", languages=("fr", "en"))
+    choose, _ = run(data, "5")
+    assert screen(choose) == "CON Choisissez votre langue:\n1 Français\n2 English\n0 Retour"
+    assert budget(choose.text) == UCS2_BUDGET  # ç is not in the GSM alphabet
+    reply, state = run(data, "5", "2")
+    assert reply.effects == (Effect("language", 1, "en"),)
+    assert screen(reply).startswith("CON Language saved.\nHousehold SN-THI-2026-000001\n1 My coverage")
+    assert state.lang == "en" and state.data["households"][0]["lang"] == "en"
+
+
+def test_choosing_the_current_language_changes_nothing() -> None:
+    reply, _ = run(full_data(lang="fr", languages=("fr", "en")), "5", "1")
+    assert reply.effects == ()
+    assert reply.text.startswith("CON Langue enregistrée.")
+
+
+def test_wolof_screens_fall_back_to_french_until_translated() -> None:
+    reply, _ = run(full_data(lang="wo"))
+    assert "1 Ma couverture" in reply.text
+
+
+def test_a_shared_phone_picks_the_household_first() -> None:
+    data = Data(
+        [household_data(1, lang="fr"), household_data(2, lang="en", head="Moussa")],
+        **{"coverage:2": coverage_data(1)},
+    )
+    pick, state = run(data)
+    assert screen(pick) == (
+        "CON Choisissez votre ménage:\n1 SN-THI-2026-000001 Ndeye Fatoumata\n2 SN-THI-2026-000002 Moussa"
+    )
+    assert state.household is None
+    main, state = run(data, "2")
+    assert main.text.startswith("CON Household SN-THI-2026-000002\n1 My coverage")
+    assert (state.household, state.lang) == (2, "en")
+    _home, state = run(data, "2", "1", "00")
+    assert state.screen == "main" and state.household == 2
+    assert data.loads["coverage:1"] == 0
+
+
+def test_an_unknown_phone_is_told_in_french() -> None:
+    reply, _state = run(Data([]))
+    assert screen(reply) == ("END Ce numéro n'est pas enregistré à la mutuelle. Contactez le bureau de votre mutuelle.")
+    after, _ = run(Data([]), "1")
+    assert after.text == reply.text
+
+
+def test_step_is_pure() -> None:
+    data = full_data()
+    _, state = run(data)
+    before = state.to_dict()
+    step(state, "5")
+    step(state, "1")
+    assert state.to_dict() == before
+
+
+def test_step_asks_for_missing_data_without_moving() -> None:
+    state = new_state(PHONE)
+    reply, same = step(state, "")
+    assert reply.needs == ("households",) and same is state and reply.text == ""
+
+
+# ---------------------------------------------------------------- the budget, on every screen
+
+
+def explore(data_factory: Any, max_depth: int = 5) -> dict[str, str]:
+    """Return every distinct reply reachable with menu keys, navigation keys and wrong input."""
+    keys = ["1", "2", "3", "4", "5", "98", "0", "00", "x"]
+    seen: dict[str, str] = {}
+    frontier: list[tuple[str, ...]] = [()]
+    for _ in range(max_depth):
+        following: list[tuple[str, ...]] = []
+        for path in frontier:
+            reply, _state = run(data_factory(), *path)
+            if reply.text in seen:
+                continue
+            seen[reply.text] = "*".join(path)
+            if not reply.end:
+                following.extend((*path, key) for key in keys)
+        frontier = following
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("lang", "languages", "status"),
+    [
+        ("fr", ("fr", "wo"), "ACTIVE"),
+        ("fr", ("fr", "en"), "WAITING"),
+        ("en", ("km", "en"), "GRACE"),
+        ("en", ("en", "fr"), "LAPSED"),
+        ("wo", ("fr", "wo"), "PENDING"),
+    ],
+)
+def test_every_screen_fits_the_budget_with_the_longest_data(lang: str, languages: tuple[str, ...], status: str) -> None:
+    def data() -> Data:
+        return Data(
+            [household_data(lang=lang, languages=languages, size=12)],
+            **{"coverage:1": coverage_data(12, status, due=12_345_678), "payments:1": payments_data()},
+        )
+
+    replies = explore(data)
+    assert len(replies) > 15
+    for text in replies:
+        assert text.startswith(("CON ", "END "))
+        assert screen_length(text) <= budget(text), text
+
+
+def test_the_pick_screen_fits_with_many_households() -> None:
+    households = [household_data(i, head=LONG_NAMES[i % 12]) for i in range(1, 7)]
+    values: dict[str, Any] = {f"coverage:{i}": coverage_data() for i in range(1, 7)}
+    values.update({f"payments:{i}": [] for i in range(1, 7)})
+    replies = explore(lambda: Data([dict(h) for h in households], **values), max_depth=3)
+    assert any("98 Suite" in text for text in replies)
+    assert all(fits(text) for text in replies)
+
+
+# ---------------------------------------------------------------- renderer
+
+
+def test_gsm_alphabet_and_budgets() -> None:
+    assert is_gsm("éèàùìòÇ Ménage")
+    for char in ("ê", "ô", "â", "ç", "ë", "ŋ", "ខ"):
+        assert not is_gsm(f"Ménage {char}")
+    assert budget("CON abc") == GSM_BUDGET and budget("CON Français") == UCS2_BUDGET
+    assert screen_length("a€") == 3  # an extension character costs two septets
+
+
+def test_budget_counts_the_prefix() -> None:
+    body = "x" * (GSM_BUDGET - 4)
+    assert fits("CON " + body) and not fits("CON " + body + "x")
+
+
+def test_a_too_long_line_is_shortened_to_fit() -> None:
+    page = render_layout(Layout(header=["ŋ" * 200]), "fr")
+    assert fits(page.text) and screen_length(page.text) <= UCS2_BUDGET
+
+
+def test_amounts_are_grouped_per_language() -> None:
+    assert format_amount(Amount(1_234_500, "XOF"), "fr") == "1 234 500 XOF"
+    assert format_amount(Amount(1_234_500, "XOF"), "en") == "1,234,500 XOF"
+    assert format_amount(Amount(12_050, "KES", 2), "en") == "120.50 KES"
+
+
+def test_apology_in_the_session_language_falls_back_to_french() -> None:
+    assert apology("en") == "END Sorry, the service is not available right now. Please try again later."
+    assert apology(None) == "END Désolé, le service est indisponible. Réessayez plus tard."
+    assert apology("wo") == apology("fr")
+
+
+def test_a_message_renders_its_values() -> None:
+    page = render_layout(Layout(header=[Msg("Household {no}", {"no": "SN1"})]), "fr")
+    assert page.text == "CON Ménage SN1"
+
+
+# ---------------------------------------------------------------- trees are data
+
+
+SECRET_TREE = Tree(
+    name="secret",
+    entry="ask",
+    home="ask",
+    screens=(
+        Screen("ask", title="Menu", options=(Option("1", "Check"),)),
+        Screen("pin", title="PIN?", secret=True),
+        Screen("done", title="Done", end=True),
+    ),
+    transitions=(
+        Transition("ask", "1", "pin"),
+        Transition("pin", CHOICE, "done"),
+    ),
+)
+
+
+def test_a_tree_names_only_known_screens() -> None:
+    member.TREE.check()
+    broken = Tree(name="x", entry="a", home="a", screens=(Screen("a"),), transitions=(Transition("a", AUTO, "b"),))
+    with pytest.raises(ValueError, match="unknown screen"):
+        broken.check()
+
+
+def test_inputs_typed_on_secret_screens_are_remembered_for_masking() -> None:
+    state = State(tree="secret")
+    for user_input in ("", "1", "4821"):
+        _, state = step(state, user_input, SECRET_TREE)
+    assert state.secret_hops == [2]
+    assert mask_input("1*4821", state.secret_hops) == "1*xxxx"
+
+
+def test_without_state_digit_runs_of_4_to_8_are_masked() -> None:
+    assert mask_input("1*SN000123-01*12031985*2", None) == "1*SNxxxx-01*xxxx*2"
+    assert mask_input("2*1*1", None) == "2*1*1"
+    assert mask_input("3*123456789", None) == "3*123456789"  # 9 digits: a phone or a reference, not a PIN
+
+
+# ---------------------------------------------------------------- text, replays, round trips (real Redis)
+
+
+def test_new_input_is_what_follows_the_stored_text() -> None:
+    assert new_input("", "1") == "1"
+    assert new_input("1", "1*2") == "2"
+    assert new_input("1", "1*2*3") == "2*3"  # one hop in which the user typed '*'
+    assert new_input("1", "2") is None  # the fixture's reset: replay from the start
+    assert new_input("1*2", "1") is None
+    assert split_inputs("") == [] and split_inputs("2*1") == ["2", "1"]
+
+
+class CountingRedis(Redis):
+    """A real Redis client that counts the commands it sends."""
+
+    commands: Counter[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.commands[str(args[0]).upper()] += 1
+        return super().execute_command(*args, **options)
+
+
+@pytest.fixture
+def counting_store(redis_url: str) -> SessionStore:
+    client = CountingRedis.from_url(redis_url)
+    client.commands = Counter()
+    return SessionStore(client, ttl=300)
+
+
+def hop(text: str, session_id: str = "ATUid_engine") -> Hop:
+    return Hop(session_id, PHONE, text)
+
+
+def test_a_hop_is_one_get_and_one_set_with_no_data_load(counting_store: SessionStore) -> None:
+    data = full_data(size=8)
+    answer_hop(hop(""), counting_store, data)
+    answer_hop(hop("1"), counting_store, data)
+    loads_before = Counter(data.loads)
+    counting_store.client.commands.clear()  # type: ignore[attr-defined]
+    reply = answer_hop(hop("1*98"), counting_store, data)
+    assert counting_store.client.commands == {"GET": 1, "SET": 1}  # type: ignore[attr-defined]
+    assert data.loads == loads_before
+    assert reply.startswith("CON ")
+
+
+def test_the_session_has_a_ttl_and_holds_state_language_text_and_reply(
+    counting_store: SessionStore, redis_client: Redis
+) -> None:
+    reply = answer_hop(hop("1"), counting_store, full_data())
+    key = USSD_SESSION_KEY.format("ATUid_engine")
+    assert session_key("ATUid_engine") == key
+    assert 0 < redis_client.ttl(key) <= 300
+    raw = redis_client.get(key)
+    assert raw is not None
+    stored = StoredSession.loads(raw)
+    assert (stored.text, stored.reply, stored.language, stored.state.screen) == ("1", reply, "fr", "coverage")
+
+
+def test_a_duplicate_hop_gets_the_cached_reply_and_no_effect_again(counting_store: SessionStore) -> None:
+    data = full_data(languages=("fr", "en"))
+    answer_hop(hop(""), counting_store, data)
+    answer_hop(hop("5"), counting_store, data)
+    first = answer_hop(hop("5*2"), counting_store, data)
+    counting_store.client.commands.clear()  # type: ignore[attr-defined]
+    second = answer_hop(hop("5*2"), counting_store, data)
+    assert second == first
+    assert counting_store.client.commands == {"GET": 1}  # type: ignore[attr-defined]
+    assert len(data.applied) == 1
+
+
+def test_a_lost_session_is_replayed_from_text_without_repeating_effects(
+    counting_store: SessionStore, redis_client: Redis
+) -> None:
+    data = full_data(languages=("fr", "en"))
+    for text in ("", "5", "5*2"):
+        answer_hop(hop(text), counting_store, data)
+    uninterrupted = answer_hop(hop("5*2*1"), counting_store, data)
+    redis_client.flushdb()
+    replayed = answer_hop(hop("5*2*1"), counting_store, data)
+    assert replayed == uninterrupted
+    assert replayed.startswith("CON Coverage on")
+    assert len(data.applied) == 1
+    assert list(data.applied) == [effect_key("ATUid_engine", 2, "5*2")]
+
+
+def test_a_text_that_does_not_extend_the_stored_one_is_replayed(counting_store: SessionStore) -> None:
+    data = full_data()
+    replies = [answer_hop(hop(text), counting_store, data) for text in ("", "1", "2", "2*1", "2*1*1")]
+    assert replies[1].startswith("CON Couverture")
+    assert replies[2].startswith("END Montant à payer")  # "2" restarts from the dial: main → pay
+    assert replies[3] == replies[4] == replies[2]
+
+
+def test_menus_do_not_import_flask() -> None:
+    code = (
+        "import sys, menus.engine, menus.render, menus.member, menus.session_store, menus.conversation, "
+        "menus.data, menus.records; assert 'flask' not in sys.modules, sorted(m for m in sys.modules if 'flask' in m)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,394 @@
+"""USSD through the real HTTP contract: `POST /ussd` hops and `POST /ussd/events`, on the real Redis."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis import Redis
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from werkzeug.serving import make_server
+
+from commands.ussd import ussd_command
+from menus.data import scheme_today
+from menus.render import fits, format_date
+from menus.session_store import session_key
+from models.access import EffectKey
+from models.base import Language, PaymentStatus
+from models.eligibility import household_eligibility
+from models.household import Household
+from models.messaging import UssdSessionRecord
+from models.payment import Payment
+from tests import backends
+from tests.conftest import CALLBACK_TOKEN, FIXTURES, make_test_app
+from tests.factories import make_household, make_network, pay, scheme
+
+PHONE = "+221771234567"
+SKY_PHONE = "+85512345678"
+Dial = Callable[..., str]
+
+
+def post_hop(client: FlaskClient, session_id: str, phone: str, text: str, token: str = CALLBACK_TOKEN) -> str:
+    """Post one hop as AT does and return the reply, checking the contract's shape."""
+    response = client.post(
+        f"/ussd?token={token}",
+        data={
+            "sessionId": session_id,
+            "serviceCode": "*384*123#",
+            "phoneNumber": phone,
+            "networkCode": "60801",
+            "text": text,
+        },
+    )
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    body = response.get_data(as_text=True)
+    assert body.startswith(("CON ", "END ")), body
+    assert fits(body), body
+    return body
+
+
+@pytest.fixture
+def dial(client: FlaskClient) -> Dial:
+    """Return `dial(phone, *inputs, session_id=…)`: every hop of one session, the last screen returned."""
+
+    def run(phone: str, *inputs: str, session_id: str | None = None) -> str:
+        sid = session_id or f"ATUid_{uuid.uuid4().hex[:12]}"
+        reply = post_hop(client, sid, phone, "")
+        for index in range(1, len(inputs) + 1):
+            reply = post_hop(client, sid, phone, "*".join(inputs[:index]))
+        return reply
+
+    return run
+
+
+def cmu_household(session: Session, phone: str = PHONE, **kwargs: object) -> Household:
+    return make_household(session, scheme(session, "cmu-thies"), phone=phone, **kwargs)  # type: ignore[arg-type]
+
+
+def covered_cmu_household(session: Session, phone: str = PHONE) -> Household:
+    """Return a CMU household of four that paid its first year 60 days ago (covered today)."""
+    today = scheme_today("Africa/Dakar")
+    household = cmu_household(session, phone, enrolled_on=today - timedelta(days=70))
+    pay(session, household, 15_000, today - timedelta(days=60))
+    return household
+
+
+# ---------------------------------------------------------------- scripted sessions
+
+
+def test_dial_shows_the_main_menu_in_french(session: Session, dial: Dial) -> None:
+    household = cmu_household(session)
+    assert dial(PHONE) == (
+        f"CON Ménage {household.household_no}\n1 Ma couverture\n2 Payer\n3 Mon ménage\n4 Mes paiements\n5 Langue"
+    )
+
+
+def test_my_coverage_in_french(session: Session, dial: Dial) -> None:
+    household = covered_cmu_household(session)
+    today = scheme_today("Africa/Dakar")
+    eligibility = household_eligibility(session, household, today)
+    assert eligibility.covered and eligibility.valid_until is not None
+    until = format_date(eligibility.valid_until, "fr")
+    screen = dial(PHONE, "1")
+    assert screen.startswith(f"CON Couverture au {format_date(today, 'fr')}\nAwa: couvert (actif) jusqu'au {until}\n")
+    assert "98 Suite" in screen
+    second = dial(PHONE, "1", "98")
+    lines = [line for page in (screen, second) for line in page.split("\n") if ": couvert" in line]
+    assert lines == [f"{name}: couvert (actif) jusqu'au {until}" for name in ("Awa", "Moussa", "Fatou", "Ibrahima")]
+
+
+def test_my_coverage_in_english_for_a_household_that_never_paid(session: Session, dial: Dial) -> None:
+    sky = scheme(session, "sky-cambodia")
+    household = make_household(session, sky, size=2, phone=SKY_PHONE)
+    household.language = Language.EN
+    session.commit()
+    today = scheme_today("Asia/Phnom_Penh")
+    assert dial(SKY_PHONE, "1") == (
+        f"CON Coverage on {format_date(today, 'en')}\nAwa: NOT covered (never paid)\n"
+        "Moussa: NOT covered (never paid)\n0 Back"
+    )
+
+
+def test_pay_shows_the_amount_due_from_eligibility(session: Session, dial: Dial) -> None:
+    household = cmu_household(session)  # four people, standard: 1,000 fee + 4 × 3,500
+    assert dial(PHONE, "2") == (
+        f"END Montant à payer: 15 000 XOF\nEn payant, indiquez la référence {household.household_no}."
+    )
+
+
+def test_my_household(session: Session, dial: Dial) -> None:
+    network = make_network(session, scheme(session, "cmu-thies"))
+    household = cmu_household(session, size=2, network=network)
+    assert dial(PHONE, "3") == (
+        f"CON Ménage {household.household_no}\nFormule: annuelle\nRéseau: {network.name}\nMembres: 2\n"
+        "Awa (01)\nMoussa (02)\n0 Retour"
+    )
+
+
+def test_my_payments_shows_the_last_five_newest_first(session: Session, dial: Dial) -> None:
+    household = cmu_household(session)
+    for day in range(1, 8):
+        session.add(
+            Payment(
+                provider="wave",
+                provider_txn_id=f"T_{day}",
+                amount=1000 * day,
+                currency="XOF",
+                paid_at=datetime(2026, 10, day, 9, 0),
+                fields_hash="x" * 64,
+                status=PaymentStatus.ALLOCATED,
+                household_id=household.id,
+            )
+        )
+    session.commit()
+    pages = [dial(PHONE, "4")]
+    while "98 Suite" in pages[-1]:
+        pages.append(dial(PHONE, "4", *["98"] * len(pages)))
+    lines = [line for page in pages for line in page.split("\n") if " XOF " in line]
+    assert lines == [f"0{day}/10/2026 {day} 000 XOF appliqué" for day in (7, 6, 5, 4, 3)]
+
+
+def test_language_change_is_stored_once_and_the_menu_follows(
+    session: Session, client: FlaskClient, redis_client: Redis
+) -> None:
+    cmu = scheme(session, "cmu-thies")
+    cmu.languages = ["fr", "en"]
+    household = cmu_household(session)
+    sid = "ATUid_lang"
+    for text in ("", "5"):
+        post_hop(client, sid, PHONE, text)
+    changed = post_hop(client, sid, PHONE, "5*2")
+    assert changed.startswith(f"CON Language saved.\nHousehold {household.household_no}\n1 My coverage")
+    assert post_hop(client, sid, PHONE, "5*2") == changed  # AT retried the hop
+    redis_client.flushdb()
+    assert post_hop(client, sid, PHONE, "5*2") == changed  # the key was lost: replayed
+    session.expire_all()
+    assert session.get(Household, household.id).language == Language.EN  # type: ignore[union-attr]
+    assert session.scalar(select(func.count()).select_from(EffectKey)) == 1
+    assert post_hop(client, sid, PHONE, "5*2*1").startswith("CON Coverage on")
+
+
+def test_a_session_survives_flushdb_mid_session(session: Session, client: FlaskClient, redis_client: Redis) -> None:
+    cmu_household(session, size=8)
+    sid = "ATUid_flush"
+    post_hop(client, sid, PHONE, "")
+    post_hop(client, sid, PHONE, "3")
+    expected = post_hop(client, sid, PHONE, "3*98")
+    post_hop(client, "ATUid_other", PHONE, "")
+    redis_client.flushdb()
+    replayed = post_hop(client, "ATUid_flush2", PHONE, "")
+    assert replayed.startswith("CON Ménage")
+    post_hop(client, "ATUid_flush3", PHONE, "3")
+    redis_client.flushdb()
+    assert post_hop(client, "ATUid_flush3", PHONE, "3*98") == expected
+    assert redis_client.exists(session_key("ATUid_flush3"))
+
+
+def test_the_fixture_session_with_a_reset_text(session: Session, client: FlaskClient) -> None:
+    cmu_household(session)
+    lines = (FIXTURES / "at_ussd_session.txt").read_text().splitlines()
+    forms = [dict(part.split("=", 1) for part in line.split("&")) for line in lines if not line.startswith("#")]
+    replies = []
+    for form in forms:
+        # The fixture is form-encoded already: send it verbatim.
+        response = client.post(
+            f"/ussd?token={CALLBACK_TOKEN}", data=_encoded(form), content_type="application/x-www-form-urlencoded"
+        )
+        assert response.status_code == 200
+        replies.append(response.get_data(as_text=True))
+    assert replies[0].startswith("CON Ménage") and replies[1].startswith("CON Couverture")
+    assert replies[2].startswith("END Montant à payer: 15 000 XOF")
+    assert replies[3] == replies[4] == replies[2]
+
+
+def _encoded(form: dict[str, str]) -> str:
+    return "&".join(f"{key}={value}" for key, value in form.items())
+
+
+def test_a_shared_phone_picks_the_household_first(session: Session, dial: Dial) -> None:
+    first = cmu_household(session)
+    second = cmu_household(session, size=2)
+    assert dial(PHONE) == (f"CON Choisissez votre ménage:\n1 {first.household_no} Awa\n2 {second.household_no} Awa")
+    assert dial(PHONE, "2").startswith(f"CON Ménage {second.household_no}\n")
+    assert "Membres: 2" in dial(PHONE, "2", "3")
+
+
+def test_an_unknown_phone_is_told_it_is_not_registered(session: Session, dial: Dial) -> None:
+    cmu_household(session)
+    assert dial("+221700000000") == (
+        "END Ce numéro n'est pas enregistré à la mutuelle. Contactez le bureau de votre mutuelle."
+    )
+
+
+def test_invalid_input_re_asks_with_a_hint(session: Session, dial: Dial) -> None:
+    household = cmu_household(session)
+    assert dial(PHONE, "9").startswith(f"CON Choix invalide.\nMénage {household.household_no}\n1 Ma couverture")
+
+
+def test_wrong_or_missing_token_is_403_and_nothing_is_stored(
+    session: Session, client: FlaskClient, redis_client: Redis
+) -> None:
+    cmu_household(session)
+    form = {"sessionId": "ATUid_x", "phoneNumber": PHONE, "serviceCode": "*384*123#", "networkCode": "1", "text": ""}
+    assert client.post("/ussd?token=wrong", data=form).status_code == 403
+    assert client.post("/ussd", data=form).status_code == 403
+    assert client.post("/ussd/events?token=wrong", data={"sessionId": "ATUid_x"}).status_code == 403
+    assert redis_client.keys("*") == []
+    assert client.post("/ussd", data=form, headers={"X-Callback-Token": CALLBACK_TOKEN}).status_code == 200
+
+
+# ---------------------------------------------------------------- failures: an apology, fast, never a 5xx
+
+
+def _assert_apology_fast(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    client = app.test_client()
+    caplog.set_level(logging.WARNING)
+    started = time.monotonic()
+    body = post_hop(client, "ATUid_down", PHONE, "1")
+    elapsed = time.monotonic() - started
+    assert body == "END Désolé, le service est indisponible. Réessayez plus tard."
+    assert elapsed < 1.0
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith(("menus", "handlers"))]
+    assert len(lines) == 1 and "hop failed" in lines[0]
+    assert "771234567" not in caplog.text
+
+
+def test_redis_down_answers_an_apology_in_under_a_second(sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    _assert_apology_fast(make_test_app(sqlite_url, f"redis://127.0.0.1:{backends.free_port()}/0"), caplog)
+
+
+def test_database_down_answers_an_apology_in_under_a_second(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{backends.free_port()}/nowhere"
+    _assert_apology_fast(make_test_app(url, redis_url), caplog)
+
+
+def test_the_apology_speaks_the_session_language(session: Session, client: FlaskClient, redis_url: str) -> None:
+    sky = scheme(session, "sky-cambodia")
+    household = make_household(session, sky, phone=SKY_PHONE)
+    household.language = Language.EN
+    session.commit()
+    assert post_hop(client, "ATUid_en", SKY_PHONE, "").startswith("CON Household")
+    # The next hop needs eligibility, and the database has gone away meanwhile.
+    broken = make_test_app(f"postgresql://postgres@127.0.0.1:{backends.free_port()}/nowhere", redis_url)
+    body = post_hop(broken.test_client(), "ATUid_en", SKY_PHONE, "1")
+    assert body == "END Sorry, the service is not available right now. Please try again later."
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.one_of(
+        st.text(alphabet="0123456789*#", max_size=80),
+        st.text(max_size=200),
+        st.lists(st.sampled_from(["1", "2", "3", "4", "5", "98", "0", "00", "", "x"]), max_size=20).map("*".join),
+        st.text(alphabet="0123456789*", min_size=2000, max_size=6000),
+    )
+)
+def test_any_text_gets_con_or_end_within_budget(hyp_client: FlaskClient, text: str) -> None:
+    post_hop(hyp_client, f"ATUid_h{uuid.uuid4().hex[:10]}", PHONE, text)
+
+
+@pytest.fixture
+def hyp_client(sqlite_url: str, redis_url: str) -> FlaskClient:
+    app = make_test_app(sqlite_url, redis_url)
+    from models.db import get_engine
+
+    with Session(get_engine(sqlite_url)) as s:
+        cmu_household(s, size=10)
+    return app.test_client()
+
+
+# ---------------------------------------------------------------- end-of-session events
+
+
+EVENT = {
+    "date": "2026-11-20T10:15:42Z",
+    "serviceCode": "*384*123#",
+    "networkCode": "60801",
+    "phoneNumber": PHONE,
+    "status": "Success",
+    "cost": "XOF 5.0000",
+    "durationInMillis": "41250",
+    "hopsCount": "3",
+    "lastAppResponse": "END ...",
+    "errorMessage": "",
+}
+
+
+def test_events_store_the_session_and_clear_its_state(
+    session: Session, client: FlaskClient, redis_client: Redis
+) -> None:
+    cmu_household(session)
+    for text in ("", "1"):
+        post_hop(client, "ATUid_ev", PHONE, text)
+    assert redis_client.exists(session_key("ATUid_ev"))
+    response = client.post(f"/ussd/events?token={CALLBACK_TOKEN}", data=dict(EVENT, sessionId="ATUid_ev", input="1"))
+    assert response.status_code == 200
+    assert not redis_client.exists(session_key("ATUid_ev"))
+    record = session.scalars(select(UssdSessionRecord)).one()
+    assert (record.session_id, record.status, record.input) == ("ATUid_ev", "Success", "1")
+    assert record.last_screen == "coverage"
+    assert (record.duration_ms, record.hops_count, record.ended_at) == (41250, 3, datetime(2026, 11, 20, 10, 15, 42))
+
+
+def test_events_mask_dates_of_birth_and_pins_without_state(session: Session, client: FlaskClient) -> None:
+    response = client.post(
+        f"/ussd/events?token={CALLBACK_TOKEN}",
+        data=dict(EVENT, sessionId="ATUid_lost", input="2*SN000123-01*12031985", status="Incomplete"),
+    )
+    assert response.status_code == 200
+    record = session.scalars(select(UssdSessionRecord)).one()
+    assert record.input == "2*SNxxxx-01*xxxx"
+    assert "12031985" not in str(record.raw)
+
+
+def test_the_fixture_events_are_all_stored(session: Session, client: FlaskClient) -> None:
+    lines = [line for line in (FIXTURES / "at_ussd_event.txt").read_text().splitlines() if not line.startswith("#")]
+    for line in lines:
+        response = client.post(
+            f"/ussd/events?token={CALLBACK_TOKEN}", data=line, content_type="application/x-www-form-urlencoded"
+        )
+        assert response.status_code == 200
+    records = session.scalars(select(UssdSessionRecord).order_by(UssdSessionRecord.id)).all()
+    assert [r.status for r in records] == ["Success", "Incomplete", "Failed"]
+    assert records[2].error_message == "Application response timeout"
+
+
+# ---------------------------------------------------------------- the terminal phone
+
+
+def test_terminal_phone_in_process(session: Session, app: Flask) -> None:
+    household = cmu_household(session, size=2)
+    result = app.test_cli_runner().invoke(ussd_command, ["--phone", PHONE], input="3\n0\n2\n")
+    assert result.exit_code == 0, result.output
+    assert f"CON Ménage {household.household_no}" in result.output
+    assert "Awa (01)" in result.output
+    assert "END Montant à payer" in result.output
+    record = session.scalars(select(UssdSessionRecord)).one()
+    assert (record.status, record.input) == ("Success", "3*0*2")
+
+
+def test_terminal_phone_against_a_running_server(session: Session, app: Flask) -> None:
+    household = cmu_household(session, size=2)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        result = app.test_cli_runner().invoke(ussd_command, ["--phone", PHONE, "--url", url], input="1\n00\n")
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert result.exit_code == 0, result.output
+    assert result.output.count(f"CON Ménage {household.household_no}") == 2
+    assert "CON Couverture au" in result.output
