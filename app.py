@@ -22,16 +22,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings.as_flask_config())
     extensions.init_app(app, settings)
 
-    from handlers import health, sms
+    from handlers import health, payments, sms
 
     app.register_blueprint(health.bp)
     app.register_blueprint(sms.bp)
+    app.register_blueprint(payments.bp)
 
     from commands import db as db_commands
+    from commands import payments as payment_commands
     from commands import schemes as scheme_commands
     from commands import sms as sms_commands
 
     app.cli.add_command(db_commands.db_group)
     app.cli.add_command(scheme_commands.schemes_group)
     app.cli.add_command(sms_commands.sms_group)
+    app.cli.add_command(payment_commands.payments_group)
+    app.cli.add_command(payment_commands.reconcile_group)
     return app
