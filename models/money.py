@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, LedgerKind, Money, utcnow
@@ -48,7 +48,8 @@ class LedgerEntry(Base):
     funder: Mapped[str | None] = mapped_column(String(80))
     period_id: Mapped[int | None] = mapped_column(ForeignKey("coverage_periods.id"), index=True)
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
-    reverses_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
+    # Unique: an entry is reversed at most once, whatever races between workers.
+    reverses_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
     effective_on: Mapped[date]
     note: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -60,7 +61,18 @@ class CoveragePeriod(Base):
     """A funded period of cover for a household, from `start_on` to `end_on` inclusive."""
 
     __tablename__ = "coverage_periods"
-    __table_args__ = (Index("ix_coverage_periods_household_id_end_on", "household_id", "end_on"),)
+    __table_args__ = (
+        Index("ix_coverage_periods_household_id_end_on", "household_id", "end_on"),
+        # A live period is funded once: two allocations can never both fund the same start.
+        Index(
+            "uq_coverage_periods_live_start",
+            "household_id",
+            "start_on",
+            unique=True,
+            postgresql_where=text("reversed_at IS NULL"),
+            sqlite_where=text("reversed_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))

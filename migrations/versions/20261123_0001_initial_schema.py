@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:19:57.895302
+Create Date: 2026-11-23 10:20:30.238894
 """
 
 from __future__ import annotations
@@ -639,6 +639,13 @@ def upgrade() -> None:
     with op.batch_alter_table("coverage_periods", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_coverage_periods_allocation_id"), ["allocation_id"], unique=False)
         batch_op.create_index("ix_coverage_periods_household_id_end_on", ["household_id", "end_on"], unique=False)
+        batch_op.create_index(
+            "uq_coverage_periods_live_start",
+            ["household_id", "start_on"],
+            unique=True,
+            postgresql_where=sa.text("reversed_at IS NULL"),
+            sqlite_where=sa.text("reversed_at IS NULL"),
+        )
 
     op.create_table(
         "payment_evidence",
@@ -739,6 +746,7 @@ def upgrade() -> None:
             name=op.f("fk_ledger_entries_reverses_entry_id_ledger_entries"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_entries")),
+        sa.UniqueConstraint("reverses_entry_id", name=op.f("uq_ledger_entries_reverses_entry_id")),
     )
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
         batch_op.create_index("ix_ledger_entries_account_id_id", ["account_id", "id"], unique=False)
@@ -767,6 +775,11 @@ def downgrade() -> None:
 
     op.drop_table("payment_evidence")
     with op.batch_alter_table("coverage_periods", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_coverage_periods_live_start",
+            postgresql_where=sa.text("reversed_at IS NULL"),
+            sqlite_where=sa.text("reversed_at IS NULL"),
+        )
         batch_op.drop_index("ix_coverage_periods_household_id_end_on")
         batch_op.drop_index(batch_op.f("ix_coverage_periods_allocation_id"))
 

@@ -1,0 +1,116 @@
+"""Eligibility: is a member covered on a date, with which status, until when, and what is due.
+
+Cheap enough for a USSD hop: the member's household and scheme (usually already in the session),
+one query for the periods near the date, one for the account balance and fee, one to count members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.base import EligibilityStatus, HouseholdStatus, MemberStatus
+from models.household import Household, Member
+from models.money import CoveragePeriod
+from models.premiums import amount_due
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """A coverage answer for one member or household on one date."""
+
+    covered: bool
+    status: EligibilityStatus
+    valid_until: date | None  # last covered (or waiting) day of the current run of periods
+    waiting_until: date | None  # last day of the waiting period, when one applies
+    amount_due: int
+    currency: str
+    reason: str | None  # a short English sentence when not covered, None when covered
+
+
+def _covered_run_end(periods: list[CoveragePeriod], index: int) -> date:
+    """Return the end of the chain of back-to-back periods that starts at periods[index]."""
+    end = periods[index].end_on
+    for period in periods[index + 1 :]:
+        if period.start_on > end + timedelta(days=1):
+            break
+        end = max(end, period.end_on)
+    return end
+
+
+def household_eligibility(session: Session, household: Household, on: date) -> Eligibility:
+    """Return whether the household is covered on a date, its status, dates and amount due."""
+    scheme = household.scheme
+    due = amount_due(session, household, on).total
+    currency = scheme.currency
+
+    def answer(
+        status: EligibilityStatus,
+        reason: str | None,
+        valid_until: date | None = None,
+        waiting_until: date | None = None,
+        covered: bool = False,
+    ) -> Eligibility:
+        return Eligibility(covered, status, valid_until, waiting_until, due, currency, None if covered else reason)
+
+    if household.status == HouseholdStatus.SUSPENDED:
+        return answer(EligibilityStatus.SUSPENDED, household.status_reason or "household suspended by the scheme")
+    if household.status == HouseholdStatus.CLOSED:
+        return answer(EligibilityStatus.INACTIVE, household.status_reason or "household closed")
+
+    grace = timedelta(days=scheme.grace_days)
+    # Only periods that still matter on this date: the current one, later ones, one still in grace.
+    periods = list(
+        session.scalars(
+            select(CoveragePeriod)
+            .where(
+                CoveragePeriod.household_id == household.id,
+                CoveragePeriod.reversed_at.is_(None),
+                CoveragePeriod.end_on >= on - grace,
+            )
+            .order_by(CoveragePeriod.start_on)
+        )
+    )
+    for index, period in enumerate(periods):
+        if period.start_on <= on <= period.end_on:
+            valid_until = _covered_run_end(periods, index)
+            if period.waiting_until is not None and on <= period.waiting_until:
+                return answer(
+                    EligibilityStatus.WAITING,
+                    f"waiting period until {period.waiting_until.isoformat()}",
+                    valid_until,
+                    period.waiting_until,
+                )
+            return answer(EligibilityStatus.ACTIVE, None, valid_until, covered=True)
+    ended = [p for p in periods if p.end_on < on]
+    if ended:
+        last_end = max(p.end_on for p in ended)
+        return answer(
+            EligibilityStatus.GRACE,
+            f"premium unpaid since {last_end.isoformat()}, grace until {(last_end + grace).isoformat()}",
+            last_end,
+            covered=scheme.grace_covered,
+        )
+    lapsed_on = session.scalar(
+        select(func.max(CoveragePeriod.end_on)).where(
+            CoveragePeriod.household_id == household.id,
+            CoveragePeriod.reversed_at.is_(None),
+            CoveragePeriod.end_on < on,
+        )
+    )
+    if lapsed_on is not None:
+        return answer(EligibilityStatus.LAPSED, f"premium unpaid since {lapsed_on.isoformat()}", lapsed_on)
+    return answer(EligibilityStatus.PENDING, "no premium paid yet")
+
+
+def member_eligibility(session: Session, member: Member, on: date) -> Eligibility:
+    """Return whether the member is covered on a date, with status, dates, amount due and reason."""
+    if member.status != MemberStatus.ACTIVE or (member.left_on is not None and member.left_on <= on):
+        household = member.household
+        due = amount_due(session, household, on).total
+        reason = "member deceased" if member.status == MemberStatus.DECEASED else "member left the household"
+        return Eligibility(False, EligibilityStatus.INACTIVE, None, None, due, household.scheme.currency, reason)
+    return household_eligibility(session, member.household, on)

@@ -1,0 +1,122 @@
+"""Premium rules: what a period costs a household, the funder's share, and the amount due on a date."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from models.base import MemberStatus, PremiumKind
+from models.household import Household, Member
+from models.ledger import account_state
+from models.scheme import Plan, Scheme, SubsidyCategory
+
+FULL_SHARE_BP = 10_000
+
+
+@dataclass(frozen=True)
+class PeriodPrice:
+    """The price of one period of a plan and how it splits between the household and its funder."""
+
+    price: int
+    household_share: int
+    subsidy: int  # the funder's share, booked as a SUBSIDY entry (a receivable from the funder)
+    funder: str | None
+    months: int
+    currency: str
+    plan: str
+    members: int
+
+
+@dataclass(frozen=True)
+class AmountDue:
+    """What a household must pay on a date to fund its next period."""
+
+    fee: int  # membership fee still to pay (0 once paid, or for fully subsidised households)
+    period: int  # the household's share of the next period
+    credit: int  # money already on the account (never negative)
+    arrears: int  # money owed after a reversal took back funds already consumed
+    total: int  # fee + period + arrears - credit, never below 0
+    currency: str
+
+
+def plan_price(scheme: Scheme, plan: Plan, members: int) -> int:
+    """Return the full price of one period of the plan for a household of `members` active members."""
+    if members <= 0:
+        return 0
+    if scheme.premium_kind == PremiumKind.BANDS:
+        monthly = 0
+        for band in sorted(scheme.bands, key=lambda b: b.min_size):
+            if band.min_size <= members:
+                monthly = band.monthly_amount
+        return monthly * plan.months
+    # Integer rounding half up: amount * n * m / per_months without ever going through a float.
+    numerator = scheme.premium_amount * members * plan.months
+    return (2 * numerator + scheme.premium_per_months) // (2 * scheme.premium_per_months)
+
+
+def split_price(price: int, category: SubsidyCategory) -> tuple[int, int]:
+    """Return (household share, funder share) of a price under a subsidy category."""
+    funder = price * category.share_bp // FULL_SHARE_BP
+    return price - funder, funder
+
+
+def is_fully_subsidised(household: Household) -> bool:
+    """Return whether the household's funder pays all of its premium (CMU bsf/cec, SKY idpoor)."""
+    return household.scheme.subsidy(household.subsidy_category).share_bp >= FULL_SHARE_BP
+
+
+def active_member_count(session: Session, household_id: int, on: date) -> int:
+    """Return how many of the household's members count for the premium on a date."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(Member)
+        .where(
+            Member.household_id == household_id,
+            Member.status == MemberStatus.ACTIVE,
+            or_(Member.left_on.is_(None), Member.left_on > on),
+        )
+    )
+    return int(count or 0)
+
+
+def period_price(session: Session, household: Household, on: date, plan_code: str | None = None) -> PeriodPrice:
+    """Return the price of the household's next period of its plan (or `plan_code`) on a date."""
+    scheme = household.scheme
+    plan = scheme.plan(plan_code or household.plan)
+    category = scheme.subsidy(household.subsidy_category)
+    members = active_member_count(session, household.id, on)
+    price = plan_price(scheme, plan, members)
+    share, funder = split_price(price, category)
+    return PeriodPrice(
+        price=price,
+        household_share=share,
+        subsidy=funder,
+        funder=category.funder if funder else None,
+        months=plan.months,
+        currency=scheme.currency,
+        plan=plan.code,
+        members=members,
+    )
+
+
+def amount_due(session: Session, household: Household, on: date, plan_code: str | None = None) -> AmountDue:
+    """Return the household's amount due on a date: fee if never paid + next period share - credit.
+
+    A fully subsidised household owes nothing: the funder pays its periods through
+    `book_subsidised_periods`, and SPEC has the state pay "all of it for the poorest", so it is
+    not asked for the membership fee either (allocation never books a fee for it).
+    """
+    scheme = household.scheme
+    state = account_state(session, household_id=household.id)
+    if is_fully_subsidised(household):
+        fee, period = 0, 0
+    else:
+        fee = 0 if state.fee_paid else scheme.membership_fee
+        period = period_price(session, household, on, plan_code).household_share
+    credit = max(0, state.balance)
+    arrears = max(0, -state.balance)
+    total = max(0, fee + period + arrears - credit)
+    return AmountDue(fee=fee, period=period, credit=credit, arrears=arrears, total=total, currency=scheme.currency)

@@ -1,0 +1,263 @@
+"""Coverage dates as SPEC states them: fee first, whole periods, credit, grace, lapse, waiting, subsidies."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.base import HouseholdStatus, LedgerKind, MemberStatus
+from models.coverage import book_subsidised_periods, live_periods, period_end, subsidy_source_ref
+from models.ledger import account_entries, account_state, get_or_create_account
+from models.money import Allocation
+from tests import factories
+from tests.factories import make_household, pay
+
+d = date
+
+Period = tuple[date, date, date | None]  # start, end (inclusive), waiting until (inclusive)
+
+
+@pytest.mark.parametrize(
+    ("start", "months", "end"),
+    [
+        (d(2026, 11, 20), 12, d(2027, 11, 19)),
+        (d(2026, 11, 20), 6, d(2027, 5, 19)),
+        (d(2026, 11, 20), 1, d(2026, 12, 19)),
+        (d(2027, 1, 31), 1, d(2027, 2, 27)),  # month-end clamps to 28 February
+        (d(2028, 1, 31), 1, d(2028, 2, 28)),  # leap year: 29 February is the clamp
+        (d(2026, 12, 1), 1, d(2026, 12, 31)),
+        (d(2027, 3, 1), 12, d(2028, 2, 29)),
+    ],
+)
+def test_periods_run_by_calendar_months(start: date, months: int, end: date) -> None:
+    assert period_end(start, months) == end
+
+
+SCENARIOS: list[tuple[str, str, str, int, str, list[tuple[date, int]], list[Period], int]] = [
+    # (name, scheme, plan, size, category, payments (date, amount), expected live periods, expected credit)
+    (
+        "CMU yearly, 4 people: 15,000 F = 1,000 fee + 14,000 (half of 4 x 7,000); 1 month waiting",
+        "cmu-thies",
+        "yearly",
+        4,
+        "standard",
+        [(d(2026, 11, 20), 15_000)],
+        [(d(2026, 11, 20), d(2027, 11, 19), d(2026, 12, 19))],
+        0,
+    ),
+    (
+        "CMU half-yearly, 4 people: 7,000 F a period; 2 months waiting",
+        "cmu-thies",
+        "half-yearly",
+        4,
+        "standard",
+        [(d(2026, 11, 20), 8_000)],
+        [(d(2026, 11, 20), d(2027, 5, 19), d(2027, 1, 19))],
+        0,
+    ),
+    (
+        "renewal before the end: contiguous, no new waiting",
+        "cmu-thies",
+        "yearly",
+        4,
+        "standard",
+        [(d(2026, 11, 20), 15_000), (d(2027, 11, 1), 14_000)],
+        [(d(2026, 11, 20), d(2027, 11, 19), d(2026, 12, 19)), (d(2027, 11, 20), d(2028, 11, 19), None)],
+        0,
+    ),
+    (
+        "renewal within the 30 days of grace: starts the day after the end, no new waiting",
+        "cmu-thies",
+        "yearly",
+        4,
+        "standard",
+        [(d(2026, 11, 20), 15_000), (d(2027, 12, 19), 14_000)],
+        [(d(2026, 11, 20), d(2027, 11, 19), d(2026, 12, 19)), (d(2027, 11, 20), d(2028, 11, 19), None)],
+        0,
+    ),
+    (
+        "payment after grace: lapsed months are not bought back, waiting starts again",
+        "cmu-thies",
+        "yearly",
+        4,
+        "standard",
+        [(d(2026, 11, 20), 15_000), (d(2027, 12, 20), 14_000)],
+        [(d(2026, 11, 20), d(2027, 11, 19), d(2026, 12, 19)), (d(2027, 12, 20), d(2028, 12, 19), d(2028, 1, 19))],
+        0,
+    ),
+    (
+        "instalments build credit; the fee comes first, the period once the share is reached",
+        "cmu-thies",
+        "yearly",
+        4,
+        "standard",
+        [(d(2026, 11, 20), 5_000), (d(2026, 12, 5), 5_000), (d(2026, 12, 20), 5_000)],
+        [(d(2026, 12, 20), d(2027, 12, 19), d(2027, 1, 19))],
+        0,
+    ),
+    (
+        "instalments short of the share fund nothing",
+        "cmu-thies",
+        "yearly",
+        4,
+        "standard",
+        [(d(2026, 11, 20), 5_000), (d(2026, 12, 5), 9_999)],
+        [],
+        13_999,
+    ),
+    (
+        "advance cap (24 months): a period may start at most 24 months after the payment",
+        "cmu-thies",
+        "yearly",
+        4,
+        "standard",
+        [(d(2026, 11, 20), 60_000)],
+        [
+            (d(2026, 11, 20), d(2027, 11, 19), d(2026, 12, 19)),
+            (d(2027, 11, 20), d(2028, 11, 19), None),
+            (d(2028, 11, 20), d(2029, 11, 19), None),
+        ],
+        17_000,
+    ),
+    (
+        "SKY, 2 people: 3,600 riel a month; 1 month waiting is the whole first month",
+        "sky-cambodia",
+        "monthly",
+        2,
+        "standard",
+        [(d(2026, 11, 20), 7_200)],
+        [(d(2026, 11, 20), d(2026, 12, 19), d(2026, 12, 19)), (d(2026, 12, 20), d(2027, 1, 19), None)],
+        0,
+    ),
+    (
+        "SKY: 15 days of grace, then lapse",
+        "sky-cambodia",
+        "monthly",
+        1,
+        "standard",
+        [(d(2026, 11, 20), 2_000), (d(2027, 1, 3), 2_000), (d(2027, 2, 19), 2_500)],
+        [
+            (d(2026, 11, 20), d(2026, 12, 19), d(2026, 12, 19)),
+            (d(2026, 12, 20), d(2027, 1, 19), None),
+            (d(2027, 2, 19), d(2027, 3, 18), d(2027, 3, 18)),
+        ],
+        500,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "scheme_code", "plan", "size", "category", "payments", "periods", "credit"),
+    SCENARIOS,
+    ids=[s[0][:40] for s in SCENARIOS],
+)
+def test_payments_fund_periods(
+    session: Session,
+    name: str,
+    scheme_code: str,
+    plan: str,
+    size: int,
+    category: str,
+    payments: list[tuple[date, int]],
+    periods: list[Period],
+    credit: int,
+) -> None:
+    scheme = factories.scheme(session, scheme_code)
+    household = make_household(session, scheme, size=size, category=category, plan=plan)
+    for on, amount in payments:
+        pay(session, household, amount, on)
+    got = [(p.start_on, p.end_on, p.waiting_until) for p in live_periods(session, household.id)]
+    assert got == periods, name
+    assert account_state(session, household_id=household.id).credit == credit
+
+
+def test_first_payment_writes_fee_charge_and_state_subsidy(session: Session) -> None:
+    scheme = factories.scheme(session, "cmu-thies")
+    household = make_household(session, scheme, size=4)
+    result = pay(session, household, 15_000, d(2026, 11, 20))
+    assert result.fee == 1_000
+    assert [(p.price, p.household_share, p.subsidy) for p in result.periods] == [(28_000, 14_000, 14_000)]
+    entries = account_entries(session, result.account_id)
+    assert [(e.kind, e.amount, e.funder) for e in entries] == [
+        (LedgerKind.PAYMENT, 15_000, None),
+        (LedgerKind.FEE, -1_000, None),
+        (LedgerKind.CHARGE, -28_000, None),
+        (LedgerKind.SUBSIDY, 14_000, "state"),  # a receivable from the state, booked with the household's share
+    ]
+    assert result.balance == 0
+    # The fee is once per household: the next year costs the share only.
+    second = pay(session, household, 14_000, d(2027, 11, 1))
+    assert second.fee == 0 and len(second.periods) == 1
+
+
+def test_member_who_left_lowers_the_next_period(session: Session) -> None:
+    scheme = factories.scheme(session, "cmu-thies")
+    household = make_household(session, scheme, size=4)
+    first = pay(session, household, 15_000, d(2026, 11, 20))
+    assert first.periods[0].household_share == 14_000
+    leaver = household.members[3]
+    leaver.status, leaver.left_on = MemberStatus.LEFT, d(2027, 5, 2)
+    session.commit()
+    second = pay(session, household, 10_500, d(2027, 11, 1))
+    assert [(p.start_on, p.price, p.household_share) for p in second.periods] == [(d(2027, 11, 20), 21_000, 10_500)]
+    assert second.credit == 0
+
+
+def test_subsidised_household_is_funded_by_the_state_at_enrolment_and_each_renewal(session: Session) -> None:
+    scheme = factories.scheme(session, "cmu-thies")
+    bsf = make_household(session, scheme, size=4, category="bsf", enrolled_on=d(2026, 11, 20))
+    standard = make_household(session, scheme, size=4, category="standard", enrolled_on=d(2026, 11, 20))
+    later = make_household(session, scheme, size=2, category="cec", enrolled_on=d(2026, 12, 5))
+
+    assert book_subsidised_periods(session, scheme, d(2026, 11, 20)) == 1
+    session.commit()
+    # The clock runs again the same day and the next: nothing more.
+    assert book_subsidised_periods(session, scheme, d(2026, 11, 20)) == 0
+    assert book_subsidised_periods(session, scheme, d(2026, 11, 21)) == 0
+    session.commit()
+    assert [
+        (p.start_on, p.end_on, p.waiting_until, p.price, p.household_share, p.subsidy_amount)
+        for p in live_periods(session, bsf.id)
+    ] == [(d(2026, 11, 20), d(2027, 11, 19), d(2026, 12, 19), 28_000, 0, 28_000)]
+    assert live_periods(session, standard.id) == []
+    entries = account_entries(session, get_or_create_account(session, household=bsf).id)
+    assert [(e.kind, e.amount, e.funder) for e in entries] == [
+        (LedgerKind.SUBSIDY, 28_000, "state"),
+        (LedgerKind.CHARGE, -28_000, None),
+    ]
+    assert (
+        session.scalar(
+            select(Allocation.amount).where(Allocation.source_ref == subsidy_source_ref(bsf.id, d(2026, 11, 20)))
+        )
+        == 28_000
+    )
+    assert account_state(session, household_id=bsf.id).balance == 0
+
+    # A household enrolled later gets its first period from its enrolment day, even when the clock is late.
+    session.commit()
+    assert book_subsidised_periods(session, scheme, d(2026, 12, 7)) == 1
+    session.commit()
+    assert [(p.start_on, p.price) for p in live_periods(session, later.id)] == [(d(2026, 12, 5), 14_000)]
+
+    # On the last day of the period the next one is booked, back to back and without waiting.
+    session.commit()
+    assert book_subsidised_periods(session, scheme, d(2027, 11, 18)) == 0
+    assert book_subsidised_periods(session, scheme, d(2027, 11, 19)) == 1
+    session.commit()
+    assert [(p.start_on, p.waiting_until) for p in live_periods(session, bsf.id)][1] == (d(2027, 11, 20), None)
+
+
+def test_subsidy_job_skips_suspended_households_and_payments_never_charge_them(session: Session) -> None:
+    scheme = factories.scheme(session, "cmu-thies")
+    suspended = make_household(session, scheme, category="bsf", status=HouseholdStatus.SUSPENDED)
+    session.commit()
+    assert book_subsidised_periods(session, scheme, d(2026, 11, 20)) == 0
+    session.commit()
+    bsf = make_household(session, scheme, category="bsf")
+    # Money a relative sends to a fully subsidised household stays as credit: no fee, no period bought.
+    result = pay(session, bsf, 5_000, d(2026, 11, 20))
+    assert (result.fee, result.periods, result.credit) == (0, (), 5_000)
+    assert live_periods(session, suspended.id) == []
