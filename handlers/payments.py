@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
 from flask.typing import ResponseReturnValue
+from models.tokens import authenticate_token
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,7 +27,7 @@ from handlers.guards import callback, signed_callback
 from logs import mask_phone
 from models.base import utcnow
 from models.operator_sms import default_patterns, load_patterns
-from models.payment_intake import IntakeResult, Report, record_report, store_unparsed
+from models.payment_intake import IntakeResult, Report, payment_view, record_report, store_unparsed
 from models.payment_sources import (
     PayloadError,
     daraja_amount_valid,
@@ -188,3 +190,21 @@ def sms_forward() -> ResponseReturnValue:
         log.info("forwarded text from %s on device %s kept: %s", forwarded.sender, device.id, forwarded.reason)
         return jsonify(status="ignored" if forwarded.not_a_payment else "review", reason=forwarded.reason), 200
     return jsonify(_stored_reply(_store(forwarded.report))), 200
+
+
+@bp.get("/api/payments/<provider>/<path:provider_txn_id>")
+def payment_status(provider: str, provider_txn_id: str) -> ResponseReturnValue:
+    """Answer a facility's or auditor's question: where is this operator transaction? (Bearer API token)."""
+    scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
+    session = db()
+    token = authenticate_token(session, presented.strip()) if scheme.lower() == "bearer" else None
+    if token is None:
+        return jsonify(error="unauthorized"), 401, {"WWW-Authenticate": "Bearer"}
+    view = payment_view(session, provider, provider_txn_id)
+    log.info(
+        "payment lookup by %s: %s/%s → %s", token.facility, provider, provider_txn_id, view.status if view else 404
+    )
+    session.commit()  # the token's last use
+    if view is None:
+        return jsonify(error="unknown payment"), 404
+    return jsonify(asdict(view))

@@ -78,3 +78,11 @@ def currency_exponent(session: Session, currency: str) -> int:
     if currency not in CURRENCY_EXPONENTS:
         raise AmountError(f"unknown currency {currency!r}")
     return CURRENCY_EXPONENTS[currency]
+
+
+def format_amount(amount: int, currency: str, exponent: int) -> str:
+    """Return minor units as people read them: 3500 XOF → "3500 XOF", 35000 KES → "350.00 KES"."""
+    if exponent <= 0:
+        return f"{amount} {currency}"
+    major, minor = divmod(amount, 10**exponent)
+    return f"{major}.{minor:0{exponent}d} {currency}"

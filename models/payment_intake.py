@@ -293,3 +293,35 @@ def store_unparsed(
     except IntegrityError:
         return None
     return row.id
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    """What the read API says about a payment."""
+
+    status: str
+    household_no: str | None
+    amount: int
+    currency: str
+    rule: str | None
+    reason: str | None
+
+
+def payment_view(session: Session, provider: str, provider_txn_id: str) -> PaymentView | None:
+    """Return the read-API view of an operator transaction, or None when unknown."""
+    payment = session.scalar(
+        select(Payment).where(Payment.provider == provider, Payment.provider_txn_id == provider_txn_id)
+    )
+    if payment is None:
+        return None
+    reason = payment.status_reason
+    if reason is None and payment.status == PaymentStatus.PROVISIONAL:
+        reason = "waiting for the operator's confirmation"
+    return PaymentView(
+        status=payment.status.value,
+        household_no=payment.household.household_no if payment.household is not None else None,
+        amount=payment.amount,
+        currency=payment.currency,
+        rule=payment.match_rule,
+        reason=reason,
+    )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from sqlalchemy import select
 
+from models.base import PaymentStatus, utcnow
+from models.payment import Payment
 from workers import runtime
 
 log = logging.getLogger(__name__)
@@ -48,3 +52,22 @@ def reconcile(payment_id: int) -> str:
         outcome = reconcile_payment(session, payment_id)
     log.info("reconcile payment %s: %s", payment_id, outcome)
     return outcome
+
+
+def sweep_stuck_payments(older_than_seconds: int = 120, limit: int = 5000) -> int:
+    """Re-enqueue `reconcile` for payments left in RECEIVED (a lost enqueue, a crashed worker); return how many."""
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    with runtime.job_session() as session:
+        ids = list(
+            session.scalars(
+                select(Payment.id)
+                .where(Payment.status == PaymentStatus.RECEIVED, Payment.updated_at < cutoff)
+                .order_by(Payment.id)
+                .limit(limit)
+            )
+        )
+    queue = runtime.queue()
+    added = sum(1 for payment_id in ids if enqueue_reconcile(queue, payment_id))
+    if ids:
+        log.info("sweeper: %s payment(s) stuck in RECEIVED, %s re-enqueued", len(ids), added)
+    return added
