@@ -28,7 +28,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(sms.bp)
     app.register_blueprint(payments.bp)
 
+    from commands import access as access_commands
     from commands import db as db_commands
+    from commands import members as member_commands
     from commands import payments as payment_commands
     from commands import schemes as scheme_commands
     from commands import sms as sms_commands
@@ -38,4 +40,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.cli.add_command(sms_commands.sms_group)
     app.cli.add_command(payment_commands.payments_group)
     app.cli.add_command(payment_commands.reconcile_group)
+    app.cli.add_command(member_commands.members_group)
+    app.cli.add_command(access_commands.api_token_group)
+    app.cli.add_command(access_commands.agents_group)
     return app

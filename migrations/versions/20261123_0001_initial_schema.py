@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:20:30.238894
+Create Date: 2026-11-23 10:23:53.568915
 """
 
 from __future__ import annotations

@@ -1,0 +1,129 @@
+"""`flask --app app api-token …` and `agents …`: facility access to coverage checks."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from extensions import db, settings
+from models.agents import AgentError, create_agent, list_agents, unlock_agent
+from models.base import utcnow
+from models.phones import normalise_phone
+from models.scheme import Scheme
+from models.tokens import TokenError, issue_token, list_tokens, revoke_token
+
+
+@click.group("api-token")
+def api_token_group() -> None:
+    """Bearer tokens of the read APIs (one per facility or auditor)."""
+
+
+@api_token_group.command("create")
+@click.argument("name")
+@click.option("--facility", required=True, help="The health facility (or auditor) the token is for.")
+@with_appcontext
+def create_token_command(name: str, facility: str) -> None:
+    """Create a token NAME and print it once; only its hash is kept."""
+    session = db()
+    try:
+        token, plain = issue_token(session, name=name, facility=facility, now=utcnow())
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"token {token.name} for {token.facility} (prefix {token.prefix}); shown once, store it now:")
+    click.echo(plain)
+
+
+@api_token_group.command("revoke")
+@click.argument("name")
+@with_appcontext
+def revoke_token_command(name: str) -> None:
+    """Revoke the token NAME; requests with it get 401 from now on."""
+    session = db()
+    try:
+        token = revoke_token(session, name, utcnow())
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"revoked token {token.name} ({token.facility}) at {token.revoked_at:%Y-%m-%d %H:%M} UTC")
+
+
+@api_token_group.command("list")
+@with_appcontext
+def list_tokens_command() -> None:
+    """List tokens: name, facility, prefix, created, last used, state."""
+    for token in list_tokens(db()):
+        used = f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never"
+        state = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "active"
+        click.echo(
+            f"{token.name}\t{token.facility}\t{token.prefix}…\tcreated {token.created_at:%Y-%m-%d}\t"
+            f"used {used}\t{state}"
+        )
+
+
+@click.group("agents")
+def agents_group() -> None:
+    """Health-facility agents who check coverage by phone with a PIN."""
+
+
+def _default_country() -> str | None:
+    # Agents are not tied to a scheme: the default scheme's country, or the only country of all schemes.
+    session = db()
+    default = settings().DEFAULT_SCHEME
+    if default:
+        country = session.scalar(select(Scheme.country).where(Scheme.code == default))
+        if country:
+            return country
+    countries = set(session.scalars(select(Scheme.country).distinct()))
+    return countries.pop() if len(countries) == 1 else None
+
+
+@agents_group.command("create")
+@click.option("--facility", required=True)
+@click.option("--phone", required=True, help="The agent's phone, national or international format.")
+@click.option("--name", default=None)
+@click.option("--country", default=None, help="Country of a national-format phone (default: the schemes' country).")
+@click.option("--pin", prompt=True, hide_input=True, confirmation_prompt=True, help="4 to 6 digits (else prompted).")
+@with_appcontext
+def create_agent_command(facility: str, phone: str, name: str | None, country: str | None, pin: str) -> None:
+    """Create an agent with a PIN (hashed with argon2)."""
+    session = db()
+    try:
+        agent = create_agent(
+            session, facility=facility, phone=phone, pin=pin, name=name, country=country or _default_country()
+        )
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"agent {agent.phone} created for {agent.facility}")
+
+
+@agents_group.command("unlock")
+@click.argument("phone")
+@click.option("--country", default=None, help="Country of a national-format phone (default: the schemes' country).")
+@with_appcontext
+def unlock_agent_command(phone: str, country: str | None) -> None:
+    """Clear an agent's wrong-PIN count and lock."""
+    session = db()
+    try:
+        agent = unlock_agent(session, normalise_phone(phone, country or _default_country()))
+    except (AgentError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"agent {agent.phone} unlocked")
+
+
+@agents_group.command("list")
+@with_appcontext
+def list_agents_command() -> None:
+    """List agents: phone, facility, name, state."""
+    now = utcnow()
+    for agent in list_agents(db()):
+        if not agent.active:
+            state = "inactive"
+        elif agent.locked_until and agent.locked_until > now:
+            state = f"locked until {agent.locked_until:%H:%M} UTC"
+        else:
+            state = f"active ({agent.failed_attempts} wrong PINs)" if agent.failed_attempts else "active"
+        click.echo(f"{agent.phone}\t{agent.facility}\t{agent.name or ''}\t{state}")
