@@ -30,7 +30,7 @@ from tests import factories
 from tests.conftest import make_test_app
 from tests.factories import make_household, make_network
 from tests.payment_helpers import WAVE_SECRET, add_device, fixture_payload, forward, post_wave
-from workers.matching import find_match, manual_match, reconcile_payment, undo_payment
+from workers.matching import manual_match, reconcile_payment, undo_payment
 
 PAID_AT = datetime(2026, 11, 20, 11, 2, 44)
 FULL_YEAR = 15_000  # CMU standard, 4 members: 1,000 fee + 4 × 7,000 × 50 %
@@ -82,7 +82,8 @@ def stored(
 
 
 def reconcile(session: Session, payment: Payment, **kwargs: Any) -> str:
-    """Run the reconcile logic as the job does (one transaction) and return its outcome."""
+    """Run the reconcile logic as the job does (in a fresh transaction) and return its outcome."""
+    session.commit()
     outcome = reconcile_payment(session, payment.id, **kwargs)
     session.commit()
     session.refresh(payment)
@@ -152,7 +153,9 @@ def test_request_reference_matches_and_pays_the_request(session: Session, cmu: S
         ("Cotisation {household} merci", "account_number"),
     ],
 )
-def test_account_number_in_the_reference(session: Session, cmu: Scheme, sent: list[int], reference: str, rule: str) -> None:
+def test_account_number_in_the_reference(
+    session: Session, cmu: Scheme, sent: list[int], reference: str, rule: str
+) -> None:
     household = make_household(session, cmu)
     text = reference.format(
         household=household.household_no,
@@ -256,7 +259,7 @@ def test_reconcile_twice_allocates_once_and_sends_one_receipt(session: Session, 
 
 
 def test_partial_payment_receipt_says_what_is_still_due(session: Session, cmu: Scheme, sent: list[int]) -> None:
-    household = make_household(session, cmu, phone=PAYER)
+    make_household(session, cmu, phone=PAYER)
     payment = stored(session, amount=5_000)
     reconcile(session, payment)
     [receipt] = messages(session)
@@ -342,6 +345,7 @@ def test_manual_match_from_suspense(session: Session, cmu: Scheme, sent: list[in
     household = make_household(session, cmu)
     payment = stored(session, reference="wrong ref", payer=None)
     reconcile(session, payment)
+    session.commit()
     with pytest.raises(ValueError, match="reason"):
         manual_match(session, payment.id, "awa", " ", household_no=household.household_no)
     session.rollback()
@@ -355,7 +359,9 @@ def test_manual_match_from_suspense(session: Session, cmu: Scheme, sent: list[in
     assert [(e.before_status, e.after_status) for e in manual] == [("UNMATCHED", "MATCHED"), ("MATCHED", "ALLOCATED")]
 
 
-@pytest.mark.parametrize(("refund_payer", "final", "kind"), [(False, "REVERSED", LedgerKind.REVERSAL), (True, "REFUNDED", LedgerKind.REFUND)])
+@pytest.mark.parametrize(
+    ("refund_payer", "final", "kind"), [(False, "REVERSED", LedgerKind.REVERSAL), (True, "REFUNDED", LedgerKind.REFUND)]
+)
 def test_undo_removes_exactly_what_the_payment_funded(
     session: Session, cmu: Scheme, sent: list[int], refund_payer: bool, final: str, kind: LedgerKind
 ) -> None:
@@ -363,6 +369,7 @@ def test_undo_removes_exactly_what_the_payment_funded(
     payment = stored(session, reference=household.household_no)
     reconcile(session, payment)
 
+    session.commit()
     assert undo_payment(session, payment.id, "awa", "operator reversal", refund_payer=refund_payer) == final.lower()
     session.commit()
     assert undo_payment(session, payment.id, "awa", "again", refund_payer=refund_payer) == "already done"
@@ -453,7 +460,9 @@ def test_payment_api_refuses_bad_tokens_and_unknown_payments(client: FlaskClient
     assert missing.status_code == 404
     token.revoked_at = utcnow()
     session.commit()
-    assert client.get("/api/payments/wave/T_4ZQ7WX2KX", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    assert (
+        client.get("/api/payments/wave/T_4ZQ7WX2KX", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    )
 
 
 def test_sweeper_requeues_payments_stuck_in_received(
@@ -494,6 +503,7 @@ def test_cli_list_show_match_reconcile(app: Flask, session: Session, cmu: Scheme
 
     reverse = runner.invoke(args=["payments", "reverse", "wave/T_A", "--reason", "chargeback"])
     assert reverse.exit_code == 0 and "reversed" in reverse.output
+    session.commit()
     session.refresh(matched)
     assert matched.status == PaymentStatus.REVERSED
     assert session.scalar(select(func.count(ReconciliationEvent.id))) >= 8

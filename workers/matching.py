@@ -21,10 +21,9 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from models.phones import normalise_phone
-from models.references import is_valid_reference
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -38,7 +37,9 @@ from models.household import Household, Member, Network
 from models.ledger import get_or_create_account
 from models.outbox import send_sms
 from models.payment import Payment, PaymentRequest, ReconciliationEvent
+from models.phones import normalise_phone
 from models.premiums import amount_due
+from models.references import is_valid_reference
 from models.scheme import Scheme
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def payer_numbers(session: Session, raw: str | None) -> set[str]:
     countries = set(session.scalars(select(Scheme.country).distinct()))
     numbers = set()
     for candidate in candidates:
-        for country in countries | {None}:  # type: ignore[operator]
+        for country in [*sorted(countries), None]:
             try:
                 numbers.add(normalise_phone(candidate, country, allow_foreign=True))
             except ValueError:
@@ -311,7 +312,7 @@ def _receipt(session: Session, payment: Payment, outcome: str) -> None:
     exponent = currency_exponent(session, payment.currency)
     amount = format_amount(payment.amount, payment.currency, exponent)
     household = payment.household
-    values: dict[str, object]
+    values: dict[str, Any]
     if outcome == "allocated" and payment.network is not None:
         return  # no network receipt template yet: the network's payouts are in the reconciliation log
     if outcome == "allocated" and household is not None and scheme is not None:
