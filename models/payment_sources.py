@@ -22,6 +22,7 @@ from models.household import Household, Member, Network
 from models.operator_sms import OperatorPatterns, read_text
 from models.payment import PaymentRequest
 from models.payment_intake import Report, clean_reference
+from models.references import is_valid_reference
 
 WAVE_SIGNATURE_TOLERANCE_SECONDS = 300
 WAVE_PAYMENT_EVENTS = frozenset({"merchant.payment_received", "checkout.session.completed"})
@@ -190,16 +191,16 @@ def is_known_account(session: Session, reference: str | None) -> bool:
     ref = clean_reference(reference)
     if not ref:
         return False
-    now = utcnow()
-    request = session.scalar(
-        select(PaymentRequest.id).where(
-            PaymentRequest.reference == ref,
-            PaymentRequest.status == RequestStatus.OPEN,
-            PaymentRequest.expires_at > now,
+    if is_valid_reference(ref):
+        request = session.scalar(
+            select(PaymentRequest.id).where(
+                PaymentRequest.reference == ref,
+                PaymentRequest.status == RequestStatus.OPEN,
+                PaymentRequest.expires_at > utcnow(),
+            )
         )
-    )
-    if request is not None:
-        return True
+        if request is not None:
+            return True
     if session.scalar(select(Household.id).where(func.upper(Household.household_no) == ref)) is not None:
         return True
     if session.scalar(select(Member.id).where(func.upper(Member.member_no) == ref)) is not None:

@@ -246,6 +246,35 @@ def test_daraja_validation_accepts_a_household_number(client: FlaskClient, sessi
     assert payments(session) == []  # validation stores nothing: the confirmation does
 
 
+@pytest.mark.parametrize(("state", "answer"), [("open", "0"), ("expired", "C2B00012"), ("typo", "C2B00012")])
+def test_daraja_validation_of_a_payment_request_reference(
+    client: FlaskClient, session: Session, state: str, answer: str
+) -> None:
+    from models.base import RequestStatus, utcnow
+    from models.references import create_payment_request
+    from tests import factories
+
+    scheme = factories.scheme(session, "cmu-thies")
+    household = factories.make_household(session, scheme)
+    request = create_payment_request(
+        session, scheme=scheme, household=household, amount=3500, channel="ussd", now=utcnow()
+    )
+    session.commit()
+    reference = request.reference
+    if state == "expired":
+        request.status = RequestStatus.EXPIRED
+        session.commit()
+    if state == "typo":  # adjacent digits swapped: the check digit catches it
+        reference = (
+            reference[1] + reference[0] + reference[2:]
+            if reference[0] != reference[1]
+            else reference[:6] + str((int(reference[6]) + 1) % 10)
+        )
+    payload = fixture_payload("mpesa_c2b_validation.json")
+    payload["BillRefNumber"] = reference
+    assert post_json(client, "/payments/daraja/validate", payload).json["ResultCode"] == answer
+
+
 def test_daraja_validation_rejects_a_bad_amount(client: FlaskClient, session: Session) -> None:
     _household(session, "KE-NB-004512")
     payload = fixture_payload("mpesa_c2b_validation.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from rq import Queue
+from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from sqlalchemy import select
@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # RQ ≥ 2.x accepts only letters, digits, "_" and "-" in job ids, so not "reconcile:{id}".
 RECONCILE_JOB_ID = "reconcile-{}"
 RECONCILE_FUNC = "workers.reconcile.reconcile"
+RECONCILE_RETRIES = 3
+RECONCILE_RETRY_INTERVALS = [10, 60, 300]
 _PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 
@@ -30,7 +32,16 @@ def enqueue_reconcile(queue: Queue, payment_id: int) -> bool:
     job_id = RECONCILE_JOB_ID.format(payment_id)
     for _attempt in range(2):
         try:
-            queue.enqueue(RECONCILE_FUNC, payment_id, job_id=job_id, unique=True, result_ttl=0, failure_ttl=86400)
+            queue.enqueue(
+                RECONCILE_FUNC,
+                payment_id,
+                job_id=job_id,
+                unique=True,
+                retry=Retry(max=RECONCILE_RETRIES, interval=RECONCILE_RETRY_INTERVALS),
+                # No result kept, so a later state change can enqueue the same id again at once.
+                result_ttl=0,
+                failure_ttl=7 * 86400,
+            )
             return True
         except DuplicateJobError:
             try:
