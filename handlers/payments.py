@@ -18,14 +18,15 @@ from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
 from flask.typing import ResponseReturnValue
-from models.tokens import authenticate_token
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from extensions import db, settings
 from handlers.guards import callback, signed_callback
 from logs import mask_phone
 from models.base import utcnow
+from models.db import begin_write
 from models.operator_sms import default_patterns, load_patterns
 from models.payment_intake import IntakeResult, Report, payment_view, record_report, store_unparsed
 from models.payment_sources import (
@@ -41,6 +42,7 @@ from models.payment_sources import (
     verify_wave_signature,
     wave_report,
 )
+from models.tokens import authenticate_token
 from workers.connections import get_queue
 from workers.reconcile import enqueue_reconcile
 
@@ -60,6 +62,17 @@ def database_unavailable(exc: SQLAlchemyError) -> ResponseReturnValue:
     with contextlib.suppress(SQLAlchemyError):
         db().rollback()
     return jsonify(status="unavailable"), 503
+
+
+def _writer() -> Session:
+    """Return the request's session inside a write transaction (BEGIN IMMEDIATE on SQLite).
+
+    Adapters read (currency exponents, devices) before intake writes; on SQLite a transaction that began as a
+    reader cannot safely become a writer under concurrent requests, so a storing route starts as a writer.
+    """
+    session = db()
+    begin_write(session)
+    return session
 
 
 def _store(report: Report) -> IntakeResult:
@@ -108,7 +121,7 @@ def wave() -> ResponseReturnValue:
         return jsonify(status="unauthorized"), 401
     raw = body.decode("utf-8", errors="replace")
     try:
-        report = wave_report(db(), load_json(body), raw)
+        report = wave_report(_writer(), load_json(body), raw)
     except PayloadError as exc:
         _review("wave", raw, f"wave event unreadable: {exc}")
         return jsonify(status="review"), 200
@@ -142,7 +155,7 @@ def daraja_confirm() -> ResponseReturnValue:
     body = request.get_data()
     raw = body.decode("utf-8", errors="replace")
     try:
-        report = daraja_report(db(), load_json(body), raw)
+        report = daraja_report(_writer(), load_json(body), raw)
     except PayloadError as exc:
         _review("daraja", raw, f"C2B confirmation unreadable: {exc}")
         return jsonify(DARAJA_ACCEPTED)
@@ -158,7 +171,7 @@ def sandbox() -> ResponseReturnValue:
         abort(404)
     body = request.get_data()
     try:
-        report = sandbox_report(db(), load_json(body), body.decode("utf-8", errors="replace"))
+        report = sandbox_report(_writer(), load_json(body), body.decode("utf-8", errors="replace"))
     except PayloadError as exc:
         return jsonify(status="invalid", error=str(exc)), 400
     return jsonify(_stored_reply(_store(report))), 200
@@ -174,7 +187,7 @@ def sms_forward() -> ResponseReturnValue:
         payload = load_json(body)
         if not isinstance(payload, dict):
             raise PayloadError("body must be an object")
-        session = db()
+        session = _writer()
         device = find_device(session, payload.get("device"))
         if device is None:
             return jsonify(status="forbidden", error="unknown device"), 403

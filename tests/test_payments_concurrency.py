@@ -24,7 +24,11 @@ WAVE_SMS = "Vous avez reçu 3.500F de Moussa Diop (77 123 45 67). Réf. T_4ZQ7WX
 @pytest.fixture
 def server(pg_url: str, redis_url: str) -> Iterator[str]:
     """Serve the app on PostgreSQL from a real threaded HTTP server; yield its base URL."""
-    app = make_test_app(pg_url, redis_url, WAVE_WEBHOOK_SECRET=WAVE_SECRET)
+    yield from _serve(pg_url, redis_url)
+
+
+def _serve(url: str, redis_url: str) -> Iterator[str]:
+    app = make_test_app(url, redis_url, WAVE_WEBHOOK_SECRET=WAVE_SECRET)
     port = backends.free_port()
     httpd = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -88,3 +92,20 @@ def test_concurrent_webhooks_and_forwarded_texts_make_one_payment(server: str, p
     [payment] = payments(pg_session)
     assert (payment.status, payment.confirmed) == (PaymentStatus.RECEIVED, True)
     assert evidence_count(pg_session) == 2
+
+
+def test_concurrent_webhooks_on_sqlite_make_one_payment(sqlite_url: str, redis_url: str) -> None:
+    """SQLite (make run): concurrent writers queue on BEGIN IMMEDIATE instead of failing."""
+    body = json.dumps(fixture_payload("wave_merchant_payment_received.json")).encode()
+    for base in _serve(sqlite_url, redis_url):
+
+        def post(_i: int, base: str = base) -> int:
+            headers = {"Wave-Signature": wave_signature(body)}
+            return requests.post(f"{base}/payments/wave", data=body, headers=headers, timeout=60).status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            codes = list(pool.map(post, range(40)))
+        assert set(codes) == {200}
+        with Session(get_engine(sqlite_url)) as session:
+            assert len(payments(session)) == 1
+            assert evidence_count(session) == 1

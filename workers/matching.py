@@ -333,9 +333,15 @@ def _receipt(session: Session, payment: Payment, outcome: str) -> None:
     head = household.head if household is not None else None
     if head is not None and head.phone and head.phone not in recipients:
         recipients.append(head.phone)
+    language = None
+    if household is None:  # suspense: speak the language of the scheme that collects this currency
+        defaults = set(session.scalars(select(Scheme.default_language).where(Scheme.currency == payment.currency)))
+        language = defaults.pop().value if len(defaults) == 1 else None
     for index, phone in enumerate(recipients):
         key = f"receipt:{payment.id}:{outcome}" + ("" if index == 0 else f":{index}")
-        send_sms(session, phone, template, household=household, dedupe_key=key, amount=amount, **values)
+        send_sms(
+            session, phone, template, language=language, household=household, dedupe_key=key, amount=amount, **values
+        )
         log.info("receipt %s for payment %s queued to %s", template, payment.id, mask_phone(phone))
 
 
