@@ -7,6 +7,7 @@ with what is stored, so importing the same file again changes nothing.
 from __future__ import annotations
 
 import csv
+import enum
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -15,8 +16,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from sqlalchemy import Table, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, String, Table, any_, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from models.base import Language, MemberStatus, Sex, utcnow
 from models.db import begin_write
@@ -538,6 +540,44 @@ class _RowValidator:
 # ---------------------------------------------------------------- writing
 
 
+def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows of identical keys: COPY on PostgreSQL (several times faster), executemany elsewhere."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(table), rows)
+        return
+    columns = list(rows[0])
+    # COPY skips SQLAlchemy's Python-side defaults: add the scalar ones the rows leave out.
+    defaults = {
+        column.name: cast(Any, column.default).arg
+        for column in table.columns
+        if column.name not in rows[0] and column.default is not None and column.default.is_scalar
+    }
+    if defaults:
+        rows = [{**row, **defaults} for row in rows]
+        columns += list(defaults)
+    names = ", ".join(f'"{name}"' for name in columns)
+    # The session's own connection, so the COPY is part of the import's transaction.
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row([_plain(row[name]) for name in columns])
+
+
+def _among(session: Session, column: InstrumentedAttribute[str], values: list[str]) -> ColumnElement[bool]:
+    """Return `column IN values`; one array parameter on PostgreSQL, where thousands of placeholders are slow."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
+    return column.in_(values)
+
+
+def _plain(value: Any) -> Any:
+    # COPY bypasses SQLAlchemy's type processing: enums go in as their stored values.
+    return value.value if isinstance(value, enum.Enum) else value
+
+
 _HOUSEHOLD_FIELDS = (
     "scheme_id",
     "network_id",
@@ -651,7 +691,7 @@ class _Writer:
                 )
         self.report.accounts_created += len(accounts)
         if accounts and not self.dry_run:
-            self.session.execute(insert(ACCOUNTS), accounts)
+            bulk_insert(self.session, ACCOUNTS, accounts)
 
     def sync_chunk(self, chunk: list[_HouseholdRow]) -> None:
         session = self.session
@@ -662,7 +702,7 @@ class _Writer:
                 select(Household.household_no, Household.id, Household.enrolled_on, Account.id.label("account_id"))
                 .add_columns(*(getattr(Household, name) for name in _HOUSEHOLD_FIELDS))
                 .outerjoin(Account, Account.household_id == Household.id)
-                .where(Household.household_no.in_([h.household_no for h in chunk]))
+                .where(_among(session, Household.household_no, [h.household_no for h in chunk]))
             )
         }
         member_numbers = [m.member_no for h in chunk for m in h.members]
@@ -672,7 +712,7 @@ class _Writer:
                 select(Member.member_no, Member.id, Member.left_on, Household.household_no)
                 .add_columns(*(getattr(Member, name) for name in _MEMBER_FIELDS))
                 .join(Household, Household.id == Member.household_id)
-                .where(Member.member_no.in_(member_numbers))
+                .where(_among(session, Member.member_no, member_numbers))
             )
         }
 
@@ -730,11 +770,17 @@ class _Writer:
 
         if new_households:
             if self.writing:
-                result = session.execute(
-                    insert(HOUSEHOLDS).returning(HOUSEHOLDS.c.id, HOUSEHOLDS.c.household_no),
-                    new_households,
+                bulk_insert(session, HOUSEHOLDS, new_households)
+                numbers = [h["household_no"] for h in new_households]
+                created = dict(
+                    session.execute(
+                        select(Household.household_no, Household.id).where(
+                            _among(session, Household.household_no, numbers)
+                        )
+                    )
+                    .tuples()
+                    .all()
                 )
-                created = {number: id_ for id_, number in result}
             else:
                 created = {h["household_no"]: self.fake_id() for h in new_households}
             household_ids.update(created)
@@ -747,7 +793,7 @@ class _Writer:
             session.execute(update(Household), changed_households)
         report.accounts_created += len(accounts)
         if accounts and self.writing:
-            session.execute(insert(ACCOUNTS), [dict(a, created_at=self.stamp) for a in accounts])
+            bulk_insert(session, ACCOUNTS, [dict(a, created_at=self.stamp) for a in accounts])
 
         new_members: list[dict[str, Any]] = []
         changed_members: list[dict[str, Any]] = []
@@ -799,6 +845,6 @@ class _Writer:
                     left_on = current.left_on
                 changed_members.append({"id": current.id, "left_on": left_on, "updated_at": self.stamp, **values})
         if new_members and self.writing:
-            session.execute(insert(MEMBERS), new_members)
+            bulk_insert(session, MEMBERS, new_members)
         if changed_members and self.writing:
             session.execute(update(Member), changed_members)

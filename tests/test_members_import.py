@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from extensions import db
-from models.base import Language, MemberStatus
+from models.base import HouseholdStatus, Language, MemberStatus
 from models.household import Account, Household, Member, Network
 from models.member_import import ImportFileError, import_members, slugify
 from models.scheme_file import load_scheme, parse_scheme_file
@@ -83,7 +83,7 @@ def test_sample_export_imports(app: Flask, cli: Callable[..., Result]) -> None:
         tn = session.scalars(select(Household).where(Household.household_no == "SN-TN-000123")).one()
         assert (tn.plan, tn.subsidy_category, tn.language, tn.sms_opt_in) == ("yearly", "standard", Language.FR, True)
         assert tn.head is not None and tn.head.first_name == "Aminata"
-        assert tn.enrolled_on == date(2026, 10, 1)
+        assert tn.enrolled_on == date(2026, 10, 1) and tn.status is HouseholdStatus.ACTIVE
         assert tn.network is not None and tn.network.code == "reseau-thies-nord-1"
         assert tn.network.commune == "Thies Nord"
         assert [m.status for m in tn.members] == [MemberStatus.ACTIVE] * 3
