@@ -200,7 +200,8 @@ def sms_forward() -> ResponseReturnValue:
         reviewed_at = utcnow() if forwarded.not_a_payment else None
         store_unparsed(session, device.id, forwarded.sender, forwarded.text, forwarded.reason, reviewed_at)
         session.commit()
-        log.info("forwarded text from %s on device %s kept: %s", forwarded.sender, device.id, forwarded.reason)
+        sender = mask_phone(forwarded.sender) if any(c.isdigit() for c in forwarded.sender) else forwarded.sender
+        log.info("forwarded text from %s on device %s kept for review", sender, device.id)
         return jsonify(status="ignored" if forwarded.not_a_payment else "review", reason=forwarded.reason), 200
     return jsonify(_stored_reply(_store(forwarded.report))), 200
 

@@ -645,3 +645,17 @@ def test_redis_down_after_commit_still_acknowledges(db_url: str, session: Sessio
     assert response.status_code == 200
     [payment] = payments(session)
     assert payment.status == PaymentStatus.RECEIVED  # left for the sweeper
+
+
+def test_no_full_phone_number_in_intake_logs(
+    client: FlaskClient, session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_device(session)
+    with caplog.at_level("INFO"):
+        forward(client, "+221770000000", WAVE_SMS)  # a forged text from a personal number
+        forward(client, "Wave", WAVE_SMS)
+        post_wave(client, fixture_payload("wave_merchant_payment_received.json"))
+    text = caplog.text
+    assert "kept for review" in text and "confirmed" in text
+    for phone in ("+221770000000", "221770000000", "+221771234567", "771234567"):
+        assert phone not in text

@@ -507,3 +507,21 @@ def test_cli_list_show_match_reconcile(app: Flask, session: Session, cmu: Scheme
     session.refresh(matched)
     assert matched.status == PaymentStatus.REVERSED
     assert session.scalar(select(func.count(ReconciliationEvent.id))) >= 8
+
+
+def test_enqueue_reconcile_is_unique_while_pending_and_replaces_a_finished_run(redis_url: str) -> None:
+    from rq.job import Job, JobStatus
+
+    from workers.reconcile import enqueue_reconcile
+
+    queue = Queue("default", connection=Redis.from_url(redis_url))
+    assert enqueue_reconcile(queue, 7) is True
+    assert enqueue_reconcile(queue, 7) is False  # already waiting: one run is enough
+    assert queue.job_ids == ["reconcile-7"]
+
+    job = Job.fetch("reconcile-7", connection=queue.connection)
+    queue.remove(job)
+    job.set_status(JobStatus.FAILED)  # an earlier run failed for good
+    assert enqueue_reconcile(queue, 7) is True
+    assert queue.job_ids == ["reconcile-7"]
+    assert Job.fetch("reconcile-7", connection=queue.connection).retries_left == 3

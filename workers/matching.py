@@ -240,6 +240,9 @@ def reconcile_payment(session: Session, payment_id: int, retry_unmatched: bool =
         payment.status = PaymentStatus.UNMATCHED
         payment.status_reason = f"paid in {payment.currency}, {scheme.code} is in {scheme.currency}"
         _event(session, payment, before, payment.status_reason, rule=match.rule)
+        session.flush()
+        if payment.confirmed:
+            _receipt(session, payment, "review")
         return "unmatched"
     _apply_match(payment, match)
     if not payment.confirmed:
@@ -253,9 +256,9 @@ def reconcile_payment(session: Session, payment_id: int, retry_unmatched: bool =
 
 
 def _apply_match(payment: Payment, match: Match) -> None:
-    payment.household_id = match.household.id if match.household is not None else None
-    payment.network_id = match.network.id if match.network is not None else None
-    payment.payment_request_id = match.request.id if match.request is not None else None
+    payment.household = match.household
+    payment.network = match.network
+    payment.payment_request = match.request
     payment.scheme_id = match.scheme_id
     payment.match_rule = match.rule
     payment.match_confidence = match.confidence
