@@ -525,3 +525,34 @@ def test_enqueue_reconcile_is_unique_while_pending_and_replaces_a_finished_run(r
     assert enqueue_reconcile(queue, 7) is True
     assert queue.job_ids == ["reconcile-7"]
     assert Job.fetch("reconcile-7", connection=queue.connection).retries_left == 3
+
+
+def test_concurrent_runs_for_one_payment_allocate_once(pg_url: str) -> None:
+    import threading
+
+    from models.db import get_engine
+
+    engine = get_engine(pg_url)
+    with Session(engine, expire_on_commit=False) as setup:
+        attach_dispatch(setup, lambda ids: None)
+        cmu = factories.scheme(setup, "cmu-thies")
+        household = make_household(setup, cmu, phone=PAYER)
+        payment = stored(setup, reference=household.household_no)
+    outcomes: list[str] = []
+
+    def run() -> None:
+        with Session(engine, expire_on_commit=False) as own:
+            attach_dispatch(own, lambda ids: None)
+            outcomes.append(reconcile_payment(own, payment.id))
+            own.commit()
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert sorted(outcomes) == ["allocated"] + ["skipped (ALLOCATED)"] * 7
+    with Session(engine) as check:
+        assert check.scalar(select(func.count(Allocation.id))) == 1
+        assert check.scalar(select(func.count(Message.id))) == 1
