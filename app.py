@@ -29,15 +29,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def register_blueprints(app: Flask) -> None:
     """Register one blueprint per channel."""
-    from handlers import api, health, sms, ussd
+    from handlers import api, health, payments, sms, ussd
 
-    for module in (health, sms, ussd, api):
+    for module in (health, sms, ussd, payments, api):
         app.register_blueprint(module.bp)
 
 
 def register_commands(app: Flask) -> None:
     """Register the `flask --app app …` command groups."""
-    from commands import access, db, demo, members, schemes, sms, ussd
+    from commands import access, db, demo, members, payments, schemes, sms, ussd
 
     for group in (
         db.db_group,
@@ -48,5 +48,7 @@ def register_commands(app: Flask) -> None:
         access.agents_group,
         demo.demo_group,
         ussd.ussd_command,
+        payments.payments_group,
+        payments.reconcile_group,
     ):
         app.cli.add_command(group)

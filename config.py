@@ -64,6 +64,8 @@ class Settings:
     WAVE_SHARED_SECRET: str = ""
     WAVE_API_KEY: str = ""
     DARAJA_SHORTCODE: str = ""
+    # Operator SMS patterns for forwarded texts; empty → the shipped operators/operator_sms.toml.
+    OPERATOR_SMS_FILE: str = ""
     USSD_SESSION_TTL: int = 300
     USSD_SERVICE_CODE: str = "*384*123#"
     # A USSD hop waits at most this long on Redis (no retries) before answering an apology.

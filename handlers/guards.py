@@ -36,3 +36,23 @@ def callback(view: F) -> F:
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def signed_callback(view: F) -> F:
+    """Guard a callback whose provider signs it: body limit (413); the callback token is optional, but wrong → 403.
+
+    The provider's signature, checked by the view, is the authority; a URL registered with `?token=` still works.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        limit = settings().CALLBACK_MAX_BYTES
+        request.max_content_length = limit
+        if request.content_length is not None and request.content_length > limit:
+            abort(413)
+        presented = request.args.get("token") or request.headers.get("X-Callback-Token")
+        if presented is not None and not token_matches(presented, settings().CALLBACK_TOKEN):
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

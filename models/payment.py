@@ -88,9 +88,10 @@ class Payment(Base):
 
 
 class PaymentEvidence(Base):
-    """One report of a payment by one source, with its raw payload."""
+    """One report of a payment by one source, with its raw payload; a repeated identical report is stored once."""
 
     __tablename__ = "payment_evidence"
+    __table_args__ = (UniqueConstraint("payment_id", "source", "route", "raw_hash"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
@@ -98,6 +99,7 @@ class PaymentEvidence(Base):
     route: Mapped[str] = mapped_column(String(40))
     fields_hash: Mapped[str] = mapped_column(String(64))
     raw: Mapped[str] = mapped_column(Text)
+    raw_hash: Mapped[str] = mapped_column(String(64))
     device_id: Mapped[int | None] = mapped_column(ForeignKey("collection_devices.id"))
     statement_line_id: Mapped[int | None] = mapped_column(ForeignKey("statement_lines.id"))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -129,6 +131,8 @@ class UnparsedForward(Base):
     __tablename__ = "unparsed_forwards"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # sha256 of device, sender and text: a forwarding app's retry is stored once.
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
     device_id: Mapped[int | None] = mapped_column(ForeignKey("collection_devices.id"))
     sender: Mapped[str | None] = mapped_column(String(40))
     text: Mapped[str] = mapped_column(Text)

@@ -6,7 +6,9 @@ Every job is idempotent per period, so a second clock process does no harm.
 from rq import cron
 
 from workers.maintenance import record_heartbeat
+from workers.reconcile import sweep_stuck_payments
 from workers.sms import sweep_outbox
 
 cron.register(record_heartbeat, queue_name="default", interval=60)
 cron.register(sweep_outbox, queue_name="default", interval=300)
+cron.register(sweep_stuck_payments, queue_name="default", interval=300)

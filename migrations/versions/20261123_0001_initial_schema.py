@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:19:16.524861
+Create Date: 2026-11-23 10:31:59.915237
 """
 
 from __future__ import annotations
@@ -280,6 +280,7 @@ def upgrade() -> None:
     op.create_table(
         "unparsed_forwards",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("dedupe_key", sa.String(length=64), nullable=False),
         sa.Column("device_id", sa.Integer(), nullable=True),
         sa.Column("sender", sa.String(length=40), nullable=True),
         sa.Column("text", sa.Text(), nullable=False),
@@ -290,6 +291,7 @@ def upgrade() -> None:
             ["device_id"], ["collection_devices.id"], name=op.f("fk_unparsed_forwards_device_id_collection_devices")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_unparsed_forwards")),
+        sa.UniqueConstraint("dedupe_key", name=op.f("uq_unparsed_forwards_dedupe_key")),
     )
     op.create_table(
         "accounts",
@@ -659,6 +661,7 @@ def upgrade() -> None:
         sa.Column("route", sa.String(length=40), nullable=False),
         sa.Column("fields_hash", sa.String(length=64), nullable=False),
         sa.Column("raw", sa.Text(), nullable=False),
+        sa.Column("raw_hash", sa.String(length=64), nullable=False),
         sa.Column("device_id", sa.Integer(), nullable=True),
         sa.Column("statement_line_id", sa.Integer(), nullable=True),
         sa.Column("received_at", sa.DateTime(), nullable=False),
@@ -672,6 +675,7 @@ def upgrade() -> None:
             name=op.f("fk_payment_evidence_statement_line_id_statement_lines"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_evidence")),
+        sa.UniqueConstraint("payment_id", "source", "route", "raw_hash", name=op.f("uq_payment_evidence_payment_id")),
     )
     with op.batch_alter_table("payment_evidence", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_payment_evidence_payment_id"), ["payment_id"], unique=False)

@@ -1,0 +1,216 @@
+"""`flask --app app payments …` and `reconcile …`: simulate, inspect and reconcile payments."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import click
+from flask.cli import with_appcontext
+from redis.exceptions import RedisError
+from sqlalchemy import select
+
+from extensions import db, settings
+from logs import mask_phone
+from models.base import PaymentStatus
+from models.payment import Payment
+from models.payment_intake import record_report
+from models.payment_sources import PayloadError, sandbox_report
+from models.scheme import Scheme
+from workers.connections import get_queue
+from workers.matching import manual_match, reconcile_payment, undo_payment
+from workers.reconcile import enqueue_reconcile
+
+
+@click.group("payments")
+def payments_group() -> None:
+    """Payments: simulate, list, show, match."""
+
+
+@click.group("reconcile")
+def reconcile_group() -> None:
+    """Reconciliation of received payments."""
+
+
+def _default_currency() -> str:
+    session = db()
+    code = settings().DEFAULT_SCHEME
+    query = select(Scheme.currency).order_by(Scheme.id).limit(1)
+    if code:
+        query = select(Scheme.currency).where(Scheme.code == code)
+    return session.scalar(query) or "XOF"
+
+
+def _enqueue(payment_id: int) -> None:
+    try:
+        enqueue_reconcile(get_queue(settings().REDIS_URL, settings().RQ_QUEUE), payment_id)
+    except RedisError as exc:
+        click.echo(f"warning: not enqueued ({exc}); `reconcile run` or the sweeper will pick it up", err=True)
+
+
+@payments_group.command("simulate")
+@click.option("--amount", required=True, help="Amount in the currency's unit, e.g. 3500 or 350.00.")
+@click.option("--reference", default="", help="Account reference (payment request, household, member, network).")
+@click.option("--phone", default="", help="Payer phone.")
+@click.option("--txn-id", default="", help="Operator transaction id (default: a new SIM-… id).")
+@click.option("--currency", default="", help="Currency (default: the scheme's).")
+@with_appcontext
+def simulate_command(amount: str, reference: str, phone: str, txn_id: str, currency: str) -> None:
+    """Store a sandbox payment exactly as `POST /payments/sandbox` would, then enqueue its reconciliation."""
+    if settings().is_production:
+        raise click.ClickException("payments simulate is disabled in production")
+    payload = {
+        "txn_id": txn_id or f"SIM-{uuid.uuid4().hex[:10].upper()}",
+        "amount": amount,
+        "currency": (currency or _default_currency()).upper(),
+        "phone": phone,
+        "reference": reference,
+    }
+    session = db()
+    try:
+        report = sandbox_report(session, payload, json.dumps(payload))
+    except PayloadError as exc:
+        raise click.ClickException(str(exc)) from exc
+    result = record_report(session, report)
+    session.commit()
+    if result.needs_reconcile:
+        _enqueue(result.payment_id)
+    click.echo(
+        f"payment {result.payment_id} sandbox/{report.provider_txn_id} {report.amount} {report.currency} "
+        f"payer {mask_phone(report.payer_phone) or '-'} ref {report.reference or '-'}: "
+        f"{result.outcome.value} ({result.status.value})"
+    )
+
+
+def _line(payment: Payment) -> str:
+    household = payment.household.household_no if payment.household is not None else "-"
+    return (
+        f"{payment.id}\t{payment.provider}/{payment.provider_txn_id}\t{payment.amount} {payment.currency}\t"
+        f"{payment.status.value}\t{household}\t{payment.match_rule or '-'}\t{payment.status_reason or ''}"
+    )
+
+
+@payments_group.command("list")
+@click.option("--status", "statuses", multiple=True, help="Only these statuses (repeatable).")
+@click.option("--limit", default=50, show_default=True)
+@with_appcontext
+def list_command(statuses: tuple[str, ...], limit: int) -> None:
+    """List payments, newest first: id, provider/txn, amount, status, household, rule, reason."""
+    query = select(Payment).order_by(Payment.id.desc()).limit(limit)
+    if statuses:
+        try:
+            wanted = [PaymentStatus(s.upper()) for s in statuses]
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--status") from exc
+        query = query.where(Payment.status.in_(wanted))
+    for payment in db().scalars(query):
+        click.echo(_line(payment))
+
+
+def _payment(ref: str) -> Payment:
+    session = db()
+    payment = None
+    if ref.isdigit():
+        payment = session.get(Payment, int(ref))
+    if payment is None and "/" in ref:
+        provider, _, txn = ref.partition("/")
+        payment = session.scalar(select(Payment).where(Payment.provider == provider, Payment.provider_txn_id == txn))
+    if payment is None:
+        raise click.ClickException(f"no payment {ref}")
+    return payment
+
+
+@payments_group.command("show")
+@click.argument("ref")
+@with_appcontext
+def show_command(ref: str) -> None:
+    """Show a payment (id or provider/txn id) with its evidence and reconciliation log."""
+    payment = _payment(ref)
+    click.echo(_line(payment))
+    click.echo(
+        f"payer {mask_phone(payment.payer_phone) or '-'}  reference {payment.account_reference or '-'}  "
+        f"paid_at {payment.paid_at:%Y-%m-%d %H:%M} UTC  confirmed {'yes' if payment.confirmed else 'no'}  "
+        f"confidence {payment.match_confidence if payment.match_confidence is not None else '-'}"
+    )
+    click.echo("evidence:")
+    for evidence in payment.evidence:
+        click.echo(f"  {evidence.received_at:%Y-%m-%d %H:%M:%S} {evidence.source.value} {evidence.route}")
+    click.echo("events:")
+    for event in payment.events:
+        click.echo(
+            f"  {event.created_at:%Y-%m-%d %H:%M:%S} {event.actor} {event.before_status or '-'} → "
+            f"{event.after_status or '-'} {event.rule or ''} {event.note or ''}"
+        )
+
+
+@payments_group.command("match")
+@click.argument("ref")
+@click.option("--household", "household_no", default=None, help="Household number.")
+@click.option("--network", "network_code", default=None, help="Network code.")
+@click.option("--reason", required=True, help="Why (kept in the reconciliation log).")
+@click.option("--actor", default="cli", show_default=True, help="Staff user recorded in the log.")
+@with_appcontext
+def match_command(ref: str, household_no: str | None, network_code: str | None, reason: str, actor: str) -> None:
+    """Match a payment by hand to a household or network, and allocate it when confirmed."""
+    payment_id = _payment(ref).id
+    session = db()
+    session.rollback()
+    try:
+        outcome = manual_match(session, payment_id, actor, reason, household_no, network_code)
+    except (LookupError, ValueError) as exc:
+        session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"payment {payment_id}: {outcome}")
+
+
+def _undo(ref: str, reason: str, actor: str, refund_payer: bool) -> None:
+    payment_id = _payment(ref).id
+    session = db()
+    session.rollback()
+    try:
+        outcome = undo_payment(session, payment_id, actor, reason, refund_payer=refund_payer)
+    except (LookupError, ValueError) as exc:
+        session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"payment {payment_id}: {outcome}")
+
+
+@payments_group.command("reverse")
+@click.argument("ref")
+@click.option("--reason", required=True)
+@click.option("--actor", default="cli", show_default=True)
+@with_appcontext
+def reverse_command(ref: str, reason: str, actor: str) -> None:
+    """Reverse a payment the operator took back: undo exactly what it funded."""
+    _undo(ref, reason, actor, refund_payer=False)
+
+
+@payments_group.command("refund")
+@click.argument("ref")
+@click.option("--reason", required=True)
+@click.option("--actor", default="cli", show_default=True)
+@with_appcontext
+def refund_command(ref: str, reason: str, actor: str) -> None:
+    """Refund a payment to its payer: undo exactly what it funded."""
+    _undo(ref, reason, actor, refund_payer=True)
+
+
+@reconcile_group.command("run")
+@click.option("--unmatched", is_flag=True, help="Also retry payments in suspense (UNMATCHED).")
+@with_appcontext
+def reconcile_run_command(unmatched: bool) -> None:
+    """Reconcile now, in this process, every payment waiting in RECEIVED (and UNMATCHED with --unmatched)."""
+    session = db()
+    statuses = [PaymentStatus.RECEIVED] + ([PaymentStatus.UNMATCHED] if unmatched else [])
+    ids = list(session.scalars(select(Payment.id).where(Payment.status.in_(statuses)).order_by(Payment.id)))
+    session.rollback()
+    counts: dict[str, int] = {}
+    for payment_id in ids:
+        outcome = reconcile_payment(session, payment_id, retry_unmatched=unmatched)
+        session.commit()
+        key = outcome.split(" ")[0]
+        counts[key] = counts.get(key, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to do"
+    click.echo(f"reconciled {len(ids)} payment(s): {summary}")

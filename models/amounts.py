@@ -1,0 +1,88 @@
+"""Amounts as operators write them, turned into integers of the currency's minor unit (never floats)."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.scheme import Scheme
+from models.scheme_file import CURRENCY_EXPONENTS
+
+_AMOUNT_RE = re.compile(r"^\d[\d.,' ]*$")
+
+
+class AmountError(ValueError):
+    """An amount that cannot be read exactly in the currency's minor unit."""
+
+
+def parse_amount(raw: str | int | Decimal, exponent: int) -> int:
+    """Return the amount in minor units: "350.00" (exponent 2) → 35000, "3.500" or "8,000" (exponent 0) → 3500/8000.
+
+    A single separator followed by exactly three digits groups thousands ("3.500", "8,000"); otherwise it is the
+    decimal mark ("3500.0", "350.00"). With both kinds, the last one is the decimal mark ("3,500.00").
+    """
+    if isinstance(raw, bool):
+        raise AmountError("not an amount")
+    if isinstance(raw, int):
+        value = Decimal(raw)
+    elif isinstance(raw, Decimal):
+        value = raw
+    else:
+        value = Decimal(_canonical(raw))
+    minor = value.scaleb(exponent)
+    if minor != minor.to_integral_value():
+        raise AmountError(f"{raw!r} has more decimals than the currency allows")
+    if minor <= 0:
+        raise AmountError(f"{raw!r} is not a positive amount")
+    return int(minor)
+
+
+def _canonical(raw: str) -> str:
+    text = raw.strip().replace("\u00a0", " ")
+    if not _AMOUNT_RE.match(text):
+        raise AmountError(f"{raw!r} is not an amount")
+    text = text.replace(" ", "").replace("'", "")
+    separators = [c for c in text if c in ".,"]
+    if not separators:
+        digits = text
+    elif len(set(separators)) == 2:
+        decimal_mark = separators[-1]
+        group_mark = "," if decimal_mark == "." else "."
+        if text.count(decimal_mark) > 1:
+            raise AmountError(f"{raw!r} is ambiguous")
+        digits = text.replace(group_mark, "").replace(decimal_mark, ".")
+    else:
+        mark = separators[0]
+        head, _, tail = text.rpartition(mark)
+        if len(separators) > 1 or len(tail) == 3:
+            groups = text.split(mark)
+            if any(len(g) != 3 for g in groups[1:]) or not groups[0]:
+                raise AmountError(f"{raw!r} has malformed digit groups")
+            digits = "".join(groups)
+        else:
+            digits = f"{head}.{tail}"
+    try:
+        return str(Decimal(digits))
+    except InvalidOperation as exc:
+        raise AmountError(f"{raw!r} is not an amount") from exc
+
+
+def currency_exponent(session: Session, currency: str) -> int:
+    """Return the minor-unit exponent of the currency: a scheme's setting, else the standard one."""
+    exponent = session.scalar(select(Scheme.currency_exponent).where(Scheme.currency == currency).limit(1))
+    if exponent is not None:
+        return int(exponent)
+    if currency not in CURRENCY_EXPONENTS:
+        raise AmountError(f"unknown currency {currency!r}")
+    return CURRENCY_EXPONENTS[currency]
+
+
+def format_amount(amount: int, currency: str, exponent: int) -> str:
+    """Return minor units as people read them: 3500 XOF → "3500 XOF", 35000 KES → "350.00 KES"."""
+    if exponent <= 0:
+        return f"{amount} {currency}"
+    major, minor = divmod(amount, 10**exponent)
+    return f"{major}.{minor:0{exponent}d} {currency}"

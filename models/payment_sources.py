@@ -1,0 +1,295 @@
+"""Adapters: each route's payload turned into one normalised `Report` (SPEC "Payments")."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.access import CollectionDevice
+from models.amounts import AmountError, currency_exponent, parse_amount
+from models.base import EvidenceSource, RequestStatus, utcnow
+from models.household import Household, Member, Network
+from models.operator_sms import OperatorPatterns, read_text
+from models.payment import PaymentRequest
+from models.payment_intake import Report, clean_reference
+from models.references import is_valid_reference
+
+WAVE_SIGNATURE_TOLERANCE_SECONDS = 300
+WAVE_PAYMENT_EVENTS = frozenset({"merchant.payment_received", "checkout.session.completed"})
+DARAJA_TIMEZONE = ZoneInfo("Africa/Nairobi")  # Safaricom's TransTime is Kenya local time
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be read as a payment; the message says which field."""
+
+
+def load_json(body: bytes) -> Any:
+    """Return the JSON body with decimals read as Decimal, never float."""
+    try:
+        return json.loads(body, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError("body is not JSON") from exc
+
+
+def _field(data: Any, name: str) -> Any:
+    if not isinstance(data, dict) or data.get(name) in (None, ""):
+        raise PayloadError(f"{name} is required")
+    return data[name]
+
+
+def _amount(session: Session, raw: Any, currency: str, name: str = "amount") -> int:
+    if isinstance(raw, float):
+        raise PayloadError(f"{name} must not be a float")
+    if not isinstance(raw, (str, int, Decimal)):
+        raise PayloadError(f"{name} must be a decimal string")
+    try:
+        return parse_amount(raw, currency_exponent(session, currency))
+    except AmountError as exc:
+        raise PayloadError(f"{name}: {exc}") from exc
+
+
+def _iso_time(value: Any) -> datetime:
+    if not isinstance(value, str) or not value:
+        return utcnow()
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise PayloadError(f"bad timestamp {value!r}") from exc
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+# ---------------------------------------------------------------- Wave
+
+
+def verify_wave_signature(
+    header: str | None,
+    body: bytes,
+    secret: str,
+    now: float | None = None,
+    tolerance: int = WAVE_SIGNATURE_TOLERANCE_SECONDS,
+) -> bool:
+    """Return whether `Wave-Signature: t=…,v1=…` signs the body with the secret, at most `tolerance` seconds old."""
+    if not header or not secret:
+        return False
+    timestamp, signatures = None, []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            timestamp = value
+        elif key == "v1" and value:
+            signatures.append(value.lower())
+    if timestamp is None or not timestamp.isdigit() or not signatures:
+        return False
+    age = (time.time() if now is None else now) - int(timestamp)
+    if age > tolerance or age < -tolerance:
+        return False
+    expected = hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).hexdigest()
+    # Compare with every v1 (several while a secret is rotated) without stopping early.
+    matches = [hmac.compare_digest(expected, candidate) for candidate in signatures]
+    return any(matches)
+
+
+def verify_wave_bearer(authorization: str | None, shared_secret: str) -> bool:
+    """Return whether `Authorization: Bearer <shared secret>` carries the configured Wave shared secret."""
+    if not authorization or not shared_secret:
+        return False
+    scheme, _, presented = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        return False
+    return hmac.compare_digest(presented.strip().encode(), shared_secret.encode())
+
+
+def wave_report(session: Session, event: Any, raw: str) -> Report | None:
+    """Return the payment a Wave event reports, or None for events that are not a completed payment."""
+    if not isinstance(event, dict):
+        raise PayloadError("event must be an object")
+    kind = event.get("type")
+    if kind not in WAVE_PAYMENT_EVENTS:
+        return None
+    data = _field(event, "data")
+    currency = str(_field(data, "currency")).upper()
+    if kind == "checkout.session.completed":
+        if data.get("payment_status") != "succeeded":
+            return None
+        txn_id = str(_field(data, "transaction_id"))
+        reference = data.get("client_reference")
+        payer = data.get("sender_mobile")
+        paid_at = _iso_time(data.get("when_completed"))
+    else:
+        txn_id = str(_field(data, "id"))
+        custom = data.get("custom_fields") or {}
+        reference = custom.get("reference") if isinstance(custom, dict) else None
+        reference = reference or data.get("client_reference")
+        payer = data.get("sender_mobile")
+        paid_at = _iso_time(data.get("when_created"))
+    return Report(
+        provider="wave",
+        provider_txn_id=txn_id,
+        amount=_amount(session, _field(data, "amount"), currency),
+        currency=currency,
+        payer_phone=str(payer) if payer else None,
+        reference=str(reference) if reference else None,
+        paid_at=paid_at,
+        source=EvidenceSource.WEBHOOK,
+        route=f"wave:{kind}",
+        raw=raw,
+    )
+
+
+# ---------------------------------------------------------------- Safaricom Daraja C2B
+
+
+def daraja_report(session: Session, payload: Any, raw: str) -> Report:
+    """Return the payment of a Daraja C2B confirmation (amount "350.00" KES → 35000)."""
+    txn_id = str(_field(payload, "TransID"))
+    paid_at = utcnow()
+    trans_time = str(payload.get("TransTime") or "")
+    if trans_time:
+        try:
+            local = datetime.strptime(trans_time, "%Y%m%d%H%M%S").replace(tzinfo=DARAJA_TIMEZONE)
+        except ValueError as exc:
+            raise PayloadError(f"bad TransTime {trans_time!r}") from exc
+        paid_at = local.astimezone(UTC).replace(tzinfo=None)
+    msisdn = payload.get("MSISDN")
+    return Report(
+        provider="mpesa",
+        provider_txn_id=txn_id,
+        amount=_amount(session, _field(payload, "TransAmount"), "KES", "TransAmount"),
+        currency="KES",
+        payer_phone=str(msisdn) if msisdn else None,  # masked or hashed by Safaricom: stored as is
+        reference=str(payload.get("BillRefNumber") or "") or None,
+        paid_at=paid_at,
+        source=EvidenceSource.WEBHOOK,
+        route="daraja:confirm",
+        raw=raw,
+    )
+
+
+def daraja_amount_valid(session: Session, payload: Any) -> bool:
+    """Return whether a validation request carries a positive KES amount."""
+    try:
+        _amount(session, _field(payload, "TransAmount"), "KES", "TransAmount")
+    except PayloadError:
+        return False
+    return True
+
+
+def is_known_account(session: Session, reference: str | None) -> bool:
+    """Return whether an account reference names an open payment request, a household, a member or a network."""
+    ref = clean_reference(reference)
+    if not ref:
+        return False
+    if is_valid_reference(ref):
+        request = session.scalar(
+            select(PaymentRequest.id).where(
+                PaymentRequest.reference == ref,
+                PaymentRequest.status == RequestStatus.OPEN,
+                PaymentRequest.expires_at > utcnow(),
+            )
+        )
+        if request is not None:
+            return True
+    if session.scalar(select(Household.id).where(func.upper(Household.household_no) == ref)) is not None:
+        return True
+    if session.scalar(select(Member.id).where(func.upper(Member.member_no) == ref)) is not None:
+        return True
+    return session.scalar(select(Network.id).where(func.upper(Network.code) == ref).limit(1)) is not None
+
+
+# ---------------------------------------------------------------- sandbox
+
+
+def sandbox_report(session: Session, payload: Any, raw: str) -> Report:
+    """Return the payment of a sandbox notification `{txn_id, amount, currency, phone, reference}`."""
+    currency = str(_field(payload, "currency")).upper()
+    return Report(
+        provider="sandbox",
+        provider_txn_id=str(_field(payload, "txn_id")),
+        amount=_amount(session, _field(payload, "amount"), currency),
+        currency=currency,
+        payer_phone=str(payload["phone"]) if payload.get("phone") else None,
+        reference=str(payload["reference"]) if payload.get("reference") else None,
+        paid_at=_iso_time(payload.get("paid_at")),
+        source=EvidenceSource.WEBHOOK,
+        route="sandbox",
+        raw=raw,
+    )
+
+
+# ---------------------------------------------------------------- forwarded operator texts
+
+
+@dataclass(frozen=True)
+class ForwardedText:
+    """A text forwarded by a registered collection device: its payment, or why it is kept for review."""
+
+    device: CollectionDevice
+    sender: str
+    text: str
+    report: Report | None
+    reason: str
+    not_a_payment: bool = False
+
+
+def find_device(session: Session, device_key: Any) -> CollectionDevice | None:
+    """Return the active collection device registered under this key."""
+    if not isinstance(device_key, str) or not device_key.strip():
+        return None
+    return session.scalar(
+        select(CollectionDevice).where(
+            CollectionDevice.device_key == device_key.strip(), CollectionDevice.active.is_(True)
+        )
+    )
+
+
+def forwarded_text(
+    session: Session, patterns: OperatorPatterns, device: CollectionDevice, payload: Any, raw: str
+) -> ForwardedText:
+    """Read a forwarded operator text into a provisional (or, from a trusted device, confirmed) payment."""
+    sender = str(_field(payload, "sender")).strip()
+    text = str(_field(payload, "text"))
+    verdict = read_text(patterns, sender, text, list(device.operator_senders or []))
+    if verdict.parsed is None:
+        return ForwardedText(device, sender, text, None, verdict.reason, verdict.not_a_payment)
+    parsed = verdict.parsed
+    try:
+        amount = parse_amount(parsed.amount_text, currency_exponent(session, parsed.currency))
+    except AmountError as exc:
+        return ForwardedText(device, sender, text, None, f"amount: {exc}")
+    received_at = payload.get("received_at")
+    paid_at = parsed.paid_at
+    if paid_at is None:
+        try:
+            paid_at = _iso_time(received_at)
+        except PayloadError:
+            paid_at = utcnow()
+    report = Report(
+        provider=parsed.operator,
+        provider_txn_id=parsed.txn_id,
+        amount=amount,
+        currency=parsed.currency,
+        payer_phone=parsed.payer,
+        reference=parsed.reference,
+        paid_at=paid_at,
+        source=EvidenceSource.SMS_FORWARD,
+        route="sms_forward",
+        raw=raw,
+        device_id=device.id,
+        scheme_id=device.scheme_id,
+        confirms=device.trusted,
+        # A forwarding app's retry carries the same text: the same report whatever its timestamps.
+        repeat_key=json.dumps([device.device_key, sender, text]),
+    )
+    return ForwardedText(device, sender, text, report, "parsed")

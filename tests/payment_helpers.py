@@ -1,0 +1,105 @@
+"""Helpers for payment tests: fixture payloads, Wave signatures, posting through the HTTP contract."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from flask.testing import FlaskClient
+from redis import Redis
+from rq import Queue
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.access import CollectionDevice
+from models.payment import Payment, PaymentEvidence, UnparsedForward
+from tests.conftest import CALLBACK_TOKEN, FIXTURES
+
+WAVE_SECRET = "test-wave-webhook-secret"
+
+
+def fixture_payload(name: str) -> dict[str, Any]:
+    """Return a fixture JSON payload without its `_note` key."""
+    data = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    data.pop("_note", None)
+    return data
+
+
+def operator_lines() -> list[tuple[str, str]]:
+    """Return (sender, text) for every line of operator_sms.txt."""
+    lines = []
+    for line in (FIXTURES / "operator_sms.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            sender, text = line.split("\t", 1)
+            lines.append((sender, text))
+    return lines
+
+
+def wave_signature(
+    body: bytes, secret: str = WAVE_SECRET, at: int | None = None, extra_v1: tuple[str, ...] = ()
+) -> str:
+    """Return a `Wave-Signature` header for the body."""
+    t = str(int(time.time()) if at is None else at)
+    digest = hmac.new(secret.encode(), t.encode() + body, hashlib.sha256).hexdigest()
+    return ",".join([f"t={t}", *(f"v1={v}" for v in extra_v1), f"v1={digest}"])
+
+
+def post_wave(client: FlaskClient, event: dict[str, Any], headers: dict[str, str] | None = None, sign: bool = True):  # type: ignore[no-untyped-def]
+    """Post a Wave event as Wave does (signed with the test secret unless told otherwise)."""
+    body = json.dumps(event).encode()
+    all_headers = {"Content-Type": "application/json"}
+    if sign:
+        all_headers["Wave-Signature"] = wave_signature(body)
+    all_headers.update(headers or {})
+    return client.post("/payments/wave", data=body, headers=all_headers)
+
+
+def post_json(client: FlaskClient, path: str, payload: Any, token: str | None = CALLBACK_TOKEN):  # type: ignore[no-untyped-def]
+    """Post JSON to a callback route with the callback token."""
+    url = path + (f"?token={token}" if token is not None else "")
+    return client.post(url, data=json.dumps(payload), headers={"Content-Type": "application/json"})
+
+
+def forward(client: FlaskClient, sender: str, text: str, device: str = "collector-1", **extra: Any):  # type: ignore[no-untyped-def]
+    """Post a forwarded operator text from a collection device."""
+    payload = {"sender": sender, "text": text, "received_at": "2026-11-20T11:03:00Z", "device": device, **extra}
+    return post_json(client, "/payments/sms-forward", payload)
+
+
+def add_device(
+    session: Session, key: str = "collector-1", trusted: bool = False, senders: list[str] | None = None
+) -> CollectionDevice:
+    """Register a collection device."""
+    device = CollectionDevice(device_key=key, label=f"phone {key}", operator_senders=senders or [], trusted=trusted)
+    session.add(device)
+    session.commit()
+    return device
+
+
+def payments(session: Session) -> list[Payment]:
+    """Return every stored payment (fresh)."""
+    session.commit()
+    return list(session.scalars(select(Payment).order_by(Payment.id).execution_options(populate_existing=True)))
+
+
+def evidence_count(session: Session, payment_id: int | None = None) -> int:
+    """Return how many evidence rows are stored (for one payment, or all)."""
+    session.commit()
+    query = select(func.count(PaymentEvidence.id))
+    if payment_id is not None:
+        query = query.where(PaymentEvidence.payment_id == payment_id)
+    return int(session.scalar(query) or 0)
+
+
+def unparsed(session: Session) -> list[UnparsedForward]:
+    """Return every text kept for review."""
+    session.commit()
+    return list(session.scalars(select(UnparsedForward).order_by(UnparsedForward.id)))
+
+
+def queued_job_ids(redis_url: str) -> list[str]:
+    """Return the ids of the jobs waiting on the default queue."""
+    return list(Queue("default", connection=Redis.from_url(redis_url)).job_ids)

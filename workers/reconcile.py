@@ -1,0 +1,84 @@
+"""The `reconcile` RQ job: thin wrapper around `workers.matching`, enqueued once per payment."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import select
+
+from models.base import PaymentStatus, utcnow
+from models.payment import Payment
+from workers import runtime
+
+log = logging.getLogger(__name__)
+
+# RQ ≥ 2.x accepts only letters, digits, "_" and "-" in job ids, so not "reconcile:{id}".
+RECONCILE_JOB_ID = "reconcile-{}"
+RECONCILE_FUNC = "workers.reconcile.reconcile"
+RECONCILE_RETRIES = 3
+RECONCILE_RETRY_INTERVALS = [10, 60, 300]
+_PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+
+
+def enqueue_reconcile(queue: Queue, payment_id: int) -> bool:
+    """Enqueue `reconcile` for the payment unless a run is already pending; return whether one was added.
+
+    Call only after the transaction that created or changed the payment has committed.
+    """
+    job_id = RECONCILE_JOB_ID.format(payment_id)
+    for _attempt in range(2):
+        try:
+            queue.enqueue(
+                RECONCILE_FUNC,
+                payment_id,
+                job_id=job_id,
+                unique=True,
+                retry=Retry(max=RECONCILE_RETRIES, interval=RECONCILE_RETRY_INTERVALS),
+                # No result kept, so a later state change can enqueue the same id again at once.
+                result_ttl=0,
+                failure_ttl=7 * 86400,
+            )
+            return True
+        except DuplicateJobError:
+            try:
+                job = Job.fetch(job_id, connection=queue.connection)
+            except NoSuchJobError:
+                continue
+            if job.get_status(refresh=True) in _PENDING:
+                return False
+            # A finished or failed run of an earlier state: replace it so the new state is considered.
+            job.delete()
+    return False
+
+
+def reconcile(payment_id: int) -> str:
+    """Match (and when possible allocate) one payment; exceptions reach RQ for retries."""
+    from workers.matching import reconcile_payment
+
+    with runtime.job_session() as session:
+        outcome = reconcile_payment(session, payment_id)
+    log.info("reconcile payment %s: %s", payment_id, outcome)
+    return outcome
+
+
+def sweep_stuck_payments(older_than_seconds: int = 120, limit: int = 5000) -> int:
+    """Re-enqueue `reconcile` for payments left in RECEIVED (a lost enqueue, a crashed worker); return how many."""
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    with runtime.job_session() as session:
+        ids = list(
+            session.scalars(
+                select(Payment.id)
+                .where(Payment.status == PaymentStatus.RECEIVED, Payment.updated_at < cutoff)
+                .order_by(Payment.id)
+                .limit(limit)
+            )
+        )
+    queue = runtime.queue()
+    added = sum(1 for payment_id in ids if enqueue_reconcile(queue, payment_id))
+    if ids:
+        log.info("sweeper: %s payment(s) stuck in RECEIVED, %s re-enqueued", len(ids), added)
+    return added
