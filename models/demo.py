@@ -1,12 +1,12 @@
 """Demo data: both schemes, ~200 households across every eligibility status, agents and a collection device.
 
-Money goes through the real rules: each demo payment is a sandbox `Payment` allocated with `allocate`,
-subsidised households are funded by `book_subsidised_period`, so every answer agrees with the rules.
+Money goes through the real path: each demo payment is a sandbox report stored by the intake and
+reconciled by the worker's matching and allocation (its receipt SMS queued), subsidised households are
+funded by `book_subsidised_period`, so every answer agrees with the rules.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -18,12 +18,11 @@ from sqlalchemy.orm import Session
 
 from models.access import CollectionDevice
 from models.agents import create_agent
-from models.allocation import allocate
-from models.base import EvidenceSource, HouseholdStatus, Language, MemberStatus, PaymentStatus, Sex
+from models.base import EvidenceSource, HouseholdStatus, Language, MemberStatus, Sex
 from models.coverage import book_subsidised_period
 from models.household import Household, Member, Network
 from models.ledger import get_or_create_account
-from models.payment import Payment, PaymentEvidence, ReconciliationEvent
+from models.payment_intake import Report, record_report
 from models.scheme import Scheme
 from models.scheme_file import load_scheme, parse_scheme_file
 
@@ -279,72 +278,32 @@ def _fund(
 def _pay(
     session: Session, summary: DemoSummary, scheme: Scheme, household: Household, amount: int, paid_on: date
 ) -> None:
-    """Record a sandbox payment for the household and allocate it."""
+    """Report a sandbox payment for the household and reconcile it, as the worker would."""
+    from workers.matching import reconcile_payment
+
     summary.payments += 1
-    txn = f"DEMO{summary.payments:06d}"
-    paid_at = datetime.combine(paid_on, time(10, 30))
     head = household.members[0]
     raw = {
-        "txn_id": txn,
+        "txn_id": f"DEMO{summary.payments:06d}",
         "amount": amount,
         "currency": scheme.currency,
         "phone": head.phone,
         "reference": household.household_no,
+        "paid_at": f"{paid_on.isoformat()}T10:30:00Z",
     }
-    fields = json.dumps([amount, scheme.currency, household.household_no, head.phone])
-    payment = Payment(
+    report = Report(
         provider="sandbox",
-        provider_txn_id=txn,
+        provider_txn_id=raw["txn_id"],
         amount=amount,
         currency=scheme.currency,
         payer_phone=head.phone,
-        account_reference=household.household_no,
-        paid_at=paid_at,
-        fields_hash=hashlib.sha256(fields.encode()).hexdigest(),
-        status=PaymentStatus.MATCHED,
-        match_rule="household_number",
-        match_confidence=95,
-        scheme_id=scheme.id,
-        household_id=household.id,
-        created_at=paid_at,
+        reference=household.household_no,
+        paid_at=datetime.combine(paid_on, time(10, 30)),
+        source=EvidenceSource.WEBHOOK,
+        route="demo-seed",
+        raw=json.dumps(raw),
     )
-    session.add(payment)
-    session.flush()
-    session.add(
-        PaymentEvidence(
-            payment_id=payment.id,
-            source=EvidenceSource.MANUAL,
-            route="demo-seed",
-            fields_hash=payment.fields_hash,
-            raw=json.dumps(raw),
-            received_at=paid_at,
-        )
-    )
-    session.add(
-        ReconciliationEvent(
-            payment_id=payment.id,
-            actor="demo-seed",
-            rule="household_number",
-            before_status=PaymentStatus.RECEIVED.value,
-            after_status=PaymentStatus.MATCHED.value,
-            note="demo data",
-            created_at=paid_at,
-        )
-    )
+    result = record_report(session, report)
     session.commit()
-    account = get_or_create_account(session, household=household)
-    session.commit()
-    allocate(session, account, amount, f"payment:{payment.id}", paid_on, payment_id=payment.id)
-    payment.status = PaymentStatus.ALLOCATED
-    session.add(
-        ReconciliationEvent(
-            payment_id=payment.id,
-            actor="demo-seed",
-            rule="household_number",
-            before_status=PaymentStatus.MATCHED.value,
-            after_status=PaymentStatus.ALLOCATED.value,
-            note="allocated",
-            created_at=paid_at,
-        )
-    )
+    reconcile_payment(session, result.payment_id)
     session.commit()
