@@ -24,7 +24,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 translations: venv
 	@if ls locales/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
-		$(VENV)/bin/pybabel compile --use-fuzzy -q -d locales; fi
+		$(VENV)/bin/pybabel compile --use-fuzzy -d locales; fi
 
 # Templates are marked `template(key, text)`: the key becomes the msgctxt of each entry.
 extract: venv
