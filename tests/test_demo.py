@@ -117,3 +117,13 @@ def test_demo_answers_hold_on_a_later_date(app: Flask, session: Session) -> None
     member = session.scalar(select(Member).where(Member.member_no == "SN-PK-000001-01"))
     assert member is not None
     assert member_eligibility(session, member, later).status is EligibilityStatus.LAPSED
+
+
+def test_demo_receipts_are_marked_delivered_not_queued(app: Flask, session: Session, redis_client) -> None:
+    from models.base import MessageStatus
+    from models.messaging import Message
+
+    seed(app)
+    statuses = set(session.scalars(select(Message.status)).all())
+    assert statuses == {MessageStatus.SUCCESS}
+    assert redis_client.llen("rq:queue:default") == 0
