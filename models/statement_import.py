@@ -88,6 +88,7 @@ class FormatFileError(ValueError):
     """The statement formats file is invalid; the message names the format and key."""
 
 
+@functools.lru_cache(maxsize=4096)  # headers, types and statuses repeat on every line
 def header_key(text: str) -> str:
     """Return a header or type cell as compared: accents removed, whitespace collapsed, case folded."""
     return normalise_text(text).casefold()
@@ -292,7 +293,7 @@ class _Reader:
         self.fmt = fmt
         self.header = header
         keys = [header_key(h) for h in header]
-        self.index = {key: keys.index(key) for key in (header_key(c) for c in fmt.columns())}
+        self.index = {column: keys.index(header_key(column)) for column in fmt.columns()}
         self.zone = ZoneInfo(fmt.timezone)
         self.exponents: dict[str, int] = {}
 
@@ -300,7 +301,7 @@ class _Reader:
         """Return a cell by the format's column name, stripped ("" when the format has no such column)."""
         if column is None:
             return ""
-        return row[self.index[header_key(column)]].strip()
+        return row[self.index[column]].strip()
 
     def exponent(self, currency: str) -> int:
         """Return the currency's minor-unit exponent (cached for the file)."""
@@ -743,11 +744,13 @@ def import_statement(
     known = _known_payments(session, provider, list(first))
     # What the system held for the statement's days before this import: the "in system" side of the report.
     in_range = session.execute(
-        select(Payment.id, Payment.provider_txn_id, Payment.paid_at, Payment.amount, Payment.currency).where(
+        select(Payment.id, Payment.provider_txn_id, Payment.paid_at, Payment.amount, Payment.currency)
+        .where(
             Payment.provider == provider,
             Payment.paid_at >= datetime.combine(start, datetime.min.time()),
             Payment.paid_at < datetime.combine(end + timedelta(days=1), datetime.min.time()),
         )
+        .order_by(Payment.paid_at, Payment.id)
     ).all()
 
     session.execute(
@@ -764,8 +767,9 @@ def import_statement(
                 "reference": line.reference,
                 "kind": line.kind,
                 "raw": line.raw,
+                # Only the first line of a transaction reports it; a repeat is a duplicate_line break.
                 "payment_id": known[line.provider_txn_id].id
-                if line.is_credit and line.provider_txn_id in known
+                if line.is_credit and line.provider_txn_id in known and first[line.provider_txn_id] is line
                 else None,
             }
             for line in lines
