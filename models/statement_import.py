@@ -254,7 +254,8 @@ def _find_header(text: str, fmt: StatementFormat) -> tuple[int, list[str], list[
     """Return (line number, header cells, missing columns) of the best header candidate in the first lines."""
     best: tuple[int, list[str], list[str]] | None = None
     wanted = {header_key(c): c for c in fmt.columns()}
-    for index, line in enumerate(text.splitlines()[:HEADER_SEARCH_LINES], start=1):
+    head = text.split("\n", HEADER_SEARCH_LINES)[:HEADER_SEARCH_LINES]
+    for index, line in enumerate((line.rstrip("\r") for line in head), start=1):
         if not line.strip():
             continue
         try:
