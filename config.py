@@ -66,6 +66,8 @@ class Settings:
     DARAJA_SHORTCODE: str = ""
     # Operator SMS patterns for forwarded texts; empty → the shipped operators/operator_sms.toml.
     OPERATOR_SMS_FILE: str = ""
+    # Column mappings of operators' statement exports; empty → the shipped operators/statement_formats.toml.
+    STATEMENT_FORMATS_FILE: str = ""
     USSD_SESSION_TTL: int = 300
     USSD_SERVICE_CODE: str = "*384*123#"
     # A USSD hop waits at most this long on Redis (no retries) before answering an apology.

@@ -1,9 +1,10 @@
-"""`flask --app app payments …` and `reconcile …`: simulate, inspect and reconcile payments."""
+"""`flask --app app payments …` and `reconcile …`: simulate, inspect, import statements and reconcile payments."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
@@ -12,11 +13,22 @@ from sqlalchemy import select
 
 from extensions import db, settings
 from logs import mask_phone
+from models.amounts import AmountError, currency_exponent, format_amount
 from models.base import PaymentStatus
 from models.payment import Payment
 from models.payment_intake import record_report
 from models.payment_sources import PayloadError, sandbox_report
 from models.scheme import Scheme
+from models.statement import BreakKind
+from models.statement_import import (
+    DEFAULT_FORMATS_FILE,
+    FormatFileError,
+    StatementError,
+    StatementReport,
+    import_statement,
+    load_formats,
+    statement_report,
+)
 from workers.connections import get_queue
 from workers.matching import manual_match, reconcile_payment, undo_payment
 from workers.reconcile import enqueue_reconcile
@@ -24,7 +36,7 @@ from workers.reconcile import enqueue_reconcile
 
 @click.group("payments")
 def payments_group() -> None:
-    """Payments: simulate, list, show, match."""
+    """Payments: simulate, list, show, match, import statements."""
 
 
 @click.group("reconcile")
@@ -46,6 +58,17 @@ def _enqueue(payment_id: int) -> None:
         enqueue_reconcile(get_queue(settings().REDIS_URL, settings().RQ_QUEUE), payment_id)
     except RedisError as exc:
         click.echo(f"warning: not enqueued ({exc}); `reconcile run` or the sweeper will pick it up", err=True)
+
+
+def _enqueue_all(payment_ids: tuple[int, ...]) -> None:
+    if not payment_ids:
+        return
+    try:
+        queue = get_queue(settings().REDIS_URL, settings().RQ_QUEUE)
+        for payment_id in payment_ids:
+            enqueue_reconcile(queue, payment_id)
+    except RedisError as exc:
+        click.echo(f"warning: not all enqueued ({exc}); `reconcile run` or the sweeper will pick them up", err=True)
 
 
 @payments_group.command("simulate")
@@ -214,3 +237,97 @@ def reconcile_run_command(unmatched: bool) -> None:
         counts[key] = counts.get(key, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to do"
     click.echo(f"reconciled {len(ids)} payment(s): {summary}")
+
+
+def _money(amount: int | None, currency: str | None, exponents: dict[str, int]) -> str:
+    if amount is None or not currency:
+        return "-"
+    if currency not in exponents:
+        try:
+            exponents[currency] = currency_exponent(db(), currency)
+        except AmountError:
+            exponents[currency] = 0
+    return format_amount(amount, currency, exponents[currency])
+
+
+def _echo_report(report: StatementReport, limit: int) -> None:
+    """Print a statement's break report: counts, the breaks of each kind, the totals per day."""
+    exponents: dict[str, int] = {}
+    period = f"{report.period_start or '-'} → {report.period_end or '-'}"
+    click.echo(
+        f"statement {report.import_id}: {report.provider} {report.filename} (format {report.format}), imported "
+        f"{report.imported_at:%Y-%m-%d %H:%M} UTC by {report.imported_by}"
+    )
+    click.echo(f"period {period}: {report.line_count} lines, {report.credit_count} credits")
+    click.echo("breaks: " + ", ".join(f"{report.count(kind)} {kind.value}" for kind in BreakKind))
+    for kind in BreakKind:
+        rows = report.of_kind(kind)
+        if not rows:
+            continue
+        click.echo(f"{kind.value}:")
+        for row in rows[:limit]:
+            where = f"line {row.line_no}" if row.line_no is not None else "no line"
+            payment = f"payment {row.payment_id} {row.payment_status}" if row.payment_id is not None else "no payment"
+            amounts = _money(row.statement_amount, row.currency, exponents)
+            if kind in (BreakKind.AMOUNT_MISMATCH, BreakKind.MISSING_IN_STATEMENT):
+                amounts = (
+                    f"statement {_money(row.statement_amount, row.currency, exponents)}, "
+                    f"system {_money(row.system_amount, row.currency, exponents)}"
+                )
+            click.echo(f"  {where}\t{row.provider_txn_id or '-'}\t{amounts}\t{payment}\t{row.detail or ''}")
+        if len(rows) > limit:
+            click.echo(f"  … and {len(rows) - limit} more (--limit)")
+    click.echo("credits per day (UTC), statement vs system before the import:")
+    for total in report.totals:
+        click.echo(
+            f"  {total.day} {total.currency}\tstatement {total.statement_count} = "
+            f"{_money(total.statement_amount, total.currency, exponents)}\tsystem {total.system_count} = "
+            f"{_money(total.system_amount, total.currency, exponents)}\tdifference "
+            f"{'-' if total.difference < 0 else ''}{_money(abs(total.difference), total.currency, exponents)}"
+        )
+
+
+@payments_group.command("import-statement")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--provider", required=True, help="The operator whose statement it is: wave, orange_money, mpesa, sandbox…"
+)
+@click.option("--format", "format_name", default=None, help="Column mapping by name (default: found from the header).")
+@click.option("--actor", default="cli", show_default=True, help="Staff user recorded on the import.")
+@click.option("--limit", default=50, show_default=True, help="Breaks printed per kind.")
+@with_appcontext
+def import_statement_command(file: Path, provider: str, format_name: str | None, actor: str, limit: int) -> None:
+    """Import an operator statement, confirm and create its payments, and print the break report."""
+    session = db()
+    session.rollback()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        click.echo(f"{file.name}: {stage} {done:,}/{total:,}", err=True)
+
+    try:
+        formats = load_formats(settings().STATEMENT_FORMATS_FILE or DEFAULT_FORMATS_FILE)
+        result = import_statement(
+            session, provider, file.name, file.read_bytes(), actor, format_name, formats, progress=progress
+        )
+    except (StatementError, FormatFileError) as exc:
+        session.rollback()
+        raise click.ClickException(f"{file.name}: nothing imported\n{exc}") from exc
+    session.commit()
+    if result.already_imported:
+        click.echo(f"{file.name}: already imported as statement {result.report.import_id}; nothing new")
+        return
+    _enqueue_all(result.needs_reconcile)
+    _echo_report(result.report, limit)
+
+
+@payments_group.command("statement-report")
+@click.argument("import_id", type=int)
+@click.option("--limit", default=50, show_default=True, help="Breaks printed per kind.")
+@with_appcontext
+def statement_report_command(import_id: int, limit: int) -> None:
+    """Print the break report of an imported statement."""
+    try:
+        report = statement_report(db(), import_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _echo_report(report, limit)

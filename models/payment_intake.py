@@ -61,6 +61,7 @@ class Report:
     scheme_id: int | None = None
     confirms: bool = True
     repeat_key: str | None = None  # what makes two reports "the same report"; defaults to the raw payload
+    statement_line_id: int | None = None  # the statement line a STATEMENT report comes from
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def _add_evidence(session: Session, payment: Payment, report: Report) -> bool:
         raw=report.raw,
         raw_hash=raw_hash,
         device_id=report.device_id,
+        statement_line_id=report.statement_line_id,
     )
     try:
         with session.begin_nested():

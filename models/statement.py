@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, Money, utcnow
+
+
+class BreakKind(enum.StrEnum):
+    """What a statement says that the system does not (or the other way round)."""
+
+    MISSING_IN_SYSTEM = "missing_in_system"  # a credit line no report had brought: created from the statement
+    MISSING_IN_STATEMENT = "missing_in_statement"  # a payment of the statement's days that no line confirms
+    AMOUNT_MISMATCH = "amount_mismatch"  # same transaction id, another amount or currency → CONFLICT
+    FIELD_MISMATCH = "field_mismatch"  # same transaction id, another reference or payer → CONFLICT
+    DUPLICATE_LINE = "duplicate_line"  # the same transaction id twice in one statement
+    PROVISIONAL_CONFIRMED = "provisional_confirmed"  # a forwarded-text payment the statement confirms (resolved)
+
+
+class LineKind(enum.StrEnum):
+    """How a statement line counts: only credits are payments; the rest is kept as read."""
+
+    CREDIT = "credit"
+    DEBIT = "debit"
+    FAILED = "failed"
 
 
 class StatementImport(Base):
@@ -22,6 +43,11 @@ class StatementImport(Base):
     line_count: Mapped[int] = mapped_column(Integer, default=0)
     period_start: Mapped[date | None]
     period_end: Mapped[date | None]
+    # The column mapping (operators/statement_formats.toml) the file was read with.
+    format: Mapped[str] = mapped_column(String(40), default="")
+    credit_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Credits per day and currency, statement vs system, as they stood when the statement was imported.
+    totals: Mapped[list[Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     lines: Mapped[list[StatementLine]] = relationship(

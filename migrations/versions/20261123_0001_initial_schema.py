@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:31:59.915237
+Create Date: 2026-11-23 10:42:11.232516
 """
 
 from __future__ import annotations
@@ -117,6 +117,9 @@ def upgrade() -> None:
         sa.Column("line_count", sa.Integer(), nullable=False),
         sa.Column("period_start", sa.Date(), nullable=True),
         sa.Column("period_end", sa.Date(), nullable=True),
+        sa.Column("format", sa.String(length=40), nullable=False),
+        sa.Column("credit_count", sa.Integer(), nullable=False),
+        sa.Column("totals", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_statement_imports")),
         sa.UniqueConstraint("provider", "sha256", name=op.f("uq_statement_imports_provider")),

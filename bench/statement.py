@@ -1,0 +1,184 @@
+"""Benchmark `payments import-statement`: a Wave Business export of N lines against the payments webhooks brought.
+
+    .venv/bin/python bench/statement.py [--lines 50000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python bench/statement.py --sqlite
+
+The system already holds most credits (confirmed, as webhooks bring them); per 100 lines, one payout, one credit no
+notification brought, one provisional payment (a forwarded text) and one with another amount; one duplicate line;
+and one payment per 100 lines that the statement lacks. Prints lines/s for the import and the re-import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+import models  # noqa: E402
+from models.base import PaymentStatus  # noqa: E402
+from models.db import make_engine  # noqa: E402
+from models.payment import Payment  # noqa: E402
+from models.payment_intake import fields_hash  # noqa: E402
+from models.statement import BreakKind  # noqa: E402
+from models.statement_import import import_statement  # noqa: E402
+
+DATABASE = "mutuelle_bench_statement"
+HEADER = [
+    "Transaction ID",
+    "Date",
+    "Type",
+    "Status",
+    "Amount",
+    "Fee",
+    "Net Amount",
+    "Currency",
+    "Counterparty Name",
+    "Counterparty Mobile",
+    "Client Reference",
+    "Balance",
+]
+START = datetime(2026, 11, 20, 0, 0, 0)
+DUPLICATED = 5  # the line the export repeats at its end
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A generated statement and the breaks importing it must find."""
+
+    data: bytes
+    lines: int
+    expected: dict[BreakKind, int]
+
+
+def _paid_at(n: int) -> datetime:
+    return START + timedelta(seconds=12 * n)
+
+
+def _credit(n: int) -> tuple[str, int, str, str]:
+    return f"T_{n:09d}", 3500 + (n % 7) * 500, f"+22177{n % 10_000_000:07d}", f"SN-TN-{n:06d}"
+
+
+def build(session: Session, lines: int) -> Scenario:
+    """Store the payments the system knows (Core inserts), commit, and return the statement to import."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(HEADER)
+    payments: list[dict[str, object]] = []
+    expected = dict.fromkeys(BreakKind, 0)
+    balance = 0
+    rows: list[list[str]] = []
+    for n in range(lines - 1):
+        when = f"{_paid_at(n):%Y-%m-%dT%H:%M:%S}Z"
+        if n % 100 == 0:
+            rows.append([f"T_P{n:08d}", when, "Payout", "Succeeded", "-40000", "0", "-40000", "XOF", "", "", "", ""])
+            continue
+        txn, amount, phone, reference = _credit(n)
+        balance += amount
+        cells = [txn, when, "Merchant payment", "Succeeded", str(amount), "0", str(amount), "XOF", "Payer", phone]
+        rows.append([*cells, reference, str(balance)])
+        kind = n % 100
+        if kind == 1:
+            expected[BreakKind.MISSING_IN_SYSTEM] += 1
+            continue
+        stored_amount = amount + 500 if kind == 3 else amount
+        expected[BreakKind.AMOUNT_MISMATCH] += kind == 3
+        expected[BreakKind.PROVISIONAL_CONFIRMED] += kind == 2
+        payments.append(_payment(txn, stored_amount, phone, reference, _paid_at(n), confirmed=kind != 2))
+    rows.append(rows[DUPLICATED])
+    expected[BreakKind.DUPLICATE_LINE] = 1
+    for g in range(lines // 100):
+        payments.append(_payment(f"T_GHOST{g:06d}", 3500, None, None, _paid_at(g * 100 + 50), confirmed=True))
+        expected[BreakKind.MISSING_IN_STATEMENT] += 1
+    writer.writerows(rows)
+    session.execute(insert(Payment), payments)
+    session.commit()
+    return Scenario(buffer.getvalue().encode(), len(rows), expected)
+
+
+def _payment(
+    txn: str, amount: int, phone: str | None, reference: str | None, paid_at: datetime, confirmed: bool
+) -> dict[str, object]:
+    return {
+        "provider": "wave",
+        "provider_txn_id": txn,
+        "amount": amount,
+        "currency": "XOF",
+        "payer_phone": phone,
+        "account_reference": reference if confirmed else None,
+        "paid_at": paid_at,
+        "fields_hash": fields_hash(amount, "XOF", reference, phone),
+        "status": PaymentStatus.ALLOCATED if confirmed else PaymentStatus.PROVISIONAL,
+        "confirmed": confirmed,
+    }
+
+
+def fresh_database(admin_url: str) -> str:
+    """Recreate the benchmark database with the schema; return its URL."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    url = f"{admin_url.rpartition('/')[0]}/{DATABASE}"
+    engine = make_engine(url)
+    models.Base.metadata.create_all(engine)
+    engine.dispose()
+    return url
+
+
+def run(url: str, lines: int) -> None:
+    """Build the scenario on the database at `url`, import twice and print the figures."""
+    engine = make_engine(url)
+    with Session(engine, expire_on_commit=False) as session:
+        scenario = build(session, lines)
+    for attempt in ("import", "reimport"):
+        with Session(engine, expire_on_commit=False) as session:
+            started = time.perf_counter()
+            result = import_statement(session, "wave", "bench.csv", scenario.data)
+            session.commit()
+            elapsed = time.perf_counter() - started
+        found = {kind: result.report.count(kind) for kind in BreakKind}
+        if attempt == "import" and found != scenario.expected:
+            raise SystemExit(f"unexpected breaks: {found} != {scenario.expected}")
+        summary = ", ".join(f"{n} {kind.value}" for kind, n in found.items() if n)
+        note = "already imported" if result.already_imported else summary
+        print(
+            f"{attempt}: {scenario.lines:,} lines in {elapsed:.2f} s = {scenario.lines / elapsed:,.0f} lines/s ({note})"
+        )
+    engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=50_000)
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead of PostgreSQL")
+    args = parser.parse_args(argv)
+    if args.sqlite:
+        with tempfile.TemporaryDirectory(prefix="mutuelle-bench-") as tmp:
+            url = f"sqlite:///{tmp}/bench.db"
+            engine = make_engine(url)
+            models.Base.metadata.create_all(engine)
+            engine.dispose()
+            print(f"SQLite, {args.lines:,} lines")
+            run(url, args.lines)
+    else:
+        url = fresh_database(args.admin_url)
+        print(f"PostgreSQL ({DATABASE}), {args.lines:,} lines")
+        run(url, args.lines)
+
+
+if __name__ == "__main__":
+    main()
