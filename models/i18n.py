@@ -109,7 +109,7 @@ SMS_TEMPLATES: dict[str, str] = {
     "pay_nothing_due": template("pay_nothing_due", "Household %(household_no)s: nothing to pay now. Thank you!"),
     "pay_usage": template("pay_usage", "Send PAY to pay the amount due, or PAY followed by an amount in figures."),
     "balance": template("balance", "Household %(household_no)s: credit %(credit)s. Amount due: %(amount)s."),
-    "language_set": template("language_set", "Language saved: %(language)s."),
+    "language_set": template("language_set", "Language saved: %(language_name)s."),
     "language_usage": template("language_usage", "Send LANG followed by fr, wo, en or km."),
     "stop_done": template("stop_done", "You will no longer receive reminders. Send START to get them again."),
     "start_done": template("start_done", "Reminders are on. Send STOP to stop them."),

@@ -266,7 +266,7 @@ def _reply(session: Session, message: Message, command: Command, context: Comman
         assert command.language is not None
         for each in households:
             each.language = Language(command.language)
-        return Reply("language_set", {"language": LANGUAGE_NAMES[command.language]}, household, command.language)
+        return Reply("language_set", {"language_name": LANGUAGE_NAMES[command.language]}, household, command.language)
     today = household.scheme.local_today(context.now)
     if kind is CommandKind.STATUS:
         return _status_reply(household, household_eligibility(session, household, today))
