@@ -25,19 +25,18 @@ from sqlalchemy.orm import Session
 from extensions import db, settings
 from handlers.guards import callback, signed_callback
 from logs import mask_phone
-from models.base import utcnow
 from models.db import begin_write
-from models.operator_sms import default_patterns, load_patterns
 from models.payment_intake import IntakeResult, Report, payment_view, record_report, store_unparsed
 from models.payment_sources import (
     PayloadError,
     daraja_amount_valid,
     daraja_report,
     find_device,
-    forwarded_text,
     is_known_account,
     load_json,
+    operator_patterns,
     sandbox_report,
+    take_forwarded_text,
     verify_wave_bearer,
     verify_wave_signature,
     wave_report,
@@ -77,9 +76,12 @@ def _writer() -> Session:
 
 def _store(report: Report) -> IntakeResult:
     """Store the report, commit, then enqueue reconcile when the payment needs it."""
-    session = db()
-    result = record_report(session, report)
-    session.commit()
+    return _committed(report, record_report(db(), report))
+
+
+def _committed(report: Report, result: IntakeResult) -> IntakeResult:
+    """Commit a recorded report, log it, then enqueue reconcile when the payment needs it."""
+    db().commit()
     log.info(
         "payment %s %s/%s from %s: %s (%s), payer %s",
         result.payment_id,
@@ -191,19 +193,17 @@ def sms_forward() -> ResponseReturnValue:
         device = find_device(session, payload.get("device"))
         if device is None:
             return jsonify(status="forbidden", error="unknown device"), 403
-        patterns_file = settings().OPERATOR_SMS_FILE
-        patterns = load_patterns(patterns_file) if patterns_file else default_patterns()
-        forwarded = forwarded_text(session, patterns, device, payload, raw)
+        intake = take_forwarded_text(session, operator_patterns(settings().OPERATOR_SMS_FILE), device, payload, raw)
     except PayloadError as exc:
         return jsonify(status="invalid", error=str(exc)), 400
-    if forwarded.report is None:
-        reviewed_at = utcnow() if forwarded.not_a_payment else None
-        store_unparsed(session, device.id, forwarded.sender, forwarded.text, forwarded.reason, reviewed_at)
+    forwarded = intake.forwarded
+    if intake.result is None:
         session.commit()
         sender = mask_phone(forwarded.sender) if any(c.isdigit() for c in forwarded.sender) else forwarded.sender
         log.info("forwarded text from %s on device %s kept for review", sender, device.id)
         return jsonify(status="ignored" if forwarded.not_a_payment else "review", reason=forwarded.reason), 200
-    return jsonify(_stored_reply(_store(forwarded.report))), 200
+    assert forwarded.report is not None
+    return jsonify(_stored_reply(_committed(forwarded.report, intake.result))), 200
 
 
 @bp.get("/api/payments/<provider>/<path:provider_txn_id>")

@@ -64,6 +64,55 @@ SMS_TEMPLATES: dict[str, str] = {
         "Household %(household_no)s: your cover has lapsed. Pay %(amount)s to be covered again. Dial %(ussd_code)s",
     ),
     "help": template("help", "Send STATUS, PAY, BALANCE, LANG en/fr/wo/km, STOP or START. Or dial %(ussd_code)s"),
+    # Replies to SMS commands (models.sms_inbound); keywords in them are the reply language's own.
+    "status_active": template("status_active", "Household %(household_no)s is covered until %(until)s."),
+    "status_waiting": template(
+        "status_waiting", "Household %(household_no)s: waiting period until %(until)s, care is covered after it."
+    ),
+    "status_grace": template(
+        "status_grace", "Household %(household_no)s: cover ended on %(until)s, grace period. Pay %(amount)s: send PAY."
+    ),
+    "status_lapsed": template(
+        "status_lapsed",
+        "Household %(household_no)s is NOT covered since %(until)s. Pay %(amount)s to be covered again: send PAY.",
+    ),
+    "status_pending": template(
+        "status_pending", "Household %(household_no)s is NOT covered yet. Pay %(amount)s to start your cover: send PAY."
+    ),
+    "status_suspended": template(
+        "status_suspended",
+        "Household %(household_no)s is NOT covered (suspended or inactive). Please contact your mutuelle office.",
+    ),
+    "check_covered": template(
+        "check_covered", "%(member_no)s %(first_name)s, born %(birth_year)s: COVERED until %(until)s."
+    ),
+    "check_not_covered": template(
+        "check_not_covered", "%(member_no)s %(first_name)s, born %(birth_year)s: NOT covered (%(status)s)."
+    ),
+    "member_not_found": template(
+        "member_not_found", "No member matches %(member_no)s with these details. Check the card and try again."
+    ),
+    "pin_wrong": template("pin_wrong", "Wrong PIN. %(attempts)s attempt(s) left before checks are locked."),
+    "pin_locked": template("pin_locked", "Too many wrong PINs: checks from this phone are locked until %(time)s."),
+    "agent_only": template(
+        "agent_only", "Member checks with a PIN are for health-facility agents only. Send STATUS or HELP."
+    ),
+    "check_usage": template("check_usage", "To check a member send: CHECK <member no> <PIN>"),
+    "status_usage": template(
+        "status_usage", "Send STATUS from your registered phone, or STATUS <member no> <date of birth DDMMYYYY>."
+    ),
+    "not_registered": template(
+        "not_registered",
+        "This phone is not registered with the mutuelle. Send STATUS <member no> <DDMMYYYY> or dial %(ussd_code)s",
+    ),
+    "rate_limited": template("rate_limited", "Too many checks. Please try again later or dial %(ussd_code)s"),
+    "pay_nothing_due": template("pay_nothing_due", "Household %(household_no)s: nothing to pay now. Thank you!"),
+    "pay_usage": template("pay_usage", "Send PAY to pay the amount due, or PAY followed by an amount in figures."),
+    "balance": template("balance", "Household %(household_no)s: credit %(credit)s. Amount due: %(amount)s."),
+    "language_set": template("language_set", "Language saved: %(language_name)s."),
+    "language_usage": template("language_usage", "Send LANG followed by fr, wo, en or km."),
+    "stop_done": template("stop_done", "You will no longer receive reminders. Send START to get them again."),
+    "start_done": template("start_done", "Reminders are on. Send STOP to stop them."),
 }
 
 

@@ -19,9 +19,9 @@ from models.access import CollectionDevice
 from models.amounts import AmountError, currency_exponent, parse_amount
 from models.base import EvidenceSource, RequestStatus, utcnow
 from models.household import Household, Member, Network
-from models.operator_sms import OperatorPatterns, read_text
+from models.operator_sms import OperatorPatterns, default_patterns, load_patterns, read_text
 from models.payment import PaymentRequest
-from models.payment_intake import Report, clean_reference
+from models.payment_intake import IntakeResult, Report, clean_reference, record_report, store_unparsed
 from models.references import is_valid_reference
 
 WAVE_SIGNATURE_TOLERANCE_SECONDS = 300
@@ -293,3 +293,49 @@ def forwarded_text(
         repeat_key=json.dumps([device.device_key, sender, text]),
     )
     return ForwardedText(device, sender, text, report, "parsed")
+
+
+@dataclass(frozen=True)
+class ForwardIntake:
+    """A forwarded text taken in: the stored payment's intake result, or None when kept for review."""
+
+    forwarded: ForwardedText
+    result: IntakeResult | None
+
+
+def operator_patterns(path: str | None) -> OperatorPatterns:
+    """Return the operator patterns of the configured file, else the shipped ones."""
+    return load_patterns(path) if path else default_patterns()
+
+
+def take_forwarded_text(
+    session: Session, patterns: OperatorPatterns, device: CollectionDevice, payload: Any, raw: str
+) -> ForwardIntake:
+    """Store a forwarded operator text: its payment, or the text kept for review; the caller commits.
+
+    Used by `POST /payments/sms-forward` (a forwarding app) and by texts a collection phone sends to the
+    short code (`POST /sms/inbound`), so both paths read, trust and store texts the same way.
+    """
+    forwarded = forwarded_text(session, patterns, device, payload, raw)
+    if forwarded.report is None:
+        reviewed_at = utcnow() if forwarded.not_a_payment else None
+        store_unparsed(session, device.id, forwarded.sender, forwarded.text, forwarded.reason, reviewed_at)
+        return ForwardIntake(forwarded, None)
+    return ForwardIntake(forwarded, record_report(session, forwarded.report))
+
+
+def take_short_code_text(
+    session: Session, patterns: OperatorPatterns, device: CollectionDevice, text: str, received_at: str | None
+) -> ForwardIntake:
+    """Store an operator text a collection phone sent to the short code by hand; the caller commits.
+
+    A hand-forwarded text has lost the operator's sender name: it is read as coming from each sender the
+    device is registered to forward, in turn, and the first reading as a payment is kept. The payment stays
+    PROVISIONAL (unless the device is trusted) like any forwarded text.
+    """
+    senders = [str(sender) for sender in (device.operator_senders or [])] or [""]
+    payloads = [{"sender": sender or "short-code", "text": text, "received_at": received_at} for sender in senders]
+    for payload in payloads:
+        if forwarded_text(session, patterns, device, payload, text).report is not None:
+            return take_forwarded_text(session, patterns, device, payload, text)
+    return take_forwarded_text(session, patterns, device, payloads[0], text)

@@ -136,3 +136,15 @@ def expire_payment_requests(session: Session, now: datetime) -> int:
         .values(status=RequestStatus.EXPIRED)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def payment_instructions(scheme: Scheme, language: str, reference: str, amount_text: str) -> list[str]:
+    """Return how to pay the scheme with each of its providers, in the language (else the scheme's default)."""
+    lines = []
+    for channel in scheme.channels:
+        texts = channel.instructions or {}
+        text = texts.get(language) or texts.get(str(scheme.default_language)) or next(iter(texts.values()), "")
+        if not text:
+            text = f"{channel.label}: {channel.account} {{amount}} ref {{reference}}"
+        lines.append(text.format(account=channel.account, reference=reference, amount=amount_text))
+    return lines

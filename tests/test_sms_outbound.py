@@ -49,6 +49,15 @@ VALUES = {
     "until": date(2026, 12, 31),
     "due": "3500 F",
     "ussd_code": "*384*123#",
+    # Replies to SMS commands
+    "member_no": "THN-000123-01",
+    "first_name": "Aminata",
+    "birth_year": 1985,
+    "status": "LAPSED",
+    "attempts": 3,
+    "time": "10:45",
+    "credit": "0 F",
+    "language_name": "Wolof",
 }
 
 

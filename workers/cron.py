@@ -7,8 +7,12 @@ from rq import cron
 
 from workers.maintenance import record_heartbeat
 from workers.reconcile import sweep_stuck_payments
+from workers.reminders import send_reminders
 from workers.sms import sweep_outbox
 
 cron.register(record_heartbeat, queue_name="default", interval=60)
 cron.register(sweep_outbox, queue_name="default", interval=300)
 cron.register(sweep_stuck_payments, queue_name="default", interval=300)
+# Hourly, not daily: a run outside a scheme's daytime hours sends nothing and the next daytime run catches up;
+# each reminder is sent once per household, kind and period whatever the number of runs.
+cron.register(send_reminders, queue_name="default", interval=3600)
