@@ -293,7 +293,7 @@ def _pay(
     }
     report = Report(
         provider="sandbox",
-        provider_txn_id=raw["txn_id"],
+        provider_txn_id=str(raw["txn_id"]),
         amount=amount,
         currency=scheme.currency,
         payer_phone=head.phone,
