@@ -75,6 +75,9 @@ class Settings:
     CALLBACK_MAX_BYTES: int = 64 * 1024
     UPLOAD_MAX_BYTES: int = 20 * 1024 * 1024
     RQ_QUEUE: str = "default"
+    # Admin login attempts allowed per client IP and username (a Flask-Limiter rate string).
+    ADMIN_LOGIN_RATE_LIMIT: str = "10/minute"
+    ADMIN_PAGE_SIZE: int = 50
     DEFAULT_SCHEME: str = ""
     TESTING: bool = False
     SQL_ECHO: bool = False

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, current_app, g
+from flask_limiter import Limiter
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
 from redis import Redis
 from sqlalchemy.orm import Session
 
@@ -14,6 +17,14 @@ from models.outbox import attach_dispatch
 from workers.connections import get_redis
 from workers.sms import rq_dispatch
 
+# Stateless across apps (their state lives in app.config and app.extensions): one instance serves every app.
+csrf = CSRFProtect()
+login_manager = LoginManager()
+login_manager.login_view = "admin.login"
+login_manager.login_message = "Please sign in to see this page."
+# "basic": a changed IP or browser marks the session non-fresh; phones change IP too often for "strong".
+login_manager.session_protection = "basic"
+
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Attach settings, the session factory and Redis to the app."""
@@ -22,6 +33,29 @@ def init_app(app: Flask, settings: Settings) -> None:
     # SMS queued with `send_sms` in a request's session are enqueued once it commits.
     attach_dispatch(sessions, rq_dispatch(settings.REDIS_URL, settings.RQ_QUEUE))
     app.teardown_appcontext(_close_session)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    # One limiter per app: Flask-Limiter keeps its storage on the instance, and each app has its own Redis.
+    app.extensions["admin_limiter"] = Limiter(
+        key_func=_no_default_key,
+        app=app,
+        storage_uri=limiter_storage_uri(settings.REDIS_URL),
+        storage_options={"socket_connect_timeout": 0.5, "socket_timeout": 2.0},
+        strategy="fixed-window",
+        key_prefix="ratelimit",
+    )
+
+
+def limiter_storage_uri(redis_url: str) -> str:
+    """Return the `limits` storage URI of a Redis URL (a unix socket is spelt `redis+unix://`)."""
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url[len("unix://") :]
+    return redis_url
+
+
+def _no_default_key() -> str:
+    # Only explicitly limited routes are limited, each with its own key function.
+    return "all"
 
 
 def settings() -> Settings:

@@ -15,7 +15,11 @@ class Message(Base):
     """One SMS, inbound or outbound; bodies are stored with PINs and dates of birth masked."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_direction_created_at", "direction", "created_at"),)
+    __table_args__ = (
+        Index("ix_messages_direction_created_at", "direction", "created_at"),
+        # The admin SMS log filters by status (failures) newest first.
+        Index("ix_messages_status_created_at", "status", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     direction: Mapped[MessageDirection]

@@ -55,6 +55,8 @@ class Payment(Base):
     __table_args__ = (
         UniqueConstraint("provider", "provider_txn_id"),
         Index("ix_payments_status_created_at", "status", "created_at"),
+        # The admin payments list and overview read payments newest first.
+        Index("ix_payments_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,6 +18,9 @@ sys.path.insert(0, str(ROOT))
 INSTANCE = ROOT / "instance"
 SOCKET = INSTANCE / "redis.sock"
 PIDFILE = INSTANCE / "redis.pid"
+DEMO_ADMIN = "admin"
+# The demo admin's password, generated on the first run and kept so later runs can print it (development only).
+DEMO_ADMIN_PASSWORD_FILE = INSTANCE / "admin-password.txt"
 
 
 def redis_answers(url: str) -> bool:
@@ -83,6 +87,27 @@ def flask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def demo_admin(env: dict[str, str]) -> tuple[str, str]:
+    """Create the demo admin user if missing and return its username and password."""
+    fresh = not DEMO_ADMIN_PASSWORD_FILE.exists()
+    if fresh:
+        password = secrets.token_urlsafe(12)
+        DEMO_ADMIN_PASSWORD_FILE.write_text(password + "\n", encoding="utf-8")
+        DEMO_ADMIN_PASSWORD_FILE.chmod(0o600)
+    else:
+        password = DEMO_ADMIN_PASSWORD_FILE.read_text(encoding="utf-8").strip()
+    args = ("admin", "create-user", DEMO_ADMIN, "--role", "admin", "--password", password, "--if-missing")
+    result = flask(*args, env=env)
+    if result.returncode:
+        raise SystemExit(result.stderr)
+    if fresh and "left unchanged" in result.stdout:
+        # The user predates the password file: give it the password printed below.
+        result = flask("admin", "set-password", DEMO_ADMIN, "--password", password, env=env)
+        if result.returncode:
+            raise SystemExit(result.stderr)
+    return DEMO_ADMIN, password
+
+
 def main() -> None:
     INSTANCE.mkdir(exist_ok=True)
     env = dict(os.environ)
@@ -134,7 +159,16 @@ def main() -> None:
         "/payments/sms-forward",
     ):
         print(f"  {base}{path}?token={token}")
-    print(f"Health: {base}/healthz  {base}/readyz\n")
+    print(f"Health: {base}/healthz  {base}/readyz")
+    if settings.is_production:
+        print("Admin web: create staff with `flask --app app admin create-user NAME --role viewer|operator|admin`\n")
+    else:
+        username, password = demo_admin(env)
+        print(f"Admin web: {base}/admin/  user {username}  password {password}")
+        print(
+            f"  (development only; kept in {DEMO_ADMIN_PASSWORD_FILE.relative_to(ROOT)}, "
+            f"change with `flask --app app admin set-password {username}`)\n"
+        )
     sys.stdout.flush()
     try:
         code = subprocess.call(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:42:11.232516
+Create Date: 2026-11-23 10:59:56.055178
 """
 
 from __future__ import annotations
@@ -398,6 +398,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_messages_household_id"), ["household_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_messages_phone"), ["phone"], unique=False)
         batch_op.create_index(batch_op.f("ix_messages_provider_message_id"), ["provider_message_id"], unique=False)
+        batch_op.create_index("ix_messages_status_created_at", ["status", "created_at"], unique=False)
 
     op.create_table(
         "payment_requests",
@@ -540,6 +541,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("provider", "provider_txn_id", name=op.f("uq_payments_provider")),
     )
     with op.batch_alter_table("payments", schema=None) as batch_op:
+        batch_op.create_index("ix_payments_created_at", ["created_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_payments_household_id"), ["household_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_payments_network_id"), ["network_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_payments_paid_at"), ["paid_at"], unique=False)
@@ -811,6 +813,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_payments_paid_at"))
         batch_op.drop_index(batch_op.f("ix_payments_network_id"))
         batch_op.drop_index(batch_op.f("ix_payments_household_id"))
+        batch_op.drop_index("ix_payments_created_at")
 
     op.drop_table("payments")
     with op.batch_alter_table("eligibility_checks", schema=None) as batch_op:
@@ -839,6 +842,7 @@ def downgrade() -> None:
 
     op.drop_table("payment_requests")
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_messages_status_created_at")
         batch_op.drop_index(batch_op.f("ix_messages_provider_message_id"))
         batch_op.drop_index(batch_op.f("ix_messages_phone"))
         batch_op.drop_index(batch_op.f("ix_messages_household_id"))

@@ -1,0 +1,111 @@
+"""Staff users of the admin web: creation, password changes and sign-in checks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.access import StaffUser
+from models.base import StaffRole, utcnow
+from models.hashing import hash_password, password_needs_rehash, verify_password
+
+MIN_PASSWORD_LENGTH = 10
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,79}$")
+# Verified when the username is unknown, so a wrong name costs as much time as a wrong password.
+_DUMMY_HASH = hash_password("not-a-real-password-0000")
+ROLE_RANK = {StaffRole.VIEWER: 1, StaffRole.OPERATOR: 2, StaffRole.ADMIN: 3}
+
+
+class StaffError(ValueError):
+    """A staff user cannot be created or changed as asked."""
+
+
+@dataclass(frozen=True)
+class CreatedUser:
+    """The outcome of `create_staff_user`: the user and whether it was created now."""
+
+    user: StaffUser
+    created: bool
+
+
+def normalise_username(username: str) -> str:
+    """Return the canonical (trimmed, lower-case) form of a username."""
+    return username.strip().lower()
+
+
+def role_allows(role: StaffRole, needed: StaffRole) -> bool:
+    """Return whether a role includes the rights of `needed` (admin ⊃ operator ⊃ viewer)."""
+    return ROLE_RANK[role] >= ROLE_RANK[needed]
+
+
+def check_password_strength(password: str) -> None:
+    """Raise StaffError when a password is too weak to protect payment data."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise StaffError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def find_staff_user(session: Session, username: str) -> StaffUser | None:
+    """Return the staff user with this username, if any."""
+    return session.scalar(select(StaffUser).where(StaffUser.username == normalise_username(username)))
+
+
+def create_staff_user(
+    session: Session, username: str, password: str, role: StaffRole, *, if_missing: bool = False
+) -> CreatedUser:
+    """Create a staff user with an argon2-hashed password (or return the existing one when `if_missing`)."""
+    name = normalise_username(username)
+    if not _USERNAME.match(name):
+        raise StaffError("a username is 2-80 characters: letters, digits, '.', '_', '@', '-'")
+    existing = find_staff_user(session, name)
+    if existing is not None:
+        if if_missing:
+            return CreatedUser(existing, created=False)
+        raise StaffError(f"user {name} already exists")
+    check_password_strength(password)
+    user = StaffUser(username=name, password_hash=hash_password(password), role=role, active=True)
+    session.add(user)
+    session.flush()
+    return CreatedUser(user, created=True)
+
+
+def set_staff_password(session: Session, username: str, password: str) -> StaffUser:
+    """Replace a staff user's password (which signs out their open sessions)."""
+    user = find_staff_user(session, username)
+    if user is None:
+        raise StaffError(f"no user {normalise_username(username)}")
+    check_password_strength(password)
+    user.password_hash = hash_password(password)
+    return user
+
+
+def authenticate_staff(session: Session, username: str, password: str) -> StaffUser | None:
+    """Return the active staff user these credentials belong to, recording the sign-in; else None."""
+    user = find_staff_user(session, username)
+    if user is None or not user.active:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    if not verify_password(user.password_hash, password):
+        return None
+    if password_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login_at = utcnow()
+    return user
+
+
+def session_token(user: StaffUser) -> str:
+    """Return the id Flask-Login keeps in the cookie: the user id bound to the current password hash."""
+    return f"{user.id}:{user.password_hash[-16:]}"
+
+
+def user_for_session_token(session: Session, token: str) -> StaffUser | None:
+    """Return the active user a session token names, or None when stale (password changed, user disabled)."""
+    user_id, _, _fingerprint = token.partition(":")
+    if not user_id.isdigit():
+        return None
+    user = session.get(StaffUser, int(user_id))
+    if user is None or not user.active or session_token(user) != token:
+        return None
+    return user
