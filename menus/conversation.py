@@ -2,17 +2,18 @@
 
 Round trips per hop: one Redis GET, then one Redis SET; the database only when the session has no cached
 data yet (the dial, a replay) or a screen needs data for the first time (eligibility, payments), or for an
-effect (a language change, a payment request, a PIN check). `text` is every input so far joined by `*`: the new input is what follows the stored `text`; the same
-`text` again is a duplicate hop (the stored reply, nothing redone); a lost session or a `text` that does not
-extend the stored one is replayed from the dial, and effects keyed on session + hop are not repeated.
+effect (a language change, a payment request, a PIN check). `text` is every input so far joined by `*`: the
+new input is what follows the stored `text`; the same `text` again is a duplicate hop (the stored reply,
+nothing redone); a lost session or a `text` that does not extend the stored one is replayed from the dial, and
+effects keyed on session + hop are not repeated.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from menus.engine import Effect, Reply, State, new_state, secret_hops_after, step

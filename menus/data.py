@@ -144,9 +144,12 @@ class DatabaseData:
     def phone_language(self, phone: str) -> str | None:
         """Return the default language of the scheme in the phone's country, if there is one."""
         try:
-            region = phonenumbers.region_code_for_country_code(phonenumbers.parse(phone, None).country_code)
+            code = phonenumbers.parse(phone, None).country_code
         except phonenumbers.NumberParseException:
             return None
+        if code is None:
+            return None
+        region = phonenumbers.region_code_for_country_code(code)
         language = self.session.scalar(
             select(Scheme.default_language).where(Scheme.country == region).order_by(Scheme.id).limit(1)
         )

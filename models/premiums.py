@@ -142,7 +142,7 @@ def payment_choices(due: AmountDue, plan_months: int, max_advance_months: int) -
         return []
     ceiling = max_advance_periods(plan_months, max_advance_months)
     counts = sorted({1, 2, ceiling, *(n for n in (3, 6, 12) if n < ceiling)} & set(range(1, ceiling + 1)))
-    choices = []
+    choices: list[PaymentChoice] = []
     for periods in counts:
         amount = max(0, due.fee + periods * due.period + due.arrears - due.credit)
         if amount > 0 and all(choice.amount != amount for choice in choices):

@@ -368,9 +368,7 @@ def test_a_shared_phone_picks_the_household_first() -> None:
 def test_an_unknown_phone_checks_a_member_by_number_and_date_of_birth() -> None:
     data = Data([])
     ask, _ = run(data)
-    assert screen(ask) == (
-        "CON Ce numéro n'est pas enregistré. Pour vérifier un membre, entrez son numéro de membre:"
-    )
+    assert screen(ask) == ("CON Ce numéro n'est pas enregistré. Pour vérifier un membre, entrez son numéro de membre:")
     dob, _ = run(data, "sn-thi-2026-000001-01")
     assert screen(dob) == "CON Date de naissance (JJMMAAAA):\n0 Retour"
     bad, state = run(data, "SN-THI-2026-000001-01", "31021990")
@@ -547,12 +545,15 @@ def test_every_screen_of_every_language_fits_the_budget(
 
     replies = explore(member_phone, typed=("123456",))
     assert any(text.startswith("END ") and "1234567" in text for text in replies)
-    for index, (agent_check, dob_check) in enumerate(zip(OUTCOMES["agent_check"], OUTCOMES["dob_check"] * 2)):
+    pairs = zip(OUTCOMES["agent_check"], OUTCOMES["dob_check"] * 2, strict=False)
+    for index, (agent_check, dob_check) in enumerate(pairs):
         caller = {"agent": AGENT if index % 2 == 0 else None, "lang": lang}
 
         def other_phone() -> Data:
             return Data(
-                [], caller=caller, **{"outcome:agent_check": agent_check, "outcome:dob_check": dob_check}  # noqa: B023
+                [],
+                caller=caller,
+                **{"outcome:agent_check": agent_check, "outcome:dob_check": dob_check},  # noqa: B023
             )
 
         replies.update(explore(other_phone, max_depth=5, typed=TYPED))
