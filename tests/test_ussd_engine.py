@@ -547,16 +547,12 @@ def test_every_screen_of_every_language_fits_the_budget(
     assert any(text.startswith("END ") and "1234567" in text for text in replies)
     pairs = zip(OUTCOMES["agent_check"], OUTCOMES["dob_check"] * 2, strict=False)
     for index, (agent_check, dob_check) in enumerate(pairs):
-        caller = {"agent": AGENT if index % 2 == 0 else None, "lang": lang}
-
-        def other_phone() -> Data:
-            return Data(
-                [],
-                caller=caller,
-                **{"outcome:agent_check": agent_check, "outcome:dob_check": dob_check},  # noqa: B023
-            )
-
-        replies.update(explore(other_phone, max_depth=5, typed=TYPED))
+        values = {
+            "caller": {"agent": AGENT if index % 2 == 0 else None, "lang": lang},
+            "outcome:agent_check": agent_check,
+            "outcome:dob_check": dob_check,
+        }
+        replies.update(explore(lambda v=values: Data([], **v), max_depth=5, typed=TYPED))
     assert len(replies) > 40
     for text in replies:
         assert text.startswith(("CON ", "END "))
