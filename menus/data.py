@@ -163,7 +163,8 @@ class DatabaseData:
             .options(joinedload(Household.scheme), selectinload(Household.members))
         ).one()
         on = self.today(household.scheme.timezone)
-        overall = household_eligibility(self.session, household, on)
+        due = amount_due(self.session, household, on)
+        overall = household_eligibility(self.session, household, on, due)
         members = []
         # Only active members are listed, and an active member's eligibility is the household's
         # (`member_eligibility` differs only for members who left): one computation, not one per member.
@@ -180,7 +181,6 @@ class DatabaseData:
                     "waiting": answer.waiting_until.isoformat() if answer.waiting_until else None,
                 }
             )
-        due = amount_due(self.session, household, on)
         plan = household.scheme.plan(household.plan)
         choices = payment_choices(due, plan.months, household.scheme.max_advance_months)
         return {
