@@ -40,7 +40,8 @@ def ussd() -> ResponseReturnValue:
         if not hop.session_id:
             log.warning("ussd: hop without sessionId")
             return _text(apology(None))
-        return _text(conversation.answer(hop, session_store(), DatabaseData(db)))
+        store = session_store()
+        return _text(conversation.answer(hop, store, DatabaseData(db, redis=store.client)))
     except Exception as exc:  # noqa: BLE001 - even a malformed request gets an apology, never a 5xx
         log.warning("ussd: request failed: %s", type(exc).__name__)
         return _text(apology(None))

@@ -2,19 +2,21 @@
 
 Round trips per hop: one Redis GET, then one Redis SET; the database only when the session has no cached
 data yet (the dial, a replay) or a screen needs data for the first time (eligibility, payments), or for an
-effect. `text` is every input so far joined by `*`: the new input is what follows the stored `text`; the same
-`text` again is a duplicate hop (the stored reply, nothing redone); a lost session or a `text` that does not
-extend the stored one is replayed from the dial, and effects keyed on session + hop are not repeated.
+effect (a language change, a payment request, a PIN check). `text` is every input so far joined by `*`: the
+new input is what follows the stored `text`; the same `text` again is a duplicate hop (the stored reply,
+nothing redone); a lost session or a `text` that does not extend the stored one is replayed from the dial, and
+effects keyed on session + hop are not repeated.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from menus.engine import Effect, Reply, State, new_state, step
+from menus.engine import Effect, Reply, State, new_state, secret_hops_after, step
 from menus.render import DEFAULT_LANGUAGE, apology
 from menus.session_store import SessionStore, StoredSession
 
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_HOPS = 64  # AT closes a session after ~3 minutes: far more inputs than that is not a phone
 MAX_DATA_ROUNDS = 4
+MAX_SESSION_ID_IN_KEY = 100
 
 
 class MenuData(Protocol):
@@ -30,8 +33,8 @@ class MenuData(Protocol):
     def load(self, key: str, state: State) -> Any:
         """Return the value of a `state.data` key."""
 
-    def apply(self, effect: Effect, key: str) -> bool:
-        """Apply the effect unless its key was used already."""
+    def apply(self, effect: Effect, key: str, state: State) -> Any:
+        """Apply the effect unless its key was used already; return its outcome (the first one on a replay)."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,25 @@ def new_input(stored_text: str, text: str) -> str | None:
     return text[len(prefix) :] if text.startswith(prefix) else None
 
 
-def effect_key(session_id: str, hop: int, path: str) -> str:
-    """Return the idempotency key of an effect of a hop: the session, the hop and the inputs that led to it."""
-    digest = hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"ussd:{session_id[:150]}:{hop}:{digest}"
+def effect_key(session_id: str, hop: int, path: str, secret_hops: Iterable[int] = ()) -> str:
+    """Return the idempotency key of an effect of a hop: the session, the hop and the inputs that led to it.
+
+    Inputs typed on secret screens (PINs, dates of birth) are masked before hashing: a short hash of a
+    4-digit PIN would be found by trying them all. The key fits `effect_keys.key` and
+    `payment_requests.caller_key` (160) whatever the session id's length.
+    """
+    masked = mask_secrets(path, secret_hops)
+    digest = hashlib.sha256(masked.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    sid = session_id if len(session_id) <= MAX_SESSION_ID_IN_KEY else hashlib.sha256(session_id.encode()).hexdigest()
+    return f"ussd:{sid}:{hop}:{digest}"
+
+
+def mask_secrets(path: str, secret_hops: Iterable[int]) -> str:
+    """Return the inputs with those typed on secret hops (1 is the first input) replaced by a mask."""
+    secret = set(secret_hops)
+    if not secret or not path:
+        return path
+    return "*".join("x" if index in secret else part for index, part in enumerate(path.split("*"), start=1))
 
 
 @dataclass
@@ -111,17 +129,21 @@ def answer(hop: Hop, store: SessionStore, data: MenuData) -> str:
 def _advance(
     hop: Hop, state: State, user_input: str, path: str, data: MenuData, progress: Progress
 ) -> tuple[Reply, State]:
-    """Step the engine once, loading the data it asks for, then apply its effects once."""
+    """Step the engine once, loading the data and effect outcomes it asks for, then apply its other effects once."""
+    key = effect_key(hop.session_id, state.hop + 1, path, secret_hops_after(state))
     for _ in range(MAX_DATA_ROUNDS):
         reply, nxt = step(state, user_input)
         if not reply.needs:
             break
         state = state.copy()
-        for key in reply.needs:
-            state.data[key] = data.load(key, state)
+        outcomes = {effect.result: effect for effect in reply.effects if effect.result is not None}
+        for need in reply.needs:
+            effect = outcomes.get(need)
+            state.data[need] = data.apply(effect, key, state) if effect is not None else data.load(need, state)
     else:
         raise RuntimeError("menu data still missing after loading it")
     progress.language = nxt.lang
     for effect in reply.effects:
-        data.apply(effect, effect_key(hop.session_id, nxt.hop, path))
+        if effect.result is None:  # effects with an outcome were applied while stepping
+            data.apply(effect, key, nxt)
     return reply, nxt

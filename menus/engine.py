@@ -4,6 +4,12 @@ A tree (one module per tree, e.g. `menus.member`) lists its screens and its tran
 pytransitions' states and transitions. `step` does no I/O: when a screen needs data that is not in
 `state.data` it answers with `Reply.needs` and the unchanged state, and the caller loads the data and
 steps again; side effects come back as `Reply.effects` for the caller to apply once per session and hop.
+An effect whose outcome the next screen shows (a PIN check, a payment request) names a `result` key: `step`
+answers with it in `Reply.needs` (and the effect in `Reply.effects`) until the caller has applied the effect
+and put its outcome in `state.data[result]`, exactly like data to load.
+
+Free input (a member number, a PIN, an amount) is taken by an `INPUT` transition whose action validates it
+and raises `Invalid` to re-ask the screen with a hint.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from menus.render import BACK_KEY, HOME_KEY, MORE_KEY, Layout, Msg, Text, render
 TREES = ("member",)
 AUTO = ""  # trigger of a transition taken without input (from an `auto` screen)
 CHOICE = "<choice>"  # trigger matching any numbered item of a screen's view
+INPUT = "<input>"  # trigger matching any other non-empty input; the action gets the text
 MAX_AUTO_MOVES = 8
 
 
@@ -40,10 +47,11 @@ class Item:
 
 @dataclass(frozen=True)
 class View:
-    """The dynamic part of a screen built from the state: header lines and list items."""
+    """The dynamic part of a screen built from the state: header lines, list items, and notes (dropped first)."""
 
     header: Sequence[Text] = ()
     items: Sequence[Item] = ()
+    notes: Sequence[Text] = ()
 
 
 @dataclass(frozen=True)
@@ -73,11 +81,23 @@ class Transition:
 
 @dataclass(frozen=True)
 class Effect:
-    """A side effect for the caller to apply once per session and hop (e.g. a language change)."""
+    """A side effect for the caller to apply once per session and hop (e.g. a language change).
+
+    With `result`, the caller stores the effect's outcome in `state.data[result]` before the step completes.
+    """
 
     kind: str
     target: int
     value: str
+    result: str | None = None
+
+
+class Invalid(ValueError):
+    """An action refuses the input: the screen is asked again with the hint (a message id) or the generic one."""
+
+    def __init__(self, hint: str | None = None) -> None:
+        super().__init__(hint or "invalid input")
+        self.hint = hint
 
 
 ViewFn = Callable[["State"], View]
@@ -190,6 +210,16 @@ def new_state(phone: str, tree: str = "member", lang: str = "fr") -> State:
     return State(phone=phone, tree=tree, lang=lang)
 
 
+def secret_hops_after(state: State, tree: Tree | None = None) -> list[int]:
+    """Return the secret hops once the next input is typed (it is one when the current screen is secret)."""
+    hops = list(state.secret_hops)
+    if state.screen:
+        tree = tree or load_tree(state.tree)
+        if tree.screen(state.screen).secret:
+            hops.append(state.hop + 1)
+    return hops
+
+
 def step(state: State, user_input: str, tree: Tree | None = None) -> tuple[Reply, State]:
     """Consume one input (the dial is input "" of a new state) and return the reply and the next state."""
     tree = tree or load_tree(state.tree)
@@ -227,7 +257,16 @@ def step(state: State, user_input: str, tree: Tree | None = None) -> tuple[Reply
     transition, item_value = chosen
     effects: list[Effect] = []
     if transition.action is not None:
-        nxt, effects = tree.actions[transition.action](nxt, item_value)
+        before = nxt.copy()
+        try:
+            nxt, effects = tree.actions[transition.action](nxt, item_value)
+        except Invalid as exc:
+            before.hint = exc.hint is None
+            before.notice = exc.hint
+            return _show(tree, before, screen)
+        pending = tuple(e for e in effects if e.result is not None and e.result not in nxt.data)
+        if pending:
+            return Reply(effects=pending, needs=tuple(str(e.result) for e in pending)), state
     nxt.history.append(screen.name)
     reply, after = _enter(tree, nxt, transition.dest)
     if reply.needs:
@@ -286,7 +325,14 @@ def _layout(tree: Tree, screen: Screen, state: State) -> Layout:
     items: list[Text] = [_numbered(o.key, Msg(o.label)) for o in screen.options]
     items.extend(_numbered(i.key, i.text) if i.key else i.text for i in view.items)
     # `0` goes back one screen; `00` home is offered once back would not already be home.
-    return Layout(header=header, items=items, end=screen.end, back=bool(state.history), home=len(state.history) > 1)
+    return Layout(
+        header=header,
+        items=items,
+        end=screen.end,
+        back=bool(state.history),
+        home=len(state.history) > 1,
+        notes=tuple(view.notes),
+    )
 
 
 def _numbered(key: str, text: Text) -> Text:
@@ -315,9 +361,11 @@ def _match(tree: Tree, screen: Screen, state: State, value: str) -> tuple[Transi
     if screen.view is not None:
         for item in tree.views[screen.view](state).items:
             if item.key == value:
-                transition = _first(tree, screen, CHOICE, state)
+                # An item may open its own transition (triggered by its key), else the screen's CHOICE one.
+                transition = _first(tree, screen, value, state) or _first(tree, screen, CHOICE, state)
                 return (transition, item.value) if transition else None
-    return None
+    transition = _first(tree, screen, INPUT, state)
+    return (transition, value) if transition else None
 
 
 def _first(tree: Tree, screen: Screen, trigger: str, state: State) -> Transition | None:

@@ -1,9 +1,15 @@
-"""The menu tree of a phone that belongs to an active member (or of an unknown phone, for now told so).
+"""The menu tree of a phone: a member's menus, a facility agent's check, an unknown phone's check.
 
 Data the screens read, cached in `state.data` by the caller (see `menus.data`):
 - `households`: the phone's households, each `{id, no, lang, plan, network, scheme{...}, head, members[...]}`;
-- `coverage:<household id>`: eligibility of the household and its active members on the scheme's today;
+- `caller`: `{agent: {id, facility} | None, lang}` — whether the phone is an agent's, and the language of its
+  country's scheme for a phone without a household;
+- `coverage:<household id>`: eligibility of the household and its active members on the scheme's today, with
+  the payment choices (`choices`: `[periods, months, amount]`, the first one being the amount due);
 - `payments:<household id>`: the household's last five payments.
+
+`2 Pay` ends with a payment request, an effect with an outcome (`request:<hop>`: reference, amount and the
+scheme's channels) applied once per session and hop; the same reference is sent by SMS.
 """
 
 from __future__ import annotations
@@ -11,41 +17,24 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from menus.engine import AUTO, CHOICE, Effect, Item, Option, Screen, State, Transition, Tree, View
+from menus import checks
+from menus.engine import AUTO, CHOICE, INPUT, Effect, Invalid, Item, Option, Screen, State, Transition, Tree, View
+from menus.labels import PAYMENT_STATUS_LABELS, PLAN_LABELS, STATUS_LABELS
 from menus.render import LANGUAGE_NAMES, N_, Amount, Msg
 
 LANGUAGE_EFFECT = "language"
+PAYMENT_REQUEST_EFFECT = "payment_request"
 PAYMENTS_SHOWN = 5
+CUSTOM_AMOUNT = "custom"  # value of the "Another amount" choice
+PAY_CUSTOM = "pay:custom"  # state.data: the payer chose to type an amount
+PAY_REQUEST = "pay:request"  # state.data: the key of the last payment request's outcome
+MAX_AMOUNT_DIGITS = 9
 
-STATUS_LABELS = {
-    "ACTIVE": N_("active"),
-    "WAITING": N_("waiting"),
-    "GRACE": N_("grace"),
-    "LAPSED": N_("lapsed"),
-    "PENDING": N_("never paid"),
-    "SUSPENDED": N_("suspended"),
-    "INACTIVE": N_("inactive"),
-}
-PAYMENT_STATUS_LABELS = {
-    "RECEIVED": N_("received"),
-    "MATCHED": N_("received"),
-    "ALLOCATED": N_("applied"),
-    "PROVISIONAL": N_("being checked"),
-    "UNMATCHED": N_("under review"),
-    "CONFLICT": N_("under review"),
-    "REVERSED": N_("reversed"),
-    "REFUNDED": N_("refunded"),
-    "REJECTED": N_("rejected"),
-}
-PLAN_LABELS = {"yearly": N_("yearly"), "half-yearly": N_("half-yearly"), "monthly": N_("monthly")}
+__all__ = ["PAYMENT_STATUS_LABELS", "PLAN_LABELS", "STATUS_LABELS", "TREE"]
 
 SCREENS = (
-    Screen("start", auto=True, needs=("households",)),
-    Screen(
-        "unknown",
-        title=N_("This phone is not registered with the mutuelle. Please contact your mutuelle office."),
-        end=True,
-    ),
+    Screen("start", auto=True, needs=("households", "caller")),
+    Screen("route", auto=True),
     Screen("pick", title=N_("Choose your household:"), view="pick"),
     Screen(
         "main",
@@ -59,24 +48,39 @@ SCREENS = (
         ),
     ),
     Screen("coverage", view="coverage", needs=("coverage",)),
-    Screen("pay", view="pay", needs=("coverage",), end=True),
+    Screen("pay", auto=True, needs=("coverage",)),
+    Screen("pay_nothing", view="pay_nothing", end=True),
+    Screen("pay_plan", view="pay_plan"),
+    Screen("pay_route", auto=True),
+    Screen("pay_amount", view="pay_amount"),
+    Screen("pay_done", view="pay_done", end=True),
     Screen("household", view="household"),
     Screen("payments", view="payments", needs=("payments",)),
     Screen("language", view="language"),
+    *checks.SCREENS,
 )
 
 TRANSITIONS = (
-    Transition("start", AUTO, "unknown", conditions=("no_household",)),
-    Transition("start", AUTO, "main", conditions=("household_chosen",)),
-    Transition("start", AUTO, "main", conditions=("one_household",), action="choose_only_household"),
-    Transition("start", AUTO, "pick", action="speak_first_household_language"),
-    Transition("pick", CHOICE, "start", action="choose_household"),
+    Transition("start", AUTO, "agent", conditions=("is_agent",), action="speak_caller_language"),
+    Transition("start", AUTO, "route"),
+    Transition("route", AUTO, "visitor", conditions=("no_household",), action="speak_caller_language"),
+    Transition("route", AUTO, "main", conditions=("household_chosen",)),
+    Transition("route", AUTO, "main", conditions=("one_household",), action="choose_only_household"),
+    Transition("route", AUTO, "pick", action="speak_first_household_language"),
+    Transition("pick", CHOICE, "route", action="choose_household"),
     Transition("main", "1", "coverage"),
     Transition("main", "2", "pay"),
     Transition("main", "3", "household"),
     Transition("main", "4", "payments"),
     Transition("main", "5", "language"),
+    Transition("pay", AUTO, "pay_nothing", conditions=("nothing_due",)),
+    Transition("pay", AUTO, "pay_plan"),
+    Transition("pay_plan", CHOICE, "pay_route", action="choose_payment"),
+    Transition("pay_route", AUTO, "pay_amount", conditions=("custom_amount",)),
+    Transition("pay_route", AUTO, "pay_done"),
+    Transition("pay_amount", INPUT, "pay_done", action="enter_amount"),
     Transition("language", CHOICE, "start", action="set_language"),
+    *checks.TRANSITIONS,
 )
 
 
@@ -98,8 +102,8 @@ def chosen(state: State) -> dict[str, Any]:
 
 def data_keys(need: str, state: State) -> list[str]:
     """Return the `state.data` keys a screen's need stands for."""
-    if need == "households":
-        return ["households"]
+    if need in {"households", "caller"}:
+        return [need]
     if state.household is None:
         return []
     return [f"{need}:{state.household}"]
@@ -133,6 +137,57 @@ def _choose(state: State, household: dict[str, Any]) -> State:
 
 def _choose_only_household(state: State, _value: Any) -> tuple[State, list[Effect]]:
     return _choose(state, households(state)[0]), []
+
+
+def _speak_caller_language(state: State, _value: Any) -> tuple[State, list[Effect]]:
+    caller = state.data.get("caller") or {}
+    if caller.get("lang"):
+        state.lang = str(caller["lang"])
+    return state, []
+
+
+def _coverage(state: State) -> dict[str, Any]:
+    return dict(state.data[f"coverage:{state.household}"])
+
+
+def _nothing_due(state: State) -> bool:
+    return int(_coverage(state)["due"]) <= 0
+
+
+def _custom_amount(state: State) -> bool:
+    return bool(state.data.get(PAY_CUSTOM))
+
+
+def _request(state: State, amount: int, periods: int) -> tuple[State, list[Effect]]:
+    result = f"request:{state.hop}"
+    state.data[PAY_REQUEST] = result
+    return state, [Effect(PAYMENT_REQUEST_EFFECT, int(chosen(state)["id"]), f"{amount}:{periods}", result=result)]
+
+
+def _choose_payment(state: State, value: Any) -> tuple[State, list[Effect]]:
+    if value == CUSTOM_AMOUNT:
+        state.data[PAY_CUSTOM] = True
+        return state, []
+    state.data[PAY_CUSTOM] = False
+    periods, amount = int(value[0]), int(value[1])
+    return _request(state, amount, periods)
+
+
+def _enter_amount(state: State, value: Any) -> tuple[State, list[Effect]]:
+    text = str(value).strip().replace(" ", "")
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_AMOUNT_DIGITS:
+        raise Invalid(N_("Invalid amount."))
+    exponent = int(chosen(state)["scheme"]["exponent"])
+    amount = int(text) * 10**exponent
+    coverage = _coverage(state)
+    ceiling = max(int(choice[2]) for choice in coverage["choices"])
+    if amount <= 0 or amount > ceiling:
+        raise Invalid(N_("Invalid amount."))
+    # Whole periods beyond the amount due, for the request's record; allocation decides what it funds.
+    period = int(coverage.get("period") or 0)
+    due = int(coverage["due"])
+    periods = 1 + (amount - due) // period if period and amount > due else 1
+    return _request(state, amount, periods)
 
 
 def _speak_first_household_language(state: State, _value: Any) -> tuple[State, list[Effect]]:
@@ -204,21 +259,38 @@ def _coverage_view(state: State) -> View:
     return View(header=header, items=items)
 
 
-def _pay_view(state: State) -> View:
-    coverage = state.data[f"coverage:{state.household}"]
-    household = chosen(state)
-    due = int(coverage["due"])
-    if due <= 0:
-        header = [Msg(N_("Nothing to pay now."))]
-        if coverage.get("until"):
-            header.append(Msg(N_("Covered until {date}."), {"date": date.fromisoformat(coverage["until"])}))
-        return View(header=header)
-    return View(
-        header=[
-            Msg(N_("Amount due: {amount}"), {"amount": _amount(state, due)}),
-            Msg(N_("When you pay, give the reference {no}."), {"no": household["no"]}),
-        ]
-    )
+def _pay_nothing_view(state: State) -> View:
+    coverage = _coverage(state)
+    header = [Msg(N_("Nothing to pay now."))]
+    if coverage.get("until"):
+        header.append(Msg(N_("Covered until {date}."), {"date": date.fromisoformat(coverage["until"])}))
+    return View(header=header)
+
+
+def _pay_plan_view(state: State) -> View:
+    coverage = _coverage(state)
+    items = []
+    for index, (periods, months, amount) in enumerate(coverage["choices"], start=1):
+        template = N_("{amount} (1 month)") if int(months) == 1 else N_("{amount} ({months} months)")
+        text = Msg(template, {"amount": _amount(state, int(amount)), "months": months})
+        items.append(Item(text, key=str(index), value=[int(periods), int(amount)]))
+    items.append(Item(Msg(N_("Another amount")), key=str(len(items) + 1), value=CUSTOM_AMOUNT))
+    header = [Msg(N_("Amount due: {amount}"), {"amount": _amount(state, int(coverage["due"]))})]
+    return View(header=header, items=items)
+
+
+def _pay_amount_view(state: State) -> View:
+    currency = chosen(state)["scheme"]["currency"]
+    return View(header=[Msg(N_("Amount to pay in {currency}:"), {"currency": currency})])
+
+
+def _pay_done_view(state: State) -> View:
+    request = dict(state.data[str(state.data[PAY_REQUEST])])
+    values = {"reference": request["reference"], "amount": _amount(state, int(request["amount"]))}
+    header = [Msg(N_("Reference {reference}: pay {amount} by"), values)]
+    # The SMS says it all: on a small screen the channels give way from the last, never the reference.
+    channels = [f"{label}: {account}" for label, account in request["channels"]]
+    return View(header=header, notes=[*channels, Msg(N_("Sent by SMS too."))])
 
 
 def _household_view(state: State) -> View:
@@ -273,21 +345,32 @@ TREE = Tree(
         "pick": _pick_view,
         "main": _main_view,
         "coverage": _coverage_view,
-        "pay": _pay_view,
+        "pay_nothing": _pay_nothing_view,
+        "pay_plan": _pay_plan_view,
+        "pay_amount": _pay_amount_view,
+        "pay_done": _pay_done_view,
         "household": _household_view,
         "payments": _payments_view,
         "language": _language_view,
+        **checks.VIEWS,
     },
     conditions={
         "no_household": _no_household,
         "one_household": _one_household,
         "household_chosen": _household_chosen,
+        "nothing_due": _nothing_due,
+        "custom_amount": _custom_amount,
+        **checks.CONDITIONS,
     },
     actions={
         "choose_only_household": _choose_only_household,
         "speak_first_household_language": _speak_first_household_language,
         "choose_household": _choose_household,
         "set_language": _set_language,
+        "speak_caller_language": _speak_caller_language,
+        "choose_payment": _choose_payment,
+        "enter_amount": _enter_amount,
+        **checks.ACTIONS,
     },
     data_keys=data_keys,
 )

@@ -194,7 +194,9 @@ def render_layout(layout: Layout, language: str, page: int = 0, hint: bool = Fal
     items = [text_of(line, language) for line in layout.items]
     notes = [text_of(line, language) for line in layout.notes]
     if layout.end:
-        # An END screen cannot page: keep what fits.
+        # An END screen cannot page: drop notes (nice to have) from the last until it fits, then cut lines.
+        while notes and not fits(prefix + "\n".join(header + items + notes)):
+            notes.pop()
         return Page(_squeeze(prefix, header + items + notes), 0, 1)
     pages = _paginate(prefix, header, items, notes, layout, language)
     page = max(0, min(page, len(pages) - 1))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from models.base import EligibilityStatus, HouseholdStatus, MemberStatus
 from models.household import Household, Member
 from models.money import CoveragePeriod
-from models.premiums import amount_due
+from models.premiums import AmountDue, amount_due
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,12 @@ def _covered_run_end(periods: list[CoveragePeriod], index: int) -> date:
     return end
 
 
-def household_eligibility(session: Session, household: Household, on: date) -> Eligibility:
-    """Return whether the household is covered on a date, its status, dates and amount due."""
+def household_eligibility(
+    session: Session, household: Household, on: date, due: AmountDue | None = None
+) -> Eligibility:
+    """Return whether the household is covered on a date, its status, dates and amount due (`due` if known)."""
     scheme = household.scheme
-    due = amount_due(session, household, on).total
+    due_total = (due or amount_due(session, household, on)).total
     currency = scheme.currency
 
     def answer(
@@ -54,7 +56,9 @@ def household_eligibility(session: Session, household: Household, on: date) -> E
         waiting_until: date | None = None,
         covered: bool = False,
     ) -> Eligibility:
-        return Eligibility(covered, status, valid_until, waiting_until, due, currency, None if covered else reason)
+        return Eligibility(
+            covered, status, valid_until, waiting_until, due_total, currency, None if covered else reason
+        )
 
     if household.status == HouseholdStatus.SUSPENDED:
         return answer(EligibilityStatus.SUSPENDED, household.status_reason or "household suspended by the scheme")

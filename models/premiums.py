@@ -120,3 +120,31 @@ def amount_due(session: Session, household: Household, on: date, plan_code: str 
     arrears = max(0, -state.balance)
     total = max(0, fee + period + arrears - credit)
     return AmountDue(fee=fee, period=period, credit=credit, arrears=arrears, total=total, currency=scheme.currency)
+
+
+@dataclass(frozen=True)
+class PaymentChoice:
+    """One way to pay now: so many periods of the plan, the months they cover, and the amount."""
+
+    periods: int
+    months: int
+    amount: int
+
+
+def max_advance_periods(plan_months: int, max_advance_months: int) -> int:
+    """Return how many whole periods of a plan may be paid at once under the scheme's advance cap (at least 1)."""
+    return max(1, max_advance_months // max(1, plan_months))
+
+
+def payment_choices(due: AmountDue, plan_months: int, max_advance_months: int) -> list[PaymentChoice]:
+    """Return the amounts a payer may choose: the amount due (one period), then more periods up to the cap."""
+    if due.total <= 0:
+        return []
+    ceiling = max_advance_periods(plan_months, max_advance_months)
+    counts = sorted({1, 2, ceiling, *(n for n in (3, 6, 12) if n < ceiling)} & set(range(1, ceiling + 1)))
+    choices: list[PaymentChoice] = []
+    for periods in counts:
+        amount = max(0, due.fee + periods * due.period + due.arrears - due.credit)
+        if amount > 0 and all(choice.amount != amount for choice in choices):
+            choices.append(PaymentChoice(periods, periods * plan_months, amount))
+    return choices

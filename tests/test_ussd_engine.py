@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from menus import member
+from menus import member, render
 from menus.conversation import Hop, answer_hop, effect_key, new_input, split_inputs
 from menus.engine import AUTO, CHOICE, Effect, Option, Reply, Screen, State, Transition, Tree, new_state, step
 from menus.records import mask_input
@@ -74,11 +74,13 @@ def household_data(
     return value
 
 
-def coverage_data(size: int = 4, status: str = "ACTIVE", due: int = 14_000) -> dict[str, Any]:
+def coverage_data(size: int = 4, status: str = "ACTIVE", due: int = 14_000, period: int = 14_000) -> dict[str, Any]:
     covered = status == "ACTIVE"
     return {
         "on": "2026-11-23",
         "due": due,
+        "period": period,
+        "choices": [[1, 12, due], [2, 24, due + period]] if due > 0 else [],
         "covered": covered,
         "until": "2027-11-19" if covered else None,
         "members": [
@@ -94,6 +96,21 @@ def coverage_data(size: int = 4, status: str = "ACTIVE", due: int = 14_000) -> d
     }
 
 
+CHANNELS = [["Wave", "M-221-THIES"], ["Orange Money", "#144*4*6*203040#"]]
+REQUEST = {"reference": "1234567", "amount": 14_000, "channels": CHANNELS}
+AGENT = {"id": 7, "facility": "Poste de sante Thies Nord"}
+CHECKED = {
+    "o": "OK",
+    "found": True,
+    "no": "SN-THI-2026-000001-01",
+    "first": "Mame Diarra Bousso",
+    "year": 1985,
+    "covered": True,
+    "status": "ACTIVE",
+    "until": "2027-11-19",
+}
+
+
 def payments_data(count: int = 7) -> list[dict[str, Any]]:
     return [{"date": f"2026-{12 - i:02d}-01", "amount": 1_234_500, "status": "PROVISIONAL"} for i in range(count)][:5]
 
@@ -102,18 +119,29 @@ class Data:
     """In-memory menu data for the engine driver: what the database would answer, counting loads."""
 
     def __init__(self, households: list[dict[str, Any]], **values: Any) -> None:
-        self.values: dict[str, Any] = {"households": households, **values}
+        self.values: dict[str, Any] = {
+            "households": households,
+            "caller": {"agent": None, "lang": None},
+            "outcome:payment_request": REQUEST,
+            "outcome:agent_check": CHECKED,
+            "outcome:dob_check": CHECKED,
+            **values,
+        }
         self.loads: Counter[str] = Counter()
         self.applied: dict[str, Effect] = {}
+        self.outcomes: dict[str, Any] = {}
 
     def load(self, key: str, state: State) -> Any:
         self.loads[key] += 1
         return self.values[key]
 
-    def apply(self, effect: Effect, key: str) -> bool:
+    def apply(self, effect: Effect, key: str, state: State) -> Any:
         if key in self.applied:
-            return False
+            return self.outcomes.get(key, False)
         self.applied[key] = effect
+        if effect.result is not None:
+            self.outcomes[key] = self.values[f"outcome:{effect.kind}"]
+            return self.outcomes[key]
         for household in self.values["households"]:
             if household["id"] == effect.target:
                 household["lang"] = effect.value
@@ -129,8 +157,10 @@ def run(data: Data, *inputs: str) -> tuple[Reply, State]:
             reply, nxt = step(state, user_input)
             if not reply.needs:
                 break
+            outcomes = {e.result: e for e in reply.effects if e.result}
             for key in reply.needs:
-                state.data[key] = data.load(key, state)
+                effect = outcomes.get(key)
+                state.data[key] = data.apply(effect, key, state) if effect else data.load(key, state)
         state = nxt
     assert reply is not None
     return reply, state
@@ -176,7 +206,7 @@ def test_coverage_lists_each_member_with_status_and_date() -> None:
         "Mouhamadou Lamine: couvert (actif) jusqu'au 19/11/2027\n"
         "0 Retour"
     )
-    assert data.loads == {"households": 1, "coverage:1": 1}
+    assert data.loads == {"households": 1, "caller": 1, "coverage:1": 1}
 
 
 def test_waiting_members_are_not_covered_until_the_end_of_waiting() -> None:
@@ -223,11 +253,38 @@ def test_invalid_input_re_asks_the_screen_with_a_hint() -> None:
     assert again.text.startswith("CON Couverture au")
 
 
-def test_pay_shows_the_amount_due_and_ends() -> None:
-    reply, _ = run(full_data(), "2")
-    assert screen(reply) == ("END Montant à payer: 14 000 XOF\nEn payant, indiquez la référence SN-THI-2026-000001.")
-    reply_en, _ = run(full_data(lang="en", languages=("en",)), "2")
-    assert reply_en.text == "END Amount due: 14,000 XOF\nWhen you pay, give the reference SN-THI-2026-000001."
+def test_pay_shows_the_amount_due_and_the_choices() -> None:
+    reply, state = run(full_data(), "2")
+    assert screen(reply) == (
+        "CON Montant à payer: 14 000 XOF\n1 14 000 XOF (12 mois)\n2 28 000 XOF (24 mois)\n3 Autre montant\n0 Retour"
+    )
+    assert state.screen == "pay_plan"
+
+
+def test_choosing_a_plan_requests_a_payment_and_shows_the_reference_and_how_to_pay() -> None:
+    data = full_data()
+    reply, state = run(data, "2", "2")
+    assert screen(reply) == (
+        "END Référence 1234567: payez 14 000 XOF par\nWave: M-221-THIES\nOrange Money: #144*4*6*203040#\n"
+        "Envoyé aussi par SMS."
+    )
+    (effect,) = data.applied.values()
+    assert effect == Effect("payment_request", 1, "28000:2", result="request:2")
+    assert state.data["request:2"] == REQUEST
+
+
+def test_another_amount_is_typed_and_checked() -> None:
+    data = full_data(lang="en", languages=("en",))
+    ask, _ = run(data, "2", "3")
+    assert screen(ask) == "CON Amount to pay in XOF:\n0 Back\n00 Home"
+    wrong, state = run(data, "2", "3", "12x")
+    assert screen(wrong).startswith("CON Invalid amount.\nAmount to pay in XOF:")
+    assert state.screen == "pay_amount" and not data.applied
+    too_much, _ = run(data, "2", "3", "999999")
+    assert too_much.text.startswith("CON Invalid amount.")
+    done, _ = run(data, "2", "3", "5000")
+    assert screen(done).startswith("END Reference 1234567: pay 14,000 XOF by\nWave: M-221-THIES")
+    assert [e.value for e in data.applied.values()] == ["5000:1"]
 
 
 def test_pay_with_nothing_due_says_so() -> None:
@@ -278,9 +335,16 @@ def test_choosing_the_current_language_changes_nothing() -> None:
     assert reply.text.startswith("CON Langue enregistrée.")
 
 
-def test_wolof_screens_fall_back_to_french_until_translated() -> None:
+def test_wolof_screens_are_translated_in_the_gsm_alphabet() -> None:
     reply, _ = run(full_data(lang="wo"))
-    assert "1 Ma couverture" in reply.text
+    assert screen(reply) == "CON Ker SN-THI-2026-000001\n1 Sama couverture\n2 Fey\n3 Sama ker\n4 Sama fey yi\n5 Làkk"
+    assert budget(reply.text) == GSM_BUDGET
+
+
+def test_khmer_screens_are_translated() -> None:
+    reply, _ = run(full_data(lang="km", languages=("km", "en")), "1")
+    assert screen(reply).startswith("CON ធានា 23/11/2026:\nNdeye Fatoumata: ធានា (សកម្ម) ដល់ 19/11/2027")
+    assert budget(reply.text) == UCS2_BUDGET
 
 
 def test_a_shared_phone_picks_the_household_first() -> None:
@@ -301,11 +365,75 @@ def test_a_shared_phone_picks_the_household_first() -> None:
     assert data.loads["coverage:1"] == 0
 
 
-def test_an_unknown_phone_is_told_in_french() -> None:
-    reply, _state = run(Data([]))
-    assert screen(reply) == ("END Ce numéro n'est pas enregistré à la mutuelle. Contactez le bureau de votre mutuelle.")
-    after, _ = run(Data([]), "1")
-    assert after.text == reply.text
+def test_an_unknown_phone_checks_a_member_by_number_and_date_of_birth() -> None:
+    data = Data([])
+    ask, _ = run(data)
+    assert screen(ask) == ("CON Ce numéro n'est pas enregistré. Pour vérifier un membre, entrez son numéro de membre:")
+    dob, _ = run(data, "sn-thi-2026-000001-01")
+    assert screen(dob) == "CON Date de naissance (JJMMAAAA):\n0 Retour"
+    bad, state = run(data, "SN-THI-2026-000001-01", "31021990")
+    assert screen(bad).startswith("CON Tapez la date en JJMMAAAA, ex. 05031990.\nDate de naissance")
+    assert state.secret_hops == [2] and not data.applied
+    answer, state = run(data, "SN-THI-2026-000001-01", "05031985")
+    assert screen(answer) == (
+        "END Mame Diarra Bousso (SN-THI-2026-000001-01)\nCouvert: OUI (actif)\nValable jusqu'au 19/11/2027"
+    )
+    (effect,) = data.applied.values()
+    assert effect == Effect("dob_check", 0, "SN-THI-2026-000001-01\n05031985", result="check:2")
+    assert "05031985" not in str(state.to_dict())  # the date of birth never enters the session
+    assert state.secret_hops == [2]
+
+
+def test_an_unknown_phone_told_no_match_or_limited() -> None:
+    none, _ = run(Data([], **{"outcome:dob_check": {"o": "NOT_FOUND", "found": False}}), "SN1-01", "05031985")
+    assert none.text == "END Aucun membre avec ce numéro et cette date de naissance."
+    limited, _ = run(Data([], **{"outcome:dob_check": {"o": "LIMITED"}}), "SN1-01", "05031985")
+    assert limited.text == "END Trop de vérifications depuis ce numéro. Réessayez dans une heure."
+
+
+def test_an_unknown_phone_speaks_its_country_language() -> None:
+    reply, _ = run(Data([], caller={"agent": None, "lang": "km"}))
+    assert reply.text.startswith("CON លេខនេះមិនបានចុះឈ្មោះ។")
+    assert fits(reply.text)
+
+
+def agent_data(**outcome: Any) -> Data:
+    check = dict(CHECKED, **outcome)
+    return Data([], caller={"agent": AGENT, "lang": "fr"}, **{"outcome:agent_check": check})
+
+
+def test_an_agent_checks_a_member_with_a_pin() -> None:
+    data = agent_data()
+    home, _ = run(data)
+    assert screen(home) == "CON Poste de sante Thies Nord\n1 Vérifier un membre"
+    pin, _ = run(data, "1", "SN-THI-2026-000001-01")
+    assert screen(pin) == "CON Votre PIN agent:\n0 Retour\n00 Accueil"
+    answer, state = run(data, "1", "SN-THI-2026-000001-01", "4821")
+    assert screen(answer) == (
+        "END Mame Diarra Bousso, né(e) en 1985\nCouvert: OUI (actif)\nValable jusqu'au 19/11/2027"
+    )
+    assert state.secret_hops == [3]
+    (effect,) = data.applied.values()
+    assert effect == Effect("agent_check", 7, "SN-THI-2026-000001-01\n4821", result="check:3")
+    assert "4821" not in str(state.to_dict())
+
+
+def test_an_agent_with_a_wrong_pin_is_asked_again_then_locked() -> None:
+    wrong, state = run(agent_data(o="WRONG", left=3), "1", "SN1-01", "1111")
+    assert screen(wrong).startswith("CON PIN erroné. Essais restants: 3.\nVotre PIN agent:")
+    assert state.screen == "agent_pin"
+    locked, _ = run(agent_data(o="LOCKED", minutes=15), "1", "SN1-01", "1111")
+    assert locked.text == "END Trop de PIN erronés. Réessayez dans 15 min."
+    short, _ = run(agent_data(), "1", "SN1-01", "12")
+    assert short.text.startswith("CON Le PIN a 4 à 6 chiffres.\nVotre PIN agent:")
+
+
+def test_an_agent_who_is_also_a_member_reaches_the_household_menu() -> None:
+    data = Data([household_data()], caller={"agent": AGENT, "lang": None})
+    home, _ = run(data)
+    assert home.text == "CON Poste de sante Thies Nord\n1 Vérifier un membre\n2 Mon ménage"
+    main, _ = run(data, "2")
+    assert main.text.startswith("CON Ménage SN-THI-2026-000001\n1 Ma couverture")
 
 
 def test_step_is_pure() -> None:
@@ -320,15 +448,15 @@ def test_step_is_pure() -> None:
 def test_step_asks_for_missing_data_without_moving() -> None:
     state = new_state(PHONE)
     reply, same = step(state, "")
-    assert reply.needs == ("households",) and same is state and reply.text == ""
+    assert reply.needs == ("households", "caller") and same is state and reply.text == ""
 
 
 # ---------------------------------------------------------------- the budget, on every screen
 
 
-def explore(data_factory: Any, max_depth: int = 5) -> dict[str, str]:
-    """Return every distinct reply reachable with menu keys, navigation keys and wrong input."""
-    keys = ["1", "2", "3", "4", "5", "98", "0", "00", "x"]
+def explore(data_factory: Any, max_depth: int = 5, typed: tuple[str, ...] = ()) -> dict[str, str]:
+    """Return every distinct reply reachable with menu keys, navigation keys, wrong input and typed values."""
+    keys = ["1", "2", "3", "4", "5", "98", "0", "00", "x", *typed]
     seen: dict[str, str] = {}
     frontier: list[tuple[str, ...]] = [()]
     for _ in range(max_depth):
@@ -366,6 +494,71 @@ def test_every_screen_fits_the_budget_with_the_longest_data(lang: str, languages
     for text in replies:
         assert text.startswith(("CON ", "END "))
         assert screen_length(text) <= budget(text), text
+
+
+OUTCOMES = {
+    "agent_check": [
+        CHECKED,
+        dict(CHECKED, covered=False, status="WAITING"),
+        dict(CHECKED, status="GRACE", until=None),
+        {"o": "OK", "found": False, "no": "SN-THI-2026-000001-12"},
+        {"o": "WRONG", "left": 4},
+        {"o": "LOCKED", "minutes": 15},
+        {"o": "INACTIVE"},
+    ],
+    "dob_check": [
+        CHECKED,
+        dict(CHECKED, covered=False, status="LAPSED"),
+        {"o": "NOT_FOUND", "found": False},
+        {"o": "LIMITED"},
+    ],
+}
+TYPED = ("SN-THI-2026-000001-01", "482193", "05031985", "123456")
+
+
+@pytest.mark.parametrize("lang", ["fr", "en", "wo", "km"])
+@pytest.mark.parametrize("status", ["ACTIVE", "WAITING", "GRACE", "LAPSED", "PENDING", "SUSPENDED", "INACTIVE"])
+def test_every_screen_of_every_language_fits_the_budget(
+    lang: str, status: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cut: list[str] = []
+    squeeze = render._squeeze
+
+    def recording_squeeze(prefix: str, lines: list[str], nav: Any = ()) -> str:
+        text = squeeze(prefix, lines, nav)
+        if text != prefix + "\n".join([line for line in lines if line] + list(nav)):
+            cut.append(text)
+        return text
+
+    monkeypatch.setattr(render, "_squeeze", recording_squeeze)
+    languages = {"fr": ("fr", "wo"), "wo": ("fr", "wo"), "en": ("km", "en"), "km": ("km", "en")}[lang]
+
+    def member_phone() -> Data:
+        return Data(
+            [household_data(lang=lang, languages=languages, size=12)],
+            **{
+                "coverage:1": coverage_data(12, status, due=12_345_678, period=9_876_543),
+                "payments:1": payments_data(),
+                "outcome:payment_request": dict(REQUEST, amount=22_222_221),
+            },
+        )
+
+    replies = explore(member_phone, typed=("123456",))
+    assert any(text.startswith("END ") and "1234567" in text for text in replies)
+    pairs = zip(OUTCOMES["agent_check"], OUTCOMES["dob_check"] * 2, strict=False)
+    for index, (agent_check, dob_check) in enumerate(pairs):
+        values = {
+            "caller": {"agent": AGENT if index % 2 == 0 else None, "lang": lang},
+            "outcome:agent_check": agent_check,
+            "outcome:dob_check": dob_check,
+        }
+        replies.update(explore(lambda v=values: Data([], **v), max_depth=5, typed=TYPED))
+    assert len(replies) > 40
+    for text in replies:
+        assert text.startswith(("CON ", "END "))
+        assert screen_length(text) <= budget(text), text
+    # Lines are cut only on list screens with extreme data (12-digit amounts, long names in Khmer's 80).
+    assert not [text for text in cut if "1234567" in text or "SN-THI-2026-000001-01" in text], cut
 
 
 def test_the_pick_screen_fits_with_many_households() -> None:
@@ -407,7 +600,7 @@ def test_amounts_are_grouped_per_language() -> None:
 def test_apology_in_the_session_language_falls_back_to_french() -> None:
     assert apology("en") == "END Sorry, the service is not available right now. Please try again later."
     assert apology(None) == "END Désolé, le service est indisponible. Réessayez plus tard."
-    assert apology("wo") == apology("fr")
+    assert apology("wo") == "END Baal nu, service bi menul dox leegi. Jéemaatal ci kanam."
 
 
 def test_a_message_renders_its_values() -> None:
@@ -544,8 +737,9 @@ def test_a_text_that_does_not_extend_the_stored_one_is_replayed(counting_store: 
     data = full_data()
     replies = [answer_hop(hop(text), counting_store, data) for text in ("", "1", "2", "2*1", "2*1*1")]
     assert replies[1].startswith("CON Couverture")
-    assert replies[2].startswith("END Montant à payer")  # "2" restarts from the dial: main → pay
-    assert replies[3] == replies[4] == replies[2]
+    assert replies[2].startswith("CON Montant à payer")  # "2" restarts from the dial: main → pay
+    assert replies[3].startswith("END Référence 1234567")
+    assert replies[4] == replies[3]
 
 
 def test_menus_do_not_import_flask() -> None:

@@ -28,7 +28,7 @@ from models.base import Language, PaymentStatus
 from models.eligibility import household_eligibility
 from models.household import Household
 from models.messaging import UssdSessionRecord
-from models.payment import Payment
+from models.payment import Payment, PaymentRequest
 from tests import backends
 from tests.conftest import CALLBACK_TOKEN, FIXTURES, make_test_app
 from tests.factories import make_household, make_network, pay, scheme
@@ -121,10 +121,8 @@ def test_my_coverage_in_english_for_a_household_that_never_paid(session: Session
 
 
 def test_pay_shows_the_amount_due_from_eligibility(session: Session, dial: Dial) -> None:
-    household = cmu_household(session)  # four people, standard: 1,000 fee + 4 × 3,500
-    assert dial(PHONE, "2") == (
-        f"END Montant à payer: 15 000 XOF\nEn payant, indiquez la référence {household.household_no}."
-    )
+    cmu_household(session)  # four people, standard: 1,000 fee + 4 × 3,500
+    assert dial(PHONE, "2").startswith("CON Montant à payer: 15 000 XOF\n1 15 000 XOF (12 mois)\n")
 
 
 def test_my_household(session: Session, dial: Dial) -> None:
@@ -208,8 +206,10 @@ def test_the_fixture_session_with_a_reset_text(session: Session, client: FlaskCl
         assert response.status_code == 200
         replies.append(response.get_data(as_text=True))
     assert replies[0].startswith("CON Ménage") and replies[1].startswith("CON Couverture")
-    assert replies[2].startswith("END Montant à payer: 15 000 XOF")
-    assert replies[3] == replies[4] == replies[2]
+    assert replies[2].startswith("CON Montant à payer: 15 000 XOF")  # `2` resets: replayed from the dial
+    assert replies[3].startswith("END Référence ") and "payez 15 000 XOF par" in replies[3]
+    assert replies[4] == replies[3]  # input after END: the same screen, no second request
+    assert session.scalar(select(func.count()).select_from(PaymentRequest)) == 1
 
 
 def _encoded(form: dict[str, str]) -> str:
@@ -224,10 +224,10 @@ def test_a_shared_phone_picks_the_household_first(session: Session, dial: Dial) 
     assert "Membres: 2" in dial(PHONE, "2", "3")
 
 
-def test_an_unknown_phone_is_told_it_is_not_registered(session: Session, dial: Dial) -> None:
+def test_an_unknown_phone_is_offered_a_check_by_member_number(session: Session, dial: Dial) -> None:
     cmu_household(session)
     assert dial("+221700000000") == (
-        "END Ce numéro n'est pas enregistré à la mutuelle. Contactez le bureau de votre mutuelle."
+        "CON Ce numéro n'est pas enregistré. Pour vérifier un membre, entrez son numéro de membre:"
     )
 
 
@@ -369,13 +369,13 @@ def test_the_fixture_events_are_all_stored(session: Session, client: FlaskClient
 
 def test_terminal_phone_in_process(session: Session, app: Flask) -> None:
     household = cmu_household(session, size=2)
-    result = app.test_cli_runner().invoke(ussd_command, ["--phone", PHONE], input="3\n0\n2\n")
+    result = app.test_cli_runner().invoke(ussd_command, ["--phone", PHONE], input="3\n0\n2\n1\n")
     assert result.exit_code == 0, result.output
     assert f"CON Ménage {household.household_no}" in result.output
     assert "Awa (01)" in result.output
-    assert "END Montant à payer" in result.output
+    assert "CON Montant à payer" in result.output and "END Référence " in result.output
     record = session.scalars(select(UssdSessionRecord)).one()
-    assert (record.status, record.input) == ("Success", "3*0*2")
+    assert (record.status, record.input) == ("Success", "3*0*2*1")
 
 
 def test_terminal_phone_against_a_running_server(session: Session, app: Flask) -> None:
