@@ -49,6 +49,9 @@ VALUES = {
     "until": date(2026, 12, 31),
     "due": "3500 F",
     "ussd_code": "*384*123#",
+    "network": "RES-THIES-NORD",
+    "households": 12,
+    "remaining": "1500 F",
 }
 
 
