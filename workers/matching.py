@@ -337,6 +337,8 @@ def _lock_accounts(session: Session, matches: list[Match | None]) -> None:
     network_ids = {m.network.id for m in matches if m is not None and m.network is not None}
     if not household_ids and not network_ids:
         return
+    if network_ids:  # a network payment may pay any of its households: hold them all from the start
+        household_ids |= set(session.scalars(select(Household.id).where(Household.network_id.in_(network_ids))))
     query = select(Account.id).where(Account.household_id.in_(household_ids) | Account.network_id.in_(network_ids))
     session.execute(query.order_by(Account.id).with_for_update())
 
