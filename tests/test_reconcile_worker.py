@@ -347,10 +347,16 @@ def test_any_payment_and_reversal_sequence_keeps_the_ledger_invariant(
             session.commit()
             done.append(payment)
         elif done:
-            target = done[value % len(done)]
-            undo_payment(session, target.id, "staff", "property test", refund_payer=op == "refund")
-            session.commit()
-            reversed_any = True
+            target = fresh(session, done[value % len(done)])
+            final = PaymentStatus.REFUNDED if op == "refund" else PaymentStatus.REVERSED
+            if target.status not in {PaymentStatus.ALLOCATED, final}:
+                with pytest.raises(ValueError, match="cannot undo"):  # reversed, then refunded: refused
+                    undo_payment(session, target.id, "staff", "property test", refund_payer=op == "refund")
+                session.rollback()
+            else:
+                undo_payment(session, target.id, "staff", "property test", refund_payer=op == "refund")
+                session.commit()
+                reversed_any = True
         check_invariants(session, household.id, reversed_any)
         session.commit()
     for payment in done:
