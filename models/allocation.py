@@ -20,15 +20,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.base import LedgerKind, utcnow
-from models.coverage import fund_from_credit, last_live_period
+from models.coverage import fund_from_credit
 from models.household import Account, Household, Network
-from models.ledger import account_state, add_entry, get_or_create_account, lock_account, start_write
+from models.ledger import (
+    AccountState,
+    account_state,
+    account_states,
+    add_entry,
+    get_or_create_account,
+    lock_account,
+    start_write,
+)
 from models.money import Allocation, CoveragePeriod, LedgerEntry
-from models.premiums import amount_due
+from models.premiums import active_member_counts, amount_due
 
 
 class UnknownAllocation(LookupError):
@@ -274,16 +282,40 @@ def pay_network_households(
         select(Household).where(Household.network_id == network.id).order_by(Household.id)
     ).all()
 
+    ends = dict(
+        session.execute(
+            select(CoveragePeriod.household_id, func.max(CoveragePeriod.end_on))
+            .join(Household, Household.id == CoveragePeriod.household_id)
+            .where(Household.network_id == network.id, CoveragePeriod.reversed_at.is_(None))
+            .group_by(CoveragePeriod.household_id)
+        )
+        .tuples()
+        .all()
+    )
+
     def expiry(household: Household) -> tuple[date, int]:
-        last = last_live_period(session, household.id)
-        return (last.end_on if last is not None else date.min, household.id)
+        return (ends.get(household.id) or date.min, household.id)
+
+    ids = [household.id for household in households]
+    accounts = {
+        account.household_id: account
+        for account in session.scalars(select(Account).where(Account.household_id.in_(ids)))
+    }
+    states = account_states(session, [account.id for account in accounts.values()])
+    members = active_member_counts(session, ids, on)
+    refs = {network_payout_ref(run_ref, household_id) for household_id in ids}
+    done = set(session.scalars(select(Allocation.source_ref).where(Allocation.source_ref.in_(refs))))
 
     paid: list[AllocationResult] = []
     for household in sorted(households, key=expiry):
+        if balance <= 0:
+            break  # every amount due is positive: nothing more can be paid
         ref = network_payout_ref(run_ref, household.id)
-        if _find(session, ref) is not None:
+        if ref in done:
             continue
-        due = amount_due(session, household, on).total
+        known = accounts.get(household.id)
+        state = states.get(known.id) if known is not None else AccountState(balance=0, fee_paid=False)
+        due = amount_due(session, household, on, state=state, members=members[household.id]).total
         if due <= 0 or due > balance:
             continue
         # Lock order network → household everywhere, so two payout runs never deadlock.

@@ -298,8 +298,9 @@ def _pay(
 
     summary.payments += 1
     head = household.members[0]
+    txn_id = f"DEMO{summary.payments:06d}"
     raw = {
-        "txn_id": f"DEMO{summary.payments:06d}",
+        "txn_id": txn_id,
         "amount": amount,
         "currency": scheme.currency,
         "phone": head.phone,
@@ -308,7 +309,7 @@ def _pay(
     }
     report = Report(
         provider="sandbox",
-        provider_txn_id=str(raw["txn_id"]),
+        provider_txn_id=txn_id,
         amount=amount,
         currency=scheme.currency,
         payer_phone=head.phone,

@@ -52,6 +52,11 @@ SMS_TEMPLATES: dict[str, str] = {
     "receipt_due": template(
         "receipt_due", "Payment of %(amount)s received for household %(household_no)s. Still to pay: %(due)s."
     ),
+    "receipt_network": template(
+        "receipt_network",
+        "Network %(network)s: payment of %(amount)s received, %(households)s household(s) paid. "
+        "Left on the account: %(remaining)s.",
+    ),
     "receipt_review": template(
         "receipt_review", "Payment of %(amount)s received. We are checking it and will send you an SMS."
     ),

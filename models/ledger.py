@@ -149,6 +149,25 @@ def account_state(session: Session, *, account_id: int | None = None, household_
     return AccountState(balance=int(row[0]), fee_paid=int(row[1]) > 0)
 
 
+def account_states(session: Session, account_ids: list[int]) -> dict[int, AccountState]:
+    """Return the balance and fee state of each of these accounts (one query)."""
+    reversed_entry = aliased(LedgerEntry)
+    fee_count = case(
+        (LedgerEntry.kind == LedgerKind.FEE, 1),
+        ((LedgerEntry.kind == LedgerKind.REVERSAL) & (reversed_entry.kind == LedgerKind.FEE), -1),
+        else_=0,
+    )
+    rows = session.execute(
+        select(LedgerEntry.account_id, func.sum(LedgerEntry.amount), func.sum(fee_count))
+        .outerjoin(reversed_entry, LedgerEntry.reverses_entry_id == reversed_entry.id)
+        .where(LedgerEntry.account_id.in_(account_ids))
+        .group_by(LedgerEntry.account_id)
+    )
+    states = dict.fromkeys(account_ids, AccountState(balance=0, fee_paid=False))
+    states.update({account_id: AccountState(int(total), int(fees) > 0) for account_id, total, fees in rows})
+    return states
+
+
 def account_balance(session: Session, account_id: int) -> int:
     """Return the account's balance: the sum of its entries."""
     return account_state(session, account_id=account_id).balance

@@ -69,12 +69,17 @@ def send_sms(
     language: str | None = None,
     household: Household | None = None,
     dedupe_key: str | None = None,
+    dedupe_checked: bool = False,
     **values: Any,
 ) -> Message:
-    """Queue a templated SMS in the recipient's language; it is sent after the caller commits."""
+    """Queue a templated SMS in the recipient's language; it is sent after the caller commits.
+
+    `dedupe_checked`: the caller has already looked for `dedupe_key` under a lock that serialises every writer of
+    that key (the reconcile job holds the payment row), so the lookup and the race savepoint are skipped.
+    """
     if DISPATCH_KEY not in session.info:
         raise OutboxNotAttached("attach_dispatch(session, …) first (extensions.db() and job_session() do)")
-    if dedupe_key is not None:
+    if dedupe_key is not None and not dedupe_checked:
         existing = session.scalar(select(Message).where(Message.dedupe_key == dedupe_key))
         if existing is not None:
             return existing
@@ -96,6 +101,10 @@ def send_sms(
         status=MessageStatus.QUEUED,
         dedupe_key=dedupe_key,
     )
+    if dedupe_checked:
+        session.add(message)
+        session.info.setdefault(PENDING_KEY, []).append(message)
+        return message
     try:
         with session.begin_nested():
             session.add(message)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from models.base import MemberStatus, PremiumKind
 from models.household import Household, Member
-from models.ledger import account_state
+from models.ledger import AccountState, account_state
 from models.scheme import Plan, Scheme, SubsidyCategory
 
 FULL_SHARE_BP = 10_000
@@ -82,12 +82,18 @@ def active_member_count(session: Session, household_id: int, on: date) -> int:
     return int(count or 0)
 
 
-def period_price(session: Session, household: Household, on: date, plan_code: str | None = None) -> PeriodPrice:
-    """Return the price of the household's next period of its plan (or `plan_code`) on a date."""
+def period_price(
+    session: Session, household: Household, on: date, plan_code: str | None = None, members: int | None = None
+) -> PeriodPrice:
+    """Return the price of the household's next period of its plan (or `plan_code`) on a date.
+
+    `members`: the active member count on that date when the caller has already counted it.
+    """
     scheme = household.scheme
     plan = scheme.plan(plan_code or household.plan)
     category = scheme.subsidy(household.subsidy_category)
-    members = active_member_count(session, household.id, on)
+    if members is None:
+        members = active_member_count(session, household.id, on)
     price = plan_price(scheme, plan, members)
     share, funder = split_price(price, category)
     return PeriodPrice(
@@ -102,7 +108,30 @@ def period_price(session: Session, household: Household, on: date, plan_code: st
     )
 
 
-def amount_due(session: Session, household: Household, on: date, plan_code: str | None = None) -> AmountDue:
+def active_member_counts(session: Session, household_ids: list[int], on: date) -> dict[int, int]:
+    """Return the active member count on a date of each of these households (one query)."""
+    rows = session.execute(
+        select(Member.household_id, func.count())
+        .where(
+            Member.household_id.in_(household_ids),
+            Member.status == MemberStatus.ACTIVE,
+            or_(Member.left_on.is_(None), Member.left_on > on),
+        )
+        .group_by(Member.household_id)
+    )
+    counts = dict.fromkeys(household_ids, 0)
+    counts.update({household_id: int(n) for household_id, n in rows})
+    return counts
+
+
+def amount_due(
+    session: Session,
+    household: Household,
+    on: date,
+    plan_code: str | None = None,
+    state: AccountState | None = None,
+    members: int | None = None,
+) -> AmountDue:
     """Return the household's amount due on a date: fee if never paid + next period share - credit.
 
     A fully subsidised household owes nothing: the funder pays its periods through
@@ -110,12 +139,13 @@ def amount_due(session: Session, household: Household, on: date, plan_code: str 
     not asked for the membership fee either (allocation never books a fee for it).
     """
     scheme = household.scheme
-    state = account_state(session, household_id=household.id)
+    if state is None:
+        state = account_state(session, household_id=household.id)
     if is_fully_subsidised(household):
         fee, period = 0, 0
     else:
         fee = 0 if state.fee_paid else scheme.membership_fee
-        period = period_price(session, household, on, plan_code).household_share
+        period = period_price(session, household, on, plan_code, members=members).household_share
     credit = max(0, state.balance)
     arrears = max(0, -state.balance)
     total = max(0, fee + period + arrears - credit)

@@ -296,6 +296,30 @@ def test_network_payment_pays_its_households_soonest_expiry_first(
     assert third.id not in paid
 
 
+def test_network_payment_sends_one_summary_to_the_contact(session: Session, cmu: Scheme, sent: list[int]) -> None:
+    network = make_network(session, cmu, code="RES-PK")
+    network.contact_phone = "+221705550000"
+    session.commit()
+    for _ in range(3):
+        make_household(session, cmu, network=network, phone="+221781110000")
+    payment = stored(session, amount=2 * FULL_YEAR + 500, reference="RES-PK")
+
+    assert reconcile(session, payment) == "allocated"
+    payment.status = PaymentStatus.RECEIVED  # a stray re-run sends nothing more
+    session.commit()
+    reconcile(session, payment)
+
+    received = messages(session)
+    assert [(m.template, m.phone, m.dedupe_key) for m in received] == [
+        ("receipt_network", "+221705550000", f"receipt:{payment.id}:allocated"),
+        ("receipt_network", PAYER, f"receipt:{payment.id}:allocated:1"),
+    ]
+    assert received[0].body == (
+        "Réseau RES-PK : paiement de 30500 XOF enregistré, 2 ménage(s) payé(s). Reste sur le compte : 500 XOF."
+    )
+    assert received[0].segments == 1
+
+
 # ---------------------------------------------------------------- provisional payments
 
 

@@ -58,6 +58,9 @@ VALUES = {
     "time": "10:45",
     "credit": "0 F",
     "language_name": "Wolof",
+    "network": "RES-THIES-NORD",
+    "households": 12,
+    "remaining": "1500 F",
 }
 
 

@@ -5,6 +5,7 @@ Every job is idempotent per period, so a second clock process does no harm.
 
 from rq import cron
 
+from workers.clock_jobs import book_subsidies, expire_requests
 from workers.maintenance import record_heartbeat
 from workers.reconcile import sweep_stuck_payments
 from workers.reminders import send_reminders
@@ -16,3 +17,6 @@ cron.register(sweep_stuck_payments, queue_name="default", interval=300)
 # Hourly, not daily: a run outside a scheme's daytime hours sends nothing and the next daytime run catches up;
 # each reminder is sent once per household, kind and period whatever the number of runs.
 cron.register(send_reminders, queue_name="default", interval=3600)
+cron.register(expire_requests, queue_name="default", interval=600)
+# Hourly, so each scheme's new local day is booked within the hour wherever its timezone is.
+cron.register(book_subsidies, queue_name="default", interval=3600)

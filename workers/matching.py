@@ -12,7 +12,14 @@ A PROVISIONAL payment (known only from a forwarded text) is matched and shown bu
 PROVISIONAL until a webhook or statement confirms it (intake then sends it back to RECEIVED and re-enqueues it).
 Allocation goes through `models.allocation.allocate` once per payment (source_ref `payment:<id>`); a network
 payment then pays the network's households' dues, soonest expiry first. Receipts go through `send_sms`, once per
-payment outcome (dedupe key `receipt:<payment id>:<outcome>`), only for confirmed payments.
+payment outcome (dedupe key `receipt:<payment id>:<outcome>`), only for confirmed payments; a network payment's
+summary (`receipt_network`: households paid, what is left) goes to the network's contact phone and the payer.
+
+Batches (`reconcile_payments`): one transaction locks its payments in id order, loads what the matching chain reads
+for all of them in a few queries (`MatchLookup`), locks the matched accounts in id order (so two workers' batches
+never deadlock on households), then settles each payment in its own savepoint, in id order, exactly as a single run
+would: its own allocation `payment:<id>`, its own receipt keys. A payment whose savepoint fails on a database error
+is rolled back alone and returned as "retry" for a single run.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, selectinload
 
 from logs import mask_phone
 from models.allocation import AllocationResult, allocate, pay_network_households, refund, reverse
@@ -33,8 +41,9 @@ from models.amounts import currency_exponent, format_amount
 from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
 from models.coverage import last_live_period
 from models.db import begin_write
-from models.household import Household, Member, Network
-from models.ledger import get_or_create_account
+from models.household import Account, Household, Member, Network
+from models.ledger import account_state, get_or_create_account
+from models.messaging import Message
 from models.outbox import send_sms
 from models.payment import Payment, PaymentRequest, ReconciliationEvent
 from models.phones import normalise_phone
@@ -86,18 +95,24 @@ class MatchAttempt:
         return "; ".join(self.notes) or "nothing to match on"
 
 
-def payer_numbers(session: Session, raw: str | None) -> set[str]:
-    """Return the E.164 numbers a payer phone may be (national forms read in each scheme's country)."""
+def _owner_of_request(request: PaymentRequest) -> Match:
+    return Match("request_reference", household=request.household, network=request.network, request=request)
+
+
+def _countries(session: Session) -> list[str]:
+    return sorted(set(session.scalars(select(Scheme.country).distinct())))
+
+
+def _numbers_of(raw: str | None, countries: list[str]) -> set[str]:
     if not raw or "*" in raw:
         return set()
     digits = re.sub(r"\D", "", raw)
     if len(digits) < 7 or len(digits) > 15:
         return set()
     candidates = [raw] if raw.strip().startswith("+") else [raw, "+" + digits]
-    countries = set(session.scalars(select(Scheme.country).distinct()))
     numbers = set()
     for candidate in candidates:
-        for country in [*sorted(countries), None]:
+        for country in [*countries, None]:
             try:
                 numbers.add(normalise_phone(candidate, country, allow_foreign=True))
             except ValueError:
@@ -105,30 +120,117 @@ def payer_numbers(session: Session, raw: str | None) -> set[str]:
     return numbers
 
 
-def _open_request(session: Session, **where: object) -> list[PaymentRequest]:
-    query = select(PaymentRequest).where(
-        PaymentRequest.status == RequestStatus.OPEN, PaymentRequest.expires_at > utcnow()
-    )
-    for name, value in where.items():
-        column = getattr(PaymentRequest, name)
-        query = query.where(column.in_(value) if isinstance(value, (set, list, tuple)) else column == value)
-    return list(session.scalars(query.order_by(PaymentRequest.id)))
+def payer_numbers(session: Session, raw: str | None) -> set[str]:
+    """Return the E.164 numbers a payer phone may be (national forms read in each scheme's country)."""
+    if not raw or "*" in raw:
+        return set()
+    return _numbers_of(raw, _countries(session))
 
 
-def _owner_of_request(request: PaymentRequest) -> Match:
-    return Match("request_reference", household=request.household, network=request.network, request=request)
+def _reference_of(payment: Payment) -> str:
+    return (payment.account_reference or "").strip().upper()
 
 
-def _by_account_number(session: Session, reference: str) -> tuple[Match | None, str | None]:
-    tokens = [reference, *_TOKEN_RE.findall(reference)]
-    for token in dict.fromkeys(tokens):
-        household = session.scalar(select(Household).where(func.upper(Household.household_no) == token))
+def _tokens(reference: str) -> list[str]:
+    return list(dict.fromkeys([reference, *_TOKEN_RE.findall(reference)]))
+
+
+class MatchLookup:
+    """What the matching chain reads for a set of payments, loaded in a handful of queries.
+
+    Rows are the session's ORM objects, so a request one payment of the batch pays is seen PAID by the next.
+    """
+
+    def __init__(self, session: Session, payments: list[Payment]) -> None:
+        self.now = utcnow()
+        self.countries = _countries(session)
+        self.numbers: dict[int, set[str]] = {}
+        references: set[str] = set()
+        tokens: set[str] = set()
+        phones: set[str] = set()
+        for payment in payments:
+            reference = _reference_of(payment)
+            if reference:
+                if is_valid_reference(reference):
+                    references.add(reference)
+                tokens.update(_tokens(reference))
+            self.numbers[payment.id] = _numbers_of(payment.payer_phone, self.countries)
+            phones |= self.numbers[payment.id]
+        open_now = (PaymentRequest.status == RequestStatus.OPEN, PaymentRequest.expires_at > self.now)
+        self.requests_by_reference: dict[str, list[PaymentRequest]] = {}
+        self.requests_by_phone: list[PaymentRequest] = []
+        self.households: dict[str, Household] = {}
+        self.member_households: dict[str, int] = {}
+        self.networks: dict[str, list[Network]] = {}
+        self.phone_households: dict[str, set[int]] = {}
+        if references:
+            query = select(PaymentRequest).where(PaymentRequest.reference.in_(references), *open_now)
+            for request in session.scalars(query.order_by(PaymentRequest.id)):
+                self.requests_by_reference.setdefault(request.reference, []).append(request)
+        if tokens:
+            upper = sorted(tokens)
+            for household in session.scalars(select(Household).where(func.upper(Household.household_no).in_(upper))):
+                self.households[household.household_no.upper()] = household
+            rows = session.execute(
+                select(Member.member_no, Member.household_id).where(func.upper(Member.member_no).in_(upper))
+            )
+            self.member_households = {member_no.upper(): household_id for member_no, household_id in rows}
+            for network in session.scalars(select(Network).where(func.upper(Network.code).in_(upper))):
+                self.networks.setdefault(network.code.upper(), []).append(network)
+        if phones:
+            query = select(PaymentRequest).where(PaymentRequest.payer_phone.in_(phones), *open_now)
+            self.requests_by_phone = list(session.scalars(query.order_by(PaymentRequest.id)))
+            rows = session.execute(
+                select(Member.phone, Member.household_id).where(
+                    Member.phone.in_(phones), Member.status == MemberStatus.ACTIVE
+                )
+            )
+            for phone, household_id in rows:
+                self.phone_households.setdefault(str(phone), set()).add(household_id)
+        # Warm the identity map with every household a rule may pick, members included (receipts name the head).
+        wanted = {r.household_id for r in self.requests_by_phone if r.household_id is not None}
+        wanted |= {r.household_id for rs in self.requests_by_reference.values() for r in rs if r.household_id}
+        wanted |= set(self.member_households.values()) | {i for ids in self.phone_households.values() for i in ids}
+        wanted |= {h.id for h in self.households.values()}
+        if wanted:
+            list(
+                session.scalars(
+                    select(Household).where(Household.id.in_(wanted)).options(selectinload(Household.members))
+                )
+            )
+
+    def _open(self, request: PaymentRequest) -> bool:
+        return request.status == RequestStatus.OPEN and request.expires_at > self.now
+
+    def open_requests(self, reference: str) -> list[PaymentRequest]:
+        """Return the open requests with this reference."""
+        return [r for r in self.requests_by_reference.get(reference, []) if self._open(r)]
+
+    def requests_from(self, numbers: set[str], amount: int, currency: str) -> list[PaymentRequest]:
+        """Return the open requests of these payer numbers for exactly this amount."""
+        return [
+            r
+            for r in self.requests_by_phone
+            if r.payer_phone in numbers and r.amount == amount and r.currency == currency and self._open(r)
+        ]
+
+    def households_of(self, numbers: set[str]) -> set[int]:
+        """Return the households whose active members have one of these numbers."""
+        found: set[int] = set()
+        for number in numbers:
+            found |= self.phone_households.get(number, set())
+        return found
+
+
+def _by_account_number(session: Session, reference: str, lookup: MatchLookup) -> tuple[Match | None, str | None]:
+    for token in _tokens(reference):
+        household = lookup.households.get(token)
         if household is not None:
             return Match("account_number", household=household), None
-        member = session.scalar(select(Member).where(func.upper(Member.member_no) == token))
-        if member is not None:
-            return Match("account_number", household=member.household), None
-        networks = list(session.scalars(select(Network).where(func.upper(Network.code) == token).limit(2)))
+        household_id = lookup.member_households.get(token)
+        if household_id is not None:
+            return Match("account_number", household=session.get(Household, household_id)), None
+        networks = lookup.networks.get(token, [])
         if len(networks) == 1:
             return Match("account_number", network=networks[0]), None
         if len(networks) > 1:
@@ -136,29 +238,33 @@ def _by_account_number(session: Session, reference: str) -> tuple[Match | None, 
     return None, None
 
 
-def find_match(session: Session, payment: Payment) -> MatchAttempt:
+def find_match(session: Session, payment: Payment, lookup: MatchLookup | None = None) -> MatchAttempt:
     """Run the matching chain for a payment and return the first match, or the reasons there is none."""
+    if lookup is None:
+        lookup = MatchLookup(session, [payment])
     attempt = MatchAttempt(None)
-    reference = (payment.account_reference or "").strip().upper()
+    reference = _reference_of(payment)
     if reference:
         if is_valid_reference(reference):
-            requests = _open_request(session, reference=reference)
+            requests = lookup.open_requests(reference)
             if requests:
                 attempt.match = _owner_of_request(requests[0])
                 return attempt
             attempt.notes.append(f"reference {reference} is not an open payment request")
-        match, problem = _by_account_number(session, reference)
+        match, problem = _by_account_number(session, reference, lookup)
         if match is not None:
             attempt.match = match
             return attempt
         attempt.notes.append(problem or f"no household, member or network {reference!r}")
     else:
         attempt.notes.append("no account reference")
-    numbers = payer_numbers(session, payment.payer_phone)
+    numbers = lookup.numbers.get(payment.id)
+    if numbers is None:
+        numbers = _numbers_of(payment.payer_phone, lookup.countries)
     if not numbers:
         attempt.notes.append("payer phone unknown or masked")
         return attempt
-    requests = _open_request(session, payer_phone=numbers, amount=payment.amount, currency=payment.currency)
+    requests = lookup.requests_from(numbers, payment.amount, payment.currency)
     if len(requests) == 1:
         attempt.match = Match(
             "request_phone_amount", household=requests[0].household, network=requests[0].network, request=requests[0]
@@ -166,11 +272,7 @@ def find_match(session: Session, payment: Payment) -> MatchAttempt:
         return attempt
     if len(requests) > 1:
         attempt.notes.append(f"{len(requests)} open requests from the payer for this amount")
-    household_ids = set(
-        session.scalars(
-            select(Member.household_id).where(Member.phone.in_(numbers), Member.status == MemberStatus.ACTIVE)
-        )
-    )
+    household_ids = lookup.households_of(numbers)
     if len(household_ids) == 1:
         household = session.get(Household, household_ids.pop())
         attempt.match = Match("payer_phone", household=household)
@@ -213,36 +315,107 @@ def _lock(session: Session, payment_id: int) -> Payment:
     return payment
 
 
+@dataclass
+class _Batch:
+    """What the payments of one reconcile transaction share: their lookups and the receipts already stored."""
+
+    lookup: MatchLookup
+    receipts: set[str]
+
+
+_RECEIPT_KEYS = ("receipt:{}:allocated", "receipt:{}:allocated:1", "receipt:{}:review", "receipt:{}:review:1")
+
+
+def _stored_receipts(session: Session, payment_ids: list[int]) -> set[str]:
+    keys = [key.format(payment_id) for payment_id in payment_ids for key in _RECEIPT_KEYS]
+    return set(session.scalars(select(Message.dedupe_key).where(Message.dedupe_key.in_(keys))))
+
+
+def _lock_accounts(session: Session, matches: list[Match | None]) -> None:
+    """Lock the existing accounts of the matched owners in id order (one statement)."""
+    household_ids = {m.household.id for m in matches if m is not None and m.household is not None}
+    network_ids = {m.network.id for m in matches if m is not None and m.network is not None}
+    if not household_ids and not network_ids:
+        return
+    if network_ids:  # a network payment may pay any of its households: hold them all from the start
+        household_ids |= set(session.scalars(select(Household.id).where(Household.network_id.in_(network_ids))))
+    query = select(Account.id).where(Account.household_id.in_(household_ids) | Account.network_id.in_(network_ids))
+    session.execute(query.order_by(Account.id).with_for_update())
+
+
+def reconcile_payments(session: Session, payment_ids: list[int], retry_unmatched: bool = False) -> dict[int, str]:
+    """Reconcile a batch of payments in one transaction, each in its own savepoint; return each one's outcome.
+
+    The caller commits. Outcomes are those of `reconcile_payment`, plus "missing" (no such payment) and "retry"
+    (a database error rolled that payment's savepoint back: run it again on its own).
+    """
+    wanted = sorted(set(payment_ids))
+    outcomes = dict.fromkeys(wanted, "missing")
+    if not wanted:
+        return outcomes
+    begin_write(session)
+    locked = session.scalars(
+        select(Payment)
+        .where(Payment.id.in_(wanted))
+        .order_by(Payment.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    workable = _WORKABLE | ({PaymentStatus.UNMATCHED} if retry_unmatched else set())
+    todo: list[Payment] = []
+    for payment in locked:
+        if payment.status not in workable:
+            outcomes[payment.id] = f"skipped ({payment.status.value})"
+        elif payment.status == PaymentStatus.PROVISIONAL and payment.match_rule is not None:
+            outcomes[payment.id] = "provisional (already matched, waiting for confirmation)"
+        else:
+            todo.append(payment)
+    if not todo:
+        return outcomes
+    batch = _Batch(MatchLookup(session, todo), _stored_receipts(session, [p.id for p in todo]))
+    if len(todo) == 1:
+        outcomes[todo[0].id] = _settle(session, todo[0], batch)
+        return outcomes
+    # Lock order: payments by id, then accounts by id, before any payment is settled.
+    _lock_accounts(session, [find_match(session, p, batch.lookup).match for p in todo])
+    for payment in todo:
+        try:
+            with session.begin_nested():
+                outcomes[payment.id] = _settle(session, payment, batch)
+        except DBAPIError as exc:
+            log.warning("reconcile payment %s rolled back in its batch: %s", payment.id, type(exc.orig).__name__)
+            outcomes[payment.id] = "retry"
+    return outcomes
+
+
 def reconcile_payment(session: Session, payment_id: int, retry_unmatched: bool = False) -> str:
     """Match a payment and, when it is confirmed, allocate it and queue its receipt; return what happened."""
-    payment = _lock(session, payment_id)
-    workable = _WORKABLE | ({PaymentStatus.UNMATCHED} if retry_unmatched else set())
-    if payment.status not in workable:
-        return f"skipped ({payment.status.value})"
-    if payment.status == PaymentStatus.PROVISIONAL and payment.match_rule is not None:
-        return "provisional (already matched, waiting for confirmation)"
-    attempt = find_match(session, payment)
+    outcome = reconcile_payments(session, [payment_id], retry_unmatched)[payment_id]
+    if outcome == "missing":
+        raise LookupError(f"no payment {payment_id}")
+    return outcome
+
+
+def _settle(session: Session, payment: Payment, batch: _Batch) -> str:
+    """Match one locked, workable payment and allocate it when confirmed."""
+    attempt = find_match(session, payment, batch.lookup)
     before = payment.status
     if attempt.match is None:
         payment.status = PaymentStatus.UNMATCHED
         payment.status_reason = attempt.reason[:500]
         _event(session, payment, before, attempt.reason)
-        session.flush()
         if payment.confirmed:
-            _receipt(session, payment, "review")
+            _receipt(session, payment, "review", batch=batch)
         return "unmatched"
     match = attempt.match
-    owner = match.household if match.household is not None else match.network
-    assert owner is not None
-    scheme = session.get(Scheme, owner.scheme_id)
+    scheme = session.get(Scheme, match.scheme_id)
     assert scheme is not None
     if scheme.currency != payment.currency:
         payment.status = PaymentStatus.UNMATCHED
         payment.status_reason = f"paid in {payment.currency}, {scheme.code} is in {scheme.currency}"
         _event(session, payment, before, payment.status_reason, rule=match.rule)
-        session.flush()
         if payment.confirmed:
-            _receipt(session, payment, "review")
+            _receipt(session, payment, "review", batch=batch)
         return "unmatched"
     _apply_match(payment, match)
     if not payment.confirmed:
@@ -251,8 +424,7 @@ def reconcile_payment(session: Session, payment_id: int, retry_unmatched: bool =
         return "provisional"
     payment.status = PaymentStatus.MATCHED
     _event(session, payment, before, f"matched by {match.rule}", match.rule)
-    session.flush()
-    return allocate_payment(session, payment)
+    return allocate_payment(session, payment, batch=batch)
 
 
 def _apply_match(payment: Payment, match: Match) -> None:
@@ -269,7 +441,15 @@ def _local_date(payment: Payment, scheme: Scheme) -> date:
     return payment.paid_at.replace(tzinfo=UTC).astimezone(ZoneInfo(scheme.timezone)).date()
 
 
-def allocate_payment(session: Session, payment: Payment, actor: str = WORKER_ACTOR) -> str:
+@dataclass(frozen=True)
+class NetworkPayout:
+    """What a network payment did: how many households it paid and what stays on the network account."""
+
+    households: int
+    remaining: int
+
+
+def allocate_payment(session: Session, payment: Payment, actor: str = WORKER_ACTOR, batch: _Batch | None = None) -> str:
     """Allocate a MATCHED, confirmed payment to its household or network (once) and queue the receipt."""
     if payment.status != PaymentStatus.MATCHED or not payment.confirmed:
         raise ValueError(f"payment {payment.id} is {payment.status.value}, not a confirmed MATCHED payment")
@@ -278,11 +458,13 @@ def allocate_payment(session: Session, payment: Payment, actor: str = WORKER_ACT
     on = _local_date(payment, scheme)
     ref = f"payment:{payment.id}"
     details: dict[str, object] = {}
+    payout: NetworkPayout | None = None
     if payment.network is not None:
         account = get_or_create_account(session, network=payment.network)
         result = allocate(session, account, payment.amount, ref, on, payment_id=payment.id)
         payouts = pay_network_households(session, account, on, run_ref=ref)
-        details = {"network": payment.network.code, "households_paid": len(payouts), "balance": result.balance}
+        payout = NetworkPayout(len(payouts), account_state(session, account_id=account.id).balance)
+        details = {"network": payment.network.code, "households_paid": payout.households, "balance": payout.remaining}
     else:
         assert payment.household is not None
         account = get_or_create_account(session, household=payment.household)
@@ -294,8 +476,7 @@ def allocate_payment(session: Session, payment: Payment, actor: str = WORKER_ACT
     before = payment.status
     payment.status = PaymentStatus.ALLOCATED
     _event(session, payment, before, f"allocated ({ref})", payment.match_rule, actor=actor, details=details)
-    session.flush()
-    _receipt(session, payment, "allocated")
+    _receipt(session, payment, "allocated", batch=batch, result=result, payout=payout)
     return "allocated"
 
 
@@ -309,53 +490,94 @@ def _allocation_details(result: AllocationResult) -> dict[str, object]:
     }
 
 
-def _receipt(session: Session, payment: Payment, outcome: str) -> None:
-    """Queue the payer's (and the head's) receipt for this outcome, once."""
+def _receipt(
+    session: Session,
+    payment: Payment,
+    outcome: str,
+    batch: _Batch | None = None,
+    result: AllocationResult | None = None,
+    payout: NetworkPayout | None = None,
+) -> None:
+    """Queue the payer's (and the head's, or the network contact's) receipt for this outcome, once."""
     scheme = session.get(Scheme, payment.scheme_id) if payment.scheme_id else None
-    exponent = currency_exponent(session, payment.currency)
+    if scheme is not None and scheme.currency == payment.currency:
+        exponent = scheme.currency_exponent
+    else:
+        exponent = currency_exponent(session, payment.currency)
     amount = format_amount(payment.amount, payment.currency, exponent)
     household = payment.household
     values: dict[str, Any]
-    if outcome == "allocated" and payment.network is not None:
-        return  # no network receipt template yet: the network's payouts are in the reconciliation log
-    if outcome == "allocated" and household is not None and scheme is not None:
+    recipients: list[str] = []
+    language = None
+    if outcome == "allocated" and payment.network is not None and scheme is not None:
+        remaining = payout.remaining if payout is not None else 0
+        template = "receipt_network"
+        values = {
+            "network": payment.network.code,
+            "households": payout.households if payout is not None else 0,
+            "remaining": format_amount(remaining, payment.currency, exponent),
+        }
+        language = str(scheme.default_language)
+        if payment.network.contact_phone:
+            recipients.append(payment.network.contact_phone)
+    elif outcome == "allocated" and household is not None and scheme is not None:
         on = _local_date(payment, scheme)
-        last = last_live_period(session, household.id)
-        if last is not None and last.end_on >= on:
-            template, values = "receipt_covered", {"household_no": household.household_no, "until": last.end_on}
+        # The periods this allocation funded are the household's latest; otherwise ask the ledger.
+        until = result.covered_until if result is not None and result.created else None
+        if until is None:
+            last = last_live_period(session, household.id)
+            until = last.end_on if last is not None else None
+        if until is not None and until >= on:
+            template, values = "receipt_covered", {"household_no": household.household_no, "until": until}
         else:
             due = amount_due(session, household, on)
             due_text = format_amount(due.total, due.currency, exponent)
             template, values = "receipt_due", {"household_no": household.household_no, "due": due_text}
     else:
         template, values = "receipt_review", {}
-    recipients: list[str] = []
-    payer = _payer_sms_number(session, payment, scheme)
-    if payer:
+    payer = _payer_sms_number(session, payment, scheme, batch.lookup.countries if batch is not None else None)
+    if payer and payer not in recipients:
         recipients.append(payer)
     head = household.head if household is not None else None
     if head is not None and head.phone and head.phone not in recipients:
         recipients.append(head.phone)
-    language = None
-    if household is None:  # suspense: speak the language of the scheme that collects this currency
+    if household is None and language is None:  # suspense: the language of the scheme that collects this currency
         defaults = set(session.scalars(select(Scheme.default_language).where(Scheme.currency == payment.currency)))
         language = defaults.pop().value if len(defaults) == 1 else None
     for index, phone in enumerate(recipients):
         key = f"receipt:{payment.id}:{outcome}" + ("" if index == 0 else f":{index}")
+        if batch is not None and key in batch.receipts:
+            continue
         send_sms(
-            session, phone, template, language=language, household=household, dedupe_key=key, amount=amount, **values
+            session,
+            phone,
+            template,
+            language=language,
+            household=household,
+            dedupe_key=key,
+            # Under the payment's row lock the batch has already looked for this key: no second look needed.
+            dedupe_checked=batch is not None,
+            amount=amount,
+            **values,
         )
+        if batch is not None:
+            batch.receipts.add(key)
         log.info("receipt %s for payment %s queued to %s", template, payment.id, mask_phone(phone))
 
 
-def _payer_sms_number(session: Session, payment: Payment, scheme: Scheme | None) -> str | None:
+def _payer_sms_number(
+    session: Session, payment: Payment, scheme: Scheme | None, countries: list[str] | None = None
+) -> str | None:
     """Return the payer's E.164 number, read in the scheme's country first; None when masked or unreadable."""
     if scheme is not None and payment.payer_phone and "*" not in payment.payer_phone:
         try:
             return normalise_phone(payment.payer_phone, scheme.country, allow_foreign=True)
         except ValueError:
             pass
-    numbers = sorted(payer_numbers(session, payment.payer_phone))
+    if countries is None:
+        numbers = sorted(payer_numbers(session, payment.payer_phone))
+    else:
+        numbers = sorted(_numbers_of(payment.payer_phone, countries))
     return numbers[0] if len(numbers) == 1 else None
 
 

@@ -1,4 +1,4 @@
-"""The `reconcile` RQ job: thin wrapper around `workers.matching`, enqueued once per payment."""
+"""The `reconcile` RQ jobs: thin wrappers around `workers.matching`, one payment per job or a batch of them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job, JobStatus, get_current_job
 from sqlalchemy import select
 
 from models.base import PaymentStatus, utcnow
@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # RQ ≥ 2.x accepts only letters, digits, "_" and "-" in job ids, so not "reconcile:{id}".
 RECONCILE_JOB_ID = "reconcile-{}"
 RECONCILE_FUNC = "workers.reconcile.reconcile"
+RECONCILE_BATCH_JOB_ID = "reconcile-batch-{}-{}-{}"
+RECONCILE_BATCH_FUNC = "workers.reconcile.reconcile_batch"
 RECONCILE_RETRIES = 3
 RECONCILE_RETRY_INTERVALS = [10, 60, 300]
 _PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
@@ -63,6 +65,49 @@ def reconcile(payment_id: int) -> str:
         outcome = reconcile_payment(session, payment_id)
     log.info("reconcile payment %s: %s", payment_id, outcome)
     return outcome
+
+
+def enqueue_reconcile_batch(queue: Queue, payment_ids: list[int]) -> bool:
+    """Enqueue one `reconcile_batch` job for these payments (deterministic id); return whether it was added.
+
+    Call only after the transaction that created the payments has committed.
+    """
+    ids = sorted(set(payment_ids))
+    if not ids:
+        return False
+    try:
+        queue.enqueue(
+            RECONCILE_BATCH_FUNC,
+            ids,
+            job_id=RECONCILE_BATCH_JOB_ID.format(ids[0], ids[-1], len(ids)),
+            unique=True,
+            retry=Retry(max=RECONCILE_RETRIES, interval=RECONCILE_RETRY_INTERVALS),
+            result_ttl=0,
+            failure_ttl=7 * 86400,
+        )
+    except DuplicateJobError:
+        return False
+    return True
+
+
+def reconcile_batch(payment_ids: list[int]) -> dict[str, int]:
+    """Reconcile a batch of payments in one transaction; a payment rolled back alone gets its own job."""
+    from workers.matching import reconcile_payments
+
+    with runtime.job_session() as session:
+        outcomes = reconcile_payments(session, payment_ids)
+    retry = [payment_id for payment_id, outcome in outcomes.items() if outcome == "retry"]
+    if retry:
+        job = get_current_job()
+        queue = runtime.queue(job.origin if job is not None else None)
+        for payment_id in retry:
+            enqueue_reconcile(queue, payment_id)
+    counts: dict[str, int] = {}
+    for outcome in outcomes.values():
+        key = outcome.split(" ")[0]
+        counts[key] = counts.get(key, 0) + 1
+    log.info("reconcile batch of %s payment(s): %s", len(payment_ids), counts)
+    return counts
 
 
 def sweep_stuck_payments(older_than_seconds: int = 120, limit: int = 5000) -> int:

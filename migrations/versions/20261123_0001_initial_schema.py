@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:59:56.055178
+Create Date: 2026-11-23 11:10:43.014795
 """
 
 from __future__ import annotations
