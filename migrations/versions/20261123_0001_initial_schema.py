@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 11:10:43.014795
+Create Date: 2026-11-23 11:17:35.382569
 """
 
 from __future__ import annotations
@@ -314,6 +314,24 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_accounts_scheme_id"), ["scheme_id"], unique=False)
+
+    op.create_table(
+        "household_events",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("household_id", sa.Integer(), nullable=False),
+        sa.Column("actor", sa.String(length=80), nullable=False),
+        sa.Column("action", sa.String(length=24), nullable=False),
+        sa.Column("before_status", sa.String(length=24), nullable=False),
+        sa.Column("after_status", sa.String(length=24), nullable=False),
+        sa.Column("note", sa.String(length=1000), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["household_id"], ["households.id"], name=op.f("fk_household_events_household_id_households")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_household_events")),
+    )
+    with op.batch_alter_table("household_events", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_household_events_household_id"), ["household_id"], unique=False)
 
     op.create_table(
         "members",
@@ -854,6 +872,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_members_household_id"))
 
     op.drop_table("members")
+    with op.batch_alter_table("household_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_household_events_household_id"))
+
+    op.drop_table("household_events")
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_accounts_scheme_id"))
 

@@ -1,0 +1,221 @@
+"""Admin-only pages: staff users, facility agents, API tokens and collection devices."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+from sqlalchemy import select
+
+from extensions import db
+from handlers.admin import bp
+from handlers.admin.auth import role_required
+from models.agents import AgentError, create_agent, list_agents, unlock_agent
+from models.base import StaffRole, utcnow
+from models.devices import DeviceError, list_devices, parse_senders, register_device, set_device_trust
+from models.scheme import Scheme
+from models.staff import StaffError, create_staff_user, deactivate_staff_user, list_staff_users
+from models.tokens import TokenError, issue_token, list_tokens, revoke_token
+
+log = logging.getLogger(__name__)
+
+
+def _field(name: str, limit: int = 200) -> str:
+    return request.form.get(name, "").strip()[:limit]
+
+
+def _page(template: str, error: str | None = None, status: int = 200, **context: Any) -> ResponseReturnValue:
+    return render_template(template, error=error, posted=request.form if error else {}, **context), status
+
+
+def _done(endpoint: str, message: str) -> ResponseReturnValue:
+    db().commit()
+    log.info("admin: %s (by %s)", message, current_user.username)
+    flash(message)
+    return redirect(url_for(endpoint))
+
+
+# ---------------------------------------------------------------- staff users
+
+
+def _staff_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
+    return _page("admin/staff.html", error, status, users=list_staff_users(db()), roles=list(StaffRole))
+
+
+@bp.get("/staff")
+@role_required(StaffRole.ADMIN)
+def staff() -> ResponseReturnValue:
+    """List staff users with the form to add one."""
+    return _staff_page()
+
+
+@bp.post("/staff")
+@role_required(StaffRole.ADMIN)
+def create_staff() -> ResponseReturnValue:
+    """Create a staff user with a role and an initial password."""
+    try:
+        role = StaffRole(_field("role"))
+        user = create_staff_user(db(), _field("username"), request.form.get("password", ""), role).user
+    except (StaffError, ValueError) as exc:
+        db().rollback()
+        return _staff_page(str(exc), 400)
+    return _done("admin.staff", f"User {user.username} created with role {user.role.value}.")
+
+
+@bp.post("/staff/<username>/deactivate")
+@role_required(StaffRole.ADMIN)
+def deactivate_staff(username: str) -> ResponseReturnValue:
+    """Deactivate a staff user: they are signed out and cannot sign in again."""
+    try:
+        user = deactivate_staff_user(db(), username, by=current_user.username)
+    except StaffError as exc:
+        db().rollback()
+        return _staff_page(str(exc), 400)
+    return _done("admin.staff", f"User {user.username} deactivated.")
+
+
+# ---------------------------------------------------------------- agents
+
+
+def _agents_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
+    return _page("admin/agents.html", error, status, agents=list_agents(db()), now=utcnow(), countries=_countries())
+
+
+def _countries() -> list[str]:
+    return sorted(set(db().scalars(select(Scheme.country).distinct())))
+
+
+@bp.get("/agents")
+@role_required(StaffRole.ADMIN)
+def agents() -> ResponseReturnValue:
+    """List facility agents with their lock state, and the form to add one."""
+    return _agents_page()
+
+
+@bp.post("/agents")
+@role_required(StaffRole.ADMIN)
+def create_agent_view() -> ResponseReturnValue:
+    """Create an agent with a PIN (hashed; never shown again)."""
+    country = _field("country", 2).upper() or None
+    if country is not None and country not in _countries():
+        return _agents_page("Choose one of the schemes' countries.", 400)
+    try:
+        agent = create_agent(
+            db(),
+            facility=_field("facility"),
+            phone=_field("phone", 40),
+            pin=request.form.get("pin", ""),
+            name=_field("name") or None,
+            country=country,
+        )
+    except AgentError as exc:
+        db().rollback()
+        return _agents_page(str(exc), 400)
+    return _done("admin.agents", f"Agent {agent.phone} created for {agent.facility}.")
+
+
+@bp.post("/agents/<int:agent_id>/unlock")
+@role_required(StaffRole.ADMIN)
+def unlock_agent_view(agent_id: int) -> ResponseReturnValue:
+    """Clear an agent's wrong-PIN count and lock."""
+    agent = next((a for a in list_agents(db()) if a.id == agent_id), None)
+    if agent is None:
+        return _agents_page(f"No agent {agent_id}.", 404)
+    unlock_agent(db(), agent.phone)
+    return _done("admin.agents", f"Agent {agent.phone} unlocked.")
+
+
+# ---------------------------------------------------------------- API tokens
+
+
+def _tokens_page(error: str | None = None, status: int = 200, **extra: Any) -> ResponseReturnValue:
+    return _page("admin/tokens.html", error, status, tokens=list_tokens(db()), **extra)
+
+
+@bp.get("/tokens")
+@role_required(StaffRole.ADMIN)
+def tokens() -> ResponseReturnValue:
+    """List API tokens (prefix only) with the form to create one."""
+    return _tokens_page()
+
+
+@bp.post("/tokens")
+@role_required(StaffRole.ADMIN)
+def create_token() -> ResponseReturnValue:
+    """Create a facility token and show it on this one page only; only its hash is kept."""
+    session = db()
+    try:
+        token, plain = issue_token(session, name=_field("name", 80), facility=_field("facility"), now=utcnow())
+    except TokenError as exc:
+        session.rollback()
+        return _tokens_page(str(exc), 400)
+    session.commit()
+    log.info("admin: token %s created for %s (by %s)", token.name, token.facility, current_user.username)
+    body, status = _tokens_page(None, 200, created=token, plain=plain)  # type: ignore[misc]
+    # The plain token is in this response only: never cached, never stored, never shown again.
+    return body, status, {"Cache-Control": "no-store"}
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@role_required(StaffRole.ADMIN)
+def revoke_token_view(token_id: int) -> ResponseReturnValue:
+    """Revoke a token: requests with it get 401 from now on."""
+    token = next((t for t in list_tokens(db()) if t.id == token_id), None)
+    if token is None:
+        return _tokens_page(f"No token {token_id}.", 404)
+    revoke_token(db(), token.name, utcnow())
+    return _done("admin.tokens", f"Token {token.name} revoked.")
+
+
+# ---------------------------------------------------------------- collection devices
+
+
+def _devices_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
+    schemes = list(db().execute(select(Scheme.id, Scheme.name).order_by(Scheme.name)).tuples())
+    return _page("admin/devices.html", error, status, devices=list_devices(db()), schemes=schemes)
+
+
+@bp.get("/devices")
+@role_required(StaffRole.ADMIN)
+def devices() -> ResponseReturnValue:
+    """List collection devices with the form to register one."""
+    return _devices_page()
+
+
+@bp.post("/devices")
+@role_required(StaffRole.ADMIN)
+def register_device_view() -> ResponseReturnValue:
+    """Register a collection device with the operator senders whose texts it may forward."""
+    raw_scheme = _field("scheme", 12)
+    scheme_id = int(raw_scheme) if raw_scheme.isdigit() else None
+    if scheme_id is not None and db().get(Scheme, scheme_id) is None:
+        return _devices_page("Choose a scheme from the list.", 400)
+    try:
+        device = register_device(
+            db(),
+            device_key=_field("device_key", 80),
+            label=_field("label", 120),
+            senders=parse_senders(_field("senders", 1000)),
+            scheme_id=scheme_id,
+            trusted=request.form.get("trusted") == "1",
+        )
+    except DeviceError as exc:
+        db().rollback()
+        return _devices_page(str(exc), 400)
+    return _done("admin.devices", f"Device {device.device_key} registered.")
+
+
+@bp.post("/devices/<int:device_id>/trust")
+@role_required(StaffRole.ADMIN)
+def trust_device(device_id: int) -> ResponseReturnValue:
+    """Trust or untrust a device (`trusted=1` or `0`): a trusted device's texts confirm payments."""
+    try:
+        device = set_device_trust(db(), device_id, request.form.get("trusted") == "1")
+    except DeviceError as exc:
+        db().rollback()
+        return _devices_page(str(exc), 404)
+    state = "trusted" if device.trusted else "untrusted"
+    return _done("admin.devices", f"Device {device.device_key} is now {state}.")

@@ -1,0 +1,181 @@
+"""Operator actions on payments (manual match, unmatch, refund) and households (suspend, reinstate)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+from redis.exceptions import RedisError
+
+from extensions import db, settings
+from handlers.admin import bp
+from handlers.admin.auth import role_required
+from handlers.admin.params import arg_date
+from models.base import PaymentStatus, StaffRole
+from models.dossiers import household_dossier, payment_dossier
+from models.suspensions import household_events, suspend_household, unsuspend_household
+from workers.connections import get_queue
+from workers.matching import manual_match, undo_payment, unmatch_payment
+from workers.reconcile import enqueue_reconcile
+
+log = logging.getLogger(__name__)
+
+MATCHABLE = frozenset(
+    {PaymentStatus.UNMATCHED, PaymentStatus.RECEIVED, PaymentStatus.CONFLICT, PaymentStatus.PROVISIONAL}
+)
+UNMATCHABLE = frozenset({PaymentStatus.MATCHED, PaymentStatus.PROVISIONAL, PaymentStatus.CONFLICT})
+REFUNDABLE = MATCHABLE | {PaymentStatus.MATCHED, PaymentStatus.ALLOCATED}
+MAX_REASON = 1000
+
+
+def enqueue_reconciles(payment_ids: Iterable[int]) -> None:
+    """Enqueue `reconcile` for committed payments; a Redis failure is logged (the sweeper catches up)."""
+    ids = list(payment_ids)
+    if not ids:
+        return
+    try:
+        queue = get_queue(settings().REDIS_URL, settings().RQ_QUEUE)
+        for payment_id in ids:
+            enqueue_reconcile(queue, payment_id)
+    except RedisError as exc:
+        log.warning("admin: %d payment(s) not enqueued (%s): the sweeper will", len(ids), type(exc).__name__)
+
+
+def reason_field() -> str:
+    """Return the trimmed reason of the posted form."""
+    return request.form.get("reason", "").strip()[:MAX_REASON]
+
+
+def render_payment(payment_id: int, error: str | None = None, form: str | None = None, status: int = 200) -> Any:
+    """Render a payment's page, with an action form's error when one was refused."""
+    dossier = payment_dossier(db(), payment_id)
+    if dossier is None:
+        abort(404)
+    return (
+        render_template(
+            "admin/payment.html",
+            d=dossier,
+            error=error,
+            failed_form=form,
+            posted=request.form if error else {},
+            matchable=MATCHABLE,
+            unmatchable=UNMATCHABLE,
+            refundable=REFUNDABLE,
+        ),
+        status,
+    )
+
+
+def _payment_action(payment_id: int, form: str, act: Callable[[str], str]) -> ResponseReturnValue:
+    reason = reason_field()
+    if not reason:
+        return render_payment(payment_id, "Give a reason: it is kept in the reconciliation log.", form, 400)
+    session = db()
+    session.rollback()  # the domain function opens its own write transaction and locks the payment
+    try:
+        outcome = act(reason)
+    except (LookupError, ValueError) as exc:
+        session.rollback()
+        return render_payment(payment_id, str(exc), form, 400)
+    session.commit()
+    log.info("admin: %s on payment %s by %s: %s", form, payment_id, current_user.username, outcome)
+    flash(f"Payment #{payment_id}: {outcome}.")
+    return redirect(url_for("admin.payment", payment_id=payment_id))
+
+
+@bp.post("/payments/<int:payment_id>/match")
+@role_required(StaffRole.OPERATOR)
+def match_payment(payment_id: int) -> ResponseReturnValue:
+    """Match a payment by hand to a household or a network (by number), then allocate it when confirmed."""
+    number = request.form.get("number", "").strip()[:44]
+    target = request.form.get("target", "household")
+    if not number:
+        return render_payment(payment_id, "Give the household or network number.", "match", 400)
+    return _payment_action(
+        payment_id,
+        "match",
+        lambda reason: manual_match(
+            db(),
+            payment_id,
+            current_user.username,
+            reason,
+            household_no=number if target != "network" else None,
+            network_code=number if target == "network" else None,
+        ),
+    )
+
+
+@bp.post("/payments/<int:payment_id>/unmatch")
+@role_required(StaffRole.OPERATOR)
+def unmatch(payment_id: int) -> ResponseReturnValue:
+    """Send a matched, not yet allocated payment back to suspense."""
+    return _payment_action(
+        payment_id, "unmatch", lambda reason: unmatch_payment(db(), payment_id, current_user.username, reason)
+    )
+
+
+@bp.post("/payments/<int:payment_id>/refund")
+@role_required(StaffRole.OPERATOR)
+def refund_payment(payment_id: int) -> ResponseReturnValue:
+    """Mark a payment refunded to its payer, undoing exactly what it funded."""
+    return _payment_action(
+        payment_id,
+        "refund",
+        lambda reason: undo_payment(db(), payment_id, current_user.username, reason, refund_payer=True),
+    )
+
+
+def render_household(household_id: int, error: str | None = None, status: int = 200) -> Any:
+    """Render a household's page with its status history, and an error when a change was refused."""
+    session = db()
+    dossier = household_dossier(session, household_id, arg_date("date"))
+    if dossier is None:
+        abort(404)
+    return (
+        render_template(
+            "admin/household.html",
+            d=dossier,
+            events=household_events(session, household_id),
+            error=error,
+            posted=request.form if error else {},
+        ),
+        status,
+    )
+
+
+def _household_action(household_id: int, act: Callable[[str], str]) -> ResponseReturnValue:
+    reason = reason_field()
+    if not reason:
+        return render_household(household_id, "Give a reason: it is kept in the household's history.", 400)
+    session = db()
+    session.rollback()
+    try:
+        outcome = act(reason)
+    except (LookupError, ValueError) as exc:
+        session.rollback()
+        return render_household(household_id, str(exc), 400)
+    session.commit()
+    flash(f"Household {outcome}.")
+    return redirect(url_for("admin.household", household_id=household_id))
+
+
+@bp.post("/households/<int:household_id>/suspend")
+@role_required(StaffRole.OPERATOR)
+def suspend(household_id: int) -> ResponseReturnValue:
+    """Suspend a household: its members are answered SUSPENDED until reinstated."""
+    return _household_action(
+        household_id, lambda reason: suspend_household(db(), household_id, current_user.username, reason)
+    )
+
+
+@bp.post("/households/<int:household_id>/unsuspend")
+@role_required(StaffRole.OPERATOR)
+def unsuspend(household_id: int) -> ResponseReturnValue:
+    """Reinstate a suspended household."""
+    return _household_action(
+        household_id, lambda reason: unsuspend_household(db(), household_id, current_user.username, reason)
+    )

@@ -1,0 +1,113 @@
+"""Operator statement upload, the break report of an import, and the list of past imports."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import abort, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+from sqlalchemy import select
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from extensions import db, settings
+from handlers.admin import bp
+from handlers.admin.actions import enqueue_reconciles
+from handlers.admin.auth import role_required
+from handlers.admin.params import page_args
+from models.base import StaffRole
+from models.statement import BreakKind, StatementImport
+from models.statement_import import (
+    DEFAULT_FORMATS_FILE,
+    FormatFileError,
+    StatementError,
+    StatementFormat,
+    import_statement,
+    load_formats,
+    statement_report,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _formats() -> dict[str, StatementFormat]:
+    return load_formats(settings().STATEMENT_FORMATS_FILE or DEFAULT_FORMATS_FILE)
+
+
+def _providers() -> list[str]:
+    return sorted({provider for fmt in _formats().values() for provider in fmt.providers})
+
+
+def _upload_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
+    number, per_page = page_args()
+    imports = list(
+        db().scalars(
+            select(StatementImport)
+            .order_by(StatementImport.id.desc())
+            .limit(per_page + 1)
+            .offset((number - 1) * per_page)
+        )
+    )
+    return (
+        render_template(
+            "admin/statements.html",
+            imports=imports[:per_page],
+            number=number,
+            has_next=len(imports) > per_page,
+            providers=_providers(),
+            error=error,
+            chosen=request.form.get("provider", ""),
+            max_bytes=settings().UPLOAD_MAX_BYTES,
+        ),
+        status,
+    )
+
+
+@bp.get("/statements")
+@role_required(StaffRole.VIEWER)
+def statements() -> ResponseReturnValue:
+    """List past statement imports, with the upload form for operators."""
+    return _upload_page()
+
+
+@bp.post("/statements")
+@role_required(StaffRole.OPERATOR)
+def upload_statement() -> ResponseReturnValue:
+    """Import an uploaded operator statement, enqueue what it needs reconciled, then show its break report."""
+    try:
+        upload = request.files.get("file")
+    except RequestEntityTooLarge:
+        return _upload_page(f"The file is larger than {settings().UPLOAD_MAX_BYTES:,} bytes.", 413)
+    provider = request.form.get("provider", "").strip().lower()
+    if provider not in _providers():
+        return _upload_page("Choose the operator the statement comes from.", 400)
+    if upload is None or not upload.filename:
+        return _upload_page("Choose a statement file.", 400)
+    data = upload.read(settings().UPLOAD_MAX_BYTES + 1)
+    if len(data) > settings().UPLOAD_MAX_BYTES:
+        return _upload_page(f"The file is larger than {settings().UPLOAD_MAX_BYTES:,} bytes.", 413)
+    session = db()
+    session.rollback()
+    try:
+        result = import_statement(session, provider, upload.filename, data, imported_by=current_user.username)
+    except (StatementError, FormatFileError) as exc:
+        session.rollback()
+        return _upload_page(f"{upload.filename}: nothing imported. {exc}", 400)
+    session.commit()
+    enqueue_reconciles(result.needs_reconcile)
+    import_id = result.report.import_id
+    log.info("admin: statement %s imported by %s (%s)", import_id, current_user.username, provider)
+    return redirect(url_for("admin.statement", import_id=import_id, again="1" if result.already_imported else None))
+
+
+@bp.get("/statements/<int:import_id>")
+@role_required(StaffRole.VIEWER)
+def statement(import_id: int) -> ResponseReturnValue:
+    """Show a statement's break report: breaks by kind and credits per day, statement vs system."""
+    try:
+        report = statement_report(db(), import_id)
+    except LookupError:
+        abort(404)
+    return render_template(
+        "admin/statement.html", r=report, kinds=list(BreakKind), again=request.args.get("again") == "1"
+    )

@@ -1,0 +1,225 @@
+"""The admin in a real headless Chromium (Debian's) against a real server thread, demo seed and burst RQ worker.
+
+Run with `REQUIRE_BROWSER=1` (CI) to fail, not skip, when Chromium is missing; with `ADMIN_SCREENSHOTS=docs` to
+save screenshots of the main pages there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.serving import make_server
+
+import models
+from models.base import HouseholdStatus, PaymentStatus, StaffRole
+from models.db import dispose_engines, get_engine, make_engine
+from models.household import Household
+from models.payment import Payment
+from models.staff import create_staff_user
+from tests.conftest import CALLBACK_TOKEN, FIXTURES, ROOT, make_test_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OPERATOR = ("ops", "operator-pass-123")
+SCREENSHOTS = os.environ.get("ADMIN_SCREENSHOTS")
+PHONE = "+221770000041"  # a demo head of household with one household
+
+
+def _chromium() -> str:
+    path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
+    if path is None:
+        message = "Chromium not found: apt-get install -y chromium"
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class Server:
+    """The app served by werkzeug in a thread on 127.0.0.1, with its database and Redis URLs."""
+
+    def __init__(self, db_url: str, redis_url: str) -> None:
+        self.db_url = db_url
+        self.redis_url = redis_url
+        self.app = make_test_app(db_url, redis_url, TESTING=False, ADMIN_LOGIN_RATE_LIMIT="1000/minute")
+        self.http = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.http.server_port}"
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+
+    def run_worker(self) -> None:
+        """Run a real `rq worker --burst` on the app's queue (reconcile, SMS)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+        env.update(
+            DATABASE_URL=self.db_url,
+            REDIS_URL=self.redis_url,
+            CALLBACK_TOKEN=CALLBACK_TOKEN,
+            AT_USERNAME="",
+            PYTHONPATH=str(ROOT),
+        )
+        queue = self.app.extensions["settings"].RQ_QUEUE
+        cmd = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", self.redis_url]
+        cmd += ["--worker-class", "rq.SimpleWorker", queue]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, redis_server: str, redis_db_number: int) -> Iterator[Server]:
+    """Yield a running server on a demo-seeded SQLite database with an operator account."""
+    from redis import Redis
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'demo.db'}"
+    engine = make_engine(url)
+    models.Base.metadata.create_all(engine)
+    engine.dispose()
+    redis_url = (
+        f"{redis_server}?db={redis_db_number}"
+        if redis_server.startswith("unix://")
+        else f"{redis_server}/{redis_db_number}"
+    )
+    Redis.from_url(redis_url).flushdb()
+    running = Server(url, redis_url)
+    result = running.app.test_cli_runner().invoke(args=["demo", "seed"])
+    assert result.exit_code == 0, result.output
+    with Session(get_engine(url)) as session:
+        create_staff_user(session, OPERATOR[0], OPERATOR[1], StaffRole.OPERATOR)
+        session.commit()
+    running.thread.start()
+    yield running
+    running.http.shutdown()
+    Redis.from_url(redis_url).flushdb()
+    dispose_engines()
+
+
+@pytest.fixture(scope="module")
+def browser(server: Server) -> Iterator[object]:
+    """Yield a headless Debian Chromium driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    executable = _chromium()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: object, server: Server) -> Iterator[object]:
+    """Yield a signed-in operator's page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{server.url}/admin/login")
+    page.fill("input[name=username]", OPERATOR[0])
+    page.fill("input[name=password]", OPERATOR[1])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server.url}/admin/")
+    yield page
+    context.close()
+
+
+def shot(page: object, name: str) -> None:
+    """Save a full-page screenshot under ADMIN_SCREENSHOTS when asked."""
+    if SCREENSHOTS:
+        Path(ROOT / SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ROOT / SCREENSHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_sign_in_and_find_a_household(page: object, server: Server) -> None:
+    p = page
+    assert "in suspense" in p.inner_text("main")  # type: ignore[attr-defined]
+    shot(p, "admin-overview")
+    p.click("nav >> text=Households")  # type: ignore[attr-defined]
+    p.fill("input[name=q]", PHONE)  # type: ignore[attr-defined]
+    p.keyboard.press("Enter")  # type: ignore[attr-defined]
+    p.click("main table a >> nth=0")  # type: ignore[attr-defined]
+    p.wait_for_selector("h1:has-text('Household')")  # type: ignore[attr-defined]
+    assert "Status history" in p.inner_text("main")  # type: ignore[attr-defined]
+    shot(p, "admin-household")
+
+
+def test_resolve_a_suspense_payment_by_hand_and_see_its_audit_trail(page: object, server: Server) -> None:
+    p = page
+    # A payment with a reference nobody has, paid through the simulator's sandbox button, reconciled by the worker.
+    p.goto(f"{server.url}/admin/simulator")  # type: ignore[attr-defined]
+    p.fill("#sim-phone", "+221770999999")  # type: ignore[attr-defined] - nobody's phone either
+    p.fill("#pay-amount", "3500")  # type: ignore[attr-defined]
+    p.fill("#pay-reference", "NOBODY-4242")  # type: ignore[attr-defined]
+    p.click("#pay-form button")  # type: ignore[attr-defined]
+    p.wait_for_selector("#pay-result:has-text('RECEIVED')")  # type: ignore[attr-defined]
+    txn = p.get_attribute("#pay-result", "data-txn-id")  # type: ignore[attr-defined]
+    server.run_worker()
+    with Session(get_engine(server.db_url)) as session:
+        payment = session.scalars(select(Payment).where(Payment.provider_txn_id == txn)).one()
+        assert payment.status == PaymentStatus.UNMATCHED
+        household = session.scalars(
+            select(Household).where(Household.status == HouseholdStatus.ACTIVE).order_by(Household.id)
+        ).first()
+        assert household is not None
+        number = household.household_no
+    p.goto(f"{server.url}/admin/payments?status=UNMATCHED")  # type: ignore[attr-defined]
+    p.click(f"main tr:has-text('{txn}') a >> nth=0")  # type: ignore[attr-defined]
+    p.click("#match-form button")  # type: ignore[attr-defined] - no reason yet
+    p.wait_for_selector("#match-form .error")  # type: ignore[attr-defined]
+    p.fill("#match-form input[name=number]", number)  # type: ignore[attr-defined]
+    p.fill("#match-form textarea[name=reason]", "payer phoned: typo in the reference")  # type: ignore[attr-defined]
+    p.click("#match-form button")  # type: ignore[attr-defined]
+    p.wait_for_selector("h1:has-text('ALLOCATED')")  # type: ignore[attr-defined]
+    trail = p.inner_text("#audit-trail")  # type: ignore[attr-defined]
+    assert "UNMATCHED → MATCHED by ops (rule manual): payer phoned: typo in the reference" in trail
+    assert "MATCHED → ALLOCATED" in trail
+    assert f"household {number}" in p.inner_text("main")  # type: ignore[attr-defined]
+    shot(p, "admin-payment")
+
+
+def test_upload_a_statement_and_read_its_break_report(page: object, server: Server) -> None:
+    p = page
+    p.goto(f"{server.url}/admin/statements")  # type: ignore[attr-defined]
+    p.select_option("select[name=provider]", "sandbox")  # type: ignore[attr-defined]
+    p.set_input_files("input[name=file]", str(FIXTURES / "statement_sample.csv"))  # type: ignore[attr-defined]
+    p.click("#upload-form button")  # type: ignore[attr-defined]
+    p.wait_for_selector("h1:has-text('Statement #')")  # type: ignore[attr-defined]
+    counts = p.inner_text("#break-counts")  # type: ignore[attr-defined]
+    assert "duplicate line" in counts and "missing in system" in counts
+    assert "2026-11-20" in p.inner_text("#day-totals")  # type: ignore[attr-defined]
+    shot(p, "admin-statement")
+    server.run_worker()  # the statement's new payments are reconciled by the real worker
+
+
+def test_phone_simulator_dials_and_shows_coverage(page: object, server: Server) -> None:
+    p = page
+    p.goto(f"{server.url}/admin/simulator")  # type: ignore[attr-defined]
+    p.fill("#sim-phone", PHONE)  # type: ignore[attr-defined]
+    p.click("#phone-call")  # type: ignore[attr-defined]
+    p.wait_for_function("!document.getElementById('phone-screen').textContent.startsWith('…')")  # type: ignore[attr-defined]
+    p.wait_for_selector("#phone-screen:has-text('1 ')")  # type: ignore[attr-defined]
+    menu = p.inner_text("#phone-screen")  # type: ignore[attr-defined]
+    p.click(".key[data-key='1']")  # type: ignore[attr-defined]
+    p.click("#phone-call")  # type: ignore[attr-defined]
+    p.wait_for_function(  # type: ignore[attr-defined]
+        "m => { const t = document.getElementById('phone-screen').textContent; return t !== m && t !== '…'; }",
+        arg=menu,
+    )
+    screen = p.inner_text("#phone-screen")  # type: ignore[attr-defined]
+    assert "Couverture" in screen and "couvert" in screen, screen
+    shot(p, "admin-simulator")
+    assert CALLBACK_TOKEN not in p.content()  # type: ignore[attr-defined]
