@@ -22,7 +22,21 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from redis import Redis
-from sqlalchemy import Date, Integer, Select, String, and_, bindparam, func, literal, or_, select, update
+from sqlalchemy import (
+    Date,
+    Executable,
+    Integer,
+    Result,
+    Select,
+    String,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
@@ -84,6 +98,18 @@ class DatabaseData:
             self._session = self._sessions()
         return self._session
 
+    def read(self, statement: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
+        """Run a read-only statement, in autocommit when the session has no transaction yet.
+
+        A menu read is one statement (the dial) or two (the coverage) that need no transaction: in autocommit
+        they skip the `BEGIN` and the `ROLLBACK` round trips a hop would otherwise pay for. An effect's
+        `_fresh_write` ends this (its rollback releases the connection) and writes in a transaction of its own.
+        """
+        session = self.session
+        if not session.in_transaction():
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return session.execute(statement, params)
+
     def load(self, key: str, state: State) -> Any:
         """Return the value of a `state.data` key (see `menus.member`)."""
         kind, _, arg = key.partition(":")
@@ -124,7 +150,7 @@ class DatabaseData:
         if not phone:
             return [], {"agent": None, "lang": None}
         query = _dial_statement()
-        rows = self.session.execute(query, {"phone": phone, "region": phone_region(phone)}).all()
+        rows = self.read(query, {"phone": phone, "region": phone_region(phone)}).all()
         first = rows[0]
         caller: dict[str, Any] = {
             "agent": {"id": first.agent_id, "facility": first.agent_facility} if first.agent_id is not None else None,
@@ -181,12 +207,12 @@ class DatabaseData:
         if known is None:  # the engine only asks for the coverage of a household of the phone's
             raise LookupError(f"household {household_id} is not the phone's")
         on = self.today(known["scheme"]["timezone"])
-        row = self.session.execute(_coverage_statement(), {"household_id": household_id, "on": on}).one()
+        row = self.read(_coverage_statement(), {"household_id": household_id, "on": on}).one()
         status = HouseholdStatus(row.status)
         periods: list[Any] = []
         if status not in {HouseholdStatus.SUSPENDED, HouseholdStatus.CLOSED}:
             periods = list(
-                self.session.execute(
+                self.read(
                     _periods_statement(), {"household_id": household_id, "since": on - timedelta(days=row.grace_days)}
                 )
             )
@@ -239,7 +265,7 @@ class DatabaseData:
 
     def payments(self, household_id: int) -> list[dict[str, Any]]:
         """Return the household's last payments, newest first."""
-        rows = self.session.execute(
+        rows = self.read(
             select(Payment.paid_at, Payment.amount, Payment.status)
             .where(Payment.household_id == household_id)
             .order_by(Payment.paid_at.desc(), Payment.id.desc())
