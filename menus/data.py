@@ -63,6 +63,9 @@ from models.scheme import PaymentChannel, Plan, PremiumBand, Scheme, SubsidyCate
 log = logging.getLogger(__name__)
 
 SessionFactory = Callable[[], Session]
+# The coverage reads the periods ending within this many days before today with the household; a scheme
+# whose grace is longer (none so far: CMU 30 days, SKY 15) costs a second statement for them.
+PERIODS_WINDOW_DAYS = 400
 
 
 def scheme_today(timezone: str) -> date:
@@ -106,9 +109,9 @@ class DatabaseData:
         `_fresh_write` ends this (its rollback releases the connection) and writes in a transaction of its own.
         """
         session = self.session
-        if not session.in_transaction():
-            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        return session.execute(statement, params)
+        options = {} if session.in_transaction() else {"isolation_level": "AUTOCOMMIT"}
+        # Core execution on the session's connection: these statements select columns, not ORM entities.
+        return session.connection(execution_options=options).execute(statement, params)
 
     def load(self, key: str, state: State) -> Any:
         """Return the value of a `state.data` key (see `menus.member`)."""
@@ -197,25 +200,32 @@ class DatabaseData:
         return language.value if language is not None else None
 
     def coverage(self, household_id: int, households: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Return the household's eligibility today and each active member's, in two SQL statements.
+        """Return the household's eligibility today and each active member's, in one SQL statement (rarely two).
 
-        The first reads the household with its scheme's premium rules, plan, subsidy category, active members,
-        account balance and fee state and last lapsed period (all as columns of one row); the second the periods
-        that matter today. The rules are `amount_due` and `household_eligibility`'s, on plain values.
+        It reads the household with its scheme's premium rules, plan, subsidy category, active members, account
+        balance and fee state and last lapsed period (as columns), outer-joined to its periods ending within
+        `PERIODS_WINDOW_DAYS` before today: one row per period. The periods that matter are those within the
+        scheme's grace, filtered here; a scheme whose grace is longer than the window reads them again exactly.
+        The rules are `amount_due` and `household_eligibility`'s, on plain values.
         """
         known = next((x for x in households or [] if x["id"] == household_id), None)
         if known is None:  # the engine only asks for the coverage of a household of the phone's
             raise LookupError(f"household {household_id} is not the phone's")
         on = self.today(known["scheme"]["timezone"])
-        row = self.read(_coverage_statement(), {"household_id": household_id, "on": on}).one()
+        window = on - timedelta(days=PERIODS_WINDOW_DAYS)
+        rows = self.read(_coverage_statement(), {"household_id": household_id, "on": on, "since": window}).all()
+        if not rows:
+            raise LookupError(f"household {household_id}: no such household, plan or subsidy category")
+        row = rows[0]
         status = HouseholdStatus(row.status)
         periods: list[Any] = []
         if status not in {HouseholdStatus.SUSPENDED, HouseholdStatus.CLOSED}:
-            periods = list(
-                self.read(
-                    _periods_statement(), {"household_id": household_id, "since": on - timedelta(days=row.grace_days)}
-                )
-            )
+            since = on - timedelta(days=row.grace_days)
+            if since >= window:
+                periods = [r for r in rows if r.start_on is not None and r.end_on >= since]
+            else:
+                params = {"household_id": household_id, "since": since}
+                periods = list(self.read(_periods_statement(), params))
         price = price_of(
             PremiumKind(row.premium_kind),
             int(row.premium_amount or 0),
@@ -475,11 +485,12 @@ def _dial_statement() -> Select[Any]:
 
 @functools.cache
 def _coverage_statement() -> Select[Any]:
-    """Return the coverage's first statement (built once per process; bind `household_id` and `on`).
+    """Return the coverage's statement (built once per process; bind `household_id`, `on` and `since`).
 
-    One row: the household, its scheme's premium rules, plan and subsidy category, and as scalar subqueries
-    its active members on `on`, the matching premium band, its account balance and fee state, and the last
-    end of a period before `on`.
+    One row per period of the household ending on or after `since` (one row with null period columns when
+    there is none): the household, its scheme's premium rules, plan and subsidy category, and as scalar
+    subqueries its active members on `on`, the matching premium band, its account balance and fee state, and
+    the last end of a period before `on`.
     """
     h, s, m = Household.__table__, Scheme.__table__, Member.__table__
     plan, category, band = Plan.__table__, SubsidyCategory.__table__, PremiumBand.__table__
@@ -503,9 +514,10 @@ def _coverage_statement() -> Select[Any]:
         .limit(1)
         .scalar_subquery()
     )
+    ended = period.alias("ended")
     lapsed = (
-        select(func.max(period.c.end_on))
-        .where(period.c.household_id == h.c.id, period.c.reversed_at.is_(None), period.c.end_on < on)
+        select(func.max(ended.c.end_on))
+        .where(ended.c.household_id == h.c.id, ended.c.reversed_at.is_(None), ended.c.end_on < on)
         .scalar_subquery()
     )
     balance, fees = household_account_columns(h.c.id)
@@ -528,13 +540,25 @@ def _coverage_statement() -> Select[Any]:
             balance.label("balance"),
             fees.label("fees"),
             lapsed.label("lapsed_on"),
+            period.c.start_on,
+            period.c.end_on,
+            period.c.waiting_until,
         )
         .select_from(
             h.join(s, s.c.id == h.c.scheme_id)
             .join(plan, and_(plan.c.scheme_id == h.c.scheme_id, plan.c.code == h.c.plan))
             .join(category, and_(category.c.scheme_id == h.c.scheme_id, category.c.code == h.c.subsidy_category))
+            .outerjoin(
+                period,
+                and_(
+                    period.c.household_id == h.c.id,
+                    period.c.reversed_at.is_(None),
+                    period.c.end_on >= bindparam("since", type_=Date),
+                ),
+            )
         )
         .where(h.c.id == bindparam("household_id", type_=Integer))
+        .order_by(period.c.start_on)
     )
 
 
