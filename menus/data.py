@@ -7,6 +7,14 @@ at most once per session and hop (their key, see `menus.conversation.effect_key`
   `result` keeps the check's outcome, so a replayed hop gets the first outcome (a wrong PIN counted once, a
   rate-limit hit counted once);
 - the payment request through its own `caller_key` and its SMS through the message's `dedupe_key`.
+
+Cost (USSD speed target, issue 8): the dial is one SQL statement, the coverage one (two for a scheme whose grace
+exceeds `PERIODS_WINDOW_DAYS`), both Core selects of just the columns needed, built once per process and run in
+autocommit (no `BEGIN`/`ROLLBACK` round trips). The scheme's configuration (plan months, subsidy share, premium
+band, grace, fee, currency, languages) is not cached anywhere: it is joined into those same statements, so it
+costs no extra round trip and needs neither a per-process cache (SPEC: nothing that must be shared lives in
+process memory) nor a Redis copy to keep in step with `schemes load`. What a session has read stays in its
+Redis blob, so later hops need no database at all.
 """
 
 from __future__ import annotations
