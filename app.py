@@ -31,9 +31,11 @@ def register_blueprints(app: Flask) -> None:
     """Register one blueprint per channel; machine callbacks have their own auth, so no CSRF there."""
     from handlers import admin, api, health, payments, sms, ussd
 
-    for module in (health, sms, ussd, payments, api):
+    machine = (health, sms, ussd, payments, api)
+    for module in machine:
         extensions.csrf.exempt(module.bp)
         app.register_blueprint(module.bp)
+    extensions.skip_limiter_for(app, {module.bp.name for module in machine})
     admin.register(app)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
@@ -44,6 +44,25 @@ def init_app(app: Flask, settings: Settings) -> None:
         strategy="fixed-window",
         key_prefix="ratelimit",
     )
+
+
+def skip_limiter_for(app: Flask, blueprints: set[str]) -> None:
+    """Run the admin limiter's per-request check only outside these blueprints (machine callbacks).
+
+    Its only limits are decorators on admin routes, which check themselves (the middleware check only
+    finds default limits, and there are none); for a USSD hop the check was ~0.1 ms of pure overhead.
+    """
+    limiter: Limiter = app.extensions["admin_limiter"]
+    hooks = app.before_request_funcs.setdefault(None, [])
+    check = limiter._check_request_limit  # the hook Flask-Limiter registered on the app
+    if check not in hooks:
+        return
+
+    def check_browser_requests() -> None:
+        if request.blueprint not in blueprints:
+            check()
+
+    hooks[hooks.index(check)] = check_browser_requests
 
 
 def limiter_storage_uri(redis_url: str) -> str:

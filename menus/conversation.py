@@ -1,11 +1,17 @@
-"""Answer one AT hop: the session from Redis, the new input from `text`, the engine, effects once, one write.
+"""Answer one AT hop: the session from Redis, the new inputs from `text`, the engine, effects once, few writes.
 
-Round trips per hop: one Redis GET, then one Redis SET; the database only when the session has no cached
-data yet (the dial, a replay) or a screen needs data for the first time (eligibility, payments), or for an
-effect (a language change, a payment request, a PIN check). `text` is every input so far joined by `*`: the
-new input is what follows the stored `text`; the same `text` again is a duplicate hop (the stored reply,
-nothing redone); a lost session or a `text` that does not extend the stored one is replayed from the dial, and
-effects keyed on session + hop are not repeated.
+Round trips per hop: one Redis `GETEX` (read + TTL renewal); a `SET` only when the hop loaded data or applied
+an effect, when it replayed `SAVE_AFTER_INPUTS` inputs or more, or when the session was rebuilt. The database
+only when the session has no cached data yet (the dial, a replay) or a screen needs data for the first time
+(eligibility, payments), or for an effect (a language change, a payment request, a PIN check).
+
+`text` is every input so far joined by `*`. The stored session is the state at some earlier `text` (the last
+one saved); the new inputs are what follows it, replayed over the stored state by the pure engine. That is
+the same computation as when each hop saved its state, because the engine is deterministic given the state
+and its cached data, and every hop that changed the cached data or did a side effect was saved. The same
+`text` as the stored one is a duplicate hop (the stored reply, nothing redone); a duplicate of an unsaved hop
+replays to the same reply with no effect (none happened since the save). A lost session or a `text` that does
+not extend the stored one is replayed from the dial, and effects keyed on session + hop are not repeated.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ log = logging.getLogger(__name__)
 
 MAX_HOPS = 64  # AT closes a session after ~3 minutes: far more inputs than that is not a phone
 MAX_DATA_ROUNDS = 4
+# A navigation hop replays the inputs typed since the last saved state; saving once this many are replayed
+# bounds that work (a replayed input costs a render, ~0.1-0.3 ms; a SET one more Redis round trip).
+SAVE_AFTER_INPUTS = 3
 MAX_SESSION_ID_IN_KEY = 100
 
 
@@ -89,6 +98,7 @@ class Progress:
     """How far a hop got: the session language, for an apology if it fails later."""
 
     language: str = DEFAULT_LANGUAGE
+    worked: bool = False  # data was loaded or an effect applied: the state must be saved
 
 
 def answer_hop(hop: Hop, store: SessionStore, data: MenuData, progress: Progress | None = None) -> str:
@@ -101,10 +111,15 @@ def answer_hop(hop: Hop, store: SessionStore, data: MenuData, progress: Progress
             return stored.reply
         extra = new_input(stored.text, hop.text)
         if extra is not None:
-            if stored.state.hop >= MAX_HOPS:
+            added = extra.split("*")
+            if stored.state.hop + len(added) > MAX_HOPS:
                 raise SessionTooLong(hop.session_id)
-            reply, state = _advance(hop, stored.state, extra, hop.text, data, progress)
-            store.save(hop.session_id, StoredSession(state, hop.text, reply.text))
+            state, path = stored.state, stored.text
+            for user_input in added:
+                path = f"{path}*{user_input}" if path else user_input
+                reply, state = _advance(hop, state, user_input, path, data, progress)
+            if progress.worked or len(added) >= SAVE_AFTER_INPUTS:
+                store.save(hop.session_id, StoredSession(state, hop.text, reply.text))
             return reply.text
     inputs = split_inputs(hop.text)
     if len(inputs) > MAX_HOPS:
@@ -135,6 +150,7 @@ def _advance(
         reply, nxt = step(state, user_input)
         if not reply.needs:
             break
+        progress.worked = True
         state = state.copy()
         outcomes = {effect.result: effect for effect in reply.effects if effect.result is not None}
         for need in reply.needs:
@@ -145,5 +161,6 @@ def _advance(
     progress.language = nxt.lang
     for effect in reply.effects:
         if effect.result is None:  # effects with an outcome were applied while stepping
+            progress.worked = True
             data.apply(effect, key, nxt)
     return reply, nxt

@@ -7,23 +7,46 @@ at most once per session and hop (their key, see `menus.conversation.effect_key`
   `result` keeps the check's outcome, so a replayed hop gets the first outcome (a wrong PIN counted once, a
   rate-limit hit counted once);
 - the payment request through its own `caller_key` and its SMS through the message's `dedupe_key`.
+
+Cost (USSD speed target, issue 8): the dial is one SQL statement, the coverage one (two for a scheme whose grace
+exceeds `PERIODS_WINDOW_DAYS`), both Core selects of just the columns needed, built once per process and run in
+autocommit (no `BEGIN`/`ROLLBACK` round trips). The scheme's configuration (plan months, subsidy share, premium
+band, grace, fee, currency, languages) is not cached anywhere: it is joined into those same statements, so it
+costs no extra round trip and needs neither a per-process cache (SPEC: nothing that must be shared lives in
+process memory) nor a Redis copy to keep in step with `schemes load`. What a session has read stays in its
+Redis blob, so later hops need no database at all.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
 from redis import Redis
-from sqlalchemy import select, update
+from sqlalchemy import (
+    Date,
+    Executable,
+    Integer,
+    Result,
+    Select,
+    String,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from menus.checks import AGENT_CHECK_EFFECT, DOB_CHECK_EFFECT, LIMITED, NOT_FOUND, OK, parse_dob
 from menus.engine import Effect, State
@@ -31,21 +54,26 @@ from menus.member import LANGUAGE_EFFECT, PAYMENT_REQUEST_EFFECT, PAYMENTS_SHOWN
 from menus.render import FALLBACKS, Amount, format_amount
 from models.access import Agent, EffectKey
 from models.agents import PinOutcome, verify_agent_pin
-from models.base import CheckChannel, Language, MemberStatus, utcnow
+from models.base import CheckChannel, HouseholdStatus, Language, MemberStatus, PremiumKind, utcnow
 from models.checks import check_member, find_member
 from models.db import begin_write
-from models.eligibility import household_eligibility, member_eligibility
-from models.household import Household, Member
+from models.eligibility import eligibility_on, member_eligibility
+from models.household import Household, Member, Network
+from models.ledger import household_account_columns
+from models.money import CoveragePeriod
 from models.outbox import send_sms
 from models.payment import Payment
-from models.premiums import amount_due, payment_choices
+from models.premiums import FULL_SHARE_BP, due_of, payment_choices, price_of
 from models.rate_limits import DOB_CHECK, hit
 from models.references import create_payment_request
-from models.scheme import PaymentChannel, Scheme
+from models.scheme import PaymentChannel, Plan, PremiumBand, Scheme, SubsidyCategory
 
 log = logging.getLogger(__name__)
 
 SessionFactory = Callable[[], Session]
+# The coverage reads the periods ending within this many days before today with the household; a scheme
+# whose grace is longer (none so far: CMU 30 days, SKY 15) costs a second statement for them.
+PERIODS_WINDOW_DAYS = 400
 
 
 def scheme_today(timezone: str) -> date:
@@ -72,6 +100,7 @@ class DatabaseData:
         self.today = today
         self.redis = redis
         self.now = now
+        self._caller: tuple[str, dict[str, Any]] | None = None
 
     @property
     def session(self) -> Session:
@@ -79,6 +108,18 @@ class DatabaseData:
         if self._session is None:
             self._session = self._sessions()
         return self._session
+
+    def read(self, statement: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
+        """Run a read-only statement, in autocommit when the session has no transaction yet.
+
+        A menu read is one statement (the dial) or two (the coverage) that need no transaction: in autocommit
+        they skip the `BEGIN` and the `ROLLBACK` round trips a hop would otherwise pay for. An effect's
+        `_fresh_write` ends this (its rollback releases the connection) and writes in a transaction of its own.
+        """
+        session = self.session
+        options = {} if session.in_transaction() else {"isolation_level": "AUTOCOMMIT"}
+        # Core execution on the session's connection: these statements select columns, not ORM entities.
+        return session.connection(execution_options=options).execute(statement, params)
 
     def load(self, key: str, state: State) -> Any:
         """Return the value of a `state.data` key (see `menus.member`)."""
@@ -88,101 +129,148 @@ class DatabaseData:
         if kind == "caller":
             return self.caller(state.phone, has_household=bool(state.data.get("households")))
         if kind == "coverage":
-            return self.coverage(int(arg))
+            return self.coverage(int(arg), state.data.get("households"))
         if kind == "payments":
             return self.payments(int(arg))
         raise KeyError(f"unknown menu data {key!r}")
 
     def households(self, phone: str) -> list[dict[str, Any]]:
-        """Return the households in which the phone is an active member's, with what the menus show."""
-        if not phone:
-            return []
-        owners = select(Member.household_id).where(Member.phone == phone, Member.status == MemberStatus.ACTIVE)
-        rows = self.session.scalars(
-            select(Household)
-            .where(Household.id.in_(owners))
-            .options(joinedload(Household.scheme), joinedload(Household.network), selectinload(Household.members))
-            .order_by(Household.household_no)
-        ).unique()
-        result = []
-        for household in rows:
-            scheme = household.scheme
-            on = self.today(scheme.timezone)
-            members = [m for m in household.members if _active(m, on)]
-            head = household.head
-            result.append(
-                {
-                    "id": household.id,
-                    "no": household.household_no,
-                    "lang": household.language.value,
-                    "plan": household.plan,
-                    "network": household.network.name if household.network else None,
-                    "head": head.first_name if head is not None else "",
-                    "members": [{"first": m.first_name, "no": m.member_no.rsplit("-", 1)[-1]} for m in members],
-                    "scheme": {
-                        "name": scheme.name,
-                        "languages": list(scheme.languages),
-                        "currency": scheme.currency,
-                        "exponent": scheme.currency_exponent,
-                        "timezone": scheme.timezone,
-                    },
-                }
-            )
-        return result
+        """Return the households in which the phone is an active member's, with what the menus show.
+
+        One statement for the whole dial (see `dial`); the caller's part is kept for `caller`.
+        """
+        households, caller = self.dial(phone)
+        self._caller = (phone, caller)
+        return households
 
     def caller(self, phone: str, has_household: bool = False) -> dict[str, Any]:
         """Return whether the phone is an active agent's, and the language of its country's scheme."""
-        found = self.session.execute(
-            select(Agent.id, Agent.facility).where(Agent.phone == phone, Agent.active.is_(True))
-        ).first()
-        agent = {"id": found.id, "facility": found.facility} if found is not None else None
-        lang = None
-        if not has_household:
-            lang = self.phone_language(phone)
-        return {"agent": agent, "lang": lang}
+        known = self._caller if self._caller is not None and self._caller[0] == phone else None
+        caller = dict(known[1]) if known is not None else self.dial(phone)[1]
+        if has_household:
+            caller["lang"] = None
+        return caller
+
+    def dial(self, phone: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Return the phone's households and its caller data (agent, country language) in one SQL statement.
+
+        One row per member of each household the phone belongs to (as an active member), with the scheme's
+        and network's columns; the agent and the country's default language ride along as scalar
+        subqueries, and a constant row outer-joined in front keeps them when the phone has no household.
+        """
+        if not phone:
+            return [], {"agent": None, "lang": None}
+        query = _dial_statement()
+        rows = self.read(query, {"phone": phone, "region": phone_region(phone)}).all()
+        first = rows[0]
+        caller: dict[str, Any] = {
+            "agent": {"id": first.agent_id, "facility": first.agent_facility} if first.agent_id is not None else None,
+            "lang": Language(first.country_language).value if first.country_language is not None else None,
+        }
+        households: dict[int, dict[str, Any]] = {}
+        today: dict[str, date] = {}
+        for row in rows:
+            if row.id is None:
+                continue
+            household = households.get(row.id)
+            if household is None:
+                household = households[row.id] = {
+                    "id": row.id,
+                    "no": row.household_no,
+                    "lang": Language(row.language).value,
+                    "plan": row.plan,
+                    "network": row.network,
+                    "head": "",
+                    "members": [],
+                    "scheme": {
+                        "name": row.scheme_name,
+                        "languages": list(row.languages),
+                        "currency": row.currency,
+                        "exponent": row.currency_exponent,
+                        "timezone": row.timezone,
+                    },
+                }
+            if row.member_no == row.head_member_no:
+                household["head"] = row.first_name
+            on = today.get(row.timezone) or today.setdefault(row.timezone, self.today(row.timezone))
+            if row.status == MemberStatus.ACTIVE and (row.left_on is None or row.left_on > on):
+                household["members"].append({"first": row.first_name, "no": row.member_no.rsplit("-", 1)[-1]})
+        return list(households.values()), caller
 
     def phone_language(self, phone: str) -> str | None:
         """Return the default language of the scheme in the phone's country, if there is one."""
-        try:
-            code = phonenumbers.parse(phone, None).country_code
-        except phonenumbers.NumberParseException:
+        region = phone_region(phone)
+        if region is None:
             return None
-        if code is None:
-            return None
-        region = phonenumbers.region_code_for_country_code(code)
         language = self.session.scalar(
             select(Scheme.default_language).where(Scheme.country == region).order_by(Scheme.id).limit(1)
         )
         return language.value if language is not None else None
 
-    def coverage(self, household_id: int) -> dict[str, Any]:
-        """Return the household's eligibility today and each active member's."""
-        household = self.session.scalars(
-            select(Household)
-            .where(Household.id == household_id)
-            .options(joinedload(Household.scheme), selectinload(Household.members))
-        ).one()
-        on = self.today(household.scheme.timezone)
-        due = amount_due(self.session, household, on)
-        overall = household_eligibility(self.session, household, on, due)
-        members = []
+    def coverage(self, household_id: int, households: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Return the household's eligibility today and each active member's, in one SQL statement (rarely two).
+
+        It reads the household with its scheme's premium rules, plan, subsidy category, active members, account
+        balance and fee state and last lapsed period (as columns), outer-joined to its periods ending within
+        `PERIODS_WINDOW_DAYS` before today: one row per period. The periods that matter are those within the
+        scheme's grace, filtered here; a scheme whose grace is longer than the window reads them again exactly.
+        The rules are `amount_due` and `household_eligibility`'s, on plain values.
+        """
+        known = next((x for x in households or [] if x["id"] == household_id), None)
+        if known is None:  # the engine only asks for the coverage of a household of the phone's
+            raise LookupError(f"household {household_id} is not the phone's")
+        on = self.today(known["scheme"]["timezone"])
+        window = on - timedelta(days=PERIODS_WINDOW_DAYS)
+        rows = self.read(_coverage_statement(), {"household_id": household_id, "on": on, "since": window}).all()
+        if not rows:
+            raise LookupError(f"household {household_id}: no such household, plan or subsidy category")
+        row = rows[0]
+        status = HouseholdStatus(row.status)
+        periods: list[Any] = []
+        if status not in {HouseholdStatus.SUSPENDED, HouseholdStatus.CLOSED}:
+            since = on - timedelta(days=row.grace_days)
+            if since >= window:
+                periods = [r for r in rows if r.start_on is not None and r.end_on >= since]
+            else:
+                params = {"household_id": household_id, "since": since}
+                periods = list(self.read(_periods_statement(), params))
+        price = price_of(
+            PremiumKind(row.premium_kind),
+            int(row.premium_amount or 0),
+            int(row.premium_per_months or 1),
+            int(row.months),
+            int(row.members or 0),
+            int(row.band_monthly or 0),
+        )
+        share = price - price * int(row.share_bp) // FULL_SHARE_BP
+        due = due_of(
+            fee=int(row.membership_fee or 0),
+            fee_paid=int(row.fees or 0) > 0,
+            share=share,
+            subsidised=int(row.share_bp) >= FULL_SHARE_BP,
+            balance=int(row.balance or 0),
+            currency=row.currency,
+        )
+        overall = eligibility_on(
+            on,
+            status=status,
+            status_reason=row.status_reason,
+            periods=periods,
+            grace_days=int(row.grace_days or 0),
+            grace_covered=bool(row.grace_covered),
+            due_total=due.total,
+            currency=row.currency,
+            lapsed_on=row.lapsed_on,
+        )
         # Only active members are listed, and an active member's eligibility is the household's
         # (`member_eligibility` differs only for members who left): one computation, not one per member.
-        for member in household.members:
-            if not _active(member, on):
-                continue
-            answer = overall
-            members.append(
-                {
-                    "first": member.first_name,
-                    "covered": answer.covered,
-                    "status": answer.status.value,
-                    "until": answer.valid_until.isoformat() if answer.valid_until else None,
-                    "waiting": answer.waiting_until.isoformat() if answer.waiting_until else None,
-                }
-            )
-        plan = household.scheme.plan(household.plan)
-        choices = payment_choices(due, plan.months, household.scheme.max_advance_months)
+        line = {
+            "covered": overall.covered,
+            "status": overall.status.value,
+            "until": overall.valid_until.isoformat() if overall.valid_until else None,
+            "waiting": overall.waiting_until.isoformat() if overall.waiting_until else None,
+        }
+        choices = payment_choices(due, int(row.months), int(row.max_advance_months))
         return {
             "on": on.isoformat(),
             "due": overall.amount_due,
@@ -190,12 +278,12 @@ class DatabaseData:
             "choices": [[c.periods, c.months, c.amount] for c in choices],
             "covered": overall.covered,
             "until": overall.valid_until.isoformat() if overall.covered and overall.valid_until else None,
-            "members": members,
+            "members": [dict(line, first=member["first"]) for member in known["members"]],
         }
 
     def payments(self, household_id: int) -> list[dict[str, Any]]:
         """Return the household's last payments, newest first."""
-        rows = self.session.execute(
+        rows = self.read(
             select(Payment.paid_at, Payment.amount, Payment.status)
             .where(Payment.household_id == household_id)
             .order_by(Payment.paid_at.desc(), Payment.id.desc())
@@ -353,6 +441,160 @@ class DatabaseData:
         if self._session is not None:
             self._session.close()
             self._session = None
+
+
+@functools.cache
+def _dial_statement() -> Select[Any]:
+    """Return the dial's statement (built once per process; bind `phone` and `region`).
+
+    One row per member of each household the phone belongs to (as an active member), with the scheme's
+    and network's columns; the agent and the country's default language ride along as scalar subqueries,
+    and a constant row outer-joined in front keeps them when the phone has no household.
+    """
+    h, m, s, n = Household.__table__, Member.__table__, Scheme.__table__, Network.__table__
+    phone = bindparam("phone", type_=String)
+    agent = select(Agent.id, Agent.facility).where(Agent.phone == phone, Agent.active.is_(True)).limit(1)
+    country_language = (
+        select(Scheme.default_language)
+        .where(Scheme.country == bindparam("region", type_=String))
+        .order_by(Scheme.id)
+        .limit(1)
+    )
+    owners = select(m.c.household_id).where(m.c.phone == phone, m.c.status == MemberStatus.ACTIVE)
+    family = (
+        h.join(m, m.c.household_id == h.c.id).join(s, s.c.id == h.c.scheme_id).outerjoin(n, n.c.id == h.c.network_id)
+    )
+    anchor = select(literal(1).label("one")).subquery("anchor")
+    return (
+        select(
+            agent.with_only_columns(Agent.id).scalar_subquery().label("agent_id"),
+            agent.with_only_columns(Agent.facility).scalar_subquery().label("agent_facility"),
+            country_language.scalar_subquery().label("country_language"),
+            h.c.id,
+            h.c.household_no,
+            h.c.language,
+            h.c.plan,
+            h.c.head_member_no,
+            n.c.name.label("network"),
+            s.c.name.label("scheme_name"),
+            s.c.languages,
+            s.c.currency,
+            s.c.currency_exponent,
+            s.c.timezone,
+            m.c.member_no,
+            m.c.first_name,
+            m.c.status,
+            m.c.left_on,
+        )
+        .select_from(anchor.outerjoin(family, h.c.id.in_(owners)))
+        .order_by(h.c.household_no, m.c.member_no)
+    )
+
+
+@functools.cache
+def _coverage_statement() -> Select[Any]:
+    """Return the coverage's statement (built once per process; bind `household_id`, `on` and `since`).
+
+    One row per period of the household ending on or after `since` (one row with null period columns when
+    there is none): the household, its scheme's premium rules, plan and subsidy category, and as scalar
+    subqueries its active members on `on`, the matching premium band, its account balance and fee state, and
+    the last end of a period before `on`.
+    """
+    h, s, m = Household.__table__, Scheme.__table__, Member.__table__
+    plan, category, band = Plan.__table__, SubsidyCategory.__table__, PremiumBand.__table__
+    period = CoveragePeriod.__table__
+    on = bindparam("on", type_=Date)
+    members = (
+        select(func.count())
+        .select_from(m)
+        .where(
+            m.c.household_id == h.c.id,
+            m.c.status == MemberStatus.ACTIVE,
+            or_(m.c.left_on.is_(None), m.c.left_on > on),
+        )
+        .correlate_except(m)  # also inside the band subquery: correlated to the outer households row
+        .scalar_subquery()
+    )
+    band_monthly = (
+        select(band.c.monthly_amount)
+        .where(band.c.scheme_id == h.c.scheme_id, band.c.min_size <= members)
+        .order_by(band.c.min_size.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    ended = period.alias("ended")
+    lapsed = (
+        select(func.max(ended.c.end_on))
+        .where(ended.c.household_id == h.c.id, ended.c.reversed_at.is_(None), ended.c.end_on < on)
+        .scalar_subquery()
+    )
+    balance, fees = household_account_columns(h.c.id)
+    return (
+        select(
+            h.c.status,
+            h.c.status_reason,
+            s.c.premium_kind,
+            s.c.premium_amount,
+            s.c.premium_per_months,
+            s.c.membership_fee,
+            s.c.grace_days,
+            s.c.grace_covered,
+            s.c.max_advance_months,
+            s.c.currency,
+            plan.c.months,
+            category.c.share_bp,
+            members.label("members"),
+            band_monthly.label("band_monthly"),
+            balance.label("balance"),
+            fees.label("fees"),
+            lapsed.label("lapsed_on"),
+            period.c.start_on,
+            period.c.end_on,
+            period.c.waiting_until,
+        )
+        .select_from(
+            h.join(s, s.c.id == h.c.scheme_id)
+            .join(plan, and_(plan.c.scheme_id == h.c.scheme_id, plan.c.code == h.c.plan))
+            .join(category, and_(category.c.scheme_id == h.c.scheme_id, category.c.code == h.c.subsidy_category))
+            .outerjoin(
+                period,
+                and_(
+                    period.c.household_id == h.c.id,
+                    period.c.reversed_at.is_(None),
+                    period.c.end_on >= bindparam("since", type_=Date),
+                ),
+            )
+        )
+        .where(h.c.id == bindparam("household_id", type_=Integer))
+        .order_by(period.c.start_on)
+    )
+
+
+@functools.cache
+def _periods_statement() -> Select[Any]:
+    """Return the statement of a household's unreversed periods ending on or after `since`, by start date."""
+    period = CoveragePeriod.__table__
+    return (
+        select(period.c.start_on, period.c.end_on, period.c.waiting_until)
+        .where(
+            period.c.household_id == bindparam("household_id", type_=Integer),
+            period.c.reversed_at.is_(None),
+            period.c.end_on >= bindparam("since", type_=Date),
+        )
+        .order_by(period.c.start_on)
+    )
+
+
+def phone_region(phone: str) -> str | None:
+    """Return the region code (e.g. "SN") of an E.164 phone number, or None."""
+    try:
+        code = phonenumbers.parse(phone, None).country_code
+    except phonenumbers.NumberParseException:
+        return None
+    if code is None:
+        return None
+    region = phonenumbers.region_code_for_country_code(code)
+    return region if region and region != "ZZ" else None
 
 
 def how_to_pay(channel: PaymentChannel, language: str, reference: str, amount: str) -> str:

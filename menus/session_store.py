@@ -1,7 +1,9 @@
-"""USSD sessions in Redis: one JSON value per AT session id, with a TTL, read once and written once per hop.
+"""USSD sessions in Redis: one JSON value per AT session id, with a TTL, read (and its TTL renewed) once per hop.
 
-The value holds the engine state (with the cached phone → household data), the language, the last `text`
-and the last reply, so a duplicate hop is answered from it and a normal hop needs no database at all.
+The value holds the engine state (with the cached phone → household data), the language, the `text` it was
+saved at and that hop's reply, so a duplicate hop is answered from it and a normal hop needs no database at
+all. It is written only when it must be (see `menus.conversation`): a navigation hop replays its input over
+the stored state instead, so it costs one Redis round trip, the `GETEX` that reads the value and renews its TTL.
 """
 
 from __future__ import annotations
@@ -73,15 +75,19 @@ class StoredSession:
 
 
 class SessionStore:
-    """Load, save and clear USSD sessions; each call is one Redis round trip."""
+    """Load (renewing the TTL), save and clear USSD sessions; each call is one Redis round trip."""
 
     def __init__(self, client: Redis, ttl: int = DEFAULT_TTL_SECONDS) -> None:
         self.client = client
         self.ttl = ttl
 
     def load(self, session_id: str) -> StoredSession | None:
-        """Return the stored session, or None when there is none (never started, expired, or lost)."""
-        raw = self.client.get(session_key(session_id))
+        """Return the stored session, or None when there is none (never started, expired, or lost).
+
+        `GETEX … EX ttl` renews the TTL in the same round trip, so a hop that does not write still keeps
+        the session alive for another TTL.
+        """
+        raw = self.client.getex(session_key(session_id), ex=self.ttl)
         if raw is None:
             return None
         try:

@@ -6,8 +6,10 @@ one query for the periods near the date, one for the account balance and fee, on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -16,6 +18,19 @@ from models.base import EligibilityStatus, HouseholdStatus, MemberStatus
 from models.household import Household, Member
 from models.money import CoveragePeriod
 from models.premiums import AmountDue, amount_due
+
+
+class PeriodDates(Protocol):
+    """The dates of a coverage period that eligibility reads (a `CoveragePeriod` or a plain row)."""
+
+    @property
+    def start_on(self) -> date: ...
+
+    @property
+    def end_on(self) -> date: ...
+
+    @property
+    def waiting_until(self) -> date | None: ...
 
 
 @dataclass(frozen=True)
@@ -31,7 +46,7 @@ class Eligibility:
     reason: str | None  # a short English sentence when not covered, None when covered
 
 
-def _covered_run_end(periods: list[CoveragePeriod], index: int) -> date:
+def _covered_run_end(periods: Sequence[PeriodDates], index: int) -> date:
     """Return the end of the chain of back-to-back periods that starts at periods[index]."""
     end = periods[index].end_on
     for period in periods[index + 1 :]:
@@ -49,6 +64,61 @@ def household_eligibility(
     due_total = (due or amount_due(session, household, on)).total
     currency = scheme.currency
 
+    grace = timedelta(days=scheme.grace_days)
+    periods: list[CoveragePeriod] = []
+    lapsed_on: date | None = None
+    if household.status not in {HouseholdStatus.SUSPENDED, HouseholdStatus.CLOSED}:
+        # Only periods that still matter on this date: the current one, later ones, one still in grace.
+        periods = list(
+            session.scalars(
+                select(CoveragePeriod)
+                .where(
+                    CoveragePeriod.household_id == household.id,
+                    CoveragePeriod.reversed_at.is_(None),
+                    CoveragePeriod.end_on >= on - grace,
+                )
+                .order_by(CoveragePeriod.start_on)
+            )
+        )
+        if all(period.start_on > on for period in periods):  # none current, none in grace
+            lapsed_on = session.scalar(
+                select(func.max(CoveragePeriod.end_on)).where(
+                    CoveragePeriod.household_id == household.id,
+                    CoveragePeriod.reversed_at.is_(None),
+                    CoveragePeriod.end_on < on,
+                )
+            )
+    return eligibility_on(
+        on,
+        status=household.status,
+        status_reason=household.status_reason,
+        periods=periods,
+        grace_days=scheme.grace_days,
+        grace_covered=scheme.grace_covered,
+        due_total=due_total,
+        currency=currency,
+        lapsed_on=lapsed_on,
+    )
+
+
+def eligibility_on(
+    on: date,
+    *,
+    status: HouseholdStatus,
+    status_reason: str | None,
+    periods: Sequence[PeriodDates],
+    grace_days: int,
+    grace_covered: bool,
+    due_total: int,
+    currency: str,
+    lapsed_on: date | None,
+) -> Eligibility:
+    """Return a household's eligibility from plain values, without I/O (the rules of `household_eligibility`).
+
+    `periods` are the household's unreversed periods ending on or after `on - grace_days`, by start date;
+    `lapsed_on` is the last end of an unreversed period before `on` (only read when no period is given).
+    """
+
     def answer(
         status: EligibilityStatus,
         reason: str | None,
@@ -60,24 +130,12 @@ def household_eligibility(
             covered, status, valid_until, waiting_until, due_total, currency, None if covered else reason
         )
 
-    if household.status == HouseholdStatus.SUSPENDED:
-        return answer(EligibilityStatus.SUSPENDED, household.status_reason or "household suspended by the scheme")
-    if household.status == HouseholdStatus.CLOSED:
-        return answer(EligibilityStatus.INACTIVE, household.status_reason or "household closed")
+    if status == HouseholdStatus.SUSPENDED:
+        return answer(EligibilityStatus.SUSPENDED, status_reason or "household suspended by the scheme")
+    if status == HouseholdStatus.CLOSED:
+        return answer(EligibilityStatus.INACTIVE, status_reason or "household closed")
 
-    grace = timedelta(days=scheme.grace_days)
-    # Only periods that still matter on this date: the current one, later ones, one still in grace.
-    periods = list(
-        session.scalars(
-            select(CoveragePeriod)
-            .where(
-                CoveragePeriod.household_id == household.id,
-                CoveragePeriod.reversed_at.is_(None),
-                CoveragePeriod.end_on >= on - grace,
-            )
-            .order_by(CoveragePeriod.start_on)
-        )
-    )
+    grace = timedelta(days=grace_days)
     for index, period in enumerate(periods):
         if period.start_on <= on <= period.end_on:
             valid_until = _covered_run_end(periods, index)
@@ -96,15 +154,8 @@ def household_eligibility(
             EligibilityStatus.GRACE,
             f"premium unpaid since {last_end.isoformat()}, grace until {(last_end + grace).isoformat()}",
             last_end,
-            covered=scheme.grace_covered,
+            covered=grace_covered,
         )
-    lapsed_on = session.scalar(
-        select(func.max(CoveragePeriod.end_on)).where(
-            CoveragePeriod.household_id == household.id,
-            CoveragePeriod.reversed_at.is_(None),
-            CoveragePeriod.end_on < on,
-        )
-    )
     if lapsed_on is not None:
         return answer(EligibilityStatus.LAPSED, f"premium unpaid since {lapsed_on.isoformat()}", lapsed_on)
     return answer(EligibilityStatus.PENDING, "no premium paid yet")

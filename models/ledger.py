@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
@@ -125,6 +126,32 @@ def add_entry(
     session.add(entry)
     session.flush()
     return entry
+
+
+def household_account_columns(household_id: Any) -> tuple[Any, Any]:
+    """Return correlated scalar subqueries (balance, net fee count) of a household's account, for a larger select.
+
+    The same sums as `account_state`, so a caller can read them in the statement that loads the household.
+    """
+    reversed_entry = aliased(LedgerEntry)
+    fee_count = case(
+        (LedgerEntry.kind == LedgerKind.FEE, 1),
+        ((LedgerEntry.kind == LedgerKind.REVERSAL) & (reversed_entry.kind == LedgerKind.FEE), -1),
+        else_=0,
+    )
+    entries = (
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+        .join(Account, Account.id == LedgerEntry.account_id)
+        .where(Account.household_id == household_id)
+    )
+    fees = (
+        select(func.coalesce(func.sum(fee_count), 0))
+        .select_from(LedgerEntry)
+        .outerjoin(reversed_entry, LedgerEntry.reverses_entry_id == reversed_entry.id)
+        .join(Account, Account.id == LedgerEntry.account_id)
+        .where(Account.household_id == household_id)
+    )
+    return entries.scalar_subquery(), fees.scalar_subquery()
 
 
 def account_state(session: Session, *, account_id: int | None = None, household_id: int | None = None) -> AccountState:

@@ -46,15 +46,33 @@ def plan_price(scheme: Scheme, plan: Plan, members: int) -> int:
     """Return the full price of one period of the plan for a household of `members` active members."""
     if members <= 0:
         return 0
+    monthly = 0
     if scheme.premium_kind == PremiumKind.BANDS:
-        monthly = 0
         for band in sorted(scheme.bands, key=lambda b: b.min_size):
             if band.min_size <= members:
                 monthly = band.monthly_amount
-        return monthly * plan.months
+    kind, amount, per_months = scheme.premium_kind, scheme.premium_amount, scheme.premium_per_months
+    return price_of(kind, amount, per_months, plan.months, members, monthly)
+
+
+def price_of(kind: PremiumKind, amount: int, per_months: int, plan_months: int, members: int, band_monthly: int) -> int:
+    """Return a period's full price from plain values (`band_monthly`: the band's amount, for banded schemes)."""
+    if members <= 0:
+        return 0
+    if kind == PremiumKind.BANDS:
+        return band_monthly * plan_months
     # Integer rounding half up: amount * n * m / per_months without ever going through a float.
-    numerator = scheme.premium_amount * members * plan.months
-    return (2 * numerator + scheme.premium_per_months) // (2 * scheme.premium_per_months)
+    numerator = amount * members * plan_months
+    return (2 * numerator + per_months) // (2 * per_months)
+
+
+def due_of(*, fee: int, fee_paid: bool, share: int, subsidised: bool, balance: int, currency: str) -> AmountDue:
+    """Return the amount due from plain values: the rules of `amount_due` (`share`: the household's period share)."""
+    fee_due, period = (0, 0) if subsidised else (0 if fee_paid else fee, share)
+    credit = max(0, balance)
+    arrears = max(0, -balance)
+    total = max(0, fee_due + period + arrears - credit)
+    return AmountDue(fee=fee_due, period=period, credit=credit, arrears=arrears, total=total, currency=currency)
 
 
 def split_price(price: int, category: SubsidyCategory) -> tuple[int, int]:
@@ -141,15 +159,16 @@ def amount_due(
     scheme = household.scheme
     if state is None:
         state = account_state(session, household_id=household.id)
-    if is_fully_subsidised(household):
-        fee, period = 0, 0
-    else:
-        fee = 0 if state.fee_paid else scheme.membership_fee
-        period = period_price(session, household, on, plan_code, members=members).household_share
-    credit = max(0, state.balance)
-    arrears = max(0, -state.balance)
-    total = max(0, fee + period + arrears - credit)
-    return AmountDue(fee=fee, period=period, credit=credit, arrears=arrears, total=total, currency=scheme.currency)
+    subsidised = is_fully_subsidised(household)
+    share = 0 if subsidised else period_price(session, household, on, plan_code, members=members).household_share
+    return due_of(
+        fee=scheme.membership_fee,
+        fee_paid=state.fee_paid,
+        share=share,
+        subsidised=subsidised,
+        balance=state.balance,
+        currency=scheme.currency,
+    )
 
 
 @dataclass(frozen=True)

@@ -681,16 +681,36 @@ def hop(text: str, session_id: str = "ATUid_engine") -> Hop:
     return Hop(session_id, PHONE, text)
 
 
-def test_a_hop_is_one_get_and_one_set_with_no_data_load(counting_store: SessionStore) -> None:
+def test_a_navigation_hop_is_one_redis_round_trip_with_no_data_load(counting_store: SessionStore) -> None:
     data = full_data(size=8)
     answer_hop(hop(""), counting_store, data)
     answer_hop(hop("1"), counting_store, data)
     loads_before = Counter(data.loads)
     counting_store.client.commands.clear()  # type: ignore[attr-defined]
     reply = answer_hop(hop("1*98"), counting_store, data)
-    assert counting_store.client.commands == {"GET": 1, "SET": 1}  # type: ignore[attr-defined]
+    assert counting_store.client.commands == {"GETEX": 1}  # type: ignore[attr-defined]
     assert data.loads == loads_before
     assert reply.startswith("CON ")
+
+
+def test_unsaved_hops_replay_to_the_same_replies_and_a_long_replay_is_saved(
+    counting_store: SessionStore, redis_client: Redis
+) -> None:
+    data = full_data(size=8)
+    texts = ["", "1", "1*0", "1*0*3", "1*0*3*0", "1*0*3*0*1", "1*0*3*0*1*0"]
+    replies = [answer_hop(hop(text), counting_store, data) for text in texts]
+    key = session_key("ATUid_engine")
+    stored = StoredSession.loads(redis_client.get(key))  # type: ignore[arg-type]
+    # Saved after the coverage load ("1"), then once three inputs had been replayed over it ("1*0*3*0").
+    assert stored.text == "1*0*3*0"
+    assert 0 < redis_client.ttl(key) <= 300
+    # Every reply is the one a fresh replay from the dial gives, and a duplicate of an unsaved hop too.
+    for text, reply in zip(texts, replies, strict=True):
+        assert answer_hop(hop(text, session_id=f"fresh{len(text)}"), counting_store, data) == reply
+    counting_store.client.commands.clear()  # type: ignore[attr-defined]
+    assert answer_hop(hop(texts[-1]), counting_store, data) == replies[-1]
+    assert answer_hop(hop(texts[-2]), counting_store, data) == replies[-2]  # an earlier unsaved hop again
+    assert counting_store.client.commands == {"GETEX": 2}  # type: ignore[attr-defined]
 
 
 def test_the_session_has_a_ttl_and_holds_state_language_text_and_reply(
@@ -714,7 +734,7 @@ def test_a_duplicate_hop_gets_the_cached_reply_and_no_effect_again(counting_stor
     counting_store.client.commands.clear()  # type: ignore[attr-defined]
     second = answer_hop(hop("5*2"), counting_store, data)
     assert second == first
-    assert counting_store.client.commands == {"GET": 1}  # type: ignore[attr-defined]
+    assert counting_store.client.commands == {"GETEX": 1}  # type: ignore[attr-defined]
     assert len(data.applied) == 1
 
 

@@ -1,0 +1,144 @@
+"""The USSD's one-statement reads give what the ORM rules give, on both backends, and their query counts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from menus.data import DatabaseData
+from models.base import HouseholdStatus, MemberStatus
+from models.eligibility import household_eligibility
+from models.household import Household
+from models.premiums import amount_due, payment_choices
+from tests.factories import ENROLLED_ON, make_household, make_network, pay, scheme
+
+
+@pytest.fixture
+def statements(session: Session) -> Iterator[list[str]]:
+    """Yield the SQL statements run on the session's engine while the test runs (SQLite's `BEGIN` hook aside)."""
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.startswith("BEGIN"):
+            seen.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", count)
+    yield seen
+    event.remove(engine, "before_cursor_execute", count)
+
+
+def expected(session: Session, household: Household, on: date) -> dict[str, Any]:
+    """Return what the coverage data must say, from the ORM rules (`amount_due`, `household_eligibility`)."""
+    session.expire_all()
+    household = session.get(Household, household.id)  # type: ignore[assignment]
+    due = amount_due(session, household, on)
+    overall = household_eligibility(session, household, on, due)
+    plan = household.scheme.plan(household.plan)
+    choices = payment_choices(due, plan.months, household.scheme.max_advance_months)
+    return {
+        "due": overall.amount_due,
+        "period": due.period,
+        "choices": [[c.periods, c.months, c.amount] for c in choices],
+        "covered": overall.covered,
+        "status": overall.status.value,
+        "until": overall.valid_until.isoformat() if overall.valid_until else None,
+        "waiting": overall.waiting_until.isoformat() if overall.waiting_until else None,
+    }
+
+
+def actual(session: Session, phone: str, on: date) -> dict[str, Any]:
+    """Return the coverage data the USSD reads for the phone's first household on a date."""
+    data = DatabaseData(lambda: session, today=lambda _tz: on)
+    households = data.households(phone)
+    coverage = data.coverage(households[0]["id"], households)
+    data.close()
+    member = coverage["members"][0] if coverage["members"] else {}
+    return {
+        "due": coverage["due"],
+        "period": coverage["period"],
+        "choices": coverage["choices"],
+        "covered": coverage["covered"],
+        "status": member.get("status"),
+        "until": member.get("until"),
+        "waiting": member.get("waiting"),
+    }
+
+
+SCENARIOS = [
+    # scheme, category, size, payments (amount, days after enrolment), status
+    ("cmu-thies", "standard", 4, [], HouseholdStatus.ACTIVE),
+    ("cmu-thies", "standard", 3, [(100_000, 0)], HouseholdStatus.ACTIVE),
+    ("cmu-thies", "standard", 5, [(3_000, 0)], HouseholdStatus.ACTIVE),
+    ("cmu-thies", "bsf", 4, [], HouseholdStatus.ACTIVE),
+    ("cmu-thies", "standard", 2, [(100_000, 0)], HouseholdStatus.SUSPENDED),
+    ("sky-cambodia", "standard", 3, [(15_000, 0), (5_000, 40)], HouseholdStatus.ACTIVE),
+    ("sky-cambodia", "standard", 9, [(100_000, 0)], HouseholdStatus.ACTIVE),
+    ("sky-cambodia", "idpoor", 2, [], HouseholdStatus.ACTIVE),
+]
+OFFSETS = [0, 20, 45, 70, 200, 400, 500]  # days after enrolment: waiting, active, grace, lapsed, …
+
+
+@pytest.mark.parametrize("case", range(len(SCENARIOS)))
+def test_the_coverage_read_matches_the_orm_rules(session: Session, case: int) -> None:
+    code, category, size, payments, status = SCENARIOS[case]
+    phone = f"+2217712{case:05d}"
+    household = make_household(session, scheme(session, code), size=size, category=category, phone=phone)
+    for amount, days in payments:
+        pay(session, household, amount, ENROLLED_ON + timedelta(days=days))
+    household.status = status
+    session.commit()
+    for offset in OFFSETS:
+        on = ENROLLED_ON + timedelta(days=offset)
+        assert actual(session, phone, on) == expected(session, household, on), (code, category, offset)
+
+
+def test_a_member_who_left_is_not_counted_nor_listed(session: Session) -> None:
+    phone = "+221771299999"
+    household = make_household(session, scheme(session, "cmu-thies"), size=4, phone=phone)
+    household.members[3].status = MemberStatus.DECEASED
+    household.members[2].left_on = ENROLLED_ON + timedelta(days=10)
+    session.commit()
+    for offset in (0, 30):
+        on = ENROLLED_ON + timedelta(days=offset)
+        assert actual(session, phone, on) == expected(session, household, on)
+    data = DatabaseData(lambda: session, today=lambda _tz: ENROLLED_ON + timedelta(days=30))
+    households = data.households(phone)
+    assert [m["first"] for m in data.coverage(households[0]["id"], households)["members"]] == ["Awa", "Moussa"]
+
+
+def test_the_dial_is_one_statement_and_the_coverage_one(session: Session, statements: list[str]) -> None:
+    phone = "+221771288888"
+    network = make_network(session, scheme(session, "cmu-thies"))
+    household = make_household(session, scheme(session, "cmu-thies"), size=3, phone=phone, network=network)
+    make_household(session, scheme(session, "cmu-thies"), size=2, phone=phone)
+    data = DatabaseData(lambda: session)
+    statements.clear()
+    households = data.households(phone)
+    caller = data.caller(phone, has_household=True)
+    assert len(statements) == 1
+    assert len(households) == 2 and households[0]["no"] == household.household_no
+    assert households[0]["network"] == network.name and households[0]["head"] == "Awa"
+    assert [m["no"] for m in households[0]["members"]] == ["01", "02", "03"]
+    assert caller == {"agent": None, "lang": None}
+    statements.clear()
+    data.coverage(households[0]["id"], households)
+    assert len(statements) == 1
+    data.close()
+
+
+def test_a_phone_without_household_gets_its_country_language_in_the_same_statement(
+    session: Session, statements: list[str]
+) -> None:
+    scheme(session, "sky-cambodia")
+    data = DatabaseData(lambda: session)
+    statements.clear()
+    assert data.households("+85512345678") == []
+    assert data.caller("+85512345678") == {"agent": None, "lang": "km"}
+    assert len(statements) == 1
+    assert DatabaseData(lambda: session).caller("+33612345678") == {"agent": None, "lang": None}
