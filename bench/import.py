@@ -20,14 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 import models  # noqa: E402
+from bench.common import fresh_database  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.member_import import REQUIRED_COLUMNS, ImportReport, import_members  # noqa: E402
-from models.scheme_file import load_scheme, parse_scheme_file  # noqa: E402
 
 DATABASE = "mutuelle_bench_import"
 COMMUNES = {"TN": ("Thies Nord", "Reseau Thies Nord"), "PK": ("Pekesse", "Reseau Pekesse"), "MR": ("Mont Rolland", "")}
@@ -88,22 +87,6 @@ def write_csv(path: Path, households: int) -> int:
     return rows
 
 
-def fresh_database(admin_url: str) -> str:
-    """Recreate the benchmark database with the schema and the shipped schemes; return its URL."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    url = f"{admin_url.rpartition('/')[0]}/{DATABASE}"
-    engine = make_engine(url)
-    models.Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        for path in sorted((ROOT / "schemes").glob("*.toml")):
-            load_scheme(session, parse_scheme_file(path))
-        session.commit()
-    engine.dispose()
-    return url
-
-
 def timed_import(url: str, path: Path) -> tuple[ImportReport, float]:
     """Import the file in one session, commit, and return the report and the seconds it took."""
     engine = make_engine(url)
@@ -130,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args(argv)
 
-    url = fresh_database(args.admin_url)
+    url = fresh_database(args.admin_url, DATABASE)
     with tempfile.TemporaryDirectory(prefix="mutuelle-bench-") as tmp:
         path = Path(tmp) / "members.csv"
         started = time.perf_counter()

@@ -24,13 +24,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
 from sqlalchemy import event, insert, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-import models  # noqa: E402
+from bench.common import fresh_database  # noqa: E402
 from models.base import HouseholdStatus, Language, MemberStatus, PaymentStatus, RequestStatus, Sex, utcnow  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.household import Account, Household, Member, Network  # noqa: E402
@@ -38,7 +37,6 @@ from models.outbox import attach_dispatch  # noqa: E402
 from models.payment import Payment, PaymentRequest  # noqa: E402
 from models.references import damm_check_digit  # noqa: E402
 from models.scheme import Scheme  # noqa: E402
-from models.scheme_file import load_scheme, parse_scheme_file  # noqa: E402
 from workers.matching import reconcile_payments  # noqa: E402
 from workers.reconcile import enqueue_reconcile_batch  # noqa: E402
 
@@ -48,22 +46,6 @@ SMS_QUEUE = "bench-sms"  # receipts are queued here and left: sending SMS is not
 NETWORK_SIZE = 50
 FULL_YEAR = 15_000  # CMU standard household of 4: 1,000 F fee + 4 × 7,000 F × 50 %
 CHUNK = 20_000
-
-
-def fresh_database(admin_url: str) -> str:
-    """Recreate the benchmark database with the schema and the shipped schemes; return its URL."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    url = f"{admin_url.rpartition('/')[0]}/{DATABASE}"
-    engine = make_engine(url)
-    models.Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        for path in sorted((ROOT / "schemes").glob("*.toml")):
-            load_scheme(session, parse_scheme_file(path))
-        session.commit()
-    engine.dispose()
-    return url
 
 
 def _chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -310,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     args = parser.parse_args(argv)
 
-    url = fresh_database(args.admin_url)
+    url = fresh_database(args.admin_url, DATABASE)
     started = time.perf_counter()
     load(url, args.households, args.payments)
     print(f"loaded {args.households:,} households, {args.payments:,} payments in {time.perf_counter() - started:.1f} s")

@@ -23,11 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 import models  # noqa: E402
+from bench.common import fresh_database  # noqa: E402
 from models.base import PaymentStatus  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.payment import Payment  # noqa: E402
@@ -125,18 +125,6 @@ def _payment(
     }
 
 
-def fresh_database(admin_url: str) -> str:
-    """Recreate the benchmark database with the schema; return its URL."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    url = f"{admin_url.rpartition('/')[0]}/{DATABASE}"
-    engine = make_engine(url)
-    models.Base.metadata.create_all(engine)
-    engine.dispose()
-    return url
-
-
 def run(url: str, lines: int) -> None:
     """Build the scenario on the database at `url`, import twice and print the figures."""
     engine = make_engine(url)
@@ -175,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"SQLite, {args.lines:,} lines")
             run(url, args.lines)
     else:
-        url = fresh_database(args.admin_url)
+        url = fresh_database(args.admin_url, DATABASE, with_schemes=False)
         print(f"PostgreSQL ({DATABASE}), {args.lines:,} lines")
         run(url, args.lines)
 

@@ -21,8 +21,8 @@ def token_matches(presented: str | None, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
-def callback(view: F) -> F:
-    """Refuse a callback without the right token (403) or with a body over the callback limit (413)."""
+def _guard(view: F, token_required: bool) -> F:
+    """Wrap a callback view with the body limit (413) and the callback-token check (403)."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -31,11 +31,16 @@ def callback(view: F) -> F:
         if request.content_length is not None and request.content_length > limit:
             abort(413)
         presented = request.args.get("token") or request.headers.get("X-Callback-Token")
-        if not token_matches(presented, settings().CALLBACK_TOKEN):
+        if (token_required or presented is not None) and not token_matches(presented, settings().CALLBACK_TOKEN):
             abort(403)
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def callback(view: F) -> F:
+    """Refuse a callback without the right token (403) or with a body over the callback limit (413)."""
+    return _guard(view, token_required=True)
 
 
 def signed_callback(view: F) -> F:
@@ -43,16 +48,4 @@ def signed_callback(view: F) -> F:
 
     The provider's signature, checked by the view, is the authority; a URL registered with `?token=` still works.
     """
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        limit = settings().CALLBACK_MAX_BYTES
-        request.max_content_length = limit
-        if request.content_length is not None and request.content_length > limit:
-            abort(413)
-        presented = request.args.get("token") or request.headers.get("X-Callback-Token")
-        if presented is not None and not token_matches(presented, settings().CALLBACK_TOKEN):
-            abort(403)
-        return view(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+    return _guard(view, token_required=False)
