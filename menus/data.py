@@ -64,7 +64,7 @@ from models.money import CoveragePeriod
 from models.outbox import send_sms
 from models.payment import Payment
 from models.premiums import FULL_SHARE_BP, due_of, payment_choices, price_of
-from models.rate_limits import DOB_CHECK, hit
+from models.rate_limit import allow_member_check
 from models.references import create_payment_request
 from models.scheme import PaymentChannel, Plan, PremiumBand, Scheme, SubsidyCategory
 
@@ -303,7 +303,7 @@ class DatabaseData:
         if effect.kind == AGENT_CHECK_EFFECT:
             return self._once(key, lambda: self.agent_check(effect))
         if effect.kind == DOB_CHECK_EFFECT:
-            return self._once(key, lambda: self.dob_check(effect, state.phone))
+            return self._once(key, lambda: self.dob_check(effect, state.phone, key))
         raise ValueError(f"unknown menu effect {effect.kind!r}")
 
     def change_language(self, effect: Effect, key: str) -> bool:
@@ -392,12 +392,13 @@ class DatabaseData:
             "until": e.valid_until.isoformat() if e.valid_until else None,
         }
 
-    def dob_check(self, effect: Effect, phone: str) -> dict[str, Any]:
-        """Answer an unknown phone's check by member number + date of birth, within the phone's rate limit."""
+    def dob_check(self, effect: Effect, phone: str, key: str) -> dict[str, Any]:
+        """Answer an unknown phone's check by member number + date of birth, within the member-check limits."""
         member_no, _, typed = effect.value.partition("\n")
         if self.redis is None:
             raise RuntimeError("the date-of-birth check needs Redis for its rate limit")
-        if not hit(self.redis, DOB_CHECK, phone or "unknown"):
+        # The same limits as SMS `STATUT <no> <DDMMYYYY>`; the effect key makes a replayed hop count once.
+        if not allow_member_check(self.redis, phone or "unknown", member_no, key):
             return {"o": LIMITED}
         born = parse_dob(typed)
         member = find_member(self.session, member_no)

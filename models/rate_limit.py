@@ -47,3 +47,10 @@ def allow(redis: Redis, rule: RateLimit, subject: str, event_id: str, now: float
     _removed, _added, rank, _ttl = pipe.execute()
     # Ranked by time: the attempt is allowed when fewer than `limit` attempts came before it in the window.
     return rank is not None and int(rank) < rule.limit
+
+
+def allow_member_check(redis: Redis, phone: str, member_no: str, event_id: str) -> bool:
+    """Record a member check by number + date of birth (any channel) and return whether both limits allow it."""
+    return allow(redis, MEMBER_CHECK_PER_PHONE, phone, event_id) and allow(
+        redis, MEMBER_CHECK_PER_MEMBER, member_no.upper(), event_id
+    )

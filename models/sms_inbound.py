@@ -35,7 +35,7 @@ from models.operator_sms import OperatorPatterns
 from models.outbox import send_sms
 from models.payment_sources import find_device, operator_patterns, take_short_code_text
 from models.premiums import amount_due
-from models.rate_limit import MEMBER_CHECK_PER_MEMBER, MEMBER_CHECK_PER_PHONE, allow
+from models.rate_limit import allow_member_check
 from models.references import create_payment_request, payment_instructions
 from models.scheme import Scheme
 from models.sms_commands import Command, CommandKind, mask_secrets, parse_command
@@ -300,10 +300,7 @@ def _member_status(
         return Reply("status_usage", {}, None, language)
     member_no = (command.member_no or "").upper()[:44]
     event = f"sms:{message.id}"
-    if context.redis is not None and not (
-        allow(context.redis, MEMBER_CHECK_PER_PHONE, message.phone, event)
-        and allow(context.redis, MEMBER_CHECK_PER_MEMBER, member_no, event)
-    ):
+    if context.redis is not None and not allow_member_check(context.redis, message.phone, member_no, event):
         return Reply("rate_limited", {"ussd_code": context.ussd_code}, None, language)
     member = find_member(session, member_no)
     # The same answer for an unknown number and a wrong date of birth: neither is revealed.

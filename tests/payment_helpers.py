@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -15,10 +16,44 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.access import CollectionDevice
+from models.base import EvidenceSource
 from models.payment import Payment, PaymentEvidence, UnparsedForward
+from models.payment_intake import Report, record_report
 from tests.conftest import CALLBACK_TOKEN, FIXTURES
 
 WAVE_SECRET = "test-wave-webhook-secret"
+PAID_AT = datetime(2026, 11, 20, 11, 2, 44)
+
+
+def store_report(
+    session: Session,
+    *,
+    amount: int,
+    txn: str,
+    reference: str | None,
+    payer: str | None,
+    confirms: bool = True,
+    currency: str = "XOF",
+) -> Payment:
+    """Store a payment as intake does (a Wave webhook, or an Orange Money forwarded text) and commit."""
+    report = Report(
+        provider="wave" if confirms else "orange_money",
+        provider_txn_id=txn,
+        amount=amount,
+        currency=currency,
+        payer_phone=payer,
+        reference=reference,
+        paid_at=PAID_AT,
+        source=EvidenceSource.WEBHOOK if confirms else EvidenceSource.SMS_FORWARD,
+        route="test",
+        raw=json.dumps([txn, amount, reference, payer]),
+        confirms=confirms,
+    )
+    result = record_report(session, report)
+    session.commit()
+    payment = session.get(Payment, result.payment_id)
+    assert payment is not None
+    return payment
 
 
 def fixture_payload(name: str) -> dict[str, Any]:

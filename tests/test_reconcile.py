@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -29,10 +28,9 @@ from models.tokens import issue_token
 from tests import factories
 from tests.conftest import make_test_app
 from tests.factories import make_household, make_network
-from tests.payment_helpers import WAVE_SECRET, add_device, fixture_payload, forward, post_wave
+from tests.payment_helpers import PAID_AT, WAVE_SECRET, add_device, fixture_payload, forward, post_wave, store_report
 from workers.matching import manual_match, reconcile_payment, undo_payment
 
-PAID_AT = datetime(2026, 11, 20, 11, 2, 44)
 FULL_YEAR = 15_000  # CMU standard, 4 members: 1,000 fee + 4 × 7,000 × 50 %
 PAYER = "+221771234567"
 
@@ -61,24 +59,9 @@ def stored(
     currency: str = "XOF",
 ) -> Payment:
     """Store a payment as intake does and commit."""
-    report = Report(
-        provider="wave" if confirms else "orange_money",
-        provider_txn_id=txn,
-        amount=amount,
-        currency=currency,
-        payer_phone=payer,
-        reference=reference,
-        paid_at=PAID_AT,
-        source=EvidenceSource.WEBHOOK if confirms else EvidenceSource.SMS_FORWARD,
-        route="test",
-        raw=json.dumps([txn, amount, reference, payer]),
-        confirms=confirms,
+    return store_report(
+        session, amount=amount, txn=txn, reference=reference, payer=payer, confirms=confirms, currency=currency
     )
-    result = record_report(session, report)
-    session.commit()
-    payment = session.get(Payment, result.payment_id)
-    assert payment is not None
-    return payment
 
 
 def reconcile(session: Session, payment: Payment, **kwargs: Any) -> str:

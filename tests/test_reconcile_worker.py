@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -10,7 +9,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +33,11 @@ from models.scheme import Scheme
 from tests import factories
 from tests.conftest import ROOT
 from tests.factories import make_household, make_network
+from tests.payment_helpers import PAID_AT, store_report
 from tests.test_rules_properties import check_invariants
 from workers.matching import reconcile_payment, undo_payment
 from workers.reconcile import enqueue_reconcile
 
-PAID_AT = datetime(2026, 11, 20, 11, 2, 44)
 FULL_YEAR = 15_000
 PAYER = "+221771234567"
 _txn = iter(range(1, 10**9))
@@ -75,24 +73,7 @@ def store(
 ) -> Payment:
     """Store a payment as intake does and commit."""
     txn = txn or f"T_W{next(_txn)}"
-    report = Report(
-        provider="wave" if confirms else "orange_money",
-        provider_txn_id=txn,
-        amount=amount,
-        currency="XOF",
-        payer_phone=payer,
-        reference=reference,
-        paid_at=PAID_AT,
-        source=EvidenceSource.WEBHOOK if confirms else EvidenceSource.SMS_FORWARD,
-        route="test",
-        raw=json.dumps([txn, amount, reference, payer]),
-        confirms=confirms,
-    )
-    result = record_report(session, report)
-    session.commit()
-    payment = session.get(Payment, result.payment_id)
-    assert payment is not None
-    return payment
+    return store_report(session, amount=amount, txn=txn, reference=reference, payer=payer, confirms=confirms)
 
 
 def fresh(session: Session, payment: Payment) -> Payment:

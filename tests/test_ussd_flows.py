@@ -20,7 +20,7 @@ from models.base import CheckChannel, Language, RequestStatus
 from models.household import Household
 from models.messaging import Message, UssdSessionRecord
 from models.payment import PaymentRequest
-from models.rate_limits import DOB_CHECK, DOB_CHECKS_PER_WINDOW, limit_key
+from models.rate_limit import MEMBER_CHECK_PER_PHONE, rate_limit_key
 from models.references import is_valid_reference
 from tests.conftest import CALLBACK_TOKEN
 from tests.factories import make_household, pay, scheme
@@ -255,12 +255,12 @@ def test_date_of_birth_checks_are_rate_limited_per_phone(
     first = hops(client, STRANGER, member_no, "01011980", session_id=sid)[-1]
     redis_client.delete("ussd:session:" + sid)
     assert hops(client, STRANGER, member_no, "01011980", session_id=sid)[-1] == first  # replayed: not counted
-    assert redis_client.get(limit_key(DOB_CHECK, STRANGER)) == b"1"
-    for _ in range(DOB_CHECKS_PER_WINDOW - 1):
+    assert redis_client.zcard(rate_limit_key(MEMBER_CHECK_PER_PHONE, STRANGER)) == 1
+    for _ in range(MEMBER_CHECK_PER_PHONE.limit - 1):
         assert hops(client, STRANGER, member_no, "09091999")[-1].startswith("END Aucun membre")
     limited = hops(client, STRANGER, member_no, "01011980")[-1]
     assert limited == "END Trop de vérifications depuis ce numéro. Réessayez dans une heure."
-    assert 0 < redis_client.ttl(limit_key(DOB_CHECK, STRANGER)) <= 3600
+    assert 0 < redis_client.ttl(rate_limit_key(MEMBER_CHECK_PER_PHONE, STRANGER)) <= 3600
     # Another phone has its own allowance.
     assert hops(client, "+221700000002", member_no, "01011980")[-1] == first
 
