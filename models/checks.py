@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from models.access import EligibilityCheck
-from models.base import CheckChannel
+from models.base import CheckChannel, today_utc
 from models.eligibility import Eligibility, member_eligibility
 from models.household import Household, Member
 
@@ -64,8 +64,8 @@ def check_member(
     """Answer a facility's check on a member (None if unknown) and log it; the caller commits."""
     member = find_member(session, member_no)
     answer = None
+    day = on or (member.household.scheme.local_today() if member is not None else today_utc())
     if member is not None:
-        day = on or member.household.scheme.local_today()
         answer = CheckAnswer(
             member_no=member.member_no,
             first_name=member.first_name,
@@ -81,7 +81,7 @@ def check_member(
             api_token_id=api_token_id,
             member_no=member_no.strip().upper()[:44],
             member_id=member.id if member is not None else None,
-            on_date=on or (member.household.scheme.local_today() if member is not None else date.today()),
+            on_date=day,
             covered=answer.eligibility.covered if answer else None,
             status=answer.eligibility.status.value if answer else "UNKNOWN",
         )
