@@ -30,11 +30,6 @@ CALLBACK_TOKEN = "test-callback-token"
 _ran_on: set[str] = set()
 
 
-def _worker_index(config: pytest.Config) -> int:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return int(worker[2:]) if worker.startswith("gw") else 0
-
-
 # ---------------------------------------------------------------- databases
 
 
