@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 from redis import Redis
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -24,6 +25,16 @@ def postgres_answers() -> bool:
             return True
     except psycopg.Error:
         return False
+
+
+def postgres_or_skip() -> None:
+    """Skip the test when PostgreSQL does not answer, or fail it when the run requires PostgreSQL (CI)."""
+    if postgres_answers():
+        return
+    message = f"PostgreSQL not answering at {PG_ADMIN_URL}"
+    if os.environ.get("REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"{message} (REQUIRE_POSTGRES=1)")
+    pytest.skip(message)
 
 
 def create_postgres_database(name: str) -> str:

@@ -88,8 +88,7 @@ def seeded_url(
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('admin') / 'demo.db'}"
     else:
-        if not backends.postgres_answers():
-            pytest.skip(f"PostgreSQL not answering at {backends.PG_ADMIN_URL}")
+        backends.postgres_or_skip()
         url = backends.create_postgres_database(name)
     engine = make_engine(url)
     models.Base.metadata.create_all(engine)

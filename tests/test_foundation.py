@@ -89,8 +89,7 @@ def test_migrations_match_models(kind: str, tmp_path, request: pytest.FixtureReq
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'migrated.db'}"
     else:
-        if not backends.postgres_answers():
-            pytest.skip("PostgreSQL not answering")
+        backends.postgres_or_skip()
         url = backends.create_postgres_database(f"mutuelle_migrate_{abs(hash(request.node.nodeid)) % 10_000}")
     try:
         upgrade(url)
