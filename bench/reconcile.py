@@ -229,7 +229,8 @@ def run_workers(url: str, redis_url: str, workers: int) -> float:
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=redis_url, RQ_QUEUE=SMS_QUEUE, LOG_LEVEL="WARNING")
     env["PYTHONPATH"] = str(ROOT)
     env["AT_USERNAME"] = ""
-    command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--quiet", "--url", redis_url, QUEUE]
+    command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--quiet", "--url", redis_url]
+    command += ["--worker-class", "workers.worker.PreloadedWorker", QUEUE]  # as in the Procfile
     started = time.perf_counter()
     processes = [subprocess.Popen(command, cwd=ROOT, env=env) for _ in range(workers)]
     for process in processes:

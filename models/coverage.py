@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Protocol
 
 from dateutil.relativedelta import relativedelta
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from models.base import HouseholdStatus, LedgerKind
-from models.household import Account, Household
-from models.ledger import account_state, add_entry, get_or_create_account, lock_account, start_write
+from models.household import Household
+from models.ledger import add_entry, get_or_create_account, lock_account, start_write
 from models.money import Allocation, CoveragePeriod
 from models.premiums import FULL_SHARE_BP, PeriodPrice, is_fully_subsidised, period_price
 from models.scheme import Scheme
@@ -72,7 +73,7 @@ def live_periods(session: Session, household_id: int) -> list[CoveragePeriod]:
 
 
 def next_period_dates(
-    last: CoveragePeriod | None, on: date, months: int, waiting_months: int, grace_days: int
+    last: PeriodEnd | None, on: date, months: int, waiting_months: int, grace_days: int
 ) -> PeriodDates:
     """Return the dates of the period that money arriving on `on` would fund after `last`."""
     contiguous = last is not None and on <= last.end_on + timedelta(days=grace_days)
@@ -86,90 +87,61 @@ def next_period_dates(
     return PeriodDates(start, period_end(start, months), waiting, contiguous)
 
 
-def _create_period(
-    session: Session,
-    account: Account,
-    household: Household,
-    allocation: Allocation,
-    dates: PeriodDates,
-    price: PeriodPrice,
-    on: date,
-) -> CoveragePeriod:
-    period = CoveragePeriod(
-        household_id=household.id,
-        allocation_id=allocation.id,
-        plan=price.plan,
-        months=price.months,
-        start_on=dates.start_on,
-        end_on=dates.end_on,
-        waiting_until=dates.waiting_until,
-        price=price.price,
-        household_share=price.household_share,
-        subsidy_amount=price.subsidy,
-        funder=price.funder,
-    )
-    session.add(period)
-    session.flush()
-    add_entry(session, account, LedgerKind.CHARGE, -price.price, on, allocation=allocation, period=period)
-    if price.subsidy:
-        # The funder's share becomes a receivable at the moment the household's share is paid.
-        add_entry(
-            session,
-            account,
-            LedgerKind.SUBSIDY,
-            price.subsidy,
-            on,
-            allocation=allocation,
-            period=period,
-            funder=price.funder,
-        )
-    return period
+class PeriodEnd(Protocol):
+    """What the next period's dates depend on of the last live one: a stored period, or one planned in this batch."""
+
+    @property
+    def end_on(self) -> date: ...
+
+    @property
+    def waiting_until(self) -> date | None: ...
 
 
 @dataclass(frozen=True)
 class Funding:
-    """What one allocation funded from the account's credit."""
+    """What money on an account would fund: the membership fee, then whole periods at one price."""
 
     fee: int
-    periods: tuple[CoveragePeriod, ...]
+    price: PeriodPrice | None
+    periods: tuple[PeriodDates, ...]
 
 
-def fund_from_credit(
-    session: Session, account: Account, household: Household, allocation: Allocation, on: date
+NOTHING_FUNDED = Funding(fee=0, price=None, periods=())
+
+
+def plan_funding(
+    session: Session, household: Household, balance: int, fee_paid: bool, last: PeriodEnd | None, members: int, on: date
 ) -> Funding:
-    """Spend the household's credit: the membership fee if never paid, then whole periods up to the cap.
+    """Return what a household's credit buys on `on`: the fee if never paid, then whole periods up to the cap.
 
-    The caller holds the account lock. A fully subsidised household's periods are booked by
-    `book_subsidised_periods`, so its money stays as credit and it is never charged the fee.
+    Pure given its arguments (`members`: the active member count on `on`); the allocator applies the result.
+    A fully subsidised household's periods are booked by `book_subsidised_periods`, so its money stays as
+    credit and it is never charged the fee.
     """
     scheme = household.scheme
     if is_fully_subsidised(household):
-        return Funding(fee=0, periods=())
-    state = account_state(session, account_id=account.id)
-    balance = state.balance
+        return NOTHING_FUNDED
     fee = 0
-    if not state.fee_paid and scheme.membership_fee > 0:
+    if not fee_paid and scheme.membership_fee > 0:
         if balance < scheme.membership_fee:
-            return Funding(fee=0, periods=())
+            return NOTHING_FUNDED
         fee = scheme.membership_fee
-        add_entry(session, account, LedgerKind.FEE, -fee, on, allocation=allocation)
         balance -= fee
-    price = period_price(session, household, on)
+    price = period_price(session, household, on, members=members)
     if price.household_share <= 0:
         # No active member left: there is nothing to buy (and a zero price would loop forever).
-        return Funding(fee=fee, periods=())
+        return Funding(fee=fee, price=None, periods=())
     plan = scheme.plan(price.plan)
     cap = add_months(on, scheme.max_advance_months)
-    last = last_live_period(session, household.id)
-    funded: list[CoveragePeriod] = []
+    funded: list[PeriodDates] = []
     while balance >= price.household_share:
         dates = next_period_dates(last, on, plan.months, plan.waiting_months, scheme.grace_days)
         if dates.start_on > cap:
             break
-        last = _create_period(session, account, household, allocation, dates, price, on)
-        funded.append(last)
+        funded.append(dates)
+        last = dates
         balance -= price.household_share
-    return Funding(fee=fee, periods=tuple(funded))
+    return Funding(fee=fee, price=price, periods=tuple(funded))
 
 
 def subsidy_source_ref(household_id: int, start_on: date) -> str:

@@ -42,6 +42,8 @@ FULL_YEAR = 15_000
 PAYER = "+221771234567"
 _txn = iter(range(1, 10**9))
 
+PRODUCTION_WORKER = ["--worker-class", "workers.worker.PreloadedWorker"]
+
 
 @pytest.fixture
 def db_url(pg_url: str) -> str:
@@ -264,7 +266,8 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
     # Hold the account row, so the job stops deterministically inside the allocation, after matching.
     with Session(get_engine(pg_url)) as holder:
         holder.execute(text("SELECT id FROM accounts WHERE id = :id FOR UPDATE"), {"id": account_id})
-        command = [sys.executable, "-m", "rq.cli", "worker", "--url", redis_url, "default"]
+        # The Procfile's worker class: a forked work horse per job, job modules loaded before the fork.
+        command = [sys.executable, "-m", "rq.cli", "worker", "--url", redis_url, *PRODUCTION_WORKER, "default"]
         worker = subprocess.Popen(
             command, cwd=ROOT, env=worker_env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -289,7 +292,8 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
 
     assert not enqueue_reconcile(queue, payment.id)
     time.sleep(RECONCILE_RETRY_INTERVALS[0] + 0.5)
-    command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--with-scheduler", "--url", redis_url, "default"]
+    command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--with-scheduler", "--url", redis_url]
+    command += [*PRODUCTION_WORKER, "default"]
     done = subprocess.run(command, cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=120, check=False)
 
     assert done.returncode == 0, done.stderr

@@ -15,11 +15,13 @@ payment then pays the network's households' dues, soonest expiry first. Receipts
 payment outcome (dedupe key `receipt:<payment id>:<outcome>`), only for confirmed payments; a network payment's
 summary (`receipt_network`: households paid, what is left) goes to the network's contact phone and the payer.
 
-Batches (`reconcile_payments`): one transaction locks its payments in id order, loads what the matching chain reads
-for all of them in a few queries (`MatchLookup`), locks the matched accounts in id order (so two workers' batches
-never deadlock on households), then settles each payment in its own savepoint, in id order, exactly as a single run
-would: its own allocation `payment:<id>`, its own receipt keys. A payment whose savepoint fails on a database error
-is rolled back alone and returned as "retry" for a single run.
+Batches (`reconcile_payments`): one transaction locks its payments in id order and loads what the matching chain
+reads for all of them in a few queries (`MatchLookup`). A `models.allocator.Allocator` then locks the matched
+accounts (networks, then households, each in id order, so two workers' batches never deadlock) and reads their
+ledger state at once; each payment is settled in id order exactly as a single run would — its own allocation
+`payment:<id>`, its own receipt keys — but planned in memory, and the batch's allocations, periods, entries,
+events and receipts are written together at the end. If that write fails, the whole batch is rolled back and
+each of its payments is returned as "retry" for a run on its own.
 """
 
 from __future__ import annotations
@@ -34,20 +36,19 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import flag_modified
 
 from logs import mask_phone
-from models.allocation import AllocationResult, allocate, pay_network_households, refund, reverse
+from models.allocation import refund, reverse
+from models.allocator import Allocator, PlannedAllocation
 from models.amounts import currency_exponent, format_amount
 from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
-from models.coverage import last_live_period
 from models.db import begin_write
-from models.household import Account, Household, Member, Network
-from models.ledger import account_state, get_or_create_account
+from models.household import Household, Member, Network
 from models.messaging import Message
 from models.outbox import send_sms
 from models.payment import Payment, PaymentRequest, ReconciliationEvent
 from models.phones import normalise_phone
-from models.premiums import amount_due
 from models.references import is_valid_reference
 from models.scheme import Scheme
 
@@ -57,6 +58,17 @@ WORKER_ACTOR = "worker"
 RULE_CONFIDENCE = {"request_reference": 100, "account_number": 90, "request_phone_amount": 70, "payer_phone": 50}
 # Payments the reconcile job acts on; anything else is final or waits for staff.
 _WORKABLE = frozenset({PaymentStatus.RECEIVED, PaymentStatus.PROVISIONAL})
+# What settling a payment may change: a batch writes them all for each payment, so its rows share one UPDATE.
+_SETTLED_COLUMNS = (
+    "status",
+    "status_reason",
+    "household_id",
+    "network_id",
+    "payment_request_id",
+    "scheme_id",
+    "match_rule",
+    "match_confidence",
+)
 _TOKEN_RE = re.compile(r"[A-Z0-9][A-Z0-9\-_/.]*[A-Z0-9]|[A-Z0-9]")
 
 
@@ -143,7 +155,9 @@ class MatchLookup:
 
     def __init__(self, session: Session, payments: list[Payment]) -> None:
         self.now = utcnow()
-        self.countries = _countries(session)
+        # Every scheme (a handful), held so `session.get(Scheme, …)` never queries again in this batch.
+        self.schemes = list(session.scalars(select(Scheme)))
+        self.countries = sorted({scheme.country for scheme in self.schemes})
         self.numbers: dict[int, set[str]] = {}
         references: set[str] = set()
         tokens: set[str] = set()
@@ -192,12 +206,16 @@ class MatchLookup:
         wanted |= {r.household_id for rs in self.requests_by_reference.values() for r in rs if r.household_id}
         wanted |= set(self.member_households.values()) | {i for ids in self.phone_households.values() for i in ids}
         wanted |= {h.id for h in self.households.values()}
+        # Held here: the session's identity map keeps only objects something else refers to.
+        self.owners: list[Household] = []
         if wanted:
-            list(
-                session.scalars(
-                    select(Household).where(Household.id.in_(wanted)).options(selectinload(Household.members))
-                )
-            )
+            owners = select(Household).where(Household.id.in_(wanted)).options(selectinload(Household.members))
+            self.owners = list(session.scalars(owners))
+
+    def suspense_language(self, currency: str) -> str | None:
+        """Return the language of a payment no household claims: that of the one scheme collecting its currency."""
+        defaults = {scheme.default_language for scheme in self.schemes if scheme.currency == currency}
+        return str(defaults.pop()) if len(defaults) == 1 else None
 
     def _open(self, request: PaymentRequest) -> bool:
         return request.status == RequestStatus.OPEN and request.expires_at > self.now
@@ -317,10 +335,11 @@ def _lock(session: Session, payment_id: int) -> Payment:
 
 @dataclass
 class _Batch:
-    """What the payments of one reconcile transaction share: their lookups and the receipts already stored."""
+    """What the payments of one reconcile transaction share: lookups, receipts already stored, the allocator."""
 
     lookup: MatchLookup
     receipts: set[str]
+    allocator: Allocator
 
 
 _RECEIPT_KEYS = ("receipt:{}:allocated", "receipt:{}:allocated:1", "receipt:{}:review", "receipt:{}:review:1")
@@ -331,23 +350,11 @@ def _stored_receipts(session: Session, payment_ids: list[int]) -> set[str]:
     return set(session.scalars(select(Message.dedupe_key).where(Message.dedupe_key.in_(keys))))
 
 
-def _lock_accounts(session: Session, matches: list[Match | None]) -> None:
-    """Lock the existing accounts of the matched owners in id order (one statement)."""
-    household_ids = {m.household.id for m in matches if m is not None and m.household is not None}
-    network_ids = {m.network.id for m in matches if m is not None and m.network is not None}
-    if not household_ids and not network_ids:
-        return
-    if network_ids:  # a network payment may pay any of its households: hold them all from the start
-        household_ids |= set(session.scalars(select(Household.id).where(Household.network_id.in_(network_ids))))
-    query = select(Account.id).where(Account.household_id.in_(household_ids) | Account.network_id.in_(network_ids))
-    session.execute(query.order_by(Account.id).with_for_update())
-
-
 def reconcile_payments(session: Session, payment_ids: list[int], retry_unmatched: bool = False) -> dict[int, str]:
-    """Reconcile a batch of payments in one transaction, each in its own savepoint; return each one's outcome.
+    """Reconcile a batch of payments in one transaction; return each one's outcome.
 
     The caller commits. Outcomes are those of `reconcile_payment`, plus "missing" (no such payment) and "retry"
-    (a database error rolled that payment's savepoint back: run it again on its own).
+    (a database error rolled the whole batch back: run each of its payments again on its own).
     """
     wanted = sorted(set(payment_ids))
     outcomes = dict.fromkeys(wanted, "missing")
@@ -372,19 +379,30 @@ def reconcile_payments(session: Session, payment_ids: list[int], retry_unmatched
             todo.append(payment)
     if not todo:
         return outcomes
-    batch = _Batch(MatchLookup(session, todo), _stored_receipts(session, [p.id for p in todo]))
-    if len(todo) == 1:
-        outcomes[todo[0].id] = _settle(session, todo[0], batch)
-        return outcomes
-    # Lock order: payments by id, then accounts by id, before any payment is settled.
-    _lock_accounts(session, [find_match(session, p, batch.lookup).match for p in todo])
+    lookup = MatchLookup(session, todo)
+    batch = _Batch(lookup, _stored_receipts(session, [p.id for p in todo]), Allocator(session))
+    # Lock order: payments by id, then the matched accounts (networks, then households, by id), before any
+    # payment is settled; the allocator plans each payment in id order and writes them all at the end.
+    matches = [m for m in (find_match(session, p, lookup).match for p in todo) if m is not None]
+    batch.allocator.load(
+        households=[m.household for m in matches if m.household is not None],
+        networks=[m.network for m in matches if m.network is not None],
+        refs=[f"payment:{p.id}" for p in todo],
+    )
     for payment in todo:
-        try:
-            with session.begin_nested():
-                outcomes[payment.id] = _settle(session, payment, batch)
-        except DBAPIError as exc:
-            log.warning("reconcile payment %s rolled back in its batch: %s", payment.id, type(exc.orig).__name__)
-            outcomes[payment.id] = "retry"
+        outcomes[payment.id] = _settle(session, payment, batch)
+        for column in _SETTLED_COLUMNS:  # the same columns for every payment: one UPDATE for the whole batch
+            flag_modified(payment, column)
+    try:
+        batch.allocator.write()
+        session.flush()
+    except DBAPIError as exc:
+        if len(todo) == 1:
+            raise
+        # Nothing of the batch is kept: each of its payments is run again on its own.
+        log.warning("reconcile batch of %s rolled back: %s", len(todo), type(exc.orig).__name__)
+        session.rollback()
+        outcomes.update(dict.fromkeys((p.id for p in todo), "retry"))
     return outcomes
 
 
@@ -450,25 +468,29 @@ class NetworkPayout:
 
 
 def allocate_payment(session: Session, payment: Payment, actor: str = WORKER_ACTOR, batch: _Batch | None = None) -> str:
-    """Allocate a MATCHED, confirmed payment to its household or network (once) and queue the receipt."""
+    """Allocate a MATCHED, confirmed payment to its household or network (once) and queue the receipt.
+
+    In a batch the allocation is planned and written with the batch's; on its own it is written here.
+    """
     if payment.status != PaymentStatus.MATCHED or not payment.confirmed:
         raise ValueError(f"payment {payment.id} is {payment.status.value}, not a confirmed MATCHED payment")
     scheme = session.get(Scheme, payment.scheme_id)
     assert scheme is not None
+    allocator = batch.allocator if batch is not None else Allocator(session)
     on = _local_date(payment, scheme)
     ref = f"payment:{payment.id}"
     details: dict[str, object] = {}
     payout: NetworkPayout | None = None
     if payment.network is not None:
-        account = get_or_create_account(session, network=payment.network)
-        result = allocate(session, account, payment.amount, ref, on, payment_id=payment.id)
-        payouts = pay_network_households(session, account, on, run_ref=ref)
-        payout = NetworkPayout(len(payouts), account_state(session, account_id=account.id).balance)
+        account = allocator.account(network=payment.network)
+        result = allocator.allocate(account, payment.amount, ref, on, payment_id=payment.id)
+        payouts = allocator.pay_network(account, on, run_ref=ref)
+        payout = NetworkPayout(len(payouts), allocator.balance(account))
         details = {"network": payment.network.code, "households_paid": payout.households, "balance": payout.remaining}
     else:
         assert payment.household is not None
-        account = get_or_create_account(session, household=payment.household)
-        result = allocate(session, account, payment.amount, ref, on, payment_id=payment.id)
+        account = allocator.account(household=payment.household)
+        result = allocator.allocate(account, payment.amount, ref, on, payment_id=payment.id)
         details = _allocation_details(result)
     if payment.payment_request is not None and payment.payment_request.status == RequestStatus.OPEN:
         payment.payment_request.status = RequestStatus.PAID
@@ -476,15 +498,17 @@ def allocate_payment(session: Session, payment: Payment, actor: str = WORKER_ACT
     before = payment.status
     payment.status = PaymentStatus.ALLOCATED
     _event(session, payment, before, f"allocated ({ref})", payment.match_rule, actor=actor, details=details)
-    _receipt(session, payment, "allocated", batch=batch, result=result, payout=payout)
+    _receipt(session, payment, "allocated", batch=batch, allocator=allocator, payout=payout)
+    if batch is None:
+        allocator.write()
     return "allocated"
 
 
-def _allocation_details(result: AllocationResult) -> dict[str, object]:
+def _allocation_details(result: PlannedAllocation) -> dict[str, object]:
     until = result.covered_until
     return {
         "fee": result.fee,
-        "periods": len(result.periods),
+        "periods": result.period_count,
         "covered_until": until.isoformat() if until else None,
         "credit": result.credit,
     }
@@ -495,15 +519,14 @@ def _receipt(
     payment: Payment,
     outcome: str,
     batch: _Batch | None = None,
-    result: AllocationResult | None = None,
+    allocator: Allocator | None = None,
     payout: NetworkPayout | None = None,
 ) -> None:
     """Queue the payer's (and the head's, or the network contact's) receipt for this outcome, once."""
     scheme = session.get(Scheme, payment.scheme_id) if payment.scheme_id else None
-    if scheme is not None and scheme.currency == payment.currency:
-        exponent = scheme.currency_exponent
-    else:
-        exponent = currency_exponent(session, payment.currency)
+    collecting = [scheme] if scheme is not None else batch.lookup.schemes if batch is not None else []
+    exponents = [s.currency_exponent for s in collecting if s.currency == payment.currency]
+    exponent = exponents[0] if exponents else currency_exponent(session, payment.currency)
     amount = format_amount(payment.amount, payment.currency, exponent)
     household = payment.household
     values: dict[str, Any]
@@ -520,17 +543,14 @@ def _receipt(
         language = str(scheme.default_language)
         if payment.network.contact_phone:
             recipients.append(payment.network.contact_phone)
-    elif outcome == "allocated" and household is not None and scheme is not None:
+    elif outcome == "allocated" and household is not None and scheme is not None and allocator is not None:
         on = _local_date(payment, scheme)
-        # The periods this allocation funded are the household's latest; otherwise ask the ledger.
-        until = result.covered_until if result is not None and result.created else None
-        if until is None:
-            last = last_live_period(session, household.id)
-            until = last.end_on if last is not None else None
+        # What the allocator planned is the household's latest state (written or not yet).
+        until = allocator.covered_until(household)
         if until is not None and until >= on:
             template, values = "receipt_covered", {"household_no": household.household_no, "until": until}
         else:
-            due = amount_due(session, household, on)
+            due = allocator.amount_due(household, on)
             due_text = format_amount(due.total, due.currency, exponent)
             template, values = "receipt_due", {"household_no": household.household_no, "due": due_text}
     else:
@@ -542,8 +562,7 @@ def _receipt(
     if head is not None and head.phone and head.phone not in recipients:
         recipients.append(head.phone)
     if household is None and language is None:  # suspense: the language of the scheme that collects this currency
-        defaults = set(session.scalars(select(Scheme.default_language).where(Scheme.currency == payment.currency)))
-        language = defaults.pop().value if len(defaults) == 1 else None
+        language = (batch.lookup if batch is not None else MatchLookup(session, [])).suspense_language(payment.currency)
     for index, phone in enumerate(recipients):
         key = f"receipt:{payment.id}:{outcome}" + ("" if index == 0 else f":{index}")
         if batch is not None and key in batch.receipts:

@@ -67,11 +67,32 @@ def enqueue_messages(queue: Queue, message_ids: Iterable[int]) -> list[str]:
     return job_ids
 
 
+def enqueue_new_messages(queue: Queue, message_ids: Sequence[int]) -> list[str]:
+    """Enqueue the send jobs of messages a transaction has just committed, in one Redis round trip.
+
+    Their ids are new, so no job can have them yet: the per-job uniqueness check of `enqueue_messages`
+    (one Lua call per job) is not needed, and the jobs go in one pipeline.
+    """
+    jobs = queue.enqueue_many(
+        [
+            Queue.prepare_data(
+                send_message,
+                (message_id,),
+                job_id=SMS_JOB_ID.format(message_id),
+                retry=Retry(max=len(RQ_RETRY_INTERVALS), interval=RQ_RETRY_INTERVALS),
+                description=f"send SMS {message_id}",
+            )
+            for message_id in message_ids
+        ]
+    )
+    return [job.id for job in jobs]
+
+
 def rq_dispatch(redis_url: str, queue_name: str) -> Dispatch:
-    """Return the outbox dispatch that enqueues send jobs on the named queue."""
+    """Return the outbox dispatch that enqueues the send jobs of newly committed messages on the named queue."""
 
     def dispatch(message_ids: list[int]) -> None:
-        enqueue_messages(get_queue(redis_url, queue_name), message_ids)
+        enqueue_new_messages(get_queue(redis_url, queue_name), message_ids)
 
     return dispatch
 

@@ -1,0 +1,588 @@
+"""The set-based allocator: plan many allocations from state loaded once, then write them in a few inserts.
+
+An `Allocator` belongs to one write transaction. `load` locks the accounts it will touch — network accounts
+first, then household accounts, each in id order, in two statements, so two allocators (or a network payout
+run and a household payment) never deadlock — and reads what the rules decide on for all of them in a few
+queries: balances and fee state, the last live period of each household, its active members, and which
+source references are already allocated. `allocate` and `pay_network` then plan in memory, in call order,
+each one seeing what the earlier ones planned (the account books are updated as they go), exactly as if
+each had been written before the next was decided. `write` inserts the planned allocations, periods and
+ledger entries: one multi-row INSERT per table, whatever the number of payments.
+
+The same code serves a single allocation (`models.allocation.allocate` is an allocator of one) and the
+reconcile worker's batches, so there is one implementation of the rules that turn money into cover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import cast
+
+from sqlalchemy import Table, insert, select
+from sqlalchemy.orm import Session
+
+from models.base import LedgerKind, MemberStatus
+from models.coverage import PeriodDates, PeriodEnd, plan_funding
+from models.household import Account, Household, Member, Network
+from models.ledger import (
+    AccountState,
+    account_state,
+    account_states,
+    get_or_create_account,
+    lock_account,
+    start_write,
+)
+from models.money import Allocation, CoveragePeriod, LedgerEntry
+from models.premiums import AmountDue, PeriodPrice, amount_due
+
+
+@dataclass(frozen=True)
+class FundedPeriod:
+    """One coverage period an allocation funded."""
+
+    period_id: int
+    start_on: date
+    end_on: date
+    waiting_until: date | None
+    price: int
+    household_share: int
+    subsidy: int
+
+
+@dataclass(frozen=True)
+class AllocationResult:
+    """What an allocation did: the fee and periods it funded and the account's balance afterwards."""
+
+    allocation_id: int
+    source_ref: str
+    account_id: int
+    household_id: int | None
+    network_id: int | None
+    amount: int
+    currency: str
+    fee: int
+    periods: tuple[FundedPeriod, ...]
+    balance: int
+    credit: int
+    created: bool  # False when the source was already allocated: nothing was written
+    reversed: bool
+
+    @property
+    def covered_until(self) -> date | None:
+        """Return the end of the last period this allocation funded."""
+        return self.periods[-1].end_on if self.periods else None
+
+
+def funded_period(period: CoveragePeriod) -> FundedPeriod:
+    """Return a stored coverage period as a result."""
+    return FundedPeriod(
+        period_id=period.id,
+        start_on=period.start_on,
+        end_on=period.end_on,
+        waiting_until=period.waiting_until,
+        price=period.price,
+        household_share=period.household_share,
+        subsidy=period.subsidy_amount,
+    )
+
+
+def network_payout_ref(run_ref: str, household_id: int) -> str:
+    """Return the idempotency key of one household's share of a network payout run."""
+    return f"{run_ref}:household:{household_id}"
+
+
+@dataclass
+class Book:
+    """One owner's account as the batch sees it: the ledger's state plus what the batch has planned on it."""
+
+    household: Household | None
+    network: Network | None
+    account: Account | None  # locked; None until money first reaches an owner without an account
+    balance: int = 0
+    fee_paid: bool = False
+    last: PeriodEnd | None = None  # the live period that ends last (households)
+    members_left_on: list[date | None] = field(default_factory=list)  # one per ACTIVE member
+
+    @property
+    def state(self) -> AccountState:
+        """Return the account state with the batch's plans applied."""
+        return AccountState(balance=self.balance, fee_paid=self.fee_paid)
+
+    def members_on(self, on: date) -> int:
+        """Return how many members count for the premium on `on` (active, not left by then)."""
+        return sum(1 for left_on in self.members_left_on if left_on is None or left_on > on)
+
+
+@dataclass
+class PlannedPeriod:
+    """A coverage period waiting to be written."""
+
+    household_id: int
+    dates: PeriodDates
+    price: PeriodPrice
+    id: int | None = None
+
+    def funded(self) -> FundedPeriod:
+        """Return the written period as a result."""
+        assert self.id is not None, "write() first"
+        return FundedPeriod(
+            period_id=self.id,
+            start_on=self.dates.start_on,
+            end_on=self.dates.end_on,
+            waiting_until=self.dates.waiting_until,
+            price=self.price.price,
+            household_share=self.price.household_share,
+            subsidy=self.price.subsidy,
+        )
+
+
+@dataclass
+class PlannedEntry:
+    """A ledger entry waiting to be written (its allocation's and period's ids come at write time)."""
+
+    account: Account
+    kind: LedgerKind
+    amount: int
+    period: PlannedPeriod | None = None
+    funder: str | None = None
+    payment_id: int | None = None
+    note: str | None = None
+
+
+@dataclass
+class PlannedAllocation:
+    """An allocation as planned (or found already written): what it funds and the balance it leaves."""
+
+    source_ref: str
+    account: Account
+    amount: int
+    on: date
+    payment_id: int | None
+    fee: int = 0
+    balance: int = 0
+    planned_periods: list[PlannedPeriod] = field(default_factory=list)
+    entries: list[PlannedEntry] = field(default_factory=list)
+    created: bool = True
+    reversed: bool = False
+    id: int | None = None
+    written_periods: tuple[FundedPeriod, ...] = ()  # an allocation found already written
+
+    @property
+    def credit(self) -> int:
+        """Return the account's credit after this allocation."""
+        return max(0, self.balance)
+
+    @property
+    def covered_until(self) -> date | None:
+        """Return the end of the last period this allocation funded (known before it is written)."""
+        if self.planned_periods:
+            return self.planned_periods[-1].dates.end_on
+        return self.written_periods[-1].end_on if self.written_periods else None
+
+    @property
+    def period_count(self) -> int:
+        """Return how many periods this allocation funded."""
+        return len(self.planned_periods) or len(self.written_periods)
+
+    def result(self) -> AllocationResult:
+        """Return the written allocation as a result."""
+        assert self.id is not None, "write() first"
+        periods = tuple(p.funded() for p in self.planned_periods) if self.created else self.written_periods
+        return AllocationResult(
+            allocation_id=self.id,
+            source_ref=self.source_ref,
+            account_id=self.account.id,
+            household_id=self.account.household_id,
+            network_id=self.account.network_id,
+            amount=self.amount,
+            currency=self.account.currency,
+            fee=self.fee,
+            periods=periods,
+            balance=self.balance,
+            credit=self.credit,
+            created=self.created,
+            reversed=self.reversed,
+        )
+
+
+class Allocator:
+    """Plan allocations and network payouts on locked accounts in memory; write them all at once."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.households: dict[int, Book] = {}
+        self.networks: dict[int, Book] = {}
+        self.network_members: dict[int, list[Household]] = {}
+        self.written_refs: set[str] = set()  # allocated before this batch
+        self.checked_refs: set[str] = set()  # looked up already (written or not)
+        self.pending: list[PlannedAllocation] = []
+        self.pending_refs: dict[str, PlannedAllocation] = {}
+
+    # Loading -----------------------------------------------------------------------------------------------
+
+    def load(
+        self, households: Iterable[Household] = (), networks: Iterable[Network] = (), refs: Iterable[str] = ()
+    ) -> None:
+        """Lock and read the accounts of these owners (and of every household of these networks) in a few queries.
+
+        `refs`: source references the batch will allocate, looked up at once for idempotency.
+        """
+        start_write(self.session)
+        new_networks = {n.id: n for n in networks if n.id not in self.networks}
+        wanted = {h.id: h for h in households if h.id not in self.households}
+        if new_networks:
+            members = self.session.scalars(
+                select(Household).where(Household.network_id.in_(new_networks)).order_by(Household.id)
+            ).all()
+            for network_id in new_networks:
+                self.network_members[network_id] = []
+            for household in members:
+                assert household.network_id is not None
+                self.network_members[household.network_id].append(household)
+                if household.id not in self.households:
+                    wanted[household.id] = household
+        accounts: list[Account] = []
+        if new_networks:  # networks before households, each in id order: the lock order everywhere
+            accounts += self._lock(Account.network_id.in_(new_networks))
+        if wanted:
+            accounts += self._lock(Account.household_id.in_(wanted))
+        by_owner = {(a.household_id, a.network_id): a for a in accounts}
+        states = account_states(self.session, [a.id for a in accounts]) if accounts else {}
+
+        def book(household: Household | None, network: Network | None) -> Book:
+            key = (household.id if household else None, network.id if network else None)
+            account = by_owner.get(key)
+            state = states.get(account.id) if account is not None else None
+            if state is None:
+                return Book(household, network, account)
+            return Book(household, network, account, balance=state.balance, fee_paid=state.fee_paid)
+
+        for network in new_networks.values():
+            self.networks[network.id] = book(None, network)
+        for household in wanted.values():
+            self.households[household.id] = book(household, None)
+        if wanted:
+            self._load_periods_and_members(list(wanted))
+        self._check_refs(refs)
+
+    def _lock(self, owner_clause: object) -> list[Account]:
+        query = select(Account).where(owner_clause).order_by(Account.id).with_for_update()  # type: ignore[arg-type]
+        return list(self.session.scalars(query.execution_options(populate_existing=True)))
+
+    def _load_periods_and_members(self, household_ids: list[int]) -> None:
+        rows = self.session.execute(
+            select(CoveragePeriod.household_id, CoveragePeriod.end_on, CoveragePeriod.waiting_until).where(
+                CoveragePeriod.household_id.in_(household_ids), CoveragePeriod.reversed_at.is_(None)
+            )
+        )
+        for household_id, end_on, waiting_until in rows:
+            book = self.households[household_id]
+            if book.last is None or end_on > book.last.end_on:
+                book.last = _Last(end_on, waiting_until)
+        members = self.session.execute(
+            select(Member.household_id, Member.left_on).where(
+                Member.household_id.in_(household_ids), Member.status == MemberStatus.ACTIVE
+            )
+        )
+        for household_id, left_on in members:
+            self.households[household_id].members_left_on.append(left_on)
+
+    def _check_refs(self, refs: Iterable[str]) -> None:
+        todo = set(refs) - self.checked_refs
+        if todo:
+            found = self.session.scalars(select(Allocation.source_ref).where(Allocation.source_ref.in_(todo)))
+            self.written_refs.update(found)
+            self.checked_refs |= todo
+
+    def _book(self, account: Account) -> Book:
+        """Return the book of a (locked) account, loading it on first use."""
+        if account.household_id is not None:
+            if account.household_id not in self.households:
+                household = self.session.get(Household, account.household_id)
+                assert household is not None
+                self.load(households=[household])
+            book = self.households[account.household_id]
+        else:
+            assert account.network_id is not None
+            if account.network_id not in self.networks:
+                network = self.session.get(Network, account.network_id)
+                assert network is not None
+                self.load(networks=[network])
+            book = self.networks[account.network_id]
+        if book.account is None:  # created since `load` (by `get_or_create_account`): lock and read it
+            self._open_account(book, account)
+        return book
+
+    def _open_account(self, book: Book, account: Account | None = None) -> Account:
+        """Give an owner loaded without an account its (locked) account, reading the state of one found."""
+        if account is None:
+            account = get_or_create_account(self.session, household=book.household, network=book.network)
+        locked = lock_account(self.session, account.id)
+        state = account_state(self.session, account_id=locked.id)
+        book.account, book.balance, book.fee_paid = locked, state.balance, state.fee_paid
+        return locked
+
+    # Planning ----------------------------------------------------------------------------------------------
+
+    def allocate(
+        self, account: Account, amount: int, source_ref: str, on: date, payment_id: int | None = None
+    ) -> PlannedAllocation:
+        """Plan money received on `on` onto an account once per `source_ref`: fee, whole periods, then credit.
+
+        A household's credit funds its fee and periods at once; a network's money stays on its account until
+        `pay_network` pays its households.
+        """
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise ValueError("an allocation is a positive integer amount")
+        start_write(self.session)
+        book = self._book(account)
+        assert book.account is not None
+        existing = self._existing(source_ref, book)
+        if existing is not None:
+            return existing
+        return self._plan(book, amount, source_ref, on, payment_id)
+
+    def _existing(self, source_ref: str, book: Book) -> PlannedAllocation | None:
+        assert book.account is not None
+        planned = self.pending_refs.get(source_ref)
+        if planned is None:
+            self._check_refs([source_ref])
+            if source_ref not in self.written_refs:
+                return None
+            written = self.session.scalar(
+                select(Allocation).where(Allocation.source_ref == source_ref).execution_options(populate_existing=True)
+            )
+            assert written is not None
+            planned = _from_written(self.session, written, book)
+        if planned.account.id != book.account.id:
+            raise ValueError(f"{source_ref} was already allocated to another account")
+        return planned
+
+    def _plan(self, book: Book, amount: int, source_ref: str, on: date, payment_id: int | None) -> PlannedAllocation:
+        assert book.account is not None
+        planned = PlannedAllocation(source_ref, book.account, amount, on, payment_id)
+        planned.entries.append(PlannedEntry(book.account, LedgerKind.PAYMENT, amount, payment_id=payment_id))
+        book.balance += amount
+        if book.household is not None:
+            self._fund(book, planned, on)
+        planned.balance = book.balance
+        self.pending.append(planned)
+        self.pending_refs[source_ref] = planned
+        return planned
+
+    def _fund(self, book: Book, planned: PlannedAllocation, on: date) -> None:
+        """Spend the household's credit (the rules of `plan_funding`) and record it on the book."""
+        assert book.household is not None and book.account is not None
+        funding = plan_funding(
+            self.session, book.household, book.balance, book.fee_paid, book.last, book.members_on(on), on
+        )
+        if funding.fee:
+            planned.fee = funding.fee
+            planned.entries.append(PlannedEntry(book.account, LedgerKind.FEE, -funding.fee))
+            book.balance -= funding.fee
+            book.fee_paid = True
+        price = funding.price
+        for dates in funding.periods:
+            assert price is not None
+            period = PlannedPeriod(book.household.id, dates, price)
+            planned.planned_periods.append(period)
+            planned.entries.append(PlannedEntry(book.account, LedgerKind.CHARGE, -price.price, period=period))
+            if price.subsidy:
+                # The funder's share becomes a receivable at the moment the household's share is paid.
+                planned.entries.append(
+                    PlannedEntry(book.account, LedgerKind.SUBSIDY, price.subsidy, period=period, funder=price.funder)
+                )
+            book.balance -= price.household_share
+            book.last = dates
+
+    def pay_network(self, network_account: Account, on: date, run_ref: str) -> list[PlannedAllocation]:
+        """Plan paying the network's households' amounts due from its balance, soonest expiry first.
+
+        Households never covered come first, then by the end of their last live period. Only whole amounts
+        due are paid: a household the balance cannot pay in full is skipped, and what is left stays on the
+        network account. Idempotent per `run_ref` and household.
+        """
+        if network_account.network_id is None:
+            raise ValueError("not a network account")
+        start_write(self.session)
+        network_book = self._book(network_account)
+        assert network_book.account is not None
+        households = self.network_members[network_account.network_id]
+        if run_ref not in self.pending_refs:  # a run planned here is new: its payouts cannot exist yet
+            self._check_refs(network_payout_ref(run_ref, h.id) for h in households)
+
+        def expiry(household: Household) -> tuple[date, int]:
+            last = self.households[household.id].last
+            return (last.end_on if last is not None else date.min, household.id)
+
+        paid: list[PlannedAllocation] = []
+        for household in sorted(households, key=expiry):
+            if network_book.balance <= 0:
+                break  # every amount due is positive: nothing more can be paid
+            ref = network_payout_ref(run_ref, household.id)
+            if ref in self.written_refs or ref in self.pending_refs:
+                continue
+            book = self.households[household.id]
+            due = self.amount_due(household, on).total
+            if due <= 0 or due > network_book.balance:
+                continue
+            if book.account is None:
+                self._open_account(book)
+            planned = self._plan(book, due, ref, on, None)
+            note = f"paid household {household.household_no}"
+            planned.entries.append(PlannedEntry(network_book.account, LedgerKind.CHARGE, -due, note=note))
+            network_book.balance -= due
+            paid.append(planned)
+        return paid
+
+    def account(self, *, household: Household | None = None, network: Network | None = None) -> Account:
+        """Return the locked account of a household or network, loading it (or creating it) on first use."""
+        if household is not None:
+            if household.id not in self.households:
+                self.load(households=[household])
+            book = self.households[household.id]
+        else:
+            assert network is not None
+            if network.id not in self.networks:
+                self.load(networks=[network])
+            book = self.networks[network.id]
+        return book.account if book.account is not None else self._open_account(book)
+
+    # Reading the plan --------------------------------------------------------------------------------------
+
+    def balance(self, account: Account) -> int:
+        """Return the account's balance with everything planned so far."""
+        return self._book(account).balance
+
+    def amount_due(self, household: Household, on: date) -> AmountDue:
+        """Return the household's amount due on `on` with everything planned so far."""
+        if household.id not in self.households:
+            self.load(households=[household])
+        book = self.households[household.id]
+        return amount_due(self.session, household, on, state=book.state, members=book.members_on(on))
+
+    def covered_until(self, household: Household) -> date | None:
+        """Return the end of the household's last live period, planned ones included."""
+        if household.id not in self.households:
+            self.load(households=[household])
+        last = self.households[household.id].last
+        return last.end_on if last is not None else None
+
+    # Writing -----------------------------------------------------------------------------------------------
+
+    def write(self) -> None:
+        """Insert everything planned: allocations, then periods, then entries (one multi-row INSERT each)."""
+        planned = [p for p in self.pending if p.id is None]
+        if not planned:
+            return
+        allocations = self._insert_returning(
+            Allocation,
+            [
+                {
+                    "source_ref": p.source_ref,
+                    "account_id": p.account.id,
+                    "amount": p.amount,
+                    "currency": p.account.currency,
+                    "effective_on": p.on,
+                    "payment_id": p.payment_id,
+                }
+                for p in planned
+            ],
+        )
+        for p, allocation_id in zip(planned, allocations, strict=True):
+            p.id = allocation_id
+        periods = [(p, period) for p in planned for period in p.planned_periods]
+        if periods:
+            ids = self._insert_returning(
+                CoveragePeriod,
+                [
+                    {
+                        "household_id": period.household_id,
+                        "allocation_id": p.id,
+                        "plan": period.price.plan,
+                        "months": period.price.months,
+                        "start_on": period.dates.start_on,
+                        "end_on": period.dates.end_on,
+                        "waiting_until": period.dates.waiting_until,
+                        "price": period.price.price,
+                        "household_share": period.price.household_share,
+                        "subsidy_amount": period.price.subsidy,
+                        "funder": period.price.funder,
+                    }
+                    for p, period in periods
+                ],
+            )
+            for (_, period), period_id in zip(periods, ids, strict=True):
+                period.id = period_id
+        entries = [
+            {
+                "account_id": e.account.id,
+                "allocation_id": p.id,
+                "kind": e.kind,
+                "amount": e.amount,
+                "currency": e.account.currency,
+                "funder": e.funder,
+                "period_id": e.period.id if e.period is not None else None,
+                "payment_id": e.payment_id,
+                "reverses_entry_id": None,
+                "effective_on": p.on,
+                "note": e.note,
+            }
+            for p in planned
+            for e in p.entries
+        ]
+        self.session.execute(insert(_table(LedgerEntry)), entries)
+
+    def _insert_returning(
+        self, model: type[Allocation] | type[CoveragePeriod], rows: list[dict[str, object]]
+    ) -> list[int]:
+        table = _table(model)
+        query = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        return list(self.session.scalars(query, rows))
+
+
+def _table(model: type[Allocation] | type[CoveragePeriod] | type[LedgerEntry]) -> Table:
+    """Return a model's table: Core inserts write every column given, NULLs included, in one statement."""
+    return cast(Table, model.__table__)
+
+
+@dataclass(frozen=True)
+class _Last:
+    """The end of a stored live period (all the next period's dates depend on)."""
+
+    end_on: date
+    waiting_until: date | None
+
+
+def _from_written(session: Session, allocation: Allocation, book: Book) -> PlannedAllocation:
+    """Return an allocation written before this batch as a result (nothing is planned for it)."""
+    periods = session.scalars(
+        select(CoveragePeriod).where(CoveragePeriod.allocation_id == allocation.id).order_by(CoveragePeriod.start_on)
+    ).all()
+    fee = -sum(
+        entry.amount
+        for entry in session.scalars(
+            select(LedgerEntry).where(
+                LedgerEntry.allocation_id == allocation.id,
+                LedgerEntry.kind == LedgerKind.FEE,
+                LedgerEntry.account_id == allocation.account_id,
+            )
+        )
+    )
+    account = session.get(Account, allocation.account_id)
+    assert account is not None
+    return PlannedAllocation(
+        source_ref=allocation.source_ref,
+        account=account,
+        amount=allocation.amount,
+        on=allocation.effective_on,
+        payment_id=allocation.payment_id,
+        fee=fee,
+        balance=book.balance,
+        created=False,
+        reversed=allocation.reversed_at is not None,
+        id=allocation.id,
+        written_periods=tuple(funded_period(p) for p in periods),
+    )
