@@ -24,6 +24,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from models.base import LedgerKind, MemberStatus
+from models.bulk import among, insert_rows
 from models.coverage import PeriodDates, PeriodEnd, plan_funding
 from models.household import Account, Household, Member, Network
 from models.ledger import (
@@ -234,7 +235,7 @@ class Allocator:
         wanted = {h.id: h for h in households if h.id not in self.households}
         if new_networks:
             members = self.session.scalars(
-                select(Household).where(Household.network_id.in_(new_networks)).order_by(Household.id)
+                select(Household).where(among(self.session, Household.network_id, new_networks)).order_by(Household.id)
             ).all()
             for network_id in new_networks:
                 self.network_members[network_id] = []
@@ -245,9 +246,9 @@ class Allocator:
                     wanted[household.id] = household
         accounts: list[Account] = []
         if new_networks:  # networks before households, each in id order: the lock order everywhere
-            accounts += self._lock(Account.network_id.in_(new_networks))
+            accounts += self._lock(among(self.session, Account.network_id, new_networks))
         if wanted:
-            accounts += self._lock(Account.household_id.in_(wanted))
+            accounts += self._lock(among(self.session, Account.household_id, wanted))
         by_owner = {(a.household_id, a.network_id): a for a in accounts}
         states = account_states(self.session, [a.id for a in accounts]) if accounts else {}
 
@@ -274,7 +275,7 @@ class Allocator:
     def _load_periods_and_members(self, household_ids: list[int]) -> None:
         rows = self.session.execute(
             select(CoveragePeriod.household_id, CoveragePeriod.end_on, CoveragePeriod.waiting_until).where(
-                CoveragePeriod.household_id.in_(household_ids), CoveragePeriod.reversed_at.is_(None)
+                among(self.session, CoveragePeriod.household_id, household_ids), CoveragePeriod.reversed_at.is_(None)
             )
         )
         for household_id, end_on, waiting_until in rows:
@@ -283,7 +284,7 @@ class Allocator:
                 book.last = _Last(end_on, waiting_until)
         members = self.session.execute(
             select(Member.household_id, Member.left_on).where(
-                Member.household_id.in_(household_ids), Member.status == MemberStatus.ACTIVE
+                among(self.session, Member.household_id, household_ids), Member.status == MemberStatus.ACTIVE
             )
         )
         for household_id, left_on in members:
@@ -292,7 +293,9 @@ class Allocator:
     def _check_refs(self, refs: Iterable[str]) -> None:
         todo = set(refs) - self.checked_refs
         if todo:
-            found = self.session.scalars(select(Allocation.source_ref).where(Allocation.source_ref.in_(todo)))
+            found = self.session.scalars(
+                select(Allocation.source_ref).where(among(self.session, Allocation.source_ref, todo))
+            )
             self.written_refs.update(found)
             self.checked_refs |= todo
 
@@ -477,8 +480,9 @@ class Allocator:
         planned = [p for p in self.pending if p.id is None]
         if not planned:
             return
-        allocations = self._insert_returning(
-            Allocation,
+        allocations = insert_rows(
+            self.session,
+            _table(Allocation),
             [
                 {
                     "source_ref": p.source_ref,
@@ -495,8 +499,9 @@ class Allocator:
             p.id = allocation_id
         periods = [(p, period) for p in planned for period in p.planned_periods]
         if periods:
-            ids = self._insert_returning(
-                CoveragePeriod,
+            ids = insert_rows(
+                self.session,
+                _table(CoveragePeriod),
                 [
                     {
                         "household_id": period.household_id,
@@ -534,13 +539,6 @@ class Allocator:
             for e in p.entries
         ]
         self.session.execute(insert(_table(LedgerEntry)), entries)
-
-    def _insert_returning(
-        self, model: type[Allocation] | type[CoveragePeriod], rows: list[dict[str, object]]
-    ) -> list[int]:
-        table = _table(model)
-        query = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-        return list(self.session.scalars(query, rows))
 
 
 def _table(model: type[Allocation] | type[CoveragePeriod] | type[LedgerEntry]) -> Table:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, HouseholdStatus, Language, MemberStatus, Sex, utcnow
@@ -112,3 +112,10 @@ class HouseholdEvent(Base):
     after_status: Mapped[str] = mapped_column(String(24))
     note: Mapped[str] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Payment matching looks numbers and codes up case-insensitively (`upper(x) IN (…)` for a whole batch of account
+# references): without these it scans every household and member.
+Index("ix_households_upper_household_no", func.upper(Household.household_no))
+Index("ix_members_upper_member_no", func.upper(Member.member_no))
+Index("ix_networks_upper_code", func.upper(Network.code))

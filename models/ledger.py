@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from models.base import LedgerKind
+from models.bulk import among
 from models.db import begin_write, is_sqlite
 from models.household import Account, Household, Network
 from models.money import Allocation, CoveragePeriod, LedgerEntry
@@ -187,7 +188,7 @@ def account_states(session: Session, account_ids: list[int]) -> dict[int, Accoun
     rows = session.execute(
         select(LedgerEntry.account_id, func.sum(LedgerEntry.amount), func.sum(fee_count))
         .outerjoin(reversed_entry, LedgerEntry.reverses_entry_id == reversed_entry.id)
-        .where(LedgerEntry.account_id.in_(account_ids))
+        .where(among(session, LedgerEntry.account_id, account_ids))
         .group_by(LedgerEntry.account_id)
     )
     states = dict.fromkeys(account_ids, AccountState(balance=0, fee_paid=False))

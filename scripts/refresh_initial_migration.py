@@ -30,8 +30,38 @@ def main() -> None:
     for path in generated:
         if path != TARGET:
             path.rename(TARGET)
+    add_expression_indexes(TARGET)
     subprocess.run([sys.executable, "-m", "ruff", "format", "-q", str(TARGET)], check=False)
     print(f"wrote {TARGET.relative_to(ROOT)}")
+
+
+def add_expression_indexes(path: Path) -> None:
+    """Add the indexes on expressions (`upper(x)`), which autogenerate cannot reflect on SQLite, to the migration."""
+    from sqlalchemy import Column
+    from sqlalchemy.dialects import sqlite
+
+    import models
+
+    creates, drops = [], []
+    for table in models.Base.metadata.sorted_tables:
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            if all(isinstance(e, Column) for e in index.expressions):
+                continue
+            sql = [str(e.compile(dialect=sqlite.dialect())).replace(f"{table.name}.", "") for e in index.expressions]
+            expressions = ", ".join(f"sa.text({text!r})" for text in sql)
+            creates.append(f"    op.create_index({index.name!r}, {table.name!r}, [{expressions}], unique={index.unique})")
+            drops.append(f"    op.drop_index({index.name!r}, table_name={table.name!r})")
+    if not creates:
+        return
+    source = path.read_text()
+    end = "    # ### end Alembic commands ###\n"
+    upgrade_end = source.index(end)
+    downgrade_start = source.index("def downgrade() -> None:\n") + len("def downgrade() -> None:\n")
+    added_up = "    # Indexes on expressions (added by scripts/refresh_initial_migration.py)\n" + "\n".join(creates) + "\n"
+    added_down = "\n".join(drops) + "\n"
+    source = source[:downgrade_start] + added_down + source[downgrade_start:]
+    source = source[:upgrade_end] + added_up + source[upgrade_end:]
+    path.write_text(source)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from models.allocation import refund, reverse
 from models.allocator import Allocator, PlannedAllocation
 from models.amounts import currency_exponent, format_amount
 from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
+from models.bulk import among, preassign_ids
 from models.db import begin_write
 from models.household import Household, Member, Network
 from models.messaging import Message
@@ -178,25 +179,27 @@ class MatchLookup:
         self.networks: dict[str, list[Network]] = {}
         self.phone_households: dict[str, set[int]] = {}
         if references:
-            query = select(PaymentRequest).where(PaymentRequest.reference.in_(references), *open_now)
+            query = select(PaymentRequest).where(among(session, PaymentRequest.reference, references), *open_now)
             for request in session.scalars(query.order_by(PaymentRequest.id)):
                 self.requests_by_reference.setdefault(request.reference, []).append(request)
         if tokens:
             upper = sorted(tokens)
-            for household in session.scalars(select(Household).where(func.upper(Household.household_no).in_(upper))):
+            for household in session.scalars(
+                select(Household).where(among(session, func.upper(Household.household_no), upper))
+            ):
                 self.households[household.household_no.upper()] = household
             rows = session.execute(
-                select(Member.member_no, Member.household_id).where(func.upper(Member.member_no).in_(upper))
+                select(Member.member_no, Member.household_id).where(among(session, func.upper(Member.member_no), upper))
             )
             self.member_households = {member_no.upper(): household_id for member_no, household_id in rows}
-            for network in session.scalars(select(Network).where(func.upper(Network.code).in_(upper))):
+            for network in session.scalars(select(Network).where(among(session, func.upper(Network.code), upper))):
                 self.networks.setdefault(network.code.upper(), []).append(network)
         if phones:
-            query = select(PaymentRequest).where(PaymentRequest.payer_phone.in_(phones), *open_now)
+            query = select(PaymentRequest).where(among(session, PaymentRequest.payer_phone, phones), *open_now)
             self.requests_by_phone = list(session.scalars(query.order_by(PaymentRequest.id)))
             rows = session.execute(
                 select(Member.phone, Member.household_id).where(
-                    Member.phone.in_(phones), Member.status == MemberStatus.ACTIVE
+                    among(session, Member.phone, phones), Member.status == MemberStatus.ACTIVE
                 )
             )
             for phone, household_id in rows:
@@ -209,7 +212,9 @@ class MatchLookup:
         # Held here: the session's identity map keeps only objects something else refers to.
         self.owners: list[Household] = []
         if wanted:
-            owners = select(Household).where(Household.id.in_(wanted)).options(selectinload(Household.members))
+            owners = (
+                select(Household).where(among(session, Household.id, wanted)).options(selectinload(Household.members))
+            )
             self.owners = list(session.scalars(owners))
 
     def suspense_language(self, currency: str) -> str | None:
@@ -347,7 +352,7 @@ _RECEIPT_KEYS = ("receipt:{}:allocated", "receipt:{}:allocated:1", "receipt:{}:r
 
 def _stored_receipts(session: Session, payment_ids: list[int]) -> set[str]:
     keys = [key.format(payment_id) for payment_id in payment_ids for key in _RECEIPT_KEYS]
-    return set(session.scalars(select(Message.dedupe_key).where(Message.dedupe_key.in_(keys))))
+    return set(session.scalars(select(Message.dedupe_key).where(among(session, Message.dedupe_key, keys))))
 
 
 def reconcile_payments(session: Session, payment_ids: list[int], retry_unmatched: bool = False) -> dict[int, str]:
@@ -363,7 +368,7 @@ def reconcile_payments(session: Session, payment_ids: list[int], retry_unmatched
     begin_write(session)
     locked = session.scalars(
         select(Payment)
-        .where(Payment.id.in_(wanted))
+        .where(among(session, Payment.id, wanted))
         .order_by(Payment.id)
         .with_for_update()
         .execution_options(populate_existing=True)
@@ -394,6 +399,7 @@ def reconcile_payments(session: Session, payment_ids: list[int], retry_unmatched
         for column in _SETTLED_COLUMNS:  # the same columns for every payment: one UPDATE for the whole batch
             flag_modified(payment, column)
     try:
+        preassign_ids(session)  # events and receipts: inserted with executemany, no RETURNING
         batch.allocator.write()
         session.flush()
     except DBAPIError as exc:

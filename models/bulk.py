@@ -1,0 +1,74 @@
+"""Writing many rows at once without `INSERT … RETURNING`.
+
+A multi-row `INSERT … VALUES (…), (…) RETURNING id` of a few hundred rows is one SQL text with thousands of
+placeholders, different for every row count: psycopg parses each one anew, and that costs more than the insert.
+On PostgreSQL the ids are taken from the table's sequence instead, in one round trip
+(`nextval` over `generate_series`), and the rows go in with `executemany` — the same prepared text for every
+row, sent in one pipeline. SQLite has no sequences: there the insert returns the ids (cheap in-process).
+Likewise a batch's lookups pass their keys as one array (`among`) rather than an IN list of placeholders.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, Table, any_, bindparam, insert, inspect, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.sqltypes import NullType
+
+_Column = ColumnElement[Any] | InstrumentedAttribute[Any]
+_NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)")
+
+
+def uses_sequences(session: Session) -> bool:
+    """Return whether the session's database hands out ids from sequences (PostgreSQL)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def among(session: Session, column: _Column, values: Collection[Any]) -> ColumnElement[bool]:
+    """Return `column IN (values)`; on PostgreSQL `column = ANY(:values)`, one array parameter for any count.
+
+    An IN list of a thousand ids is a thousand placeholders to render, and for psycopg to parse, per query.
+    """
+    if uses_sequences(session):
+        item_type = String() if isinstance(column.type, NullType) else column.type  # `func.upper(x)` has no type
+        return column == any_(bindparam(None, sorted(values), type_=ARRAY(item_type)))
+    return column.in_(values)
+
+
+def next_ids(session: Session, table: Table, count: int) -> list[int]:
+    """Return `count` new ids from the sequence of the table's `id` column (PostgreSQL), in ascending order."""
+    with session.no_autoflush:
+        return list(session.scalars(_NEXT_IDS, {"table": table.name, "count": count}))
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert rows (dicts with the same keys) and return their new ids, in the order of the rows."""
+    if not rows:
+        return []
+    if not uses_sequences(session):
+        return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
+    ids = next_ids(session, table, len(rows))
+    session.execute(insert(table), [{**row, "id": new_id} for row, new_id in zip(rows, ids, strict=True)])
+    return ids
+
+
+def preassign_ids(session: Session) -> None:
+    """Give the session's pending new objects their ids now, one round trip per table (PostgreSQL only).
+
+    The next flush then inserts them with `executemany` instead of `INSERT … RETURNING`.
+    """
+    if not uses_sequences(session):
+        return
+    waiting: dict[Table, list[Any]] = defaultdict(list)
+    for instance in session.new:
+        mapper = inspect(instance).mapper
+        key = mapper.primary_key
+        if len(key) == 1 and key[0].name == "id" and key[0].autoincrement and instance.id is None:
+            waiting[mapper.local_table].append(instance)  # type: ignore[index]
+    for table, instances in waiting.items():
+        for instance, new_id in zip(instances, next_ids(session, table, len(instances)), strict=True):
+            instance.id = new_id
