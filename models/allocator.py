@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import ColumnElement, Table, insert, select
 from sqlalchemy.orm import Session
 
 from models.base import LedgerKind, MemberStatus
@@ -208,6 +208,20 @@ class PlannedAllocation:
         )
 
 
+@dataclass(frozen=True)
+class Busy:
+    """Owners whose accounts another transaction holds (see `Allocator.load(skip_locked=True)`)."""
+
+    households: set[int] = field(default_factory=set)
+    networks: set[int] = field(default_factory=set)
+
+    def holds(self, household: Household | None, network: Network | None) -> bool:
+        """Return whether this owner is busy."""
+        if network is not None:
+            return network.id in self.networks
+        return household is not None and household.id in self.households
+
+
 class Allocator:
     """Plan allocations and network payouts on locked accounts in memory; write them all at once."""
 
@@ -224,11 +238,18 @@ class Allocator:
     # Loading -----------------------------------------------------------------------------------------------
 
     def load(
-        self, households: Iterable[Household] = (), networks: Iterable[Network] = (), refs: Iterable[str] = ()
-    ) -> None:
+        self,
+        households: Iterable[Household] = (),
+        networks: Iterable[Network] = (),
+        refs: Iterable[str] = (),
+        skip_locked: bool = False,
+    ) -> Busy:
         """Lock and read the accounts of these owners (and of every household of these networks) in a few queries.
 
         `refs`: source references the batch will allocate, looked up at once for idempotency.
+        `skip_locked`: do not wait for accounts another transaction holds (`FOR UPDATE SKIP LOCKED`); their owners
+        are returned as busy and get no book — a network is busy when its account or one of its households' is —
+        so the caller can leave their payments for a later run instead of waiting with locks held.
         """
         start_write(self.session)
         new_networks = {n.id: n for n in networks if n.id not in self.networks}
@@ -246,9 +267,10 @@ class Allocator:
                     wanted[household.id] = household
         accounts: list[Account] = []
         if new_networks:  # networks before households, each in id order: the lock order everywhere
-            accounts += self._lock(among(self.session, Account.network_id, new_networks))
+            accounts += self._lock(among(self.session, Account.network_id, new_networks), skip_locked)
         if wanted:
-            accounts += self._lock(among(self.session, Account.household_id, wanted))
+            accounts += self._lock(among(self.session, Account.household_id, wanted), skip_locked)
+        busy = self._busy(accounts, new_networks, wanted) if skip_locked else Busy()
         by_owner = {(a.household_id, a.network_id): a for a in accounts}
         states = account_states(self.session, [a.id for a in accounts]) if accounts else {}
 
@@ -261,16 +283,36 @@ class Allocator:
             return Book(household, network, account, balance=state.balance, fee_paid=state.fee_paid)
 
         for network in new_networks.values():
-            self.networks[network.id] = book(None, network)
-        for household in wanted.values():
+            if network.id not in busy.networks:
+                self.networks[network.id] = book(None, network)
+        free = [household for household in wanted.values() if household.id not in busy.households]
+        for household in free:
             self.households[household.id] = book(household, None)
-        if wanted:
-            self._load_periods_and_members(list(wanted))
+        if free:
+            self._load_periods_and_members([household.id for household in free])
         self._check_refs(refs)
+        return busy
 
-    def _lock(self, owner_clause: object) -> list[Account]:
-        query = select(Account).where(owner_clause).order_by(Account.id).with_for_update()  # type: ignore[arg-type]
+    def _lock(self, owner_clause: ColumnElement[bool], skip_locked: bool = False) -> list[Account]:
+        query = select(Account).where(owner_clause).order_by(Account.id).with_for_update(skip_locked=skip_locked)
         return list(self.session.scalars(query.execution_options(populate_existing=True)))
+
+    def _busy(self, locked: list[Account], networks: dict[int, Network], households: dict[int, Household]) -> Busy:
+        """Return the owners whose account exists but was not locked (another transaction holds it)."""
+        owners = among(self.session, Account.network_id, networks) if networks else None
+        if households:
+            held = among(self.session, Account.household_id, households)
+            owners = held if owners is None else owners | held
+        if owners is None:
+            return Busy()
+        existing = set(self.session.execute(select(Account.household_id, Account.network_id).where(owners)).tuples())
+        taken = existing - {(a.household_id, a.network_id) for a in locked}
+        busy_households = {household_id for household_id, _ in taken if household_id is not None}
+        busy_networks = {network_id for _, network_id in taken if network_id is not None}
+        for network_id in networks:
+            if any(h.id in busy_households for h in self.network_members[network_id]):
+                busy_networks.add(network_id)
+        return Busy(households=busy_households, networks=busy_networks)
 
     def _load_periods_and_members(self, household_ids: list[int]) -> None:
         rows = self.session.execute(

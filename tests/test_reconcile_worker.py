@@ -36,7 +36,7 @@ from tests.factories import make_household, make_network
 from tests.payment_helpers import PAID_AT, store_report
 from tests.test_rules_properties import check_invariants
 from workers.matching import reconcile_payment, undo_payment
-from workers.reconcile import enqueue_reconcile
+from workers.reconcile import enqueue_reconcile, enqueue_reconcile_batch
 
 FULL_YEAR = 15_000
 PAYER = "+221771234567"
@@ -229,6 +229,48 @@ def test_two_workers_on_one_household_keep_exact_balances(
     check_invariants(session, household.id, reversed_any=False)
     receipts = session.scalars(select(Message.dedupe_key).where(Message.dedupe_key.like("receipt:%"))).all()
     assert len(receipts) == len(set(receipts)) == len(amounts)  # payer is the head: one receipt each
+
+
+def test_a_batch_defers_payments_whose_accounts_another_worker_holds_then_waits_for_them(
+    session: Session, queue: Queue, worker_env: dict[str, str], redis_url: str, pg_url: str
+) -> None:
+    cmu = factories.scheme(session, "cmu-thies")
+    held, free = make_household(session, cmu), make_household(session, cmu)
+    network = make_network(session, cmu, code="RES-HELD")
+    member = make_household(session, cmu, network=network)  # its account is held: the whole network is busy
+    accounts = [get_or_create_account(session, household=h).id for h in (held, member)]
+    get_or_create_account(session, network=network)
+    session.commit()
+    payments = [
+        store(session, reference=held.household_no),
+        store(session, reference=free.household_no),
+        store(session, amount=FULL_YEAR, reference="RES-HELD"),
+    ]
+    enqueue_reconcile_batch(queue, [p.id for p in payments])
+
+    with Session(get_engine(pg_url)) as holder:  # another worker's batch, mid-transaction
+        holder.execute(text("SELECT id FROM accounts WHERE id = ANY(:ids) FOR UPDATE"), {"ids": accounts})
+        command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url, *PRODUCTION_WORKER]
+        worker = subprocess.Popen([*command, "default"], cwd=ROOT, env=worker_env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not _waiting_on_a_lock(session):  # the follow-up batch of the two deferred payments waits
+            assert worker.poll() is None, worker.communicate()[1]
+            assert time.monotonic() < deadline, "the deferred payments never waited for the accounts"
+            time.sleep(0.1)
+        # The first batch did not wait: it settled the free household's payment and left the other two.
+        assert [fresh(session, p).status for p in payments] == [
+            PaymentStatus.RECEIVED,
+            PaymentStatus.ALLOCATED,
+            PaymentStatus.RECEIVED,
+        ]
+        holder.rollback()
+    _, errors = worker.communicate(timeout=60)
+
+    assert worker.returncode == 0, errors[-2000:]
+    assert {fresh(session, p).status for p in payments} == {PaymentStatus.ALLOCATED}
+    assert count(session, Allocation) == 4  # three payments and the network's payout to its household
+    for household in (held, free, member):
+        check_invariants(session, household.id, reversed_any=False)
 
 
 def _children(pid: int) -> list[int]:

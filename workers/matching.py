@@ -355,11 +355,15 @@ def _stored_receipts(session: Session, payment_ids: list[int]) -> set[str]:
     return set(session.scalars(select(Message.dedupe_key).where(among(session, Message.dedupe_key, keys))))
 
 
-def reconcile_payments(session: Session, payment_ids: list[int], retry_unmatched: bool = False) -> dict[int, str]:
+def reconcile_payments(
+    session: Session, payment_ids: list[int], retry_unmatched: bool = False, wait_for_locks: bool = False
+) -> dict[int, str]:
     """Reconcile a batch of payments in one transaction; return each one's outcome.
 
-    The caller commits. Outcomes are those of `reconcile_payment`, plus "missing" (no such payment) and "retry"
-    (a database error rolled the whole batch back: run each of its payments again on its own).
+    The caller commits. Outcomes are those of `reconcile_payment`, plus "missing" (no such payment), "retry"
+    (a database error rolled the whole batch back: run each of its payments again on its own) and, in a batch of
+    more than one, "deferred" (another transaction holds its household's or network's account: run it later).
+    `wait_for_locks`: wait for busy accounts instead (a run of payments deferred once), so none is deferred twice.
     """
     wanted = sorted(set(payment_ids))
     outcomes = dict.fromkeys(wanted, "missing")
@@ -387,14 +391,21 @@ def reconcile_payments(session: Session, payment_ids: list[int], retry_unmatched
     lookup = MatchLookup(session, todo)
     batch = _Batch(lookup, _stored_receipts(session, [p.id for p in todo]), Allocator(session))
     # Lock order: payments by id, then the matched accounts (networks, then households, by id), before any
-    # payment is settled; the allocator plans each payment in id order and writes them all at the end.
-    matches = [m for m in (find_match(session, p, lookup).match for p in todo) if m is not None]
-    batch.allocator.load(
+    # payment is settled; the allocator plans each payment in id order and writes them all at the end. A batch
+    # does not wait for accounts another worker's batch holds: those payments are left for a later run.
+    first = {p.id: find_match(session, p, lookup).match for p in todo}
+    matches = [m for m in first.values() if m is not None]
+    busy = batch.allocator.load(
         households=[m.household for m in matches if m.household is not None],
         networks=[m.network for m in matches if m.network is not None],
         refs=[f"payment:{p.id}" for p in todo],
+        skip_locked=len(todo) > 1 and not wait_for_locks,
     )
     for payment in todo:
+        match = first[payment.id]
+        if match is not None and busy.holds(match.household, match.network):
+            outcomes[payment.id] = "deferred"
+            continue
         outcomes[payment.id] = _settle(session, payment, batch)
         for column in _SETTLED_COLUMNS:  # the same columns for every payment: one UPDATE for the whole batch
             flag_modified(payment, column)
