@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -231,12 +232,27 @@ def run_workers(url: str, redis_url: str, workers: int) -> float:
     env["AT_USERNAME"] = ""
     command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--quiet", "--url", redis_url]
     command += ["--worker-class", "workers.worker.PreloadedWorker", QUEUE]  # as in the Procfile
-    started = time.perf_counter()
+    started, busy, cpu = time.perf_counter(), machine_busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     processes = [subprocess.Popen(command, cwd=ROOT, env=env) for _ in range(workers)]
     for process in processes:
         if process.wait() != 0:
             raise SystemExit(f"worker exited with {process.returncode}")
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
+    print(
+        f"cpu:      workers {worker_cpu:.1f} s, whole machine {machine_busy_seconds() - busy:.1f} s "
+        f"of {elapsed * (os.cpu_count() or 1):.1f} s ({os.cpu_count()} cores; the rest of the busy time is "
+        "PostgreSQL, Redis and anything else running)"
+    )
+    return elapsed
+
+
+def machine_busy_seconds() -> float:
+    """Return the CPU seconds all cores have spent busy since boot (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 INVARIANTS = {

@@ -253,7 +253,7 @@ def test_a_batch_defers_payments_whose_accounts_another_worker_holds_then_waits_
         command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url, *PRODUCTION_WORKER]
         worker = subprocess.Popen([*command, "default"], cwd=ROOT, env=worker_env, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while not _waiting_on_a_lock(session):  # the follow-up batch of the two deferred payments waits
+        while not _waiting_on_a_lock(session):  # the job's second pass, over the two deferred payments, waits
             assert worker.poll() is None, worker.communicate()[1]
             assert time.monotonic() < deadline, "the deferred payments never waited for the accounts"
             time.sleep(0.1)

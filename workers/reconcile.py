@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import timedelta
 
@@ -68,26 +67,19 @@ def reconcile(payment_id: int) -> str:
     return outcome
 
 
-def enqueue_reconcile_batch(
-    queue: Queue, payment_ids: list[int], again: str | None = None, wait_for_locks: bool = False
-) -> bool:
+def enqueue_reconcile_batch(queue: Queue, payment_ids: list[int]) -> bool:
     """Enqueue one `reconcile_batch` job for these payments (deterministic id); return whether it was added.
 
-    Call only after the transaction that created the payments has committed. `again`: the id of the job that
-    deferred them (its id differs from that job's); such a batch waits for busy accounts (`wait_for_locks`).
+    Call only after the transaction that created the payments has committed.
     """
     ids = sorted(set(payment_ids))
     if not ids:
         return False
-    job_id = RECONCILE_BATCH_JOB_ID.format(ids[0], ids[-1], len(ids))
-    if again is not None:
-        job_id = f"{job_id}-after-{hashlib.sha256(again.encode()).hexdigest()[:12]}"
     try:
         queue.enqueue(
             RECONCILE_BATCH_FUNC,
             ids,
-            wait_for_locks,
-            job_id=job_id,
+            job_id=RECONCILE_BATCH_JOB_ID.format(ids[0], ids[-1], len(ids)),
             unique=True,
             retry=Retry(max=RECONCILE_RETRIES, interval=RECONCILE_RETRY_INTERVALS),
             result_ttl=0,
@@ -98,31 +90,33 @@ def enqueue_reconcile_batch(
     return True
 
 
-def reconcile_batch(payment_ids: list[int], wait_for_locks: bool = False) -> dict[str, int]:
-    """Reconcile a batch of payments in one transaction; return how many had each outcome.
+def reconcile_batch(payment_ids: list[int]) -> dict[str, int]:
+    """Reconcile a batch of payments; return how many had each outcome.
 
-    A batch does not wait for accounts another worker's batch holds: those payments go to a new batch job that
-    waits for them (`wait_for_locks`), so a busy account delays a payment once and never loops. After a database
-    error each payment of the batch gets its own job.
+    The batch does not wait for accounts another worker's batch holds: once it has committed, the payments it
+    deferred are run again in a second transaction that waits for those accounts (at most one other batch's
+    length), so a busy account delays a payment once and never loops. After a database error each payment of
+    the batch gets its own job.
     """
     from workers.matching import reconcile_payments
 
     with runtime.job_session() as session:
-        outcomes = reconcile_payments(session, payment_ids, wait_for_locks=wait_for_locks)
-    retry = [payment_id for payment_id, outcome in outcomes.items() if outcome == "retry"]
+        outcomes = reconcile_payments(session, payment_ids)
     deferred = [payment_id for payment_id, outcome in outcomes.items() if outcome == "deferred"]
-    if retry or deferred:
+    if deferred:
+        with runtime.job_session() as session:
+            outcomes.update(reconcile_payments(session, deferred, wait_for_locks=True))
+    retry = [payment_id for payment_id, outcome in outcomes.items() if outcome == "retry"]
+    if retry:
         job = get_current_job()
         queue = runtime.queue(job.origin if job is not None else None)
         for payment_id in retry:
             enqueue_reconcile(queue, payment_id)
-        if deferred:  # their accounts were busy in another worker's batch: a new batch, behind the queue
-            enqueue_reconcile_batch(queue, deferred, again=job.id if job is not None else "direct", wait_for_locks=True)
     counts: dict[str, int] = {}
     for outcome in outcomes.values():
         key = outcome.split(" ")[0]
         counts[key] = counts.get(key, 0) + 1
-    log.info("reconcile batch of %s payment(s): %s", len(payment_ids), counts)
+    log.info("reconcile batch of %s payment(s): %s (%s deferred once)", len(payment_ids), counts, len(deferred))
     return counts
 
 
