@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
 
@@ -24,16 +26,32 @@ def normalise_phone(raw: str, country: str | None, *, allow_foreign: bool = Fals
     text = raw.strip()
     if not text:
         raise ValueError("empty phone number")
-    try:
-        parsed = phonenumbers.parse(text, country.upper() if country else None)
-    except NumberParseException as exc:
-        if country is None and exc.error_type == NumberParseException.INVALID_COUNTRY_CODE:
-            raise ValueError("needs the country code (+…)") from exc
-        raise ValueError(_PARSE_REASONS.get(exc.error_type, "not a phone number")) from exc
-    if not phonenumbers.is_valid_number(parsed):
+    # A number written with its country code reads the same whatever the region: one cache entry for all.
+    outcome = _parsed(text, None if text.startswith("+") else (country.upper() if country else None))
+    if isinstance(outcome, int):  # a parse error
+        if country is None and outcome == NumberParseException.INVALID_COUNTRY_CODE:
+            raise ValueError("needs the country code (+…)")
+        raise ValueError(_PARSE_REASONS.get(outcome, "not a phone number"))
+    if outcome is None:
         where = f" for {country.upper()}" if country else ""
         raise ValueError(f"not a valid phone number{where}")
-    region = phonenumbers.region_code_for_number(parsed)
+    e164, region, country_code = outcome
     if country and not allow_foreign and region != country.upper():
-        raise ValueError(f"not a {country.upper()} number (+{parsed.country_code})")
-    return phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+        raise ValueError(f"not a {country.upper()} number (+{country_code})")
+    return e164
+
+
+@functools.lru_cache(maxsize=8192)
+def _parsed(text: str, region: str | None) -> tuple[str, str | None, int] | int | None:
+    """Return (E.164, the number's region, its country code), the parse error type, or None when not valid.
+
+    Cached: a reconcile batch reads each payer's phone several times (each scheme country, then the receipt).
+    """
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except NumberParseException as exc:
+        return int(exc.error_type)
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
+    return e164, phonenumbers.region_code_for_number(parsed), int(parsed.country_code or 0)

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from logs import mask_phone
@@ -204,18 +204,26 @@ class MatchLookup:
             )
             for phone, household_id in rows:
                 self.phone_households.setdefault(str(phone), set()).add(household_id)
-        # Warm the identity map with every household a rule may pick, members included (receipts name the head).
+        # Warm the identity map with every household a rule may pick, and read their heads (receipts go to them).
         wanted = {r.household_id for r in self.requests_by_phone if r.household_id is not None}
         wanted |= {r.household_id for rs in self.requests_by_reference.values() for r in rs if r.household_id}
         wanted |= set(self.member_households.values()) | {i for ids in self.phone_households.values() for i in ids}
         wanted |= {h.id for h in self.households.values()}
         # Held here: the session's identity map keeps only objects something else refers to.
         self.owners: list[Household] = []
+        self.heads: dict[int, Member] = {}
         if wanted:
-            owners = (
-                select(Household).where(among(session, Household.id, wanted)).options(selectinload(Household.members))
+            self.owners = list(session.scalars(select(Household).where(among(session, Household.id, wanted))))
+            heads = (
+                select(Member)
+                .join(Household, Member.household_id == Household.id)
+                .where(among(session, Household.id, wanted), Member.member_no == Household.head_member_no)
             )
-            self.owners = list(session.scalars(owners))
+            self.heads = {member.household_id: member for member in session.scalars(heads)}
+
+    def head_of(self, household: Household) -> Member | None:
+        """Return the head of a household this batch may pick (read with the households, not their members)."""
+        return self.heads.get(household.id) if household.id in self.heads else household.head
 
     def suspense_language(self, currency: str) -> str | None:
         """Return the language of a payment no household claims: that of the one scheme collecting its currency."""
@@ -575,7 +583,7 @@ def _receipt(
     payer = _payer_sms_number(session, payment, scheme, batch.lookup.countries if batch is not None else None)
     if payer and payer not in recipients:
         recipients.append(payer)
-    head = household.head if household is not None else None
+    head = None if household is None else batch.lookup.head_of(household) if batch is not None else household.head
     if head is not None and head.phone and head.phone not in recipients:
         recipients.append(head.phone)
     if household is None and language is None:  # suspense: the language of the scheme that collects this currency
