@@ -18,13 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import cast
 
-from sqlalchemy import ColumnElement, Table, insert, select
+from sqlalchemy import ColumnElement, insert, select
 from sqlalchemy.orm import Session
 
 from models.base import LedgerKind, MemberStatus
-from models.bulk import among, insert_rows
+from models.bulk import among, insert_rows, table_of
 from models.coverage import PeriodDates, PeriodEnd, plan_funding
 from models.household import Account, Household, Member, Network
 from models.ledger import (
@@ -524,7 +523,7 @@ class Allocator:
             return
         allocations = insert_rows(
             self.session,
-            _table(Allocation),
+            table_of(Allocation),
             [
                 {
                     "source_ref": p.source_ref,
@@ -543,7 +542,7 @@ class Allocator:
         if periods:
             ids = insert_rows(
                 self.session,
-                _table(CoveragePeriod),
+                table_of(CoveragePeriod),
                 [
                     {
                         "household_id": period.household_id,
@@ -580,12 +579,7 @@ class Allocator:
             for p in planned
             for e in p.entries
         ]
-        self.session.execute(insert(_table(LedgerEntry)), entries)
-
-
-def _table(model: type[Allocation] | type[CoveragePeriod] | type[LedgerEntry]) -> Table:
-    """Return a model's table: Core inserts write every column given, NULLs included, in one statement."""
-    return cast(Table, model.__table__)
+        self.session.execute(insert(table_of(LedgerEntry)), entries)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,13 @@ _Column = ColumnElement[Any] | InstrumentedAttribute[Any]
 _NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)")
 
 
+def table_of(model: type[Any]) -> Table:
+    """Return a model's table: Core inserts write exactly the columns given, NULLs included, in one statement."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
 def uses_sequences(session: Session) -> bool:
     """Return whether the session's database hands out ids from sequences (PostgreSQL)."""
     return session.get_bind().dialect.name == "postgresql"

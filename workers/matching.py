@@ -33,7 +33,7 @@ from datetime import UTC, date
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
@@ -43,7 +43,7 @@ from models.allocation import refund, reverse
 from models.allocator import Allocator, PlannedAllocation
 from models.amounts import currency_exponent, format_amount
 from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
-from models.bulk import among, preassign_ids
+from models.bulk import among, preassign_ids, table_of
 from models.db import begin_write
 from models.household import Household, Member, Network
 from models.messaging import Message
@@ -322,18 +322,22 @@ def _event(
     rule: str | None = None,
     actor: str = WORKER_ACTOR,
     details: dict[str, object] | None = None,
+    batch: _Batch | None = None,
 ) -> None:
-    session.add(
-        ReconciliationEvent(
-            payment_id=payment.id,
-            actor=actor,
-            rule=rule,
-            before_status=before.value if before is not None else None,
-            after_status=payment.status.value,
-            note=note[:1000],
-            details=details,
-        )
-    )
+    """Record a status change of the payment (in a batch, written with the batch's other rows)."""
+    row = {
+        "payment_id": payment.id,
+        "actor": actor,
+        "rule": rule,
+        "before_status": before.value if before is not None else None,
+        "after_status": payment.status.value,
+        "note": note[:1000],
+        "details": details,
+    }
+    if batch is not None:
+        batch.events.append(row)
+    else:
+        session.add(ReconciliationEvent(**row))
 
 
 def _lock(session: Session, payment_id: int) -> Payment:
@@ -353,6 +357,7 @@ class _Batch:
     lookup: MatchLookup
     receipts: set[str]
     allocator: Allocator
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 _RECEIPT_KEYS = ("receipt:{}:allocated", "receipt:{}:allocated:1", "receipt:{}:review", "receipt:{}:review:1")
@@ -418,8 +423,10 @@ def reconcile_payments(
         for column in _SETTLED_COLUMNS:  # the same columns for every payment: one UPDATE for the whole batch
             flag_modified(payment, column)
     try:
-        preassign_ids(session)  # events and receipts: inserted with executemany, no RETURNING
+        preassign_ids(session)  # receipts: inserted with executemany, no RETURNING
         batch.allocator.write()
+        if batch.events:
+            session.execute(insert(table_of(ReconciliationEvent)), batch.events)
         session.flush()
     except DBAPIError as exc:
         if len(todo) == 1:
@@ -446,7 +453,7 @@ def _settle(session: Session, payment: Payment, batch: _Batch) -> str:
     if attempt.match is None:
         payment.status = PaymentStatus.UNMATCHED
         payment.status_reason = attempt.reason[:500]
-        _event(session, payment, before, attempt.reason)
+        _event(session, payment, before, attempt.reason, batch=batch)
         if payment.confirmed:
             _receipt(session, payment, "review", batch=batch)
         return "unmatched"
@@ -456,17 +463,18 @@ def _settle(session: Session, payment: Payment, batch: _Batch) -> str:
     if scheme.currency != payment.currency:
         payment.status = PaymentStatus.UNMATCHED
         payment.status_reason = f"paid in {payment.currency}, {scheme.code} is in {scheme.currency}"
-        _event(session, payment, before, payment.status_reason, rule=match.rule)
+        _event(session, payment, before, payment.status_reason, rule=match.rule, batch=batch)
         if payment.confirmed:
             _receipt(session, payment, "review", batch=batch)
         return "unmatched"
     _apply_match(payment, match)
     if not payment.confirmed:
         payment.status = PaymentStatus.PROVISIONAL
-        _event(session, payment, before, "matched; provisional until a webhook or statement confirms it", match.rule)
+        note = "matched; provisional until a webhook or statement confirms it"
+        _event(session, payment, before, note, match.rule, batch=batch)
         return "provisional"
     payment.status = PaymentStatus.MATCHED
-    _event(session, payment, before, f"matched by {match.rule}", match.rule)
+    _event(session, payment, before, f"matched by {match.rule}", match.rule, batch=batch)
     return allocate_payment(session, payment, batch=batch)
 
 
@@ -522,7 +530,9 @@ def allocate_payment(session: Session, payment: Payment, actor: str = WORKER_ACT
         payment.payment_request.paid_at = utcnow()
     before = payment.status
     payment.status = PaymentStatus.ALLOCATED
-    _event(session, payment, before, f"allocated ({ref})", payment.match_rule, actor=actor, details=details)
+    _event(
+        session, payment, before, f"allocated ({ref})", payment.match_rule, actor=actor, details=details, batch=batch
+    )
     _receipt(session, payment, "allocated", batch=batch, allocator=allocator, payout=payout)
     if batch is None:
         allocator.write()
