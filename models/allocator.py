@@ -93,13 +93,33 @@ def network_payout_ref(run_ref: str, household_id: int) -> str:
     return f"{run_ref}:household:{household_id}"
 
 
+@dataclass(frozen=True)
+class AccountRef:
+    """What the allocator needs of a locked account row (read as a plain row: a batch locks thousands)."""
+
+    id: int
+    currency: str
+    household_id: int | None
+    network_id: int | None
+
+    @classmethod
+    def of(cls, account: Account | AccountRef) -> AccountRef:
+        """Return the reference of an account (ORM object or reference)."""
+        if isinstance(account, AccountRef):
+            return account
+        return cls(account.id, account.currency, account.household_id, account.network_id)
+
+
+AnyAccount = Account | AccountRef
+
+
 @dataclass
 class Book:
     """One owner's account as the batch sees it: the ledger's state plus what the batch has planned on it."""
 
     household: Household | None
     network: Network | None
-    account: Account | None  # locked; None until money first reaches an owner without an account
+    account: AccountRef | None  # locked; None until money first reaches an owner without an account
     balance: int = 0
     fee_paid: bool = False
     last: PeriodEnd | None = None  # the live period that ends last (households)
@@ -142,7 +162,7 @@ class PlannedPeriod:
 class PlannedEntry:
     """A ledger entry waiting to be written (its allocation's and period's ids come at write time)."""
 
-    account: Account
+    account: AccountRef
     kind: LedgerKind
     amount: int
     period: PlannedPeriod | None = None
@@ -156,7 +176,7 @@ class PlannedAllocation:
     """An allocation as planned (or found already written): what it funds and the balance it leaves."""
 
     source_ref: str
-    account: Account
+    account: AccountRef
     amount: int
     on: date
     payment_id: int | None
@@ -264,7 +284,7 @@ class Allocator:
                 self.network_members[household.network_id].append(household)
                 if household.id not in self.households:
                     wanted[household.id] = household
-        accounts: list[Account] = []
+        accounts: list[AccountRef] = []
         if new_networks:  # networks before households, each in id order: the lock order everywhere
             accounts += self._lock(among(self.session, Account.network_id, new_networks), skip_locked)
         if wanted:
@@ -292,11 +312,12 @@ class Allocator:
         self._check_refs(refs)
         return busy
 
-    def _lock(self, owner_clause: ColumnElement[bool], skip_locked: bool = False) -> list[Account]:
-        query = select(Account).where(owner_clause).order_by(Account.id).with_for_update(skip_locked=skip_locked)
-        return list(self.session.scalars(query.execution_options(populate_existing=True)))
+    def _lock(self, owner_clause: ColumnElement[bool], skip_locked: bool = False) -> list[AccountRef]:
+        columns = select(Account.id, Account.currency, Account.household_id, Account.network_id)
+        query = columns.where(owner_clause).order_by(Account.id).with_for_update(of=Account, skip_locked=skip_locked)
+        return [AccountRef(*row) for row in self.session.execute(query)]
 
-    def _busy(self, locked: list[Account], networks: dict[int, Network], households: dict[int, Household]) -> Busy:
+    def _busy(self, locked: list[AccountRef], networks: dict[int, Network], households: dict[int, Household]) -> Busy:
         """Return the owners whose account exists but was not locked (another transaction holds it)."""
         owners = among(self.session, Account.network_id, networks) if networks else None
         if households:
@@ -340,7 +361,7 @@ class Allocator:
             self.written_refs.update(found)
             self.checked_refs |= todo
 
-    def _book(self, account: Account) -> Book:
+    def _book(self, account: AnyAccount) -> Book:
         """Return the book of a (locked) account, loading it on first use."""
         if account.household_id is not None:
             if account.household_id not in self.households:
@@ -359,11 +380,11 @@ class Allocator:
             self._open_account(book, account)
         return book
 
-    def _open_account(self, book: Book, account: Account | None = None) -> Account:
+    def _open_account(self, book: Book, account: AnyAccount | None = None) -> AccountRef:
         """Give an owner loaded without an account its (locked) account, reading the state of one found."""
         if account is None:
             account = get_or_create_account(self.session, household=book.household, network=book.network)
-        locked = lock_account(self.session, account.id)
+        locked = AccountRef.of(lock_account(self.session, account.id))
         state = account_state(self.session, account_id=locked.id)
         book.account, book.balance, book.fee_paid = locked, state.balance, state.fee_paid
         return locked
@@ -371,7 +392,7 @@ class Allocator:
     # Planning ----------------------------------------------------------------------------------------------
 
     def allocate(
-        self, account: Account, amount: int, source_ref: str, on: date, payment_id: int | None = None
+        self, account: AnyAccount, amount: int, source_ref: str, on: date, payment_id: int | None = None
     ) -> PlannedAllocation:
         """Plan money received on `on` onto an account once per `source_ref`: fee, whole periods, then credit.
 
@@ -441,7 +462,7 @@ class Allocator:
             book.balance -= price.household_share
             book.last = dates
 
-    def pay_network(self, network_account: Account, on: date, run_ref: str) -> list[PlannedAllocation]:
+    def pay_network(self, network_account: AnyAccount, on: date, run_ref: str) -> list[PlannedAllocation]:
         """Plan paying the network's households' amounts due from its balance, soonest expiry first.
 
         Households never covered come first, then by the end of their last live period. Only whole amounts
@@ -481,7 +502,7 @@ class Allocator:
             paid.append(planned)
         return paid
 
-    def account(self, *, household: Household | None = None, network: Network | None = None) -> Account:
+    def account(self, *, household: Household | None = None, network: Network | None = None) -> AccountRef:
         """Return the locked account of a household or network, loading it (or creating it) on first use."""
         if household is not None:
             if household.id not in self.households:
@@ -496,7 +517,7 @@ class Allocator:
 
     # Reading the plan --------------------------------------------------------------------------------------
 
-    def balance(self, account: Account) -> int:
+    def balance(self, account: AnyAccount) -> int:
         """Return the account's balance with everything planned so far."""
         return self._book(account).balance
 
@@ -609,7 +630,7 @@ def _from_written(session: Session, allocation: Allocation, book: Book) -> Plann
     assert account is not None
     return PlannedAllocation(
         source_ref=allocation.source_ref,
-        account=account,
+        account=AccountRef.of(account),
         amount=allocation.amount,
         on=allocation.effective_on,
         payment_id=allocation.payment_id,
