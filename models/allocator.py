@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import ColumnElement, insert, select
+from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy.orm import Session
 
 from models.base import LedgerKind, MemberStatus
@@ -319,14 +319,17 @@ class Allocator:
 
     def _busy(self, locked: list[AccountRef], networks: dict[int, Network], households: dict[int, Household]) -> Busy:
         """Return the owners whose account exists but was not locked (another transaction holds it)."""
-        owners = among(self.session, Account.network_id, networks) if networks else None
-        if households:
-            held = among(self.session, Account.household_id, households)
+        got = {(a.household_id, a.network_id) for a in locked}
+        missing_networks = [n for n in networks if (None, n) not in got]
+        missing_households = [h for h in households if (h, None) not in got]
+        owners = among(self.session, Account.network_id, missing_networks) if missing_networks else None
+        if missing_households:
+            held = among(self.session, Account.household_id, missing_households)
             owners = held if owners is None else owners | held
         if owners is None:
             return Busy()
-        existing = set(self.session.execute(select(Account.household_id, Account.network_id).where(owners)).tuples())
-        taken = existing - {(a.household_id, a.network_id) for a in locked}
+        # Among the owners with no locked account, those that have one: another transaction holds it.
+        taken = set(self.session.execute(select(Account.household_id, Account.network_id).where(owners)).tuples())
         busy_households = {household_id for household_id, _ in taken if household_id is not None}
         busy_networks = {network_id for _, network_id in taken if network_id is not None}
         for network_id in networks:
@@ -345,12 +348,12 @@ class Allocator:
             if book.last is None or end_on > book.last.end_on:
                 book.last = _Last(end_on, waiting_until)
         members = self.session.execute(
-            select(Member.household_id, Member.left_on).where(
-                among(self.session, Member.household_id, household_ids), Member.status == MemberStatus.ACTIVE
-            )
+            select(Member.household_id, Member.left_on, func.count())
+            .where(among(self.session, Member.household_id, household_ids), Member.status == MemberStatus.ACTIVE)
+            .group_by(Member.household_id, Member.left_on)
         )
-        for household_id, left_on in members:
-            self.households[household_id].members_left_on.append(left_on)
+        for household_id, left_on, count in members:
+            self.households[household_id].members_left_on.extend([left_on] * count)
 
     def _check_refs(self, refs: Iterable[str]) -> None:
         todo = set(refs) - self.checked_refs
