@@ -1,6 +1,6 @@
 """Benchmark reconciliation: mixed payments against households on PostgreSQL, reconciled by real RQ workers.
 
-    .venv/bin/python bench/reconcile.py [--payments 100000] [--households 100000] [--workers 2] [--batch 250]
+    .venv/bin/python bench/reconcile.py [--payments 100000] [--households 100000] [--workers 2] [--batch 1000]
 
 Loads a fresh database (Core inserts): households of 4 members (head and spouse with phones), their accounts,
 networks, open payment requests, and RECEIVED payments — about 60 % with a payment-request reference, 25 % with
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--payments", type=int, default=100_000)
     parser.add_argument("--households", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--profile-sample", type=int, default=2_000)
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")

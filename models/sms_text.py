@@ -33,9 +33,12 @@ class SmsShape:
     segments: int
 
 
+_GSM7 = GSM7_BASIC | GSM7_EXTENSION
+
+
 def is_gsm7(text: str) -> bool:
     """Return whether every character of the text is in the GSM 03.38 alphabet (basic or extension)."""
-    return all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text)
+    return set(text) <= _GSM7
 
 
 def measure(text: str) -> SmsShape:

