@@ -49,7 +49,8 @@ def add_expression_indexes(path: Path) -> None:
                 continue
             sql = [str(e.compile(dialect=sqlite.dialect())).replace(f"{table.name}.", "") for e in index.expressions]
             expressions = ", ".join(f"sa.text({text!r})" for text in sql)
-            creates.append(f"    op.create_index({index.name!r}, {table.name!r}, [{expressions}], unique={index.unique})")
+            name, unique = repr(index.name), index.unique
+            creates.append(f"    op.create_index({name}, {table.name!r}, [{expressions}], unique={unique})")
             drops.append(f"    op.drop_index({index.name!r}, table_name={table.name!r})")
     if not creates:
         return
@@ -57,7 +58,8 @@ def add_expression_indexes(path: Path) -> None:
     end = "    # ### end Alembic commands ###\n"
     upgrade_end = source.index(end)
     downgrade_start = source.index("def downgrade() -> None:\n") + len("def downgrade() -> None:\n")
-    added_up = "    # Indexes on expressions (added by scripts/refresh_initial_migration.py)\n" + "\n".join(creates) + "\n"
+    comment = "    # Indexes on expressions (added by scripts/refresh_initial_migration.py)\n"
+    added_up = comment + "\n".join(creates) + "\n"
     added_down = "\n".join(drops) + "\n"
     source = source[:downgrade_start] + added_down + source[downgrade_start:]
     source = source[:upgrade_end] + added_up + source[upgrade_end:]
