@@ -35,8 +35,8 @@ def register_blueprints(app: Flask) -> None:
     for module in machine:
         extensions.csrf.exempt(module.bp)
         app.register_blueprint(module.bp)
-    extensions.skip_limiter_for(app, {module.bp.name for module in machine})
     admin.register(app)
+    extensions.scope_to_blueprint(app, admin.bp.name)
 
 
 def register_commands(app: Flask) -> None:

@@ -248,6 +248,16 @@ def test_wrong_or_missing_token_is_403_and_nothing_is_stored(
     assert client.post("/ussd", data=form, headers={"X-Callback-Token": CALLBACK_TOKEN}).status_code == 200
 
 
+def test_a_hop_neither_reads_nor_sets_a_cookie(session: Session, client: FlaskClient) -> None:
+    cmu_household(session)
+    client.set_cookie("session", "not-a-signed-session")  # not even read: the cookie session is the admin's
+    form = {"sessionId": "ATUid_c", "phoneNumber": PHONE, "serviceCode": "*384*123#", "networkCode": "1", "text": ""}
+    response = client.post(f"/ussd?token={CALLBACK_TOKEN}", data=form)
+    assert response.status_code == 200 and response.get_data(as_text=True).startswith("CON ")
+    assert "Set-Cookie" not in response.headers
+    assert "Cookie" not in response.headers.get("Vary", "")
+
+
 # ---------------------------------------------------------------- failures: an apology, fast, never a 5xx
 
 
