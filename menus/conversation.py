@@ -2,8 +2,9 @@
 
 Round trips per hop: one Redis `GETEX` (read + TTL renewal); a `SET` only when the hop loaded data or applied
 an effect, when it replayed `SAVE_AFTER_INPUTS` inputs or more, or when the session was rebuilt. The database
-only when the session has no cached data yet (the dial, a replay) or a screen needs data for the first time
-(eligibility, payments), or for an effect (a language change, a payment request, a PIN check).
+only when the session has no cached data yet (the dial, which reads the households and their coverage, or a
+replay), when a screen needs data for the first time (the payments), or for an effect (a language change, a
+payment request, a PIN check).
 
 `text` is every input so far joined by `*`. The stored session is the state at some earlier `text` (the last
 one saved); the new inputs are what follows it, replayed over the stored state by the pure engine. That is
@@ -39,8 +40,8 @@ MAX_SESSION_ID_IN_KEY = 100
 class MenuData(Protocol):
     """Where the engine's data comes from and its effects go."""
 
-    def load(self, key: str, state: State) -> Any:
-        """Return the value of a `state.data` key."""
+    def load(self, key: str, state: State) -> dict[str, Any]:
+        """Return the value of a `state.data` key, keyed, with any other keys read along with it."""
 
     def apply(self, effect: Effect, key: str, state: State) -> Any:
         """Apply the effect unless its key was used already; return its outcome (the first one on a replay)."""
@@ -131,6 +132,29 @@ def answer_hop(hop: Hop, store: SessionStore, data: MenuData, progress: Progress
     return reply.text
 
 
+def state_at(stored: StoredSession, text: str) -> State | None:
+    """Return the session's state at `text`: the inputs typed since the stored one replayed without data.
+
+    For the end-of-session record (its last screen, its secret hops): the pure engine only, no data loaded
+    and no effect applied, so it is None when `text` does not extend the stored text or a screen on the way
+    needs data the session has not read.
+    """
+    if text == stored.text:
+        return stored.state
+    extra = new_input(stored.text, text)
+    if extra is None:
+        return None
+    added = extra.split("*")
+    if stored.state.hop + len(added) > MAX_HOPS:
+        return None
+    state = stored.state
+    for user_input in added:
+        reply, state = step(state, user_input)
+        if reply.needs:
+            return None
+    return state
+
+
 def answer(hop: Hop, store: SessionStore, data: MenuData) -> str:
     """Return the reply to a hop; on any failure an END apology in the session language, logged once."""
     progress = Progress()
@@ -154,8 +178,13 @@ def _advance(
         state = state.copy()
         outcomes = {effect.result: effect for effect in reply.effects if effect.result is not None}
         for need in reply.needs:
+            if need in state.data:  # read along with an earlier need (the dial brings the caller and coverage)
+                continue
             effect = outcomes.get(need)
-            state.data[need] = data.apply(effect, key, state) if effect is not None else data.load(need, state)
+            if effect is not None:
+                state.data[need] = data.apply(effect, key, state)
+            else:
+                state.data.update(data.load(need, state))
     else:
         raise RuntimeError("menu data still missing after loading it")
     progress.language = nxt.lang

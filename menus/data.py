@@ -1,20 +1,21 @@
 """What the menus read from and write to the database, as plain JSON-ready values cached in the session.
 
-Loaded once per session and key: the phone's households and whether it is an agent's on the dial,
-eligibility when a coverage or pay screen first needs it, the last payments when asked. Effects are applied
-at most once per session and hop (their key, see `menus.conversation.effect_key`):
+Loaded once per session and key: on the dial, the phone's households, whether it is an agent's and each
+household's eligibility and amount due (what `My coverage` and `Pay` show, so those screens need no
+database); the last payments when asked. Effects are applied at most once per session and hop (their key,
+see `menus.conversation.effect_key`):
 - the language change and the two checks through an `EffectKey` row written in the same transaction, whose
   `result` keeps the check's outcome, so a replayed hop gets the first outcome (a wrong PIN counted once, a
   rate-limit hit counted once);
 - the payment request through its own `caller_key` and its SMS through the message's `dedupe_key`.
 
-Cost (USSD speed target, issue 8): the dial is one SQL statement, the coverage one (two for a scheme whose grace
-exceeds `PERIODS_WINDOW_DAYS`), both Core selects of just the columns needed, built once per process and run in
-autocommit (no `BEGIN`/`ROLLBACK` round trips). The scheme's configuration (plan months, subsidy share, premium
-band, grace, fee, currency, languages) is not cached anywhere: it is joined into those same statements, so it
-costs no extra round trip and needs neither a per-process cache (SPEC: nothing that must be shared lives in
-process memory) nor a Redis copy to keep in step with `schemes load`. What a session has read stays in its
-Redis blob, so later hops need no database at all.
+Cost (USSD speed target, issue 8): the dial is two SQL statements (one for a phone without a household), the
+households and their coverage (a third for a scheme whose grace exceeds `PERIODS_WINDOW_DAYS`), Core selects
+of just the columns needed, built once per process and run in autocommit (no `BEGIN`/`ROLLBACK` round trips).
+The scheme's configuration (plan months, subsidy share, premium band, grace, fee, currency, languages) is not
+cached anywhere: it is joined into those same statements, so it costs no extra round trip and needs neither a
+per-process cache (SPEC: nothing that must be shared lives in process memory) nor a Redis copy to keep in
+step with `schemes load`. What a session has read stays in its Redis blob, so later hops need no database.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,6 +32,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from redis import Redis
 from sqlalchemy import (
+    ColumnElement,
     Date,
     Executable,
     Integer,
@@ -100,7 +102,7 @@ class DatabaseData:
         self.today = today
         self.redis = redis
         self.now = now
-        self._caller: tuple[str, dict[str, Any]] | None = None
+        self._dialled: tuple[str, tuple[list[dict[str, Any]], dict[str, Any], dict[int, dict[str, Any]]]] | None = None
 
     @property
     def session(self) -> Session:
@@ -112,54 +114,52 @@ class DatabaseData:
     def read(self, statement: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
         """Run a read-only statement, in autocommit when the session has no transaction yet.
 
-        A menu read is one statement (the dial) or two (the coverage) that need no transaction: in autocommit
-        they skip the `BEGIN` and the `ROLLBACK` round trips a hop would otherwise pay for. An effect's
-        `_fresh_write` ends this (its rollback releases the connection) and writes in a transaction of its own.
+        A menu read is one statement or two (the dial) that need no transaction: in autocommit they skip the
+        `BEGIN` and the `ROLLBACK` round trips a hop would otherwise pay for. An effect's `_fresh_write` ends
+        this (its rollback releases the connection) and writes in a transaction of its own.
         """
         session = self.session
         options = {} if session.in_transaction() else {"isolation_level": "AUTOCOMMIT"}
         # Core execution on the session's connection: these statements select columns, not ORM entities.
         return session.connection(execution_options=options).execute(statement, params)
 
-    def load(self, key: str, state: State) -> Any:
-        """Return the value of a `state.data` key (see `menus.member`)."""
+    def load(self, key: str, state: State) -> dict[str, Any]:
+        """Return the value of a `state.data` key (see `menus.member`), with the other keys read along with it.
+
+        The dial (`households` or `caller`) also gives the other one and each household's `coverage:<id>`.
+        """
         kind, _, arg = key.partition(":")
-        if kind == "households":
-            return self.households(state.phone)
-        if kind == "caller":
-            return self.caller(state.phone, has_household=bool(state.data.get("households")))
+        if kind in {"households", "caller"}:
+            households, caller, coverages = self.dial(state.phone)
+            loaded = {"households": households, "caller": caller}
+            loaded.update((f"coverage:{household_id}", value) for household_id, value in coverages.items())
+            return loaded
         if kind == "coverage":
-            return self.coverage(int(arg), state.data.get("households"))
+            return {key: self.coverage(int(arg), state.data.get("households"))}
         if kind == "payments":
-            return self.payments(int(arg))
+            return {key: self.payments(int(arg))}
         raise KeyError(f"unknown menu data {key!r}")
 
     def households(self, phone: str) -> list[dict[str, Any]]:
-        """Return the households in which the phone is an active member's, with what the menus show.
+        """Return the households in which the phone is an active member's, with what the menus show."""
+        return self.dial(phone)[0]
 
-        One statement for the whole dial (see `dial`); the caller's part is kept for `caller`.
+    def caller(self, phone: str) -> dict[str, Any]:
+        """Return whether the phone is an active agent's, and its country's language (None with a household)."""
+        return self.dial(phone)[1]
+
+    def dial(self, phone: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[int, dict[str, Any]]]:
+        """Return the phone's households, its caller data and its households' coverage (read once per phone).
+
+        Two SQL statements, one round trip each: the households with their members, scheme and network, the
+        agent and the country's language (`_dial_statement`); then, when the phone has a household, the
+        coverage of each (`_coverage_statement`), so that `My coverage` and `Pay` need no database later in
+        the session. A phone without a household costs the first statement only.
         """
-        households, caller = self.dial(phone)
-        self._caller = (phone, caller)
-        return households
-
-    def caller(self, phone: str, has_household: bool = False) -> dict[str, Any]:
-        """Return whether the phone is an active agent's, and the language of its country's scheme."""
-        known = self._caller if self._caller is not None and self._caller[0] == phone else None
-        caller = dict(known[1]) if known is not None else self.dial(phone)[1]
-        if has_household:
-            caller["lang"] = None
-        return caller
-
-    def dial(self, phone: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Return the phone's households and its caller data (agent, country language) in one SQL statement.
-
-        One row per member of each household the phone belongs to (as an active member), with the scheme's
-        and network's columns; the agent and the country's default language ride along as scalar
-        subqueries, and a constant row outer-joined in front keeps them when the phone has no household.
-        """
+        if self._dialled is not None and self._dialled[0] == phone:
+            return self._dialled[1]
         if not phone:
-            return [], {"agent": None, "lang": None}
+            return [], {"agent": None, "lang": None}, {}
         query = _dial_statement()
         rows = self.read(query, {"phone": phone, "region": phone_region(phone)}).all()
         first = rows[0]
@@ -195,7 +195,40 @@ class DatabaseData:
             on = today.get(row.timezone) or today.setdefault(row.timezone, self.today(row.timezone))
             if row.status == MemberStatus.ACTIVE and (row.left_on is None or row.left_on > on):
                 household["members"].append({"first": row.first_name, "no": row.member_no.rsplit("-", 1)[-1]})
-        return list(households.values()), caller
+        found = list(households.values())
+        if found:
+            caller["lang"] = None  # the phone speaks its household's language
+        dialled = found, caller, self.coverages(phone, found, today)
+        self._dialled = (phone, dialled)
+        return dialled
+
+    def coverages(
+        self, phone: str, households: list[dict[str, Any]], today: dict[str, date] | None = None
+    ) -> dict[int, dict[str, Any]]:
+        """Return the coverage of the phone's households (see `coverage`), in one statement for all of them.
+
+        Households whose scheme's today differs from the first one's (a phone shared across time zones) are
+        left out: their coverage is read on its own when a screen needs it.
+        """
+        if not households:
+            return {}
+        today = today or {}
+
+        def today_of(household: dict[str, Any]) -> date:
+            timezone = household["scheme"]["timezone"]
+            return today.get(timezone) or today.setdefault(timezone, self.today(timezone))
+
+        on = today_of(households[0])
+        window = on - timedelta(days=PERIODS_WINDOW_DAYS)
+        params = {"phone": phone, "on": on, "since": window}
+        rows: dict[int, list[Any]] = {}
+        for row in self.read(_coverage_statement(by_phone=True), params):
+            rows.setdefault(row.id, []).append(row)
+        return {
+            household["id"]: self._coverage_of(household, rows[household["id"]], on)
+            for household in households
+            if household["id"] in rows and today_of(household) == on
+        }
 
     def phone_language(self, phone: str) -> str | None:
         """Return the default language of the scheme in the phone's country, if there is one."""
@@ -221,10 +254,16 @@ class DatabaseData:
             raise LookupError(f"household {household_id} is not the phone's")
         on = self.today(known["scheme"]["timezone"])
         window = on - timedelta(days=PERIODS_WINDOW_DAYS)
-        rows = self.read(_coverage_statement(), {"household_id": household_id, "on": on, "since": window}).all()
+        params = {"household_id": household_id, "on": on, "since": window}
+        rows = self.read(_coverage_statement(by_phone=False), params).all()
         if not rows:
             raise LookupError(f"household {household_id}: no such household, plan or subsidy category")
+        return self._coverage_of(known, rows, on)
+
+    def _coverage_of(self, household: dict[str, Any], rows: Sequence[Any], on: date) -> dict[str, Any]:
+        """Return the coverage of a household from its `_coverage_statement` rows (one per period), on a date."""
         row = rows[0]
+        window = on - timedelta(days=PERIODS_WINDOW_DAYS)
         status = HouseholdStatus(row.status)
         periods: list[Any] = []
         if status not in {HouseholdStatus.SUSPENDED, HouseholdStatus.CLOSED}:
@@ -232,7 +271,7 @@ class DatabaseData:
             if since >= window:
                 periods = [r for r in rows if r.start_on is not None and r.end_on >= since]
             else:
-                params = {"household_id": household_id, "since": since}
+                params = {"household_id": household["id"], "since": since}
                 periods = list(self.read(_periods_statement(), params))
         price = price_of(
             PremiumKind(row.premium_kind),
@@ -278,7 +317,7 @@ class DatabaseData:
             "choices": [[c.periods, c.months, c.amount] for c in choices],
             "covered": overall.covered,
             "until": overall.valid_until.isoformat() if overall.covered and overall.valid_until else None,
-            "members": [dict(line, first=member["first"]) for member in known["members"]],
+            "members": [dict(line, first=member["first"]) for member in household["members"]],
         }
 
     def payments(self, household_id: int) -> list[dict[str, Any]]:
@@ -493,13 +532,13 @@ def _dial_statement() -> Select[Any]:
 
 
 @functools.cache
-def _coverage_statement() -> Select[Any]:
-    """Return the coverage's statement (built once per process; bind `household_id`, `on` and `since`).
+def _coverage_statement(by_phone: bool) -> Select[Any]:
+    """Return the coverage's statement (built once per process; bind `on`, `since`, and `phone` or `household_id`).
 
-    One row per period of the household ending on or after `since` (one row with null period columns when
-    there is none): the household, its scheme's premium rules, plan and subsidy category, and as scalar
-    subqueries its active members on `on`, the matching premium band, its account balance and fee state, and
-    the last end of a period before `on`.
+    One row per period ending on or after `since` (one row with null period columns when there is none) of
+    the household, or of each household in which the phone is an active member's: the household, its scheme's
+    premium rules, plan and subsidy category, and as scalar subqueries its active members on `on`, the
+    matching premium band, its account balance and fee state, and the last end of a period before `on`.
     """
     h, s, m = Household.__table__, Scheme.__table__, Member.__table__
     plan, category, band = Plan.__table__, SubsidyCategory.__table__, PremiumBand.__table__
@@ -530,8 +569,18 @@ def _coverage_statement() -> Select[Any]:
         .scalar_subquery()
     )
     balance, fees = household_account_columns(h.c.id)
+    which: ColumnElement[bool]
+    if by_phone:
+        owner = m.alias("owner")
+        phone = bindparam("phone", type_=String)
+        which = h.c.id.in_(
+            select(owner.c.household_id).where(owner.c.phone == phone, owner.c.status == MemberStatus.ACTIVE)
+        )
+    else:
+        which = h.c.id == bindparam("household_id", type_=Integer)
     return (
         select(
+            h.c.id,
             h.c.status,
             h.c.status_reason,
             s.c.premium_kind,
@@ -566,8 +615,8 @@ def _coverage_statement() -> Select[Any]:
                 ),
             )
         )
-        .where(h.c.id == bindparam("household_id", type_=Integer))
-        .order_by(period.c.start_on)
+        .where(which)
+        .order_by(h.c.id, period.c.start_on)
     )
 
 

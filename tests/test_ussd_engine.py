@@ -131,9 +131,9 @@ class Data:
         self.applied: dict[str, Effect] = {}
         self.outcomes: dict[str, Any] = {}
 
-    def load(self, key: str, state: State) -> Any:
+    def load(self, key: str, state: State) -> dict[str, Any]:
         self.loads[key] += 1
-        return self.values[key]
+        return {key: self.values[key]}
 
     def apply(self, effect: Effect, key: str, state: State) -> Any:
         if key in self.applied:
@@ -160,7 +160,10 @@ def run(data: Data, *inputs: str) -> tuple[Reply, State]:
             outcomes = {e.result: e for e in reply.effects if e.result}
             for key in reply.needs:
                 effect = outcomes.get(key)
-                state.data[key] = data.apply(effect, key, state) if effect else data.load(key, state)
+                if effect:
+                    state.data[key] = data.apply(effect, key, state)
+                else:
+                    state.data.update(data.load(key, state))
         state = nxt
     assert reply is not None
     return reply, state

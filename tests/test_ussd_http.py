@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -177,6 +178,22 @@ def test_language_change_is_stored_once_and_the_menu_follows(
     assert post_hop(client, sid, PHONE, "5*2*1").startswith("CON Coverage on")
 
 
+def test_the_coverage_read_on_the_dial_follows_the_data_from_one_session_to_the_next(
+    session: Session, client: FlaskClient
+) -> None:
+    today = scheme_today("Africa/Dakar")
+    household = cmu_household(session, enrolled_on=today - timedelta(days=70))
+    post_hop(client, "ATUid_cov1", PHONE, "")
+    assert "\nAwa: NON couvert (jamais payé)\n" in post_hop(client, "ATUid_cov1", PHONE, "1")
+    assert post_hop(client, "ATUid_cov1", PHONE, "1*0*2").startswith("CON Montant à payer: 15 000 XOF\n")
+    pay(session, household, 15_000, today - timedelta(days=60))
+    # A session reads its coverage once, on the dial; the next session reads it again, paid.
+    post_hop(client, "ATUid_cov2", PHONE, "")
+    assert "\nAwa: couvert (actif) jusqu'au " in post_hop(client, "ATUid_cov2", PHONE, "1")
+    # The next year's premium, the membership fee being paid.
+    assert post_hop(client, "ATUid_cov2", PHONE, "1*0*2").startswith("CON Montant à payer: 14 000 XOF\n")
+
+
 def test_a_session_survives_flushdb_mid_session(session: Session, client: FlaskClient, redis_client: Redis) -> None:
     cmu_household(session, size=8)
     sid = "ATUid_flush"
@@ -289,9 +306,9 @@ def test_the_apology_speaks_the_session_language(session: Session, client: Flask
     household.language = Language.EN
     session.commit()
     assert post_hop(client, "ATUid_en", SKY_PHONE, "").startswith("CON Household")
-    # The next hop needs eligibility, and the database has gone away meanwhile.
+    # The next hop needs the payments, and the database has gone away meanwhile.
     broken = make_test_app(f"postgresql://postgres@127.0.0.1:{backends.free_port()}/nowhere", redis_url)
-    body = post_hop(broken.test_client(), "ATUid_en", SKY_PHONE, "1")
+    body = post_hop(broken.test_client(), "ATUid_en", SKY_PHONE, "4")
     assert body == "END Sorry, the service is not available right now. Please try again later."
 
 
@@ -349,6 +366,18 @@ def test_events_store_the_session_and_clear_its_state(
     assert (record.session_id, record.status, record.input) == ("ATUid_ev", "Success", "1")
     assert record.last_screen == "coverage"
     assert (record.duration_ms, record.hops_count, record.ended_at) == (41250, 3, datetime(2026, 11, 20, 10, 15, 42))
+
+
+def test_events_record_the_last_screen_of_a_hop_that_was_not_saved(
+    session: Session, client: FlaskClient, redis_client: Redis
+) -> None:
+    cmu_household(session)
+    for text in ("", "3"):  # `3` replays one input over the dial's saved state: no write
+        post_hop(client, "ATUid_nav", PHONE, text)
+    assert json.loads(redis_client.get(session_key("ATUid_nav")) or "{}")["text"] == ""
+    form = dict(EVENT, sessionId="ATUid_nav", input="3")
+    assert client.post(f"/ussd/events?token={CALLBACK_TOKEN}", data=form).status_code == 200
+    assert session.scalars(select(UssdSessionRecord)).one().last_screen == "household"
 
 
 def test_events_mask_dates_of_birth_and_pins_without_state(session: Session, client: FlaskClient) -> None:
