@@ -47,7 +47,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from menus.checks import AGENT_CHECK_EFFECT, DOB_CHECK_EFFECT, LIMITED, NOT_FOUND, OK, parse_dob
@@ -116,12 +116,26 @@ class DatabaseData:
 
         A menu read is one statement or two (the dial) that need no transaction: in autocommit they skip the
         `BEGIN` and the `ROLLBACK` round trips a hop would otherwise pay for. An effect's `_fresh_write` ends
-        this (its rollback releases the connection) and writes in a transaction of its own.
+        this (its rollback releases the connection) and writes in a transaction of its own. The first read runs
+        once more when its pooled connection turns out dead (the pool pings only connections idle for a second,
+        `models.db.PING_AFTER_IDLE_SECONDS`): the pool has dropped it, and a read is safe to repeat.
         """
         session = self.session
-        options = {} if session.in_transaction() else {"isolation_level": "AUTOCOMMIT"}
+        if session.in_transaction():
+            return session.connection().execute(statement, params)
+        try:
+            return self._read_in_autocommit(statement, params)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.info("ussd: a pooled database connection was dead; reading again on a new one")
+            session.rollback()
+            return self._read_in_autocommit(statement, params)
+
+    def _read_in_autocommit(self, statement: Executable, params: dict[str, Any] | None) -> Result[Any]:
         # Core execution on the session's connection: these statements select columns, not ORM entities.
-        return session.connection(execution_options=options).execute(statement, params)
+        connection = self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return connection.execute(statement, params)
 
     def load(self, key: str, state: State) -> dict[str, Any]:
         """Return the value of a `state.data` key (see `menus.member`), with the other keys read along with it.

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -24,8 +25,10 @@ from commands.ussd import ussd_command
 from menus.data import scheme_today
 from menus.render import fits, format_date
 from menus.session_store import session_key
+from models import db as db_module
 from models.access import EffectKey
 from models.base import Language, PaymentStatus
+from models.db import get_engine
 from models.eligibility import household_eligibility
 from models.household import Household
 from models.messaging import UssdSessionRecord
@@ -298,6 +301,23 @@ def test_redis_down_answers_an_apology_in_under_a_second(sqlite_url: str, caplog
 def test_database_down_answers_an_apology_in_under_a_second(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     url = f"postgresql://postgres@127.0.0.1:{backends.free_port()}/nowhere"
     _assert_apology_fast(make_test_app(url, redis_url), caplog)
+
+
+def test_a_dial_right_after_the_database_dropped_the_pooled_connections_still_answers(
+    pg_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 3600.0)  # no ping: the read itself finds them dead
+    app = make_test_app(pg_url, redis_url)
+    with Session(get_engine(pg_url)) as s:
+        number = cmu_household(s).household_no
+    client = app.test_client()
+    assert post_hop(client, "ATUid_pg1", PHONE, "").startswith(f"CON Ménage {number}")
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # a database restart, as far as the pool can tell
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+    assert post_hop(client, "ATUid_pg2", PHONE, "").startswith(f"CON Ménage {number}")
 
 
 def test_the_apology_speaks_the_session_language(session: Session, client: FlaskClient, redis_url: str) -> None:
