@@ -1,10 +1,11 @@
 """Answer one AT hop: the session from Redis, the new inputs from `text`, the engine, effects once, few writes.
 
-Round trips per hop: one Redis `GETEX` (read + TTL renewal); a `SET` only when the hop loaded data or applied
-an effect, when it replayed `SAVE_AFTER_INPUTS` inputs or more, or when the session was rebuilt. The database
-only when the session has no cached data yet (the dial, which reads the households and their coverage, or a
-replay), when a screen needs data for the first time (the payments), or for an effect (a language change, a
-payment request, a PIN check).
+Round trips per hop: one Redis `GETEX` (read + TTL renewal), none on the dial (`text` is "": a new session,
+nothing to read; a duplicate dial is answered afresh, it has no effect); a `SET` only when the hop loaded
+data or applied an effect, when it replayed `SAVE_AFTER_INPUTS` inputs or more, or when the session was
+rebuilt (the dial always loads data: one `SET` and no `GETEX`). The database only when the session has no
+cached data yet (the dial, which reads the households and their coverage, or a replay), when a screen needs
+data for the first time (the payments), or for an effect (a language change, a payment request, a PIN check).
 
 `text` is every input so far joined by `*`. The stored session is the state at some earlier `text` (the last
 one saved); the new inputs are what follows it, replayed over the stored state by the pure engine. That is
@@ -105,7 +106,7 @@ class Progress:
 def answer_hop(hop: Hop, store: SessionStore, data: MenuData, progress: Progress | None = None) -> str:
     """Return the reply to a hop (raises on failure; see `answer`)."""
     progress = progress or Progress()
-    stored = store.load(hop.session_id)
+    stored = store.load(hop.session_id) if hop.text else None
     if stored is not None and stored.state.phone == hop.phone:
         progress.language = stored.language
         if stored.text == hop.text:

@@ -197,6 +197,17 @@ def test_the_coverage_read_on_the_dial_follows_the_data_from_one_session_to_the_
     assert post_hop(client, "ATUid_cov2", PHONE, "1*0*2").startswith("CON Montant à payer: 14 000 XOF\n")
 
 
+def test_a_late_duplicate_dial_does_not_break_the_session(session: Session, client: FlaskClient) -> None:
+    cmu_household(session, size=8)
+    sid = "ATUid_dup"
+    first = post_hop(client, sid, PHONE, "")
+    for text in ("3", "3*98", "3*98*0"):
+        post_hop(client, sid, PHONE, text)
+    assert post_hop(client, sid, PHONE, "") == first  # answered afresh: the dial reads nothing first
+    assert post_hop(client, sid, PHONE, "3*98*0*0") == first  # the rest replayed over the new dial's state
+    assert post_hop(client, sid, PHONE, "3*98*0*0*3") == post_hop(client, "ATUid_dup2", PHONE, "3")
+
+
 def test_a_session_survives_flushdb_mid_session(session: Session, client: FlaskClient, redis_client: Redis) -> None:
     cmu_household(session, size=8)
     sid = "ATUid_flush"
