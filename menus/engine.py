@@ -159,17 +159,33 @@ class State:
 
     def copy(self) -> State:
         """Return a copy whose lists and data mapping can be changed without touching this one."""
-        return replace(self, history=list(self.history), secret_hops=list(self.secret_hops), data=dict(self.data))
+        # Spelt out rather than `dataclasses.replace`: the engine copies the state a few times per input.
+        return State(
+            phone=self.phone,
+            tree=self.tree,
+            screen=self.screen,
+            lang=self.lang,
+            page=self.page,
+            history=list(self.history),
+            household=self.household,
+            hop=self.hop,
+            secret_hops=list(self.secret_hops),
+            notice=self.notice,
+            hint=self.hint,
+            data=dict(self.data),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the state as a JSON-ready mapping."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _STATE_FIELDS}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> State:
         """Return the state stored as `to_dict` made it (unknown keys ignored)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**{k: v for k, v in values.items() if k in _STATE_FIELDS})
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(State))
 
 
 @dataclass(frozen=True)

@@ -772,3 +772,14 @@ def test_menus_do_not_import_flask() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_copied_state_is_equal_and_independent() -> None:
+    state = State(phone=PHONE, screen="main", page=1, history=["start"], household=7, hop=3, secret_hops=[2])
+    state.notice, state.hint, state.data = "Saved.", True, {"households": []}
+    copy = state.copy()
+    assert copy == state and State.from_dict(state.to_dict()) == state
+    copy.history.append("main")
+    copy.secret_hops.append(3)
+    copy.data["caller"] = {}
+    assert (state.history, state.secret_hops, state.data) == (["start"], [2], {"households": []})
