@@ -9,11 +9,12 @@ from flask import Flask
 
 import extensions
 from config import INSTANCE_DIR, Settings
+from handlers.ussd import install_fast_path
 from logs import configure_logging
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings (defaults → environment → `config`), extensions, blueprints, CLI."""
+    """Build the app: settings (defaults → environment → `config`), extensions, blueprints, CLI, USSD fast path."""
     settings = Settings.from_env(overrides=config)
     configure_logging(settings.LOG_LEVEL, settings.secrets())
     INSTANCE_DIR.mkdir(exist_ok=True)
@@ -24,6 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register_blueprints(app)
     register_commands(app)
+    install_fast_path(app)
     return app
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 import pytest
-from flask import Flask
+from flask import Flask, request_started
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,10 +20,11 @@ from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
+from werkzeug.test import Client
 
 from commands.ussd import ussd_command
 from menus.data import scheme_today
-from menus.render import fits, format_date
+from menus.render import apology, fits, format_date
 from menus.session_store import session_key
 from models import db as db_module
 from models.access import EffectKey
@@ -287,6 +288,55 @@ def test_a_hop_neither_reads_nor_sets_a_cookie(session: Session, client: FlaskCl
     assert response.status_code == 200 and response.get_data(as_text=True).startswith("CON ")
     assert "Set-Cookie" not in response.headers
     assert "Cookie" not in response.headers.get("Vary", "")
+
+
+# ---------------------------------------------------------------- the WSGI fast path in front of Flask
+
+
+def _form(sid: str, text: str) -> dict[str, str]:
+    return {"sessionId": sid, "phoneNumber": PHONE, "serviceCode": "*384*123#", "networkCode": "1", "text": text}
+
+
+def test_the_fast_path_answers_as_the_flask_view_does(session: Session, app: Flask) -> None:
+    cmu_household(session, size=8)
+    fast, slow = app.test_client(), Client(app.wsgi_app.wsgi_app)  # type: ignore[attr-defined]
+    dispatched: list[str] = []
+    request_started.connect(lambda sender, **_: dispatched.append("flask"), app, weak=False)
+    for sid, texts in (("ATUid_f", ["", "1", "1*98", "1*98*0", "1*98*0*0*3"]), ("ATUid_s", ["3", "3*0*9"])):
+        for text in texts:
+            one = fast.post(f"/ussd?token={CALLBACK_TOKEN}", data=_form(sid, text))
+            other = slow.post(f"/ussd?token={CALLBACK_TOKEN}", data=_form(sid + "2", text))
+            assert (one.status_code, one.headers["Content-Type"]) == (200, "text/plain; charset=utf-8")
+            assert (other.status_code, other.headers["Content-Type"]) == (200, "text/plain; charset=utf-8")
+            assert one.get_data(as_text=True) == other.get_data(as_text=True)
+    assert len(dispatched) == 7  # the Flask client's hops only
+
+
+def test_requests_the_fast_path_does_not_take_get_flasks_answer(
+    session: Session, client: FlaskClient, redis_client: Redis
+) -> None:
+    cmu_household(session)
+    big = dict(_form("ATUid_big", ""), pad="x" * (64 * 1024))
+    assert client.post(f"/ussd?token={CALLBACK_TOKEN}", data=big).status_code == 413
+    wrong_first = f"/ussd?token=wrong&token={CALLBACK_TOKEN}"
+    assert client.post(wrong_first, data=_form("ATUid_w", "")).status_code == 403
+    header = {"X-Callback-Token": CALLBACK_TOKEN}
+    assert client.post("/ussd?token=wrong", data=_form("ATUid_w", ""), headers=header).status_code == 403
+    assert redis_client.keys("*") == []
+    # Not form-encoded: Flask's view, which finds no sessionId and apologises.
+    as_json = client.post(f"/ussd?token={CALLBACK_TOKEN}", json=_form("ATUid_j", ""))
+    assert (as_json.status_code, as_json.get_data(as_text=True)) == (200, apology(None))
+    multipart = client.post(
+        f"/ussd?token={CALLBACK_TOKEN}", data=_form("ATUid_m", ""), content_type="multipart/form-data"
+    )
+    assert multipart.status_code == 200 and multipart.get_data(as_text=True).startswith("CON Ménage")
+    assert client.post("/ussd?token=" + CALLBACK_TOKEN.upper(), data=_form("ATUid_u", "")).status_code == 403
+
+
+def test_an_undecodable_body_gets_an_apology(session: Session, client: FlaskClient) -> None:
+    body = b"sessionId=ATUid_bad&phoneNumber=%2B221771234567&text=\xff\xfe"
+    response = client.post(f"/ussd?token={CALLBACK_TOKEN}", data=body, content_type="application/x-www-form-urlencoded")
+    assert (response.status_code, response.get_data(as_text=True)) == (200, apology(None))
 
 
 # ---------------------------------------------------------------- failures: an apology, fast, never a 5xx
