@@ -170,7 +170,11 @@ def _advance(
     hop: Hop, state: State, user_input: str, path: str, data: MenuData, progress: Progress
 ) -> tuple[Reply, State]:
     """Step the engine once, loading the data and effect outcomes it asks for, then apply its other effects once."""
-    key = effect_key(hop.session_id, state.hop + 1, path, secret_hops_after(state))
+    start = state
+
+    def key() -> str:  # only a hop with an effect needs it (a hash): most replayed inputs have none
+        return effect_key(hop.session_id, start.hop + 1, path, secret_hops_after(start))
+
     for _ in range(MAX_DATA_ROUNDS):
         reply, nxt = step(state, user_input)
         if not reply.needs:
@@ -183,7 +187,7 @@ def _advance(
                 continue
             effect = outcomes.get(need)
             if effect is not None:
-                state.data[need] = data.apply(effect, key, state)
+                state.data[need] = data.apply(effect, key(), state)
             else:
                 state.data.update(data.load(need, state))
     else:
@@ -192,5 +196,5 @@ def _advance(
     for effect in reply.effects:
         if effect.result is None:  # effects with an outcome were applied while stepping
             progress.worked = True
-            data.apply(effect, key, nxt)
+            data.apply(effect, key(), nxt)
     return reply, nxt

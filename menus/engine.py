@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from menus.render import BACK_KEY, HOME_KEY, MORE_KEY, Layout, Msg, Text, render_layout
@@ -287,7 +287,7 @@ def step(state: State, user_input: str, tree: Tree | None = None) -> tuple[Reply
     reply, after = _enter(tree, nxt, transition.dest)
     if reply.needs:
         return reply, state
-    return replace(reply, effects=tuple(effects) + reply.effects), after
+    return Reply(reply.text, reply.end, tuple(effects) + reply.effects, reply.needs), after
 
 
 def _enter(tree: Tree, state: State, name: str, hop_input: bool = False) -> tuple[Reply, State]:
@@ -318,7 +318,7 @@ def _enter(tree: Tree, state: State, name: str, hop_input: bool = False) -> tupl
     nxt.screen = name
     nxt.page = 0
     reply, after = _show(tree, nxt, screen)
-    return replace(reply, effects=tuple(effects)), after
+    return Reply(reply.text, reply.end, tuple(effects), reply.needs), after
 
 
 def _show(tree: Tree, state: State, screen: Screen) -> tuple[Reply, State]:
