@@ -56,7 +56,11 @@ def answer_form(form: Mapping[str, str]) -> str:
             log.warning("ussd: hop without sessionId")
             return apology(None)
         store = session_store()
-        return conversation.answer(hop, store, DatabaseData(db, redis=store.client))
+        data = DatabaseData(db, redis=store.client)
+        try:
+            return conversation.answer(hop, store, data)
+        finally:
+            data.close()
     except Exception as exc:  # noqa: BLE001 - even a malformed request gets an apology, never a 5xx
         log.warning("ussd: request failed: %s", type(exc).__name__)
         return apology(None)

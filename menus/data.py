@@ -33,7 +33,9 @@ import phonenumbers
 from redis import Redis
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Date,
+    Engine,
     Executable,
     Integer,
     Result,
@@ -99,6 +101,7 @@ class DatabaseData:
     ) -> None:
         self._sessions = sessions
         self._session: Session | None = None
+        self._reader: Connection | None = None
         self.today = today
         self.redis = redis
         self.now = now
@@ -112,30 +115,37 @@ class DatabaseData:
         return self._session
 
     def read(self, statement: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
-        """Run a read-only statement, in autocommit when the session has no transaction yet.
+        """Run a read-only statement: on a Core connection in autocommit, or in the session's write transaction.
 
         A menu read is one statement or two (the dial) that need no transaction: in autocommit they skip the
-        `BEGIN` and the `ROLLBACK` round trips a hop would otherwise pay for. An effect's `_fresh_write` ends
-        this (its rollback releases the connection) and writes in a transaction of its own. The first read runs
+        `BEGIN` and the `ROLLBACK` round trips a hop would otherwise pay for, and a plain Core connection (these
+        statements select columns, not ORM entities) skips the ORM session's bookkeeping. An effect's
+        `_fresh_write` returns it to the pool and writes in a transaction of the session's own. A read runs
         once more when its pooled connection turns out dead (the pool pings only connections idle for a second,
         `models.db.PING_AFTER_IDLE_SECONDS`): the pool has dropped it, and a read is safe to repeat.
         """
         session = self.session
-        if session.in_transaction():
+        bind = session.get_bind()
+        if session.in_transaction() or not isinstance(bind, Engine):  # in a write, or a session on a connection
             return session.connection().execute(statement, params)
         try:
-            return self._read_in_autocommit(statement, params)
+            return self._reading(bind).execute(statement, params)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
             log.info("ussd: a pooled database connection was dead; reading again on a new one")
-            session.rollback()
-            return self._read_in_autocommit(statement, params)
+            self._close_reader()
+            return self._reading(bind).execute(statement, params)
 
-    def _read_in_autocommit(self, statement: Executable, params: dict[str, Any] | None) -> Result[Any]:
-        # Core execution on the session's connection: these statements select columns, not ORM entities.
-        connection = self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        return connection.execute(statement, params)
+    def _reading(self, engine: Engine) -> Connection:
+        if self._reader is None:
+            self._reader = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._reader
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def load(self, key: str, state: State) -> dict[str, Any]:
         """Return the value of a `state.data` key (see `menus.member`), with the other keys read along with it.
@@ -485,13 +495,15 @@ class DatabaseData:
         return outcome
 
     def _fresh_write(self) -> Session:
+        self._close_reader()  # one connection at a time: the reads are done
         session = self.session
-        session.rollback()  # reads above ran in their own transaction; write in a fresh one
+        session.rollback()  # any ORM read above ran in a transaction of its own; write in a fresh one
         begin_write(session)
         return session
 
     def close(self) -> None:
-        """Close the database session if one was opened."""
+        """Return the reading connection and close the database session, if they were opened."""
+        self._close_reader()
         if self._session is not None:
             self._session.close()
             self._session = None
