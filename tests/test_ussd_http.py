@@ -25,7 +25,7 @@ from werkzeug.test import Client
 from commands.ussd import ussd_command
 from menus.data import scheme_today
 from menus.render import apology, fits, format_date
-from menus.session_store import session_key
+from menus.session_store import connect, session_key
 from models import db as db_module
 from models.access import EffectKey
 from models.base import Language, PaymentStatus
@@ -379,6 +379,20 @@ def test_a_dial_right_after_the_database_dropped_the_pooled_connections_still_an
             " AND pid <> pg_backend_pid()"
         )
     assert post_hop(client, "ATUid_pg2", PHONE, "").startswith(f"CON Ménage {number}")
+
+
+def test_a_hop_after_redis_dropped_the_connection_still_answers(
+    session: Session, app: Flask, client: FlaskClient, redis_url: str
+) -> None:
+    cmu_household(session)
+    expected = [post_hop(client, "ATUid_rk1", PHONE, text) for text in ("", "3")]
+    store_client = connect(redis_url, app.config["USSD_REDIS_TIMEOUT_MS"] / 1000)
+    admin = Redis.from_url(redis_url)
+    replies = []
+    for text in ("", "3"):  # a SET, then a GETEX, each on a connection Redis has just closed (a restart)
+        admin.client_kill_filter(_id=store_client.client_id())
+        replies.append(post_hop(client, "ATUid_rk2", PHONE, text))
+    assert replies == expected
 
 
 def test_the_apology_speaks_the_session_language(session: Session, client: FlaskClient, redis_url: str) -> None:
