@@ -117,18 +117,19 @@ def answer_hop(hop: Hop, store: SessionStore, data: MenuData, progress: Progress
             if stored.state.hop + len(added) > MAX_HOPS:
                 raise SessionTooLong(hop.session_id)
             state, path = stored.state, stored.text
-            for user_input in added:
+            for index, user_input in enumerate(added, start=1):
                 path = f"{path}*{user_input}" if path else user_input
-                reply, state = _advance(hop, state, user_input, path, data, progress)
+                reply, state = _advance(hop, state, user_input, path, data, progress, render=index == len(added))
             if progress.worked or len(added) >= SAVE_AFTER_INPUTS:
                 store.save(hop.session_id, StoredSession(state, hop.text, reply.text))
             return reply.text
     inputs = split_inputs(hop.text)
     if len(inputs) > MAX_HOPS:
         raise SessionTooLong(hop.session_id)
-    reply, state = _advance(hop, new_state(hop.phone), "", "", data, progress)
+    reply, state = _advance(hop, new_state(hop.phone), "", "", data, progress, render=not inputs)
     for index, user_input in enumerate(inputs, start=1):
-        reply, state = _advance(hop, state, user_input, "*".join(inputs[:index]), data, progress)
+        path = "*".join(inputs[:index])
+        reply, state = _advance(hop, state, user_input, path, data, progress, render=index == len(inputs))
     store.save(hop.session_id, StoredSession(state, hop.text, reply.text))
     return reply.text
 
@@ -167,16 +168,19 @@ def answer(hop: Hop, store: SessionStore, data: MenuData) -> str:
 
 
 def _advance(
-    hop: Hop, state: State, user_input: str, path: str, data: MenuData, progress: Progress
+    hop: Hop, state: State, user_input: str, path: str, data: MenuData, progress: Progress, render: bool = True
 ) -> tuple[Reply, State]:
-    """Step the engine once, loading the data and effect outcomes it asks for, then apply its other effects once."""
+    """Step the engine once, loading the data and effect outcomes it asks for, then apply its other effects once.
+
+    Only the hop's last input is rendered: the screens of the inputs replayed before it are never shown.
+    """
     start = state
 
     def key() -> str:  # only a hop with an effect needs it (a hash): most replayed inputs have none
         return effect_key(hop.session_id, start.hop + 1, path, secret_hops_after(start))
 
     for _ in range(MAX_DATA_ROUNDS):
-        reply, nxt = step(state, user_input)
+        reply, nxt = step(state, user_input, render=render)
         if not reply.needs:
             break
         progress.worked = True

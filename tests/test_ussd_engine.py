@@ -8,6 +8,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis import Redis
 
 from menus import member, render
@@ -783,3 +785,32 @@ def test_a_copied_state_is_equal_and_independent() -> None:
     copy.secret_hops.append(3)
     copy.data["caller"] = {}
     assert (state.history, state.secret_hops, state.data) == (["start"], [2], {"households": []})
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    inputs=st.lists(st.sampled_from(["1", "2", "3", "4", "5", "98", "0", "00", "9", "x", ""]), max_size=14),
+    lang=st.sampled_from(["fr", "wo", "en", "km"]),
+)
+def test_an_input_replayed_without_rendering_leads_to_the_same_state(inputs: list[str], lang: str) -> None:
+    data = full_data(lang=lang, languages=("fr", "wo", "en", "km"), size=10)
+    rendered, replayed = new_state(PHONE), new_state(PHONE)
+    for user_input in ("", *inputs):
+        for shown, state in ((True, rendered), (False, replayed)):
+            while True:
+                reply, nxt = step(state, user_input, render=shown)
+                if not reply.needs:
+                    break
+                outcomes = {e.result: e for e in reply.effects if e.result}
+                for key in reply.needs:
+                    effect = outcomes.get(key)
+                    if effect:
+                        state.data[key] = data.apply(effect, key, state)
+                    else:
+                        state.data.update(data.load(key, state))
+            if shown:
+                rendered, text = nxt, reply.text
+            else:
+                replayed = nxt
+                assert reply.text == "" and reply.end == text.startswith("END ")
+        assert replayed == rendered
