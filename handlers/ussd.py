@@ -172,7 +172,9 @@ def _presented_token(environ: WSGIEnviron) -> str | None:
     """Return the callback token as the guard reads it: the first `token` query value, else the header."""
     query = environ.get("QUERY_STRING", "")
     token = None
-    if "token" in query:
+    if query.startswith("token=") and query.isascii() and not any(c in query for c in "&%+"):
+        token = query[len("token=") :]  # the registered callback URL's plain `?token=…`: nothing to decode
+    elif query:
         pairs = parse_qsl(query.encode("latin-1").decode(), keep_blank_values=True, errors=URL_QUOTE_ERRORS)
         token = _first_values(pairs).get("token")
     return token or environ.get("HTTP_X_CALLBACK_TOKEN")

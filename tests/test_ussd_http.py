@@ -21,8 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 from werkzeug.test import Client
+from werkzeug.wrappers import Request as WerkzeugRequest
 
 from commands.ussd import ussd_command
+from handlers import ussd as ussd_handlers
 from menus.data import scheme_today
 from menus.render import apology, fits, format_date
 from menus.session_store import connect, session_key
@@ -331,6 +333,29 @@ def test_requests_the_fast_path_does_not_take_get_flasks_answer(
     )
     assert multipart.status_code == 200 and multipart.get_data(as_text=True).startswith("CON Ménage")
     assert client.post("/ussd?token=" + CALLBACK_TOKEN.upper(), data=_form("ATUid_u", "")).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "token=abc",
+        "token=a%2Bb",
+        "token=a+b",
+        "x=1&token=abc",
+        "token=&x=1",
+        "token=abc&token=def",
+        "to%6Ben=abc",
+        "token=%C3%A9",
+        "token=\u00c3\u00a9",
+        "token",
+        "tokens=abc",
+        "",
+    ],
+)
+def test_the_fast_path_reads_the_query_token_as_werkzeug_does(query: str) -> None:
+    environ = {"QUERY_STRING": query, "HTTP_X_CALLBACK_TOKEN": "from-header"}
+    expected = WerkzeugRequest(environ).args.get("token") or "from-header"
+    assert ussd_handlers._presented_token(environ) == expected
 
 
 def test_an_undecodable_body_gets_an_apology(session: Session, client: FlaskClient) -> None:
