@@ -123,16 +123,15 @@ class UssdFastPath:
         length = self._guarded_length(environ)
         if length is None:
             return self.wsgi_app(environ, start_response)
+        reply = None
         try:
             body = environ["wsgi.input"].read(length) if length else b""
             form = _first_values(parse_qsl(body.decode(), keep_blank_values=True, errors=URL_QUOTE_ERRORS))
-        except Exception as exc:  # noqa: BLE001 - an unreadable body gets an apology, as in the view
-            log.warning("ussd: request failed: %s", type(exc).__name__)
-            reply = apology(None)
-        else:
             with self.app.app_context():
                 reply = answer_form(form)
-        data = reply.encode()
+        except Exception as exc:  # noqa: BLE001 - an unreadable body or a failing teardown: never a 5xx
+            log.warning("ussd: request failed: %s", type(exc).__name__)
+        data = (reply or apology(None)).encode()
         start_response("200 OK", [("Content-Type", TEXT_PLAIN), ("Content-Length", str(len(data)))])
         return [data]
 

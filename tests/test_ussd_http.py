@@ -358,6 +358,17 @@ def test_the_fast_path_reads_the_query_token_as_werkzeug_does(query: str) -> Non
     assert ussd_handlers._presented_token(environ) == expected
 
 
+def test_a_failing_teardown_still_answers_the_hop(session: Session, app: Flask) -> None:
+    cmu_household(session)
+
+    def broken(_exc: BaseException | None) -> None:
+        raise RuntimeError("teardown failed")
+
+    app.teardown_appcontext(broken)
+    response = app.test_client().post(f"/ussd?token={CALLBACK_TOKEN}", data=_form("ATUid_td", ""))
+    assert response.status_code == 200 and response.get_data(as_text=True).startswith("CON Ménage")
+
+
 def test_an_undecodable_body_gets_an_apology(session: Session, client: FlaskClient) -> None:
     body = b"sessionId=ATUid_bad&phoneNumber=%2B221771234567&text=\xff\xfe"
     response = client.post(f"/ussd?token={CALLBACK_TOKEN}", data=body, content_type="application/x-www-form-urlencoded")
