@@ -9,9 +9,9 @@ see `menus.conversation.effect_key`):
   rate-limit hit counted once);
 - the payment request through its own `caller_key` and its SMS through the message's `dedupe_key`.
 
-Cost (USSD speed target, issue 8): the dial is two SQL statements (one for a phone without a household), the
-households and their coverage (a third for a scheme whose grace exceeds `PERIODS_WINDOW_DAYS`), Core selects
-of just the columns needed, built once per process and run in autocommit (no `BEGIN`/`ROLLBACK` round trips).
+Cost (USSD speed target, issue 8): the dial is one SQL statement, the households with their members and what
+their coverage needs (a second one for a scheme whose grace exceeds `PERIODS_WINDOW_DAYS`), a Core select of
+just the columns needed, built once per process and run in autocommit (no `BEGIN`/`ROLLBACK` round trips).
 The scheme's configuration (plan months, subsidy share, premium band, grace, fee, currency, languages) is not
 cached anywhere: it is joined into those same statements, so it costs no extra round trip and needs neither a
 per-process cache (SPEC: nothing that must be shared lives in process memory) nor a Redis copy to keep in
@@ -32,7 +32,6 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from redis import Redis
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Date,
     Engine,
@@ -43,6 +42,8 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
+    cast,
     func,
     literal,
     or_,
@@ -175,23 +176,28 @@ class DatabaseData:
     def dial(self, phone: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[int, dict[str, Any]]]:
         """Return the phone's households, its caller data and its households' coverage (read once per phone).
 
-        Two SQL statements, one round trip each: the households with their members, scheme and network, the
-        agent and the country's language (`_dial_statement`); then, when the phone has a household, the
-        coverage of each (`_coverage_statement`), so that `My coverage` and `Pay` need no database later in
-        the session. A phone without a household costs the first statement only.
+        One SQL statement (`_dial_statement`): the households with their members, scheme and network, what
+        their coverage needs, the agent and the country's language; so `My coverage` and `Pay` need no
+        database later in the session. The statement cannot know each scheme's today (its time zone is in
+        the same rows): it reads the periods from a day before today in UTC minus `PERIODS_WINDOW_DAYS`, and
+        the active members, premium band and last lapsed period are worked out here, on each scheme's today.
         """
         if self._dialled is not None and self._dialled[0] == phone:
             return self._dialled[1]
         if not phone:
             return [], {"agent": None, "lang": None}, {}
-        query = _dial_statement()
-        rows = self.read(query, {"phone": phone, "region": phone_region(phone)}).all()
+        since = self.today("UTC") - timedelta(days=PERIODS_WINDOW_DAYS + 1)
+        params = {"phone": phone, "region": phone_region(phone), "since": since}
+        rows = self.read(_dial_statement(), params).all()
         first = rows[0]
         caller: dict[str, Any] = {
             "agent": {"id": first.agent_id, "facility": first.agent_facility} if first.agent_id is not None else None,
             "lang": Language(first.country_language).value if first.country_language is not None else None,
         }
         households: dict[int, dict[str, Any]] = {}
+        heads: dict[int, Any] = {}  # the head's first row: the per-household columns
+        periods: dict[int, dict[Any, Any]] = {}
+        seen_members: dict[int, set[str]] = {}
         today: dict[str, date] = {}
         for row in rows:
             if row.id is None:
@@ -214,45 +220,43 @@ class DatabaseData:
                         "timezone": row.timezone,
                     },
                 }
+                periods[row.id] = {}
+                seen_members[row.id] = set()
+            if row.start_on is not None:
+                periods[row.id][(row.start_on, row.end_on)] = row
+            if row.member_no in seen_members[row.id]:
+                continue  # the same member on the row of another period
+            seen_members[row.id].add(row.member_no)
             if row.member_no == row.head_member_no:
                 household["head"] = row.first_name
+                heads[row.id] = row
             on = today.get(row.timezone) or today.setdefault(row.timezone, self.today(row.timezone))
             if row.status == MemberStatus.ACTIVE and (row.left_on is None or row.left_on > on):
                 household["members"].append({"first": row.first_name, "no": row.member_no.rsplit("-", 1)[-1]})
         found = list(households.values())
         if found:
             caller["lang"] = None  # the phone speaks its household's language
-        dialled = found, caller, self.coverages(phone, found, today)
+        coverages = {}
+        for household in found:
+            head = heads.get(household["id"])
+            if head is None or head.months is None or head.share_bp is None:
+                continue  # no head member, plan or subsidy category: read (and refused) when a screen needs it
+            on = today[household["scheme"]["timezone"]]
+            recent = sorted(periods[household["id"]].values(), key=lambda period: period.start_on)
+            ended = [period.end_on for period in recent if period.end_on < on]
+            members = len(household["members"])
+            coverages[household["id"]] = self._coverage_of(
+                household,
+                head,
+                recent,
+                on,
+                members=members,
+                band_monthly=_band(head.bands, members),
+                lapsed_on=max(ended) if ended else head.lapsed_before,
+            )
+        dialled = found, caller, coverages
         self._dialled = (phone, dialled)
         return dialled
-
-    def coverages(
-        self, phone: str, households: list[dict[str, Any]], today: dict[str, date] | None = None
-    ) -> dict[int, dict[str, Any]]:
-        """Return the coverage of the phone's households (see `coverage`), in one statement for all of them.
-
-        Households whose scheme's today differs from the first one's (a phone shared across time zones) are
-        left out: their coverage is read on its own when a screen needs it.
-        """
-        if not households:
-            return {}
-        today = today or {}
-
-        def today_of(household: dict[str, Any]) -> date:
-            timezone = household["scheme"]["timezone"]
-            return today.get(timezone) or today.setdefault(timezone, self.today(timezone))
-
-        on = today_of(households[0])
-        window = on - timedelta(days=PERIODS_WINDOW_DAYS)
-        params = {"phone": phone, "on": on, "since": window}
-        rows: dict[int, list[Any]] = {}
-        for row in self.read(_coverage_statement(by_phone=True), params):
-            rows.setdefault(row.id, []).append(row)
-        return {
-            household["id"]: self._coverage_of(household, rows[household["id"]], on)
-            for household in households
-            if household["id"] in rows and today_of(household) == on
-        }
 
     def phone_language(self, phone: str) -> str | None:
         """Return the default language of the scheme in the phone's country, if there is one."""
@@ -267,10 +271,12 @@ class DatabaseData:
     def coverage(self, household_id: int, households: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Return the household's eligibility today and each active member's, in one SQL statement (rarely two).
 
-        It reads the household with its scheme's premium rules, plan, subsidy category, active members, account
-        balance and fee state and last lapsed period (as columns), outer-joined to its periods ending within
-        `PERIODS_WINDOW_DAYS` before today: one row per period. The periods that matter are those within the
-        scheme's grace, filtered here; a scheme whose grace is longer than the window reads them again exactly.
+        The dial reads it already (`dial`); this is for a household whose coverage the dial could not work out
+        (no head member, plan or subsidy category: then it raises). It reads the household with its scheme's
+        premium rules, plan, subsidy category, active members, account balance and fee state and last lapsed
+        period (as columns), outer-joined to its periods ending within `PERIODS_WINDOW_DAYS` before today: one
+        row per period. The periods that matter are those within the scheme's grace, filtered here; a scheme
+        whose grace is longer than the window reads them again exactly.
         The rules are `amount_due` and `household_eligibility`'s, on plain values.
         """
         known = next((x for x in households or [] if x["id"] == household_id), None)
@@ -279,21 +285,36 @@ class DatabaseData:
         on = self.today(known["scheme"]["timezone"])
         window = on - timedelta(days=PERIODS_WINDOW_DAYS)
         params = {"household_id": household_id, "on": on, "since": window}
-        rows = self.read(_coverage_statement(by_phone=False), params).all()
+        rows = self.read(_coverage_statement(), params).all()
         if not rows:
             raise LookupError(f"household {household_id}: no such household, plan or subsidy category")
-        return self._coverage_of(known, rows, on)
-
-    def _coverage_of(self, household: dict[str, Any], rows: Sequence[Any], on: date) -> dict[str, Any]:
-        """Return the coverage of a household from its `_coverage_statement` rows (one per period), on a date."""
         row = rows[0]
+        recent = [r for r in rows if r.start_on is not None]
+        return self._coverage_of(
+            known, row, recent, on, members=row.members, band_monthly=row.band_monthly, lapsed_on=row.lapsed_on
+        )
+
+    def _coverage_of(
+        self,
+        household: dict[str, Any],
+        row: Any,
+        recent: Sequence[Any],
+        on: date,
+        *,
+        members: int,
+        band_monthly: int | None,
+        lapsed_on: date | None,
+    ) -> dict[str, Any]:
+        """Return the coverage of a household on a date from its scheme's rules and account (`row`'s columns),
+        its periods ending within `PERIODS_WINDOW_DAYS` before the date (`recent`), and the values that depend
+        on the date: active members, their premium band and the last end of a period before the date."""
         window = on - timedelta(days=PERIODS_WINDOW_DAYS)
-        status = HouseholdStatus(row.status)
+        status = HouseholdStatus(row.household_status)
         periods: list[Any] = []
         if status not in {HouseholdStatus.SUSPENDED, HouseholdStatus.CLOSED}:
             since = on - timedelta(days=row.grace_days)
             if since >= window:
-                periods = [r for r in rows if r.start_on is not None and r.end_on >= since]
+                periods = [r for r in recent if r.end_on >= since]
             else:
                 params = {"household_id": household["id"], "since": since}
                 periods = list(self.read(_periods_statement(), params))
@@ -302,8 +323,8 @@ class DatabaseData:
             int(row.premium_amount or 0),
             int(row.premium_per_months or 1),
             int(row.months),
-            int(row.members or 0),
-            int(row.band_monthly or 0),
+            int(members or 0),
+            int(band_monthly or 0),
         )
         share = price - price * int(row.share_bp) // FULL_SHARE_BP
         due = due_of(
@@ -323,7 +344,7 @@ class DatabaseData:
             grace_covered=bool(row.grace_covered),
             due_total=due.total,
             currency=row.currency,
-            lapsed_on=row.lapsed_on,
+            lapsed_on=lapsed_on,
         )
         # Only active members are listed, and an active member's eligibility is the household's
         # (`member_eligibility` differs only for members who left): one computation, not one per member.
@@ -511,14 +532,22 @@ class DatabaseData:
 
 @functools.cache
 def _dial_statement() -> Select[Any]:
-    """Return the dial's statement (built once per process; bind `phone` and `region`).
+    """Return the dial's statement (built once per process; bind `phone`, `region` and `since`).
 
-    One row per member of each household the phone belongs to (as an active member), with the scheme's
-    and network's columns; the agent and the country's default language ride along as scalar subqueries,
-    and a constant row outer-joined in front keeps them when the phone has no household.
+    One row per member and recent period of each household the phone belongs to (as an active member): the
+    household, its members (one row each), its scheme's and network's columns and what its coverage needs
+    but the date (plan months, subsidy share, the scheme's premium bands as `min_size:monthly` pairs, balance,
+    fee state, the last end of a period before `since`), and its unreversed periods ending on or after `since`
+    (outer-joined: one set of rows per period, or null period columns). The per-household subqueries are
+    computed on the head's rows only (`CASE`), not once per member. The agent and the country's default
+    language ride along as scalar subqueries, and a constant row outer-joined in front keeps them when the
+    phone has no household. Everything that depends on the scheme's today is computed from these rows.
     """
     h, m, s, n = Household.__table__, Member.__table__, Scheme.__table__, Network.__table__
+    plan, category, band = Plan.__table__, SubsidyCategory.__table__, PremiumBand.__table__
+    period = CoveragePeriod.__table__
     phone = bindparam("phone", type_=String)
+    since = bindparam("since", type_=Date)
     agent = select(Agent.id, Agent.facility).where(Agent.phone == phone, Agent.active.is_(True)).limit(1)
     country_language = (
         select(Scheme.default_language)
@@ -527,8 +556,32 @@ def _dial_statement() -> Select[Any]:
         .limit(1)
     )
     owners = select(m.c.household_id).where(m.c.phone == phone, m.c.status == MemberStatus.ACTIVE)
+    bands = (
+        select(func.aggregate_strings(cast(band.c.min_size, String) + ":" + cast(band.c.monthly_amount, String), ","))
+        .where(band.c.scheme_id == h.c.scheme_id)
+        .scalar_subquery()
+    )
+    ended = period.alias("ended")
+    lapsed_before = (
+        select(func.max(ended.c.end_on))
+        .where(ended.c.household_id == h.c.id, ended.c.reversed_at.is_(None), ended.c.end_on < since)
+        .scalar_subquery()
+    )
+    balance, fees = household_account_columns(h.c.id)
+    head = m.c.member_no == h.c.head_member_no
+
+    def on_head(column: Any, name: str) -> Any:
+        return case((head, column), else_=None).label(name)
+
     family = (
-        h.join(m, m.c.household_id == h.c.id).join(s, s.c.id == h.c.scheme_id).outerjoin(n, n.c.id == h.c.network_id)
+        h.join(m, m.c.household_id == h.c.id)
+        .join(s, s.c.id == h.c.scheme_id)
+        .outerjoin(n, n.c.id == h.c.network_id)
+        .outerjoin(plan, and_(plan.c.scheme_id == h.c.scheme_id, plan.c.code == h.c.plan))
+        .outerjoin(category, and_(category.c.scheme_id == h.c.scheme_id, category.c.code == h.c.subsidy_category))
+        .outerjoin(
+            period, and_(period.c.household_id == h.c.id, period.c.reversed_at.is_(None), period.c.end_on >= since)
+        )
     )
     anchor = select(literal(1).label("one")).subquery("anchor")
     return (
@@ -541,30 +594,48 @@ def _dial_statement() -> Select[Any]:
             h.c.language,
             h.c.plan,
             h.c.head_member_no,
+            h.c.status.label("household_status"),
+            h.c.status_reason,
             n.c.name.label("network"),
             s.c.name.label("scheme_name"),
             s.c.languages,
             s.c.currency,
             s.c.currency_exponent,
             s.c.timezone,
+            s.c.premium_kind,
+            s.c.premium_amount,
+            s.c.premium_per_months,
+            s.c.membership_fee,
+            s.c.grace_days,
+            s.c.grace_covered,
+            s.c.max_advance_months,
+            plan.c.months,
+            category.c.share_bp,
             m.c.member_no,
             m.c.first_name,
             m.c.status,
             m.c.left_on,
+            on_head(bands, "bands"),
+            on_head(balance, "balance"),
+            on_head(fees, "fees"),
+            on_head(lapsed_before, "lapsed_before"),
+            period.c.start_on,
+            period.c.end_on,
+            period.c.waiting_until,
         )
         .select_from(anchor.outerjoin(family, h.c.id.in_(owners)))
-        .order_by(h.c.household_no, m.c.member_no)
+        .order_by(h.c.household_no, m.c.member_no, period.c.start_on)
     )
 
 
 @functools.cache
-def _coverage_statement(by_phone: bool) -> Select[Any]:
-    """Return the coverage's statement (built once per process; bind `on`, `since`, and `phone` or `household_id`).
+def _coverage_statement() -> Select[Any]:
+    """Return a household's coverage statement (built once per process; bind `household_id`, `on` and `since`).
 
-    One row per period ending on or after `since` (one row with null period columns when there is none) of
-    the household, or of each household in which the phone is an active member's: the household, its scheme's
-    premium rules, plan and subsidy category, and as scalar subqueries its active members on `on`, the
-    matching premium band, its account balance and fee state, and the last end of a period before `on`.
+    For a session that does not have it from the dial. One row per period of the household ending on or after
+    `since` (one row with null period columns when there is none): the household, its scheme's premium rules,
+    plan and subsidy category, and as scalar subqueries its active members on `on`, the matching premium
+    band, its account balance and fee state, and the last end of a period before `on`.
     """
     h, s, m = Household.__table__, Scheme.__table__, Member.__table__
     plan, category, band = Plan.__table__, SubsidyCategory.__table__, PremiumBand.__table__
@@ -595,19 +666,10 @@ def _coverage_statement(by_phone: bool) -> Select[Any]:
         .scalar_subquery()
     )
     balance, fees = household_account_columns(h.c.id)
-    which: ColumnElement[bool]
-    if by_phone:
-        owner = m.alias("owner")
-        phone = bindparam("phone", type_=String)
-        which = h.c.id.in_(
-            select(owner.c.household_id).where(owner.c.phone == phone, owner.c.status == MemberStatus.ACTIVE)
-        )
-    else:
-        which = h.c.id == bindparam("household_id", type_=Integer)
     return (
         select(
             h.c.id,
-            h.c.status,
+            h.c.status.label("household_status"),
             h.c.status_reason,
             s.c.premium_kind,
             s.c.premium_amount,
@@ -641,8 +703,8 @@ def _coverage_statement(by_phone: bool) -> Select[Any]:
                 ),
             )
         )
-        .where(which)
-        .order_by(h.c.id, period.c.start_on)
+        .where(h.c.id == bindparam("household_id", type_=Integer))
+        .order_by(period.c.start_on)
     )
 
 
@@ -659,6 +721,17 @@ def _periods_statement() -> Select[Any]:
         )
         .order_by(period.c.start_on)
     )
+
+
+def _band(bands: str | None, members: int) -> int | None:
+    """Return the monthly amount of the band for a household size from `min_size:monthly,…` (None: no band)."""
+    best: tuple[int, int] | None = None
+    for pair in (bands or "").split(","):
+        if pair:
+            min_size, _, monthly = pair.partition(":")
+            if int(min_size) <= members and (best is None or int(min_size) > best[0]):
+                best = (int(min_size), int(monthly))
+    return best[1] if best is not None else None
 
 
 def phone_region(phone: str) -> str | None:

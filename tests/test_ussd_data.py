@@ -115,9 +115,7 @@ def test_a_member_who_left_is_not_counted_nor_listed(session: Session) -> None:
     assert [m["first"] for m in coverages[households[0]["id"]]["members"]] == ["Awa", "Moussa"]
 
 
-def test_the_dial_reads_households_and_their_coverage_in_two_statements(
-    session: Session, statements: list[str]
-) -> None:
+def test_the_dial_reads_households_and_their_coverage_in_one_statement(session: Session, statements: list[str]) -> None:
     phone = "+221771288888"
     network = make_network(session, scheme(session, "cmu-thies"))
     household = make_household(session, scheme(session, "cmu-thies"), size=3, phone=phone, network=network)
@@ -126,7 +124,7 @@ def test_the_dial_reads_households_and_their_coverage_in_two_statements(
     data = DatabaseData(lambda: session, today=lambda _tz: ENROLLED_ON + timedelta(days=70))
     statements.clear()
     loaded = data.load("households", new_state(phone))
-    assert len(statements) == 2
+    assert len(statements) == 1
     households = loaded["households"]
     assert len(households) == 2 and households[0]["no"] == household.household_no
     assert households[0]["network"] == network.name and households[0]["head"] == "Awa"
@@ -141,18 +139,19 @@ def test_the_dial_reads_households_and_their_coverage_in_two_statements(
     data.close()
 
 
-def test_a_phone_shared_across_time_zones_reads_the_other_coverage_when_shown(session: Session) -> None:
+def test_a_phone_shared_across_time_zones_gets_each_coverage_on_its_schemes_today(session: Session) -> None:
     phone = "+221771277777"
     dakar = make_household(session, scheme(session, "cmu-thies"), size=2, phone=phone)
     phnom_penh = make_household(session, scheme(session, "sky-cambodia"), size=2, phone=phone)
-    days = {"Africa/Dakar": ENROLLED_ON, "Asia/Phnom_Penh": ENROLLED_ON + timedelta(days=1)}
-    data = DatabaseData(lambda: session, today=days.__getitem__)
+    late = ENROLLED_ON + timedelta(days=40)  # already tomorrow in Phnom Penh
+    days = {"Africa/Dakar": late, "Asia/Phnom_Penh": late + timedelta(days=1)}
+    data = DatabaseData(lambda: session, today=lambda zone: days.get(zone, late))
     households, _caller, coverages = data.dial(phone)
-    first = households[0]["id"]
-    assert set(coverages) == {first}  # the other scheme's today is another date: read when needed
-    other = next(h["id"] for h in households if h["id"] != first)
-    assert {first, other} == {dakar.id, phnom_penh.id}
-    assert data.coverage(other, households)["on"] == days[households[1]["scheme"]["timezone"]].isoformat()
+    assert set(coverages) == {dakar.id, phnom_penh.id}
+    for household in households:
+        on = days[household["scheme"]["timezone"]]
+        assert coverages[household["id"]]["on"] == on.isoformat()
+        assert coverages[household["id"]] == data.coverage(household["id"], households)
 
 
 def test_a_phone_without_household_gets_its_country_language_in_the_same_statement(
