@@ -9,11 +9,12 @@ from flask import Flask
 
 import extensions
 from config import INSTANCE_DIR, Settings
+from handlers.ussd import install_fast_path
 from logs import configure_logging
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: settings (defaults → environment → `config`), extensions, blueprints, CLI."""
+    """Build the app: settings (defaults → environment → `config`), extensions, blueprints, CLI, USSD fast path."""
     settings = Settings.from_env(overrides=config)
     configure_logging(settings.LOG_LEVEL, settings.secrets())
     INSTANCE_DIR.mkdir(exist_ok=True)
@@ -24,6 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register_blueprints(app)
     register_commands(app)
+    install_fast_path(app)
     return app
 
 
@@ -35,8 +37,8 @@ def register_blueprints(app: Flask) -> None:
     for module in machine:
         extensions.csrf.exempt(module.bp)
         app.register_blueprint(module.bp)
-    extensions.skip_limiter_for(app, {module.bp.name for module in machine})
     admin.register(app)
+    extensions.scope_to_blueprint(app, admin.bp.name)
 
 
 def register_commands(app: Flask) -> None:

@@ -26,12 +26,15 @@ def _guard(view: F, token_required: bool) -> F:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        limit = settings().CALLBACK_MAX_BYTES
-        request.max_content_length = limit
-        if request.content_length is not None and request.content_length > limit:
+        # The request and the settings once each: every access through Flask's proxies costs a lookup.
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        config = settings()
+        limit = config.CALLBACK_MAX_BYTES
+        current.max_content_length = limit
+        if current.content_length is not None and current.content_length > limit:
             abort(413)
-        presented = request.args.get("token") or request.headers.get("X-Callback-Token")
-        if (token_required or presented is not None) and not token_matches(presented, settings().CALLBACK_TOKEN):
+        presented = current.args.get("token") or current.headers.get("X-Callback-Token")
+        if (token_required or presented is not None) and not token_matches(presented, config.CALLBACK_TOKEN):
             abort(403)
         return view(*args, **kwargs)
 

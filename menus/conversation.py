@@ -1,9 +1,11 @@
 """Answer one AT hop: the session from Redis, the new inputs from `text`, the engine, effects once, few writes.
 
-Round trips per hop: one Redis `GETEX` (read + TTL renewal); a `SET` only when the hop loaded data or applied
-an effect, when it replayed `SAVE_AFTER_INPUTS` inputs or more, or when the session was rebuilt. The database
-only when the session has no cached data yet (the dial, a replay) or a screen needs data for the first time
-(eligibility, payments), or for an effect (a language change, a payment request, a PIN check).
+Round trips per hop: one Redis `GETEX` (read + TTL renewal), none on the dial (`text` is "": a new session,
+nothing to read; a duplicate dial is answered afresh, it has no effect); a `SET` only when the hop loaded
+data or applied an effect, when it replayed `SAVE_AFTER_INPUTS` inputs or more, or when the session was
+rebuilt (the dial always loads data: one `SET` and no `GETEX`). The database only when the session has no
+cached data yet (the dial, which reads the households and their coverage, or a replay), when a screen needs
+data for the first time (the payments), or for an effect (a language change, a payment request, a PIN check).
 
 `text` is every input so far joined by `*`. The stored session is the state at some earlier `text` (the last
 one saved); the new inputs are what follows it, replayed over the stored state by the pure engine. That is
@@ -39,8 +41,8 @@ MAX_SESSION_ID_IN_KEY = 100
 class MenuData(Protocol):
     """Where the engine's data comes from and its effects go."""
 
-    def load(self, key: str, state: State) -> Any:
-        """Return the value of a `state.data` key."""
+    def load(self, key: str, state: State) -> dict[str, Any]:
+        """Return the value of a `state.data` key, keyed, with any other keys read along with it."""
 
     def apply(self, effect: Effect, key: str, state: State) -> Any:
         """Apply the effect unless its key was used already; return its outcome (the first one on a replay)."""
@@ -104,7 +106,7 @@ class Progress:
 def answer_hop(hop: Hop, store: SessionStore, data: MenuData, progress: Progress | None = None) -> str:
     """Return the reply to a hop (raises on failure; see `answer`)."""
     progress = progress or Progress()
-    stored = store.load(hop.session_id)
+    stored = store.load(hop.session_id) if hop.text else None
     if stored is not None and stored.state.phone == hop.phone:
         progress.language = stored.language
         if stored.text == hop.text:
@@ -115,20 +117,44 @@ def answer_hop(hop: Hop, store: SessionStore, data: MenuData, progress: Progress
             if stored.state.hop + len(added) > MAX_HOPS:
                 raise SessionTooLong(hop.session_id)
             state, path = stored.state, stored.text
-            for user_input in added:
+            for index, user_input in enumerate(added, start=1):
                 path = f"{path}*{user_input}" if path else user_input
-                reply, state = _advance(hop, state, user_input, path, data, progress)
+                reply, state = _advance(hop, state, user_input, path, data, progress, render=index == len(added))
             if progress.worked or len(added) >= SAVE_AFTER_INPUTS:
                 store.save(hop.session_id, StoredSession(state, hop.text, reply.text))
             return reply.text
     inputs = split_inputs(hop.text)
     if len(inputs) > MAX_HOPS:
         raise SessionTooLong(hop.session_id)
-    reply, state = _advance(hop, new_state(hop.phone), "", "", data, progress)
+    reply, state = _advance(hop, new_state(hop.phone), "", "", data, progress, render=not inputs)
     for index, user_input in enumerate(inputs, start=1):
-        reply, state = _advance(hop, state, user_input, "*".join(inputs[:index]), data, progress)
+        path = "*".join(inputs[:index])
+        reply, state = _advance(hop, state, user_input, path, data, progress, render=index == len(inputs))
     store.save(hop.session_id, StoredSession(state, hop.text, reply.text))
     return reply.text
+
+
+def state_at(stored: StoredSession, text: str) -> State | None:
+    """Return the session's state at `text`: the inputs typed since the stored one replayed without data.
+
+    For the end-of-session record (its last screen, its secret hops): the pure engine only, no data loaded
+    and no effect applied, so it is None when `text` does not extend the stored text or a screen on the way
+    needs data the session has not read.
+    """
+    if text == stored.text:
+        return stored.state
+    extra = new_input(stored.text, text)
+    if extra is None:
+        return None
+    added = extra.split("*")
+    if stored.state.hop + len(added) > MAX_HOPS:
+        return None
+    state = stored.state
+    for user_input in added:
+        reply, state = step(state, user_input)
+        if reply.needs:
+            return None
+    return state
 
 
 def answer(hop: Hop, store: SessionStore, data: MenuData) -> str:
@@ -142,25 +168,37 @@ def answer(hop: Hop, store: SessionStore, data: MenuData) -> str:
 
 
 def _advance(
-    hop: Hop, state: State, user_input: str, path: str, data: MenuData, progress: Progress
+    hop: Hop, state: State, user_input: str, path: str, data: MenuData, progress: Progress, render: bool = True
 ) -> tuple[Reply, State]:
-    """Step the engine once, loading the data and effect outcomes it asks for, then apply its other effects once."""
-    key = effect_key(hop.session_id, state.hop + 1, path, secret_hops_after(state))
+    """Step the engine once, loading the data and effect outcomes it asks for, then apply its other effects once.
+
+    Only the hop's last input is rendered: the screens of the inputs replayed before it are never shown.
+    """
+    start = state
+
+    def key() -> str:  # only a hop with an effect needs it (a hash): most replayed inputs have none
+        return effect_key(hop.session_id, start.hop + 1, path, secret_hops_after(start))
+
     for _ in range(MAX_DATA_ROUNDS):
-        reply, nxt = step(state, user_input)
+        reply, nxt = step(state, user_input, render=render)
         if not reply.needs:
             break
         progress.worked = True
         state = state.copy()
         outcomes = {effect.result: effect for effect in reply.effects if effect.result is not None}
         for need in reply.needs:
+            if need in state.data:  # read along with an earlier need (the dial brings the caller and coverage)
+                continue
             effect = outcomes.get(need)
-            state.data[need] = data.apply(effect, key, state) if effect is not None else data.load(need, state)
+            if effect is not None:
+                state.data[need] = data.apply(effect, key(), state)
+            else:
+                state.data.update(data.load(need, state))
     else:
         raise RuntimeError("menu data still missing after loading it")
     progress.language = nxt.lang
     for effect in reply.effects:
         if effect.result is None:  # effects with an outcome were applied while stepping
             progress.worked = True
-            data.apply(effect, key, nxt)
+            data.apply(effect, key(), nxt)
     return reply, nxt

@@ -1,20 +1,21 @@
 """What the menus read from and write to the database, as plain JSON-ready values cached in the session.
 
-Loaded once per session and key: the phone's households and whether it is an agent's on the dial,
-eligibility when a coverage or pay screen first needs it, the last payments when asked. Effects are applied
-at most once per session and hop (their key, see `menus.conversation.effect_key`):
+Loaded once per session and key: on the dial, the phone's households, whether it is an agent's and each
+household's eligibility and amount due (what `My coverage` and `Pay` show, so those screens need no
+database); the last payments when asked. Effects are applied at most once per session and hop (their key,
+see `menus.conversation.effect_key`):
 - the language change and the two checks through an `EffectKey` row written in the same transaction, whose
   `result` keeps the check's outcome, so a replayed hop gets the first outcome (a wrong PIN counted once, a
   rate-limit hit counted once);
 - the payment request through its own `caller_key` and its SMS through the message's `dedupe_key`.
 
-Cost (USSD speed target, issue 8): the dial is one SQL statement, the coverage one (two for a scheme whose grace
-exceeds `PERIODS_WINDOW_DAYS`), both Core selects of just the columns needed, built once per process and run in
-autocommit (no `BEGIN`/`ROLLBACK` round trips). The scheme's configuration (plan months, subsidy share, premium
-band, grace, fee, currency, languages) is not cached anywhere: it is joined into those same statements, so it
-costs no extra round trip and needs neither a per-process cache (SPEC: nothing that must be shared lives in
-process memory) nor a Redis copy to keep in step with `schemes load`. What a session has read stays in its
-Redis blob, so later hops need no database at all.
+Cost (USSD speed target, issue 8): the dial is one SQL statement, the households with their members and what
+their coverage needs (a second one for a scheme whose grace exceeds `PERIODS_WINDOW_DAYS`), a Core select of
+just the columns needed, built once per process and run in autocommit (no `BEGIN`/`ROLLBACK` round trips).
+The scheme's configuration (plan months, subsidy share, premium band, grace, fee, currency, languages) is not
+cached anywhere: it is joined into those same statements, so it costs no extra round trip and needs neither a
+per-process cache (SPEC: nothing that must be shared lives in process memory) nor a Redis copy to keep in
+step with `schemes load`. What a session has read stays in its Redis blob, so later hops need no database.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,7 +32,9 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from redis import Redis
 from sqlalchemy import (
+    Connection,
     Date,
+    Engine,
     Executable,
     Integer,
     Result,
@@ -39,13 +42,15 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
+    cast,
     func,
     literal,
     or_,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from menus.checks import AGENT_CHECK_EFFECT, DOB_CHECK_EFFECT, LIMITED, NOT_FOUND, OK, parse_dob
@@ -97,10 +102,11 @@ class DatabaseData:
     ) -> None:
         self._sessions = sessions
         self._session: Session | None = None
+        self._reader: Connection | None = None
         self.today = today
         self.redis = redis
         self.now = now
-        self._caller: tuple[str, dict[str, Any]] | None = None
+        self._dialled: tuple[str, tuple[list[dict[str, Any]], dict[str, Any], dict[int, dict[str, Any]]]] | None = None
 
     @property
     def session(self) -> Session:
@@ -110,64 +116,88 @@ class DatabaseData:
         return self._session
 
     def read(self, statement: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
-        """Run a read-only statement, in autocommit when the session has no transaction yet.
+        """Run a read-only statement: on a Core connection in autocommit, or in the session's write transaction.
 
-        A menu read is one statement (the dial) or two (the coverage) that need no transaction: in autocommit
-        they skip the `BEGIN` and the `ROLLBACK` round trips a hop would otherwise pay for. An effect's
-        `_fresh_write` ends this (its rollback releases the connection) and writes in a transaction of its own.
+        A menu read is one statement or two (the dial) that need no transaction: in autocommit they skip the
+        `BEGIN` and the `ROLLBACK` round trips a hop would otherwise pay for, and a plain Core connection (these
+        statements select columns, not ORM entities) skips the ORM session's bookkeeping. An effect's
+        `_fresh_write` returns it to the pool and writes in a transaction of the session's own. A read runs
+        once more when its pooled connection turns out dead (the pool pings only connections idle for a second,
+        `models.db.PING_AFTER_IDLE_SECONDS`): the pool has dropped it, and a read is safe to repeat.
         """
         session = self.session
-        options = {} if session.in_transaction() else {"isolation_level": "AUTOCOMMIT"}
-        # Core execution on the session's connection: these statements select columns, not ORM entities.
-        return session.connection(execution_options=options).execute(statement, params)
+        bind = session.get_bind()
+        if session.in_transaction() or not isinstance(bind, Engine):  # in a write, or a session on a connection
+            return session.connection().execute(statement, params)
+        try:
+            return self._reading(bind).execute(statement, params)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.info("ussd: a pooled database connection was dead; reading again on a new one")
+            self._close_reader()
+            return self._reading(bind).execute(statement, params)
 
-    def load(self, key: str, state: State) -> Any:
-        """Return the value of a `state.data` key (see `menus.member`)."""
+    def _reading(self, engine: Engine) -> Connection:
+        if self._reader is None:
+            self._reader = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._reader
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def load(self, key: str, state: State) -> dict[str, Any]:
+        """Return the value of a `state.data` key (see `menus.member`), with the other keys read along with it.
+
+        The dial (`households` or `caller`) also gives the other one and each household's `coverage:<id>`.
+        """
         kind, _, arg = key.partition(":")
-        if kind == "households":
-            return self.households(state.phone)
-        if kind == "caller":
-            return self.caller(state.phone, has_household=bool(state.data.get("households")))
+        if kind in {"households", "caller"}:
+            households, caller, coverages = self.dial(state.phone)
+            loaded = {"households": households, "caller": caller}
+            loaded.update((f"coverage:{household_id}", value) for household_id, value in coverages.items())
+            return loaded
         if kind == "coverage":
-            return self.coverage(int(arg), state.data.get("households"))
+            return {key: self.coverage(int(arg), state.data.get("households"))}
         if kind == "payments":
-            return self.payments(int(arg))
+            return {key: self.payments(int(arg))}
         raise KeyError(f"unknown menu data {key!r}")
 
     def households(self, phone: str) -> list[dict[str, Any]]:
-        """Return the households in which the phone is an active member's, with what the menus show.
+        """Return the households in which the phone is an active member's, with what the menus show."""
+        return self.dial(phone)[0]
 
-        One statement for the whole dial (see `dial`); the caller's part is kept for `caller`.
+    def caller(self, phone: str) -> dict[str, Any]:
+        """Return whether the phone is an active agent's, and its country's language (None with a household)."""
+        return self.dial(phone)[1]
+
+    def dial(self, phone: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[int, dict[str, Any]]]:
+        """Return the phone's households, its caller data and its households' coverage (read once per phone).
+
+        One SQL statement (`_dial_statement`): the households with their members, scheme and network, what
+        their coverage needs, the agent and the country's language; so `My coverage` and `Pay` need no
+        database later in the session. The statement cannot know each scheme's today (its time zone is in
+        the same rows): it reads the periods from a day before today in UTC minus `PERIODS_WINDOW_DAYS`, and
+        the active members, premium band and last lapsed period are worked out here, on each scheme's today.
         """
-        households, caller = self.dial(phone)
-        self._caller = (phone, caller)
-        return households
-
-    def caller(self, phone: str, has_household: bool = False) -> dict[str, Any]:
-        """Return whether the phone is an active agent's, and the language of its country's scheme."""
-        known = self._caller if self._caller is not None and self._caller[0] == phone else None
-        caller = dict(known[1]) if known is not None else self.dial(phone)[1]
-        if has_household:
-            caller["lang"] = None
-        return caller
-
-    def dial(self, phone: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Return the phone's households and its caller data (agent, country language) in one SQL statement.
-
-        One row per member of each household the phone belongs to (as an active member), with the scheme's
-        and network's columns; the agent and the country's default language ride along as scalar
-        subqueries, and a constant row outer-joined in front keeps them when the phone has no household.
-        """
+        if self._dialled is not None and self._dialled[0] == phone:
+            return self._dialled[1]
         if not phone:
-            return [], {"agent": None, "lang": None}
-        query = _dial_statement()
-        rows = self.read(query, {"phone": phone, "region": phone_region(phone)}).all()
+            return [], {"agent": None, "lang": None}, {}
+        since = self.today("UTC") - timedelta(days=PERIODS_WINDOW_DAYS + 1)
+        params = {"phone": phone, "region": phone_region(phone), "since": since}
+        rows = self.read(_dial_statement(), params).all()
         first = rows[0]
         caller: dict[str, Any] = {
             "agent": {"id": first.agent_id, "facility": first.agent_facility} if first.agent_id is not None else None,
             "lang": Language(first.country_language).value if first.country_language is not None else None,
         }
         households: dict[int, dict[str, Any]] = {}
+        heads: dict[int, Any] = {}  # the head's first row: the per-household columns
+        periods: dict[int, dict[Any, Any]] = {}
+        seen_members: dict[int, set[str]] = {}
         today: dict[str, date] = {}
         for row in rows:
             if row.id is None:
@@ -190,12 +220,43 @@ class DatabaseData:
                         "timezone": row.timezone,
                     },
                 }
+                periods[row.id] = {}
+                seen_members[row.id] = set()
+            if row.start_on is not None:
+                periods[row.id][(row.start_on, row.end_on)] = row
+            if row.member_no in seen_members[row.id]:
+                continue  # the same member on the row of another period
+            seen_members[row.id].add(row.member_no)
             if row.member_no == row.head_member_no:
                 household["head"] = row.first_name
+                heads[row.id] = row
             on = today.get(row.timezone) or today.setdefault(row.timezone, self.today(row.timezone))
             if row.status == MemberStatus.ACTIVE and (row.left_on is None or row.left_on > on):
                 household["members"].append({"first": row.first_name, "no": row.member_no.rsplit("-", 1)[-1]})
-        return list(households.values()), caller
+        found = list(households.values())
+        if found:
+            caller["lang"] = None  # the phone speaks its household's language
+        coverages = {}
+        for household in found:
+            head = heads.get(household["id"])
+            if head is None or head.months is None or head.share_bp is None:
+                continue  # no head member, plan or subsidy category: read (and refused) when a screen needs it
+            on = today[household["scheme"]["timezone"]]
+            recent = sorted(periods[household["id"]].values(), key=lambda period: period.start_on)
+            ended = [period.end_on for period in recent if period.end_on < on]
+            members = len(household["members"])
+            coverages[household["id"]] = self._coverage_of(
+                household,
+                head,
+                recent,
+                on,
+                members=members,
+                band_monthly=_band(head.bands, members),
+                lapsed_on=max(ended) if ended else head.lapsed_before,
+            )
+        dialled = found, caller, coverages
+        self._dialled = (phone, dialled)
+        return dialled
 
     def phone_language(self, phone: str) -> str | None:
         """Return the default language of the scheme in the phone's country, if there is one."""
@@ -210,10 +271,12 @@ class DatabaseData:
     def coverage(self, household_id: int, households: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Return the household's eligibility today and each active member's, in one SQL statement (rarely two).
 
-        It reads the household with its scheme's premium rules, plan, subsidy category, active members, account
-        balance and fee state and last lapsed period (as columns), outer-joined to its periods ending within
-        `PERIODS_WINDOW_DAYS` before today: one row per period. The periods that matter are those within the
-        scheme's grace, filtered here; a scheme whose grace is longer than the window reads them again exactly.
+        The dial reads it already (`dial`); this is for a household whose coverage the dial could not work out
+        (no head member, plan or subsidy category: then it raises). It reads the household with its scheme's
+        premium rules, plan, subsidy category, active members, account balance and fee state and last lapsed
+        period (as columns), outer-joined to its periods ending within `PERIODS_WINDOW_DAYS` before today: one
+        row per period. The periods that matter are those within the scheme's grace, filtered here; a scheme
+        whose grace is longer than the window reads them again exactly.
         The rules are `amount_due` and `household_eligibility`'s, on plain values.
         """
         known = next((x for x in households or [] if x["id"] == household_id), None)
@@ -221,26 +284,47 @@ class DatabaseData:
             raise LookupError(f"household {household_id} is not the phone's")
         on = self.today(known["scheme"]["timezone"])
         window = on - timedelta(days=PERIODS_WINDOW_DAYS)
-        rows = self.read(_coverage_statement(), {"household_id": household_id, "on": on, "since": window}).all()
+        params = {"household_id": household_id, "on": on, "since": window}
+        rows = self.read(_coverage_statement(), params).all()
         if not rows:
             raise LookupError(f"household {household_id}: no such household, plan or subsidy category")
         row = rows[0]
-        status = HouseholdStatus(row.status)
+        recent = [r for r in rows if r.start_on is not None]
+        return self._coverage_of(
+            known, row, recent, on, members=row.members, band_monthly=row.band_monthly, lapsed_on=row.lapsed_on
+        )
+
+    def _coverage_of(
+        self,
+        household: dict[str, Any],
+        row: Any,
+        recent: Sequence[Any],
+        on: date,
+        *,
+        members: int,
+        band_monthly: int | None,
+        lapsed_on: date | None,
+    ) -> dict[str, Any]:
+        """Return the coverage of a household on a date from its scheme's rules and account (`row`'s columns),
+        its periods ending within `PERIODS_WINDOW_DAYS` before the date (`recent`), and the values that depend
+        on the date: active members, their premium band and the last end of a period before the date."""
+        window = on - timedelta(days=PERIODS_WINDOW_DAYS)
+        status = HouseholdStatus(row.household_status)
         periods: list[Any] = []
         if status not in {HouseholdStatus.SUSPENDED, HouseholdStatus.CLOSED}:
             since = on - timedelta(days=row.grace_days)
             if since >= window:
-                periods = [r for r in rows if r.start_on is not None and r.end_on >= since]
+                periods = [r for r in recent if r.end_on >= since]
             else:
-                params = {"household_id": household_id, "since": since}
+                params = {"household_id": household["id"], "since": since}
                 periods = list(self.read(_periods_statement(), params))
         price = price_of(
             PremiumKind(row.premium_kind),
             int(row.premium_amount or 0),
             int(row.premium_per_months or 1),
             int(row.months),
-            int(row.members or 0),
-            int(row.band_monthly or 0),
+            int(members or 0),
+            int(band_monthly or 0),
         )
         share = price - price * int(row.share_bp) // FULL_SHARE_BP
         due = due_of(
@@ -260,7 +344,7 @@ class DatabaseData:
             grace_covered=bool(row.grace_covered),
             due_total=due.total,
             currency=row.currency,
-            lapsed_on=row.lapsed_on,
+            lapsed_on=lapsed_on,
         )
         # Only active members are listed, and an active member's eligibility is the household's
         # (`member_eligibility` differs only for members who left): one computation, not one per member.
@@ -278,7 +362,7 @@ class DatabaseData:
             "choices": [[c.periods, c.months, c.amount] for c in choices],
             "covered": overall.covered,
             "until": overall.valid_until.isoformat() if overall.covered and overall.valid_until else None,
-            "members": [dict(line, first=member["first"]) for member in known["members"]],
+            "members": [dict(line, first=member["first"]) for member in household["members"]],
         }
 
     def payments(self, household_id: int) -> list[dict[str, Any]]:
@@ -432,13 +516,15 @@ class DatabaseData:
         return outcome
 
     def _fresh_write(self) -> Session:
+        self._close_reader()  # one connection at a time: the reads are done
         session = self.session
-        session.rollback()  # reads above ran in their own transaction; write in a fresh one
+        session.rollback()  # any ORM read above ran in a transaction of its own; write in a fresh one
         begin_write(session)
         return session
 
     def close(self) -> None:
-        """Close the database session if one was opened."""
+        """Return the reading connection and close the database session, if they were opened."""
+        self._close_reader()
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -446,14 +532,22 @@ class DatabaseData:
 
 @functools.cache
 def _dial_statement() -> Select[Any]:
-    """Return the dial's statement (built once per process; bind `phone` and `region`).
+    """Return the dial's statement (built once per process; bind `phone`, `region` and `since`).
 
-    One row per member of each household the phone belongs to (as an active member), with the scheme's
-    and network's columns; the agent and the country's default language ride along as scalar subqueries,
-    and a constant row outer-joined in front keeps them when the phone has no household.
+    One row per member and recent period of each household the phone belongs to (as an active member): the
+    household, its members (one row each), its scheme's and network's columns and what its coverage needs
+    but the date (plan months, subsidy share, the scheme's premium bands as `min_size:monthly` pairs, balance,
+    fee state, the last end of a period before `since`), and its unreversed periods ending on or after `since`
+    (outer-joined: one set of rows per period, or null period columns). The per-household subqueries are
+    computed on the head's rows only (`CASE`), not once per member. The agent and the country's default
+    language ride along as scalar subqueries, and a constant row outer-joined in front keeps them when the
+    phone has no household. Everything that depends on the scheme's today is computed from these rows.
     """
     h, m, s, n = Household.__table__, Member.__table__, Scheme.__table__, Network.__table__
+    plan, category, band = Plan.__table__, SubsidyCategory.__table__, PremiumBand.__table__
+    period = CoveragePeriod.__table__
     phone = bindparam("phone", type_=String)
+    since = bindparam("since", type_=Date)
     agent = select(Agent.id, Agent.facility).where(Agent.phone == phone, Agent.active.is_(True)).limit(1)
     country_language = (
         select(Scheme.default_language)
@@ -462,8 +556,32 @@ def _dial_statement() -> Select[Any]:
         .limit(1)
     )
     owners = select(m.c.household_id).where(m.c.phone == phone, m.c.status == MemberStatus.ACTIVE)
+    bands = (
+        select(func.aggregate_strings(cast(band.c.min_size, String) + ":" + cast(band.c.monthly_amount, String), ","))
+        .where(band.c.scheme_id == h.c.scheme_id)
+        .scalar_subquery()
+    )
+    ended = period.alias("ended")
+    lapsed_before = (
+        select(func.max(ended.c.end_on))
+        .where(ended.c.household_id == h.c.id, ended.c.reversed_at.is_(None), ended.c.end_on < since)
+        .scalar_subquery()
+    )
+    balance, fees = household_account_columns(h.c.id)
+    head = m.c.member_no == h.c.head_member_no
+
+    def on_head(column: Any, name: str) -> Any:
+        return case((head, column), else_=None).label(name)
+
     family = (
-        h.join(m, m.c.household_id == h.c.id).join(s, s.c.id == h.c.scheme_id).outerjoin(n, n.c.id == h.c.network_id)
+        h.join(m, m.c.household_id == h.c.id)
+        .join(s, s.c.id == h.c.scheme_id)
+        .outerjoin(n, n.c.id == h.c.network_id)
+        .outerjoin(plan, and_(plan.c.scheme_id == h.c.scheme_id, plan.c.code == h.c.plan))
+        .outerjoin(category, and_(category.c.scheme_id == h.c.scheme_id, category.c.code == h.c.subsidy_category))
+        .outerjoin(
+            period, and_(period.c.household_id == h.c.id, period.c.reversed_at.is_(None), period.c.end_on >= since)
+        )
     )
     anchor = select(literal(1).label("one")).subquery("anchor")
     return (
@@ -476,30 +594,48 @@ def _dial_statement() -> Select[Any]:
             h.c.language,
             h.c.plan,
             h.c.head_member_no,
+            h.c.status.label("household_status"),
+            h.c.status_reason,
             n.c.name.label("network"),
             s.c.name.label("scheme_name"),
             s.c.languages,
             s.c.currency,
             s.c.currency_exponent,
             s.c.timezone,
+            s.c.premium_kind,
+            s.c.premium_amount,
+            s.c.premium_per_months,
+            s.c.membership_fee,
+            s.c.grace_days,
+            s.c.grace_covered,
+            s.c.max_advance_months,
+            plan.c.months,
+            category.c.share_bp,
             m.c.member_no,
             m.c.first_name,
             m.c.status,
             m.c.left_on,
+            on_head(bands, "bands"),
+            on_head(balance, "balance"),
+            on_head(fees, "fees"),
+            on_head(lapsed_before, "lapsed_before"),
+            period.c.start_on,
+            period.c.end_on,
+            period.c.waiting_until,
         )
         .select_from(anchor.outerjoin(family, h.c.id.in_(owners)))
-        .order_by(h.c.household_no, m.c.member_no)
+        .order_by(h.c.household_no, m.c.member_no, period.c.start_on)
     )
 
 
 @functools.cache
 def _coverage_statement() -> Select[Any]:
-    """Return the coverage's statement (built once per process; bind `household_id`, `on` and `since`).
+    """Return a household's coverage statement (built once per process; bind `household_id`, `on` and `since`).
 
-    One row per period of the household ending on or after `since` (one row with null period columns when
-    there is none): the household, its scheme's premium rules, plan and subsidy category, and as scalar
-    subqueries its active members on `on`, the matching premium band, its account balance and fee state, and
-    the last end of a period before `on`.
+    For a session that does not have it from the dial. One row per period of the household ending on or after
+    `since` (one row with null period columns when there is none): the household, its scheme's premium rules,
+    plan and subsidy category, and as scalar subqueries its active members on `on`, the matching premium
+    band, its account balance and fee state, and the last end of a period before `on`.
     """
     h, s, m = Household.__table__, Scheme.__table__, Member.__table__
     plan, category, band = Plan.__table__, SubsidyCategory.__table__, PremiumBand.__table__
@@ -532,7 +668,8 @@ def _coverage_statement() -> Select[Any]:
     balance, fees = household_account_columns(h.c.id)
     return (
         select(
-            h.c.status,
+            h.c.id,
+            h.c.status.label("household_status"),
             h.c.status_reason,
             s.c.premium_kind,
             s.c.premium_amount,
@@ -584,6 +721,17 @@ def _periods_statement() -> Select[Any]:
         )
         .order_by(period.c.start_on)
     )
+
+
+def _band(bands: str | None, members: int) -> int | None:
+    """Return the monthly amount of the band for a household size from `min_size:monthly,…` (None: no band)."""
+    best: tuple[int, int] | None = None
+    for pair in (bands or "").split(","):
+        if pair:
+            min_size, _, monthly = pair.partition(":")
+            if int(min_size) <= members and (best is None or int(min_size) > best[0]):
+                best = (int(min_size), int(monthly))
+    return best[1] if best is not None else None
 
 
 def phone_region(phone: str) -> str | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from menus.render import BACK_KEY, HOME_KEY, MORE_KEY, Layout, Msg, Text, render_layout
@@ -159,17 +159,33 @@ class State:
 
     def copy(self) -> State:
         """Return a copy whose lists and data mapping can be changed without touching this one."""
-        return replace(self, history=list(self.history), secret_hops=list(self.secret_hops), data=dict(self.data))
+        # Spelt out rather than `dataclasses.replace`: the engine copies the state a few times per input.
+        return State(
+            phone=self.phone,
+            tree=self.tree,
+            screen=self.screen,
+            lang=self.lang,
+            page=self.page,
+            history=list(self.history),
+            household=self.household,
+            hop=self.hop,
+            secret_hops=list(self.secret_hops),
+            notice=self.notice,
+            hint=self.hint,
+            data=dict(self.data),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the state as a JSON-ready mapping."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _STATE_FIELDS}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> State:
         """Return the state stored as `to_dict` made it (unknown keys ignored)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**{k: v for k, v in values.items() if k in _STATE_FIELDS})
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(State))
 
 
 @dataclass(frozen=True)
@@ -220,11 +236,16 @@ def secret_hops_after(state: State, tree: Tree | None = None) -> list[int]:
     return hops
 
 
-def step(state: State, user_input: str, tree: Tree | None = None) -> tuple[Reply, State]:
-    """Consume one input (the dial is input "" of a new state) and return the reply and the next state."""
+def step(state: State, user_input: str, tree: Tree | None = None, render: bool = True) -> tuple[Reply, State]:
+    """Consume one input (the dial is input "" of a new state) and return the reply and the next state.
+
+    With `render=False` the reply's text is left empty (an input replayed on the way to a later screen: nobody
+    sees its screen); everything else is the same. Rendering only clamps the state's page into the screen's
+    pages, and the engine never moves a page out of them (`98` checks the page count, `0` only goes back).
+    """
     tree = tree or load_tree(state.tree)
     if state.screen == "":
-        return _enter(tree, state, tree.entry, hop_input=True)
+        return _enter(tree, state, tree.entry, hop_input=True, render=render)
     screen = tree.screen(state.screen)
     missing = _missing(tree, screen, state)
     if missing:
@@ -236,24 +257,24 @@ def step(state: State, user_input: str, tree: Tree | None = None) -> tuple[Reply
     if screen.secret:
         nxt.secret_hops.append(nxt.hop)
     if screen.end:
-        return _show(tree, nxt, screen)
+        return _show(tree, nxt, screen, render)
     value = user_input.strip()
     if value == HOME_KEY:
         nxt.history = []
-        return _enter(tree, nxt, tree.home)
+        return _enter(tree, nxt, tree.home, render=render)
     if value == MORE_KEY and nxt.page + 1 < _page_count(tree, nxt, screen):
         nxt.page += 1
-        return _show(tree, nxt, screen)
+        return _show(tree, nxt, screen, render)
     if value == BACK_KEY and (state.page > 0 or state.history):
         if state.page > 0:
             nxt.page -= 1
-            return _show(tree, nxt, screen)
+            return _show(tree, nxt, screen, render)
         previous = nxt.history.pop()
-        return _enter(tree, nxt, previous)
+        return _enter(tree, nxt, previous, render=render)
     chosen = _match(tree, screen, state, value)
     if chosen is None:
         nxt.hint = True
-        return _show(tree, nxt, screen)
+        return _show(tree, nxt, screen, render)
     transition, item_value = chosen
     effects: list[Effect] = []
     if transition.action is not None:
@@ -263,18 +284,18 @@ def step(state: State, user_input: str, tree: Tree | None = None) -> tuple[Reply
         except Invalid as exc:
             before.hint = exc.hint is None
             before.notice = exc.hint
-            return _show(tree, before, screen)
+            return _show(tree, before, screen, render)
         pending = tuple(e for e in effects if e.result is not None and e.result not in nxt.data)
         if pending:
             return Reply(effects=pending, needs=tuple(str(e.result) for e in pending)), state
     nxt.history.append(screen.name)
-    reply, after = _enter(tree, nxt, transition.dest)
+    reply, after = _enter(tree, nxt, transition.dest, render=render)
     if reply.needs:
         return reply, state
-    return replace(reply, effects=tuple(effects) + reply.effects), after
+    return Reply(reply.text, reply.end, tuple(effects) + reply.effects, reply.needs), after
 
 
-def _enter(tree: Tree, state: State, name: str, hop_input: bool = False) -> tuple[Reply, State]:
+def _enter(tree: Tree, state: State, name: str, hop_input: bool = False, render: bool = True) -> tuple[Reply, State]:
     """Arrive on a screen: follow auto screens, then render the first page (or ask for missing data)."""
     original = state
     nxt = state.copy()
@@ -301,12 +322,14 @@ def _enter(tree: Tree, state: State, name: str, hop_input: bool = False) -> tupl
         raise ValueError(f"{tree.name}: auto screens loop at {name!r}")
     nxt.screen = name
     nxt.page = 0
-    reply, after = _show(tree, nxt, screen)
-    return replace(reply, effects=tuple(effects)), after
+    reply, after = _show(tree, nxt, screen, render)
+    return Reply(reply.text, reply.end, tuple(effects), reply.needs), after
 
 
-def _show(tree: Tree, state: State, screen: Screen) -> tuple[Reply, State]:
-    """Render the state's page of the screen."""
+def _show(tree: Tree, state: State, screen: Screen, render: bool = True) -> tuple[Reply, State]:
+    """Render the state's page of the screen (or only say whether it ends the session)."""
+    if not render:
+        return Reply(end=screen.end), state
     layout = _layout(tree, screen, state)
     page = render_layout(layout, state.lang, state.page, hint=state.hint)
     state.page = page.page

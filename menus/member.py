@@ -5,7 +5,8 @@ Data the screens read, cached in `state.data` by the caller (see `menus.data`):
 - `caller`: `{agent: {id, facility} | None, lang}` — whether the phone is an agent's, and the language of its
   country's scheme for a phone without a household;
 - `coverage:<household id>`: eligibility of the household and its active members on the scheme's today, with
-  the payment choices (`choices`: `[periods, months, amount]`, the first one being the amount due);
+  the payment choices (`choices`: `[periods, months, amount]`, the first one being the amount due); read on
+  the dial with the households (`menus.data`), so it is usually there before a screen asks for it;
 - `payments:<household id>`: the household's last five payments.
 
 `2 Pay` ends with a payment request, an effect with an outcome (`request:<hop>`: reference, amount and the

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from menus.conversation import state_at
 from menus.session_store import SessionStore, StoredSession
 from models.messaging import UssdSessionRecord
 
@@ -79,7 +80,9 @@ def record_session_end(session: Session, store: SessionStore | None, form: Mappi
         except Exception as exc:  # noqa: BLE001 - Redis away: the record still matters more
             log.warning("ussd events: could not clear session %s: %s", session_id, type(exc).__name__)
     raw_input = form.get("input", "")
-    secret_hops = stored.state.secret_hops if stored is not None and stored.text == raw_input else None
+    # The stored state may be a few inputs behind (navigation hops are not saved): catch up without data.
+    state = state_at(stored, raw_input) if stored is not None else None
+    secret_hops = state.secret_hops if state is not None else None
     masked = mask_input(raw_input, secret_hops)
     raw: dict[str, Any] = {name: form.get(name, "") for name in EVENT_FIELDS}
     raw["input"] = masked
@@ -96,7 +99,8 @@ def record_session_end(session: Session, store: SessionStore | None, form: Mappi
     record.hops_count = _int(form.get("hopsCount"))
     record.input = masked
     record.last_app_response = form.get("lastAppResponse") or None
-    record.last_screen = stored.state.screen[:60] if stored is not None else None
+    last = state or (stored.state if stored is not None else None)
+    record.last_screen = last.screen[:60] if last is not None else None
     record.error_message = (form.get("errorMessage") or "")[:500] or None
     record.raw = raw
     record.ended_at = _when(form.get("date"))

@@ -115,6 +115,8 @@ def budget(text: str) -> int:
 
 def fits(text: str) -> bool:
     """Return whether the whole reply (prefix included) fits its budget."""
+    if GSM_BASIC.issuperset(text):  # the usual case, in one pass over the text
+        return len(text) <= GSM_BUDGET
     return screen_length(text) <= budget(text)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from redis import Redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from menus.engine import State
@@ -33,18 +35,31 @@ def session_key(session_id: str) -> str:
 
 
 def connect(url: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Redis:
-    """Return this process's fail-fast Redis client for USSD hops (a new one after a fork)."""
+    """Return this process's fail-fast Redis client for USSD hops (a new one after a fork).
+
+    One dedicated connection (`single_connection_client`; redis-py serialises its commands with a lock)
+    rather than a pool: a hop sends one command, and taking a connection from a pool and giving it back cost
+    a third of that command's CPU. The pool would also notice a connection that Redis closed (a restart)
+    before using it; this client finds out by failing, so a command that fails to connect or send is tried
+    once more on a new connection (not one that timed out: that keeps a hop's worst case at one timeout).
+    Such a client connects when it is made: while Redis is away, a pooled client is returned instead (not
+    kept), so the hop fails on its first command and apologises in its usual way, and the next hop tries again.
+    """
     pid = os.getpid()
     cached = _clients.get((url, timeout))
     if cached is not None and cached[0] == pid:
         return cached[1]
-    client = Redis.from_url(
-        url,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=30,
-    )
+    options: dict[str, Any] = {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 30,
+    }
+    try:
+        retry_once = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        client = Redis.from_url(url, single_connection_client=True, **(options | {"retry": retry_once}))
+    except RedisError:
+        return Redis.from_url(url, **options)
     _clients[(url, timeout)] = (pid, client)
     return client
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# A pooled PostgreSQL connection idle for longer than this is pinged before use (see `_ping_after_idle`).
+PING_AFTER_IDLE_SECONDS = 1.0
 
 _engines: dict[str, tuple[int, Engine]] = {}
 
@@ -43,6 +47,29 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _ping_after_idle(engine: Engine) -> None:
+    """Ping a pooled connection on checkout only when it has been idle for `PING_AFTER_IDLE_SECONDS` or more.
+
+    `pool_pre_ping` pings on every checkout: one more round trip for each request, ~0.1 ms of a USSD hop's
+    budget. A connection dies while idle (a database restart, a dropped NAT entry): one back in use within the
+    second is alive but for a restart in that second, which fails that statement, after which SQLAlchemy
+    invalidates it and every older pooled connection; the USSD menu reads run such a statement again (see
+    `menus.data.DatabaseData.read`). A dead connection raises `DisconnectionError` here, so the pool replaces it.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return  # new (just connected) or used within the last second
+        if not engine.dialect._do_ping_w_event(dbapi_connection):
+            raise DisconnectionError("the pooled connection was closed while idle")
+
+
 def make_engine(url: str, echo: bool = False) -> Engine:
     """Return a new engine for the URL with this project's connection settings."""
     if url.startswith("postgres://"):
@@ -53,7 +80,8 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _tune_sqlite(engine)
     else:
-        engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(url, echo=echo, pool_size=5, max_overflow=10)
+        _ping_after_idle(engine)
     return engine
 
 

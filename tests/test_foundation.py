@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 import pytest
 from flask import Flask
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
 
 import models
 from config import ConfigError, Settings
 from logs import RedactingFilter, redact
+from models import db as db_module
 from models.db import make_engine
 from models.migrate import pending_differences, upgrade
 from tests import backends
@@ -136,3 +139,32 @@ def test_redacting_filter_hides_configured_secrets(caplog: pytest.LogCaptureFixt
     assert "super-secret-callback" not in caplog.text
     assert "+221781112233" not in caplog.text
     assert "callback with [REDACTED]" in caplog.text
+
+
+def _terminate(url: str, pid: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_a_pooled_postgresql_connection_is_pinged_only_after_a_second_idle(
+    pg_url: str, idle: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if a second had passed since its last use (idle), or not: the database then drops the connection.
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0 if idle else 3600.0)
+    engine = make_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            first = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        _terminate(pg_url, first)
+        if idle:  # pinged on checkout, found dead, replaced: the statement runs on a new connection
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != first
+        else:  # not pinged: the statement fails once and the pool drops the connection
+            with pytest.raises(DBAPIError) as failed, engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            assert failed.value.connection_invalidated
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != first
+    finally:
+        engine.dispose()

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from menus.data import DatabaseData
+from menus.engine import new_state
 from models.base import HouseholdStatus, MemberStatus
 from models.eligibility import household_eligibility
 from models.household import Household
@@ -53,10 +54,12 @@ def expected(session: Session, household: Household, on: date) -> dict[str, Any]
 
 
 def actual(session: Session, phone: str, on: date) -> dict[str, Any]:
-    """Return the coverage data the USSD reads for the phone's first household on a date."""
+    """Return the coverage data the USSD reads for the phone's first household on a date (the dial's own)."""
     data = DatabaseData(lambda: session, today=lambda _tz: on)
-    households = data.households(phone)
-    coverage = data.coverage(households[0]["id"], households)
+    households, _caller, coverages = data.dial(phone)
+    coverage = coverages[households[0]["id"]]
+    # Read on its own (a session rebuilt without it), the household's coverage is the same.
+    assert data.coverage(households[0]["id"], households) == coverage
     data.close()
     member = coverage["members"][0] if coverage["members"] else {}
     return {
@@ -108,28 +111,47 @@ def test_a_member_who_left_is_not_counted_nor_listed(session: Session) -> None:
         on = ENROLLED_ON + timedelta(days=offset)
         assert actual(session, phone, on) == expected(session, household, on)
     data = DatabaseData(lambda: session, today=lambda _tz: ENROLLED_ON + timedelta(days=30))
-    households = data.households(phone)
-    assert [m["first"] for m in data.coverage(households[0]["id"], households)["members"]] == ["Awa", "Moussa"]
+    households, _caller, coverages = data.dial(phone)
+    assert [m["first"] for m in coverages[households[0]["id"]]["members"]] == ["Awa", "Moussa"]
 
 
-def test_the_dial_is_one_statement_and_the_coverage_one(session: Session, statements: list[str]) -> None:
+def test_the_dial_reads_households_and_their_coverage_in_one_statement(session: Session, statements: list[str]) -> None:
     phone = "+221771288888"
     network = make_network(session, scheme(session, "cmu-thies"))
     household = make_household(session, scheme(session, "cmu-thies"), size=3, phone=phone, network=network)
-    make_household(session, scheme(session, "cmu-thies"), size=2, phone=phone)
-    data = DatabaseData(lambda: session)
+    other = make_household(session, scheme(session, "cmu-thies"), size=2, phone=phone)
+    pay(session, other, 100_000, ENROLLED_ON)
+    data = DatabaseData(lambda: session, today=lambda _tz: ENROLLED_ON + timedelta(days=70))
     statements.clear()
-    households = data.households(phone)
-    caller = data.caller(phone, has_household=True)
+    loaded = data.load("households", new_state(phone))
     assert len(statements) == 1
+    households = loaded["households"]
     assert len(households) == 2 and households[0]["no"] == household.household_no
     assert households[0]["network"] == network.name and households[0]["head"] == "Awa"
     assert [m["no"] for m in households[0]["members"]] == ["01", "02", "03"]
-    assert caller == {"agent": None, "lang": None}
+    assert loaded["caller"] == {"agent": None, "lang": None}
+    assert loaded[f"coverage:{household.id}"] == data.coverage(household.id, households)
+    assert loaded[f"coverage:{other.id}"] == data.coverage(other.id, households)
+    assert not loaded[f"coverage:{household.id}"]["covered"] and loaded[f"coverage:{other.id}"]["covered"]
     statements.clear()
-    data.coverage(households[0]["id"], households)
-    assert len(statements) == 1
+    assert data.load("caller", new_state(phone))["caller"] == loaded["caller"]  # read once per phone
+    assert statements == []
     data.close()
+
+
+def test_a_phone_shared_across_time_zones_gets_each_coverage_on_its_schemes_today(session: Session) -> None:
+    phone = "+221771277777"
+    dakar = make_household(session, scheme(session, "cmu-thies"), size=2, phone=phone)
+    phnom_penh = make_household(session, scheme(session, "sky-cambodia"), size=2, phone=phone)
+    late = ENROLLED_ON + timedelta(days=40)  # already tomorrow in Phnom Penh
+    days = {"Africa/Dakar": late, "Asia/Phnom_Penh": late + timedelta(days=1)}
+    data = DatabaseData(lambda: session, today=lambda zone: days.get(zone, late))
+    households, _caller, coverages = data.dial(phone)
+    assert set(coverages) == {dakar.id, phnom_penh.id}
+    for household in households:
+        on = days[household["scheme"]["timezone"]]
+        assert coverages[household["id"]]["on"] == on.isoformat()
+        assert coverages[household["id"]] == data.coverage(household["id"], households)
 
 
 def test_a_phone_without_household_gets_its_country_language_in_the_same_statement(
@@ -140,5 +162,5 @@ def test_a_phone_without_household_gets_its_country_language_in_the_same_stateme
     statements.clear()
     assert data.households("+85512345678") == []
     assert data.caller("+85512345678") == {"agent": None, "lang": "km"}
-    assert len(statements) == 1
+    assert len(statements) == 1  # no household: no coverage to read
     assert DatabaseData(lambda: session).caller("+33612345678") == {"agent": None, "lang": None}

@@ -8,6 +8,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis import Redis
 
 from menus import member, render
@@ -131,9 +133,9 @@ class Data:
         self.applied: dict[str, Effect] = {}
         self.outcomes: dict[str, Any] = {}
 
-    def load(self, key: str, state: State) -> Any:
+    def load(self, key: str, state: State) -> dict[str, Any]:
         self.loads[key] += 1
-        return self.values[key]
+        return {key: self.values[key]}
 
     def apply(self, effect: Effect, key: str, state: State) -> Any:
         if key in self.applied:
@@ -160,7 +162,10 @@ def run(data: Data, *inputs: str) -> tuple[Reply, State]:
             outcomes = {e.result: e for e in reply.effects if e.result}
             for key in reply.needs:
                 effect = outcomes.get(key)
-                state.data[key] = data.apply(effect, key, state) if effect else data.load(key, state)
+                if effect:
+                    state.data[key] = data.apply(effect, key, state)
+                else:
+                    state.data.update(data.load(key, state))
         state = nxt
     assert reply is not None
     return reply, state
@@ -769,3 +774,43 @@ def test_menus_do_not_import_flask() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_copied_state_is_equal_and_independent() -> None:
+    state = State(phone=PHONE, screen="main", page=1, history=["start"], household=7, hop=3, secret_hops=[2])
+    state.notice, state.hint, state.data = "Saved.", True, {"households": []}
+    copy = state.copy()
+    assert copy == state and State.from_dict(state.to_dict()) == state
+    copy.history.append("main")
+    copy.secret_hops.append(3)
+    copy.data["caller"] = {}
+    assert (state.history, state.secret_hops, state.data) == (["start"], [2], {"households": []})
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    inputs=st.lists(st.sampled_from(["1", "2", "3", "4", "5", "98", "0", "00", "9", "x", ""]), max_size=14),
+    lang=st.sampled_from(["fr", "wo", "en", "km"]),
+)
+def test_an_input_replayed_without_rendering_leads_to_the_same_state(inputs: list[str], lang: str) -> None:
+    data = full_data(lang=lang, languages=("fr", "wo", "en", "km"), size=10)
+    rendered, replayed = new_state(PHONE), new_state(PHONE)
+    for user_input in ("", *inputs):
+        for shown, state in ((True, rendered), (False, replayed)):
+            while True:
+                reply, nxt = step(state, user_input, render=shown)
+                if not reply.needs:
+                    break
+                outcomes = {e.result: e for e in reply.effects if e.result}
+                for key in reply.needs:
+                    effect = outcomes.get(key)
+                    if effect:
+                        state.data[key] = data.apply(effect, key, state)
+                    else:
+                        state.data.update(data.load(key, state))
+            if shown:
+                rendered, text = nxt, reply.text
+            else:
+                replayed = nxt
+                assert reply.text == "" and reply.end == text.startswith("END ")
+        assert replayed == rendered

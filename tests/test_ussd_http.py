@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -9,8 +10,9 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import psycopg
 import pytest
-from flask import Flask
+from flask import Flask, request_started
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,13 +20,18 @@ from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
+from werkzeug.test import Client
+from werkzeug.wrappers import Request as WerkzeugRequest
 
 from commands.ussd import ussd_command
+from handlers import ussd as ussd_handlers
 from menus.data import scheme_today
-from menus.render import fits, format_date
-from menus.session_store import session_key
+from menus.render import apology, fits, format_date
+from menus.session_store import connect, session_key
+from models import db as db_module
 from models.access import EffectKey
 from models.base import Language, PaymentStatus
+from models.db import get_engine
 from models.eligibility import household_eligibility
 from models.household import Household
 from models.messaging import UssdSessionRecord
@@ -177,6 +184,33 @@ def test_language_change_is_stored_once_and_the_menu_follows(
     assert post_hop(client, sid, PHONE, "5*2*1").startswith("CON Coverage on")
 
 
+def test_the_coverage_read_on_the_dial_follows_the_data_from_one_session_to_the_next(
+    session: Session, client: FlaskClient
+) -> None:
+    today = scheme_today("Africa/Dakar")
+    household = cmu_household(session, enrolled_on=today - timedelta(days=70))
+    post_hop(client, "ATUid_cov1", PHONE, "")
+    assert "\nAwa: NON couvert (jamais payé)\n" in post_hop(client, "ATUid_cov1", PHONE, "1")
+    assert post_hop(client, "ATUid_cov1", PHONE, "1*0*2").startswith("CON Montant à payer: 15 000 XOF\n")
+    pay(session, household, 15_000, today - timedelta(days=60))
+    # A session reads its coverage once, on the dial; the next session reads it again, paid.
+    post_hop(client, "ATUid_cov2", PHONE, "")
+    assert "\nAwa: couvert (actif) jusqu'au " in post_hop(client, "ATUid_cov2", PHONE, "1")
+    # The next year's premium, the membership fee being paid.
+    assert post_hop(client, "ATUid_cov2", PHONE, "1*0*2").startswith("CON Montant à payer: 14 000 XOF\n")
+
+
+def test_a_late_duplicate_dial_does_not_break_the_session(session: Session, client: FlaskClient) -> None:
+    cmu_household(session, size=8)
+    sid = "ATUid_dup"
+    first = post_hop(client, sid, PHONE, "")
+    for text in ("3", "3*98", "3*98*0"):
+        post_hop(client, sid, PHONE, text)
+    assert post_hop(client, sid, PHONE, "") == first  # answered afresh: the dial reads nothing first
+    assert post_hop(client, sid, PHONE, "3*98*0*0") == first  # the rest replayed over the new dial's state
+    assert post_hop(client, sid, PHONE, "3*98*0*0*3") == post_hop(client, "ATUid_dup2", PHONE, "3")
+
+
 def test_a_session_survives_flushdb_mid_session(session: Session, client: FlaskClient, redis_client: Redis) -> None:
     cmu_household(session, size=8)
     sid = "ATUid_flush"
@@ -248,6 +282,99 @@ def test_wrong_or_missing_token_is_403_and_nothing_is_stored(
     assert client.post("/ussd", data=form, headers={"X-Callback-Token": CALLBACK_TOKEN}).status_code == 200
 
 
+def test_a_hop_neither_reads_nor_sets_a_cookie(session: Session, client: FlaskClient) -> None:
+    cmu_household(session)
+    client.set_cookie("session", "not-a-signed-session")  # not even read: the cookie session is the admin's
+    form = {"sessionId": "ATUid_c", "phoneNumber": PHONE, "serviceCode": "*384*123#", "networkCode": "1", "text": ""}
+    response = client.post(f"/ussd?token={CALLBACK_TOKEN}", data=form)
+    assert response.status_code == 200 and response.get_data(as_text=True).startswith("CON ")
+    assert "Set-Cookie" not in response.headers
+    assert "Cookie" not in response.headers.get("Vary", "")
+
+
+# ---------------------------------------------------------------- the WSGI fast path in front of Flask
+
+
+def _form(sid: str, text: str) -> dict[str, str]:
+    return {"sessionId": sid, "phoneNumber": PHONE, "serviceCode": "*384*123#", "networkCode": "1", "text": text}
+
+
+def test_the_fast_path_answers_as_the_flask_view_does(session: Session, app: Flask) -> None:
+    cmu_household(session, size=8)
+    fast, slow = app.test_client(), Client(app.wsgi_app.wsgi_app)  # type: ignore[attr-defined]
+    dispatched: list[str] = []
+    request_started.connect(lambda sender, **_: dispatched.append("flask"), app, weak=False)
+    for sid, texts in (("ATUid_f", ["", "1", "1*98", "1*98*0", "1*98*0*0*3"]), ("ATUid_s", ["3", "3*0*9"])):
+        for text in texts:
+            one = fast.post(f"/ussd?token={CALLBACK_TOKEN}", data=_form(sid, text))
+            other = slow.post(f"/ussd?token={CALLBACK_TOKEN}", data=_form(sid + "2", text))
+            assert (one.status_code, one.headers["Content-Type"]) == (200, "text/plain; charset=utf-8")
+            assert (other.status_code, other.headers["Content-Type"]) == (200, "text/plain; charset=utf-8")
+            assert one.get_data(as_text=True) == other.get_data(as_text=True)
+    assert len(dispatched) == 7  # the Flask client's hops only
+
+
+def test_requests_the_fast_path_does_not_take_get_flasks_answer(
+    session: Session, client: FlaskClient, redis_client: Redis
+) -> None:
+    cmu_household(session)
+    big = dict(_form("ATUid_big", ""), pad="x" * (64 * 1024))
+    assert client.post(f"/ussd?token={CALLBACK_TOKEN}", data=big).status_code == 413
+    wrong_first = f"/ussd?token=wrong&token={CALLBACK_TOKEN}"
+    assert client.post(wrong_first, data=_form("ATUid_w", "")).status_code == 403
+    header = {"X-Callback-Token": CALLBACK_TOKEN}
+    assert client.post("/ussd?token=wrong", data=_form("ATUid_w", ""), headers=header).status_code == 403
+    assert redis_client.keys("*") == []
+    # Not form-encoded: Flask's view, which finds no sessionId and apologises.
+    as_json = client.post(f"/ussd?token={CALLBACK_TOKEN}", json=_form("ATUid_j", ""))
+    assert (as_json.status_code, as_json.get_data(as_text=True)) == (200, apology(None))
+    multipart = client.post(
+        f"/ussd?token={CALLBACK_TOKEN}", data=_form("ATUid_m", ""), content_type="multipart/form-data"
+    )
+    assert multipart.status_code == 200 and multipart.get_data(as_text=True).startswith("CON Ménage")
+    assert client.post("/ussd?token=" + CALLBACK_TOKEN.upper(), data=_form("ATUid_u", "")).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "token=abc",
+        "token=a%2Bb",
+        "token=a+b",
+        "x=1&token=abc",
+        "token=&x=1",
+        "token=abc&token=def",
+        "to%6Ben=abc",
+        "token=%C3%A9",
+        "token=\u00c3\u00a9",
+        "token",
+        "tokens=abc",
+        "",
+    ],
+)
+def test_the_fast_path_reads_the_query_token_as_werkzeug_does(query: str) -> None:
+    environ = {"QUERY_STRING": query, "HTTP_X_CALLBACK_TOKEN": "from-header"}
+    expected = WerkzeugRequest(environ).args.get("token") or "from-header"
+    assert ussd_handlers._presented_token(environ) == expected
+
+
+def test_a_failing_teardown_still_answers_the_hop(session: Session, app: Flask) -> None:
+    cmu_household(session)
+
+    def broken(_exc: BaseException | None) -> None:
+        raise RuntimeError("teardown failed")
+
+    app.teardown_appcontext(broken)
+    response = app.test_client().post(f"/ussd?token={CALLBACK_TOKEN}", data=_form("ATUid_td", ""))
+    assert response.status_code == 200 and response.get_data(as_text=True).startswith("CON Ménage")
+
+
+def test_an_undecodable_body_gets_an_apology(session: Session, client: FlaskClient) -> None:
+    body = b"sessionId=ATUid_bad&phoneNumber=%2B221771234567&text=\xff\xfe"
+    response = client.post(f"/ussd?token={CALLBACK_TOKEN}", data=body, content_type="application/x-www-form-urlencoded")
+    assert (response.status_code, response.get_data(as_text=True)) == (200, apology(None))
+
+
 # ---------------------------------------------------------------- failures: an apology, fast, never a 5xx
 
 
@@ -273,15 +400,46 @@ def test_database_down_answers_an_apology_in_under_a_second(redis_url: str, capl
     _assert_apology_fast(make_test_app(url, redis_url), caplog)
 
 
+def test_a_dial_right_after_the_database_dropped_the_pooled_connections_still_answers(
+    pg_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 3600.0)  # no ping: the read itself finds them dead
+    app = make_test_app(pg_url, redis_url)
+    with Session(get_engine(pg_url)) as s:
+        number = cmu_household(s).household_no
+    client = app.test_client()
+    assert post_hop(client, "ATUid_pg1", PHONE, "").startswith(f"CON Ménage {number}")
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # a database restart, as far as the pool can tell
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+    assert post_hop(client, "ATUid_pg2", PHONE, "").startswith(f"CON Ménage {number}")
+
+
+def test_a_hop_after_redis_dropped_the_connection_still_answers(
+    session: Session, app: Flask, client: FlaskClient, redis_url: str
+) -> None:
+    cmu_household(session)
+    expected = [post_hop(client, "ATUid_rk1", PHONE, text) for text in ("", "3")]
+    store_client = connect(redis_url, app.config["USSD_REDIS_TIMEOUT_MS"] / 1000)
+    admin = Redis.from_url(redis_url)
+    replies = []
+    for text in ("", "3"):  # a SET, then a GETEX, each on a connection Redis has just closed (a restart)
+        admin.client_kill_filter(_id=store_client.client_id())
+        replies.append(post_hop(client, "ATUid_rk2", PHONE, text))
+    assert replies == expected
+
+
 def test_the_apology_speaks_the_session_language(session: Session, client: FlaskClient, redis_url: str) -> None:
     sky = scheme(session, "sky-cambodia")
     household = make_household(session, sky, phone=SKY_PHONE)
     household.language = Language.EN
     session.commit()
     assert post_hop(client, "ATUid_en", SKY_PHONE, "").startswith("CON Household")
-    # The next hop needs eligibility, and the database has gone away meanwhile.
+    # The next hop needs the payments, and the database has gone away meanwhile.
     broken = make_test_app(f"postgresql://postgres@127.0.0.1:{backends.free_port()}/nowhere", redis_url)
-    body = post_hop(broken.test_client(), "ATUid_en", SKY_PHONE, "1")
+    body = post_hop(broken.test_client(), "ATUid_en", SKY_PHONE, "4")
     assert body == "END Sorry, the service is not available right now. Please try again later."
 
 
@@ -339,6 +497,18 @@ def test_events_store_the_session_and_clear_its_state(
     assert (record.session_id, record.status, record.input) == ("ATUid_ev", "Success", "1")
     assert record.last_screen == "coverage"
     assert (record.duration_ms, record.hops_count, record.ended_at) == (41250, 3, datetime(2026, 11, 20, 10, 15, 42))
+
+
+def test_events_record_the_last_screen_of_a_hop_that_was_not_saved(
+    session: Session, client: FlaskClient, redis_client: Redis
+) -> None:
+    cmu_household(session)
+    for text in ("", "3"):  # `3` replays one input over the dial's saved state: no write
+        post_hop(client, "ATUid_nav", PHONE, text)
+    assert json.loads(redis_client.get(session_key("ATUid_nav")) or "{}")["text"] == ""
+    form = dict(EVENT, sessionId="ATUid_nav", input="3")
+    assert client.post(f"/ussd/events?token={CALLBACK_TOKEN}", data=form).status_code == 200
+    assert session.scalars(select(UssdSessionRecord)).one().last_screen == "household"
 
 
 def test_events_mask_dates_of_birth_and_pins_without_state(session: Session, client: FlaskClient) -> None:
