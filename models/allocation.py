@@ -23,11 +23,19 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.allocator import AllocationResult, Allocator, FundedPeriod, funded_period, network_payout_ref
+from models.allocator import (
+    AllocationResult,
+    Allocator,
+    FundedPeriod,
+    find_allocation,
+    funded_period,
+    network_payout_ref,
+    periods_of,
+)
 from models.base import LedgerKind, utcnow
 from models.household import Account
 from models.ledger import account_state, add_entry, lock_account, start_write
-from models.money import Allocation, CoveragePeriod, LedgerEntry
+from models.money import LedgerEntry
 
 __all__ = [
     "AllocationResult",
@@ -60,22 +68,6 @@ class ReversalResult:
     created: bool  # False when it had already been reversed: nothing was written
 
 
-def _periods_of(session: Session, allocation_id: int) -> list[CoveragePeriod]:
-    return list(
-        session.scalars(
-            select(CoveragePeriod)
-            .where(CoveragePeriod.allocation_id == allocation_id)
-            .order_by(CoveragePeriod.start_on)
-        )
-    )
-
-
-def _find(session: Session, source_ref: str) -> Allocation | None:
-    return session.scalar(
-        select(Allocation).where(Allocation.source_ref == source_ref).execution_options(populate_existing=True)
-    )
-
-
 def allocate(
     session: Session, account: Account, amount: int, source_ref: str, on: date, payment_id: int | None = None
 ) -> AllocationResult:
@@ -101,14 +93,14 @@ def pay_network_households(
 
 def _undo(session: Session, source_ref: str, reason: str, on: date, payment_kind: LedgerKind) -> ReversalResult:
     start_write(session)
-    allocation = _find(session, source_ref)
+    allocation = find_allocation(session, source_ref)
     if allocation is None:
         raise UnknownAllocation(source_ref)
     account = lock_account(session, allocation.account_id)
     # Read again under the lock: another worker may have reversed it while we waited.
-    allocation = _find(session, source_ref)
+    allocation = find_allocation(session, source_ref)
     assert allocation is not None
-    periods = _periods_of(session, allocation.id)
+    periods = periods_of(session, allocation.id)
     if allocation.reversed_at is not None:
         return ReversalResult(
             allocation_id=allocation.id,

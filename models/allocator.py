@@ -88,6 +88,18 @@ def funded_period(period: CoveragePeriod) -> FundedPeriod:
     )
 
 
+def periods_of(session: Session, allocation_id: int) -> list[CoveragePeriod]:
+    """Return the coverage periods an allocation funded, in date order."""
+    query = select(CoveragePeriod).where(CoveragePeriod.allocation_id == allocation_id)
+    return list(session.scalars(query.order_by(CoveragePeriod.start_on)))
+
+
+def find_allocation(session: Session, source_ref: str) -> Allocation | None:
+    """Return the allocation of a source reference as stored now (not a stale copy), if any."""
+    query = select(Allocation).where(Allocation.source_ref == source_ref)
+    return session.scalar(query.execution_options(populate_existing=True))
+
+
 def network_payout_ref(run_ref: str, household_id: int) -> str:
     """Return the idempotency key of one household's share of a network payout run."""
     return f"{run_ref}:household:{household_id}"
@@ -367,18 +379,13 @@ class Allocator:
     def _book(self, account: AnyAccount) -> Book:
         """Return the book of a (locked) account, loading it on first use."""
         if account.household_id is not None:
-            if account.household_id not in self.households:
-                household = self.session.get(Household, account.household_id)
-                assert household is not None
-                self.load(households=[household])
-            book = self.households[account.household_id]
+            household = self.session.get(Household, account.household_id)
+            assert household is not None
+            book = self._owner_book(household=household)
         else:
-            assert account.network_id is not None
-            if account.network_id not in self.networks:
-                network = self.session.get(Network, account.network_id)
-                assert network is not None
-                self.load(networks=[network])
-            book = self.networks[account.network_id]
+            network = self.session.get(Network, account.network_id)
+            assert network is not None
+            book = self._owner_book(network=network)
         if book.account is None:  # created since `load` (by `get_or_create_account`): lock and read it
             self._open_account(book, account)
         return book
@@ -419,9 +426,7 @@ class Allocator:
             self._check_refs([source_ref])
             if source_ref not in self.written_refs:
                 return None
-            written = self.session.scalar(
-                select(Allocation).where(Allocation.source_ref == source_ref).execution_options(populate_existing=True)
-            )
+            written = find_allocation(self.session, source_ref)
             assert written is not None
             planned = _from_written(self.session, written, book)
         if planned.account.id != book.account.id:
@@ -507,16 +512,19 @@ class Allocator:
 
     def account(self, *, household: Household | None = None, network: Network | None = None) -> AccountRef:
         """Return the locked account of a household or network, loading it (or creating it) on first use."""
+        book = self._owner_book(household=household, network=network)
+        return book.account if book.account is not None else self._open_account(book)
+
+    def _owner_book(self, *, household: Household | None = None, network: Network | None = None) -> Book:
+        """Return the book of a household or network, locking and reading it on first use."""
         if household is not None:
             if household.id not in self.households:
                 self.load(households=[household])
-            book = self.households[household.id]
-        else:
-            assert network is not None
-            if network.id not in self.networks:
-                self.load(networks=[network])
-            book = self.networks[network.id]
-        return book.account if book.account is not None else self._open_account(book)
+            return self.households[household.id]
+        assert network is not None
+        if network.id not in self.networks:
+            self.load(networks=[network])
+        return self.networks[network.id]
 
     # Reading the plan --------------------------------------------------------------------------------------
 
@@ -526,16 +534,12 @@ class Allocator:
 
     def amount_due(self, household: Household, on: date) -> AmountDue:
         """Return the household's amount due on `on` with everything planned so far."""
-        if household.id not in self.households:
-            self.load(households=[household])
-        book = self.households[household.id]
+        book = self._owner_book(household=household)
         return amount_due(self.session, household, on, state=book.state, members=book.members_on(on))
 
     def covered_until(self, household: Household) -> date | None:
         """Return the end of the household's last live period, planned ones included."""
-        if household.id not in self.households:
-            self.load(households=[household])
-        last = self.households[household.id].last
+        last = self._owner_book(household=household).last
         return last.end_on if last is not None else None
 
     # Writing -----------------------------------------------------------------------------------------------
@@ -616,9 +620,7 @@ class _Last:
 
 def _from_written(session: Session, allocation: Allocation, book: Book) -> PlannedAllocation:
     """Return an allocation written before this batch as a result (nothing is planned for it)."""
-    periods = session.scalars(
-        select(CoveragePeriod).where(CoveragePeriod.allocation_id == allocation.id).order_by(CoveragePeriod.start_on)
-    ).all()
+    periods = periods_of(session, allocation.id)
     fee = -sum(
         entry.amount
         for entry in session.scalars(

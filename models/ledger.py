@@ -8,6 +8,7 @@ deleted: a mistake is undone by a REVERSAL entry that points at the entry it neg
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -129,10 +130,12 @@ def add_entry(
     return entry
 
 
-def household_account_columns(household_id: Any) -> tuple[Any, Any]:
-    """Return correlated scalar subqueries (balance, net fee count) of a household's account, for a larger select.
+@functools.cache
+def _fee_count() -> tuple[Any, Any]:
+    """Return the alias of a reversed entry and the net fee count over entries joined to it.
 
-    The same sums as `account_state`, so a caller can read them in the statement that loads the household.
+    +1 per FEE entry, -1 per reversal of one: the fee stands paid while the net count is positive.
+    Built once, so every balance query uses the same alias (and SQLAlchemy's statement cache).
     """
     reversed_entry = aliased(LedgerEntry)
     fee_count = case(
@@ -140,6 +143,15 @@ def household_account_columns(household_id: Any) -> tuple[Any, Any]:
         ((LedgerEntry.kind == LedgerKind.REVERSAL) & (reversed_entry.kind == LedgerKind.FEE), -1),
         else_=0,
     )
+    return reversed_entry, fee_count
+
+
+def household_account_columns(household_id: Any) -> tuple[Any, Any]:
+    """Return correlated scalar subqueries (balance, net fee count) of a household's account, for a larger select.
+
+    The same sums as `account_state`, so a caller can read them in the statement that loads the household.
+    """
+    reversed_entry, fee_count = _fee_count()
     entries = (
         select(func.coalesce(func.sum(LedgerEntry.amount), 0))
         .join(Account, Account.id == LedgerEntry.account_id)
@@ -157,13 +169,7 @@ def household_account_columns(household_id: Any) -> tuple[Any, Any]:
 
 def account_state(session: Session, *, account_id: int | None = None, household_id: int | None = None) -> AccountState:
     """Return the balance and fee state of an account (by id, or by its household) in one query."""
-    reversed_entry = aliased(LedgerEntry)
-    # +1 per FEE entry, -1 per reversal of one: the fee stands paid while the net count is positive.
-    fee_count = case(
-        (LedgerEntry.kind == LedgerKind.FEE, 1),
-        ((LedgerEntry.kind == LedgerKind.REVERSAL) & (reversed_entry.kind == LedgerKind.FEE), -1),
-        else_=0,
-    )
+    reversed_entry, fee_count = _fee_count()
     query = select(func.coalesce(func.sum(LedgerEntry.amount), 0), func.coalesce(func.sum(fee_count), 0)).outerjoin(
         reversed_entry, LedgerEntry.reverses_entry_id == reversed_entry.id
     )
@@ -179,12 +185,7 @@ def account_state(session: Session, *, account_id: int | None = None, household_
 
 def account_states(session: Session, account_ids: list[int]) -> dict[int, AccountState]:
     """Return the balance and fee state of each of these accounts (one query)."""
-    reversed_entry = aliased(LedgerEntry)
-    fee_count = case(
-        (LedgerEntry.kind == LedgerKind.FEE, 1),
-        ((LedgerEntry.kind == LedgerKind.REVERSAL) & (reversed_entry.kind == LedgerKind.FEE), -1),
-        else_=0,
-    )
+    reversed_entry, fee_count = _fee_count()
     rows = session.execute(
         select(LedgerEntry.account_id, func.sum(LedgerEntry.amount), func.sum(fee_count))
         .outerjoin(reversed_entry, LedgerEntry.reverses_entry_id == reversed_entry.id)
