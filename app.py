@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import extensions
 from config import INSTANCE_DIR, Settings
@@ -25,6 +26,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register_blueprints(app)
     register_commands(app)
+    if settings.TRUSTED_PROXIES:
+        # Behind N proxies: the client address (sign-in limits, DARAJA_ALLOWED_IPS), scheme and host they forward.
+        hops = settings.TRUSTED_PROXIES
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     install_fast_path(app)
     return app
 
@@ -38,6 +43,7 @@ def register_blueprints(app: Flask) -> None:
         extensions.csrf.exempt(module.bp)
         app.register_blueprint(module.bp)
     admin.register(app)
+    api.register_limits(app)
     extensions.scope_to_blueprint(app, admin.bp.name)
 
 

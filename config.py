@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,12 @@ INSTANCE_DIR = BASE_DIR / "instance"
 
 DEV_SECRET_KEY = "dev-secret-key-change-me"
 DEV_CALLBACK_TOKEN = "dev-callback-token"
+DEV_DARAJA_TOKEN = "dev-daraja-callback-token"
 DEV_WAVE_SECRET = "dev-wave-webhook-secret"
+DEV_SECRETS = frozenset({DEV_SECRET_KEY, DEV_CALLBACK_TOKEN, DEV_DARAJA_TOKEN, DEV_WAVE_SECRET})
+APP_ENVS = ("development", "test", "production")
+# Production refuses a secret shorter than this (a random 32-character token is ~190 bits).
+MIN_SECRET_LENGTH = 32
 
 
 class ConfigError(ValueError):
@@ -52,7 +58,19 @@ class Settings:
     SECRET_KEY: str = DEV_SECRET_KEY
     DATABASE_URL: str = f"sqlite:///{INSTANCE_DIR / 'mutuelle.db'}"
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    # Africa's Talking callbacks (USSD, SMS) and the dev sandbox; the previous one is accepted during a rotation.
     CALLBACK_TOKEN: str = DEV_CALLBACK_TOKEN
+    CALLBACK_TOKEN_PREVIOUS: str = ""
+    # Safaricom Daraja C2B: its own URL token, and optionally the networks it calls from (comma-separated CIDRs).
+    DARAJA_CALLBACK_TOKEN: str = DEV_DARAJA_TOKEN
+    DARAJA_ALLOWED_IPS: str = ""
+    # How many reverse proxies stand in front of the app (their X-Forwarded-For/-Proto/-Host are believed).
+    TRUSTED_PROXIES: int = 0
+    # Requests per API token on the read APIs (a Flask-Limiter rate string).
+    API_RATE_LIMIT: str = "60/minute"
+    # Admin sign-in attempts per username whatever the address, and per address whatever the username.
+    ADMIN_LOGIN_USER_RATE_LIMIT: str = "20/hour"
+    ADMIN_LOGIN_ADDRESS_RATE_LIMIT: str = "30/hour"
     LOG_LEVEL: str = "INFO"
     # Africa's Talking: empty username → console outbox (development only).
     AT_USERNAME: str = ""
@@ -89,8 +107,8 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "extra" or f.name not in env:
-                continue
+            if f.name == "extra" or f.name not in env or (f.name == "APP_ENV" and env[f.name] == ""):
+                continue  # an empty APP_ENV is unset: development
             raw = env[f.name]
             default = getattr(cls, f.name)
             try:
@@ -118,16 +136,31 @@ class Settings:
         return self.APP_ENV == "production"
 
     def check(self) -> None:
-        """Refuse development defaults in production."""
+        """Refuse an unknown APP_ENV, malformed settings, and development defaults or short secrets in production."""
+        if self.APP_ENV not in APP_ENVS:
+            raise ConfigError(f"APP_ENV must be one of {', '.join(APP_ENVS)} (or unset), not {self.APP_ENV!r}")
+        try:
+            self.daraja_networks()
+        except ValueError as exc:
+            raise ConfigError(f"DARAJA_ALLOWED_IPS: {exc}") from exc
+        if self.TRUSTED_PROXIES < 0:
+            raise ConfigError("TRUSTED_PROXIES must be 0 or more")
         if not self.is_production:
             return
         problems = []
-        if self.SECRET_KEY == DEV_SECRET_KEY or len(self.SECRET_KEY) < 16:
-            problems.append("SECRET_KEY must be set to a long random value")
-        if self.CALLBACK_TOKEN == DEV_CALLBACK_TOKEN or len(self.CALLBACK_TOKEN) < 16:
-            problems.append("CALLBACK_TOKEN must be set to a long random value")
-        if self.WAVE_WEBHOOK_SECRET == DEV_WAVE_SECRET:
-            problems.append("WAVE_WEBHOOK_SECRET must be set")
+        for name, required in (
+            ("SECRET_KEY", True),
+            ("CALLBACK_TOKEN", True),
+            ("CALLBACK_TOKEN_PREVIOUS", False),
+            ("DARAJA_CALLBACK_TOKEN", True),
+            ("WAVE_WEBHOOK_SECRET", True),
+            ("WAVE_SHARED_SECRET", False),
+        ):
+            value = str(getattr(self, name))
+            if not value and not required:
+                continue
+            if value in DEV_SECRETS or len(value) < MIN_SECRET_LENGTH:
+                problems.append(f"{name} must be a random value of at least {MIN_SECRET_LENGTH} characters")
         if not (self.AT_USERNAME and self.AT_API_KEY):
             problems.append("AT_USERNAME and AT_API_KEY are required (no console outbox in production)")
         if self.DATABASE_URL.startswith("sqlite"):
@@ -140,12 +173,22 @@ class Settings:
         names = (
             "SECRET_KEY",
             "CALLBACK_TOKEN",
+            "CALLBACK_TOKEN_PREVIOUS",
+            "DARAJA_CALLBACK_TOKEN",
             "AT_API_KEY",
             "WAVE_WEBHOOK_SECRET",
             "WAVE_SHARED_SECRET",
             "WAVE_API_KEY",
         )
         return [value for name in names if len(value := str(getattr(self, name))) >= 6]
+
+    def callback_tokens(self) -> tuple[str, ...]:
+        """Return the Africa's Talking callback tokens accepted now: the current one, then the previous one."""
+        return tuple(token for token in (self.CALLBACK_TOKEN, self.CALLBACK_TOKEN_PREVIOUS) if token)
+
+    def daraja_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """Return the networks Daraja callbacks may come from (empty: any address)."""
+        return tuple(ip_network(part, strict=False) for part in parse_str_list(self.DARAJA_ALLOWED_IPS))
 
     def as_flask_config(self) -> dict[str, Any]:
         """Return the mapping Flask's `app.config` is updated with."""

@@ -1,20 +1,31 @@
-"""Read APIs for health facilities and auditors, behind hashed bearer tokens."""
+"""Read APIs for health facilities and auditors, behind hashed bearer tokens, rate-limited per token."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
 from datetime import date
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, Flask, abort, jsonify, request
 from flask.typing import ResponseReturnValue
+from flask_limiter import Limiter, RequestLimit
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from extensions import db
 from models.access import ApiToken
 from models.base import CheckChannel, utcnow
 from models.checks import check_member
-from models.tokens import authenticate_token
+from models.inputs import InputError, check_text, parse_query_date
+from models.tokens import authenticate_token, hash_token
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+log = logging.getLogger(__name__)
+# The read-API views limited per token (the payment status view lives with the payment callbacks).
+LIMITED_ENDPOINTS = ("api.eligibility", "payments.payment_status")
+MEMBER_NO_MAX = 44
 
 
 @bp.errorhandler(HTTPException)
@@ -23,15 +34,70 @@ def json_error(error: HTTPException) -> ResponseReturnValue:
     return jsonify(error=error.name, detail=error.description), error.code or 500
 
 
+@bp.errorhandler(SQLAlchemyError)
+def database_unavailable(exc: SQLAlchemyError) -> ResponseReturnValue:
+    """Answer 503 when the database fails (the facility may ask again)."""
+    return unavailable(exc)
+
+
+def unavailable(exc: Exception) -> ResponseReturnValue:
+    """Answer 503 JSON after a database failure, the transaction rolled back."""
+    log.error("read api: database error %s on %s", type(exc).__name__, request.path)
+    with contextlib.suppress(SQLAlchemyError):
+        db().rollback()
+    return jsonify(error="Service Unavailable", detail="the database does not answer; try again"), 503
+
+
+def _presented() -> str | None:
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    return presented.strip() if scheme.lower() == "bearer" and presented.strip() else None
+
+
 def require_token() -> ApiToken:
-    """Return the caller's API token, or answer 401."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    token = authenticate_token(db(), presented.strip()) if scheme.lower() == "bearer" else None
+    """Return the caller's API token (its use counted), or answer 401."""
+    presented = _presented()
+    token = authenticate_token(db(), presented) if presented else None
     if token is None:
         abort(401, "a valid API token is required: Authorization: Bearer <token>")
     token.last_used_at = utcnow()
+    token.request_count = ApiToken.request_count + 1  # type: ignore[assignment]
     return token
+
+
+def rate_key() -> str:
+    """Return the rate-limit key of a read-API request: the presented token's hash (never the token)."""
+    presented = _presented() or ""
+    return "api-token:" + hashlib.sha256(presented.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _count_refusal(_limit: RequestLimit) -> None:
+    """Count a 429 against the token that was refused (shown per token in the admin)."""
+    presented = _presented()
+    if not presented:
+        return
+    session = db()
+    try:
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.token_hash == hash_token(presented))
+            .values(limited_count=ApiToken.limited_count + 1)
+        )
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        log.warning("read api: refusal not counted (%s)", type(exc).__name__)
+
+
+def register_limits(app: Flask) -> None:
+    """Limit each read-API view to `API_RATE_LIMIT` requests per token (429 beyond)."""
+    limiter: Limiter = app.extensions["admin_limiter"]
+    for endpoint in LIMITED_ENDPOINTS:
+        app.view_functions[endpoint] = limiter.limit(
+            lambda: app.config["API_RATE_LIMIT"],
+            key_func=rate_key,
+            on_breach=_count_refusal,
+            error_message="too many requests with this token; slow down",
+        )(app.view_functions[endpoint])
 
 
 @bp.get("/eligibility/<member_no>")
@@ -39,14 +105,16 @@ def eligibility(member_no: str) -> ResponseReturnValue:
     """Answer whether a member is covered on a date (default: today in the scheme's time zone)."""
     token = require_token()
     on: date | None = None
-    if "date" in request.args:
-        try:
-            on = date.fromisoformat(request.args["date"])
-        except ValueError:
-            abort(400, "date must be YYYY-MM-DD")
+    try:
+        number = check_text(member_no, "member number", MEMBER_NO_MAX, required=True)
+        if "date" in request.args:
+            on = parse_query_date(request.args["date"], "date")
+    except InputError as exc:
+        db().commit()  # the token's use
+        abort(400, str(exc))
     session = db()
-    answer = check_member(session, member_no, on, CheckChannel.API, token.facility, api_token_id=token.id)
+    answer = check_member(session, number, on, CheckChannel.API, token.facility, api_token_id=token.id)
     session.commit()
     if answer is None:
-        abort(404, f"no member {member_no}")
+        abort(404, f"no member {number}")
     return jsonify(answer.as_json())

@@ -2,11 +2,12 @@
 
 Each route turns its payload into one normalised report, stores it (payment + evidence) in one transaction, answers
 2xx once committed, then enqueues `reconcile`. A database failure answers 503 with nothing stored; a Redis failure
-after the commit is logged only (the clock's sweeper re-enqueues payments left in RECEIVED).
+after the commit is logged only (the clock's sweeper re-enqueues payments left in RECEIVED). A payload that cannot
+be taken is answered 400 naming what is wrong and kept in `rejected_callbacks` for review (once per raw body).
 
-Authentication: Daraja, sandbox and SMS forwards carry the callback token (`@callback`). Wave signs its webhooks:
-the `Wave-Signature` HMAC (or the Bearer shared secret) is the authority there, so the callback token is optional on
-`/payments/wave` — but a wrong one is still refused (403).
+Authentication, each source its own (handlers.guards): Wave by its `Wave-Signature` HMAC (or the Bearer shared
+secret) alone; Daraja by `DARAJA_CALLBACK_TOKEN` (+ `DARAJA_ALLOWED_IPS`); the sandbox by the Africa's Talking
+callback token (development only); a collection device by its own key, `Authorization: Bearer <device key>`.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ from flask.typing import ResponseReturnValue
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
 
 from extensions import db, settings
-from handlers.guards import callback, signed_callback
+from handlers.guards import callback, daraja_callback, device_callback, signed_callback
 from logs import mask_phone
 from models.db import begin_write
-from models.payment_intake import IntakeResult, Report, payment_view, record_report, store_unparsed
+from models.devices import KeyVerdict, authenticate_device, bearer_key
+from models.inputs import InputError, check_text
+from models.payment_intake import IntakeResult, Report, payment_view, record_report
 from models.payment_sources import (
     PayloadError,
     daraja_amount_valid,
     daraja_report,
-    find_device,
     is_known_account,
     load_json,
     operator_patterns,
@@ -41,7 +44,7 @@ from models.payment_sources import (
     verify_wave_signature,
     wave_report,
 )
-from models.tokens import authenticate_token
+from models.rejections import keep_rejected
 from workers.connections import get_queue
 from workers.reconcile import enqueue_reconcile
 
@@ -52,6 +55,12 @@ DARAJA_ACCEPTED = {"ResultCode": "0", "ResultDesc": "Accepted"}
 DARAJA_REJECT_ACCOUNT = {"ResultCode": "C2B00012", "ResultDesc": "Rejected"}
 DARAJA_REJECT_AMOUNT = {"ResultCode": "C2B00013", "ResultDesc": "Rejected"}
 DARAJA_REJECT_OTHER = {"ResultCode": "C2B00016", "ResultDesc": "Rejected"}
+
+
+@bp.errorhandler(HTTPException)
+def json_error(error: HTTPException) -> ResponseReturnValue:
+    """Answer refusals (401, 403, 413, 429…) as JSON naming what is wrong."""
+    return jsonify(status=error.name.lower(), error=error.description), error.code or 400
 
 
 @bp.errorhandler(SQLAlchemyError)
@@ -104,12 +113,15 @@ def _stored_reply(result: IntakeResult) -> dict[str, Any]:
     return {"status": "stored", "outcome": result.outcome.value, "payment_status": result.status.value}
 
 
-def _review(sender: str, text: str, reason: str) -> None:
-    """Keep a payment notification we could not read for staff review (never dropped)."""
-    session = db()
-    store_unparsed(session, None, sender, text, reason)
-    session.commit()
-    log.warning("payment notification from %s kept for review: %s", sender, reason)
+def reject(source: str, body: bytes, reason: str, status: int = 400, device_id: int | None = None) -> None:
+    """Keep a payment notification we refused for staff review (once per raw body); never dropped."""
+    keep_rejected(db(), source, body, reason, status, content_type=request.content_type, device_id=device_id)
+    log.warning("payment notification to %s refused (%s) and kept for review: %s", source, status, reason)
+
+
+def _invalid(source: str, body: bytes, exc: InputError, device_id: int | None = None) -> ResponseReturnValue:
+    reject(source, body, str(exc), 400, device_id)
+    return jsonify(status="invalid", error=str(exc)), 400
 
 
 @bp.post("/payments/wave")
@@ -121,24 +133,22 @@ def wave() -> ResponseReturnValue:
     signed = verify_wave_signature(request.headers.get("Wave-Signature"), body, current.WAVE_WEBHOOK_SECRET)
     if not signed and not verify_wave_bearer(request.headers.get("Authorization"), current.WAVE_SHARED_SECRET):
         return jsonify(status="unauthorized"), 401
-    raw = body.decode("utf-8", errors="replace")
     try:
-        report = wave_report(_writer(), load_json(body), raw)
-    except PayloadError as exc:
-        _review("wave", raw, f"wave event unreadable: {exc}")
-        return jsonify(status="review"), 200
+        report = wave_report(_writer(), load_json(body), body.decode("utf-8"))
+    except InputError as exc:
+        return _invalid("wave", body, exc)
     if report is None:
         return jsonify(status="ignored"), 200
     return jsonify(_stored_reply(_store(report))), 200
 
 
 @bp.post("/payments/daraja/validate")
-@callback
+@daraja_callback
 def daraja_validate() -> ResponseReturnValue:
     """Accept a C2B payment whose BillRefNumber names an open request, household, member or network."""
     try:
         payload = load_json(request.get_data())
-    except PayloadError:
+    except InputError:
         return jsonify(DARAJA_REJECT_OTHER)
     if not isinstance(payload, dict):
         return jsonify(DARAJA_REJECT_OTHER)
@@ -151,16 +161,15 @@ def daraja_validate() -> ResponseReturnValue:
 
 
 @bp.post("/payments/daraja/confirm")
-@callback
+@daraja_callback
 def daraja_confirm() -> ResponseReturnValue:
-    """Store a C2B confirmation (Safaricom does not retry: an unreadable one is kept for review)."""
+    """Store a C2B confirmation (Safaricom does not retry: an unreadable one is answered 400 and kept for review)."""
     body = request.get_data()
-    raw = body.decode("utf-8", errors="replace")
     try:
-        report = daraja_report(_writer(), load_json(body), raw)
-    except PayloadError as exc:
-        _review("daraja", raw, f"C2B confirmation unreadable: {exc}")
-        return jsonify(DARAJA_ACCEPTED)
+        report = daraja_report(_writer(), load_json(body), body.decode("utf-8"))
+    except InputError as exc:
+        reject("daraja_confirm", body, str(exc))
+        return jsonify({**DARAJA_REJECT_OTHER, "error": str(exc)}), 400
     _store(report)
     return jsonify(DARAJA_ACCEPTED)
 
@@ -173,29 +182,45 @@ def sandbox() -> ResponseReturnValue:
         abort(404)
     body = request.get_data()
     try:
-        report = sandbox_report(_writer(), load_json(body), body.decode("utf-8", errors="replace"))
-    except PayloadError as exc:
+        report = sandbox_report(_writer(), load_json(body), body.decode("utf-8"))
+    except InputError as exc:
         return jsonify(status="invalid", error=str(exc)), 400
     return jsonify(_stored_reply(_store(report))), 200
 
 
 @bp.post("/payments/sms-forward")
-@callback
+@device_callback
 def sms_forward() -> ResponseReturnValue:
-    """Store an operator text forwarded by a registered collection device: a payment, or kept for review."""
+    """Store an operator text forwarded by a collection device with its own key: a payment, or kept for review."""
     body = request.get_data()
-    raw = body.decode("utf-8", errors="replace")
+    session = db()
     try:
         payload = load_json(body)
         if not isinstance(payload, dict):
             raise PayloadError("body must be an object")
-        session = _writer()
-        device = find_device(session, payload.get("device"))
-        if device is None:
-            return jsonify(status="forbidden", error="unknown device"), 403
-        intake = take_forwarded_text(session, operator_patterns(settings().OPERATOR_SMS_FILE), device, payload, raw)
-    except PayloadError as exc:
-        return jsonify(status="invalid", error=str(exc)), 400
+        claimed = check_text(payload.get("device"), "device", 80) or None
+    except InputError as exc:
+        payload, claimed = None, None
+        problem: InputError | None = exc
+    else:
+        problem = None
+    auth = authenticate_device(session, bearer_key(request.headers.get("Authorization")), claimed)
+    if auth.verdict is not KeyVerdict.OK or auth.device is None:
+        if auth.device is None:
+            return jsonify(status="forbidden", error=auth.verdict.value), 403
+        # A registered phone without its current key (rotated, revoked, or never re-keyed): kept for review.
+        reject("sms_forward", body, auth.verdict.value, 403, device_id=auth.device.id)
+        return jsonify(status="forbidden", error=auth.verdict.value), 403
+    device = auth.device
+    if problem is not None:
+        return _invalid("sms_forward", body, problem, device.id)
+    session.rollback()
+    begin_write(session)  # a writer from here (SQLite): the device reloads in this transaction
+    try:
+        patterns = operator_patterns(settings().OPERATOR_SMS_FILE)
+        intake = take_forwarded_text(session, patterns, device, payload, body.decode("utf-8"))
+    except InputError as exc:
+        return _invalid("sms_forward", body, exc, device.id)
     forwarded = intake.forwarded
     if intake.result is None:
         session.commit()
@@ -209,11 +234,16 @@ def sms_forward() -> ResponseReturnValue:
 @bp.get("/api/payments/<provider>/<path:provider_txn_id>")
 def payment_status(provider: str, provider_txn_id: str) -> ResponseReturnValue:
     """Answer a facility's or auditor's question: where is this operator transaction? (Bearer API token)."""
-    scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
+    from handlers.api import require_token
+
+    token = require_token()
     session = db()
-    token = authenticate_token(session, presented.strip()) if scheme.lower() == "bearer" else None
-    if token is None:
-        return jsonify(error="unauthorized"), 401, {"WWW-Authenticate": "Bearer"}
+    try:
+        provider = check_text(provider, "provider", 40, required=True)
+        provider_txn_id = check_text(provider_txn_id, "provider_txn_id", 80, required=True)
+    except InputError as exc:
+        session.commit()  # the token's use
+        return jsonify(error="Bad Request", detail=str(exc)), 400
     view = payment_view(session, provider, provider_txn_id)
     log.info(
         "payment lookup by %s: %s/%s → %s", token.facility, provider, provider_txn_id, view.status if view else 404

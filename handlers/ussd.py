@@ -10,6 +10,8 @@ or 413 as before.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -25,6 +27,8 @@ from menus import conversation, records
 from menus.data import DatabaseData
 from menus.render import apology
 from menus.session_store import SessionStore, connect
+from models.inputs import InputError, check_text
+from models.rejections import keep_rejected
 
 bp = Blueprint("ussd", __name__)
 log = logging.getLogger(__name__)
@@ -39,7 +43,14 @@ URL_QUOTE_ERRORS = "werkzeug.url_quote"
 def session_store() -> SessionStore:
     """Return the USSD session store on the app's Redis (fail-fast client)."""
     config = settings()
-    return SessionStore(connect(config.REDIS_URL, config.USSD_REDIS_TIMEOUT_MS / 1000), config.USSD_SESSION_TTL)
+    client = connect(config.REDIS_URL, config.USSD_REDIS_TIMEOUT_MS / 1000)
+    return SessionStore(client, config.USSD_SESSION_TTL, session_text_key(config.SECRET_KEY))
+
+
+@functools.lru_cache(maxsize=4)
+def session_text_key(secret_key: str) -> bytes:
+    """Return the key of the USSD sessions' text digests, derived from the app's secret key."""
+    return hashlib.sha256(b"ussd-session-text\0" + secret_key.encode()).digest()
 
 
 def _text(body: str) -> Response:
@@ -78,17 +89,51 @@ def ussd() -> ResponseReturnValue:
     return _text(answer_form(form))
 
 
+# The end-of-session fields and how long each may be (`input` and `lastAppResponse` are whole sessions).
+EVENT_LIMITS = {
+    "date": 40,
+    "sessionId": 80,
+    "serviceCode": 40,
+    "networkCode": 10,
+    "phoneNumber": 20,
+    "status": 20,
+    "cost": 32,
+    "durationInMillis": 12,
+    "hopsCount": 6,
+    "input": 4000,
+    "lastAppResponse": 2000,
+    "errorMessage": 500,
+}
+
+
+def read_event(form: Mapping[str, str]) -> dict[str, str]:
+    """Return AT's end-of-session fields checked (InputError naming a field that cannot be stored)."""
+    values = {}
+    for name, limit in EVENT_LIMITS.items():
+        values[name] = check_text(form.get(name, ""), name, limit, required=name == "sessionId", multiline=True)
+    for name in ("durationInMillis", "hopsCount"):
+        if values[name] and not (values[name].isascii() and values[name].isdigit()):
+            raise InputError(f"{name} must be a whole number")
+    return values
+
+
 @bp.post("/ussd/events")
 @callback
 def ussd_events() -> ResponseReturnValue:
     """Store AT's end-of-session notification with secrets masked and clear the session."""
+    try:
+        event = read_event(request.form)
+    except InputError as exc:
+        keep_rejected(db(), "ussd_events", request.get_data(), str(exc), 400, content_type=request.content_type)
+        log.warning("ussd events: refused and kept for review: %s", exc)
+        return _text(str(exc)), 400
     try:
         store = session_store()
     except Exception as exc:  # noqa: BLE001 - a bad Redis URL must not lose the record
         log.warning("ussd events: no session store: %s", type(exc).__name__)
         store = None
     try:
-        records.record_session_end(db(), store, request.form)
+        records.record_session_end(db(), store, event)
     except Exception as exc:  # noqa: BLE001
         log.warning("ussd events: not stored: %s", type(exc).__name__)
         return _text("not stored"), 503

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from menus.engine import Effect, Reply, State, new_state, secret_hops_after, step
 from menus.render import DEFAULT_LANGUAGE, apology
-from menus.session_store import SessionStore, StoredSession
+from menus.session_store import SessionStore, StoredSession, mask_inputs
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,7 @@ def effect_key(session_id: str, hop: int, path: str, secret_hops: Iterable[int] 
     return f"ussd:{sid}:{hop}:{digest}"
 
 
-def mask_secrets(path: str, secret_hops: Iterable[int]) -> str:
-    """Return the inputs with those typed on secret hops (1 is the first input) replaced by a mask."""
-    secret = set(secret_hops)
-    if not secret or not path:
-        return path
-    return "*".join("x" if index in secret else part for index, part in enumerate(path.split("*"), start=1))
+mask_secrets = mask_inputs  # the inputs typed on secret hops masked: effect keys and stored sessions alike
 
 
 @dataclass
@@ -109,11 +104,10 @@ def answer_hop(hop: Hop, store: SessionStore, data: MenuData, progress: Progress
     stored = store.load(hop.session_id) if hop.text else None
     if stored is not None and stored.state.phone == hop.phone:
         progress.language = stored.language
-        if stored.text == hop.text:
+        added = stored.added_inputs(hop.text, store.key)
+        if added == []:
             return stored.reply
-        extra = new_input(stored.text, hop.text)
-        if extra is not None:
-            added = extra.split("*")
+        if added is not None:
             if stored.state.hop + len(added) > MAX_HOPS:
                 raise SessionTooLong(hop.session_id)
             state, path = stored.state, stored.text
@@ -121,7 +115,7 @@ def answer_hop(hop: Hop, store: SessionStore, data: MenuData, progress: Progress
                 path = f"{path}*{user_input}" if path else user_input
                 reply, state = _advance(hop, state, user_input, path, data, progress, render=index == len(added))
             if progress.worked or len(added) >= SAVE_AFTER_INPUTS:
-                store.save(hop.session_id, StoredSession(state, hop.text, reply.text))
+                store.save(hop.session_id, StoredSession.at(state, hop.text, reply.text, store.key))
             return reply.text
     inputs = split_inputs(hop.text)
     if len(inputs) > MAX_HOPS:
@@ -130,23 +124,22 @@ def answer_hop(hop: Hop, store: SessionStore, data: MenuData, progress: Progress
     for index, user_input in enumerate(inputs, start=1):
         path = "*".join(inputs[:index])
         reply, state = _advance(hop, state, user_input, path, data, progress, render=index == len(inputs))
-    store.save(hop.session_id, StoredSession(state, hop.text, reply.text))
+    store.save(hop.session_id, StoredSession.at(state, hop.text, reply.text, store.key))
     return reply.text
 
 
-def state_at(stored: StoredSession, text: str) -> State | None:
+def state_at(stored: StoredSession, text: str, key: bytes = b"") -> State | None:
     """Return the session's state at `text`: the inputs typed since the stored one replayed without data.
 
     For the end-of-session record (its last screen, its secret hops): the pure engine only, no data loaded
     and no effect applied, so it is None when `text` does not extend the stored text or a screen on the way
     needs data the session has not read.
     """
-    if text == stored.text:
-        return stored.state
-    extra = new_input(stored.text, text)
-    if extra is None:
+    added = stored.added_inputs(text, key)
+    if added is None:
         return None
-    added = extra.split("*")
+    if not added:
+        return stored.state
     if stored.state.hop + len(added) > MAX_HOPS:
         return None
     state = stored.state

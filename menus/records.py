@@ -18,6 +18,7 @@ from models.messaging import UssdSessionRecord
 log = logging.getLogger(__name__)
 
 SECRET_RUN_RE = re.compile(r"(?<!\d)\d{4,8}(?!\d)")
+SEPARATORS_RE = re.compile(r"[\s./\-]")
 # Not "*": that is AT's separator of inputs.
 MASK = "xxxx"
 EVENT_FIELDS = (
@@ -48,7 +49,13 @@ def mask_input(text: str, secret_hops: Iterable[int] | None) -> str:
     if secret_hops is not None:
         secret = set(secret_hops)
         return "*".join(MASK if index in secret and part else part for index, part in enumerate(parts, start=1))
-    return "*".join(SECRET_RUN_RE.sub(MASK, part) for part in parts)
+    return "*".join(MASK if _spaced_secret(part) else SECRET_RUN_RE.sub(MASK, part) for part in parts)
+
+
+def _spaced_secret(part: str) -> bool:
+    """Return whether an input is 4 to 8 digits once spaces and date separators are removed ("4 8 2 1")."""
+    digits = SEPARATORS_RE.sub("", part)
+    return 4 <= len(digits) <= 8 and digits.isdigit() and digits != part
 
 
 def _int(value: str | None) -> int | None:
@@ -81,7 +88,7 @@ def record_session_end(session: Session, store: SessionStore | None, form: Mappi
             log.warning("ussd events: could not clear session %s: %s", session_id, type(exc).__name__)
     raw_input = form.get("input", "")
     # The stored state may be a few inputs behind (navigation hops are not saved): catch up without data.
-    state = state_at(stored, raw_input) if stored is not None else None
+    state = state_at(stored, raw_input, store.key) if stored is not None and store is not None else None
     secret_hops = state.secret_hops if state is not None else None
     masked = mask_input(raw_input, secret_hops)
     raw: dict[str, Any] = {name: form.get(name, "") for name in EVENT_FIELDS}

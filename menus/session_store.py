@@ -2,14 +2,21 @@
 
 The value holds the engine state (with the cached phone → household data), the language, the `text` it was
 saved at and that hop's reply, so a duplicate hop is answered from it and a normal hop needs no database at
-all. It is written only when it must be (see `menus.conversation`): a navigation hop replays its input over
-the stored state instead, so it costs one Redis round trip, the `GETEX` that reads the value and renews its TTL.
+all. The `text` is kept with the inputs typed on secret screens (PINs, dates of birth) masked, beside a keyed
+digest (HMAC-SHA256 with the app's secret key) of the text as typed: a later hop is recognised as the same text
+or its extension by that digest, so no PIN or date of birth is ever written to Redis, and a 4-digit PIN cannot
+be found by hashing the 10,000 candidates without the key. It is written only when it must be (see
+`menus.conversation`): a navigation hop replays its input over the stored state instead, so it costs one Redis
+round trip, the `GETEX` that reads the value and renews its TTL.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,37 +71,80 @@ def connect(url: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Redis:
     return client
 
 
+SECRET_MASK = "x"  # not "*": that is AT's separator of inputs
+
+
+def mask_inputs(path: str, secret_hops: Iterable[int]) -> str:
+    """Return the inputs with those typed on secret hops (1 is the first input) replaced by a mask."""
+    secret = set(secret_hops)
+    if not secret or not path:
+        return path
+    return "*".join(SECRET_MASK if index in secret else part for index, part in enumerate(path.split("*"), start=1))
+
+
+def text_digest(key: bytes, text: str) -> str:
+    """Return the keyed digest of an AT `text` as typed."""
+    return hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+
+
+def _inputs(text: str) -> list[str]:
+    return text.split("*") if text else []
+
+
 @dataclass
 class StoredSession:
-    """What a session keeps between hops."""
+    """What a session keeps between hops: the state, the text (secrets masked) and its keyed digest, the reply."""
 
     state: State
     text: str
     reply: str
+    digest: str = ""
+
+    @classmethod
+    def at(cls, state: State, text: str, reply: str, key: bytes) -> StoredSession:
+        """Return the session as it is stored after the hop whose AT `text` this is."""
+        return cls(state, mask_inputs(text, state.secret_hops), reply, text_digest(key, text))
 
     @property
     def language(self) -> str:
         """Return the session's language."""
         return self.state.lang
 
+    def added_inputs(self, text: str, key: bytes) -> list[str] | None:
+        """Return the inputs `text` adds to the stored one ([] for the same text), None when it does not extend it."""
+        stored_count = len(_inputs(self.text))
+        typed = _inputs(text)
+        if len(typed) < stored_count:
+            return None
+        if not hmac.compare_digest(text_digest(key, "*".join(typed[:stored_count])), self.digest):
+            return None
+        return typed[stored_count:]
+
     def dumps(self) -> str:
         """Return the session as compact JSON."""
-        value = {"state": self.state.to_dict(), "lang": self.state.lang, "text": self.text, "reply": self.reply}
+        value = {
+            "state": self.state.to_dict(),
+            "lang": self.state.lang,
+            "text": self.text,
+            "digest": self.digest,
+            "reply": self.reply,
+        }
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def loads(cls, raw: bytes | str) -> StoredSession:
-        """Return the session stored by `dumps`."""
+        """Return the session stored by `dumps` (one without a digest never matches a later hop)."""
         value: dict[str, Any] = json.loads(raw)
-        return cls(State.from_dict(value["state"]), str(value["text"]), str(value["reply"]))
+        return cls(State.from_dict(value["state"]), str(value["text"]), str(value["reply"]), str(value["digest"]))
 
 
 class SessionStore:
     """Load (renewing the TTL), save and clear USSD sessions; each call is one Redis round trip."""
 
-    def __init__(self, client: Redis, ttl: int = DEFAULT_TTL_SECONDS) -> None:
+    def __init__(self, client: Redis, ttl: int = DEFAULT_TTL_SECONDS, key: bytes = b"") -> None:
         self.client = client
         self.ttl = ttl
+        self.key = key  # of the text digests (the app's secret key)
 
     def load(self, session_id: str) -> StoredSession | None:
         """Return the stored session, or None when there is none (never started, expired, or lost).

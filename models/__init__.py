@@ -1,11 +1,12 @@
 """Tables and domain rules. Importing this package registers every table on `Base.metadata`."""
 
-from models.access import Agent, ApiToken, CollectionDevice, EffectKey, EligibilityCheck, StaffUser
+from models.access import Agent, ApiToken, CollectionDevice, EffectKey, EligibilityCheck, StaffSession, StaffUser
 from models.base import Base
 from models.household import Account, Household, HouseholdEvent, Member, Network
 from models.messaging import DeliveryReport, Message, UssdSessionRecord
 from models.money import Allocation, CoveragePeriod, LedgerEntry
 from models.payment import Payment, PaymentEvidence, PaymentRequest, ReconciliationEvent, UnparsedForward
+from models.rejections import RejectedCallback
 from models.scheme import PaymentChannel, Plan, PremiumBand, Scheme, SubsidyCategory
 from models.statement import StatementBreak, StatementImport, StatementLine
 
@@ -33,7 +34,9 @@ __all__ = [
     "Plan",
     "PremiumBand",
     "ReconciliationEvent",
+    "RejectedCallback",
     "Scheme",
+    "StaffSession",
     "StaffUser",
     "StatementBreak",
     "StatementImport",

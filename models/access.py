@@ -23,6 +23,18 @@ class StaffUser(Base):
     last_login_at: Mapped[datetime | None]
 
 
+class StaffSession(Base):
+    """One signed-in admin session; signing out ends it here, whatever the cookie still says."""
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+
+
 class Agent(Base):
     """A health-facility agent who checks coverage from a phone with a PIN."""
 
@@ -52,6 +64,9 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # Requests answered with this token, and those refused by its rate limit (429).
+    request_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    limited_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class CollectionDevice(Base):
@@ -67,6 +82,13 @@ class CollectionDevice(Base):
     trusted: Mapped[bool] = mapped_column(default=False)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Its secret key (`Authorization: Bearer <key>` on /payments/sms-forward), shown once, kept as a SHA-256.
+    key_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str | None] = mapped_column(String(12))
+    key_issued_at: Mapped[datetime | None]
+    key_revoked_at: Mapped[datetime | None]
+    # The key it had before the last rotation or revocation: a forward with it is "on an old key".
+    previous_key_hash: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class EligibilityCheck(Base):

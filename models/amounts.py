@@ -12,6 +12,10 @@ from models.scheme import Scheme
 from models.scheme_file import CURRENCY_EXPONENTS
 
 _AMOUNT_RE = re.compile(r"^\d[\d.,' ]*$")
+MAX_AMOUNT_TEXT = 32  # "1 000 000 000 000,00" and then some; longer is not an amount
+# At most 10^15 major units (any currency): checked on the exponent before any arithmetic, so a huge number
+# (`1e999999`, 5,000 digits) is refused at once instead of being expanded; minor units stay within BIGINT.
+MAX_MAJOR_DIGITS = 15
 
 
 class AmountError(ValueError):
@@ -27,11 +31,21 @@ def parse_amount(raw: str | int | Decimal, exponent: int) -> int:
     if isinstance(raw, bool):
         raise AmountError("not an amount")
     if isinstance(raw, int):
+        if abs(raw) >= 10 ** (MAX_MAJOR_DIGITS + 1):
+            raise AmountError("the amount is too large")
         value = Decimal(raw)
     elif isinstance(raw, Decimal):
         value = raw
     else:
+        if len(raw) > MAX_AMOUNT_TEXT:
+            raise AmountError(f"{raw[:MAX_AMOUNT_TEXT]!r}… is not an amount")
         value = Decimal(_canonical(raw))
+    if not value.is_finite():
+        raise AmountError("not an amount")
+    if value and value.adjusted() > MAX_MAJOR_DIGITS:
+        raise AmountError("the amount is too large")
+    if len(value.as_tuple().digits) > MAX_MAJOR_DIGITS + 10 or not 0 <= exponent <= 6:
+        raise AmountError(f"{raw!r} has more decimals than the currency allows")
     minor = value.scaleb(exponent)
     if minor != minor.to_integral_value():
         raise AmountError(f"{raw!r} has more decimals than the currency allows")

@@ -11,6 +11,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from models.base import Base, EvidenceSource, Money, PaymentStatus, RequestStatus, utcnow
 from models.household import Household, Network
 
+PAYER_MAX = 128
+TXN_ID_MAX = 80
+REFERENCE_MAX = 120
+
 
 class PaymentRequest(Base):
     """A reference (6 digits + check digit) handed to a payer so the payment matches exactly."""
@@ -61,11 +65,12 @@ class Payment(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider: Mapped[str] = mapped_column(String(40))
-    provider_txn_id: Mapped[str] = mapped_column(String(80))
+    provider_txn_id: Mapped[str] = mapped_column(String(TXN_ID_MAX))
     amount: Mapped[int] = mapped_column(Money)
     currency: Mapped[str] = mapped_column(String(3))
-    payer_phone: Mapped[str | None] = mapped_column(String(32), index=True)
-    account_reference: Mapped[str | None] = mapped_column(String(120))
+    # A phone, or whatever identifies the payer as the operator sends it (Safaricom: a 64-hex SHA-256 MSISDN).
+    payer_phone: Mapped[str | None] = mapped_column(String(PAYER_MAX), index=True)
+    account_reference: Mapped[str | None] = mapped_column(String(REFERENCE_MAX))
     paid_at: Mapped[datetime] = mapped_column(index=True)
     fields_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[PaymentStatus] = mapped_column(default=PaymentStatus.RECEIVED)

@@ -19,32 +19,52 @@ from models.access import CollectionDevice
 from models.amounts import AmountError, currency_exponent, parse_amount
 from models.base import EvidenceSource, RequestStatus, utcnow
 from models.household import Household, Member, Network
+from models.inputs import InputError, check_text, load_json_body
 from models.operator_sms import OperatorPatterns, default_patterns, load_patterns, read_text
-from models.payment import PaymentRequest
+from models.payment import PAYER_MAX, REFERENCE_MAX, TXN_ID_MAX, PaymentRequest
 from models.payment_intake import IntakeResult, Report, clean_reference, record_report, store_unparsed
 from models.references import is_valid_reference
 
 WAVE_SIGNATURE_TOLERANCE_SECONDS = 300
 WAVE_PAYMENT_EVENTS = frozenset({"merchant.payment_received", "checkout.session.completed"})
+MAX_FORWARDED_TEXT = 2000  # a few concatenated SMS; an operator confirmation is one
 DARAJA_TIMEZONE = ZoneInfo("Africa/Nairobi")  # Safaricom's TransTime is Kenya local time
 
 
-class PayloadError(ValueError):
+class PayloadError(InputError):
     """A payload that cannot be read as a payment; the message says which field."""
 
 
 def load_json(body: bytes) -> Any:
-    """Return the JSON body with decimals read as Decimal, never float."""
+    """Return the JSON body with decimals read as Decimal (never float), numbers bounded; PayloadError otherwise."""
     try:
-        return json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError("body is not JSON") from exc
+        return load_json_body(body)
+    except InputError as exc:
+        raise PayloadError(str(exc)) from exc
 
 
 def _field(data: Any, name: str) -> Any:
     if not isinstance(data, dict) or data.get(name) in (None, ""):
         raise PayloadError(f"{name} is required")
     return data[name]
+
+
+def _text(data: Any, name: str, max_length: int, required: bool = False, label: str | None = None) -> str | None:
+    """Return a text field of an object, bounded and free of control characters; None when absent or blank."""
+    value = data.get(name) if isinstance(data, dict) else None
+    if isinstance(value, dict | list):
+        raise PayloadError(f"{label or name} must be a string")
+    try:
+        text = check_text(value, label or name, max_length, required=required)
+    except InputError as exc:
+        raise PayloadError(str(exc)) from exc
+    return text or None
+
+
+def _required_text(data: Any, name: str, max_length: int, label: str | None = None) -> str:
+    text = _text(data, name, max_length, required=True, label=label)
+    assert text is not None
+    return text
 
 
 def _amount(session: Session, raw: Any, currency: str, name: str = "amount") -> int:
@@ -62,12 +82,21 @@ def _iso_time(value: Any) -> datetime:
     if not isinstance(value, str) or not value:
         return utcnow()
     try:
+        if len(value) > 40:
+            raise ValueError(value)
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise PayloadError(f"bad timestamp {value!r}") from exc
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError) as exc:
+        raise PayloadError(f"bad timestamp {value[:40]!r}") from exc
     return parsed
+
+
+def _currency(data: Any) -> str:
+    currency = _required_text(data, "currency", 3).upper()
+    if not currency.isascii() or not currency.isalpha() or len(currency) != 3:
+        raise PayloadError("currency must be a three-letter code")
+    return currency
 
 
 # ---------------------------------------------------------------- Wave
@@ -90,7 +119,9 @@ def verify_wave_signature(
             timestamp = value
         elif key == "v1" and value:
             signatures.append(value.lower())
-    if timestamp is None or not timestamp.isdigit() or not signatures:
+    if timestamp is None or not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        return False
+    if not signatures:
         return False
     age = (time.time() if now is None else now) - int(timestamp)
     if age > tolerance or age < -tolerance:
@@ -119,28 +150,29 @@ def wave_report(session: Session, event: Any, raw: str) -> Report | None:
     if kind not in WAVE_PAYMENT_EVENTS:
         return None
     data = _field(event, "data")
-    currency = str(_field(data, "currency")).upper()
+    if not isinstance(data, dict):
+        raise PayloadError("data must be an object")
+    currency = _currency(data)
     if kind == "checkout.session.completed":
         if data.get("payment_status") != "succeeded":
             return None
-        txn_id = str(_field(data, "transaction_id"))
-        reference = data.get("client_reference")
-        payer = data.get("sender_mobile")
+        txn_id = _required_text(data, "transaction_id", TXN_ID_MAX)
+        reference = _text(data, "client_reference", REFERENCE_MAX)
         paid_at = _iso_time(data.get("when_completed"))
     else:
-        txn_id = str(_field(data, "id"))
+        txn_id = _required_text(data, "id", TXN_ID_MAX)
         custom = data.get("custom_fields") or {}
-        reference = custom.get("reference") if isinstance(custom, dict) else None
-        reference = reference or data.get("client_reference")
-        payer = data.get("sender_mobile")
+        reference = _text(custom, "reference", REFERENCE_MAX, label="custom_fields.reference")
+        reference = reference or _text(data, "client_reference", REFERENCE_MAX)
         paid_at = _iso_time(data.get("when_created"))
+    payer = _text(data, "sender_mobile", PAYER_MAX)
     return Report(
         provider="wave",
         provider_txn_id=txn_id,
         amount=_amount(session, _field(data, "amount"), currency),
         currency=currency,
-        payer_phone=str(payer) if payer else None,
-        reference=str(reference) if reference else None,
+        payer_phone=payer,
+        reference=reference,
         paid_at=paid_at,
         source=EvidenceSource.WEBHOOK,
         route=f"wave:{kind}",
@@ -153,23 +185,25 @@ def wave_report(session: Session, event: Any, raw: str) -> Report | None:
 
 def daraja_report(session: Session, payload: Any, raw: str) -> Report:
     """Return the payment of a Daraja C2B confirmation (amount "350.00" KES → 35000)."""
-    txn_id = str(_field(payload, "TransID"))
+    if not isinstance(payload, dict):
+        raise PayloadError("body must be an object")
+    txn_id = _required_text(payload, "TransID", TXN_ID_MAX)
     paid_at = utcnow()
-    trans_time = str(payload.get("TransTime") or "")
+    trans_time = _text(payload, "TransTime", 14) or ""
     if trans_time:
         try:
             local = datetime.strptime(trans_time, "%Y%m%d%H%M%S").replace(tzinfo=DARAJA_TIMEZONE)
         except ValueError as exc:
             raise PayloadError(f"bad TransTime {trans_time!r}") from exc
         paid_at = local.astimezone(UTC).replace(tzinfo=None)
-    msisdn = payload.get("MSISDN")
     return Report(
         provider="mpesa",
         provider_txn_id=txn_id,
         amount=_amount(session, _field(payload, "TransAmount"), "KES", "TransAmount"),
         currency="KES",
-        payer_phone=str(msisdn) if msisdn else None,  # masked or hashed by Safaricom: stored as is
-        reference=str(payload.get("BillRefNumber") or "") or None,
+        # Masked or hashed (a 64-hex SHA-256) by Safaricom: stored in full, as sent.
+        payer_phone=_text(payload, "MSISDN", PAYER_MAX),
+        reference=_text(payload, "BillRefNumber", REFERENCE_MAX),
         paid_at=paid_at,
         source=EvidenceSource.WEBHOOK,
         route="daraja:confirm",
@@ -213,14 +247,16 @@ def is_known_account(session: Session, reference: str | None) -> bool:
 
 def sandbox_report(session: Session, payload: Any, raw: str) -> Report:
     """Return the payment of a sandbox notification `{txn_id, amount, currency, phone, reference}`."""
-    currency = str(_field(payload, "currency")).upper()
+    if not isinstance(payload, dict):
+        raise PayloadError("body must be an object")
+    currency = _currency(payload)
     return Report(
         provider="sandbox",
-        provider_txn_id=str(_field(payload, "txn_id")),
+        provider_txn_id=_required_text(payload, "txn_id", TXN_ID_MAX),
         amount=_amount(session, _field(payload, "amount"), currency),
         currency=currency,
-        payer_phone=str(payload["phone"]) if payload.get("phone") else None,
-        reference=str(payload["reference"]) if payload.get("reference") else None,
+        payer_phone=_text(payload, "phone", PAYER_MAX),
+        reference=_text(payload, "reference", REFERENCE_MAX),
         paid_at=_iso_time(payload.get("paid_at")),
         source=EvidenceSource.WEBHOOK,
         route="sandbox",
@@ -258,8 +294,13 @@ def forwarded_text(
     session: Session, patterns: OperatorPatterns, device: CollectionDevice, payload: Any, raw: str
 ) -> ForwardedText:
     """Read a forwarded operator text into a provisional (or, from a trusted device, confirmed) payment."""
-    sender = str(_field(payload, "sender")).strip()
-    text = str(_field(payload, "text"))
+    sender = _required_text(payload, "sender", 40)
+    if isinstance(payload.get("text"), dict | list):
+        raise PayloadError("text must be a string")
+    try:
+        text = check_text(payload.get("text"), "text", MAX_FORWARDED_TEXT, required=True, multiline=True)
+    except InputError as exc:
+        raise PayloadError(str(exc)) from exc
     verdict = read_text(patterns, sender, text, list(device.operator_senders or []))
     if verdict.parsed is None:
         return ForwardedText(device, sender, text, None, verdict.reason, verdict.not_a_payment)

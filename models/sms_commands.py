@@ -88,6 +88,10 @@ _DIGITS_DATE_RE = re.compile(r"^(\d{2})(\d{2})(\d{4})$")
 _SECRET_RE = re.compile(r"(?<![\w\-])(\d{4,8}|\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4})(?![\w\-])")
 
 
+# The keyword and the member number as typed: the first two words.
+_COMMAND_HEAD_RE = re.compile(r"^\s*[^\s,;]+[\s,;]+[^\s,;]+")
+
+
 @dataclass(frozen=True)
 class Command:
     """A parsed SMS: what to do and its arguments; `problem` says what is missing or malformed."""
@@ -181,6 +185,12 @@ def _check(args: list[str]) -> Command:
 def mask_secrets(text: str) -> str:
     """Return the text as it may be stored: PINs and dates of birth replaced by `xxxx`, amounts of PAY kept."""
     words = tokens(text)
-    if words and KEYWORDS.get(words[0]) is CommandKind.PAY:
+    kind = KEYWORDS.get(words[0]) if words else None
+    if kind is CommandKind.PAY:
         return text
+    if kind in (CommandKind.CHECK, CommandKind.STATUS):
+        # Whatever follows the member number is the PIN or the date of birth, however it is typed ("4 8 2 1").
+        head = _COMMAND_HEAD_RE.match(text)
+        if head is not None and text[head.end() :].strip():
+            return head.group(0) + " " + MASK
     return _SECRET_RE.sub(MASK, text)
