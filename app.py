@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter, Map
 
 import extensions
 from config import INSTANCE_DIR, Settings
@@ -21,6 +22,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     INSTANCE_DIR.mkdir(exist_ok=True)
 
     app = Flask(__name__, instance_path=str(INSTANCE_DIR))
+    # `<int:…>` ids beyond a 32-bit INTEGER are no row (404), not a database error.
+    app.url_map.converters["int"] = BoundedIntConverter
     app.config.update(settings.as_flask_config())
     extensions.init_app(app, settings)
 
@@ -32,6 +35,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     install_fast_path(app)
     return app
+
+
+class BoundedIntConverter(IntegerConverter):
+    """Werkzeug's `int` converter limited to what an INTEGER id column holds."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -58,6 +69,7 @@ def register_commands(app: Flask) -> None:
         members.members_group,
         access.api_token_group,
         access.agents_group,
+        access.devices_group,
         demo.demo_group,
         ussd.ussd_command,
         payments.payments_group,

@@ -1,4 +1,4 @@
-"""`flask --app app api-token …` and `agents …`: facility access to coverage checks."""
+"""`flask --app app api-token …`, `agents …` and `devices …`: who may check coverage or forward operator texts."""
 
 from __future__ import annotations
 
@@ -7,8 +7,18 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from extensions import db, settings
+from models.access import CollectionDevice
 from models.agents import AgentError, create_agent, list_agents, unlock_agent
 from models.base import utcnow
+from models.devices import (
+    DeviceError,
+    get_device,
+    issue_device_key,
+    list_devices,
+    parse_senders,
+    register_device,
+    revoke_device_key,
+)
 from models.phones import normalise_phone
 from models.scheme import Scheme
 from models.tokens import TokenError, issue_token, list_tokens, revoke_token
@@ -127,3 +137,81 @@ def list_agents_command() -> None:
         else:
             state = f"active ({agent.failed_attempts} wrong PINs)" if agent.failed_attempts else "active"
         click.echo(f"{agent.phone}\t{agent.facility}\t{agent.name or ''}\t{state}")
+
+
+@click.group("devices")
+def devices_group() -> None:
+    """Collection devices that forward operators' texts, each with its own key."""
+
+
+def _device(ref: str) -> CollectionDevice:
+    try:
+        return get_device(db(), ref)
+    except DeviceError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@devices_group.command("create")
+@click.argument("device_id")
+@click.option("--label", required=True)
+@click.option("--senders", required=True, help="Operator sender names, comma-separated (e.g. OrangeMoney,Wave).")
+@click.option("--scheme", default=None, help="Scheme code the device collects for.")
+@click.option("--trusted", is_flag=True, help="Its texts confirm payments (else they stay provisional).")
+@with_appcontext
+def create_device_command(device_id: str, label: str, senders: str, scheme: str | None, trusted: bool) -> None:
+    """Register a device (its id or E.164 phone) and print its key once; only its hash is kept."""
+    session = db()
+    scheme_id = None
+    if scheme:
+        scheme_id = session.scalar(select(Scheme.id).where(Scheme.code == scheme))
+        if scheme_id is None:
+            raise click.ClickException(f"no scheme {scheme}")
+    try:
+        device, plain = register_device(
+            session,
+            device_key=device_id,
+            label=label,
+            senders=parse_senders(senders),
+            scheme_id=scheme_id,
+            trusted=trusted,
+        )
+    except DeviceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"device {device.device_key} registered; its key, shown once (Authorization: Bearer <key>):")
+    click.echo(plain)
+
+
+@devices_group.command("rotate")
+@click.argument("device_id")
+@with_appcontext
+def rotate_device_command(device_id: str) -> None:
+    """Give DEVICE_ID a new key and print it once; its old key stops working at once."""
+    session = db()
+    device = _device(device_id)
+    plain = issue_device_key(session, device)
+    session.commit()
+    click.echo(f"device {device.device_key} re-keyed; its new key, shown once:")
+    click.echo(plain)
+
+
+@devices_group.command("revoke")
+@click.argument("device_id")
+@with_appcontext
+def revoke_device_command(device_id: str) -> None:
+    """Revoke DEVICE_ID's key: its forwards are refused (kept for review) until it is re-keyed."""
+    session = db()
+    device = _device(device_id)
+    revoke_device_key(session, device)
+    session.commit()
+    click.echo(f"device {device.device_key}: key revoked")
+
+
+@devices_group.command("list")
+@with_appcontext
+def list_devices_command() -> None:
+    """List devices: id, label, key prefix or state, trusted, active."""
+    for device in list_devices(db()):
+        key = f"{device.key_prefix}…" if device.key_hash else ("revoked" if device.key_revoked_at else "no key")
+        trust = "trusted" if device.trusted else "untrusted"
+        click.echo(f"{device.device_key}\t{device.label}\t{key}\t{trust}\t{'active' if device.active else 'inactive'}")

@@ -15,6 +15,7 @@ from models.base import MessageDirection, MessageStatus, PaymentStatus
 from models.household import Household, Network
 from models.messaging import DeliveryReport, Message, UssdSessionRecord
 from models.payment import Payment, ReconciliationEvent
+from models.rejections import RejectedCallback
 from models.scheme import Scheme
 
 T = TypeVar("T")
@@ -239,6 +240,17 @@ def eligibility_checks(
     if facility:
         query = query.where(EligibilityCheck.facility == facility)
     query = query.order_by(EligibilityCheck.created_at.desc(), EligibilityCheck.id.desc())
+    return paginate(session, query, number, per_page)
+
+
+def rejected_callbacks(
+    session: Session, source: str | None = None, number: int = 1, per_page: int = 50
+) -> Page[tuple[RejectedCallback]]:
+    """Return one page of refused callbacks, most recently seen first."""
+    query = select(RejectedCallback)
+    if source:
+        query = query.where(RejectedCallback.source == source)
+    query = query.order_by(RejectedCallback.last_seen_at.desc(), RejectedCallback.id.desc())
     return paginate(session, query, number, per_page)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from models.access import StaffUser
+from models.access import StaffSession, StaffUser
 from models.base import StaffRole, utcnow
 from models.hashing import hash_password, password_needs_rehash, verify_password
 
@@ -112,17 +114,48 @@ def authenticate_staff(session: Session, username: str, password: str) -> StaffU
     return user
 
 
-def session_token(user: StaffUser) -> str:
-    """Return the id Flask-Login keeps in the cookie: the user id bound to the current password hash."""
-    return f"{user.id}:{user.password_hash[-16:]}"
+def session_token(user: StaffUser, secret: str = "") -> str:
+    """Return the id Flask-Login keeps in the cookie: the user, their password hash, and the signed-in session."""
+    return f"{user.id}:{user.password_hash[-16:]}:{secret}"
+
+
+def start_staff_session(session: Session, user: StaffUser) -> str:
+    """Record a new signed-in session of the user and return its cookie token; the caller commits."""
+    secret = secrets.token_urlsafe(24)
+    session.add(StaffSession(user_id=user.id, secret_hash=_secret_hash(secret), created_at=utcnow()))
+    session.flush()
+    return session_token(user, secret)
+
+
+def end_staff_session(session: Session, token: str) -> None:
+    """End the signed-in session a cookie token names (a copy of the cookie no longer works); the caller commits."""
+    secret = token.rpartition(":")[2]
+    if secret:
+        session.execute(
+            update(StaffSession)
+            .where(StaffSession.secret_hash == _secret_hash(secret), StaffSession.ended_at.is_(None))
+            .values(ended_at=utcnow())
+        )
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def user_for_session_token(session: Session, token: str) -> StaffUser | None:
-    """Return the active user a session token names, or None when stale (password changed, user disabled)."""
-    user_id, _, _fingerprint = token.partition(":")
-    if not user_id.isdigit():
+    """Return the active user a session token names, or None when stale (signed out, password changed, disabled)."""
+    user_id, _, rest = token.partition(":")
+    _fingerprint, _, secret = rest.partition(":")
+    if not user_id.isascii() or not user_id.isdigit() or len(user_id) > 12 or not secret:
         return None
     user = session.get(StaffUser, int(user_id))
-    if user is None or not user.active or session_token(user) != token:
+    if user is None or not user.active or session_token(user, secret) != token:
         return None
-    return user
+    live = session.scalar(
+        select(StaffSession.id).where(
+            StaffSession.secret_hash == _secret_hash(secret),
+            StaffSession.user_id == user.id,
+            StaffSession.ended_at.is_(None),
+        )
+    )
+    return user if live is not None else None

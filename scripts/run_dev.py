@@ -15,12 +15,17 @@ from redis import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from config import Settings  # noqa: E402 - the project root is on the path from here
+
 INSTANCE = ROOT / "instance"
 SOCKET = INSTANCE / "redis.sock"
 PIDFILE = INSTANCE / "redis.pid"
 DEMO_ADMIN = "admin"
 # The demo admin's password, generated on the first run and kept so later runs can print it (development only).
 DEMO_ADMIN_PASSWORD_FILE = INSTANCE / "admin-password.txt"
+# The demo collection device's key, issued on the first run and kept so later runs can print it (development only).
+DEMO_DEVICE_KEY_FILE = INSTANCE / "demo-device-key.txt"
 
 
 def redis_answers(url: str) -> bool:
@@ -108,6 +113,53 @@ def demo_admin(env: dict[str, str]) -> tuple[str, str]:
     return DEMO_ADMIN, password
 
 
+def demo_device_key(settings: Settings) -> tuple[str, str] | None:
+    """Return the demo collection device and its key, re-keying it when the kept key is not its current one."""
+    from sqlalchemy.orm import Session
+
+    from models.db import make_engine
+    from models.demo import DEVICE
+    from models.devices import find_device_by_ref, hash_device_key, issue_device_key
+
+    if settings.is_production:
+        return None
+    engine = make_engine(settings.DATABASE_URL)
+    try:
+        with Session(engine) as session:
+            device = find_device_by_ref(session, DEVICE[0])
+            if device is None:
+                return None
+            kept = DEMO_DEVICE_KEY_FILE.read_text(encoding="utf-8").strip() if DEMO_DEVICE_KEY_FILE.exists() else ""
+            if not kept or device.key_hash != hash_device_key(kept):
+                kept = issue_device_key(session, device)
+                session.commit()
+                DEMO_DEVICE_KEY_FILE.write_text(kept + "\n", encoding="utf-8")
+                DEMO_DEVICE_KEY_FILE.chmod(0o600)
+            return device.device_key, kept
+    finally:
+        engine.dispose()
+
+
+def print_callback_urls(settings: Settings, base: str, device: tuple[str, str] | None) -> None:
+    """Print each provider's callback URLs with its own development credential (docs/callbacks.md)."""
+    at = settings.CALLBACK_TOKEN
+    daraja = settings.DARAJA_CALLBACK_TOKEN
+    print("\nCallback URLs, each provider with its own development credential (docs/callbacks.md):")
+    print("  Africa's Talking (CALLBACK_TOKEN):")
+    for path in ("/ussd", "/ussd/events", "/sms/inbound", "/sms/delivery"):
+        print(f"    {base}{path}?token={at}")
+    print("  Safaricom Daraja C2B (DARAJA_CALLBACK_TOKEN):")
+    for path in ("/payments/daraja/validate", "/payments/daraja/confirm"):
+        print(f"    {base}{path}?token={daraja}")
+    print(f"  Wave (signed: Wave-Signature with WAVE_WEBHOOK_SECRET={settings.WAVE_WEBHOOK_SECRET}; no token):")
+    print(f"    {base}/payments/wave")
+    print("  Sandbox payments (development only, CALLBACK_TOKEN):")
+    print(f"    {base}/payments/sandbox?token={at}")
+    if device is not None:
+        print(f"  Collection device {device[0]} (Authorization: Bearer <its key>; kept in instance/):")
+        print(f"    {base}/payments/sms-forward   key {device[1]}")
+
+
 def main() -> None:
     INSTANCE.mkdir(exist_ok=True)
     env = dict(os.environ)
@@ -141,24 +193,9 @@ def main() -> None:
     else:
         raise SystemExit(result.stderr)
 
-    from config import Settings
-
     settings = Settings.from_env(env)
     base = f"http://127.0.0.1:{env['PORT']}"
-    token = settings.CALLBACK_TOKEN
-    print("\nCallback URLs (development token):")
-    for path in (
-        "/ussd",
-        "/ussd/events",
-        "/sms/inbound",
-        "/sms/delivery",
-        "/payments/wave",
-        "/payments/daraja/validate",
-        "/payments/daraja/confirm",
-        "/payments/sandbox",
-        "/payments/sms-forward",
-    ):
-        print(f"  {base}{path}?token={token}")
+    print_callback_urls(settings, base, demo_device_key(settings))
     print(f"Health: {base}/healthz  {base}/readyz")
     if settings.is_production:
         print("Admin web: create staff with `flask --app app admin create-user NAME --role viewer|operator|admin`\n")

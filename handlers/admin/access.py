@@ -10,12 +10,23 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from sqlalchemy import select
 
-from extensions import db
+from extensions import db, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
+from models.access import CollectionDevice
 from models.agents import AgentError, create_agent, list_agents, unlock_agent
 from models.base import StaffRole, utcnow
-from models.devices import DeviceError, list_devices, parse_senders, register_device, set_device_trust
+from models.devices import (
+    DeviceError,
+    get_device,
+    issue_device_key,
+    list_devices,
+    parse_senders,
+    register_device,
+    revoke_device_key,
+    set_device_trust,
+)
+from models.rejections import rejected_counts_by_device
 from models.scheme import Scheme
 from models.staff import StaffError, create_staff_user, deactivate_staff_user, list_staff_users
 from models.tokens import TokenError, issue_token, list_tokens, revoke_token
@@ -132,7 +143,8 @@ def unlock_agent_view(agent_id: int) -> ResponseReturnValue:
 
 
 def _tokens_page(error: str | None = None, status: int = 200, **extra: Any) -> ResponseReturnValue:
-    return _page("admin/tokens.html", error, status, tokens=list_tokens(db()), **extra)
+    rate_limit = settings().API_RATE_LIMIT
+    return _page("admin/tokens.html", error, status, tokens=list_tokens(db()), rate_limit=rate_limit, **extra)
 
 
 @bp.get("/tokens")
@@ -173,28 +185,40 @@ def revoke_token_view(token_id: int) -> ResponseReturnValue:
 # ---------------------------------------------------------------- collection devices
 
 
-def _devices_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
-    schemes = list(db().execute(select(Scheme.id, Scheme.name).order_by(Scheme.name)).tuples())
-    return _page("admin/devices.html", error, status, devices=list_devices(db()), schemes=schemes)
+def _devices_page(error: str | None = None, status: int = 200, **extra: Any) -> ResponseReturnValue:
+    session = db()
+    schemes = list(session.execute(select(Scheme.id, Scheme.name).order_by(Scheme.name)).tuples())
+    refused = rejected_counts_by_device(session)
+    return _page(
+        "admin/devices.html", error, status, devices=list_devices(session), schemes=schemes, refused=refused, **extra
+    )
+
+
+def _key_shown(device: CollectionDevice, plain: str, message: str) -> ResponseReturnValue:
+    """Commit, then show the device's new key on this one response (never cached, never shown again)."""
+    db().commit()
+    log.info("admin: %s (by %s)", message, current_user.username)
+    body, status = _devices_page(None, 200, keyed=device, plain=plain)  # type: ignore[misc]
+    return body, status, {"Cache-Control": "no-store"}
 
 
 @bp.get("/devices")
 @role_required(StaffRole.ADMIN)
 def devices() -> ResponseReturnValue:
-    """List collection devices with the form to register one."""
+    """List collection devices with their key state, and the form to register one."""
     return _devices_page()
 
 
 @bp.post("/devices")
 @role_required(StaffRole.ADMIN)
 def register_device_view() -> ResponseReturnValue:
-    """Register a collection device with the operator senders whose texts it may forward."""
+    """Register a collection device with the operator senders whose texts it may forward; show its key once."""
     raw_scheme = _field("scheme", 12)
-    scheme_id = int(raw_scheme) if raw_scheme.isdigit() else None
+    scheme_id = int(raw_scheme) if raw_scheme.isascii() and raw_scheme.isdigit() and len(raw_scheme) < 10 else None
     if scheme_id is not None and db().get(Scheme, scheme_id) is None:
         return _devices_page("Choose a scheme from the list.", 400)
     try:
-        device = register_device(
+        device, plain = register_device(
             db(),
             device_key=_field("device_key", 80),
             label=_field("label", 120),
@@ -205,7 +229,31 @@ def register_device_view() -> ResponseReturnValue:
     except DeviceError as exc:
         db().rollback()
         return _devices_page(str(exc), 400)
-    return _done("admin.devices", f"Device {device.device_key} registered.")
+    return _key_shown(device, plain, f"device {device.device_key} registered")
+
+
+@bp.post("/devices/<int:device_id>/rotate")
+@role_required(StaffRole.ADMIN)
+def rotate_device_key(device_id: int) -> ResponseReturnValue:
+    """Give a device a new key (its old key stops working at once) and show it once."""
+    try:
+        device = get_device(db(), device_id)
+    except DeviceError as exc:
+        return _devices_page(str(exc), 404)
+    plain = issue_device_key(db(), device)
+    return _key_shown(device, plain, f"device {device.device_key} re-keyed")
+
+
+@bp.post("/devices/<int:device_id>/revoke")
+@role_required(StaffRole.ADMIN)
+def revoke_device_key_view(device_id: int) -> ResponseReturnValue:
+    """Revoke a device's key: its forwards are refused (and kept for review) until it is re-keyed."""
+    try:
+        device = get_device(db(), device_id)
+    except DeviceError as exc:
+        return _devices_page(str(exc), 404)
+    revoke_device_key(db(), device)
+    return _done("admin.devices", f"Device {device.device_key}: key revoked.")
 
 
 @bp.post("/devices/<int:device_id>/trust")

@@ -3,30 +3,40 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_limiter.util import get_remote_address
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
 
-from extensions import db, login_manager
+from extensions import db, login_manager, settings
 from handlers.admin import bp
 from models.access import StaffUser
 from models.base import StaffRole
-from models.staff import authenticate_staff, normalise_username, role_allows, session_token, user_for_session_token
+from models.staff import (
+    authenticate_staff,
+    end_staff_session,
+    normalise_username,
+    role_allows,
+    start_staff_session,
+    user_for_session_token,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class Staff(UserMixin):
     """The signed-in staff member as Flask-Login sees it (no password hash kept in memory)."""
 
-    def __init__(self, user: StaffUser) -> None:
-        self.id = session_token(user)
+    def __init__(self, user: StaffUser, token: str) -> None:
+        self.id = token
         self.user_id = user.id
         self.username = user.username
         self.role = user.role
@@ -40,7 +50,7 @@ class Staff(UserMixin):
 def load_staff(token: str) -> Staff | None:
     """Return the staff member of a session cookie, or None when it is stale."""
     user = user_for_session_token(db(), token)
-    return Staff(user) if user is not None else None
+    return Staff(user, token) if user is not None else None
 
 
 def role_required(role: StaffRole) -> Callable[[F], F]:
@@ -59,9 +69,23 @@ def role_required(role: StaffRole) -> Callable[[F], F]:
     return decorate
 
 
+def _username_tried() -> str:
+    return normalise_username(request.form.get("username", ""))[:80]
+
+
 def login_rate_key() -> str:
     """Return the rate-limit key of a sign-in attempt: the client address and the username tried."""
-    return f"{get_remote_address()}|{normalise_username(request.form.get('username', ''))[:80]}"
+    return f"{get_remote_address()}|{_username_tried()}"
+
+
+def login_user_rate_key() -> str:
+    """Return the key of the per-username limit: the username tried, from any address."""
+    return f"user|{_username_tried()}"
+
+
+def login_address_rate_key() -> str:
+    """Return the key of the per-address limit: the client address, whatever the username (spraying)."""
+    return f"address|{get_remote_address()}"
 
 
 def _safe_next(target: str | None) -> str:
@@ -89,15 +113,19 @@ def login() -> ResponseReturnValue:
         return render_template(
             "admin/login.html", error="Wrong username or password.", username=username, next=request.form.get("next")
         ), 401
+    token = start_staff_session(session, user)
     session.commit()
-    login_user(Staff(user))
+    login_user(Staff(user, token))
     return redirect(_safe_next(request.form.get("next")))
 
 
 @bp.post("/logout")
 @login_required
 def logout() -> ResponseReturnValue:
-    """Sign the staff member out."""
+    """Sign the staff member out: the session ends in the database, so a copied cookie stops working too."""
+    session = db()
+    end_staff_session(session, current_user.id)
+    session.commit()
     logout_user()
     flash("Signed out.")
     return redirect(url_for("admin.login"))
@@ -113,3 +141,41 @@ def csrf_failed(error: CSRFError) -> ResponseReturnValue:
 def staff_roles() -> dict[str, Any]:
     """Expose the role names to templates."""
     return {"StaffRole": StaffRole}
+
+
+# Scripts and styles from this origin only (inline `style=` attributes draw the bar charts); no framing.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+
+
+@bp.after_request
+def security_headers(response: Response) -> Response:
+    """Add CSP, frame denial, no-sniff and referrer headers to every admin page; HSTS in production."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    if settings().is_production:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    return response
+
+
+@bp.before_request
+def refuse_control_characters() -> ResponseReturnValue | None:
+    """Answer 400 to any query or form value with a NUL or another control character (no database takes them)."""
+    values = [*request.args.items(multi=True)]
+    if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        values.extend(request.form.items(multi=True))
+    for name, value in values:
+        if CONTROL_RE.search(value) or CONTROL_RE.search(name):
+            abort(400, f"{name[:40]!r} contains control characters")
+    return None
+
+
+@bp.errorhandler(400)
+def bad_request(error: HTTPException) -> ResponseReturnValue:
+    """Answer a malformed parameter with a page naming it."""
+    return render_template("admin/error.html", code=400, message=error.description), 400

@@ -12,10 +12,11 @@ from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_date, arg_enum, arg_text, page_args, query_without
 from models.base import MessageDirection, MessageStatus, StaffRole, utcnow
-from models.listings import eligibility_checks, messages_list, ussd_sessions
+from models.listings import eligibility_checks, messages_list, rejected_callbacks, ussd_sessions
 from models.reports import ussd_funnel
 
 USSD_DEFAULT_DAYS = 7
+REJECTED_SOURCES = ("sms_inbound", "sms_delivery", "ussd_events", "wave", "daraja_confirm", "sms_forward")
 
 
 @bp.get("/sms")
@@ -68,4 +69,21 @@ def checks() -> ResponseReturnValue:
     page = eligibility_checks(db(), member_no, facility, number, per_page)
     return render_template(
         "admin/checks.html", page=page, member_no=member_no, facility=facility, args=query_without("page")
+    )
+
+
+@bp.get("/rejected")
+@role_required(StaffRole.VIEWER)
+def rejected() -> ResponseReturnValue:
+    """List callbacks refused for their content (raw body, source, reason, attempts), newest first."""
+    number, per_page = page_args()
+    source = arg_text("source", 40)
+    session = db()
+    page = rejected_callbacks(session, source, number, per_page)
+    return render_template(
+        "admin/rejected.html",
+        page=page,
+        source=source,
+        sources=REJECTED_SOURCES,
+        args=query_without("page"),
     )

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flask import abort, render_template, request
+from flask import abort, render_template
 from flask.typing import ResponseReturnValue
 
 from extensions import db
 from handlers.admin import bp
 from handlers.admin.actions import render_household
 from handlers.admin.auth import role_required
-from handlers.admin.params import page_args, query_without
+from handlers.admin.params import arg_text, page_args, query_without
 from models.base import StaffRole
 from models.dossiers import network_dossier, search_households
 from models.listings import network_households, networks_list
@@ -19,7 +19,7 @@ from models.listings import network_households, networks_list
 @role_required(StaffRole.VIEWER)
 def households() -> ResponseReturnValue:
     """Search households by household or member number, phone or name."""
-    text = request.args.get("q", "").strip()[:120]
+    text = arg_text("q") or ""
     hits = search_households(db(), text) if text else []
     return render_template("admin/households.html", q=text, hits=hits)
 

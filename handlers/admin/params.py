@@ -1,54 +1,75 @@
-"""Reading the admin pages' query strings: page numbers, dates, enum values and filters."""
+"""Reading the admin pages' query strings: page numbers, dates, enum values and filters.
+
+A malformed or out-of-range value is answered 400 naming the parameter (never a 500 from the database).
+"""
 
 from __future__ import annotations
 
 import enum
 from datetime import date
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
-from flask import request
+from flask import abort, request
 from werkzeug.datastructures import MultiDict
 
 from extensions import settings
 from models.base import PaymentStatus
+from models.inputs import MAX_INT, InputError, check_text, parse_query_date, parse_query_int
 from models.listings import MAX_PER_PAGE, PaymentFilters
 
 E = TypeVar("E", bound=enum.Enum)
+MAX_PAGE = 100_000  # 200 rows a page: 20 million rows deep, far past any list; the offset stays small
 
 
-def arg_int(name: str, default: int | None = None) -> int | None:
-    """Return an integer query argument, or the default when absent or malformed."""
+def _bad(error: InputError) -> NoReturn:
+    abort(400, str(error))
+
+
+def arg_int(name: str, default: int | None = None, maximum: int = MAX_INT) -> int | None:
+    """Return an integer query argument, the default when absent; 400 when malformed or out of range."""
     raw = request.args.get(name, "").strip()
-    return int(raw) if raw.isdigit() else default
+    if not raw:
+        return default
+    try:
+        return parse_query_int(raw, name, maximum=maximum)
+    except InputError as exc:
+        _bad(exc)
 
 
 def arg_date(name: str) -> date | None:
-    """Return a YYYY-MM-DD query argument, or None when absent or malformed."""
-    try:
-        return date.fromisoformat(request.args.get(name, "").strip())
-    except ValueError:
+    """Return a YYYY-MM-DD query argument, None when absent; 400 when malformed or out of range."""
+    raw = request.args.get(name, "").strip()
+    if not raw:
         return None
+    try:
+        return parse_query_date(raw, name)
+    except InputError as exc:
+        _bad(exc)
 
 
 def arg_enum(name: str, kind: type[E]) -> E | None:
-    """Return an enum member named by its value in the query, or None."""
+    """Return an enum member named by its value in the query, None when absent; 400 for an unknown value."""
     raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
     for member in kind:
         if member.value == raw:
             return member
-    return None
+    abort(400, f"{name} must be one of {', '.join(str(m.value) for m in kind)}")
 
 
-def arg_text(name: str) -> str | None:
-    """Return a trimmed text query argument, or None when empty."""
-    value = request.args.get(name, "").strip()
-    return value[:120] or None
+def arg_text(name: str, limit: int = 120) -> str | None:
+    """Return a trimmed text query argument, None when empty; 400 when too long or with control characters."""
+    try:
+        return check_text(request.args.get(name, ""), name, limit) or None
+    except InputError as exc:
+        _bad(exc)
 
 
 def page_args() -> tuple[int, int]:
     """Return the page number and page size asked for (bounded)."""
-    number = arg_int("page", 1) or 1
-    per_page = arg_int("per", settings().ADMIN_PAGE_SIZE) or settings().ADMIN_PAGE_SIZE
+    number = arg_int("page", 1, maximum=MAX_PAGE) or 1
+    per_page = arg_int("per", settings().ADMIN_PAGE_SIZE, maximum=MAX_INT) or settings().ADMIN_PAGE_SIZE
     return max(1, number), max(1, min(per_page, MAX_PER_PAGE))
 
 

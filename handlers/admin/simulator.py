@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from extensions import db, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
+from handlers.admin.params import arg_int, arg_text
 from models.base import MessageDirection, StaffRole
 from models.messaging import Message
 from models.scheme import Scheme
@@ -100,14 +101,14 @@ def simulator_sms() -> ResponseReturnValue:
 def simulator_outbox() -> ResponseReturnValue:
     """Return the SMS sent to a phone after a message id, oldest first (the simulator polls it)."""
     _not_in_production()
-    phone = request.args.get("phone", "").strip()[:20]
-    after = request.args.get("after", "0")
+    phone = arg_text("phone", 20) or ""
+    after = arg_int("after", 0) or 0
     rows = db().scalars(
         select(Message)
         .where(
             Message.phone == phone,
             Message.direction == MessageDirection.OUTBOUND,
-            Message.id > (int(after) if after.isdigit() else 0),
+            Message.id > after,
         )
         .order_by(Message.id)
         .limit(OUTBOX_SHOWN)
