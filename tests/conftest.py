@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 CALLBACK_TOKEN = "test-callback-token"
+DARAJA_TOKEN = "test-daraja-callback-token"
 
 _ran_on: set[str] = set()
 
@@ -173,6 +174,7 @@ def make_test_app(db_url: str, redis_url: str, **overrides: Any) -> Flask:
         "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
         "CALLBACK_TOKEN": CALLBACK_TOKEN,
+        "DARAJA_CALLBACK_TOKEN": DARAJA_TOKEN,
         "TESTING": True,
         "SECRET_KEY": "test-secret-key-0123456789",
         "AT_USERNAME": "",
@@ -203,6 +205,7 @@ def worker_env(db_url: str, redis_url: str) -> dict[str, str]:
             "DATABASE_URL": db_url,
             "REDIS_URL": redis_url,
             "CALLBACK_TOKEN": CALLBACK_TOKEN,
+            "DARAJA_CALLBACK_TOKEN": DARAJA_TOKEN,
             "LOG_LEVEL": "INFO",
             "PYTHONPATH": str(ROOT),
             "AT_USERNAME": "",

@@ -17,9 +17,11 @@ from sqlalchemy.orm import Session
 
 from models.access import CollectionDevice
 from models.base import EvidenceSource
+from models.devices import issue_device_key
 from models.payment import Payment, PaymentEvidence, UnparsedForward
 from models.payment_intake import Report, record_report
-from tests.conftest import CALLBACK_TOKEN, FIXTURES
+from models.rejections import RejectedCallback
+from tests.conftest import CALLBACK_TOKEN, DARAJA_TOKEN, FIXTURES
 
 WAVE_SECRET = "test-wave-webhook-secret"
 PAID_AT = datetime(2026, 11, 20, 11, 2, 44)
@@ -92,24 +94,39 @@ def post_wave(client: FlaskClient, event: dict[str, Any], headers: dict[str, str
     return client.post("/payments/wave", data=body, headers=all_headers)
 
 
-def post_json(client: FlaskClient, path: str, payload: Any, token: str | None = CALLBACK_TOKEN):  # type: ignore[no-untyped-def]
-    """Post JSON to a callback route with the callback token."""
+DEFAULT = "default"
+# Each registered test device's key (the plain key is shown once; tests keep it here), by device id.
+DEVICE_KEYS: dict[str, str] = {}
+
+
+def post_json(client: FlaskClient, path: str, payload: Any, token: str | None = DEFAULT):  # type: ignore[no-untyped-def]
+    """Post JSON to a callback route with its source's token (Daraja's own on its URLs, else AT's)."""
+    if token == DEFAULT:
+        token = DARAJA_TOKEN if path.startswith("/payments/daraja") else CALLBACK_TOKEN
     url = path + (f"?token={token}" if token is not None else "")
     return client.post(url, data=json.dumps(payload), headers={"Content-Type": "application/json"})
 
 
-def forward(client: FlaskClient, sender: str, text: str, device: str = "collector-1", **extra: Any):  # type: ignore[no-untyped-def]
-    """Post a forwarded operator text from a collection device."""
+def forward(  # type: ignore[no-untyped-def]
+    client: FlaskClient, sender: str, text: str, device: str = "collector-1", key: str | None = DEFAULT, **extra: Any
+):
+    """Post a forwarded operator text from a collection device with its own key (`Authorization: Bearer`)."""
     payload = {"sender": sender, "text": text, "received_at": "2026-11-20T11:03:00Z", "device": device, **extra}
-    return post_json(client, "/payments/sms-forward", payload)
+    presented = DEVICE_KEYS.get(device) if key == DEFAULT else key
+    headers = {"Content-Type": "application/json"}
+    if presented is not None:
+        headers["Authorization"] = f"Bearer {presented}"
+    return client.post("/payments/sms-forward", data=json.dumps(payload), headers=headers)
 
 
 def add_device(
     session: Session, key: str = "collector-1", trusted: bool = False, senders: list[str] | None = None
 ) -> CollectionDevice:
-    """Register a collection device."""
+    """Register a collection device with its own key (kept in DEVICE_KEYS for `forward`)."""
     device = CollectionDevice(device_key=key, label=f"phone {key}", operator_senders=senders or [], trusted=trusted)
     session.add(device)
+    session.flush()
+    DEVICE_KEYS[key] = issue_device_key(session, device)
     session.commit()
     return device
 
@@ -127,6 +144,12 @@ def evidence_count(session: Session, payment_id: int | None = None) -> int:
     if payment_id is not None:
         query = query.where(PaymentEvidence.payment_id == payment_id)
     return int(session.scalar(query) or 0)
+
+
+def rejected(session: Session) -> list[RejectedCallback]:
+    """Return every refused callback kept for review (fresh)."""
+    session.commit()
+    return list(session.scalars(select(RejectedCallback).order_by(RejectedCallback.id)))
 
 
 def unparsed(session: Session) -> list[UnparsedForward]:

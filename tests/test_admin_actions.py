@@ -220,9 +220,12 @@ def test_admin_manages_staff_agents_tokens_and_devices(admin_app: Flask, db_sess
     device = post_form(
         client, "/admin/devices", "/admin/devices", device_key=key, label="Phone", senders="Wave, OrangeMoney"
     )
-    assert device.status_code == 302  # type: ignore[attr-defined]
+    shown_key = re.search(r'class="secret"><code>([^<]+)</code>', device.get_data(as_text=True))  # type: ignore[attr-defined]
+    assert device.status_code == 200 and shown_key and device.headers["Cache-Control"] == "no-store"  # type: ignore[attr-defined]
+    assert shown_key.group(1) not in client.get("/admin/devices").get_data(as_text=True)  # shown once
     db_session.rollback()
     row = db_session.scalars(select(CollectionDevice).where(CollectionDevice.device_key == key)).one()
+    assert row.key_hash and row.key_hash != shown_key.group(1)  # only its hash is kept
     assert row.operator_senders == ["Wave", "OrangeMoney"] and not row.trusted
     assert post_form(client, "/admin/devices", f"/admin/devices/{row.id}/trust", trusted="1").status_code == 302  # type: ignore[attr-defined]
     db_session.rollback()

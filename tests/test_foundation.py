@@ -52,6 +52,7 @@ def test_production_starts_with_real_secrets() -> None:
             "SECRET_KEY": "s" * 32,
             "CALLBACK_TOKEN": "c" * 32,
             "WAVE_WEBHOOK_SECRET": "w" * 32,
+            "DARAJA_CALLBACK_TOKEN": "d" * 32,
             "AT_USERNAME": "scheme",
             "AT_API_KEY": "k" * 32,
         }

@@ -15,8 +15,16 @@ from werkzeug.serving import make_server
 from models.base import PaymentStatus
 from models.db import get_engine
 from tests import backends
-from tests.conftest import CALLBACK_TOKEN, make_test_app
-from tests.payment_helpers import WAVE_SECRET, add_device, evidence_count, fixture_payload, payments, wave_signature
+from tests.conftest import make_test_app
+from tests.payment_helpers import (
+    DEVICE_KEYS,
+    WAVE_SECRET,
+    add_device,
+    evidence_count,
+    fixture_payload,
+    payments,
+    wave_signature,
+)
 
 WAVE_SMS = "Vous avez reçu 3.500F de Moussa Diop (77 123 45 67). Réf. T_4ZQ7WX2KX. Solde: 48.250F"
 
@@ -76,9 +84,9 @@ def test_concurrent_webhooks_and_forwarded_texts_make_one_payment(server: str, p
     def post(i: int) -> int:
         if i % 2:
             return requests.post(
-                f"{server}/payments/sms-forward?token={CALLBACK_TOKEN}",
+                f"{server}/payments/sms-forward",
                 data=forwarded,
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {DEVICE_KEYS['collector-1']}"},
                 timeout=60,
             ).status_code
         return requests.post(

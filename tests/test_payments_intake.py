@@ -31,6 +31,7 @@ from tests.payment_helpers import (
     post_json,
     post_wave,
     queued_job_ids,
+    rejected,
     unparsed,
     wave_signature,
 )
@@ -153,14 +154,14 @@ def test_wave_bearer_shared_secret_when_configured(db_url: str, redis_url: str, 
     assert len(payments(session)) == 1
 
 
-def test_wave_wrong_callback_token_is_refused_even_when_signed(client: FlaskClient, session: Session) -> None:
+def test_wave_is_authorised_by_its_signature_alone_a_token_is_ignored(client: FlaskClient, session: Session) -> None:
     body = json.dumps(fixture_payload("wave_merchant_payment_received.json")).encode()
     headers = {"Wave-Signature": wave_signature(body)}
 
     wrong = client.post("/payments/wave?token=wrong", data=body, headers=headers)
-    right = client.post(f"/payments/wave?token={CALLBACK_TOKEN}", data=body, headers=headers)
+    at_token_unsigned = client.post(f"/payments/wave?token={CALLBACK_TOKEN}", data=body)
 
-    assert (wrong.status_code, right.status_code) == (403, 200)
+    assert (wrong.status_code, at_token_unsigned.status_code) == (200, 401)
     assert len(payments(session)) == 1
 
 
@@ -193,11 +194,12 @@ def test_wave_signed_but_unreadable_event_is_kept_for_review(client: FlaskClient
 
     response = post_wave(client, event_)
 
-    assert response.status_code == 200
+    assert response.status_code == 400 and "amount" in response.json["error"]
     assert payments(session) == []
-    [kept] = unparsed(session)
+    [kept] = rejected(session)
+    assert (kept.source, kept.status_code) == ("wave", 400)
     assert "amount" in kept.reason
-    assert "T_4ZQ7WX2KX" in kept.text
+    assert "T_4ZQ7WX2KX" in kept.raw
 
 
 def test_callback_body_over_the_limit_is_refused(client: FlaskClient, session: Session) -> None:
@@ -321,10 +323,11 @@ def test_daraja_unreadable_confirmation_is_kept_for_review(client: FlaskClient, 
     payload["TransAmount"] = "three hundred"
     response = post_json(client, "/payments/daraja/confirm", payload)
 
-    assert response.json["ResultCode"] == "0"  # Safaricom does not retry: we keep it, not it
+    # Safaricom does not retry: the 400 names the problem and the body is kept for review.
+    assert response.status_code == 400 and "TransAmount" in response.json["error"]
     assert payments(session) == []
-    [kept] = unparsed(session)
-    assert kept.sender == "daraja" and "RKTQDM7W6S" in kept.text
+    [kept] = rejected(session)
+    assert kept.source == "daraja_confirm" and "RKTQDM7W6S" in kept.raw
 
 
 # ---------------------------------------------------------------- sandbox

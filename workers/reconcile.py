@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from rq import Queue, Retry
+from rq import Queue, Retry, Worker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, get_current_job
 from sqlalchemy import select
@@ -23,6 +23,8 @@ RECONCILE_BATCH_JOB_ID = "reconcile-batch-{}-{}-{}"
 RECONCILE_BATCH_FUNC = "workers.reconcile.reconcile_batch"
 RECONCILE_RETRIES = 3
 RECONCILE_RETRY_INTERVALS = [10, 60, 300]
+# A worker running a job heartbeats every 30 s: four missed beats and it is dead.
+WORKER_HEARTBEAT_STALE_SECONDS = 120
 _PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 
@@ -50,11 +52,32 @@ def enqueue_reconcile(queue: Queue, payment_id: int) -> bool:
                 job = Job.fetch(job_id, connection=queue.connection)
             except NoSuchJobError:
                 continue
-            if job.get_status(refresh=True) in _PENDING:
+            status = job.get_status(refresh=True)
+            if status == JobStatus.STARTED and not job_worker_alive(job):
+                # Its worker died mid-job (SIGKILL, OOM, lost machine): the job will never finish.
+                log.warning("reconcile job %s started by a dead worker %s: enqueued again", job_id, job.worker_name)
+                job.delete()
+                continue
+            if status in _PENDING:
                 return False
             # A finished or failed run of an earlier state: replace it so the new state is considered.
             job.delete()
     return False
+
+
+def job_worker_alive(job: Job, now: datetime | None = None) -> bool:
+    """Return whether the worker that started a job is still working on it (its heartbeat is recent).
+
+    RQ only notices a dead worker's started job when the job's timeout and the worker's key expire (minutes);
+    a live worker heartbeats every `job_monitoring_interval` (30 s) while it runs a job.
+    """
+    if not job.worker_name:
+        return False
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + job.worker_name, connection=job.connection)
+    if worker is None or worker.last_heartbeat is None or worker.get_current_job_id() != job.id:
+        return False
+    moment = now or datetime.now(UTC)
+    return (moment - worker.last_heartbeat).total_seconds() < WORKER_HEARTBEAT_STALE_SECONDS
 
 
 def reconcile(payment_id: int) -> str:
