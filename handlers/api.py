@@ -89,11 +89,12 @@ def _count_refusal(_limit: RequestLimit) -> None:
 
 
 def register_limits(app: Flask) -> None:
-    """Limit each read-API view to `API_RATE_LIMIT` requests per token (429 beyond)."""
+    """Limit the read-API views together to `API_RATE_LIMIT` requests per token (429 beyond)."""
     limiter: Limiter = app.extensions["admin_limiter"]
     for endpoint in LIMITED_ENDPOINTS:
-        app.view_functions[endpoint] = limiter.limit(
+        app.view_functions[endpoint] = limiter.shared_limit(
             lambda: app.config["API_RATE_LIMIT"],
+            scope="read-api",
             key_func=rate_key,
             on_breach=_count_refusal,
             error_message="too many requests with this token; slow down",
