@@ -8,24 +8,42 @@ Period dates:
   the payment's effective date — lapsed months are never bought back;
 - the plan's waiting period runs from the start of the first period after enrolment or after a lapse
   (`waiting_until` is the last day of waiting, inclusive); a contiguous renewal adds none, but carries on
-  a waiting period that is still running (a 1-month plan with a 2-month wait).
+  a waiting period that is still running (a 1-month plan with a 2-month wait);
+- a fully subsidised household's first period is funded from enrolment: the periods run back to back from
+  `enrolled_on` and the one that holds the booking date is booked (with the funder paying the membership fee
+  too), so a household enrolled last year is covered on the day it is imported. Its waiting period runs from
+  enrolment, so it is usually long over. The clock then only renews (`book_subsidised_periods`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from dateutil.relativedelta import relativedelta
-from sqlalchemy import exists, select
+from sqlalchemy import exists, insert, select
 from sqlalchemy.orm import Session
 
-from models.base import HouseholdStatus, LedgerKind
-from models.household import Household
-from models.ledger import add_entry, get_or_create_account, lock_account, start_write
-from models.money import Allocation, CoveragePeriod
-from models.premiums import FULL_SHARE_BP, PeriodPrice, is_fully_subsidised, period_price
+from models.base import HouseholdStatus, LedgerKind, utcnow
+from models.household import Account, Household
+from models.ledger import (
+    account_state,
+    account_states,
+    add_entry,
+    get_or_create_account,
+    lock_account,
+    start_write,
+)
+from models.money import Allocation, CoveragePeriod, LedgerEntry
+from models.premiums import (
+    FULL_SHARE_BP,
+    PeriodPrice,
+    active_member_counts,
+    is_fully_subsidised,
+    period_price,
+    plan_price,
+)
 from models.scheme import Scheme
 
 ONE_DAY = timedelta(days=1)
@@ -85,6 +103,20 @@ def next_period_dates(
         start = on
         waiting = period_end(start, waiting_months) if waiting_months > 0 else None
     return PeriodDates(start, period_end(start, months), waiting, contiguous)
+
+
+def enrolment_period_dates(enrolled_on: date, months: int, waiting_months: int, on: date) -> PeriodDates:
+    """Return the period holding `on` of a run of back-to-back periods from enrolment (the first one before it).
+
+    The waiting period runs from enrolment: it is kept only while it still reaches into the period.
+    """
+    start = enrolled_on
+    while on >= add_months(start, months):
+        start = add_months(start, months)
+    waiting = period_end(enrolled_on, waiting_months) if waiting_months > 0 else None
+    if waiting is not None and waiting < start:
+        waiting = None
+    return PeriodDates(start, period_end(start, months), waiting, contiguous=False)
 
 
 class PeriodEnd(Protocol):
@@ -168,9 +200,9 @@ def book_subsidised_period(session: Session, household: Household, on: date) -> 
     if last is not None and last.end_on > on:
         return None
     plan = scheme.plan(household.plan)
-    if last is None and on <= household.enrolled_on + timedelta(days=scheme.grace_days):
-        # The first period starts at enrolment, even when the clock ran a little late.
-        dates = next_period_dates(None, household.enrolled_on, plan.months, plan.waiting_months, 0)
+    if last is None:
+        # Funded from enrolment: the run of periods from `enrolled_on`, however late the booking.
+        dates = enrolment_period_dates(household.enrolled_on, plan.months, plan.waiting_months, on)
     else:
         dates = next_period_dates(last, on, plan.months, plan.waiting_months, scheme.grace_days)
     ref = subsidy_source_ref(household.id, dates.start_on)
@@ -210,6 +242,11 @@ def book_subsidised_period(session: Session, household: Household, on: date) -> 
         funder=category.funder,
     )
     add_entry(session, account, LedgerKind.CHARGE, -price.price, on, allocation=allocation, period=period)
+    if scheme.membership_fee > 0 and not account_state(session, account_id=account.id).fee_paid:
+        # The funder pays the membership fee of the households it pays for.
+        fee = scheme.membership_fee
+        add_entry(session, account, LedgerKind.SUBSIDY, fee, on, allocation=allocation, funder=category.funder)
+        add_entry(session, account, LedgerKind.FEE, -fee, on, allocation=allocation)
     return period
 
 
@@ -244,3 +281,115 @@ def book_subsidised_periods(session: Session, scheme: Scheme, on: date) -> int:
         if book_subsidised_period(session, household, on) is not None:
             booked += 1
     return booked
+
+
+def book_enrolment_subsidies(session: Session, scheme: Scheme, household_ids: list[int], on: date) -> int:
+    """Book from enrolment the first funder-paid period (and fee) of these households that have none; return how many.
+
+    The set-based twin of `book_subsidised_period` for a member import (a handful of statements per chunk,
+    not per household): fully subsidised, active households enrolled by `on` without a live period. The
+    caller holds the write transaction (the import's) and commits.
+    """
+    codes = {c.code: c for c in scheme.subsidy_categories if c.share_bp >= FULL_SHARE_BP}
+    if not codes or not household_ids:
+        return 0
+    has_period = exists().where(CoveragePeriod.household_id == Household.id, CoveragePeriod.reversed_at.is_(None))
+    booked = 0
+    for start in range(0, len(household_ids), BOOKING_CHUNK):
+        chunk = household_ids[start : start + BOOKING_CHUNK]
+        rows = session.execute(
+            select(Household.id, Household.enrolled_on, Household.plan, Household.subsidy_category, Account.id)
+            .join(Account, Account.household_id == Household.id)
+            .where(
+                Household.id.in_(chunk),
+                Household.scheme_id == scheme.id,
+                Household.subsidy_category.in_(list(codes)),
+                Household.status == HouseholdStatus.ACTIVE,
+                Household.enrolled_on <= on,
+                ~has_period,
+            )
+            .order_by(Household.id)
+        ).all()
+        if not rows:
+            continue
+        counts = active_member_counts(session, [row[0] for row in rows], on)
+        states = account_states(session, [row[4] for row in rows])
+        stamp = utcnow()
+        planned: dict[str, tuple[int, int, str, PeriodDates, int, str | None, int]] = {}
+        for household_id, enrolled_on, plan_code, category_code, account_id in rows:
+            plan = scheme.plan(plan_code)
+            price = plan_price(scheme, plan, counts[household_id])
+            if price <= 0:
+                continue
+            dates = enrolment_period_dates(enrolled_on, plan.months, plan.waiting_months, on)
+            fee = scheme.membership_fee if not states[account_id].fee_paid else 0
+            ref = subsidy_source_ref(household_id, dates.start_on)
+            funder = codes[category_code].funder
+            planned[ref] = (household_id, account_id, plan.code, dates, price, funder, fee)
+        if not planned:
+            continue
+        allocation_ids = dict(
+            (ref, allocation_id)
+            for allocation_id, ref in session.execute(
+                insert(Allocation).returning(Allocation.id, Allocation.source_ref),
+                [
+                    {
+                        "source_ref": ref,
+                        "account_id": account_id,
+                        "amount": price,
+                        "currency": scheme.currency,
+                        "effective_on": on,
+                        "created_at": stamp,
+                    }
+                    for ref, (_, account_id, _, _, price, _, _) in planned.items()
+                ],
+            )
+        )
+        months = {plan.code: plan.months for plan in scheme.plans}
+        period_ids = dict(
+            (household_id, period_id)
+            for period_id, household_id in session.execute(
+                insert(CoveragePeriod).returning(CoveragePeriod.id, CoveragePeriod.household_id),
+                [
+                    {
+                        "household_id": household_id,
+                        "allocation_id": allocation_ids[ref],
+                        "plan": plan_code,
+                        "months": months[plan_code],
+                        "start_on": dates.start_on,
+                        "end_on": dates.end_on,
+                        "waiting_until": dates.waiting_until,
+                        "price": price,
+                        "household_share": 0,
+                        "subsidy_amount": price,
+                        "funder": funder,
+                        "created_at": stamp,
+                    }
+                    for ref, (household_id, _, plan_code, dates, price, funder, _) in planned.items()
+                ],
+            )
+        )
+        entries: list[dict[str, Any]] = []
+        for ref, (household_id, account_id, _, _, price, funder, fee) in planned.items():
+            common: dict[str, Any] = {
+                "account_id": account_id,
+                "allocation_id": allocation_ids[ref],
+                "currency": scheme.currency,
+                "effective_on": on,
+                "created_at": stamp,
+                "payment_id": None,
+                "reverses_entry_id": None,
+                "note": None,
+            }
+            period_id = period_ids[household_id]
+            entries.append(dict(common, kind=LedgerKind.SUBSIDY, amount=price, funder=funder, period_id=period_id))
+            entries.append(dict(common, kind=LedgerKind.CHARGE, amount=-price, funder=None, period_id=period_id))
+            if fee > 0:
+                entries.append(dict(common, kind=LedgerKind.SUBSIDY, amount=fee, funder=funder, period_id=None))
+                entries.append(dict(common, kind=LedgerKind.FEE, amount=-fee, funder=None, period_id=None))
+        session.execute(insert(LedgerEntry), entries)
+        booked += len(planned)
+    return booked
+
+
+BOOKING_CHUNK = 1000

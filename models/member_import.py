@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from models.base import Language, MemberStatus, Sex, utcnow
+from models.coverage import book_enrolment_subsidies
 from models.db import begin_write
 from models.household import Account, Household, Member, Network
 from models.phones import normalise_phone
@@ -92,6 +93,7 @@ class ImportReport:
     households_unchanged: int = 0
     networks_created: int = 0
     accounts_created: int = 0
+    subsidised_periods_booked: int = 0
     dry_run: bool = False
     errors: list[RowError] = field(default_factory=list)
 
@@ -109,7 +111,8 @@ class ImportReport:
         return (
             f"households: {self.households_created} created, {self.households_updated} updated, "
             f"{self.households_unchanged} unchanged; networks: {self.networks_created} created; "
-            f"accounts: {self.accounts_created} created"
+            f"accounts: {self.accounts_created} created; "
+            f"funder-paid periods booked from enrolment: {self.subsidised_periods_booked}"
         )
 
 
@@ -848,3 +851,16 @@ class _Writer:
             bulk_insert(session, MEMBERS, new_members)
         if changed_members and self.writing:
             session.execute(update(Member), changed_members)
+        if self.writing:
+            self.book_subsidised(chunk, household_ids)
+
+    def book_subsidised(self, chunk: list[_HouseholdRow], household_ids: dict[str, int]) -> None:
+        """Fund from enrolment the fully subsidised households of the chunk that have no period yet."""
+        by_scheme: dict[int, list[int]] = {}
+        for household in chunk:
+            if household.scheme is not None and household.household_no in household_ids:
+                by_scheme.setdefault(household.scheme.id, []).append(household_ids[household.household_no])
+        for scheme_id, ids in by_scheme.items():
+            scheme = self.session.get(Scheme, scheme_id)
+            assert scheme is not None
+            self.report.subsidised_periods_booked += book_enrolment_subsidies(self.session, scheme, ids, self.today)

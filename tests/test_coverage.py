@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.base import HouseholdStatus, LedgerKind, MemberStatus
-from models.coverage import book_subsidised_periods, live_periods, period_end, subsidy_source_ref
-from models.ledger import account_entries, account_state, get_or_create_account
-from models.money import Allocation
+from models.base import EligibilityStatus, HouseholdStatus, LedgerKind, MemberStatus
+from models.coverage import (
+    book_enrolment_subsidies,
+    book_subsidised_periods,
+    enrolment_period_dates,
+    live_periods,
+    period_end,
+    subsidy_source_ref,
+)
+from models.db import begin_write, make_engine
+from models.eligibility import household_eligibility
+from models.household import Household
+from models.ledger import account_entries, account_state, add_entry, get_or_create_account
+from models.migrate import upgrade
+from models.money import Allocation, CoveragePeriod
 from tests import factories
 from tests.factories import make_household, pay
 
@@ -224,10 +236,14 @@ def test_subsidised_household_is_funded_by_the_state_at_enrolment_and_each_renew
     ] == [(d(2026, 11, 20), d(2027, 11, 19), d(2026, 12, 19), 28_000, 0, 28_000)]
     assert live_periods(session, standard.id) == []
     entries = account_entries(session, get_or_create_account(session, household=bsf).id)
+    # The funder pays the membership fee too, in the same booking.
     assert [(e.kind, e.amount, e.funder) for e in entries] == [
         (LedgerKind.SUBSIDY, 28_000, "state"),
         (LedgerKind.CHARGE, -28_000, None),
+        (LedgerKind.SUBSIDY, 1_000, "state"),
+        (LedgerKind.FEE, -1_000, None),
     ]
+    assert account_state(session, household_id=bsf.id).fee_paid
     assert (
         session.scalar(
             select(Allocation.amount).where(Allocation.source_ref == subsidy_source_ref(bsf.id, d(2026, 11, 20)))
@@ -250,6 +266,41 @@ def test_subsidised_household_is_funded_by_the_state_at_enrolment_and_each_renew
     assert [(p.start_on, p.waiting_until) for p in live_periods(session, bsf.id)][1] == (d(2027, 11, 20), None)
 
 
+@pytest.mark.parametrize(
+    ("plan", "enrolled_on", "on", "expected"),
+    [
+        # Enrolled last year: the run of periods from enrolment holds today, its waiting long over.
+        ("yearly", d(2025, 3, 15), d(2026, 12, 7), (d(2026, 3, 15), d(2027, 3, 14), None)),
+        # Enrolled a week ago: the first period, its waiting running from enrolment.
+        ("yearly", d(2026, 11, 30), d(2026, 12, 7), (d(2026, 11, 30), d(2027, 11, 29), d(2026, 12, 29))),
+        # Half-yearly, two months' wait from enrolment still reaching into the current period? No: over.
+        ("half-yearly", d(2026, 1, 31), d(2026, 12, 7), (d(2026, 7, 31), d(2027, 1, 30), None)),
+        ("half-yearly", d(2026, 11, 1), d(2026, 12, 7), (d(2026, 11, 1), d(2027, 4, 30), d(2026, 12, 31))),
+    ],
+)
+@pytest.mark.parametrize("booking", ["clock", "import"])
+def test_fully_subsidised_household_is_covered_from_enrolment_however_late_the_booking(
+    session: Session, plan: str, enrolled_on: date, on: date, expected: Period, booking: str
+) -> None:
+    scheme = factories.scheme(session, "cmu-thies")
+    bsf = make_household(session, scheme, size=2, category="bsf", plan=plan, enrolled_on=enrolled_on)
+    get_or_create_account(session, household=bsf)  # an import creates every household's account
+    session.commit()
+    begin_write(session)
+    if booking == "clock":
+        assert book_subsidised_periods(session, scheme, on) == 1
+    else:
+        assert book_enrolment_subsidies(session, scheme, [bsf.id], on) == 1
+        assert book_enrolment_subsidies(session, scheme, [bsf.id], on) == 0  # booked once
+    session.commit()
+    assert [(p.start_on, p.end_on, p.waiting_until) for p in live_periods(session, bsf.id)] == [expected]
+    state = account_state(session, household_id=bsf.id)
+    assert (state.balance, state.fee_paid) == (0, True)
+    answer = household_eligibility(session, bsf, on)
+    assert answer.covered == (expected[2] is None)
+    assert answer.amount_due == 0
+
+
 def test_subsidy_job_skips_suspended_households_and_payments_never_charge_them(session: Session) -> None:
     scheme = factories.scheme(session, "cmu-thies")
     suspended = make_household(session, scheme, category="bsf", status=HouseholdStatus.SUSPENDED)
@@ -261,3 +312,66 @@ def test_subsidy_job_skips_suspended_households_and_payments_never_charge_them(s
     result = pay(session, bsf, 5_000, d(2026, 11, 20))
     assert (result.fee, result.periods, result.credit) == (0, (), 5_000)
     assert live_periods(session, suspended.id) == []
+
+
+def test_migration_rebooks_from_enrolment_what_the_clock_booked_on_its_first_run(tmp_path: Path) -> None:
+    """Existing data: a `bsf` household the old clock covered from its first run is covered from enrolment."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0020_callback_credentials")
+    engine = make_engine(url)
+    today = date.today()  # the migration books on the scheme's today (Dakar is UTC)
+    enrolled_on = today - timedelta(days=400)
+    first_run = today - timedelta(days=10)
+    with Session(engine, expire_on_commit=False) as session:
+        scheme = factories.scheme(session, "cmu-thies")
+        bsf = make_household(session, scheme, size=2, category="bsf", enrolled_on=enrolled_on)
+        account = get_or_create_account(session, household=bsf)
+        session.flush()
+        # What the old clock wrote: a first period from its first run, with a new waiting period.
+        old_end, old_wait = period_end(first_run, 12), period_end(first_run, 1)
+        allocation = Allocation(
+            source_ref=subsidy_source_ref(bsf.id, first_run),
+            account_id=account.id,
+            amount=14_000,
+            currency="XOF",
+            effective_on=first_run,
+        )
+        session.add(allocation)
+        session.flush()
+        period = CoveragePeriod(
+            household_id=bsf.id,
+            allocation_id=allocation.id,
+            plan="yearly",
+            months=12,
+            start_on=first_run,
+            end_on=old_end,
+            waiting_until=old_wait,
+            price=14_000,
+            household_share=0,
+            subsidy_amount=14_000,
+            funder="state",
+        )
+        session.add(period)
+        session.flush()
+        add_entry(session, account, LedgerKind.SUBSIDY, 14_000, first_run, allocation=allocation, period=period)
+        add_entry(session, account, LedgerKind.CHARGE, -14_000, first_run, allocation=allocation, period=period)
+        session.commit()
+        assert household_eligibility(session, bsf, today).status is EligibilityStatus.WAITING
+
+    upgrade(url)
+    with Session(engine) as session:
+        bsf = session.get(Household, bsf.id)
+        assert bsf is not None
+        expected = enrolment_period_dates(enrolled_on, 12, 1, today)
+        assert [(p.start_on, p.end_on, p.waiting_until) for p in live_periods(session, bsf.id)] == [
+            (expected.start_on, expected.end_on, None)
+        ]
+        answer = household_eligibility(session, bsf, today)
+        assert (answer.covered, answer.status, answer.amount_due) == (True, EligibilityStatus.ACTIVE, 0)
+        state = account_state(session, household_id=bsf.id)
+        assert (state.balance, state.fee_paid) == (0, True)
+        reversed_ = session.scalar(select(Allocation).where(Allocation.id == allocation.id))
+        assert reversed_ is not None and reversed_.reversed_at is not None
+    # Upgrading again is a no-op (Alembic records the revision); the data stays as rebooked.
+    upgrade(url)
+    engine.dispose()

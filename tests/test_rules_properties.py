@@ -81,7 +81,9 @@ def check_invariants(session: Session, household_id: int, reversed_any: bool) ->
             Allocation.source_ref.not_like("subsidy:%"),
         )
     ).all()
-    fee = -sum(e.amount for e in fees)
+    # A funder that pays a fully subsidised household's periods pays its fee too (a subsidy outside any period).
+    funded_fee = sum(e.amount for e in live if e.kind == LedgerKind.SUBSIDY and e.period_id is None)
+    fee = -sum(e.amount for e in fees) - funded_fee
     assert sum(payments) == fee + sum(p.household_share for p in periods) + state.balance
     if not reversed_any:
         assert state.balance >= 0
