@@ -370,7 +370,7 @@ def book_enrolment_subsidies(session: Session, scheme: Scheme, household_ids: li
             )
         )
         entries: list[dict[str, Any]] = []
-        for ref, (household_id, account_id, _, _, price, funder, fee) in planned.items():
+        for ref, (household_id, account_id, _, _, price, payer, fee) in planned.items():
             common: dict[str, Any] = {
                 "account_id": account_id,
                 "allocation_id": allocation_ids[ref],
@@ -382,10 +382,10 @@ def book_enrolment_subsidies(session: Session, scheme: Scheme, household_ids: li
                 "note": None,
             }
             period_id = period_ids[household_id]
-            entries.append(dict(common, kind=LedgerKind.SUBSIDY, amount=price, funder=funder, period_id=period_id))
+            entries.append(dict(common, kind=LedgerKind.SUBSIDY, amount=price, funder=payer, period_id=period_id))
             entries.append(dict(common, kind=LedgerKind.CHARGE, amount=-price, funder=None, period_id=period_id))
             if fee > 0:
-                entries.append(dict(common, kind=LedgerKind.SUBSIDY, amount=fee, funder=funder, period_id=None))
+                entries.append(dict(common, kind=LedgerKind.SUBSIDY, amount=fee, funder=payer, period_id=None))
                 entries.append(dict(common, kind=LedgerKind.FEE, amount=-fee, funder=None, period_id=None))
         session.execute(insert(LedgerEntry), entries)
         booked += len(planned)
