@@ -11,7 +11,7 @@ from flask.cli import with_appcontext
 from extensions import db
 from models.checks import find_member
 from models.coverage import live_periods
-from models.eligibility import member_eligibility
+from models.eligibility import cover_sentences, member_eligibility
 from models.ledger import account_entries, account_state, get_or_create_account
 from models.member_import import ImportFileError, import_members
 
@@ -82,8 +82,11 @@ def show_command(member_no: str, on: datetime | None) -> None:
     click.echo(
         f"on {day.isoformat()}: covered={'yes' if answer.covered else 'no'}  status={answer.status.value}  "
         f"valid_until={answer.valid_until or '-'}  waiting_until={answer.waiting_until or '-'}  "
-        f"amount_due={answer.amount_due} {answer.currency}"
+        f"amount_due={answer.amount_due} {answer.currency}  next_payment_amount={answer.next_payment_amount}  "
+        f"next_payment_due={answer.next_payment_due or '-'}"
     )
+    for sentence in cover_sentences(answer, household.scheme.currency_exponent):
+        click.echo(sentence)
     if answer.reason:
         click.echo(f"reason: {answer.reason}")
     click.echo("coverage periods:")

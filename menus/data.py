@@ -56,10 +56,18 @@ from sqlalchemy.orm import Session, joinedload
 from menus.checks import AGENT_CHECK_EFFECT, DOB_CHECK_EFFECT, LIMITED, NOT_FOUND, OK, parse_dob
 from menus.engine import Effect, State
 from menus.member import LANGUAGE_EFFECT, PAYMENT_REQUEST_EFFECT, PAYMENTS_SHOWN
-from menus.render import FALLBACKS, Amount, format_amount
+from menus.render import Amount
 from models.access import Agent, EffectKey
 from models.agents import PinOutcome, verify_agent_pin
-from models.base import CheckChannel, HouseholdStatus, Language, MemberStatus, PremiumKind, utcnow
+from models.base import (
+    CheckChannel,
+    EligibilityStatus,
+    HouseholdStatus,
+    Language,
+    MemberStatus,
+    PremiumKind,
+    utcnow,
+)
 from models.checks import check_member, find_member
 from models.db import begin_write
 from models.eligibility import eligibility_on, member_eligibility
@@ -68,10 +76,10 @@ from models.ledger import household_account_columns
 from models.money import CoveragePeriod
 from models.outbox import send_sms
 from models.payment import Payment
-from models.premiums import FULL_SHARE_BP, due_of, payment_choices, price_of
+from models.premiums import FULL_SHARE_BP, due_of, pay_refusal, payment_choices, price_of
 from models.rate_limit import allow_member_check
-from models.references import create_payment_request
-from models.scheme import PaymentChannel, Plan, PremiumBand, Scheme, SubsidyCategory
+from models.references import create_payment_request, how_to_pay
+from models.scheme import Plan, PremiumBand, Scheme, SubsidyCategory
 
 log = logging.getLogger(__name__)
 
@@ -342,8 +350,7 @@ class DatabaseData:
             periods=periods,
             grace_days=int(row.grace_days or 0),
             grace_covered=bool(row.grace_covered),
-            due_total=due.total,
-            currency=row.currency,
+            due=due,
             lapsed_on=lapsed_on,
         )
         # Only active members are listed, and an active member's eligibility is the household's
@@ -354,7 +361,13 @@ class DatabaseData:
             "until": overall.valid_until.isoformat() if overall.valid_until else None,
             "waiting": overall.waiting_until.isoformat() if overall.waiting_until else None,
         }
-        choices = payment_choices(due, int(row.months), int(row.max_advance_months))
+        refusal = pay_refusal(status, int(row.share_bp) >= FULL_SHARE_BP)
+        ends = overall.valid_until if overall.status in {EligibilityStatus.ACTIVE, EligibilityStatus.WAITING} else None
+        choices = (
+            []
+            if refusal is not None
+            else payment_choices(due, int(row.months), int(row.max_advance_months), on=on, cover_ends=ends)
+        )
         return {
             "on": on.isoformat(),
             "due": overall.amount_due,
@@ -362,6 +375,13 @@ class DatabaseData:
             "choices": [[c.periods, c.months, c.amount] for c in choices],
             "covered": overall.covered,
             "until": overall.valid_until.isoformat() if overall.covered and overall.valid_until else None,
+            "status": overall.status.value,
+            "ends": ends.isoformat() if ends else None,
+            "waiting": overall.waiting_until.isoformat() if overall.waiting_until else None,
+            "next": overall.next_payment_amount,
+            "next_due": overall.next_payment_due.isoformat() if overall.next_payment_due else None,
+            "credit": overall.credit,
+            "refusal": refusal.value if refusal is not None else None,
             "members": [dict(line, first=member["first"]) for member in household["members"]],
         }
 
@@ -424,8 +444,7 @@ class DatabaseData:
             caller_key=key,
             now=self.now(),
         )
-        shown = format_amount(Amount(request.amount, scheme.currency, scheme.currency_exponent), language)
-        how = [how_to_pay(channel, language, request.reference, shown) for channel in scheme.channels]
+        amount = Amount(request.amount, scheme.currency, scheme.currency_exponent)
         if phone:
             send_sms(
                 session,
@@ -435,8 +454,8 @@ class DatabaseData:
                 household=household,
                 dedupe_key=f"payment_reference:{request.id}",
                 reference=request.reference,
-                amount=shown,
-                how_to_pay=" / ".join(how),
+                amount=amount,
+                how_to_pay=how_to_pay(scheme, language, request.reference, amount),
             )
         session.commit()
         return {
@@ -744,16 +763,3 @@ def phone_region(phone: str) -> str | None:
         return None
     region = phonenumbers.region_code_for_country_code(code)
     return region if region and region != "ZZ" else None
-
-
-def how_to_pay(channel: PaymentChannel, language: str, reference: str, amount: str) -> str:
-    """Return the channel's instructions in the language (or its fallback), filled in."""
-    instructions = channel.instructions or {}
-    text = instructions.get(language) or instructions.get(FALLBACKS.get(language, "")) or ""
-    if not text:
-        text = next(iter(instructions.values()), "") or "{account} ref {reference}"
-        text = f"{channel.label}: {text}" if not text.startswith(channel.label) else text
-    try:
-        return str(text).format(account=channel.account, reference=reference, amount=amount)
-    except (KeyError, IndexError, ValueError):
-        return f"{channel.label}: {channel.account} ref {reference}"

@@ -5,7 +5,8 @@ Data the screens read, cached in `state.data` by the caller (see `menus.data`):
 - `caller`: `{agent: {id, facility} | None, lang}` — whether the phone is an agent's, and the language of its
   country's scheme for a phone without a household;
 - `coverage:<household id>`: eligibility of the household and its active members on the scheme's today, with
-  the payment choices (`choices`: `[periods, months, amount]`, the first one being the amount due); read on
+  the payment choices (`choices`: `[periods, months, amount]`, the first one being one period: the amount due,
+  or the next payment when covered; none beyond the advance cap), `due`, `next`/`next_due` and `refusal`; read on
   the dial with the households (`menus.data`), so it is usually there before a screen asks for it;
 - `payments:<household id>`: the household's last five payments.
 
@@ -50,6 +51,7 @@ SCREENS = (
     ),
     Screen("coverage", view="coverage", needs=("coverage",)),
     Screen("pay", auto=True, needs=("coverage",)),
+    Screen("pay_refused", view="pay_refused", end=True),
     Screen("pay_nothing", view="pay_nothing", end=True),
     Screen("pay_plan", view="pay_plan"),
     Screen("pay_route", auto=True),
@@ -74,6 +76,7 @@ TRANSITIONS = (
     Transition("main", "3", "household"),
     Transition("main", "4", "payments"),
     Transition("main", "5", "language"),
+    Transition("pay", AUTO, "pay_refused", conditions=("pay_refused",)),
     Transition("pay", AUTO, "pay_nothing", conditions=("nothing_due",)),
     Transition("pay", AUTO, "pay_plan"),
     Transition("pay_plan", CHOICE, "pay_route", action="choose_payment"),
@@ -151,8 +154,13 @@ def _coverage(state: State) -> dict[str, Any]:
     return dict(state.data[f"coverage:{state.household}"])
 
 
+def _pay_refused(state: State) -> bool:
+    return bool(_coverage(state).get("refusal"))
+
+
 def _nothing_due(state: State) -> bool:
-    return int(_coverage(state)["due"]) <= 0
+    # Nothing due and nothing to pay ahead (covered up to the advance cap): Pay has nothing to offer.
+    return not _coverage(state)["choices"]
 
 
 def _custom_amount(state: State) -> bool:
@@ -184,10 +192,10 @@ def _enter_amount(state: State, value: Any) -> tuple[State, list[Effect]]:
     ceiling = max(int(choice[2]) for choice in coverage["choices"])
     if amount <= 0 or amount > ceiling:
         raise Invalid(N_("Invalid amount."))
-    # Whole periods beyond the amount due, for the request's record; allocation decides what it funds.
+    # Whole periods beyond the first choice (one period), for the request's record; allocation decides.
     period = int(coverage.get("period") or 0)
-    due = int(coverage["due"])
-    periods = 1 + (amount - due) // period if period and amount > due else 1
+    first = int(coverage["choices"][0][2])
+    periods = 1 + (amount - first) // period if period and amount > first else 1
     return _request(state, amount, periods)
 
 
@@ -238,9 +246,7 @@ def _coverage_line(member: dict[str, Any]) -> Msg:
         until = date.fromisoformat(member["until"])
         return Msg(N_("{name}: covered ({status}) until {date}"), dict(values, date=until))
     if member["status"] == "WAITING" and member["waiting"]:
-        return Msg(
-            N_("{name}: NOT covered ({status}) until {date}"), dict(values, date=date.fromisoformat(member["waiting"]))
-        )
+        return Msg(N_("{name}: {status} until {date}"), dict(values, date=date.fromisoformat(member["waiting"])))
     if member["status"] in {"GRACE", "LAPSED"} and member["until"]:
         template = N_("{name}: covered ({status}), ended {date}")
         if not member["covered"]:
@@ -254,18 +260,65 @@ def _coverage_line(member: dict[str, Any]) -> Msg:
 def _coverage_view(state: State) -> View:
     coverage = state.data[f"coverage:{state.household}"]
     header = [Msg(N_("Coverage on {date}"), {"date": date.fromisoformat(coverage["on"])})]
+    line = cover_line(state)
+    if line is not None:
+        header.append(line)
     items = [Item(_coverage_line(member)) for member in coverage["members"]]
     if not items:
         items = [Item(Msg(N_("No active member.")))]
+    payment = payment_line(state)
+    if payment is not None:
+        items.append(Item(payment))
     return View(header=header, items=items)
 
 
-def _pay_nothing_view(state: State) -> View:
+def cover_line(state: State) -> Msg | None:
+    """Return the household's cover in the words every channel uses: "Covered until …" or "Waiting until …,
+    then covered until …" (or "Partly paid, not covered yet."), None when it is not covered."""
     coverage = _coverage(state)
-    header = [Msg(N_("Nothing to pay now."))]
-    if coverage.get("until"):
-        header.append(Msg(N_("Covered until {date}."), {"date": date.fromisoformat(coverage["until"])}))
-    return View(header=header)
+    ends = coverage.get("ends")
+    if coverage.get("status") == "WAITING" and ends and coverage.get("waiting"):
+        dates = {"date": date.fromisoformat(coverage["waiting"]), "end": date.fromisoformat(ends)}
+        return Msg(N_("Waiting until {date}, then covered until {end}."), dates)
+    if coverage.get("status") == "ACTIVE" and ends:
+        return Msg(N_("Covered until {date}."), {"date": date.fromisoformat(ends)})
+    if coverage.get("status") == "PENDING" and int(coverage.get("credit") or 0) > 0 and int(coverage["due"]) > 0:
+        return Msg(N_("Partly paid, not covered yet."))
+    return None
+
+
+def payment_line(state: State) -> Msg | None:
+    """Return "Amount due: …" when something is due now, else "Next payment: … before …" (None: nothing to pay)."""
+    coverage = _coverage(state)
+    if coverage.get("refusal"):
+        return None
+    if int(coverage["due"]) > 0:
+        return Msg(N_("Amount due: {amount}"), {"amount": _amount(state, int(coverage["due"]))})
+    if coverage.get("next_due") and int(coverage.get("next") or 0) > 0:
+        values = {"amount": _amount(state, int(coverage["next"])), "date": date.fromisoformat(coverage["next_due"])}
+        return Msg(N_("Next payment: {amount} before {date}."), values)
+    return None
+
+
+def cover_lines(state: State) -> list[Msg]:
+    """Return the cover line and the payment line, those that apply."""
+    return [line for line in (cover_line(state), payment_line(state)) if line is not None]
+
+
+REFUSALS = {
+    "suspended": N_("Your household is suspended: no payment is taken. Please contact your mutuelle office."),
+    "closed": N_("Your household is closed: no payment is taken. Please contact your mutuelle office."),
+    "subsidised": N_("Your cover is fully paid by the subsidy. You have nothing to pay."),
+}
+
+
+def _pay_refused_view(state: State) -> View:
+    refusal = str(_coverage(state).get("refusal"))
+    return View(header=[Msg(REFUSALS.get(refusal, REFUSALS["suspended"]))])
+
+
+def _pay_nothing_view(state: State) -> View:
+    return View(header=[Msg(N_("Nothing to pay now.")), *cover_lines(state)])
 
 
 def _pay_plan_view(state: State) -> View:
@@ -276,8 +329,8 @@ def _pay_plan_view(state: State) -> View:
         text = Msg(template, {"amount": _amount(state, int(amount)), "months": months})
         items.append(Item(text, key=str(index), value=[int(periods), int(amount)]))
     items.append(Item(Msg(N_("Another amount")), key=str(len(items) + 1), value=CUSTOM_AMOUNT))
-    header = [Msg(N_("Amount due: {amount}"), {"amount": _amount(state, int(coverage["due"]))})]
-    return View(header=header, items=items)
+    payment = payment_line(state)
+    return View(header=[payment] if payment is not None else [], items=items)
 
 
 def _pay_amount_view(state: State) -> View:
@@ -346,6 +399,7 @@ TREE = Tree(
         "pick": _pick_view,
         "main": _main_view,
         "coverage": _coverage_view,
+        "pay_refused": _pay_refused_view,
         "pay_nothing": _pay_nothing_view,
         "pay_plan": _pay_plan_view,
         "pay_amount": _pay_amount_view,
@@ -359,6 +413,7 @@ TREE = Tree(
         "no_household": _no_household,
         "one_household": _one_household,
         "household_chosen": _household_chosen,
+        "pay_refused": _pay_refused,
         "nothing_due": _nothing_due,
         "custom_amount": _custom_amount,
         **checks.CONDITIONS,

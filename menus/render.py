@@ -19,6 +19,7 @@ from datetime import date
 from typing import Any, NamedTuple
 
 from models import i18n
+from models.amounts import Amount, format_money
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,6 @@ class Msg(NamedTuple):
 
     id: str
     args: Mapping[str, Any] = {}
-
-
-class Amount(NamedTuple):
-    """An amount in minor units with its currency, formatted per language."""
-
-    value: int
-    currency: str
-    exponent: int = 0
 
 
 Text = Msg | str
@@ -147,15 +140,8 @@ def format_date(value: date | str, language: str) -> str:
 
 
 def format_amount(amount: Amount, language: str) -> str:
-    """Return an amount with grouped thousands in the language's style, e.g. `3 500 XOF` or `3,500 XOF`."""
-    whole, minor = divmod(abs(amount.value), 10**amount.exponent) if amount.exponent else (abs(amount.value), 0)
-    group = "," if language == "en" else " "
-    decimal = "." if language == "en" else ","
-    digits = f"{whole:,}".replace(",", group)
-    if amount.exponent:
-        digits += f"{decimal}{minor:0{amount.exponent}d}"
-    sign = "-" if amount.value < 0 else ""
-    return f"{sign}{digits} {amount.currency}"
+    """Return an amount in the one format of every channel (`models.amounts.format_amount`)."""
+    return format_money(amount, language)
 
 
 def text_of(item: Text, language: str) -> str:

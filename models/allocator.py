@@ -542,6 +542,11 @@ class Allocator:
         last = self._owner_book(household=household).last
         return last.end_on if last is not None else None
 
+    def waiting_until(self, household: Household) -> date | None:
+        """Return the last day of waiting of the household's last live period (planned ones included), if any."""
+        last = self._owner_book(household=household).last
+        return last.waiting_until if last is not None else None
+
     # Writing -----------------------------------------------------------------------------------------------
 
     def write(self) -> None:

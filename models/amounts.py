@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -94,9 +95,46 @@ def currency_exponent(session: Session, currency: str) -> int:
     return CURRENCY_EXPONENTS[currency]
 
 
-def format_amount(amount: int, currency: str, exponent: int) -> str:
-    """Return minor units as people read them: 3500 XOF → "3500 XOF", 35000 KES → "350.00 KES"."""
-    if exponent <= 0:
-        return f"{amount} {currency}"
-    major, minor = divmod(amount, 10**exponent)
-    return f"{major}.{minor:0{exponent}d} {currency}"
+class Amount(NamedTuple):
+    """An amount in minor units with its currency, formatted per language where it is shown."""
+
+    value: int
+    currency: str
+    exponent: int = 0
+
+
+# How people write each currency, per language ("*": any other language). The way they write money there:
+# "15 000 F CFA" in Senegal, "8 000 riels" in Cambodia. Plain ASCII spaces only: Babel's narrow no-break
+# spaces are not in the GSM 03.38 alphabet and would turn an SMS into UCS-2 (a third of the room).
+CURRENCY_LABELS: dict[str, dict[str, str]] = {
+    "XOF": {"*": "F CFA"},
+    "XAF": {"*": "F CFA"},
+    "KHR": {"en": "riel", "km": "រៀល", "*": "riels"},
+}
+# Languages that group thousands with a comma and mark decimals with a point; the others use a space and a comma.
+POINT_LANGUAGES = frozenset({"en"})
+
+
+def currency_label(currency: str, language: str | None) -> str:
+    """Return how the currency is written after an amount in the language (its ISO code when nothing else)."""
+    labels = CURRENCY_LABELS.get(currency, {})
+    return labels.get(language or "", labels.get("*", currency))
+
+
+def format_amount(amount: int, currency: str, exponent: int, language: str | None = None) -> str:
+    """Return minor units as people read them in the language, the one amount format of every channel.
+
+    3500 XOF → "3 500 F CFA" (fr, wo), "3,500 F CFA" (en); 35050 KES → "350,50 KES" (fr), "350.50 KES" (en).
+    """
+    point = language in POINT_LANGUAGES
+    whole, minor = divmod(abs(amount), 10**exponent) if exponent > 0 else (abs(amount), 0)
+    digits = f"{whole:,}".replace(",", "," if point else " ")
+    if exponent > 0:
+        digits += f"{'.' if point else ','}{minor:0{exponent}d}"
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{digits} {currency_label(currency, language)}"
+
+
+def format_money(amount: Amount, language: str | None) -> str:
+    """Return an `Amount` formatted in the language (see `format_amount`)."""
+    return format_amount(amount.value, amount.currency, amount.exponent, language)

@@ -38,6 +38,8 @@ class CheckAnswer:
             "valid_until": e.valid_until.isoformat() if e.valid_until else None,
             "waiting_until": e.waiting_until.isoformat() if e.waiting_until else None,
             "amount_due": e.amount_due,
+            "next_payment_amount": e.next_payment_amount,
+            "next_payment_due": e.next_payment_due.isoformat() if e.next_payment_due else None,
             "currency": e.currency,
             "reason": e.reason,
         }

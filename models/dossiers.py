@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 from models.access import EligibilityCheck
 from models.base import MemberStatus
 from models.coverage import live_periods
-from models.eligibility import Eligibility, household_eligibility, member_eligibility
+from models.eligibility import Eligibility, cover_sentences, household_eligibility, member_eligibility
 from models.household import Account, Household, Member, Network
 from models.ledger import account_state
 from models.messaging import Message
@@ -220,6 +220,11 @@ class HouseholdDossier:
     payments: list[Payment]
     messages: list[Message]
     checks: list[EligibilityCheck]
+
+    @property
+    def cover(self) -> list[str]:
+        """Return the cover and payments in the words members read (`models.eligibility.cover_sentences`)."""
+        return cover_sentences(self.answer, self.scheme.currency_exponent)
 
 
 def household_dossier(session: Session, household_id: int, on: date | None = None) -> HouseholdDossier | None:

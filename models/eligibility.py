@@ -1,5 +1,13 @@
 """Eligibility: is a member covered on a date, with which status, until when, and what is due.
 
+Two amounts, read in the same words by members, facilities and staff:
+- the amount due: what the household must pay now to be covered — 0 while it is covered or waiting on a
+  funded period (and for a household suspended by staff or closed: paying would not cover it); the fee if never
+  paid + the next period − credit when never or partly paid; the next period (+ arrears) − credit in grace or
+  lapsed;
+- the next payment: the amount of the next period (+ the fee if unpaid, + arrears) − credit, due on the last
+  day of cover (`valid_until`), or today when nothing is covered.
+
 Cheap enough for a USSD hop: the member's household and scheme (usually already in the session),
 one query for the periods near the date, one for the account balance and fee, one to count members.
 """
@@ -14,6 +22,7 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from models.amounts import format_amount
 from models.base import EligibilityStatus, HouseholdStatus, MemberStatus
 from models.household import Household, Member
 from models.money import CoveragePeriod
@@ -41,9 +50,17 @@ class Eligibility:
     status: EligibilityStatus
     valid_until: date | None  # last covered (or waiting) day of the current run of periods
     waiting_until: date | None  # last day of the waiting period, when one applies
-    amount_due: int
+    amount_due: int  # to pay now to be covered (0 while covered or waiting on a funded period)
     currency: str
     reason: str | None  # a short English sentence when not covered, None when covered
+    next_payment_amount: int = 0  # the next period (+ fee if unpaid, + arrears) - credit, never below 0
+    next_payment_due: date | None = None  # the last day of cover, or the date asked when nothing is covered
+    credit: int = 0  # money on the account towards the next period (a partly paid household's part)
+
+    @property
+    def partly_paid(self) -> bool:
+        """Return whether a household never covered holds part of its first payment (credit below the price)."""
+        return self.status is EligibilityStatus.PENDING and self.credit > 0 and self.amount_due > 0
 
 
 def _covered_run_end(periods: Sequence[PeriodDates], index: int) -> date:
@@ -61,8 +78,7 @@ def household_eligibility(
 ) -> Eligibility:
     """Return whether the household is covered on a date, its status, dates and amount due (`due` if known)."""
     scheme = household.scheme
-    due_total = (due or amount_due(session, household, on)).total
-    currency = scheme.currency
+    due = due or amount_due(session, household, on)
 
     grace = timedelta(days=scheme.grace_days)
     periods: list[CoveragePeriod] = []
@@ -95,8 +111,7 @@ def household_eligibility(
         periods=periods,
         grace_days=scheme.grace_days,
         grace_covered=scheme.grace_covered,
-        due_total=due_total,
-        currency=currency,
+        due=due,
         lapsed_on=lapsed_on,
     )
 
@@ -109,15 +124,16 @@ def eligibility_on(
     periods: Sequence[PeriodDates],
     grace_days: int,
     grace_covered: bool,
-    due_total: int,
-    currency: str,
+    due: AmountDue,
     lapsed_on: date | None,
 ) -> Eligibility:
     """Return a household's eligibility from plain values, without I/O (the rules of `household_eligibility`).
 
     `periods` are the household's unreversed periods ending on or after `on - grace_days`, by start date;
-    `lapsed_on` is the last end of an unreversed period before `on` (only read when no period is given).
+    `lapsed_on` is the last end of an unreversed period before `on` (only read when no period is given);
+    `due` the pieces of the next payment (`models.premiums.amount_due`): what is due now follows the status.
     """
+    paying = {EligibilityStatus.PENDING, EligibilityStatus.GRACE, EligibilityStatus.LAPSED}
 
     def answer(
         status: EligibilityStatus,
@@ -126,8 +142,21 @@ def eligibility_on(
         waiting_until: date | None = None,
         covered: bool = False,
     ) -> Eligibility:
+        now_due = due.total if status in paying else 0
+        if status is EligibilityStatus.PENDING and due.credit > 0 and now_due > 0:
+            reason = f"partly paid: {now_due} {due.currency} still missing"
+        next_due = valid_until if valid_until is not None and valid_until >= on else on
         return Eligibility(
-            covered, status, valid_until, waiting_until, due_total, currency, None if covered else reason
+            covered,
+            status,
+            valid_until,
+            waiting_until,
+            now_due,
+            due.currency,
+            None if covered else reason,
+            next_payment_amount=due.total,
+            next_payment_due=next_due,
+            credit=due.credit,
         )
 
     if status == HouseholdStatus.SUSPENDED:
@@ -164,8 +193,41 @@ def eligibility_on(
 def member_eligibility(session: Session, member: Member, on: date) -> Eligibility:
     """Return whether the member is covered on a date, with status, dates, amount due and reason."""
     if member.status != MemberStatus.ACTIVE or (member.left_on is not None and member.left_on <= on):
-        household = member.household
-        due = amount_due(session, household, on).total
+        # The member is not covered, but the household still reads its own amounts.
+        household = household_eligibility(session, member.household, on)
         reason = "member deceased" if member.status == MemberStatus.DECEASED else "member left the household"
-        return Eligibility(False, EligibilityStatus.INACTIVE, None, None, due, household.scheme.currency, reason)
+        return Eligibility(
+            False,
+            EligibilityStatus.INACTIVE,
+            None,
+            None,
+            household.amount_due,
+            household.currency,
+            reason,
+            next_payment_amount=household.next_payment_amount,
+            next_payment_due=household.next_payment_due,
+            credit=household.credit,
+        )
     return household_eligibility(session, member.household, on)
+
+
+def cover_sentences(answer: Eligibility, exponent: int) -> list[str]:
+    """Return the cover and the payments in the words members read (USSD, SMS), in English for staff.
+
+    "Covered until …" / "Waiting until …, then covered until …" / "Amount due: …" / "Next payment: … before …".
+    """
+    day = "%d/%m/%Y"
+    lines = []
+    if answer.status is EligibilityStatus.WAITING and answer.waiting_until and answer.valid_until:
+        waiting, until = answer.waiting_until.strftime(day), answer.valid_until.strftime(day)
+        lines.append(f"Waiting until {waiting}, then covered until {until}.")
+    elif answer.status is EligibilityStatus.ACTIVE and answer.valid_until:
+        lines.append(f"Covered until {answer.valid_until.strftime(day)}.")
+    elif answer.partly_paid:
+        lines.append("Partly paid, not covered yet.")
+    if answer.amount_due > 0:
+        lines.append(f"Amount due: {format_amount(answer.amount_due, answer.currency, exponent, 'en')}")
+    if answer.next_payment_due is not None and answer.next_payment_amount > 0:
+        amount = format_amount(answer.next_payment_amount, answer.currency, exponent, "en")
+        lines.append(f"Next payment: {amount} before {answer.next_payment_due.strftime(day)}.")
+    return lines

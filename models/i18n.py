@@ -23,6 +23,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
+from models.amounts import Amount, format_money
 from models.base import Language
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,12 @@ SMS_TEMPLATES: dict[str, str] = {
     ),
     "receipt_covered": template(
         "receipt_covered",
-        "Payment of %(amount)s received for household %(household_no)s. Covered until %(until)s. Thank you!",
+        "Payment of %(amount)s received for %(household_no)s. Covered until %(until)s. "
+        "Next payment: %(next)s before %(next_due)s.",
+    ),
+    "receipt_waiting": template(
+        "receipt_waiting",
+        "Payment of %(amount)s received for %(household_no)s. Waiting until %(waiting)s, then covered until %(until)s.",
     ),
     "receipt_due": template(
         "receipt_due", "Payment of %(amount)s received for household %(household_no)s. Still to pay: %(due)s."
@@ -62,7 +68,8 @@ SMS_TEMPLATES: dict[str, str] = {
     ),
     "reminder_before": template(
         "reminder_before",
-        "Household %(household_no)s: your cover ends on %(until)s. Pay %(amount)s to stay covered. Dial %(ussd_code)s",
+        "Household %(household_no)s: covered until %(until)s. Next payment: %(amount)s before %(until)s. "
+        "Dial %(ussd_code)s",
     ),
     "reminder_lapsed": template(
         "reminder_lapsed",
@@ -70,9 +77,14 @@ SMS_TEMPLATES: dict[str, str] = {
     ),
     "help": template("help", "Send STATUS, PAY, BALANCE, LANG en/fr/wo/km, STOP or START. Or dial %(ussd_code)s"),
     # Replies to SMS commands (models.sms_inbound); keywords in them are the reply language's own.
-    "status_active": template("status_active", "Household %(household_no)s is covered until %(until)s."),
+    "status_active": template(
+        "status_active",
+        "Household %(household_no)s: covered until %(until)s. Next payment: %(next)s before %(next_due)s.",
+    ),
     "status_waiting": template(
-        "status_waiting", "Household %(household_no)s: waiting period until %(until)s, care is covered after it."
+        "status_waiting",
+        "Household %(household_no)s: waiting until %(waiting)s, then covered until %(until)s. "
+        "Next payment: %(next)s before %(next_due)s.",
     ),
     "status_grace": template(
         "status_grace", "Household %(household_no)s: cover ended on %(until)s, grace period. Pay %(amount)s: send PAY."
@@ -83,6 +95,10 @@ SMS_TEMPLATES: dict[str, str] = {
     ),
     "status_pending": template(
         "status_pending", "Household %(household_no)s is NOT covered yet. Pay %(amount)s to start your cover: send PAY."
+    ),
+    "status_partly_paid": template(
+        "status_partly_paid",
+        "Household %(household_no)s: partly paid, NOT covered yet. Still missing: %(amount)s. Send PAY.",
     ),
     "status_suspended": template(
         "status_suspended",
@@ -111,9 +127,27 @@ SMS_TEMPLATES: dict[str, str] = {
         "This phone is not registered with the mutuelle. Send STATUS <member no> <DDMMYYYY> or dial %(ussd_code)s",
     ),
     "rate_limited": template("rate_limited", "Too many checks. Please try again later or dial %(ussd_code)s"),
-    "pay_nothing_due": template("pay_nothing_due", "Household %(household_no)s: nothing to pay now. Thank you!"),
+    "pay_nothing_due": template(
+        "pay_nothing_due", "Household %(household_no)s: nothing to pay now. Next payment: %(next)s before %(next_due)s."
+    ),
+    "pay_refused_suspended": template(
+        "pay_refused_suspended",
+        "Household %(household_no)s is suspended: no payment is taken. Please contact your mutuelle office.",
+    ),
+    "pay_refused_closed": template(
+        "pay_refused_closed",
+        "Household %(household_no)s is closed: no payment is taken. Please contact your mutuelle office.",
+    ),
+    "pay_refused_subsidised": template(
+        "pay_refused_subsidised",
+        "Household %(household_no)s: your cover is fully paid by the subsidy. You have nothing to pay.",
+    ),
     "pay_usage": template("pay_usage", "Send PAY to pay the amount due, or PAY followed by an amount in figures."),
-    "balance": template("balance", "Household %(household_no)s: credit %(credit)s. Amount due: %(amount)s."),
+    "balance": template(
+        "balance",
+        "Household %(household_no)s: credit %(credit)s. Amount due: %(amount)s. "
+        "Next payment: %(next)s before %(next_due)s.",
+    ),
     "language_set": template("language_set", "Language saved: %(language_name)s."),
     "language_usage": template("language_usage", "Send LANG followed by fr, wo, en or km."),
     "stop_done": template("stop_done", "You will no longer receive reminders. Send START to get them again."),
@@ -144,7 +178,8 @@ def render(key: str, language: str, values: Mapping[str, Any]) -> str:
     missing = placeholders(key) - set(values)
     if missing:
         raise TemplateError(f"template {key!r} needs {', '.join(sorted(missing))}")
-    return text % {name: _format_value(value) for name, value in values.items()}
+    language = resolve_language(language)
+    return text % {name: _format_value(value, language) for name, value in values.items()}
 
 
 @functools.cache
@@ -201,7 +236,9 @@ def _read_catalog(po_path: Path) -> Any:
         return read_po(fp, domain=DOMAIN)
 
 
-def _format_value(value: Any) -> str:
+def _format_value(value: Any, language: str) -> str:
+    if isinstance(value, Amount):
+        return format_money(value, language)
     if isinstance(value, date):
         return value.strftime("%d/%m/%Y")
     return str(value)

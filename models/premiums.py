@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
+from dateutil.relativedelta import relativedelta
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from models.base import MemberStatus, PremiumKind
+from models.base import HouseholdStatus, MemberStatus, PremiumKind
 from models.household import Household, Member
 from models.ledger import AccountState, account_state
 from models.scheme import Plan, Scheme, SubsidyCategory
@@ -32,7 +34,11 @@ class PeriodPrice:
 
 @dataclass(frozen=True)
 class AmountDue:
-    """What a household must pay on a date to fund its next period."""
+    """The pieces of a household's next payment on a date: what funds its next period.
+
+    `total` is the next payment's amount; what is due *now* depends on the household's cover and is
+    `models.eligibility.Eligibility.amount_due` (0 while covered or waiting on a funded period).
+    """
 
     fee: int  # membership fee still to pay (0 once paid, or for fully subsidised households)
     period: int  # the household's share of the next period
@@ -150,7 +156,7 @@ def amount_due(
     state: AccountState | None = None,
     members: int | None = None,
 ) -> AmountDue:
-    """Return the household's amount due on a date: fee if never paid + next period share - credit.
+    """Return the pieces of the household's next payment on a date: fee if never paid + next period share - credit.
 
     A fully subsidised household owes nothing: the funder pays its periods through
     `book_subsidised_periods`, and SPEC has the state pay "all of it for the poorest", so it is
@@ -185,11 +191,25 @@ def max_advance_periods(plan_months: int, max_advance_months: int) -> int:
     return max(1, max_advance_months // max(1, plan_months))
 
 
-def payment_choices(due: AmountDue, plan_months: int, max_advance_months: int) -> list[PaymentChoice]:
-    """Return the amounts a payer may choose: the amount due (one period), then more periods up to the cap."""
-    if due.total <= 0:
-        return []
+def payment_choices(
+    due: AmountDue, plan_months: int, max_advance_months: int, *, on: date | None = None, cover_ends: date | None = None
+) -> list[PaymentChoice]:
+    """Return the amounts a payer may choose: the next period (what is due, or the next payment), then more.
+
+    Paying ahead stays possible, never beyond the advance cap: with cover running until `cover_ends`, only
+    the periods starting by `on` + `max_advance_months` (the allocator's cap) are offered — none when the
+    household is covered that far already.
+    """
+    if due.period <= 0:
+        return []  # fully subsidised, or no active member: nothing to buy
     ceiling = max_advance_periods(plan_months, max_advance_months)
+    if on is not None and cover_ends is not None and cover_ends >= on:
+        cap = on + relativedelta(months=max_advance_months)
+        start, fundable = cover_ends + timedelta(days=1), 0
+        while start <= cap and fundable < ceiling:
+            fundable += 1
+            start = start + relativedelta(months=plan_months)
+        ceiling = fundable
     counts = sorted({1, 2, ceiling, *(n for n in (3, 6, 12) if n < ceiling)} & set(range(1, ceiling + 1)))
     choices: list[PaymentChoice] = []
     for periods in counts:
@@ -197,3 +217,22 @@ def payment_choices(due: AmountDue, plan_months: int, max_advance_months: int) -
         if amount > 0 and all(choice.amount != amount for choice in choices):
             choices.append(PaymentChoice(periods, periods * plan_months, amount))
     return choices
+
+
+class PayRefusal(enum.StrEnum):
+    """Why a household is not offered Pay (a lapsed one always is)."""
+
+    SUSPENDED = "suspended"  # by staff
+    CLOSED = "closed"
+    SUBSIDISED = "subsidised"  # its funder pays all of it
+
+
+def pay_refusal(status: HouseholdStatus, fully_subsidised: bool) -> PayRefusal | None:
+    """Return why the household is not offered Pay, or None when it may pay."""
+    if status == HouseholdStatus.SUSPENDED:
+        return PayRefusal.SUSPENDED
+    if status == HouseholdStatus.CLOSED:
+        return PayRefusal.CLOSED
+    if fully_subsidised:
+        return PayRefusal.SUBSIDISED
+    return None

@@ -10,11 +10,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from models.amounts import Amount, format_money
 from models.base import RequestStatus
 from models.db import begin_write
 from models.household import Household, Network
+from models.i18n import render, resolve_language
 from models.payment import PaymentRequest
 from models.scheme import Scheme
+from models.sms_text import measure
 
 REFERENCE_DIGITS = 6
 # Collisions need ~1 % of the 900,000 references open at once to matter; a few retries cover it.
@@ -138,13 +141,40 @@ def expire_payment_requests(session: Session, now: datetime) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+LANGUAGE_FALLBACKS = {"wo": "fr", "km": "en"}  # the same fallbacks as the USSD screens'
+
+
 def payment_instructions(scheme: Scheme, language: str, reference: str, amount_text: str) -> list[str]:
-    """Return how to pay the scheme with each of its providers, in the language (else the scheme's default)."""
+    """Return how to pay the scheme with each of its providers, in the language.
+
+    A channel without instructions in the language uses its fallback (Wolof → French, Khmer → English), then the
+    scheme's default language, then any it has, then `<label>: <account> <amount> ref <reference>`.
+    """
     lines = []
     for channel in scheme.channels:
         texts = channel.instructions or {}
-        text = texts.get(language) or texts.get(str(scheme.default_language)) or next(iter(texts.values()), "")
+        candidates = (language, LANGUAGE_FALLBACKS.get(language, ""), str(scheme.default_language))
+        text = next((texts[c] for c in candidates if texts.get(c)), "") or next(iter(texts.values()), "")
         if not text:
-            text = f"{channel.label}: {channel.account} {{amount}} ref {{reference}}"
-        lines.append(text.format(account=channel.account, reference=reference, amount=amount_text))
+            text = f"{channel.label}: {{account}} {{amount}} ref {{reference}}"
+        try:
+            lines.append(str(text).format(account=channel.account, reference=reference, amount=amount_text))
+        except (KeyError, IndexError, ValueError):
+            lines.append(f"{channel.label}: {channel.account} ref {reference}")
     return lines
+
+
+def how_to_pay(
+    scheme: Scheme, language: str, reference: str, amount: Amount, template: str = "payment_reference"
+) -> str:
+    """Return the one "how to pay" text of USSD and SMS: as many providers' instructions as keep the SMS in one segment.
+
+    Always at least the first provider's; `template` is the SMS that carries them, with `reference` and `amount`.
+    """
+    language = resolve_language(language)
+    lines = payment_instructions(scheme, language, reference, format_money(amount, language))
+    kept = list(lines)
+    values = {"reference": reference, "amount": amount}
+    while len(kept) > 1 and measure(render(template, language, {**values, "how_to_pay": "; ".join(kept)})).segments > 1:
+        kept.pop()
+    return "; ".join(kept)

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from logs import mask_phone
-from models.amounts import format_amount
+from models.amounts import Amount
 from models.base import HouseholdStatus, MemberStatus
 from models.db import begin_write
 from models.household import Household
@@ -125,7 +125,7 @@ def _scheme_reminders(session: Session, scheme: Scheme, today: date, ussd_code: 
             dedupe_key=key,
             household_no=household.household_no,
             until=period_end,
-            amount=format_amount(due, scheme.currency, scheme.currency_exponent),
+            amount=Amount(due, scheme.currency, scheme.currency_exponent),
             ussd_code=ussd_code,
         )
         queued += 1

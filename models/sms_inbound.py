@@ -10,6 +10,7 @@ phone are operator confirmations forwarded by hand: they go to the payments SMS 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -23,20 +24,20 @@ from sqlalchemy.orm import Session
 from logs import mask_phone
 from models.access import CollectionDevice
 from models.agents import PinOutcome, find_agent, verify_agent_pin
-from models.amounts import AmountError, format_amount, parse_amount
+from models.amounts import Amount, AmountError, parse_amount
 from models.base import CheckChannel, EligibilityStatus, Language, MemberStatus, MessageDirection, MessageStatus, utcnow
 from models.checks import check_member, find_member
 from models.db import begin_write
 from models.eligibility import Eligibility, household_eligibility, member_eligibility
 from models.household import Household, Member
-from models.i18n import render, resolve_language
+from models.i18n import resolve_language
 from models.messaging import Message
 from models.operator_sms import OperatorPatterns
 from models.outbox import send_sms
 from models.payment_sources import find_device, operator_patterns, take_short_code_text
-from models.premiums import amount_due
+from models.premiums import PaymentChoice, amount_due, is_fully_subsidised, pay_refusal, payment_choices
 from models.rate_limit import allow_member_check
-from models.references import create_payment_request, payment_instructions
+from models.references import create_payment_request, how_to_pay
 from models.scheme import Scheme
 from models.sms_commands import Command, CommandKind, mask_secrets, parse_command
 from models.sms_text import measure
@@ -271,25 +272,38 @@ def _reply(session: Session, message: Message, command: Command, context: Comman
     if kind is CommandKind.STATUS:
         return _status_reply(household, household_eligibility(session, household, today))
     if kind is CommandKind.BALANCE:
-        due = amount_due(session, household, today)
+        answer = household_eligibility(session, household, today)
         money = _money(household.scheme)
-        values = {"household_no": household.household_no, "credit": money(due.credit), "amount": money(due.total)}
+        values = {
+            "household_no": household.household_no,
+            "credit": money(answer.credit),
+            "amount": money(answer.amount_due),
+            **_next_payment(household, answer),
+        }
         return Reply("balance", values, household)
     return _pay(session, message, household, command, context, today)
 
 
-def _money(scheme: Scheme) -> Any:
-    return lambda amount: format_amount(amount, scheme.currency, scheme.currency_exponent)
+def _money(scheme: Scheme) -> Callable[[int], Amount]:
+    # Formatted in the reply's language when it is rendered (`models.amounts.format_amount`).
+    return lambda amount: Amount(amount, scheme.currency, scheme.currency_exponent)
+
+
+def _next_payment(household: Household, answer: Eligibility) -> dict[str, Any]:
+    """Return the next payment's values of a reply: `next` (amount) and `next_due` (the day cover ends, or today)."""
+    return {"next": _money(household.scheme)(answer.next_payment_amount), "next_due": answer.next_payment_due or "-"}
 
 
 def _status_reply(household: Household, answer: Eligibility) -> Reply:
-    until: date | None = answer.waiting_until if answer.status is EligibilityStatus.WAITING else answer.valid_until
-    values = {
+    values: dict[str, Any] = {
         "household_no": household.household_no,
-        "until": until if until is not None else "-",
+        "until": answer.valid_until if answer.valid_until is not None else "-",
+        "waiting": answer.waiting_until if answer.waiting_until is not None else "-",
         "amount": _money(household.scheme)(answer.amount_due),
+        **_next_payment(household, answer),
     }
-    return Reply(STATUS_TEMPLATES[answer.status], values, household)
+    template = "status_partly_paid" if answer.partly_paid else STATUS_TEMPLATES[answer.status]
+    return Reply(template, values, household)
 
 
 def _member_status(
@@ -346,9 +360,15 @@ def _check(session: Session, phone: str, command: Command, context: CommandConte
 def _pay(
     session: Session, message: Message, household: Household, command: Command, context: CommandContext, today: date
 ) -> Reply:
-    """Answer `PAY [amount]`: a payment request for the amount (default: the amount due) and how to pay it."""
+    """Answer `PAY [amount]`: a payment request for the amount (default: what is due, else the next payment).
+
+    A household suspended by staff, closed or fully subsidised is told why instead (a lapsed one may always pay).
+    """
     scheme = household.scheme
     money = _money(scheme)
+    refusal = pay_refusal(household.status, is_fully_subsidised(household))
+    if refusal is not None:
+        return Reply(f"pay_refused_{refusal.value}", {"household_no": household.household_no}, household)
     if command.problem is not None:
         return Reply("pay_usage", {}, household)
     if command.amount_text is not None:
@@ -357,9 +377,12 @@ def _pay(
         except AmountError:
             return Reply("pay_usage", {}, household)
     else:
-        amount = amount_due(session, household, today).total
-        if amount <= 0:
-            return Reply("pay_nothing_due", {"household_no": household.household_no}, household)
+        answer = household_eligibility(session, household, today)
+        offer = pay_offer(session, household, answer, today)
+        if not offer:
+            values = {"household_no": household.household_no, **_next_payment(household, answer)}
+            return Reply("pay_nothing_due", values, household)
+        amount = offer[0].amount
     request = create_payment_request(
         session,
         scheme=scheme,
@@ -371,16 +394,16 @@ def _pay(
         now=context.now,
     )
     language = resolve_language(household.language, scheme.default_language)
-    values = {"reference": request.reference, "amount": money(amount)}
-    values["how_to_pay"] = fit_instructions(
-        "payment_reference", language, values, payment_instructions(scheme, language, request.reference, money(amount))
-    )
+    values: dict[str, Any] = {"reference": request.reference, "amount": money(amount)}
+    values["how_to_pay"] = how_to_pay(scheme, language, request.reference, money(amount))
     return Reply("payment_reference", values, household)
 
 
-def fit_instructions(template: str, language: str, values: dict[str, Any], lines: list[str]) -> str:
-    """Return as many payment instructions as keep the reply in one SMS (always at least the first)."""
-    kept = list(lines)
-    while len(kept) > 1 and measure(render(template, language, {**values, "how_to_pay": "; ".join(kept)})).segments > 1:
-        kept.pop()
-    return "; ".join(kept)
+def pay_offer(session: Session, household: Household, answer: Eligibility, on: date) -> list[PaymentChoice]:
+    """Return what Pay offers the household on a date: what is due, else the next period(s) up to the advance cap."""
+    scheme = household.scheme
+    due = amount_due(session, household, on)
+    plan = scheme.plan(household.plan)
+    covered = answer.status in {EligibilityStatus.ACTIVE, EligibilityStatus.WAITING}
+    ends = answer.valid_until if covered else None
+    return payment_choices(due, plan.months, scheme.max_advance_months, on=on, cover_ends=ends)

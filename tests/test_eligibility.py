@@ -30,7 +30,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         [],
         None,
         d(2026, 11, 25),
-        (S.PENDING, False, None, None, 15_000, "no premium paid yet"),
+        (S.PENDING, False, None, None, 15_000, 15_000, d(2026, 11, 25), "no premium paid yet"),
     ),
     (
         "paid, in the month of waiting",
@@ -39,7 +39,16 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         None,
         d(2026, 12, 1),
-        (S.WAITING, False, d(2027, 11, 19), d(2026, 12, 19), 14_000, "waiting period until 2026-12-19"),
+        (
+            S.WAITING,
+            False,
+            d(2027, 11, 19),
+            d(2026, 12, 19),
+            0,
+            14_000,
+            d(2027, 11, 19),
+            "waiting period until 2026-12-19",
+        ),
     ),
     (
         "last day of waiting",
@@ -48,7 +57,16 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         None,
         d(2026, 12, 19),
-        (S.WAITING, False, d(2027, 11, 19), d(2026, 12, 19), 14_000, "waiting period until 2026-12-19"),
+        (
+            S.WAITING,
+            False,
+            d(2027, 11, 19),
+            d(2026, 12, 19),
+            0,
+            14_000,
+            d(2027, 11, 19),
+            "waiting period until 2026-12-19",
+        ),
     ),
     (
         "first covered day",
@@ -57,7 +75,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         None,
         d(2026, 12, 20),
-        (S.ACTIVE, True, d(2027, 11, 19), None, 14_000, None),
+        (S.ACTIVE, True, d(2027, 11, 19), None, 0, 14_000, d(2027, 11, 19), None),
     ),
     (
         "last day of the period",
@@ -66,7 +84,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         None,
         d(2027, 11, 19),
-        (S.ACTIVE, True, d(2027, 11, 19), None, 14_000, None),
+        (S.ACTIVE, True, d(2027, 11, 19), None, 0, 14_000, d(2027, 11, 19), None),
     ),
     (
         "renewed: covered until the end of the renewal",
@@ -75,7 +93,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         [*PAID, (d(2027, 11, 1), 14_000)],
         None,
         d(2027, 6, 1),
-        (S.ACTIVE, True, d(2028, 11, 19), None, 14_000, None),
+        (S.ACTIVE, True, d(2028, 11, 19), None, 0, 14_000, d(2028, 11, 19), None),
     ),
     (
         "CMU grace is not covered",
@@ -84,7 +102,16 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         None,
         d(2027, 11, 20),
-        (S.GRACE, False, d(2027, 11, 19), None, 14_000, "premium unpaid since 2027-11-19, grace until 2027-12-19"),
+        (
+            S.GRACE,
+            False,
+            d(2027, 11, 19),
+            None,
+            14_000,
+            14_000,
+            d(2027, 11, 20),
+            "premium unpaid since 2027-11-19, grace until 2027-12-19",
+        ),
     ),
     (
         "CMU last day of grace",
@@ -93,7 +120,16 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         None,
         d(2027, 12, 19),
-        (S.GRACE, False, d(2027, 11, 19), None, 14_000, "premium unpaid since 2027-11-19, grace until 2027-12-19"),
+        (
+            S.GRACE,
+            False,
+            d(2027, 11, 19),
+            None,
+            14_000,
+            14_000,
+            d(2027, 12, 19),
+            "premium unpaid since 2027-11-19, grace until 2027-12-19",
+        ),
     ),
     (
         "CMU past grace: lapsed",
@@ -102,7 +138,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         None,
         d(2027, 12, 20),
-        (S.LAPSED, False, d(2027, 11, 19), None, 14_000, "premium unpaid since 2027-11-19"),
+        (S.LAPSED, False, d(2027, 11, 19), None, 14_000, 14_000, d(2027, 12, 20), "premium unpaid since 2027-11-19"),
     ),
     (
         "SKY grace is covered",
@@ -111,7 +147,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         [(d(2026, 11, 20), 4_000)],
         None,
         d(2027, 1, 25),
-        (S.GRACE, True, d(2027, 1, 19), None, 2_000, None),
+        (S.GRACE, True, d(2027, 1, 19), None, 2_000, 2_000, d(2027, 1, 25), None),
     ),
     (
         "SKY past its 15 days of grace",
@@ -120,7 +156,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         [(d(2026, 11, 20), 4_000)],
         None,
         d(2027, 2, 4),
-        (S.LAPSED, False, d(2027, 1, 19), None, 2_000, "premium unpaid since 2027-01-19"),
+        (S.LAPSED, False, d(2027, 1, 19), None, 2_000, 2_000, d(2027, 2, 4), "premium unpaid since 2027-01-19"),
     ),
     (
         "suspended by staff, with their reason",
@@ -129,7 +165,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         "suspend",
         d(2027, 1, 10),
-        (S.SUSPENDED, False, None, None, 14_000, "documents under review"),
+        (S.SUSPENDED, False, None, None, 0, 14_000, d(2027, 1, 10), "documents under review"),
     ),
     (
         "member deceased",
@@ -138,7 +174,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         "deceased",
         d(2027, 1, 10),
-        (S.INACTIVE, False, None, None, 10_500, "member deceased"),
+        (S.INACTIVE, False, None, None, 0, 10_500, d(2027, 11, 19), "member deceased"),
     ),
     (
         "member left on that day",
@@ -147,7 +183,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         "left",
         d(2027, 3, 1),
-        (S.INACTIVE, False, None, None, 10_500, "member left the household"),
+        (S.INACTIVE, False, None, None, 0, 10_500, d(2027, 11, 19), "member left the household"),
     ),
     (
         "member leaving later is still covered",
@@ -156,7 +192,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         "left",
         d(2027, 2, 28),
-        (S.ACTIVE, True, d(2027, 11, 19), None, 14_000, None),
+        (S.ACTIVE, True, d(2027, 11, 19), None, 0, 14_000, d(2027, 11, 19), None),
     ),
     (
         "family-grant household funded by the state",
@@ -165,7 +201,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         [],
         "subsidy",
         d(2027, 1, 10),
-        (S.ACTIVE, True, d(2027, 11, 19), None, 0, None),
+        (S.ACTIVE, True, d(2027, 11, 19), None, 0, 0, d(2027, 11, 19), None),
     ),
     (
         "reversed payment: back to pending",
@@ -174,7 +210,16 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         PAID,
         "reverse",
         d(2027, 1, 10),
-        (S.PENDING, False, None, None, 15_000, "no premium paid yet"),
+        (S.PENDING, False, None, None, 15_000, 15_000, d(2027, 1, 10), "no premium paid yet"),
+    ),
+    (
+        "partly paid: the fee, and part of the period as credit",
+        "cmu-thies",
+        "standard",
+        [(d(2026, 11, 20), 5_000)],
+        None,
+        d(2026, 11, 25),
+        (S.PENDING, False, None, None, 10_000, 10_000, d(2026, 11, 25), "partly paid: 10000 XOF still missing"),
     ),
 ]
 
@@ -211,7 +256,16 @@ def test_member_eligibility(
     session.commit()
 
     result = member_eligibility(session, member, on)
-    got = (result.status, result.covered, result.valid_until, result.waiting_until, result.amount_due, result.reason)
+    got = (
+        result.status,
+        result.covered,
+        result.valid_until,
+        result.waiting_until,
+        result.amount_due,
+        result.next_payment_amount,
+        result.next_payment_due,
+        result.reason,
+    )
     assert got == expected, name
     assert result.currency == scheme.currency
     assert set(Eligibility.__dataclass_fields__) == {
@@ -222,6 +276,9 @@ def test_member_eligibility(
         "amount_due",
         "currency",
         "reason",
+        "next_payment_amount",
+        "next_payment_due",
+        "credit",
     }
 
 

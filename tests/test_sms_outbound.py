@@ -6,6 +6,7 @@ import json
 import math
 import re
 import subprocess
+import tomllib
 import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
@@ -24,11 +25,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from urllib3.exceptions import ProtocolError
 
+from models.amounts import Amount, format_amount
 from models.base import Language, MessageStatus
 from models.household import Household
 from models.i18n import LANGUAGES, SMS_TEMPLATES, TemplateError, placeholders, render, translations
 from models.messaging import Message
 from models.outbox import OutboxNotAttached, attach_dispatch, send_sms
+from models.references import LANGUAGE_FALLBACKS
 from models.scheme_file import load_scheme, parse_scheme_file
 from models.sms_text import GSM7, UCS2, is_gsm7, measure, segments
 from tests.conftest import FIXTURES, ROOT
@@ -61,6 +64,9 @@ VALUES = {
     "network": "RES-THIES-NORD",
     "households": 12,
     "remaining": "1500 F",
+    "waiting": date(2026, 12, 19),
+    "next": "3500 F",
+    "next_due": date(2026, 12, 31),
 }
 
 
@@ -198,13 +204,81 @@ def test_templates_fit_one_sms_with_typical_values(language: str) -> None:
             assert (shape.encoding, shape.segments) == (GSM7, 1), (key, body)
 
 
+def worst_values(language: str) -> dict[str, object]:
+    """Return the longest realistic value of every placeholder, written as the language's members read it.
+
+    Amounts of six figures in the scheme's currency (XOF for fr/wo/en, riel for km), the longest household
+    number format, a long first name, and the longest first instruction of the shipped schemes' channels.
+    """
+    currency = "KHR" if language == "km" else "XOF"
+    money = Amount(999_999, currency, 0)
+    instructions = []
+    for path in sorted((ROOT / "schemes").glob("*.toml")):
+        scheme = tomllib.loads(path.read_text(encoding="utf-8"))
+        first = (scheme.get("channels") or [{}])[0]
+        texts = first.get("instructions") or {}
+        text = texts.get(language) or texts.get(LANGUAGE_FALLBACKS.get(language, "")) or next(iter(texts.values()), "")
+        if text:
+            amount = format_amount(money.value, money.currency, money.exponent, language)
+            instructions.append(text.format(account=first["account"], reference="4827316", amount=amount))
+    household_no = "SN-MRL-0001234"
+    return {
+        "reference": "4827316",
+        "amount": money,
+        "next": money,
+        "due": money,
+        "credit": money,
+        "remaining": Amount(99_999_999, currency, 0),
+        "how_to_pay": max(instructions, key=len),
+        "household_no": household_no,
+        "until": date(2027, 12, 31),
+        "waiting": date(2027, 12, 31),
+        "next_due": date(2027, 12, 31),
+        "ussd_code": "*384*1234#",
+        "member_no": f"{household_no}-12",
+        "first_name": "Ndeye Fatoumata Bint",
+        "birth_year": 1985,
+        "status": "SUSPENDED",
+        "attempts": 3,
+        "time": "10:45",
+        "language_name": "Français",
+        "network": "reseau-thies-nord-1",
+        "households": 250,
+    }
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("key", sorted(SMS_TEMPLATES))
+def test_every_template_fits_its_budget_with_worst_case_values(language: str, key: str) -> None:
+    """fr/wo/en: one GSM-7 segment (no narrow no-break space turning it into UCS-2); km: two UCS-2 at most."""
+    body = render(key, language, worst_values(language))
+    shape = measure(body)
+    if language == "km":
+        assert shape.segments <= 2, (shape, body)
+    elif key == "language_set":  # a language's own name ("Français") may be outside GSM-7: still one SMS
+        assert shape.segments == 1, (shape, body)
+    else:
+        assert (shape.encoding, shape.segments) == (GSM7, 1), (shape, body)
+
+
 @pytest.mark.parametrize(
     ("language", "expected"),
     [
-        ("fr", "Paiement de 3500 F enregistré pour le ménage THN-000123. Couvert jusqu'au 31/12/2026. Merci !"),
-        ("en", "Payment of 3500 F received for household THN-000123. Covered until 31/12/2026. Thank you!"),
-        ("wo", "Jot nanu sa fey bu 3500 F ngir keur THN-000123. Keur gi am na couverture ba 31/12/2026. Jerejef!"),
-        ("km", "បានទទួល 3500 F គ្រួសារ THN-000123។ ធានារ៉ាប់រងដល់ 31/12/2026។ អរគុណ!"),
+        (
+            "fr",
+            "Paiement de 3500 F enregistré pour THN-000123. Couvert jusqu'au 31/12/2026. "
+            "Prochain paiement : 3500 F avant le 31/12/2026.",
+        ),
+        (
+            "en",
+            "Payment of 3500 F received for THN-000123. Covered until 31/12/2026. "
+            "Next payment: 3500 F before 31/12/2026.",
+        ),
+        (
+            "wo",
+            "Jot nanu 3500 F ngir THN-000123. Am na couverture ba 31/12/2026. Fey bu ci topp: 3500 F balaa 31/12/2026.",
+        ),
+        ("km", "បានទទួល 3500 F THN-000123។ ធានារ៉ាប់រងដល់ 31/12/2026។ ការបង់បន្ទាប់ 3500 F មុន 31/12/2026។"),
     ],
 )
 def test_receipt_reads_in_each_language(language: str, expected: str) -> None:
@@ -253,7 +327,7 @@ def test_send_sms_stores_a_queued_message_and_enqueues_after_commit(outbox: Sess
     outbox.commit()
     assert queue.job_ids == [f"sms-{message.id}"]
     stored = reload(outbox, message)
-    assert stored.body.startswith("Ménage THN-000123 : votre couverture se termine le 31/12/2026.")
+    assert stored.body.startswith("Ménage THN-000123 : couvert jusqu'au 31/12/2026. Prochain paiement : 3500 F")
     assert (stored.encoding, stored.segments, stored.language, stored.template) == (GSM7, 1, "fr", "reminder_before")
 
 

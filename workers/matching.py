@@ -41,7 +41,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from logs import mask_phone
 from models.allocation import refund, reverse
 from models.allocator import Allocator, PlannedAllocation
-from models.amounts import currency_exponent, format_amount
+from models.amounts import Amount, currency_exponent
 from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
 from models.bulk import among, preassign_ids, table_of
 from models.db import begin_write
@@ -562,7 +562,7 @@ def _receipt(
     collecting = [scheme] if scheme is not None else batch.lookup.schemes if batch is not None else []
     exponents = [s.currency_exponent for s in collecting if s.currency == payment.currency]
     exponent = exponents[0] if exponents else currency_exponent(session, payment.currency)
-    amount = format_amount(payment.amount, payment.currency, exponent)
+    amount = Amount(payment.amount, payment.currency, exponent)
     household = payment.household
     values: dict[str, Any]
     recipients: list[str] = []
@@ -573,7 +573,7 @@ def _receipt(
         values = {
             "network": payment.network.code,
             "households": payout.households if payout is not None else 0,
-            "remaining": format_amount(remaining, payment.currency, exponent),
+            "remaining": Amount(remaining, payment.currency, exponent),
         }
         language = str(scheme.default_language)
         if payment.network.contact_phone:
@@ -582,12 +582,16 @@ def _receipt(
         on = _local_date(payment, scheme)
         # What the allocator planned is the household's latest state (written or not yet).
         until = allocator.covered_until(household)
+        due = allocator.amount_due(household, on)  # the pieces of the next payment
+        next_amount = Amount(due.total, due.currency, exponent)
         if until is not None and until >= on:
-            template, values = "receipt_covered", {"household_no": household.household_no, "until": until}
+            waiting = allocator.waiting_until(household)
+            values = {"household_no": household.household_no, "until": until, "next": next_amount, "next_due": until}
+            template = "receipt_covered"
+            if waiting is not None and waiting >= on:
+                template, values["waiting"] = "receipt_waiting", waiting
         else:
-            due = allocator.amount_due(household, on)
-            due_text = format_amount(due.total, due.currency, exponent)
-            template, values = "receipt_due", {"household_no": household.household_no, "due": due_text}
+            template, values = "receipt_due", {"household_no": household.household_no, "due": next_amount}
     else:
         template, values = "receipt_review", {}
     payer = _payer_sms_number(session, payment, scheme, batch.lookup.countries if batch is not None else None)

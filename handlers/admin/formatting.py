@@ -10,32 +10,34 @@ from sqlalchemy import select
 
 from extensions import db
 from handlers.admin import bp
-from models.amounts import CURRENCY_EXPONENTS
+from models.amounts import CURRENCY_EXPONENTS, format_amount
 from models.base import utcnow
 from models.scheme import Scheme
 
 
-def _exponents() -> dict[str, int]:
-    # One query per request, however many amounts the page shows.
-    if "admin_exponents" not in g:
-        exponents = dict(CURRENCY_EXPONENTS)
-        exponents.update(db().execute(select(Scheme.currency, Scheme.currency_exponent)).tuples().all())
-        g.admin_exponents = exponents
-    return g.admin_exponents  # type: ignore[no-any-return]
+def _currencies() -> dict[str, tuple[int, str | None]]:
+    # One query per request, however many amounts the page shows: each currency's exponent and the language
+    # of the scheme that collects it (money is written the way people write it there).
+    if "admin_currencies" not in g:
+        currencies: dict[str, tuple[int, str | None]] = {
+            code: (exponent, None) for code, exponent in CURRENCY_EXPONENTS.items()
+        }
+        rows = db().execute(select(Scheme.currency, Scheme.currency_exponent, Scheme.default_language)).tuples()
+        for currency, exponent, language in rows:
+            currencies[currency] = (exponent, str(language.value if hasattr(language, "value") else language))
+        g.admin_currencies = currencies
+    return g.admin_currencies  # type: ignore[no-any-return]
 
 
 @bp.app_template_filter("money")
 def money(amount: int | None, currency: str | None) -> str:
-    """Format minor units as people read them, with the currency: 350050 KES → 3,500.50 KES."""
+    """Format minor units in the one amount format of every channel: 1500000 XOF → 1 500 000 F CFA."""
     if amount is None:
         return "–"
-    exponent = _exponents().get(currency or "", 0)
-    sign = "-" if amount < 0 else ""
-    major, minor = divmod(abs(int(amount)), 10**exponent) if exponent > 0 else (abs(int(amount)), 0)
-    text = f"{major:,}".replace(",", "\u202f")
-    if exponent > 0:
-        text += f".{minor:0{exponent}d}"
-    return f"{sign}{text} {currency or ''}".strip()
+    if not currency:
+        return str(int(amount))
+    exponent, language = _currencies().get(currency, (0, None))
+    return format_amount(int(amount), currency, exponent, language)
 
 
 @bp.app_template_filter("when")
