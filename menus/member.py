@@ -23,6 +23,7 @@ from menus import checks
 from menus.engine import AUTO, CHOICE, INPUT, Effect, Invalid, Item, Option, Screen, State, Transition, Tree, View
 from menus.labels import PAYMENT_STATUS_LABELS, PLAN_LABELS, STATUS_LABELS
 from menus.render import LANGUAGE_NAMES, N_, Amount, Msg
+from models.amounts import currency_label
 
 LANGUAGE_EFFECT = "language"
 PAYMENT_REQUEST_EFFECT = "payment_request"
@@ -260,16 +261,15 @@ def _coverage_line(member: dict[str, Any]) -> Msg:
 def _coverage_view(state: State) -> View:
     coverage = state.data[f"coverage:{state.household}"]
     header = [Msg(N_("Coverage on {date}"), {"date": date.fromisoformat(coverage["on"])})]
-    line = cover_line(state)
-    if line is not None:
-        header.append(line)
-    items = [Item(_coverage_line(member)) for member in coverage["members"]]
+    if cover_line(state) is not None:
+        # Every listed (active) member's cover is the household's, said once first: the names are enough.
+        items = [Item(str(member["first"])) for member in coverage["members"]]
+    else:
+        items = [Item(_coverage_line(member)) for member in coverage["members"]]
     if not items:
         items = [Item(Msg(N_("No active member.")))]
-    payment = payment_line(state)
-    if payment is not None:
-        items.append(Item(payment))
-    return View(header=header, items=items)
+    # The household's lines lead the items, so a small (UCS-2) screen pages them rather than cuts them.
+    return View(header=header, items=[*(Item(line) for line in cover_lines(state)), *items])
 
 
 def cover_line(state: State) -> Msg | None:
@@ -334,7 +334,7 @@ def _pay_plan_view(state: State) -> View:
 
 
 def _pay_amount_view(state: State) -> View:
-    currency = chosen(state)["scheme"]["currency"]
+    currency = currency_label(str(chosen(state)["scheme"]["currency"]), state.lang)
     return View(header=[Msg(N_("Amount to pay in {currency}:"), {"currency": currency})])
 
 

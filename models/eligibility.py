@@ -26,7 +26,15 @@ from models.amounts import format_amount
 from models.base import EligibilityStatus, HouseholdStatus, MemberStatus
 from models.household import Household, Member
 from models.money import CoveragePeriod
-from models.premiums import AmountDue, amount_due
+from models.premiums import (
+    AmountDue,
+    PaymentChoice,
+    PayRefusal,
+    amount_due,
+    is_fully_subsidised,
+    pay_refusal,
+    payment_choices,
+)
 
 
 class PeriodDates(Protocol):
@@ -231,3 +239,29 @@ def cover_sentences(answer: Eligibility, exponent: int) -> list[str]:
         amount = format_amount(answer.next_payment_amount, answer.currency, exponent, "en")
         lines.append(f"Next payment: {amount} before {answer.next_payment_due.strftime(day)}.")
     return lines
+
+
+@dataclass(frozen=True)
+class PayOffer:
+    """What Pay offers a household: why not (suspended, closed, fully subsidised), or the amounts to choose."""
+
+    refusal: PayRefusal | None
+    choices: list[PaymentChoice]
+
+
+def pay_offer(
+    session: Session, household: Household, answer: Eligibility, on: date, due: AmountDue | None = None
+) -> PayOffer:
+    """Return what Pay offers on a date: what is due now, else the next period(s) ahead, up to the advance cap.
+
+    The rules `menus.data` applies to its one-statement read; a lapsed household may always pay.
+    """
+    refusal = pay_refusal(household.status, is_fully_subsidised(household))
+    if refusal is not None:
+        return PayOffer(refusal, [])
+    scheme = household.scheme
+    due = due or amount_due(session, household, on)
+    covered = answer.status in {EligibilityStatus.ACTIVE, EligibilityStatus.WAITING}
+    plan = scheme.plan(household.plan)
+    ends = answer.valid_until if covered else None
+    return PayOffer(None, payment_choices(due, plan.months, scheme.max_advance_months, on=on, cover_ends=ends))

@@ -28,14 +28,13 @@ from models.amounts import Amount, AmountError, parse_amount
 from models.base import CheckChannel, EligibilityStatus, Language, MemberStatus, MessageDirection, MessageStatus, utcnow
 from models.checks import check_member, find_member
 from models.db import begin_write
-from models.eligibility import Eligibility, household_eligibility, member_eligibility
+from models.eligibility import Eligibility, household_eligibility, member_eligibility, pay_offer
 from models.household import Household, Member
 from models.i18n import resolve_language
 from models.messaging import Message
 from models.operator_sms import OperatorPatterns
 from models.outbox import send_sms
 from models.payment_sources import find_device, operator_patterns, take_short_code_text
-from models.premiums import PaymentChoice, amount_due, is_fully_subsidised, pay_refusal, payment_choices
 from models.rate_limit import allow_member_check
 from models.references import create_payment_request, how_to_pay
 from models.scheme import Scheme
@@ -366,9 +365,10 @@ def _pay(
     """
     scheme = household.scheme
     money = _money(scheme)
-    refusal = pay_refusal(household.status, is_fully_subsidised(household))
-    if refusal is not None:
-        return Reply(f"pay_refused_{refusal.value}", {"household_no": household.household_no}, household)
+    answer = household_eligibility(session, household, today)
+    offer = pay_offer(session, household, answer, today)
+    if offer.refusal is not None:
+        return Reply(f"pay_refused_{offer.refusal.value}", {"household_no": household.household_no}, household)
     if command.problem is not None:
         return Reply("pay_usage", {}, household)
     if command.amount_text is not None:
@@ -377,12 +377,10 @@ def _pay(
         except AmountError:
             return Reply("pay_usage", {}, household)
     else:
-        answer = household_eligibility(session, household, today)
-        offer = pay_offer(session, household, answer, today)
-        if not offer:
+        if not offer.choices:
             values = {"household_no": household.household_no, **_next_payment(household, answer)}
             return Reply("pay_nothing_due", values, household)
-        amount = offer[0].amount
+        amount = offer.choices[0].amount
     request = create_payment_request(
         session,
         scheme=scheme,
@@ -397,13 +395,3 @@ def _pay(
     values: dict[str, Any] = {"reference": request.reference, "amount": money(amount)}
     values["how_to_pay"] = how_to_pay(scheme, language, request.reference, money(amount))
     return Reply("payment_reference", values, household)
-
-
-def pay_offer(session: Session, household: Household, answer: Eligibility, on: date) -> list[PaymentChoice]:
-    """Return what Pay offers the household on a date: what is due, else the next period(s) up to the advance cap."""
-    scheme = household.scheme
-    due = amount_due(session, household, on)
-    plan = scheme.plan(household.plan)
-    covered = answer.status in {EligibilityStatus.ACTIVE, EligibilityStatus.WAITING}
-    ends = answer.valid_until if covered else None
-    return payment_choices(due, plan.months, scheme.max_advance_months, on=on, cover_ends=ends)

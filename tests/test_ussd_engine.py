@@ -76,15 +76,34 @@ def household_data(
     return value
 
 
-def coverage_data(size: int = 4, status: str = "ACTIVE", due: int = 14_000, period: int = 14_000) -> dict[str, Any]:
+def coverage_data(
+    size: int = 4,
+    status: str = "ACTIVE",
+    due: int | None = None,
+    period: int = 14_000,
+    choices: list[list[int]] | None = None,
+    refusal: str | None = None,
+) -> dict[str, Any]:
+    """Return a household's coverage as `menus.data` reads it: nothing due while covered or waiting."""
     covered = status == "ACTIVE"
+    cover = status in {"ACTIVE", "WAITING"}
+    if due is None:
+        due = 0 if cover else period
+    first = due or period
     return {
         "on": "2026-11-23",
         "due": due,
         "period": period,
-        "choices": [[1, 12, due], [2, 24, due + period]] if due > 0 else [],
+        "choices": [[1, 12, first], [2, 24, first + period]] if choices is None else choices,
         "covered": covered,
         "until": "2027-11-19" if covered else None,
+        "status": status,
+        "ends": "2027-11-19" if cover else None,
+        "waiting": "2026-12-19" if status == "WAITING" else None,
+        "next": first,
+        "next_due": "2027-11-19" if cover else "2026-11-23",
+        "credit": 0,
+        "refusal": refusal,
         "members": [
             {
                 "first": LONG_NAMES[i % len(LONG_NAMES)],
@@ -205,10 +224,13 @@ def test_dial_shows_the_main_menu_in_english() -> None:
 def test_coverage_lists_each_member_with_status_and_date() -> None:
     data = full_data(size=2)
     reply, _ = run(data, "1")
+    # The household's cover and next payment once, in the words of every channel, then its members.
     assert screen(reply) == (
         "CON Couverture au 23/11/2026\n"
-        "Ndeye Fatoumata: couvert (actif) jusqu'au 19/11/2027\n"
-        "Mouhamadou Lamine: couvert (actif) jusqu'au 19/11/2027\n"
+        "Couvert jusqu'au 19/11/2027.\n"
+        "Prochain paiement : 14 000 F CFA avant le 19/11/2027.\n"
+        "Ndeye Fatoumata\n"
+        "Mouhamadou Lamine\n"
         "0 Retour"
     )
     assert data.loads == {"households": 1, "caller": 1, "coverage:1": 1}
@@ -217,18 +239,33 @@ def test_coverage_lists_each_member_with_status_and_date() -> None:
 def test_waiting_members_are_not_covered_until_the_end_of_waiting() -> None:
     data = Data([household_data(lang="en", languages=("en",), size=1)], **{"coverage:1": coverage_data(1, "WAITING")})
     reply, _ = run(data, "1")
-    assert "Ndeye Fatoumata: NOT covered (waiting) until 19/12/2026" in screen(reply)
+    assert screen(reply) == (
+        "CON Coverage on 23/11/2026\n"
+        "Waiting until 19/12/2026, then covered until 19/11/2027.\n"
+        "Next payment: 14,000 F CFA before 19/11/2027.\n"
+        "Ndeye Fatoumata\n"
+        "0 Back"
+    )
+
+
+def test_lapsed_members_say_when_cover_ended_and_what_is_due() -> None:
+    data = Data([household_data(lang="en", languages=("en",), size=1)], **{"coverage:1": coverage_data(1, "LAPSED")})
+    reply, _ = run(data, "1")
+    assert screen(reply) == (
+        "CON Coverage on 23/11/2026\nAmount due: 14,000 F CFA\n"
+        "Ndeye Fatoumata: NOT covered (lapsed), ended 19/11/2027\n0 Back"
+    )
 
 
 def test_long_lists_paginate_with_98_and_come_back_with_0() -> None:
-    data = full_data(size=8)
+    data = Data([household_data(size=8)], **{"coverage:1": coverage_data(8, "LAPSED")})
     first, _state = run(data, "1")
     assert "98 Suite" in screen(first)
     second, state2 = run(data, "1", "98")
     assert state2.page == 1
     assert "0 Retour" in screen(second) and "00 Accueil" in screen(second)
-    shown_first = [line for line in first.text.split("\n") if ": couvert" in line]
-    shown_second = [line for line in second.text.split("\n") if ": couvert" in line]
+    shown_first = [line for line in first.text.split("\n") if ": NON couvert" in line]
+    shown_second = [line for line in second.text.split("\n") if ": NON couvert" in line]
     assert shown_first and shown_second and not set(shown_first) & set(shown_second)
     back, _ = run(data, "1", "98", "0")
     assert back.text == first.text
@@ -237,12 +274,12 @@ def test_long_lists_paginate_with_98_and_come_back_with_0() -> None:
 
 
 def test_every_member_appears_on_some_page() -> None:
-    data = full_data(size=12)
+    data = Data([household_data(size=12)], **{"coverage:1": coverage_data(12, "LAPSED")})
     inputs: list[str] = ["1"]
     seen: list[str] = []
     for _ in range(12):
         reply, _state = run(data, *inputs)
-        seen.extend(line.split(":")[0] for line in screen(reply).split("\n")[1:] if ": couvert" in line)
+        seen.extend(line.split(":")[0] for line in screen(reply).split("\n")[1:] if ": NON couvert" in line)
         if "98 Suite" not in reply.text:
             break
         inputs.append("98")
@@ -259,18 +296,45 @@ def test_invalid_input_re_asks_the_screen_with_a_hint() -> None:
 
 
 def test_pay_shows_the_amount_due_and_the_choices() -> None:
-    reply, state = run(full_data(), "2")
+    data = Data([household_data()], **{"coverage:1": coverage_data(status="LAPSED")})
+    reply, state = run(data, "2")
     assert screen(reply) == (
-        "CON Montant à payer: 14 000 XOF\n1 14 000 XOF (12 mois)\n2 28 000 XOF (24 mois)\n3 Autre montant\n0 Retour"
+        "CON Montant à payer: 14 000 F CFA\n"
+        "1 14 000 F CFA (12 mois)\n2 28 000 F CFA (24 mois)\n3 Autre montant\n0 Retour"
     )
     assert state.screen == "pay_plan"
+
+
+def test_a_covered_household_may_pay_ahead_and_reads_its_next_payment() -> None:
+    reply, state = run(full_data(), "2")
+    assert screen(reply) == (
+        "CON Prochain paiement : 14 000 F CFA avant le 19/11/2027.\n"
+        "1 14 000 F CFA (12 mois)\n2 28 000 F CFA (24 mois)\n3 Autre montant\n0 Retour"
+    )
+    assert state.screen == "pay_plan"
+
+
+@pytest.mark.parametrize(
+    ("refusal", "text"),
+    [
+        ("suspended", "END Your household is suspended: no payment is taken. Please contact your mutuelle office."),
+        ("closed", "END Your household is closed: no payment is taken. Please contact your mutuelle office."),
+        ("subsidised", "END Your cover is fully paid by the subsidy. You have nothing to pay."),
+    ],
+)
+def test_pay_is_not_offered_to_a_suspended_closed_or_fully_subsidised_household(refusal: str, text: str) -> None:
+    coverage = coverage_data(status="SUSPENDED" if refusal == "suspended" else "ACTIVE", choices=[], refusal=refusal)
+    data = Data([household_data(lang="en")], **{"coverage:1": coverage})
+    reply, _ = run(data, "2")
+    assert reply.text == text
+    assert not data.applied
 
 
 def test_choosing_a_plan_requests_a_payment_and_shows_the_reference_and_how_to_pay() -> None:
     data = full_data()
     reply, state = run(data, "2", "2")
     assert screen(reply) == (
-        "END Référence 1234567: payez 14 000 XOF par\nWave: M-221-THIES\nOrange Money: #144*4*6*203040#\n"
+        "END Référence 1234567: payez 14 000 F CFA par\nWave: M-221-THIES\nOrange Money: #144*4*6*203040#\n"
         "Envoyé aussi par SMS."
     )
     (effect,) = data.applied.values()
@@ -281,21 +345,24 @@ def test_choosing_a_plan_requests_a_payment_and_shows_the_reference_and_how_to_p
 def test_another_amount_is_typed_and_checked() -> None:
     data = full_data(lang="en", languages=("en",))
     ask, _ = run(data, "2", "3")
-    assert screen(ask) == "CON Amount to pay in XOF:\n0 Back\n00 Home"
+    assert screen(ask) == "CON Amount to pay in F CFA:\n0 Back\n00 Home"
     wrong, state = run(data, "2", "3", "12x")
-    assert screen(wrong).startswith("CON Invalid amount.\nAmount to pay in XOF:")
+    assert screen(wrong).startswith("CON Invalid amount.\nAmount to pay in F CFA:")
     assert state.screen == "pay_amount" and not data.applied
     too_much, _ = run(data, "2", "3", "999999")
     assert too_much.text.startswith("CON Invalid amount.")
     done, _ = run(data, "2", "3", "5000")
-    assert screen(done).startswith("END Reference 1234567: pay 14,000 XOF by\nWave: M-221-THIES")
+    assert screen(done).startswith("END Reference 1234567: pay 14,000 F CFA by\nWave: M-221-THIES")
     assert [e.value for e in data.applied.values()] == ["5000:1"]
 
 
 def test_pay_with_nothing_due_says_so() -> None:
-    data = Data([household_data(lang="en")], **{"coverage:1": coverage_data(due=0)})
+    # Covered up to the advance cap: nothing due and nothing more to pay ahead.
+    data = Data([household_data(lang="en")], **{"coverage:1": coverage_data(choices=[])})
     reply, _ = run(data, "2")
-    assert reply.text == "END Nothing to pay now.\nCovered until 19/11/2027."
+    assert reply.text == (
+        "END Nothing to pay now.\nCovered until 19/11/2027.\nNext payment: 14,000 F CFA before 19/11/2027."
+    )
 
 
 def test_household_screen() -> None:
@@ -309,12 +376,12 @@ def test_household_screen() -> None:
 def test_payments_screen_shows_the_last_five() -> None:
     reply, _ = run(full_data(lang="en"), "4")
     text = screen(reply)
-    assert text.startswith("CON Last payments:\n01/12/2026 1,234,500 XOF being checked\n")
+    assert text.startswith("CON Last payments:\n01/12/2026 1,234,500 F CFA being checked\n")
     pages, inputs = [text], ["4"]
     while "98 More" in pages[-1]:
         inputs.append("98")
         pages.append(screen(run(full_data(lang="en"), *inputs)[0]))
-    assert sum(page.count(" XOF ") for page in pages) == 5
+    assert sum(page.count(" F CFA ") for page in pages) == 5
 
 
 def test_no_payment_yet() -> None:
@@ -348,8 +415,10 @@ def test_wolof_screens_are_translated_in_the_gsm_alphabet() -> None:
 
 def test_khmer_screens_are_translated() -> None:
     reply, _ = run(full_data(lang="km", languages=("km", "en")), "1")
-    assert screen(reply).startswith("CON ធានា 23/11/2026:\nNdeye Fatoumata: ធានា (សកម្ម) ដល់ 19/11/2027")
+    assert screen(reply).startswith("CON ធានា 23/11/2026:\nធានារ៉ាប់រងដល់ 19/11/2027។\n98 បន្ត")
     assert budget(reply.text) == UCS2_BUDGET
+    more, _ = run(full_data(lang="km", languages=("km", "en")), "1", "98")
+    assert "បង់ 14 000 F CFA មុន 19/11/2027" in screen(more)  # XOF reads F CFA, whatever the language
 
 
 def test_a_shared_phone_picks_the_household_first() -> None:
@@ -597,8 +666,8 @@ def test_a_too_long_line_is_shortened_to_fit() -> None:
 
 
 def test_amounts_are_grouped_per_language() -> None:
-    assert format_amount(Amount(1_234_500, "XOF"), "fr") == "1 234 500 XOF"
-    assert format_amount(Amount(1_234_500, "XOF"), "en") == "1,234,500 XOF"
+    assert format_amount(Amount(1_234_500, "XOF"), "fr") == "1 234 500 F CFA"
+    assert format_amount(Amount(1_234_500, "XOF"), "en") == "1,234,500 F CFA"
     assert format_amount(Amount(12_050, "KES", 2), "en") == "120.50 KES"
 
 
@@ -762,7 +831,7 @@ def test_a_text_that_does_not_extend_the_stored_one_is_replayed(counting_store: 
     data = full_data()
     replies = [answer_hop(hop(text), counting_store, data) for text in ("", "1", "2", "2*1", "2*1*1")]
     assert replies[1].startswith("CON Couverture")
-    assert replies[2].startswith("CON Montant à payer")  # "2" restarts from the dial: main → pay
+    assert replies[2].startswith("CON Prochain paiement")  # "2" restarts from the dial: main → pay
     assert replies[3].startswith("END Référence 1234567")
     assert replies[4] == replies[3]
 

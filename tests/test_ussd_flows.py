@@ -59,22 +59,22 @@ def test_pay_shows_choices_creates_a_request_and_sends_the_same_by_sms(session: 
     household = cmu_household(session)  # four people, standard: 1,000 fee + 4 × 3,500 a year
     replies = hops(client, PHONE, "2", "2")
     assert replies[1] == (
-        "CON Montant à payer: 15 000 XOF\n1 15 000 XOF (12 mois)\n2 29 000 XOF (24 mois)\n3 Autre montant\n0 Retour"
+        "CON Montant à payer: 15 000 F CFA\n1 15 000 F CFA (12 mois)\n2 29 000 F CFA (24 mois)\n3 Autre montant\n0 Retour"
     )
     request = session.scalars(select(PaymentRequest)).one()
     assert (request.household_id, request.amount, request.periods, request.channel) == (household.id, 29_000, 2, "ussd")
     assert request.status == RequestStatus.OPEN and is_valid_reference(request.reference)
     assert request.payer_phone == PHONE and request.caller_key and request.caller_key.startswith("ussd:ATUid_")
     assert replies[2] == (
-        f"END Référence {request.reference}: payez 29 000 XOF par\nWave: M-221-THIES\n"
+        f"END Référence {request.reference}: payez 29 000 F CFA par\nWave: M-221-THIES\n"
         "Orange Money: #144*4*6*203040#\nEnvoyé aussi par SMS."
     )
     sms = session.scalars(select(Message)).one()
     assert (sms.phone, sms.template, sms.language, sms.household_id) == (PHONE, "payment_reference", "fr", household.id)
     assert sms.body == (
-        f"Référence de paiement {request.reference} : payez 29 000 XOF. "
-        f"Wave: payez 29 000 XOF au marchand M-221-THIES, ref {request.reference} / "
-        f"Orange Money: #144*4*6*203040# montant 29 000 XOF ref {request.reference}"
+        f"Référence de paiement {request.reference} : payez 29 000 F CFA. "
+        f"Wave: payez 29 000 F CFA au marchand M-221-THIES, ref {request.reference} / "
+        f"Orange Money: #144*4*6*203040# montant 29 000 F CFA ref {request.reference}"
     )
     assert sms.dedupe_key == f"payment_reference:{request.id}"
 
@@ -105,7 +105,7 @@ def test_pay_another_amount(session: Session, client: FlaskClient) -> None:
     replies = hops(client, PHONE, "2", "3", "abc", "5000")
     assert replies[2] == "CON Montant à payer en XOF:\n0 Retour\n00 Accueil"
     assert replies[3].startswith("CON Montant invalide.\nMontant à payer en XOF:")
-    assert replies[4].startswith("END Référence ") and "payez 5 000 XOF par" in replies[4]
+    assert replies[4].startswith("END Référence ") and "payez 5 000 F CFA par" in replies[4]
     request = session.scalars(select(PaymentRequest)).one()
     assert (request.amount, request.periods) == (5_000, 1)
 
@@ -119,9 +119,9 @@ def test_pay_with_nothing_due(session: Session, client: FlaskClient) -> None:
 @pytest.mark.parametrize(
     ("scheme_code", "phone", "language", "screen", "done"),
     [
-        ("cmu-thies", PHONE, Language.WO, "CON Li nga war a fey: 15 000 XOF\n1 15 000 XOF (12 weer)", "Référence "),
-        ("sky-cambodia", SKY_PHONE, Language.EN, "CON Amount due: 6,400 KHR\n1 6,400 KHR (1 month)", "Reference "),
-        ("sky-cambodia", SKY_PHONE, Language.KM, "CON ត្រូវបង់: 6 400 KHR\n1 6 400 KHR (1 ខែ)", "លេខយោង "),
+        ("cmu-thies", PHONE, Language.WO, "CON Li nga war a fey: 15 000 F CFA\n1 15 000 F CFA (12 weer)", "Référence "),
+        ("sky-cambodia", SKY_PHONE, Language.EN, "CON Amount due: 6,400 riel\n1 6,400 riel (1 month)", "Reference "),
+        ("sky-cambodia", SKY_PHONE, Language.KM, "CON ត្រូវបង់: 6 400 រៀល\n1 6 400 រៀល (1 ខែ)", "លេខយោង "),
     ],
 )
 def test_pay_in_each_language(

@@ -129,7 +129,7 @@ def test_my_coverage_in_english_for_a_household_that_never_paid(session: Session
 
 def test_pay_shows_the_amount_due_from_eligibility(session: Session, dial: Dial) -> None:
     cmu_household(session)  # four people, standard: 1,000 fee + 4 × 3,500
-    assert dial(PHONE, "2").startswith("CON Montant à payer: 15 000 XOF\n1 15 000 XOF (12 mois)\n")
+    assert dial(PHONE, "2").startswith("CON Montant à payer: 15 000 F CFA\n1 15 000 F CFA (12 mois)\n")
 
 
 def test_my_household(session: Session, dial: Dial) -> None:
@@ -161,7 +161,7 @@ def test_my_payments_shows_the_last_five_newest_first(session: Session, dial: Di
     while "98 Suite" in pages[-1]:
         pages.append(dial(PHONE, "4", *["98"] * len(pages)))
     lines = [line for page in pages for line in page.split("\n") if " XOF " in line]
-    assert lines == [f"0{day}/10/2026 {day} 000 XOF appliqué" for day in (7, 6, 5, 4, 3)]
+    assert lines == [f"0{day}/10/2026 {day} 000 F CFA appliqué" for day in (7, 6, 5, 4, 3)]
 
 
 def test_language_change_is_stored_once_and_the_menu_follows(
@@ -191,13 +191,13 @@ def test_the_coverage_read_on_the_dial_follows_the_data_from_one_session_to_the_
     household = cmu_household(session, enrolled_on=today - timedelta(days=70))
     post_hop(client, "ATUid_cov1", PHONE, "")
     assert "\nAwa: NON couvert (jamais payé)\n" in post_hop(client, "ATUid_cov1", PHONE, "1")
-    assert post_hop(client, "ATUid_cov1", PHONE, "1*0*2").startswith("CON Montant à payer: 15 000 XOF\n")
+    assert post_hop(client, "ATUid_cov1", PHONE, "1*0*2").startswith("CON Montant à payer: 15 000 F CFA\n")
     pay(session, household, 15_000, today - timedelta(days=60))
     # A session reads its coverage once, on the dial; the next session reads it again, paid.
     post_hop(client, "ATUid_cov2", PHONE, "")
     assert "\nAwa: couvert (actif) jusqu'au " in post_hop(client, "ATUid_cov2", PHONE, "1")
     # The next year's premium, the membership fee being paid.
-    assert post_hop(client, "ATUid_cov2", PHONE, "1*0*2").startswith("CON Montant à payer: 14 000 XOF\n")
+    assert post_hop(client, "ATUid_cov2", PHONE, "1*0*2").startswith("CON Montant à payer: 14 000 F CFA\n")
 
 
 def test_a_late_duplicate_dial_does_not_break_the_session(session: Session, client: FlaskClient) -> None:
@@ -240,8 +240,8 @@ def test_the_fixture_session_with_a_reset_text(session: Session, client: FlaskCl
         assert response.status_code == 200
         replies.append(response.get_data(as_text=True))
     assert replies[0].startswith("CON Ménage") and replies[1].startswith("CON Couverture")
-    assert replies[2].startswith("CON Montant à payer: 15 000 XOF")  # `2` resets: replayed from the dial
-    assert replies[3].startswith("END Référence ") and "payez 15 000 XOF par" in replies[3]
+    assert replies[2].startswith("CON Montant à payer: 15 000 F CFA")  # `2` resets: replayed from the dial
+    assert replies[3].startswith("END Référence ") and "payez 15 000 F CFA par" in replies[3]
     assert replies[4] == replies[3]  # input after END: the same screen, no second request
     assert session.scalar(select(func.count()).select_from(PaymentRequest)) == 1
 
