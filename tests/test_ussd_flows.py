@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from dateutil.relativedelta import relativedelta
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
@@ -14,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from commands.access import agents_group
 from menus.data import scheme_today
+from menus.render import format_date
 from models.access import Agent, EligibilityCheck
 from models.agents import create_agent
-from models.base import CheckChannel, Language, RequestStatus
+from models.base import CheckChannel, HouseholdStatus, Language, RequestStatus
 from models.household import Household
 from models.messaging import Message, UssdSessionRecord
 from models.payment import PaymentRequest
@@ -59,7 +61,8 @@ def test_pay_shows_choices_creates_a_request_and_sends_the_same_by_sms(session: 
     household = cmu_household(session)  # four people, standard: 1,000 fee + 4 × 3,500 a year
     replies = hops(client, PHONE, "2", "2")
     assert replies[1] == (
-        "CON Montant à payer: 15 000 F CFA\n1 15 000 F CFA (12 mois)\n2 29 000 F CFA (24 mois)\n3 Autre montant\n0 Retour"
+        "CON Montant à payer: 15 000 F CFA\n"
+        "1 15 000 F CFA (12 mois)\n2 29 000 F CFA (24 mois)\n3 Autre montant\n0 Retour"
     )
     request = session.scalars(select(PaymentRequest)).one()
     assert (request.household_id, request.amount, request.periods, request.channel) == (household.id, 29_000, 2, "ussd")
@@ -71,11 +74,12 @@ def test_pay_shows_choices_creates_a_request_and_sends_the_same_by_sms(session: 
     )
     sms = session.scalars(select(Message)).one()
     assert (sms.phone, sms.template, sms.language, sms.household_id) == (PHONE, "payment_reference", "fr", household.id)
+    # The one how-to-pay builder of USSD and SMS: as many providers as keep the SMS in one segment.
     assert sms.body == (
         f"Référence de paiement {request.reference} : payez 29 000 F CFA. "
-        f"Wave: payez 29 000 F CFA au marchand M-221-THIES, ref {request.reference} / "
-        f"Orange Money: #144*4*6*203040# montant 29 000 F CFA ref {request.reference}"
+        f"Wave: payez 29 000 F CFA au marchand M-221-THIES, ref {request.reference}"
     )
+    assert (sms.encoding, sms.segments) == ("GSM-7", 1)
     assert sms.dedupe_key == f"payment_reference:{request.id}"
 
 
@@ -103,17 +107,45 @@ def test_pay_replayed_creates_one_request_and_one_sms(
 def test_pay_another_amount(session: Session, client: FlaskClient) -> None:
     cmu_household(session)
     replies = hops(client, PHONE, "2", "3", "abc", "5000")
-    assert replies[2] == "CON Montant à payer en XOF:\n0 Retour\n00 Accueil"
-    assert replies[3].startswith("CON Montant invalide.\nMontant à payer en XOF:")
+    assert replies[2] == "CON Montant à payer en F CFA:\n0 Retour\n00 Accueil"
+    assert replies[3].startswith("CON Montant invalide.\nMontant à payer en F CFA:")
     assert replies[4].startswith("END Référence ") and "payez 5 000 F CFA par" in replies[4]
     request = session.scalars(select(PaymentRequest)).one()
     assert (request.amount, request.periods) == (5_000, 1)
 
 
-def test_pay_with_nothing_due(session: Session, client: FlaskClient) -> None:
+def test_pay_is_not_offered_to_a_fully_subsidised_household(session: Session, client: FlaskClient) -> None:
     cmu_household(session, category="bsf")  # the state pays everything
-    assert hops(client, PHONE, "2")[-1] == "END Rien à payer pour l'instant."
+    assert hops(client, PHONE, "2")[-1] == (
+        "END Votre couverture est entièrement payée par la subvention. Vous n'avez rien à payer."
+    )
     assert count(session, PaymentRequest) == 0
+
+
+def test_pay_is_not_offered_to_a_suspended_household_but_a_lapsed_one_pays(
+    session: Session, client: FlaskClient
+) -> None:
+    household = cmu_household(session)
+    household.status = HouseholdStatus.SUSPENDED
+    session.commit()
+    assert hops(client, PHONE, "2")[-1] == (
+        "END Votre ménage est suspendu : aucun paiement n'est accepté. Contactez le bureau de votre mutuelle."
+    )
+    household.status = HouseholdStatus.ACTIVE
+    session.commit()
+    assert hops(client, PHONE, "2")[-1].startswith("CON Montant à payer: 15 000 F CFA")
+    assert count(session, PaymentRequest) == 0
+
+
+def test_a_household_that_just_paid_reads_covered_and_its_next_payment(session: Session, client: FlaskClient) -> None:
+    household = cmu_household(session)
+    today = scheme_today("Africa/Dakar")
+    pay(session, household, 15_000, today - timedelta(days=40))  # past the month of waiting
+    until = format_date(today - timedelta(days=40) + relativedelta(years=1) - timedelta(days=1), "fr")
+    coverage = hops(client, PHONE, "1")[-1]
+    assert f"Couvert jusqu'au {until}.\nProchain paiement : 14 000 F CFA avant le {until}." in coverage
+    # Pay offers the next period ahead (nothing is due now), within the advance cap.
+    assert hops(client, PHONE, "2")[-1].startswith(f"CON Prochain paiement : 14 000 F CFA avant le {until}.\n1 14 000")
 
 
 @pytest.mark.parametrize(

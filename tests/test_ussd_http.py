@@ -107,12 +107,12 @@ def test_my_coverage_in_french(session: Session, dial: Dial) -> None:
     eligibility = household_eligibility(session, household, today)
     assert eligibility.covered and eligibility.valid_until is not None
     until = format_date(eligibility.valid_until, "fr")
-    screen = dial(PHONE, "1")
-    assert screen.startswith(f"CON Couverture au {format_date(today, 'fr')}\nAwa: couvert (actif) jusqu'au {until}\n")
-    assert "98 Suite" in screen
-    second = dial(PHONE, "1", "98")
-    lines = [line for page in (screen, second) for line in page.split("\n") if ": couvert" in line]
-    assert lines == [f"{name}: couvert (actif) jusqu'au {until}" for name in ("Awa", "Moussa", "Fatou", "Ibrahima")]
+    next_payment = format_date(eligibility.next_payment_due, "fr") if eligibility.next_payment_due else None
+    assert next_payment == until  # the next payment is due the last day of cover
+    assert dial(PHONE, "1") == (
+        f"CON Couverture au {format_date(today, 'fr')}\nCouvert jusqu'au {until}.\n"
+        f"Prochain paiement : 14 000 F CFA avant le {until}.\nAwa\nMoussa\nFatou\nIbrahima\n0 Retour"
+    )
 
 
 def test_my_coverage_in_english_for_a_household_that_never_paid(session: Session, dial: Dial) -> None:
@@ -122,7 +122,7 @@ def test_my_coverage_in_english_for_a_household_that_never_paid(session: Session
     session.commit()
     today = scheme_today("Asia/Phnom_Penh")
     assert dial(SKY_PHONE, "1") == (
-        f"CON Coverage on {format_date(today, 'en')}\nAwa: NOT covered (never paid)\n"
+        f"CON Coverage on {format_date(today, 'en')}\nAmount due: 3,600 riel\nAwa: NOT covered (never paid)\n"
         "Moussa: NOT covered (never paid)\n0 Back"
     )
 
@@ -160,7 +160,7 @@ def test_my_payments_shows_the_last_five_newest_first(session: Session, dial: Di
     pages = [dial(PHONE, "4")]
     while "98 Suite" in pages[-1]:
         pages.append(dial(PHONE, "4", *["98"] * len(pages)))
-    lines = [line for page in pages for line in page.split("\n") if " XOF " in line]
+    lines = [line for page in pages for line in page.split("\n") if " F CFA " in line]
     assert lines == [f"0{day}/10/2026 {day} 000 F CFA appliqué" for day in (7, 6, 5, 4, 3)]
 
 
@@ -195,9 +195,9 @@ def test_the_coverage_read_on_the_dial_follows_the_data_from_one_session_to_the_
     pay(session, household, 15_000, today - timedelta(days=60))
     # A session reads its coverage once, on the dial; the next session reads it again, paid.
     post_hop(client, "ATUid_cov2", PHONE, "")
-    assert "\nAwa: couvert (actif) jusqu'au " in post_hop(client, "ATUid_cov2", PHONE, "1")
-    # The next year's premium, the membership fee being paid.
-    assert post_hop(client, "ATUid_cov2", PHONE, "1*0*2").startswith("CON Montant à payer: 14 000 F CFA\n")
+    assert "\nCouvert jusqu'au " in post_hop(client, "ATUid_cov2", PHONE, "1")
+    # Nothing is due: Pay offers the next year's premium ahead, the membership fee being paid.
+    assert post_hop(client, "ATUid_cov2", PHONE, "1*0*2").startswith("CON Prochain paiement : 14 000 F CFA avant le ")
 
 
 def test_a_late_duplicate_dial_does_not_break_the_session(session: Session, client: FlaskClient) -> None:
