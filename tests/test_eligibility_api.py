@@ -26,6 +26,8 @@ KEYS = {
     "valid_until",
     "waiting_until",
     "amount_due",
+    "next_payment_amount",
+    "next_payment_due",
     "currency",
     "reason",
 }
@@ -57,10 +59,17 @@ def test_paid_household_member_is_answered_with_every_key(client: FlaskClient, s
     assert (body["covered"], body["status"], body["valid_until"]) == (True, "ACTIVE", "2027-09-30")
     assert body["currency"] == "XOF" and isinstance(body["amount_due"], int)
     assert body["reason"] is None
+    # Covered: nothing is due; the next period (4 × 3,500) is due the last day of cover.
+    assert (body["amount_due"], body["next_payment_amount"], body["next_payment_due"]) == (0, 14_000, "2027-09-30")
 
     status, body = get(client, f"/api/eligibility/{member_no.lower()}?date=2026-10-15", token)
     assert (status, body["status"], body["covered"], body["waiting_until"]) == (200, "WAITING", False, "2026-10-31")
     assert body["reason"]
+    assert (body["amount_due"], body["next_payment_amount"], body["next_payment_due"]) == (0, 14_000, "2027-09-30")
+
+    # Nothing covered on a day before the first period: the next payment is due that day.
+    status, body = get(client, f"/api/eligibility/{member_no}?date=2026-09-30", token)
+    assert (body["status"], body["next_payment_due"]) == ("PENDING", "2026-09-30")
 
 
 def test_answer_agrees_with_the_rules(client: FlaskClient, session: Session, token: str) -> None:

@@ -236,7 +236,9 @@ def test_reconcile_twice_allocates_once_and_sends_one_receipt(session: Session, 
         f"receipt:{payment.id}:allocated:1",
     ]
     assert {m.phone for m in received} == {PAYER, "+221781112233"}
-    assert all(m.template == "receipt_covered" for m in received)
+    # Just paid, in the month of waiting: the receipt says so, in the words USSD and SMS use.
+    assert all(m.template == "receipt_waiting" for m in received)
+    assert "En attente jusqu'au " in received[0].body and ", couvert ensuite jusqu'au " in received[0].body
     assert "2027" in received[0].body
     assert sorted(sent) == sorted(m.id for m in received)
 
@@ -247,7 +249,7 @@ def test_partial_payment_receipt_says_what_is_still_due(session: Session, cmu: S
     reconcile(session, payment)
     [receipt] = messages(session)
     assert receipt.template == "receipt_due"
-    assert "10000 XOF" in receipt.body  # 15,000 due, 5,000 paid
+    assert "10 000 F CFA" in receipt.body  # 15,000 due, 5,000 paid
 
 
 def test_suspense_sends_one_under_review_receipt(session: Session, cmu: Scheme, sent: list[int]) -> None:
@@ -298,7 +300,7 @@ def test_network_payment_sends_one_summary_to_the_contact(session: Session, cmu:
         ("receipt_network", PAYER, f"receipt:{payment.id}:allocated:1"),
     ]
     assert received[0].body == (
-        "Réseau RES-PK : paiement de 30500 XOF enregistré, 2 ménage(s) payé(s). Reste sur le compte : 500 XOF."
+        "Réseau RES-PK : paiement de 30 500 F CFA enregistré, 2 ménage(s) payé(s). Reste sur le compte : 500 F CFA."
     )
     assert received[0].segments == 1
 

@@ -115,8 +115,8 @@ def test_each_reminder_once_per_household_kind_and_period(outbox: Session, cmu: 
         f"reminder:{household.id}:lapsed:2026-12-31",
     ]
     assert sent[0].body == (
-        "Ménage " + household.household_no + " : votre couverture se termine le 31/12/2026. "
-        "Payez 7000 XOF pour rester couvert. Composez *384*123#"
+        "Ménage " + household.household_no + " : couvert jusqu'au 31/12/2026. "
+        "Prochain paiement : 7 000 F CFA avant le 31/12/2026. Composez *384*123#"
     )
     assert sent[2].template == "reminder_lapsed"
     assert {m.phone for m in sent} == {PHONE}

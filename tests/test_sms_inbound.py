@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from dateutil.relativedelta import relativedelta
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from models.access import EligibilityCheck
 from models.agents import create_agent
-from models.base import CheckChannel, Language, MessageDirection, MessageStatus, PaymentStatus
+from models.base import CheckChannel, HouseholdStatus, Language, MessageDirection, MessageStatus, PaymentStatus
 from models.household import Household
 from models.messaging import Message
 from models.payment import Payment, PaymentRequest
@@ -153,11 +154,13 @@ def test_fixture_lines_get_the_right_replies(
     assert [m.template for m in out] == ["status_pending", "payment_reference", "check_not_covered", "help"]
     status, pay, check, help_ = out
     # Two members at 3,500 F each (the state pays the other half) and the 1,000 F membership fee.
-    assert status.body == "Ménage SN-TN-000123 pas encore couvert. Payez 8000 XOF pour commencer : envoyez PAYER."
+    assert status.body == "Ménage SN-TN-000123 pas encore couvert. Payez 8 000 F CFA pour commencer : envoyez PAYER."
     request = session.scalars(select(PaymentRequest)).one()
     assert (request.amount, request.channel, request.payer_phone) == (7000, "sms", PHONE)
     assert is_valid_reference(request.reference)
-    assert pay.body.startswith(f"Référence de paiement {request.reference} : payez 7000 XOF. Wave: payez 7000 XOF")
+    assert pay.body.startswith(
+        f"Référence de paiement {request.reference} : payez 7 000 F CFA. Wave: payez 7 000 F CFA"
+    )
     assert check.phone == AGENT_PHONE
     assert check.body == "SN-TN-000123-01 Awa, né(e) en 1980 : NON couvert (PENDING)."
     assert help_.body.startswith("Envoyez STATUT, PAYER, SOLDE")
@@ -231,7 +234,11 @@ def test_every_command_in_each_keyword_language(
     out = replies(session, PHONE)
     assert [m.template for m in out] == EXPECTED
     assert {m.language for m in out} == {"fr"}  # the household's language, whatever the keyword language
-    assert out[3].body == "Ménage SN-TN-000123 : crédit 0 XOF. Montant à payer : 8000 XOF."
+    today = factories.scheme(session, "cmu-thies").local_today().strftime("%d/%m/%Y")
+    assert out[3].body == (
+        "Ménage SN-TN-000123 : crédit 0 F CFA. Montant à payer : 8 000 F CFA. "
+        f"Prochain paiement : 8 000 F CFA avant le {today}."
+    )
     amounts = sorted(r.amount for r in session.scalars(select(PaymentRequest)))
     assert amounts == [2000, 8000]
     session.refresh(household)
@@ -279,7 +286,43 @@ def test_status_of_a_covered_household(
     factories.pay(session, household, 8000, today - timedelta(days=300))
     status = ask(client, queue, session, PHONE, "statut")
     assert status.template == "status_active"
-    assert status.body.startswith("Ménage SN-TN-000123 couvert jusqu'au ")
+    until = (today - timedelta(days=300) + relativedelta(years=1) - timedelta(days=1)).strftime("%d/%m/%Y")
+    assert status.body == (
+        f"Ménage SN-TN-000123 : couvert jusqu'au {until}. Prochain paiement : 7 000 F CFA avant le {until}."
+    )
+    balance = ask(client, queue, session, PHONE, "solde")
+    assert balance.body == (
+        f"Ménage SN-TN-000123 : crédit 0 F CFA. Montant à payer : 0 F CFA. "
+        f"Prochain paiement : 7 000 F CFA avant le {until}."
+    )
+    # Paying ahead stays possible: PAYER offers the next period.
+    pay = ask(client, queue, session, PHONE, "payer")
+    assert pay.template == "payment_reference" and "payez 7 000 F CFA" in pay.body
+
+
+def test_partly_paid_household_reads_what_is_missing(
+    client: FlaskClient, session: Session, household: Household, cmu: Scheme, queue: Queue, job_env: None
+) -> None:
+    factories.pay(session, household, 3000, cmu.local_today())  # the fee, and 2,000 of the 7,000 premium
+    status = ask(client, queue, session, PHONE, "statut")
+    assert status.template == "status_partly_paid"
+    assert (
+        status.body == "Ménage SN-TN-000123 : payé en partie, pas encore couvert. Il manque 5 000 F CFA. Envoyez PAYER."
+    )
+    pay = ask(client, queue, session, PHONE, "payer")
+    assert "payez 5 000 F CFA" in pay.body
+
+
+def test_suspended_household_is_told_why_it_cannot_pay(
+    client: FlaskClient, session: Session, household: Household, queue: Queue, job_env: None
+) -> None:
+    household.status = HouseholdStatus.SUSPENDED
+    session.commit()
+    reply = ask(client, queue, session, PHONE, "PAYER")
+    assert reply.body == (
+        "Ménage SN-TN-000123 suspendu : aucun paiement n'est accepté. Contactez le bureau de votre mutuelle."
+    )
+    assert session.scalar(select(func.count(PaymentRequest.id))) == 0
 
 
 def test_fully_subsidised_household_has_nothing_to_pay(
@@ -287,7 +330,9 @@ def test_fully_subsidised_household_has_nothing_to_pay(
 ) -> None:
     factories.make_household(session, cmu, size=3, category="bsf", phone=STRANGER, household_no="SN-TN-000777")
     reply = ask(client, queue, session, STRANGER, "PAYER")
-    assert reply.body == "Ménage SN-TN-000777 : rien à payer pour l'instant. Merci !"
+    assert reply.body == (
+        "Ménage SN-TN-000777 : votre couverture est entièrement payée par la subvention. Vous n'avez rien à payer."
+    )
     assert session.scalar(select(func.count(PaymentRequest.id))) == 0
 
 
