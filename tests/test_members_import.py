@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from extensions import db
-from models.base import HouseholdStatus, Language, MemberStatus
+from models.base import HouseholdStatus, Language, MemberStatus, utcnow
 from models.household import Account, Household, Member, Network
 from models.member_import import ImportFileError, import_members, slugify
 from models.scheme_file import load_scheme, parse_scheme_file
+from models.tokens import issue_token
 from tests.conftest import FIXTURES, ROOT
 
 SAMPLE = FIXTURES / "members_sample.csv"
@@ -309,3 +310,38 @@ def test_household_of_another_scheme_rolls_everything_back(session: Session) -> 
 def test_slugify() -> None:
     assert slugify("Réseau Thiès Nord 1") == "reseau-thies-nord-1"
     assert slugify("  Mont--Rolland ") == "mont-rolland"
+
+
+def test_fully_subsidised_households_enrolled_last_year_are_covered_the_minute_they_are_imported(
+    app: Flask, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """Issue 19: `bsf`/`cec` households are funded from enrolment; the facility reads them covered at once."""
+    rows = rows_of(SAMPLE)
+    for row in rows:
+        if row["subsidy_category"] in {"bsf", "cec"}:
+            row["joined_on"] = "2025-03-15"
+    result = cli("members", "import", str(write_rows(tmp_path / "last-year.csv", rows)))
+    assert result.exit_code == 0, result.output
+    assert "funder-paid periods booked from enrolment: 2" in result.stdout
+    with app.app_context():
+        session = db()
+        _, token = issue_token(session, name="poste-pk", facility="Poste de sante Pekesse", now=utcnow())
+        session.commit()
+        today = session.scalars(select(Household)).first().scheme.local_today()  # type: ignore[union-attr]
+    client = app.test_client()
+    for member_no in ("SN-PK-000045-01", "SN-MR-000007-01"):
+        response = client.get(f"/api/eligibility/{member_no}", headers={"Authorization": f"Bearer {token}"})
+        body = response.get_json()
+        assert (response.status_code, body["covered"], body["status"], body["amount_due"]) == (200, True, "ACTIVE", 0)
+        # Yearly periods from 2025-03-15: the one holding today ends on the next 14 March.
+        until = date(today.year if today < date(today.year, 3, 15) else today.year + 1, 3, 14)
+        assert (body["valid_until"], body["next_payment_amount"]) == (until.isoformat(), 0)
+    # The standard household has paid nothing: it owes its fee and first period, today.
+    response = client.get("/api/eligibility/SN-TN-000123-01", headers={"Authorization": f"Bearer {token}"})
+    body = response.get_json()
+    assert (body["status"], body["amount_due"], body["next_payment_due"]) == ("PENDING", 11_500, today.isoformat())
+    # Importing again books nothing more.
+    again = cli("members", "import", str(tmp_path / "last-year.csv"))
+    assert "funder-paid periods booked from enrolment: 0" in again.stdout
+    shown = cli("members", "show", "SN-PK-000045-01")
+    assert f"Covered until {until.strftime('%d/%m/%Y')}." in shown.stdout
