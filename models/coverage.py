@@ -283,6 +283,23 @@ def book_subsidised_periods(session: Session, scheme: Scheme, on: date) -> int:
     return booked
 
 
+@dataclass(frozen=True)
+class Booking:
+    """One period booked without a payment (funder-paid from enrolment, or prior cover on migration)."""
+
+    source_ref: str
+    household_id: int
+    account_id: int
+    plan: str
+    months: int
+    dates: PeriodDates
+    price: int
+    share: int  # what the household paid before (an ADJUSTMENT entry), 0 when the funder pays it all
+    funder: str | None
+    fee: int  # the membership fee this booking marks paid (0: already paid, or none)
+    note: str | None = None
+
+
 def book_enrolment_subsidies(session: Session, scheme: Scheme, household_ids: list[int], on: date) -> int:
     """Book from enrolment the first funder-paid period (and fee) of these households that have none; return how many.
 
@@ -293,29 +310,14 @@ def book_enrolment_subsidies(session: Session, scheme: Scheme, household_ids: li
     codes = {c.code: c for c in scheme.subsidy_categories if c.share_bp >= FULL_SHARE_BP}
     if not codes or not household_ids:
         return 0
-    has_period = exists().where(CoveragePeriod.household_id == Household.id, CoveragePeriod.reversed_at.is_(None))
     booked = 0
     for start in range(0, len(household_ids), BOOKING_CHUNK):
-        chunk = household_ids[start : start + BOOKING_CHUNK]
-        rows = session.execute(
-            select(Household.id, Household.enrolled_on, Household.plan, Household.subsidy_category, Account.id)
-            .join(Account, Account.household_id == Household.id)
-            .where(
-                Household.id.in_(chunk),
-                Household.scheme_id == scheme.id,
-                Household.subsidy_category.in_(list(codes)),
-                Household.status == HouseholdStatus.ACTIVE,
-                Household.enrolled_on <= on,
-                ~has_period,
-            )
-            .order_by(Household.id)
-        ).all()
+        rows = _unbooked(session, scheme, household_ids[start : start + BOOKING_CHUNK], list(codes), on)
         if not rows:
             continue
         counts = active_member_counts(session, [row[0] for row in rows], on)
         states = account_states(session, [row[4] for row in rows])
-        stamp = utcnow()
-        planned: dict[str, tuple[int, int, str, PeriodDates, int, str | None, int]] = {}
+        bookings = []
         for household_id, enrolled_on, plan_code, category_code, account_id in rows:
             plan = scheme.plan(plan_code)
             price = plan_price(scheme, plan, counts[household_id])
@@ -325,71 +327,167 @@ def book_enrolment_subsidies(session: Session, scheme: Scheme, household_ids: li
             fee = scheme.membership_fee if not states[account_id].fee_paid else 0
             ref = subsidy_source_ref(household_id, dates.start_on)
             funder = codes[category_code].funder
-            planned[ref] = (household_id, account_id, plan.code, dates, price, funder, fee)
-        if not planned:
-            continue
-        allocation_ids = dict(
-            (ref, allocation_id)
-            for allocation_id, ref in session.execute(
-                insert(Allocation).returning(Allocation.id, Allocation.source_ref),
-                [
-                    {
-                        "source_ref": ref,
-                        "account_id": account_id,
-                        "amount": price,
-                        "currency": scheme.currency,
-                        "effective_on": on,
-                        "created_at": stamp,
-                    }
-                    for ref, (_, account_id, _, _, price, _, _) in planned.items()
-                ],
+            bookings.append(
+                Booking(ref, household_id, account_id, plan.code, plan.months, dates, price, 0, funder, fee)
             )
-        )
-        months = {plan.code: plan.months for plan in scheme.plans}
-        period_ids = dict(
-            (household_id, period_id)
-            for period_id, household_id in session.execute(
-                insert(CoveragePeriod).returning(CoveragePeriod.id, CoveragePeriod.household_id),
-                [
-                    {
-                        "household_id": household_id,
-                        "allocation_id": allocation_ids[ref],
-                        "plan": plan_code,
-                        "months": months[plan_code],
-                        "start_on": dates.start_on,
-                        "end_on": dates.end_on,
-                        "waiting_until": dates.waiting_until,
-                        "price": price,
-                        "household_share": 0,
-                        "subsidy_amount": price,
-                        "funder": funder,
-                        "created_at": stamp,
-                    }
-                    for ref, (household_id, _, plan_code, dates, price, funder, _) in planned.items()
-                ],
-            )
-        )
-        entries: list[dict[str, Any]] = []
-        for ref, (household_id, account_id, _, _, price, payer, fee) in planned.items():
-            common: dict[str, Any] = {
-                "account_id": account_id,
-                "allocation_id": allocation_ids[ref],
-                "currency": scheme.currency,
-                "effective_on": on,
-                "created_at": stamp,
-                "payment_id": None,
-                "reverses_entry_id": None,
-                "note": None,
-            }
-            period_id = period_ids[household_id]
-            entries.append(dict(common, kind=LedgerKind.SUBSIDY, amount=price, funder=payer, period_id=period_id))
-            entries.append(dict(common, kind=LedgerKind.CHARGE, amount=-price, funder=None, period_id=period_id))
-            if fee > 0:
-                entries.append(dict(common, kind=LedgerKind.SUBSIDY, amount=fee, funder=payer, period_id=None))
-                entries.append(dict(common, kind=LedgerKind.FEE, amount=-fee, funder=None, period_id=None))
-        session.execute(insert(LedgerEntry), entries)
-        booked += len(planned)
+        booked += insert_bookings(session, scheme, bookings, on)
     return booked
+
+
+def book_prior_cover(session: Session, scheme: Scheme, paid_until: dict[int, date], on: date, source: str) -> int:
+    """Book the cover households already had before the scheme moved here (`paid_until`); return how many.
+
+    One period of the household's plan ending on `paid_until` (starting no earlier than enrolment), its
+    share paid before migration booked as an ADJUSTMENT with its `source`, the funder's share as a subsidy,
+    the membership fee marked paid, and no waiting period. Only for households without a live period and not
+    fully subsidised (those are funded from enrolment); idempotent per household and date.
+    """
+    codes = [c.code for c in scheme.subsidy_categories if c.share_bp < FULL_SHARE_BP]
+    if not codes or not paid_until:
+        return 0
+    ids = sorted(paid_until)
+    booked = 0
+    for start in range(0, len(ids), BOOKING_CHUNK):
+        rows = _unbooked(session, scheme, ids[start : start + BOOKING_CHUNK], codes, None)
+        if not rows:
+            continue
+        counts = active_member_counts(session, [row[0] for row in rows], on)
+        states = account_states(session, [row[4] for row in rows])
+        bookings = []
+        for household_id, enrolled_on, plan_code, category_code, account_id in rows:
+            plan = scheme.plan(plan_code)
+            category = scheme.subsidy(category_code)
+            price = plan_price(scheme, plan, counts[household_id])
+            end = paid_until[household_id]
+            if price <= 0 or end < enrolled_on:
+                continue
+            first = max(enrolled_on, add_months(end + ONE_DAY, -plan.months))
+            dates = PeriodDates(first, end, None, contiguous=False)
+            subsidy = price * category.share_bp // FULL_SHARE_BP
+            fee = scheme.membership_fee if not states[account_id].fee_paid else 0
+            ref = f"prior-cover:{household_id}:{end.isoformat()}"
+            note = f"prior cover until {end.isoformat()} ({source})"[:500]
+            bookings.append(
+                Booking(
+                    ref,
+                    household_id,
+                    account_id,
+                    plan.code,
+                    plan.months,
+                    dates,
+                    price,
+                    price - subsidy,
+                    category.funder if subsidy else None,
+                    fee,
+                    note,
+                )
+            )
+        booked += insert_bookings(session, scheme, bookings, on)
+    return booked
+
+
+def _unbooked(
+    session: Session, scheme: Scheme, household_ids: list[int], categories: list[str], on: date | None
+) -> list[Any]:
+    """Return (id, enrolled_on, plan, category, account id) of these active households without a live period."""
+    has_period = exists().where(CoveragePeriod.household_id == Household.id, CoveragePeriod.reversed_at.is_(None))
+    query = (
+        select(Household.id, Household.enrolled_on, Household.plan, Household.subsidy_category, Account.id)
+        .join(Account, Account.household_id == Household.id)
+        .where(
+            Household.id.in_(household_ids),
+            Household.scheme_id == scheme.id,
+            Household.subsidy_category.in_(categories),
+            Household.status == HouseholdStatus.ACTIVE,
+            ~has_period,
+        )
+        .order_by(Household.id)
+    )
+    if on is not None:
+        query = query.where(Household.enrolled_on <= on)
+    return list(session.execute(query).all())
+
+
+def insert_bookings(session: Session, scheme: Scheme, bookings: list[Booking], on: date) -> int:
+    """Write the bookings (allocation, period, entries) in three multi-row INSERTs; return how many.
+
+    A booking whose `source_ref` is already used is skipped, so a second run writes nothing.
+    """
+    taken = set(
+        session.scalars(
+            select(Allocation.source_ref).where(Allocation.source_ref.in_([b.source_ref for b in bookings]))
+        )
+    )
+    bookings = [b for b in bookings if b.source_ref not in taken]
+    if not bookings:
+        return 0
+    stamp = utcnow()
+    allocation_ids = dict(
+        (ref, allocation_id)
+        for allocation_id, ref in session.execute(
+            insert(Allocation).returning(Allocation.id, Allocation.source_ref),
+            [
+                {
+                    "source_ref": b.source_ref,
+                    "account_id": b.account_id,
+                    "amount": b.price + b.fee,
+                    "currency": scheme.currency,
+                    "effective_on": on,
+                    "created_at": stamp,
+                }
+                for b in bookings
+            ],
+        )
+    )
+    period_ids = dict(
+        (household_id, period_id)
+        for period_id, household_id in session.execute(
+            insert(CoveragePeriod).returning(CoveragePeriod.id, CoveragePeriod.household_id),
+            [
+                {
+                    "household_id": b.household_id,
+                    "allocation_id": allocation_ids[b.source_ref],
+                    "plan": b.plan,
+                    "months": b.months,
+                    "start_on": b.dates.start_on,
+                    "end_on": b.dates.end_on,
+                    "waiting_until": b.dates.waiting_until,
+                    "price": b.price,
+                    "household_share": b.share,
+                    "subsidy_amount": b.price - b.share,
+                    "funder": b.funder,
+                    "created_at": stamp,
+                }
+                for b in bookings
+            ],
+        )
+    )
+    entries: list[dict[str, Any]] = []
+    for b in bookings:
+        common: dict[str, Any] = {
+            "account_id": b.account_id,
+            "allocation_id": allocation_ids[b.source_ref],
+            "currency": scheme.currency,
+            "effective_on": on,
+            "created_at": stamp,
+            "payment_id": None,
+            "reverses_entry_id": None,
+            "note": b.note,
+        }
+        period_id = period_ids[b.household_id]
+        if b.share > 0:  # paid before migration
+            entries.append(dict(common, kind=LedgerKind.ADJUSTMENT, amount=b.share, funder=None, period_id=period_id))
+        if b.price - b.share > 0:
+            subsidy = b.price - b.share
+            entries.append(dict(common, kind=LedgerKind.SUBSIDY, amount=subsidy, funder=b.funder, period_id=period_id))
+        entries.append(dict(common, kind=LedgerKind.CHARGE, amount=-b.price, funder=None, period_id=period_id))
+        if b.fee > 0:
+            # Fully subsidised: the funder pays the fee; prior cover: the household paid it before migration.
+            kind, funder = (LedgerKind.SUBSIDY, b.funder) if b.share == 0 else (LedgerKind.ADJUSTMENT, None)
+            entries.append(dict(common, kind=kind, amount=b.fee, funder=funder, period_id=None))
+            entries.append(dict(common, kind=LedgerKind.FEE, amount=-b.fee, funder=None, period_id=None))
+    session.execute(insert(LedgerEntry), entries)
+    return len(bookings)
 
 
 BOOKING_CHUNK = 1000

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from models.base import Language, MemberStatus, Sex, utcnow
-from models.coverage import book_enrolment_subsidies
+from models.coverage import book_enrolment_subsidies, book_prior_cover
 from models.db import begin_write
 from models.household import Account, Household, Member, Network
 from models.phones import normalise_phone
@@ -45,7 +45,7 @@ REQUIRED_COLUMNS = (
     "joined_on",
     "sms_opt_in",
 )
-OPTIONAL_COLUMNS = ("status", "plan")
+OPTIONAL_COLUMNS = ("status", "plan", "paid_until")
 # Columns describing the household: every row of a household must agree on them.
 HOUSEHOLD_COLUMNS = ("scheme", "commune", "network", "subsidy_category", "language", "head_member_no", "sms_opt_in")
 CHUNK_HOUSEHOLDS = 2000
@@ -94,6 +94,7 @@ class ImportReport:
     networks_created: int = 0
     accounts_created: int = 0
     subsidised_periods_booked: int = 0
+    prior_cover_booked: int = 0
     dry_run: bool = False
     errors: list[RowError] = field(default_factory=list)
 
@@ -112,7 +113,8 @@ class ImportReport:
             f"households: {self.households_created} created, {self.households_updated} updated, "
             f"{self.households_unchanged} unchanged; networks: {self.networks_created} created; "
             f"accounts: {self.accounts_created} created; "
-            f"funder-paid periods booked from enrolment: {self.subsidised_periods_booked}"
+            f"funder-paid periods booked from enrolment: {self.subsidised_periods_booked}; "
+            f"prior cover booked (paid_until): {self.prior_cover_booked}"
         )
 
 
@@ -157,6 +159,7 @@ class _HouseholdRow:
     sms_opt_in: bool
     plan: str
     members: list[_MemberRow] = field(default_factory=list)
+    paid_until: date | None = None  # prior cover on migration: the last day already paid for
 
 
 def slugify(name: str) -> str:
@@ -196,7 +199,8 @@ def import_members(
         return report
     if not dry_run:
         begin_write(session)
-    writer = _Writer(session, households, today, report, dry_run, progress)
+    name = f"members import {Path(source).name}" if isinstance(source, str | Path) else "members import"
+    writer = _Writer(session, households, today, report, dry_run, progress, name)
     if dry_run:
         writer.run()
         return report
@@ -401,6 +405,9 @@ class _RowValidator:
             self.fail(line, "date_of_birth", "is in the future")
         if date_of_birth and joined_on and joined_on < date_of_birth:
             self.fail(line, "joined_on", "is before the date of birth")
+        paid_until = self.date(line, v(row, "paid_until"), "paid_until", required=False)
+        if paid_until and joined_on and paid_until < joined_on:
+            self.fail(line, "paid_until", "is before joined_on")
         status_text = v(row, "status").lower() or MemberStatus.ACTIVE.value
         try:
             status = MemberStatus(status_text)
@@ -417,6 +424,8 @@ class _RowValidator:
         if len(self.errors) > before or household is None:
             return
         assert sex is not None and joined_on is not None
+        if paid_until is not None:
+            household.paid_until = max(paid_until, household.paid_until or paid_until)
         household.members.append(
             _MemberRow(
                 line=line,
@@ -615,6 +624,7 @@ class _Writer:
         report: ImportReport,
         dry_run: bool,
         progress: Progress | None,
+        source: str = "members import",
     ) -> None:
         self.session = session
         self.households = households
@@ -622,6 +632,7 @@ class _Writer:
         self.report = report
         self.dry_run = dry_run
         self.progress = progress
+        self.source = source
         self.stamp: datetime = utcnow()
         self.networks: dict[tuple[int, str], int] = {}
         self._placeholder = 0
@@ -852,7 +863,21 @@ class _Writer:
         if changed_members and self.writing:
             session.execute(update(Member), changed_members)
         if self.writing:
+            self.book_prior_cover(chunk, household_ids)
             self.book_subsidised(chunk, household_ids)
+
+    def book_prior_cover(self, chunk: list[_HouseholdRow], household_ids: dict[str, int]) -> None:
+        """Book the cover the file says households already paid for (`paid_until`), once."""
+        by_scheme: dict[int, dict[int, date]] = {}
+        for household in chunk:
+            if household.scheme is not None and household.paid_until and household.household_no in household_ids:
+                paid = by_scheme.setdefault(household.scheme.id, {})
+                paid[household_ids[household.household_no]] = household.paid_until
+        for scheme_id, paid_until in by_scheme.items():
+            scheme = self.session.get(Scheme, scheme_id)
+            assert scheme is not None
+            booked = book_prior_cover(self.session, scheme, paid_until, self.today, self.source)
+            self.report.prior_cover_booked += booked
 
     def book_subsidised(self, chunk: list[_HouseholdRow], household_ids: dict[str, int]) -> None:
         """Fund from enrolment the fully subsidised households of the chunk that have no period yet."""

@@ -15,8 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from extensions import db
-from models.base import HouseholdStatus, Language, MemberStatus, utcnow
+from models.base import EligibilityStatus, HouseholdStatus, Language, MemberStatus, utcnow
+from models.coverage import live_periods
+from models.eligibility import household_eligibility
 from models.household import Account, Household, Member, Network
+from models.ledger import account_entries, get_or_create_account
 from models.member_import import ImportFileError, import_members, slugify
 from models.scheme_file import load_scheme, parse_scheme_file
 from models.tokens import issue_token
@@ -345,3 +348,47 @@ def test_fully_subsidised_households_enrolled_last_year_are_covered_the_minute_t
     assert "funder-paid periods booked from enrolment: 0" in again.stdout
     shown = cli("members", "show", "SN-PK-000045-01")
     assert f"Covered until {until.strftime('%d/%m/%Y')}." in shown.stdout
+
+
+def test_paid_until_books_prior_cover_with_the_fee_paid_and_no_waiting(
+    app: Flask, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A scheme moving here keeps what members already paid: cover until `paid_until`, an adjustment with its source."""
+    rows = rows_of(SAMPLE)
+    for row in rows:
+        row["paid_until"] = "2027-06-30" if row["household_no"] == "SN-TN-000123" else ""
+    path = write_rows(tmp_path / "migration.csv", rows)
+    result = cli("members", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "prior cover booked (paid_until): 1" in result.stdout
+    with app.app_context():
+        session = db()
+        household = session.scalars(select(Household).where(Household.household_no == "SN-TN-000123")).one()
+        periods = live_periods(session, household.id)
+        assert [(p.start_on, p.end_on, p.waiting_until, p.household_share, p.subsidy_amount) for p in periods] == [
+            (date(2026, 10, 1), date(2027, 6, 30), None, 10_500, 10_500)
+        ]
+        entries = account_entries(session, get_or_create_account(session, household=household).id)
+        assert sorted((e.kind.value, e.amount) for e in entries) == [
+            ("adjustment", 1_000),
+            ("adjustment", 10_500),
+            ("charge", -21_000),
+            ("fee", -1_000),
+            ("subsidy", 10_500),
+        ]
+        assert all(e.note == "prior cover until 2027-06-30 (members import migration.csv)" for e in entries)
+        answer = household_eligibility(session, household, date(2026, 12, 7))
+        assert (answer.status, answer.covered, answer.amount_due) == (EligibilityStatus.ACTIVE, True, 0)
+        assert (answer.next_payment_amount, answer.next_payment_due) == (10_500, date(2027, 6, 30))
+    again = cli("members", "import", str(path))
+    assert "prior cover booked (paid_until): 0" in again.stdout
+
+
+def test_paid_until_before_joining_is_refused(session: Session, tmp_path: Path) -> None:
+    load_schemes(session)
+    rows = rows_of(SAMPLE)
+    rows[0]["paid_until"] = "2026-09-30"
+    for row in rows[1:]:
+        row["paid_until"] = ""
+    report = import_members(session, write_rows(tmp_path / "bad.csv", rows))
+    assert [str(e) for e in report.errors] == ["line 2, paid_until: is before joined_on"]
