@@ -15,8 +15,9 @@ from models.base import MessageDirection, MessageStatus, PaymentStatus
 from models.household import Household, Network
 from models.messaging import DeliveryReport, Message, UssdSessionRecord
 from models.payment import Payment, ReconciliationEvent
+from models.premiums import FULL_SHARE_BP
 from models.rejections import RejectedCallback
-from models.scheme import Scheme
+from models.scheme import Scheme, SubsidyCategory
 
 T = TypeVar("T")
 MAX_PER_PAGE = 200
@@ -173,6 +174,32 @@ def payments_list(
         .outerjoin(Network, Network.id == Payment.network_id)
     )
     query = filters.apply(query, Payment.paid_at).order_by(Payment.created_at.desc(), Payment.id.desc())
+    return paginate(session, query, number, per_page)
+
+
+def subsidised_payments(
+    session: Session, number: int = 1, per_page: int = 50
+) -> Page[tuple[Payment, str | None, str | None]]:
+    """Return one page of the "to refund or keep" list: money a fully subsidised household paid, newest first.
+
+    Its funder pays all of its cover, so such a payment only sits as credit: staff refund it (from the payment's
+    page) or keep it (say, a gift from a relative). Refunded or reversed payments leave the list.
+    """
+    full = select(SubsidyCategory.id).where(
+        SubsidyCategory.scheme_id == Household.scheme_id,
+        SubsidyCategory.code == Household.subsidy_category,
+        SubsidyCategory.share_bp >= FULL_SHARE_BP,
+    )
+    query = (
+        select(Payment, Household.household_no, Network.name)
+        .join(Household, Household.id == Payment.household_id)
+        .outerjoin(Network, Network.id == Payment.network_id)
+        .where(
+            full.exists(),
+            Payment.status.in_([PaymentStatus.MATCHED, PaymentStatus.ALLOCATED, PaymentStatus.PROVISIONAL]),
+        )
+        .order_by(Payment.paid_at.desc(), Payment.id.desc())
+    )
     return paginate(session, query, number, per_page)
 
 

@@ -50,6 +50,7 @@ READ_PAGES = [
     "/admin/reconciliation.csv",
     "/admin/payments",
     "/admin/payments/1",
+    "/admin/payments/to-refund-or-keep",
     "/admin/households",
     "/admin/households/1",
     "/admin/networks",
@@ -63,6 +64,7 @@ LIST_PAGES = [
     "/admin/reconciliation",
     "/admin/payments",
     "/admin/payments?status=ALLOCATED",
+    "/admin/payments/to-refund-or-keep",
     "/admin/networks/1",
     "/admin/sms",
     "/admin/sms?direction=out",
@@ -511,3 +513,35 @@ def test_make_run_creates_a_demo_admin_whose_printed_password_signs_in(
     client = app.test_client()
     assert login(client, username, password).status_code == 302
     assert "admin (admin)" in text_of(client.get("/admin/"))
+
+
+def test_money_from_a_fully_subsidised_household_is_listed_to_refund_or_keep(
+    admin_app: Flask, db_session: Session
+) -> None:
+    bsf = db_session.scalars(select(Household).where(Household.subsidy_category == "bsf").limit(1)).one()
+    standard = db_session.scalars(select(Household).where(Household.subsidy_category == "standard").limit(1)).one()
+    added = [
+        Payment(
+            provider="wave",
+            provider_txn_id=f"T_GIFT_{household.household_no}",
+            amount=7_000,
+            currency="XOF",
+            paid_at=datetime(2026, 11, 30, 9, 0),
+            fields_hash="g" * 64,
+            status=PaymentStatus.ALLOCATED,
+            household_id=household.id,
+        )
+        for household in (bsf, standard)
+    ]
+    db_session.add_all(added)
+    db_session.commit()
+    try:
+        page = signed_in(admin_app).get("/admin/payments/to-refund-or-keep")
+        body = text_of(page)
+        assert page.status_code == 200 and "To refund or keep" in body
+        assert f"T_GIFT_{bsf.household_no}" in body and "7 000 F CFA" in body
+        assert f"T_GIFT_{standard.household_no}" not in body  # a standard household's money pays its own cover
+    finally:
+        for payment in added:
+            db_session.delete(payment)
+        db_session.commit()

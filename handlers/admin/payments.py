@@ -21,6 +21,7 @@ from models.listings import (
     payments_list,
     reconciliation_log,
     reconciliation_rows,
+    subsidised_payments,
 )
 
 
@@ -81,6 +82,15 @@ def payments() -> ResponseReturnValue:
     return render_template(
         "admin/payments.html", page=page, filters=filters, choices=filter_choices(db()), args=query_without("page")
     )
+
+
+@bp.get("/payments/to-refund-or-keep")
+@role_required(StaffRole.VIEWER)
+def to_refund_or_keep() -> ResponseReturnValue:
+    """List the money fully subsidised households paid, to refund or keep (their funder pays their cover)."""
+    number, per_page = page_args()
+    page = subsidised_payments(db(), number, per_page)
+    return render_template("admin/to_refund.html", page=page, args=query_without("page"))
 
 
 @bp.get("/payments/<int:payment_id>")
