@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -32,6 +33,8 @@ class Collections:
 
     scheme: str
     currency: str
+    timezone: str = "UTC"  # the days below are the scheme's (payments not tied to a scheme: UTC)
+    day: date | None = None  # today in that time zone
     today: int = 0
     today_count: int = 0
     month: int = 0
@@ -63,11 +66,16 @@ class Overview:
     matched_manual: int
     backlogs: list[Backlog]
     sms_failed_7d: int
+    unresolved: int = 0  # payments of the same 30 days still in suspense or in conflict
 
     @property
     def auto_match_percent(self) -> float | None:
-        """Return the share of matches made by the worker's rules, in percent (None: no match yet)."""
-        total = self.matched_auto + self.matched_manual
+        """Return the share of payments the worker's rules matched, in percent (None: no payment yet).
+
+        Out of every payment that needed matching in the window: those matched by rules or by hand, and those
+        still in suspense or in conflict (a payment the rules could not place is not a success).
+        """
+        total = self.matched_auto + self.matched_manual + self.unresolved
         return None if total == 0 else 100.0 * self.matched_auto / total
 
 
@@ -77,45 +85,28 @@ def _as_date(value: object) -> date:
 
 
 def overview(session: Session, now: datetime) -> Overview:
-    """Return today's and this month's collections per scheme, matching, backlogs and SMS failures (UTC days)."""
-    today = now.date()
-    month_start = today.replace(day=1)
-    chart_start = today - timedelta(days=CHART_DAYS - 1)
-    since = datetime.combine(min(month_start, chart_start), datetime.min.time())
-    day = func.date(Payment.paid_at)
-    rows = session.execute(
-        select(Payment.scheme_id, Payment.currency, day, func.sum(Payment.amount), func.count())
-        .where(Payment.paid_at >= since, Payment.status.in_(COLLECTED), Payment.confirmed.is_(True))
-        .group_by(Payment.scheme_id, Payment.currency, day)
-    ).all()
-    names = dict(session.execute(select(Scheme.id, Scheme.name)).tuples().all())
-    by_key: dict[tuple[int | None, str], Collections] = {}
-    daily: dict[tuple[int | None, str], dict[date, int]] = {}
-    for scheme_id, currency, raw_day, amount, count in rows:
-        key = (scheme_id, currency)
-        item = by_key.setdefault(key, Collections(names.get(scheme_id, "not matched to a scheme yet"), currency))
-        on = _as_date(raw_day)
-        if on == today:
-            item.today += int(amount)
-            item.today_count += int(count)
-        if on >= month_start:
-            item.month += int(amount)
-            item.month_count += int(count)
-        if on >= chart_start:
-            daily.setdefault(key, {})[on] = daily.get(key, {}).get(on, 0) + int(amount)
-    for key, item in by_key.items():
-        per_day = daily.get(key, {})
-        item.daily = [
-            (chart_start + timedelta(days=n), per_day.get(chart_start + timedelta(days=n), 0))
-            for n in range(CHART_DAYS)
-        ]
+    """Return today's and this month's collections per scheme, matching, backlogs and SMS failures.
 
+    A payment counts on its payment date in its scheme's time zone (one not tied to a scheme yet: UTC), so
+    "today" and "this month" are the scheme's own; `now` is naive UTC.
+    """
+    today = now.date()
+    names = {sid: (name, tz) for sid, name, tz in session.execute(select(Scheme.id, Scheme.name, Scheme.timezone))}
+    by_key: dict[tuple[int | None, str], Collections] = {}
+    owners: list[int | None] = [*names, None]
+    for scheme_id in owners:
+        name, timezone = names[scheme_id] if scheme_id is not None else ("not matched to a scheme yet", "UTC")
+        _scheme_collections(session, now, scheme_id, name, timezone, by_key)
     thirty_days_ago = now - timedelta(days=30)
     manual = case((Payment.match_rule == "manual", 1), else_=0)
+    unresolved = case((Payment.status.in_([PaymentStatus.UNMATCHED, PaymentStatus.CONFLICT]), 1), else_=0)
+    matched = case((Payment.match_rule.is_not(None), 1), else_=0)
     auto_row = session.execute(
-        select(func.count(Payment.match_rule), func.coalesce(func.sum(manual), 0)).where(
-            Payment.match_rule.is_not(None), Payment.created_at >= thirty_days_ago
-        )
+        select(
+            func.coalesce(func.sum(matched), 0),
+            func.coalesce(func.sum(manual), 0),
+            func.coalesce(func.sum(unresolved), 0),
+        ).where(Payment.created_at >= thirty_days_ago)
     ).one()
     matched_manual = int(auto_row[1])
     matched_auto = int(auto_row[0]) - matched_manual
@@ -139,7 +130,59 @@ def overview(session: Session, now: datetime) -> Overview:
         )
     )
     collections = sorted(by_key.values(), key=lambda c: (c.scheme, c.currency))
-    return Overview(today, collections, matched_auto, matched_manual, backlogs, int(sms_failed or 0))
+    return Overview(
+        today, collections, matched_auto, matched_manual, backlogs, int(sms_failed or 0), unresolved=int(auto_row[2])
+    )
+
+
+def _scheme_collections(
+    session: Session,
+    now: datetime,
+    scheme_id: int | None,
+    name: str,
+    timezone: str,
+    by_key: dict[tuple[int | None, str], Collections],
+) -> None:
+    """Add one scheme's collections by currency, on payment days in its time zone (one query)."""
+    zone = ZoneInfo(timezone)
+    local_now = now.replace(tzinfo=UTC).astimezone(zone)
+    today = local_now.date()
+    month_start = today.replace(day=1)
+    chart_start = today - timedelta(days=CHART_DAYS - 1)
+    first = min(month_start, chart_start)
+    since = datetime.combine(first, time.min, tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+    # The zone's offset now (the schemes' zones keep one all year: Dakar, Phnom Penh, Nairobi).
+    offset = local_now.utcoffset() or timedelta(0)
+    if session.get_bind().dialect.name == "sqlite":
+        day = func.date(Payment.paid_at, f"{int(offset.total_seconds())} seconds")
+    else:
+        day = func.date(Payment.paid_at + offset)
+    owner = Payment.scheme_id == scheme_id if scheme_id is not None else Payment.scheme_id.is_(None)
+    rows = session.execute(
+        select(Payment.currency, day, func.sum(Payment.amount), func.count())
+        .where(owner, Payment.paid_at >= since, Payment.status.in_(COLLECTED), Payment.confirmed.is_(True))
+        .group_by(Payment.currency, day)
+    ).all()
+    daily: dict[str, dict[date, int]] = {}
+    for currency, raw_day, amount, count in rows:
+        item = by_key.setdefault((scheme_id, currency), Collections(name, currency, timezone, today))
+        on = _as_date(raw_day)
+        if on == today:
+            item.today += int(amount)
+            item.today_count += int(count)
+        if on >= month_start:
+            item.month += int(amount)
+            item.month_count += int(count)
+        if on >= chart_start:
+            daily.setdefault(currency, {})[on] = daily.get(currency, {}).get(on, 0) + int(amount)
+    for (owner_id, currency), item in by_key.items():
+        if owner_id != scheme_id:
+            continue
+        per_day = daily.get(currency, {})
+        item.daily = [
+            (chart_start + timedelta(days=n), per_day.get(chart_start + timedelta(days=n), 0))
+            for n in range(CHART_DAYS)
+        ]
 
 
 @dataclass(frozen=True)
