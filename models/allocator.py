@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
+from dateutil.relativedelta import relativedelta
 from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy.orm import Session
 
-from models.base import LedgerKind, MemberStatus
+from models.base import HouseholdStatus, LedgerKind, MemberStatus
 from models.bulk import among, insert_rows, table_of
 from models.coverage import PeriodDates, PeriodEnd, plan_funding
 from models.household import Account, Household, Member, Network
@@ -36,6 +37,8 @@ from models.ledger import (
 )
 from models.money import Allocation, CoveragePeriod, LedgerEntry
 from models.premiums import AmountDue, PeriodPrice, amount_due
+from models.reminders import DEFAULT_REMINDER_DAYS
+from models.scheme import Scheme
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,17 @@ def find_allocation(session: Session, source_ref: str) -> Allocation | None:
     """Return the allocation of a source reference as stored now (not a stale copy), if any."""
     query = select(Allocation).where(Allocation.source_ref == source_ref)
     return session.scalar(query.execution_options(populate_existing=True))
+
+
+def falls_due(scheme: Scheme, last: PeriodEnd | None, on: date) -> bool:
+    """Return whether a network pays a household's next period on `on`: nothing covers it beyond the reminder
+    window (its cover is missing, or ends within the scheme's longest reminder), and that period would start
+    within the advance cap."""
+    if last is None or last.end_on < on:
+        return True
+    window = max([int(n) for n in (scheme.reminder_days or DEFAULT_REMINDER_DAYS)] or [0])
+    cap = on + relativedelta(months=scheme.max_advance_months)
+    return last.end_on <= on + timedelta(days=window) and last.end_on + timedelta(days=1) <= cap
 
 
 def network_payout_ref(run_ref: str, household_id: int) -> str:
@@ -471,11 +485,15 @@ class Allocator:
             book.last = dates
 
     def pay_network(self, network_account: AnyAccount, on: date, run_ref: str) -> list[PlannedAllocation]:
-        """Plan paying the network's households' amounts due from its balance, soonest expiry first.
+        """Plan paying the network's households from its balance, soonest expiry first.
 
-        Households never covered come first, then by the end of their last live period. Only whole amounts
-        due are paid: a household the balance cannot pay in full is skipped, and what is left stays on the
-        network account. Idempotent per `run_ref` and household.
+        What each is paid follows its amount due: a household not covered (never paid, in grace, lapsed) gets
+        what it must pay now; a covered one gets its next period only once its cover ends within the reminder
+        window (the scheme's longest reminder, 14 days by default), never beyond the advance cap; a suspended
+        or closed household, or a fully subsidised one, gets nothing. Households never covered come first,
+        then by the end of their last live period. Only whole amounts are paid: a household the balance cannot
+        pay in full is skipped, and what is left stays on the network account (the clock pays households
+        from it as they fall due). Idempotent per `run_ref` and household.
         """
         if network_account.network_id is None:
             raise ValueError("not a network account")
@@ -498,6 +516,8 @@ class Allocator:
             if ref in self.written_refs or ref in self.pending_refs:
                 continue
             book = self.households[household.id]
+            if household.status != HouseholdStatus.ACTIVE or not falls_due(household.scheme, book.last, on):
+                continue
             due = self.amount_due(household, on).total
             if due <= 0 or due > network_book.balance:
                 continue

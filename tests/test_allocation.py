@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import date
+from datetime import date, datetime
 
 import pytest
 from sqlalchemy import func, select
@@ -19,6 +19,7 @@ from models.money import Allocation, CoveragePeriod, LedgerEntry
 from models.premiums import amount_due
 from tests import factories
 from tests.factories import make_household, make_network, pay
+from workers.clock_jobs import pay_networks_due
 
 d = date
 D = d(2026, 11, 20)
@@ -239,3 +240,31 @@ def test_on_sqlite_allocation_refuses_a_transaction_that_began_as_a_reader(sqlit
         assert allocate(session, account, 2_000, "late", D).created
         session.commit()
         assert account_state(session, account_id=account.id).balance == 0
+
+
+def test_network_pays_what_is_due_and_the_clock_pays_the_rest_as_households_fall_due(session: Session) -> None:
+    """A covered household's next period is paid only once its cover ends within the reminder window."""
+    scheme = factories.scheme(session, "cmu-thies")
+    network = make_network(session, scheme)
+    covered = make_household(session, scheme, size=4, network=network)  # covered until 2027-11-19
+    never = make_household(session, scheme, size=2, network=network)
+    bsf = make_household(session, scheme, size=2, category="bsf", network=network)
+    pay(session, covered, 15_000, D)
+    on = d(2027, 6, 1)
+    pay(session, network, 30_000, on, ref="wave:NET2")
+    account = get_or_create_account(session, network=network)
+    session.commit()
+    paid = pay_network_households(session, account, on, run_ref="wave:NET2")
+    session.commit()
+    # Only the household that must pay now (never paid: fee + 2 × 3,500); the covered one is not due yet,
+    # the fully subsidised one never is.
+    assert [(r.household_id, r.amount) for r in paid] == [(never.id, 8_000)]
+    assert account_state(session, account_id=account.id).balance == 22_000
+    assert live_periods(session, bsf.id) == []
+
+    # The clock, daily: nothing on 2027-11-04 (15 days before the end), the next period on 2027-11-05.
+    assert pay_networks_due(session, datetime(2027, 11, 4, 9)) == {network.code: 0}
+    assert pay_networks_due(session, datetime(2027, 11, 5, 9)) == {network.code: 1}
+    assert pay_networks_due(session, datetime(2027, 11, 5, 10)) == {network.code: 0}  # once per household and day
+    assert [p.start_on for p in live_periods(session, covered.id)] == [D, d(2027, 11, 20)]
+    assert account_state(session, account_id=account.id).balance == 8_000

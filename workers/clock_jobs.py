@@ -1,4 +1,5 @@
-"""Clock jobs (registered in `workers/cron.py`): payment-request expiry and the funder's 100 % periods.
+"""Clock jobs (registered in `workers/cron.py`): payment-request expiry, the funder's 100 % periods, and
+network payouts as households fall due.
 
 Both are idempotent per period, so a second clock, a retry or a late run does no harm: expiry only moves OPEN
 requests whose time has passed, and a funder-paid period is booked once per household and start date (the
@@ -14,9 +15,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.allocation import pay_network_households
 from models.base import utcnow
 from models.coverage import book_subsidised_periods
 from models.db import begin_write
+from models.household import Account, Network
+from models.ledger import account_states
 from models.references import expire_payment_requests
 from models.scheme import Scheme
 from workers import runtime
@@ -60,3 +64,39 @@ def book_subsidies() -> dict[str, int]:
         booked = book_subsidies_due(session, utcnow())
     log.info("clock: subsidised periods booked %s", booked)
     return booked
+
+
+def pay_networks_due(session: Session, now: datetime) -> dict[str, int]:
+    """Pay each network's households from its balance as they fall due, on its scheme's date; return how many.
+
+    A network payment pays what is due at once; money left on the network account pays its households later,
+    as their cover comes within the reminder window (`Allocator.pay_network`). One committed transaction per
+    network with money; idempotent per network, day and household (`clock:<date>` run references).
+    """
+    rows = session.execute(
+        select(Account.id, Network.code, Scheme.timezone)
+        .join(Network, Network.id == Account.network_id)
+        .join(Scheme, Scheme.id == Network.scheme_id)
+        .order_by(Account.id)
+    ).all()
+    states = account_states(session, [row[0] for row in rows])
+    session.commit()
+    paid: dict[str, int] = {}
+    for account_id, code, timezone in rows:
+        if states[account_id].balance <= 0:
+            continue
+        begin_write(session)
+        account = session.get(Account, account_id)
+        assert account is not None
+        on = local_date(now, timezone)
+        paid[code] = len(pay_network_households(session, account, on, run_ref=f"clock:{on.isoformat()}:{code}"))
+        session.commit()
+    return paid
+
+
+def pay_networks() -> dict[str, int]:
+    """Pay networks' households from their balances as they fall due (the clock job); return how many each."""
+    with runtime.job_session() as session:
+        paid = pay_networks_due(session, utcnow())
+    log.info("clock: network households paid %s", paid)
+    return paid

@@ -5,7 +5,7 @@ Every job is idempotent per period, so a second clock process does no harm.
 
 from rq import cron
 
-from workers.clock_jobs import book_subsidies, expire_requests
+from workers.clock_jobs import book_subsidies, expire_requests, pay_networks
 from workers.maintenance import record_heartbeat
 from workers.reconcile import sweep_stuck_payments
 from workers.reminders import send_reminders
@@ -20,3 +20,5 @@ cron.register(send_reminders, queue_name="default", interval=3600)
 cron.register(expire_requests, queue_name="default", interval=600)
 # Hourly, so each scheme's new local day is booked within the hour wherever its timezone is.
 cron.register(book_subsidies, queue_name="default", interval=3600)
+# Hourly too: a network's money pays its households as their cover comes within the reminder window.
+cron.register(pay_networks, queue_name="default", interval=3600)
