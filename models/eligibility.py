@@ -22,7 +22,7 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models.amounts import format_amount
+from models.amounts import CURRENCY_EXPONENTS, format_amount
 from models.base import EligibilityStatus, HouseholdStatus, MemberStatus
 from models.household import Household, Member
 from models.money import CoveragePeriod
@@ -152,7 +152,8 @@ def eligibility_on(
     ) -> Eligibility:
         now_due = due.total if status in paying else 0
         if status is EligibilityStatus.PENDING and due.credit > 0 and now_due > 0:
-            reason = f"partly paid: {now_due} {due.currency} still missing"
+            missing = format_amount(now_due, due.currency, CURRENCY_EXPONENTS.get(due.currency, 0), "en")
+            reason = f"partly paid: {missing} still missing"
         next_due = valid_until if valid_until is not None and valid_until >= on else on
         return Eligibility(
             covered,

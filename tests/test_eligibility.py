@@ -219,7 +219,7 @@ ROWS: list[tuple[str, str, str, list[tuple[date, int]], str | None, date, tuple[
         [(d(2026, 11, 20), 5_000)],
         None,
         d(2026, 11, 25),
-        (S.PENDING, False, None, None, 10_000, 10_000, d(2026, 11, 25), "partly paid: 10000 XOF still missing"),
+        (S.PENDING, False, None, None, 10_000, 10_000, d(2026, 11, 25), "partly paid: 10,000 F CFA still missing"),
     ),
 ]
 
