@@ -223,6 +223,6 @@ def test_phone_simulator_dials_and_shows_coverage(page: object, server: Server) 
     expect(screen_box).not_to_have_text(menu)
     expect(screen_box).not_to_have_text("…")
     screen = p.inner_text("#phone-screen")  # type: ignore[attr-defined]
-    assert "Couverture" in screen and "couvert" in screen, screen
+    assert "Couverture" in screen and "ouvert jusqu'au" in screen, screen  # the shared words: Couvert jusqu'au …
     shot(p, "admin-simulator")
     assert CALLBACK_TOKEN not in p.content()  # type: ignore[attr-defined]
