@@ -378,8 +378,8 @@ def _pay(
             return Reply("pay_usage", {}, household)
     else:
         if not offer.choices:
-            values = {"household_no": household.household_no, **_next_payment(household, answer)}
-            return Reply("pay_nothing_due", values, household)
+            nothing = {"household_no": household.household_no, **_next_payment(household, answer)}
+            return Reply("pay_nothing_due", nothing, household)
         amount = offer.choices[0].amount
     request = create_payment_request(
         session,
