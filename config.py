@@ -93,6 +93,10 @@ class Settings:
     CALLBACK_MAX_BYTES: int = 64 * 1024
     UPLOAD_MAX_BYTES: int = 20 * 1024 * 1024
     RQ_QUEUE: str = "default"
+    # Reconciliation has its own queue, named first on the workers' command line so it never waits behind SMS.
+    RECONCILE_QUEUE: str = "reconcile"
+    # Payments one reconciliation transaction takes at most.
+    RECONCILE_BATCH_SIZE: int = 500
     # Admin login attempts allowed per client IP and username (a Flask-Limiter rate string).
     ADMIN_LOGIN_RATE_LIMIT: str = "10/minute"
     ADMIN_PAGE_SIZE: int = 50

@@ -39,7 +39,7 @@ from models.payment import Payment, PaymentRequest  # noqa: E402
 from models.references import damm_check_digit  # noqa: E402
 from models.scheme import Scheme  # noqa: E402
 from workers.matching import reconcile_payments  # noqa: E402
-from workers.reconcile import enqueue_reconcile_batch  # noqa: E402
+from workers.reconcile import GENERATION_KEY, request_reconcile  # noqa: E402
 
 DATABASE = "mutuelle_bench_reconcile"
 QUEUE = "bench-reconcile"
@@ -225,9 +225,10 @@ def claim_redis_db(base_url: str) -> int:
     raise SystemExit("no free Redis database")
 
 
-def run_workers(url: str, redis_url: str, workers: int) -> float:
+def run_workers(url: str, redis_url: str, workers: int, batch: int) -> float:
     """Run `workers` real `rq worker --burst` processes until the queue is empty; return the seconds taken."""
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=redis_url, RQ_QUEUE=SMS_QUEUE, LOG_LEVEL="WARNING")
+    env.update(RECONCILE_QUEUE=QUEUE, RECONCILE_BATCH_SIZE=str(batch))
     env["PYTHONPATH"] = str(ROOT)
     env["AT_USERNAME"] = ""
     command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--quiet", "--url", redis_url]
@@ -333,9 +334,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         client.flushdb()
         queue = Queue(QUEUE, connection=client)
-        for i in range(0, len(rest), args.batch):
-            enqueue_reconcile_batch(queue, rest[i : i + args.batch])
-        elapsed = run_workers(url, redis_url, args.workers)
+        for _ in range(args.workers):  # one drain per worker, side by side, as under a steady stream
+            request_reconcile(client, rest, QUEUE)
+            client.incr(GENERATION_KEY)
+        elapsed = run_workers(url, redis_url, args.workers, args.batch)
         sms_jobs = Queue(SMS_QUEUE, connection=client).count
         failed = queue.failed_job_registry.count
     finally:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from extensions import db, settings
 from logs import mask_phone
 from models.amounts import AmountError, currency_exponent, format_amount
-from models.base import PaymentStatus
+from models.base import PaymentStatus, utcnow
 from models.payment import Payment
 from models.payment_intake import record_report
 from models.payment_sources import PayloadError, sandbox_report
@@ -29,9 +33,9 @@ from models.statement_import import (
     load_formats,
     statement_report,
 )
-from workers.connections import get_queue
-from workers.matching import manual_match, reconcile_payment, undo_payment
-from workers.reconcile import enqueue_reconcile
+from workers.connections import get_redis
+from workers.matching import manual_match, undo_payment
+from workers.reconcile import DRAIN_BATCH, reconcile_batch, request_reconcile, stuck_payments_query
 
 
 @click.group("payments")
@@ -55,7 +59,7 @@ def _default_currency() -> str:
 
 def _enqueue(payment_id: int) -> None:
     try:
-        enqueue_reconcile(get_queue(settings().REDIS_URL, settings().RQ_QUEUE), payment_id)
+        request_reconcile(get_redis(settings().REDIS_URL), [payment_id], settings().RECONCILE_QUEUE)
     except RedisError as exc:
         click.echo(f"warning: not enqueued ({exc}); `reconcile run` or the sweeper will pick it up", err=True)
 
@@ -64,9 +68,7 @@ def _enqueue_all(payment_ids: tuple[int, ...]) -> None:
     if not payment_ids:
         return
     try:
-        queue = get_queue(settings().REDIS_URL, settings().RQ_QUEUE)
-        for payment_id in payment_ids:
-            enqueue_reconcile(queue, payment_id)
+        request_reconcile(get_redis(settings().REDIS_URL), payment_ids, settings().RECONCILE_QUEUE)
     except RedisError as exc:
         click.echo(f"warning: not all enqueued ({exc}); `reconcile run` or the sweeper will pick them up", err=True)
 
@@ -224,17 +226,24 @@ def refund_command(ref: str, reason: str, actor: str) -> None:
 @click.option("--unmatched", is_flag=True, help="Also retry payments in suspense (UNMATCHED).")
 @with_appcontext
 def reconcile_run_command(unmatched: bool) -> None:
-    """Reconcile now, in this process, every payment waiting in RECEIVED (and UNMATCHED with --unmatched)."""
+    """Reconcile now, in this process and in batches, every payment waiting (and UNMATCHED with --unmatched)."""
     session = db()
-    statuses = [PaymentStatus.RECEIVED] + ([PaymentStatus.UNMATCHED] if unmatched else [])
-    ids = list(session.scalars(select(Payment.id).where(Payment.status.in_(statuses)).order_by(Payment.id)))
+    waiting = set(session.scalars(stuck_payments_query(utcnow())))
+    if unmatched:
+        waiting.update(session.scalars(select(Payment.id).where(Payment.status == PaymentStatus.UNMATCHED)))
+    ids = sorted(waiting)
     session.rollback()
-    counts: dict[str, int] = {}
-    for payment_id in ids:
-        outcome = reconcile_payment(session, payment_id, retry_unmatched=unmatched)
+
+    @contextlib.contextmanager
+    def committing() -> Iterator[Session]:
+        yield session
         session.commit()
-        key = outcome.split(" ")[0]
-        counts[key] = counts.get(key, 0) + 1
+
+    counts: Counter[str] = Counter()
+    for start in range(0, len(ids), DRAIN_BATCH):
+        counts.update(reconcile_batch(ids[start : start + DRAIN_BATCH], committing, retry_unmatched=unmatched))
+        if len(ids) > DRAIN_BATCH:
+            click.echo(f"… {min(start + DRAIN_BATCH, len(ids))}/{len(ids)}", err=True)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to do"
     click.echo(f"reconciled {len(ids)} payment(s): {summary}")
 

@@ -45,8 +45,8 @@ from models.payment_sources import (
     wave_report,
 )
 from models.rejections import keep_rejected
-from workers.connections import get_queue
-from workers.reconcile import enqueue_reconcile
+from workers.connections import get_redis
+from workers.reconcile import request_reconcile
 
 bp = Blueprint("payments", __name__)
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def _committed(report: Report, result: IntakeResult) -> IntakeResult:
     )
     if result.needs_reconcile:
         try:
-            enqueue_reconcile(get_queue(settings().REDIS_URL, settings().RQ_QUEUE), result.payment_id)
+            request_reconcile(get_redis(settings().REDIS_URL), [result.payment_id], settings().RECONCILE_QUEUE)
         except RedisError as exc:
             log.warning("payment %s stored but not enqueued (%s): the sweeper will", result.payment_id, exc)
     return result

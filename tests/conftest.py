@@ -232,7 +232,7 @@ def run_worker(worker_env: dict[str, str], redis_url: str) -> Callable[..., subp
             redis_url,
             "--worker-class",
             "rq.SimpleWorker",
-            *(queues or ("default",)),
+            *(queues or ("reconcile", "default")),
         ]
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 

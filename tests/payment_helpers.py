@@ -22,6 +22,7 @@ from models.payment import Payment, PaymentEvidence, UnparsedForward
 from models.payment_intake import Report, record_report
 from models.rejections import RejectedCallback
 from tests.conftest import CALLBACK_TOKEN, DARAJA_TOKEN, FIXTURES
+from workers.reconcile import WAITING_KEY
 
 WAVE_SECRET = "test-wave-webhook-secret"
 PAID_AT = datetime(2026, 11, 20, 11, 2, 44)
@@ -158,6 +159,14 @@ def unparsed(session: Session) -> list[UnparsedForward]:
     return list(session.scalars(select(UnparsedForward).order_by(UnparsedForward.id)))
 
 
-def queued_job_ids(redis_url: str) -> list[str]:
-    """Return the ids of the jobs waiting on the default queue."""
-    return list(Queue("default", connection=Redis.from_url(redis_url)).job_ids)
+def queued_job_ids(redis_url: str, queue: str = "default") -> list[str]:
+    """Return the ids of the jobs waiting on a queue."""
+    return list(Queue(queue, connection=Redis.from_url(redis_url)).job_ids)
+
+
+def waiting_for_reconcile(redis_url: str) -> list[int]:
+    """Return the ids of the payments waiting for a drain, checking that a drain job is queued for them."""
+    ids = sorted(int(raw) for raw in Redis.from_url(redis_url).smembers(WAITING_KEY))
+    if ids:
+        assert any(job_id.startswith("reconcile-drain-") for job_id in queued_job_ids(redis_url, "reconcile"))
+    return ids

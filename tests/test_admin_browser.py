@@ -76,9 +76,9 @@ class Server:
             AT_USERNAME="",
             PYTHONPATH=str(ROOT),
         )
-        queue = self.app.extensions["settings"].RQ_QUEUE
+        settings = self.app.extensions["settings"]
         cmd = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", self.redis_url]
-        cmd += ["--worker-class", "rq.SimpleWorker", queue]
+        cmd += ["--worker-class", "rq.SimpleWorker", settings.RECONCILE_QUEUE, settings.RQ_QUEUE]
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr[-2000:]
 

@@ -30,9 +30,9 @@ from tests.payment_helpers import (
     payments,
     post_json,
     post_wave,
-    queued_job_ids,
     rejected,
     unparsed,
+    waiting_for_reconcile,
     wave_signature,
 )
 
@@ -67,7 +67,7 @@ def test_wave_merchant_payment_is_stored_and_queued(client: FlaskClient, session
     assert (evidence.source, evidence.route) == (EvidenceSource.WEBHOOK, "wave:merchant.payment_received")
     assert json.loads(evidence.raw)["id"] == "AE_ijzo7oGgrlM9"
     assert evidence.fields_hash == payment.fields_hash
-    assert queued_job_ids(redis_url) == [f"reconcile-{payment.id}"]
+    assert waiting_for_reconcile(redis_url) == [payment.id]
 
 
 def test_wave_checkout_completed_uses_the_transaction_id(client: FlaskClient, session: Session) -> None:
@@ -127,7 +127,7 @@ def test_wave_bad_signature_is_refused_and_nothing_stored(
     assert response.status_code == 401
     assert payments(session) == []
     assert evidence_count(session) == 0
-    assert queued_job_ids(redis_url) == []
+    assert waiting_for_reconcile(redis_url) == []
 
 
 def test_wave_signature_of_another_body_is_refused(client: FlaskClient, session: Session) -> None:
@@ -308,7 +308,7 @@ def test_daraja_confirmation_is_stored_in_minor_units(client: FlaskClient, sessi
     )
     assert (payment.payer_phone, payment.account_reference) == ("254708374149", "KE-NB-004512")
     assert payment.paid_at == datetime(2026, 11, 20, 7, 41, 7)  # 10:41:07 in Nairobi
-    assert queued_job_ids(redis_url) == [f"reconcile-{payment.id}"]
+    assert waiting_for_reconcile(redis_url) == [payment.id]
 
 
 def test_daraja_masked_msisdn_is_stored_as_is(client: FlaskClient, session: Session) -> None:
@@ -345,7 +345,7 @@ def test_sandbox_payment(client: FlaskClient, session: Session, redis_url: str) 
         35000,
         "X1",
     )
-    assert queued_job_ids(redis_url) == [f"reconcile-{payment.id}"]
+    assert waiting_for_reconcile(redis_url) == [payment.id]
 
 
 @pytest.mark.parametrize("amount", ["12.5", "0", "abc", 12.5])
@@ -380,7 +380,7 @@ def test_cli_simulate(app: Flask, session: Session, redis_url: str) -> None:
         "XOF",
         "4827315",
     )
-    assert queued_job_ids(redis_url) == [f"reconcile-{payment.id}"]
+    assert waiting_for_reconcile(redis_url) == [payment.id]
 
 
 # ---------------------------------------------------------------- forwarded operator texts
@@ -425,7 +425,7 @@ def test_every_operator_text(client: FlaskClient, session: Session, redis_url: s
     assert (payment.status, payment.confirmed) == (PaymentStatus.PROVISIONAL, False)
     [evidence] = payment.evidence
     assert evidence.source == EvidenceSource.SMS_FORWARD and evidence.device_id is not None
-    assert queued_job_ids(redis_url) == [f"reconcile-{payment.id}"]  # matched and shown while provisional
+    assert waiting_for_reconcile(redis_url) == [payment.id]  # matched and shown while provisional
 
 
 def test_every_payment_line_of_the_fixture_is_expected() -> None:
@@ -541,7 +541,7 @@ def test_forwarded_text_then_webhook_is_one_confirmed_payment(
     assert {e.source for e in payment.evidence} == {EvidenceSource.SMS_FORWARD, EvidenceSource.WEBHOOK}
     events = [(e.before_status, e.after_status) for e in payment.events]
     assert events == [(None, "PROVISIONAL"), ("PROVISIONAL", "RECEIVED")]
-    assert queued_job_ids(redis_url) == [f"reconcile-{payment.id}"]  # re-enqueued on confirmation
+    assert waiting_for_reconcile(redis_url) == [payment.id]  # re-enqueued on confirmation
 
 
 def test_webhook_then_forwarded_text_only_adds_evidence(client: FlaskClient, session: Session, redis_url: str) -> None:
@@ -554,7 +554,7 @@ def test_webhook_then_forwarded_text_only_adds_evidence(client: FlaskClient, ses
     assert (payment.status, payment.confirmed) == (PaymentStatus.RECEIVED, True)
     assert evidence_count(session, payment.id) == 2
     assert len(payment.events) == 1
-    assert queued_job_ids(redis_url) == [f"reconcile-{payment.id}"]
+    assert waiting_for_reconcile(redis_url) == [payment.id]
 
 
 def test_daraja_and_forwarded_mpesa_text_are_one_payment(client: FlaskClient, session: Session) -> None:
@@ -599,7 +599,7 @@ def test_modified_replay_is_a_conflict(
     conflict = session.scalar(select(ReconciliationEvent).where(ReconciliationEvent.rule == "conflict"))
     assert conflict is not None and conflict.before_status == "RECEIVED"
     assert differs in conflict.details["differences"]
-    assert queued_job_ids(redis_url) == [f"reconcile-{payment.id}"]  # only the first report's run
+    assert waiting_for_reconcile(redis_url) == [payment.id]  # only the first report's run
 
 
 def test_forwarded_text_with_another_amount_is_a_conflict(client: FlaskClient, session: Session) -> None:
@@ -620,7 +620,7 @@ def test_database_down_answers_503_and_enqueues_nothing(redis_url: str) -> None:
     response = post_wave(app.test_client(), fixture_payload("wave_merchant_payment_received.json"))
 
     assert response.status_code == 503
-    assert queued_job_ids(redis_url) == []
+    assert waiting_for_reconcile(redis_url) == []
 
 
 def test_database_failure_mid_transaction_leaves_no_row(client: FlaskClient, session: Session, redis_url: str) -> None:
@@ -636,7 +636,7 @@ def test_database_failure_mid_transaction_leaves_no_row(client: FlaskClient, ses
     assert response.status_code == 503
     assert payments(session) == []
     assert session.scalar(select(ReconciliationEvent.id)) is None
-    assert queued_job_ids(redis_url) == []
+    assert waiting_for_reconcile(redis_url) == []
     # Wave retries: the retry is stored normally.
     assert post_wave(client, fixture_payload("wave_merchant_payment_received.json")).status_code == 200
     assert len(payments(session)) == 1

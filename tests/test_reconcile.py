@@ -518,22 +518,28 @@ def test_cli_list_show_match_reconcile(app: Flask, session: Session, cmu: Scheme
     assert session.scalar(select(func.count(ReconciliationEvent.id))) >= 8
 
 
-def test_enqueue_reconcile_is_unique_while_pending_and_replaces_a_finished_run(redis_url: str) -> None:
+def test_reconcile_requests_coalesce_into_one_drain_per_generation(redis_url: str) -> None:
     from rq.job import Job, JobStatus
 
-    from workers.reconcile import enqueue_reconcile
+    from workers.reconcile import GENERATION_KEY, WAITING_KEY, request_reconcile
 
-    queue = Queue("default", connection=Redis.from_url(redis_url))
-    assert enqueue_reconcile(queue, 7) is True
-    assert enqueue_reconcile(queue, 7) is False  # already waiting: one run is enough
-    assert queue.job_ids == ["reconcile-7"]
+    connection = Redis.from_url(redis_url)
+    queue = Queue("reconcile", connection=connection)
+    assert request_reconcile(connection, [7], "reconcile") is True
+    assert request_reconcile(connection, [8, 7], "reconcile") is False  # a drain is waiting: it takes both
+    assert queue.job_ids == ["reconcile-drain-0"]
+    assert sorted(int(i) for i in connection.smembers(WAITING_KEY)) == [7, 8]
 
-    job = Job.fetch("reconcile-7", connection=queue.connection)
+    job = Job.fetch("reconcile-drain-0", connection=connection)
     queue.remove(job)
-    job.set_status(JobStatus.FAILED)  # an earlier run failed for good
-    assert enqueue_reconcile(queue, 7) is True
-    assert queue.job_ids == ["reconcile-7"]
-    assert Job.fetch("reconcile-7", connection=queue.connection).retries_left == 3
+    job.set_status(JobStatus.FAILED)  # an earlier drain failed for good
+    assert request_reconcile(connection, [9], "reconcile") is True
+    assert queue.job_ids == ["reconcile-drain-0"]
+    assert Job.fetch("reconcile-drain-0", connection=connection).retries_left == 3
+
+    connection.incr(GENERATION_KEY)  # a drain started: the next request is for the next drain
+    assert request_reconcile(connection, [10], "reconcile") is True
+    assert queue.job_ids == ["reconcile-drain-0", "reconcile-drain-1"]
 
 
 def test_concurrent_runs_for_one_payment_allocate_once(pg_url: str) -> None:

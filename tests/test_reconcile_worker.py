@@ -36,7 +36,7 @@ from tests.factories import make_household, make_network
 from tests.payment_helpers import PAID_AT, store_report
 from tests.test_rules_properties import check_invariants
 from workers.matching import reconcile_payment, undo_payment
-from workers.reconcile import enqueue_reconcile, enqueue_reconcile_batch
+from workers.reconcile import GENERATION_KEY, WAITING_KEY, request_reconcile
 
 FULL_YEAR = 15_000
 PAYER = "+221771234567"
@@ -61,8 +61,13 @@ def session(pg_url: str) -> Iterator[Session]:
 
 @pytest.fixture
 def queue(redis_url: str) -> Queue:
-    """Return the default queue on the test's Redis."""
-    return Queue("default", connection=Redis.from_url(redis_url))
+    """Return the reconciliation queue on the test's Redis."""
+    return Queue("reconcile", connection=Redis.from_url(redis_url))
+
+
+def ask(queue: Queue, *payment_ids: int) -> bool:
+    """Ask for the reconciliation of payments, as every route does; return whether a drain job was added."""
+    return request_reconcile(queue.connection, payment_ids, queue.name)
 
 
 def store(
@@ -139,8 +144,8 @@ def test_every_rule_suspense_reason_and_network_split_through_a_worker(
     }
     network_payment = store(session, amount=2 * FULL_YEAR + 500, reference="res-w", payer=PAYER)
     everything = [p for p, _rule, _owner in cases.values()] + [*suspense.values(), network_payment]
-    for payment in everything:
-        assert enqueue_reconcile(queue, payment.id)
+    assert ask(queue, *[p.id for p in everything])  # one drain job takes them all
+    assert queue.job_ids == ["reconcile-drain-0"]
 
     done = run_worker()
 
@@ -172,7 +177,7 @@ def test_provisional_then_confirmed_then_reversed_through_a_worker(
     cmu = factories.scheme(session, "cmu-thies")
     household = make_household(session, cmu, phone=PAYER)
     payment = store(session, payer="771234567", confirms=False, txn="PP_W1")
-    enqueue_reconcile(queue, payment.id)
+    ask(queue, payment.id)
     assert run_worker().returncode == 0
     payment = fresh(session, payment)
     assert (payment.status, payment.household_id) == (PaymentStatus.PROVISIONAL, household.id)
@@ -192,7 +197,7 @@ def test_provisional_then_confirmed_then_reversed_through_a_worker(
     )
     assert record_report(session, confirmation).needs_reconcile
     session.commit()
-    enqueue_reconcile(queue, payment.id)
+    ask(queue, payment.id)
     assert run_worker().returncode == 0
     payment = fresh(session, payment)
     assert payment.status == PaymentStatus.ALLOCATED
@@ -200,7 +205,7 @@ def test_provisional_then_confirmed_then_reversed_through_a_worker(
 
     assert undo_payment(session, payment.id, "awa", "chargeback") == "reversed"
     session.commit()
-    enqueue_reconcile(queue, payment.id)  # a stray run after the reversal changes nothing
+    ask(queue, payment.id)  # a stray run after the reversal changes nothing
     assert run_worker().returncode == 0
     assert fresh(session, payment).status == PaymentStatus.REVERSED
     assert account_state(session, household_id=household.id).balance == 0
@@ -214,16 +219,20 @@ def test_two_workers_on_one_household_keep_exact_balances(
     household = make_household(session, cmu, phone=PAYER)
     amounts = [3_500, 7_000, 1_000, 15_000, 2_500, 700] * 4
     payments = [store(session, amount=a, reference=household.household_no) for a in amounts]
-    for payment in payments:
-        enqueue_reconcile(queue, payment.id)
+    assert ask(queue, *[p.id for p in payments])
+    queue.connection.incr(GENERATION_KEY)  # as if the first drain had started: a second drain job, side by side
+    assert ask(queue)
+    assert len(queue.job_ids) == 2
     results: list[subprocess.CompletedProcess[str]] = []
-    threads = [threading.Thread(target=lambda: results.append(run_worker())) for _ in range(2)]
+    small_batches = {"RECONCILE_BATCH_SIZE": "3"}  # each drain takes three payments at a time, in turn
+    threads = [threading.Thread(target=lambda: results.append(run_worker(extra_env=small_batches))) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
 
     assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
+    assert all("reconcile batch of 3" in r.stderr for r in results)  # both drains took batches
     assert {fresh(session, p).status for p in payments} == {PaymentStatus.ALLOCATED}
     assert count(session, Allocation) == len(amounts)
     check_invariants(session, household.id, reversed_any=False)
@@ -246,12 +255,14 @@ def test_a_batch_defers_payments_whose_accounts_another_worker_holds_then_waits_
         store(session, reference=free.household_no),
         store(session, amount=FULL_YEAR, reference="RES-HELD"),
     ]
-    enqueue_reconcile_batch(queue, [p.id for p in payments])
+    ask(queue, *[p.id for p in payments])
 
     with Session(get_engine(pg_url)) as holder:  # another worker's batch, mid-transaction
         holder.execute(text("SELECT id FROM accounts WHERE id = ANY(:ids) FOR UPDATE"), {"ids": accounts})
         command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url, *PRODUCTION_WORKER]
-        worker = subprocess.Popen([*command, "default"], cwd=ROOT, env=worker_env, stderr=subprocess.PIPE, text=True)
+        worker = subprocess.Popen(
+            [*command, "reconcile", "default"], cwd=ROOT, env=worker_env, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 60
         while not _waiting_on_a_lock(session):  # the job's second pass, over the two deferred payments, waits
             assert worker.poll() is None, worker.communicate()[1]
@@ -303,13 +314,23 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
     account_id = get_or_create_account(session, household=household).id
     session.commit()
     payment = store(session, reference=household.household_no)
-    enqueue_reconcile(queue, payment.id)
+    ask(queue, payment.id)
 
     # Hold the account row, so the job stops deterministically inside the allocation, after matching.
     with Session(get_engine(pg_url)) as holder:
         holder.execute(text("SELECT id FROM accounts WHERE id = :id FOR UPDATE"), {"id": account_id})
         # The Procfile's worker class: a forked work horse per job, job modules loaded before the fork.
-        command = [sys.executable, "-m", "rq.cli", "worker", "--url", redis_url, *PRODUCTION_WORKER, "default"]
+        command = [
+            sys.executable,
+            "-m",
+            "rq.cli",
+            "worker",
+            "--url",
+            redis_url,
+            *PRODUCTION_WORKER,
+            "reconcile",
+            "default",
+        ]
         worker = subprocess.Popen(
             command, cwd=ROOT, env=worker_env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -326,16 +347,16 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
 
     assert fresh(session, payment).status == PaymentStatus.RECEIVED  # the killed transaction left nothing
     assert count(session, Allocation) == 0
+    assert queue.connection.scard(WAITING_KEY) == 0  # the dead drain had taken it
     # RQ's abandoned-job handling, as it runs once the dead worker's heartbeat (at most 90 s) has lapsed:
-    # the job has retries left, so it is scheduled again (first retry interval: 10 s).
+    # the job has retries left, so it is scheduled again (first retry interval: 10 s); its run puts back
+    # what the dead run had taken.
     queue.started_job_registry.cleanup(timestamp=time.time() + 120)
-    # The sweeper finds the payment still RECEIVED, but a run is already scheduled: it adds none.
     from workers.reconcile import RECONCILE_RETRY_INTERVALS
 
-    assert not enqueue_reconcile(queue, payment.id)
     time.sleep(RECONCILE_RETRY_INTERVALS[0] + 0.5)
     command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--with-scheduler", "--url", redis_url]
-    command += [*PRODUCTION_WORKER, "default"]
+    command += [*PRODUCTION_WORKER, "reconcile", "default"]
     done = subprocess.run(command, cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=120, check=False)
 
     assert done.returncode == 0, done.stderr
@@ -343,6 +364,23 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
     assert count(session, Allocation) == 1
     assert count(session, Message, Message.dedupe_key.like(f"receipt:{payment.id}:%")) == 1
     check_invariants(session, household.id, reversed_any=False)
+
+
+def test_a_payment_whose_request_was_lost_is_reconciled_by_the_swept_drain(
+    session: Session, queue: Queue, run_worker: Callable[..., Any]
+) -> None:
+    cmu = factories.scheme(session, "cmu-thies")
+    household = make_household(session, cmu, phone=PAYER)
+    payment = store(session, reference=household.household_no)  # stored, but Redis was down: no request
+    session.execute(Payment.__table__.update().values(updated_at=utcnow().replace(year=2000)))
+    session.commit()
+    queue.enqueue("workers.reconcile.sweep_stuck_payments")  # what the clock enqueues every minute
+
+    done = run_worker()
+
+    assert done.returncode == 0, done.stderr
+    assert fresh(session, payment).status == PaymentStatus.ALLOCATED
+    assert count(session, Allocation) == 1
 
 
 operations = st.lists(

@@ -572,7 +572,7 @@ def test_production_refuses_short_or_development_secrets(name: str, value: str) 
 # ---------------------------------------------------------------- a worker killed mid-job
 
 
-def test_the_sweeper_re_enqueues_a_payment_whose_started_job_lost_its_worker(
+def test_the_sweeper_asks_again_for_a_payment_whose_drain_lost_its_worker(
     client: FlaskClient, session: Session, redis_url: str, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from workers import reconcile as jobs
@@ -581,12 +581,16 @@ def test_the_sweeper_re_enqueues_a_payment_whose_started_job_lost_its_worker(
     assert post_json(client, "/payments/sandbox", payload).status_code == 200
     [payment] = payments(session)
     redis = Redis.from_url(redis_url)
-    job = Job.fetch(jobs.RECONCILE_JOB_ID.format(payment.id), connection=redis)
-    # What a SIGKILLed worker leaves: the job still reads "started", its worker is gone.
+    queue = Queue("reconcile", connection=redis)
+    [job_id] = queue.job_ids
+    job = Job.fetch(job_id, connection=redis)
+    # What a SIGKILLed worker leaves: the drain still reads "started", its worker is gone, and the payment it
+    # had taken from the waiting set is nowhere but in the database, RECEIVED.
     job.set_status(JobStatus.STARTED)
     job.worker_name = f"dead-{uuid.uuid4().hex[:6]}"
     job.save()
-    Queue("default", connection=redis).remove(job.id)
+    queue.remove(job.id)
+    redis.delete(jobs.WAITING_KEY)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("DATABASE_URL", worker_env["DATABASE_URL"])
     session.execute(Payment.__table__.update().values(updated_at=utcnow().replace(year=2000)))
@@ -598,7 +602,8 @@ def test_the_sweeper_re_enqueues_a_payment_whose_started_job_lost_its_worker(
         assert jobs.sweep_stuck_payments() == 1
     finally:
         runtime.settings.cache_clear()
-    assert jobs.RECONCILE_JOB_ID.format(payment.id) in Queue("default", connection=redis).job_ids
+    assert [int(i) for i in redis.smembers(jobs.WAITING_KEY)] == [payment.id]
+    assert queue.job_ids == [job_id]  # the dead drain's job is replaced by a live one of the same generation
 
 
 # ---------------------------------------------------------------- fuzz: any body, no 5xx

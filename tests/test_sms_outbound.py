@@ -572,6 +572,28 @@ def test_rq_job_sends_through_at_with_a_retry_after_500(
     assert len(mocked_at.calls) == 2
 
 
+def test_messages_committed_together_are_sent_by_one_job_each_claimed_once(
+    job_env: None, outbox: Session, queue: Queue, mocked_at: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sms_jobs, "IN_JOB_BACKOFF_SECONDS", ())
+    values = {name: VALUES[name] for name in placeholders("help")}
+    messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]  # type: ignore[arg-type]
+    outbox.commit()
+    assert queue.job_ids == [f"sms-group-{messages[0].id}-3"]  # one job, not a fork per message
+    mocked_at.post(AT_SMS_URL, json=at_answer(SUCCESS))
+    mocked_at.post(AT_SMS_URL, status=502, body="Bad Gateway")  # the second one: proves nothing left
+    mocked_at.post(AT_SMS_URL, json=at_answer(SUCCESS))
+
+    run_burst(queue)
+
+    # The second one got a job of its own (RQ retries it with its intervals), which sent it.
+    assert [reload(outbox, m).status for m in messages] == [MessageStatus.SENT] * 3
+    assert len(mocked_at.calls) == 4
+    assert queue.fetch_job(f"sms-{messages[1].id}") is not None
+    assert sms_jobs.send_messages([m.id for m in messages]) == {"Sent": 3}  # nothing is sent twice
+    assert len(mocked_at.calls) == 4
+
+
 def test_rq_retries_later_then_gives_up(
     job_env: None, outbox: Session, queue: Queue, mocked_at: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

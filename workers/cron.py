@@ -5,6 +5,7 @@ Every job is idempotent per period, so a second clock process does no harm.
 
 from rq import cron
 
+from workers import runtime
 from workers.clock_jobs import book_subsidies, expire_requests, pay_networks
 from workers.maintenance import record_heartbeat
 from workers.reconcile import sweep_stuck_payments
@@ -13,7 +14,8 @@ from workers.sms import sweep_outbox
 
 cron.register(record_heartbeat, queue_name="default", interval=60)
 cron.register(sweep_outbox, queue_name="default", interval=300)
-cron.register(sweep_stuck_payments, queue_name="default", interval=300)
+# Every minute on the reconciliation queue: a payment whose drain died is reconciled within two minutes.
+cron.register(sweep_stuck_payments, queue_name=runtime.settings().RECONCILE_QUEUE, interval=60)
 # Hourly, not daily: a run outside a scheme's daytime hours sends nothing and the next daytime run catches up;
 # each reminder is sent once per household, kind and period whatever the number of runs.
 cron.register(send_reminders, queue_name="default", interval=3600)

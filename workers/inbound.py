@@ -15,7 +15,7 @@ from models.base import utcnow
 from models.payment_sources import operator_patterns
 from models.sms_inbound import CommandContext, answer_inbound
 from workers import runtime
-from workers.reconcile import enqueue_reconcile
+from workers.reconcile import request_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def handle_inbound(message_id: int) -> str:
     with runtime.job_session() as session:
         outcome = answer_inbound(session, message_id, text, context)
     if outcome.reconcile_payment_id is not None:
-        enqueue_reconcile(runtime.queue(), outcome.reconcile_payment_id)
+        request_reconcile(redis, [outcome.reconcile_payment_id], settings.RECONCILE_QUEUE)
     redis.delete(key)
     log.info("inbound sms %s: %s → %s", message_id, outcome.kind, outcome.reply)
     return outcome.kind

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -66,10 +67,11 @@ def exception_summary(text: str | None) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def queue_health(connection: Redis, configured: str, now: float | None = None) -> QueueHealth:
-    """Return the state of every RQ queue on this Redis (the configured one always listed)."""
+def queue_health(connection: Redis, configured: Iterable[str], now: float | None = None) -> QueueHealth:
+    """Return the state of every RQ queue on this Redis (the configured ones always listed)."""
     queues = {q.name: q for q in Queue.all(connection=connection)}
-    queues.setdefault(configured, Queue(configured, connection=connection))
+    for name in configured:
+        queues.setdefault(name, Queue(name, connection=connection))
     counts: list[QueueCounts] = []
     failed: list[FailedJob] = []
     for name in sorted(queues):

@@ -1,14 +1,37 @@
-"""The `reconcile` RQ jobs: thin wrappers around `workers.matching`, one payment per job or a batch of them."""
+"""The reconciliation jobs: every route asks for a *drain*, and a drain reconciles what waits in batches.
+
+A route that stored or changed a payment adds its id to a Redis set of payments waiting for reconciliation and
+asks for a drain job on the `reconcile` queue. Drain jobs coalesce: their id carries a *generation* that each
+drain bumps as it starts, so
+
+- under light load a payment's request starts a drain at once, which takes that payment alone;
+- while a drain runs, the next request enqueues the next generation's drain (one for any number of requests),
+  which takes every payment that arrived meanwhile as one batch — two workers run two drains side by side, each
+  popping distinct ids from the set;
+- a request that read the generation just before a drain bumped it finds that drain's id taken (duplicate): the
+  drain reads the set after the bump, so after the request's payment was committed and added — nothing is left
+  behind.
+
+A drain moves ids from the waiting set to a set of its own in one atomic step (each id goes to one drain) and
+reconciles them with `reconcile_batch`. If its process dies, RQ's retry of the same job puts its own set back
+first; whatever else is lost is still RECEIVED in the database, and the sweeper (every minute) adds it again.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
+from redis import Redis
 from rq import Queue, Retry, Worker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, get_current_job
-from sqlalchemy import select
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from models.base import PaymentStatus, utcnow
 from models.payment import Payment
@@ -16,52 +39,66 @@ from workers import runtime
 
 log = logging.getLogger(__name__)
 
-# RQ ≥ 2.x accepts only letters, digits, "_" and "-" in job ids, so not "reconcile:{id}".
-RECONCILE_JOB_ID = "reconcile-{}"
-RECONCILE_FUNC = "workers.reconcile.reconcile"
-RECONCILE_BATCH_JOB_ID = "reconcile-batch-{}-{}-{}"
-RECONCILE_BATCH_FUNC = "workers.reconcile.reconcile_batch"
+# Redis keys (RQ ≥ 2.x accepts only letters, digits, "_" and "-" in job ids, so not "reconcile:drain:{n}").
+WAITING_KEY = "mutuelle:reconcile:waiting"
+TAKEN_KEY = "mutuelle:reconcile:taken:{}"
+GENERATION_KEY = "mutuelle:reconcile:generation"
+DRAIN_JOB_ID = "reconcile-drain-{}"
+DRAIN_FUNC = "workers.reconcile.drain"
+# Payments a drain takes per transaction (the default of RECONCILE_BATCH_SIZE).
+DRAIN_BATCH = 500
+# Move up to ARGV[1] ids from the waiting set to a drain's own set, atomically; return them.
+_TAKE = """
+local ids = redis.call('SPOP', KEYS[1], ARGV[1])
+if #ids > 0 then redis.call('SADD', KEYS[2], unpack(ids)) end
+return ids
+"""
 RECONCILE_RETRIES = 3
 RECONCILE_RETRY_INTERVALS = [10, 60, 300]
 # A worker running a job heartbeats every 30 s: four missed beats and it is dead.
 WORKER_HEARTBEAT_STALE_SECONDS = 120
+# A payment still short of a final state this long after its last change lost its drain (a killed worker).
+SWEEP_AFTER_SECONDS = 60
 _PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 
-def enqueue_reconcile(queue: Queue, payment_id: int) -> bool:
-    """Enqueue `reconcile` for the payment unless a run is already pending; return whether one was added.
+def request_reconcile(connection: Redis, payment_ids: Iterable[int], queue_name: str) -> bool:
+    """Mark payments as waiting for reconciliation and make sure a drain will take them; return whether one was added.
 
-    Call only after the transaction that created or changed the payment has committed.
+    Call only after the transaction that created or changed the payments has committed.
     """
-    job_id = RECONCILE_JOB_ID.format(payment_id)
+    ids = sorted(set(payment_ids))
+    if ids:
+        connection.sadd(WAITING_KEY, *ids)
+    queue = Queue(queue_name, connection=connection)
     for _attempt in range(2):
+        job_id = DRAIN_JOB_ID.format(int(connection.get(GENERATION_KEY) or 0))
         try:
             queue.enqueue(
-                RECONCILE_FUNC,
-                payment_id,
+                DRAIN_FUNC,
                 job_id=job_id,
                 unique=True,
                 retry=Retry(max=RECONCILE_RETRIES, interval=RECONCILE_RETRY_INTERVALS),
-                # No result kept, so a later state change can enqueue the same id again at once.
+                # No result kept, so the id is free again as soon as the drain ends.
                 result_ttl=0,
                 failure_ttl=7 * 86400,
+                description="reconcile the waiting payments",
             )
             return True
         except DuplicateJobError:
             try:
-                job = Job.fetch(job_id, connection=queue.connection)
+                job = Job.fetch(job_id, connection=connection)
             except NoSuchJobError:
-                continue
+                continue  # it ended in between: try again (the generation may have moved on)
             status = job.get_status(refresh=True)
             if status == JobStatus.STARTED and not job_worker_alive(job):
                 # Its worker died mid-job (SIGKILL, OOM, lost machine): the job will never finish.
-                log.warning("reconcile job %s started by a dead worker %s: enqueued again", job_id, job.worker_name)
+                log.warning("drain %s started by a dead worker %s: enqueued again", job_id, job.worker_name)
                 job.delete()
                 continue
             if status in _PENDING:
                 return False
-            # A finished or failed run of an earlier state: replace it so the new state is considered.
-            job.delete()
+            job.delete()  # a failed drain of this generation: replace it
     return False
 
 
@@ -80,83 +117,101 @@ def job_worker_alive(job: Job, now: datetime | None = None) -> bool:
     return (moment - worker.last_heartbeat).total_seconds() < WORKER_HEARTBEAT_STALE_SECONDS
 
 
-def reconcile(payment_id: int) -> str:
-    """Match (and when possible allocate) one payment; exceptions reach RQ for retries."""
-    from workers.matching import reconcile_payment
-
-    with runtime.job_session() as session:
-        outcome = reconcile_payment(session, payment_id)
-    log.info("reconcile payment %s: %s", payment_id, outcome)
-    return outcome
-
-
-def enqueue_reconcile_batch(queue: Queue, payment_ids: list[int]) -> bool:
-    """Enqueue one `reconcile_batch` job for these payments (deterministic id); return whether it was added.
-
-    Call only after the transaction that created the payments has committed.
-    """
-    ids = sorted(set(payment_ids))
-    if not ids:
-        return False
-    try:
-        queue.enqueue(
-            RECONCILE_BATCH_FUNC,
-            ids,
-            job_id=RECONCILE_BATCH_JOB_ID.format(ids[0], ids[-1], len(ids)),
-            unique=True,
-            retry=Retry(max=RECONCILE_RETRIES, interval=RECONCILE_RETRY_INTERVALS),
-            result_ttl=0,
-            failure_ttl=7 * 86400,
-        )
-    except DuplicateJobError:
-        return False
-    return True
+def drain() -> dict[str, int]:
+    """Reconcile every payment waiting in the set, a batch at a time, until none is left (the RQ job)."""
+    connection = runtime.redis()
+    batch_size = runtime.settings().RECONCILE_BATCH_SIZE
+    connection.incr(GENERATION_KEY)  # from now on a request enqueues the next drain, not this one
+    job = get_current_job()
+    taken = TAKEN_KEY.format(job.id if job is not None else "inline")
+    if connection.exists(taken):  # a run of this job died with payments in hand: they wait again
+        connection.sunionstore(WAITING_KEY, [WAITING_KEY, taken])
+        connection.delete(taken)
+    take = connection.register_script(_TAKE)
+    totals: Counter[str] = Counter()
+    while True:
+        ids = sorted(int(raw) for raw in take(keys=[WAITING_KEY, taken], args=[batch_size]))
+        if not ids:
+            break
+        try:
+            totals.update(reconcile_batch(ids))
+        except Exception:
+            connection.sadd(WAITING_KEY, *ids)  # RQ retries this drain; the ids wait for it
+            raise
+        finally:
+            connection.delete(taken)
+    if totals:
+        log.info("drain: %s", dict(totals))
+    return dict(totals)
 
 
-def reconcile_batch(payment_ids: list[int]) -> dict[str, int]:
-    """Reconcile a batch of payments; return how many had each outcome.
+def reconcile_batch(
+    payment_ids: list[int],
+    session_scope: Callable[[], AbstractContextManager[Session]] = runtime.job_session,
+    retry_unmatched: bool = False,
+) -> dict[str, int]:
+    """Reconcile a batch of payments, each transaction in a `session_scope()` that commits; count the outcomes.
 
     The batch does not wait for accounts another worker's batch holds: once it has committed, the payments it
     deferred are run again in a second transaction that waits for those accounts (at most one other batch's
-    length), so a busy account delays a payment once and never loops. After a database error each payment of
-    the batch gets its own job.
+    length), so a busy account delays a payment once and never loops. After an error that rolled the batch back,
+    each of its payments is run again alone, so one payment that fails (a bug, bad data) holds up no other: it is
+    logged, counted as "error" and left as it was for the sweeper. Only a lost database connection stops the run.
     """
     from workers.matching import reconcile_payments
 
-    with runtime.job_session() as session:
-        outcomes = reconcile_payments(session, payment_ids)
+    try:
+        with session_scope() as session:
+            outcomes = reconcile_payments(session, payment_ids, retry_unmatched)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        if len(payment_ids) == 1:
+            log.exception("reconcile payment %s failed", payment_ids[0])
+            return {"error": 1}
+        log.exception("reconcile batch of %s failed: each payment runs again alone", len(payment_ids))
+        outcomes = dict.fromkeys(payment_ids, "retry")
     deferred = [payment_id for payment_id, outcome in outcomes.items() if outcome == "deferred"]
     if deferred:
-        with runtime.job_session() as session:
-            outcomes.update(reconcile_payments(session, deferred, wait_for_locks=True))
-    retry = [payment_id for payment_id, outcome in outcomes.items() if outcome == "retry"]
-    if retry:
-        job = get_current_job()
-        queue = runtime.queue(job.origin if job is not None else None)
-        for payment_id in retry:
-            enqueue_reconcile(queue, payment_id)
-    counts: dict[str, int] = {}
-    for outcome in outcomes.values():
-        key = outcome.split(" ")[0]
-        counts[key] = counts.get(key, 0) + 1
-    log.info("reconcile batch of %s payment(s): %s (%s deferred once)", len(payment_ids), counts, len(deferred))
-    return counts
+        with session_scope() as session:
+            outcomes.update(reconcile_payments(session, deferred, retry_unmatched, wait_for_locks=True))
+    for payment_id in [payment_id for payment_id, outcome in outcomes.items() if outcome == "retry"]:
+        try:
+            with session_scope() as session:
+                outcomes.update(reconcile_payments(session, [payment_id], retry_unmatched))
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            log.exception("reconcile payment %s failed", payment_id)
+            outcomes[payment_id] = "error"
+    counts = Counter(outcome.split(" ")[0] for outcome in outcomes.values())
+    log.info("reconcile batch of %s payment(s): %s (%s deferred once)", len(payment_ids), dict(counts), len(deferred))
+    return dict(counts)
 
 
-def sweep_stuck_payments(older_than_seconds: int = 120, limit: int = 5000) -> int:
-    """Re-enqueue `reconcile` for payments left in RECEIVED (a lost enqueue, a crashed worker); return how many."""
+def stuck_payments_query(cutoff: datetime, limit: int | None = None) -> Select[tuple[int]]:
+    """Return the query of payments short of a final state since before the cutoff, oldest first."""
+    query = (
+        select(Payment.id)
+        .where(
+            or_(
+                Payment.status == PaymentStatus.RECEIVED,
+                # Confirmed since it was matched provisionally: it waits for its allocation.
+                and_(Payment.status == PaymentStatus.PROVISIONAL, Payment.confirmed.is_(True)),
+            ),
+            Payment.updated_at < cutoff,
+        )
+        .order_by(Payment.id)
+    )
+    return query if limit is None else query.limit(limit)
+
+
+def sweep_stuck_payments(older_than_seconds: int = SWEEP_AFTER_SECONDS, limit: int = 5000) -> int:
+    """Ask a drain for payments left short of a final state (a lost request, a killed worker); return how many."""
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     with runtime.job_session() as session:
-        ids = list(
-            session.scalars(
-                select(Payment.id)
-                .where(Payment.status == PaymentStatus.RECEIVED, Payment.updated_at < cutoff)
-                .order_by(Payment.id)
-                .limit(limit)
-            )
-        )
-    queue = runtime.queue()
-    added = sum(1 for payment_id in ids if enqueue_reconcile(queue, payment_id))
+        ids = list(session.scalars(stuck_payments_query(cutoff, limit)))
     if ids:
-        log.info("sweeper: %s payment(s) stuck in RECEIVED, %s re-enqueued", len(ids), added)
-    return added
+        request_reconcile(runtime.redis(), ids, runtime.settings().RECONCILE_QUEUE)
+        log.info("sweeper: %s payment(s) waiting since before %s: drain requested", len(ids), cutoff)
+    return len(ids)

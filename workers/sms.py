@@ -1,4 +1,9 @@
-"""Outbound SMS jobs: one RQ job per message (`sms-<message id>`), and the sweeper of stuck messages.
+"""Outbound SMS jobs: one RQ job per committed group of messages, one per message on retry, and the sweeper.
+
+The messages a transaction queued (a reconciliation batch's receipts, say) are sent by one job, in one process:
+RQ forks a work horse per job, so a job per message would cost a fork each. Each message is still claimed on
+its own before it is sent, so a message is never sent twice whatever runs the jobs; one whose send failed in a
+way that proves nothing left gets a job of its own, retried by RQ with longer intervals.
 
 A send is not idempotent at the provider, so a message is *claimed* before it is sent: one UPDATE moves
 it from QUEUED (with no provider id) to UNKNOWN and commits. Only the job that made that change sends;
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 
 # RQ job ids allow only letters, digits, `_` and `-` (rq 2.x refuses "sms:1").
 SMS_JOB_ID = "sms-{}"
+SMS_GROUP_JOB_ID = "sms-group-{}-{}"
 # In-job retries of errors that prove nothing was sent, then RQ's (the worker runs --with-scheduler).
 IN_JOB_BACKOFF_SECONDS: tuple[float, ...] = (0.5, 2.0)
 RQ_RETRY_INTERVALS = [30, 120, 600, 1800]
@@ -68,24 +74,23 @@ def enqueue_messages(queue: Queue, message_ids: Iterable[int]) -> list[str]:
 
 
 def enqueue_new_messages(queue: Queue, message_ids: Sequence[int]) -> list[str]:
-    """Enqueue the send jobs of messages a transaction has just committed, in one Redis round trip.
+    """Enqueue one job that sends the messages a transaction has just committed.
 
-    Their ids are new, so no job can have them yet: the per-job uniqueness check of `enqueue_messages`
-    (one Lua call per job) is not needed, and the jobs go in one pipeline. (RQ's own description, the call
-    `workers.sms.send_message(<id>)`, costs a third less to build than a formatted one.)
+    Their ids are new, so no job can have them yet; the job id names the first id and the count.
     """
-    jobs = queue.enqueue_many(
-        [
-            Queue.prepare_data(
-                send_message,
-                (message_id,),
-                job_id=SMS_JOB_ID.format(message_id),
-                retry=Retry(max=len(RQ_RETRY_INTERVALS), interval=RQ_RETRY_INTERVALS),
-            )
-            for message_id in message_ids
-        ]
+    ids = sorted(message_ids)
+    if not ids:
+        return []
+    job_id = SMS_JOB_ID.format(ids[0]) if len(ids) == 1 else SMS_GROUP_JOB_ID.format(ids[0], len(ids))
+    func = send_message if len(ids) == 1 else send_messages
+    args = (ids[0],) if len(ids) == 1 else (ids,)
+    job = queue.enqueue(
+        func,
+        *args,
+        job_id=job_id,
+        retry=Retry(max=len(RQ_RETRY_INTERVALS), interval=RQ_RETRY_INTERVALS),
     )
-    return [job.id for job in jobs]
+    return [job.id]
 
 
 def rq_dispatch(redis_url: str, queue_name: str) -> Dispatch:
@@ -111,6 +116,27 @@ def send_message(message_id: int) -> str:
             with runtime.job_session() as session:
                 give_up(session, message_id, f"gave up: {exc}")
         raise
+
+
+def send_messages(message_ids: list[int]) -> dict[str, int]:
+    """Send a group of queued outbound SMS in this one job; a message whose send failed retries in its own job."""
+    settings = runtime.settings()
+    transport = transport_from_settings(settings)
+    counts: dict[str, int] = {}
+    again: list[int] = []
+    for message_id in message_ids:
+        try:
+            with runtime.job_session() as session:
+                message = deliver(session, message_id, transport, default_sender=settings.AT_SENDER_ID or None)
+                status = message.status.value if message is not None else "missing"
+        except TransientSendError:
+            again.append(message_id)  # back to QUEUED: its own job retries it
+            status = "retry"
+        counts[status] = counts.get(status, 0) + 1
+    if again:
+        enqueue_messages(runtime.queue(), again)
+    log.info("sms group of %s: %s", len(message_ids), counts)
+    return counts
 
 
 def deliver(

@@ -18,9 +18,9 @@ from handlers.admin.params import arg_date
 from models.base import PaymentStatus, StaffRole
 from models.dossiers import household_dossier, payment_dossier
 from models.suspensions import household_events, suspend_household, unsuspend_household
-from workers.connections import get_queue
+from workers.connections import get_redis
 from workers.matching import manual_match, undo_payment, unmatch_payment
-from workers.reconcile import enqueue_reconcile
+from workers.reconcile import request_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +33,12 @@ MAX_REASON = 1000
 
 
 def enqueue_reconciles(payment_ids: Iterable[int]) -> None:
-    """Enqueue `reconcile` for committed payments; a Redis failure is logged (the sweeper catches up)."""
+    """Ask for the reconciliation of committed payments; a Redis failure is logged (the sweeper catches up)."""
     ids = list(payment_ids)
     if not ids:
         return
     try:
-        queue = get_queue(settings().REDIS_URL, settings().RQ_QUEUE)
-        for payment_id in ids:
-            enqueue_reconcile(queue, payment_id)
+        request_reconcile(get_redis(settings().REDIS_URL), ids, settings().RECONCILE_QUEUE)
     except RedisError as exc:
         log.warning("admin: %d payment(s) not enqueued (%s): the sweeper will", len(ids), type(exc).__name__)
 

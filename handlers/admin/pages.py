@@ -36,7 +36,7 @@ def overview() -> ResponseReturnValue:
 def queues() -> ResponseReturnValue:
     """Show RQ queues with started, failed and scheduled counts, failed jobs, workers and the clock heartbeat."""
     try:
-        health = queue_health(redis(), settings().RQ_QUEUE)
+        health = queue_health(redis(), (settings().RECONCILE_QUEUE, settings().RQ_QUEUE))
     except RedisError as exc:
         log.warning("queues: Redis unreachable (%s)", type(exc).__name__)
         return render_template("admin/queues.html", health=None, error="Redis does not answer."), 503
