@@ -218,7 +218,7 @@ def _countries(session: Session) -> list[str]:
 
 
 def _numbers_of(raw: str | None, countries: list[str]) -> set[str]:
-    if not raw or "*" in raw:
+    if not raw or "*" in raw or re.fullmatch(r"[0-9a-fA-F]{32,}", raw):  # masked, or a hashed MSISDN
         return set()
     digits = re.sub(r"\D", "", raw)
     if len(digits) < 7 or len(digits) > 15:
@@ -371,7 +371,7 @@ class MatchLookup:
         spans = _spans(reference)
         named = []
         for network in self.networks:
-            if squash(network.code) in spans:
+            if network.code.upper() in _tokens(reference):
                 named.append((network, "code"))
             elif self.network_keys[network.id] & spans:
                 named.append((network, "name"))
@@ -745,12 +745,17 @@ def decide(session: Session, payment: Payment, lookup: MatchLookup | None = None
         payment.match_rule, household=payment.household, network=payment.network, request=payment.payment_request
     )
     attempt.evidence["matched_before"] = _account_label(kept)
+    kept_number = _account_label(kept).split(" ", 1)[1]
+    named = attempt.evidence.get("named") or []
     if attempt.match is not None and attempt.match.owner != kept.owner:
         elsewhere = _account_label(attempt.match)
-        attempt.conflict = f"matched to {_account_label(kept)} by {kept.rule}; a later report points to {elsewhere}"
-        attempt.match = None
+    elif named and kept_number not in named:
+        elsewhere = "the reference " + ", ".join(named)
+    else:
+        attempt.match = kept
         return attempt
-    attempt.match = kept
+    attempt.conflict = f"matched to {_account_label(kept)} by {kept.rule}; a later report points to {elsewhere}"
+    attempt.match = None
     return attempt
 
 
