@@ -303,6 +303,7 @@ class PaymentView:
 
     status: str
     household_no: str | None
+    network_code: str | None
     amount: int
     currency: str
     rule: str | None
@@ -322,6 +323,7 @@ def payment_view(session: Session, provider: str, provider_txn_id: str) -> Payme
     return PaymentView(
         status=payment.status.value,
         household_no=payment.household.household_no if payment.household is not None else None,
+        network_code=payment.network.code if payment.network is not None else None,
         amount=payment.amount,
         currency=payment.currency,
         rule=payment.match_rule,

@@ -21,6 +21,7 @@ from models.money import Allocation
 from models.outbox import attach_dispatch
 from models.payment import Payment, ReconciliationEvent
 from models.references import create_payment_request
+from models.tokens import issue_token
 from tests import factories
 from tests.conftest import make_test_app
 from tests.factories import make_household
@@ -220,11 +221,16 @@ def test_matching_table_through_the_sandbox_route_and_a_real_worker(
     done = run_worker()
 
     assert done.returncode == 0, done.stderr
+    _token, secret = issue_token(session, name="auditor", facility="Thies audit", now=utcnow())
+    session.commit()
     for index, row in enumerate(rows):
         payment = session.scalars(
             select(Payment).where(Payment.provider_txn_id == f"SBX-{index}").execution_options(populate_existing=True)
         ).one()
         _check(session, world, payment, row)
+        seen = client.get(f"/api/payments/sandbox/SBX-{index}", headers={"Authorization": f"Bearer {secret}"}).json
+        network_code = world.network.code if row[4] == "net" else None
+        assert (seen["status"], seen["network_code"]) == (payment.status.value, network_code)
 
 
 @pytest.mark.parametrize("slip", ["one digit changed", "two adjacent swapped", "one digit dropped"])

@@ -438,6 +438,7 @@ def test_forwarded_text_then_webhook_through_the_worker_and_the_api(
     assert provisional == {
         "status": "PROVISIONAL",
         "household_no": household.household_no,
+        "network_code": None,
         "amount": 3500,
         "currency": "XOF",
         "rule": "payer_phone",
