@@ -61,6 +61,7 @@ VALUES = {
     "network": "RES-THIES-NORD",
     "households": 12,
     "remaining": "1500 F",
+    "choices": "THN-000123 (Aminata), THN-000912 (Ndeye Fatou)",
 }
 
 
