@@ -736,6 +736,16 @@ def reconcile_payment(session: Session, payment_id: int, retry_unmatched: bool =
     return outcome
 
 
+def suspense_candidates(session: Session, payment: Payment) -> list[Candidate]:
+    """Return the accounts a payment in suspense may be for, likeliest first, each with why (reads only)."""
+    attempt = find_match(session, payment)
+    if attempt.match is not None:  # the signals agree now (say, a household enrolled since): that account first
+        match = attempt.match
+        kind, number = _account_label(match).split(" ", 1)
+        attempt.suggest(kind, number, f"the matching rules now give it ({match.rule})", 0)
+    return attempt.ranked()
+
+
 def decide(session: Session, payment: Payment, lookup: MatchLookup | None = None) -> MatchAttempt:
     """Return the payment's match; one matched before keeps its account, and signals naming another are a conflict."""
     attempt = find_match(session, payment, lookup)
