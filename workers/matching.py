@@ -56,12 +56,13 @@ from models.amounts import currency_exponent, format_amount
 from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
 from models.bulk import among, preassign_ids, table_of
 from models.db import begin_write
-from models.household import Household, Member, Network, squash
+from models.household import Account, Household, Member, Network, squash
+from models.ledger import AccountState, account_states
 from models.messaging import Message
 from models.outbox import send_sms
 from models.payment import Payment, PaymentRequest, ReconciliationEvent
 from models.phones import normalise_phone
-from models.premiums import amount_due, is_fully_subsidised, max_advance_periods
+from models.premiums import active_member_counts, amount_due, is_fully_subsidised, max_advance_periods
 from models.references import is_valid_reference
 from models.scheme import Scheme
 
@@ -179,12 +180,17 @@ class Fit:
         return "part" if amount <= self.cap else None
 
 
-def household_fit(session: Session, household: Household, on: date) -> Fit:
-    """Return what the household may pay on a date: its amount due, whole periods up to the advance cap, or less."""
+def household_fit(
+    session: Session, household: Household, on: date, state: AccountState | None = None, members: int | None = None
+) -> Fit:
+    """Return what the household may pay on a date: its amount due, whole periods up to the advance cap, or less.
+
+    `state` and `members`: the household's account state and active member count when the caller read them.
+    """
     scheme = household.scheme
     if is_fully_subsidised(household):
         return Fit(frozenset(), 0, scheme.currency)
-    due = amount_due(session, household, on)
+    due = amount_due(session, household, on, state=state, members=members)
     periods = max_advance_periods(scheme.plan(household.plan).months, scheme.max_advance_months)
     base = due.fee + due.arrears - due.credit
     exact = {due.total} | {base + n * due.period for n in range(1, periods + 1)}
@@ -328,6 +334,43 @@ class MatchLookup:
                 .where(among(session, Household.id, wanted), Member.member_no == Household.head_member_no)
             )
             self.heads = {member.household_id: member for member in session.scalars(heads)}
+        self._prefetch_fits(session, payments)
+
+    def _prefetch_fits(self, session: Session, payments: list[Payment]) -> None:
+        """Read what the amount rules need for every household a payment's phone or numbers name, in a few queries."""
+        by_id = {household.id: household for household in self.owners}
+        wanted: dict[date, set[int]] = {}
+        for payment in payments:
+            ids = self.households_of(self.numbers.get(payment.id, set()))
+            reference = _reference_of(payment)
+            if reference:
+                ids |= {h.id for token in _tokens(reference) if (h := self.households.get(token)) is not None}
+                ids |= {self.member_households[t] for t in _tokens(reference) if t in self.member_households}
+            if ids:
+                wanted.setdefault(_paid_on(payment), set()).update(i for i in ids if i in by_id)
+        self.load_fits(session, {on: [by_id[i] for i in ids] for on, ids in wanted.items()})
+
+    def load_fits(self, session: Session, wanted: dict[date, list[Household]]) -> None:
+        """Read what the amount rules need for these households on these dates, in three queries or so."""
+        wanted = {on: [h for h in households if (h.id, on) not in self.fits] for on, households in wanted.items()}
+        by_id = {h.id: h for households in wanted.values() for h in households}
+        every = sorted(by_id)
+        if not every:
+            return
+        accounts = dict(
+            session.execute(select(Account.household_id, Account.id).where(among(session, Account.household_id, every)))
+            .tuples()
+            .all()
+        )
+        states = account_states(session, list(accounts.values())) if accounts else {}
+        none = AccountState(balance=0, fee_paid=False)
+        for on, households in wanted.items():
+            ids = sorted({h.id for h in households})
+            counts = active_member_counts(session, ids, on) if ids else {}
+            for household_id in ids:
+                state = states.get(accounts[household_id], none) if household_id in accounts else none
+                fit = household_fit(session, by_id[household_id], on, state=state, members=counts[household_id])
+                self.fits[(household_id, on)] = fit
 
     def head_of(self, household: Household) -> Member | None:
         """Return the head of a household this batch may pick (read with the households, not their members)."""
@@ -521,11 +564,9 @@ def _by_named_account(
         attempt.notes.append(f"amount fits nothing household {household.household_no} may pay")
         return
     # Only the typed number speaks: it must not be one keying slip from another household the amount fits.
-    near = [
-        other
-        for other in slip_neighbours(session, token)
-        if other.id != household.id and _fits(session, payment, lookup, other, on) is not None
-    ]
+    neighbours = [other for other in slip_neighbours(session, token) if other.id != household.id]
+    lookup.load_fits(session, {on: neighbours})
+    near = [other for other in neighbours if _fits(session, payment, lookup, other, on) is not None]
     evidence["slip_neighbours"] = [other.household_no for other in near]
     if near:
         for other in near:
@@ -551,7 +592,9 @@ def _number_names_nothing(
     attempt.notes.append(f"no household, member or network {token!r}")
     for household in phone_households:
         attempt.suggest("household", household.household_no, "the payer's phone is registered to it", 2)
-    for other in slip_neighbours(session, token):
+    neighbours = slip_neighbours(session, token)
+    lookup.load_fits(session, {on: neighbours})
+    for other in neighbours:
         if _fits(session, payment, lookup, other, on) is not None:
             attempt.suggest("household", other.household_no, f"one keying slip from {token}; the amount fits", 3)
     attempt.evidence["slip_neighbours"] = [c.number for c in attempt.candidates if c.rank == 3]
