@@ -287,3 +287,47 @@ def test_a_later_report_never_moves_a_matched_payment(
     assert "SN-TN-000777" in (payment.status_reason or "")
     assert session.scalars(select(Allocation)).all() == []  # no ledger moved
     assert json.dumps(payment.events[-1].details)  # the evidence is kept
+
+
+def test_a_statement_line_naming_another_household_marks_an_allocated_payment_for_review(session: Session) -> None:
+    from models.allocation import find_allocation
+    from models.statement import BreakKind
+    from models.statement_import import import_statement
+    from workers.matching import manual_match, undo_payment
+
+    world = build_world(session)
+    own, other = world.households["SN-TN-000123"], world.households["SN-TN-000777"]
+    payment = store_report(session, amount=FULL_YEAR, txn="TCN_PHONE", reference=None, payer=PHONE_A)
+    session.commit()
+    assert reconcile_payment(session, payment.id) == "allocated"
+    session.commit()
+    same = "transaction_id,date,amount,currency,payer_phone,reference,type\n"
+    line = "TCN_PHONE,2026-11-20T11:02:44Z,15000,XOF,+221771234567,{},credit\n"
+
+    # A line naming the payment's own household agrees: evidence only.
+    result = import_statement(session, "wave", "a.csv", (same + line.format("SN-TN-000123")).encode())
+    session.commit()
+    session.refresh(payment)
+    assert payment.status == PaymentStatus.ALLOCATED and not result.report.breaks
+
+    # A line naming another household: CONFLICT and a break; the money stays where it is.
+    result = import_statement(session, "wave", "b.csv", (same + line.format("SN-TN-000777")).encode())
+    session.commit()
+    session.refresh(payment)
+    assert (payment.status, payment.household_id) == (PaymentStatus.CONFLICT, own.id)
+    assert "names household SN-TN-000777" in (payment.status_reason or "")
+    [mismatch] = result.report.of_kind(BreakKind.FIELD_MISMATCH)
+    assert mismatch.payment_id == payment.id
+    allocation = find_allocation(session, f"payment:{payment.id}")
+    assert allocation is not None and allocation.reversed_at is None and allocation.account_id is not None
+
+    # Staff cannot move it by a match while it funds an account; a refund undoes exactly what it funded.
+    payment_id, other_no = payment.id, other.household_no
+    session.commit()
+    with pytest.raises(ValueError, match="reverse it first"):
+        manual_match(session, payment_id, "operator", "statement says so", household_no=other_no)
+    session.rollback()
+    assert undo_payment(session, payment_id, "operator", "wrong household", refund_payer=True) == "refunded"
+    session.commit()
+    allocation = find_allocation(session, f"payment:{payment_id}")
+    assert allocation is not None and allocation.reversed_at is not None

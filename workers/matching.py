@@ -51,7 +51,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from logs import mask_phone
 from models.allocation import refund, reverse
-from models.allocator import Allocator, PlannedAllocation
+from models.allocator import Allocator, PlannedAllocation, find_allocation
 from models.amounts import currency_exponent, format_amount
 from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
 from models.bulk import among, preassign_ids, table_of
@@ -1039,6 +1039,8 @@ def manual_match(
         PaymentStatus.PROVISIONAL,
     }:
         raise ValueError(f"payment {payment_id} is {payment.status.value}: nothing to match")
+    if _funded(session, payment):  # a CONFLICT reported after allocation: its money sits on an account
+        raise ValueError(f"payment {payment_id} has funded an account: reverse it first, then match it")
     if household_no:
         household = session.scalar(select(Household).where(func.upper(Household.household_no) == household_no.upper()))
         if household is None:
@@ -1061,14 +1063,20 @@ def manual_match(
     return allocate_payment(session, payment, actor=actor)
 
 
+def _funded(session: Session, payment: Payment) -> bool:
+    """Return whether the payment's allocation exists and is not undone."""
+    allocation = find_allocation(session, f"payment:{payment.id}")
+    return allocation is not None and allocation.reversed_at is None
+
+
 def unmatch_payment(session: Session, payment_id: int, actor: str, reason: str) -> str:
     """Send a matched but not yet allocated payment back to suspense (staff), clearing its match."""
     if not reason.strip():
         raise ValueError("a reason is required")
     payment = _lock(session, payment_id)
     before = payment.status
-    if before == PaymentStatus.ALLOCATED:
-        raise ValueError(f"payment {payment_id} is ALLOCATED: reverse or refund it instead")
+    if before == PaymentStatus.ALLOCATED or _funded(session, payment):
+        raise ValueError(f"payment {payment_id} has funded an account: reverse or refund it instead")
     if before not in {PaymentStatus.MATCHED, PaymentStatus.PROVISIONAL, PaymentStatus.CONFLICT}:
         raise ValueError(f"payment {payment_id} is {before.value}: nothing to unmatch")
     details: dict[str, object] = {
@@ -1097,7 +1105,8 @@ def undo_payment(session: Session, payment_id: int, actor: str, reason: str, ref
     if payment.status == final:
         return "already done"
     before = payment.status
-    if before == PaymentStatus.ALLOCATED:
+    # A payment allocated, then reported differently (CONFLICT), still funds its account: undo what it funded.
+    if before == PaymentStatus.ALLOCATED or (before == PaymentStatus.CONFLICT and _funded(session, payment)):
         scheme = session.get(Scheme, payment.scheme_id)
         assert scheme is not None
         undo = refund if refund_payer else reverse
