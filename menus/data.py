@@ -429,13 +429,16 @@ class DatabaseData:
         shown = format_amount(Amount(request.amount, scheme.currency, scheme.currency_exponent), language)
         how = [how_to_pay(channel, language, request.reference, shown) for channel in scheme.channels]
         if phone:
+            head = household.head
             send_sms(
                 session,
                 phone,
-                "payment_reference",
+                "payment_reference_for",
                 language=language,
                 household=household,
                 dedupe_key=f"payment_reference:{request.id}",
+                household_no=household.household_no,
+                first_name=head.first_name[:40] if head is not None else "-",
                 reference=request.reference,
                 amount=shown,
                 how_to_pay=" / ".join(how),
