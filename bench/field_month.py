@@ -62,7 +62,7 @@ MIX = {
     "request reference": 40,
     "own number, own phone": 14,
     "member number, own phone": 4,
-    "number, relative's phone": 6,
+    "number, relative's phone": 6,  # 70 % of them regulars, who paid the same household the month before
     "phone only": 20,
     "shared phone only": 3,
     "other household's number, own phone": 3,
@@ -71,6 +71,7 @@ MIX = {
 }
 SLIP_SHARE = 0.15  # of typed numbers, one keying slip
 SLIPS = ("one digit changed", "two adjacent swapped", "one digit dropped")
+REGULAR_SHARE = 0.7  # of relatives who type a household number: they paid it last month (by reference)
 
 
 @dataclass
@@ -275,8 +276,35 @@ class Month:
             return Truth(kind, amount, self.phones.get(payer_household.id), typed, household.id, slip=slip)
         number = household.household_no if kind != "member number, own phone" else f"{household.household_no}-01"
         typed, slip = self._typed(number, kind)
-        payer = own if "own phone" in kind else f"+33612{rng.randint(0, 999_999):06d}"  # a relative abroad
-        return Truth(kind, amount, payer, typed, household.id, slip=slip)
+        if "own phone" in kind:
+            return Truth(kind, amount, own, typed, household.id, slip=slip)
+        relative = f"+33612{household.id:06d}"  # each household's relative abroad
+        if rng.random() < REGULAR_SHARE:
+            kind = "number, regular relative's phone"
+            self.paid_last_month(household, relative, on)
+            amount = self._amount(household, on)
+        else:
+            kind = "number, new relative's phone"
+        return Truth(kind, amount, relative, typed, household.id, slip=slip)
+
+    def paid_last_month(self, household: Household, phone: str, on: date) -> None:
+        """Record and reconcile the relative's payment of last month, made with a reference (not counted)."""
+        amount = self._amount(household, on)
+        request = create_payment_request(
+            self.session,
+            scheme=self.scheme,
+            household=household,
+            amount=amount,
+            payer_phone=phone,  # type: ignore[arg-type]
+            channel="sms",
+            now=utcnow(),
+        )
+        self.session.commit()
+        previous = Truth("last month", amount, phone, request.reference, household.id)
+        payment_id = self.record(previous, datetime.combine(on, datetime.min.time()) - timedelta(days=30))
+        self.session.commit()
+        reconcile_payments(self.session, [payment_id])
+        self.session.commit()
 
     def record(self, truth: Truth, paid_at: datetime) -> int:
         """Bring the payment through intake, as a Wave webhook, and return its id."""

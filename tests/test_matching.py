@@ -331,3 +331,32 @@ def test_a_statement_line_naming_another_household_marks_an_allocated_payment_fo
     session.commit()
     allocation = find_allocation(session, f"payment:{payment_id}")
     assert allocation is not None and allocation.reversed_at is not None
+
+
+def test_a_relative_who_paid_a_household_before_types_its_number(session: Session) -> None:
+    world = build_world(session)
+    meant, neighbour = world.households["SN-MR-000310"], world.households["SN-MR-000301"]
+    cmu = meant.scheme
+    request = create_payment_request(
+        session, scheme=cmu, household=meant, amount=7_000, payer_phone=PHONE_STRANGER, channel="sms", now=utcnow()
+    )
+    session.commit()
+    last_month = store_report(session, amount=7_000, txn="T_LAST", reference=request.reference, payer=PHONE_STRANGER)
+    session.commit()
+    assert reconcile_payment(session, last_month.id) == "allocated"
+    session.commit()
+
+    # The number they paid before, from the same phone: theirs, though a household one slip away fits too.
+    again = store_report(session, amount=7_000, txn="T_AGAIN", reference="SN-MR-000310", payer=PHONE_STRANGER)
+    # A slip of it: never the neighbour, and not the household they paid either (the number names another).
+    slipped = store_report(session, amount=7_000, txn="T_SLIPPED", reference="SN-MR-000301", payer=PHONE_STRANGER)
+    session.commit()
+    assert reconcile_payment(session, again.id) == "allocated"
+    session.commit()
+    assert reconcile_payment(session, slipped.id) == "unmatched"
+    session.commit()
+    session.refresh(again)
+    session.refresh(slipped)
+    assert (again.household_id, again.match_rule) == (meant.id, "account_number_history")
+    assert slipped.household_id is None and neighbour.id != meant.id
+    assert "one keying slip" in (slipped.status_reason or "")

@@ -7,6 +7,8 @@ agree, and when they do not the payment waits in suspense naming the candidates 
   `account_number` (90) when the payer's phone is registered to that household, `account_number_amount` (80) when
   the phone says nothing (absent, masked, hashed or registered to no household), the amount fits the household and
   no household one keying slip away (a digit changed, two adjacent swapped, one dropped or added) fits it too;
+  `account_number_history` (85) when the phone is registered nowhere but this payer paid this household, and only
+  it, before by a vouching rule (a relative who pays every month);
   a payer phone registered to another household, several households named, or a slip-neighbour that fits → suspense;
 - `account_number` / `network_name` (90): a network's code, or its name as enrolled or an alias (case-, accent-,
   spacing-insensitive);
@@ -73,6 +75,7 @@ RULE_CONFIDENCE = {
     "request_reference": 100,
     "account_number": 90,
     "network_name": 90,
+    "account_number_history": 85,
     "account_number_amount": 80,
     "request_phone_amount": 70,
     "network_phone": 60,
@@ -92,6 +95,8 @@ _SETTLED_COLUMNS = (
     "match_confidence",
 )
 _TOKEN_RE = re.compile(r"[A-Z0-9][A-Z0-9\-_/.]*[A-Z0-9]|[A-Z0-9]")
+# Rules that vouch for who a payer pays for: a later number from the same payer phone is corroborated by them.
+VOUCHING_RULES = ("request_reference", "account_number", "manual")
 # A word that looks like a household or member number: letters and at least three digits ("SN-TN-000123").
 _ACCOUNT_LIKE_RE = re.compile(r"^(?=.*[A-Z])(?=(?:.*\d){3})[A-Z0-9\-_/.]+$")
 _DIGITS = "0123456789"
@@ -290,6 +295,7 @@ class MatchLookup:
         self.households: dict[str, Household] = {}
         self.member_households: dict[str, int] = {}
         self.phone_households: dict[str, set[int]] = {}
+        self.paid_before: dict[str, set[int]] = {}
         self.fits: dict[tuple[int, date], Fit] = {}
         # Networks are few (a handful per commune): all of them, with their names, aliases and contact phones.
         self.networks = list(session.scalars(select(Network).order_by(Network.id)))
@@ -318,6 +324,21 @@ class MatchLookup:
             )
             for phone, household_id in rows:
                 self.phone_households.setdefault(str(phone), set()).add(household_id)
+        # Who each payer (phone, or hashed MSISDN, as reported) paid for before, by a rule that vouches for it.
+        payers = {p.payer_phone for p in payments if p.payer_phone and "*" not in p.payer_phone}
+        if payers:
+            rows = session.execute(
+                select(Payment.payer_phone, Payment.household_id)
+                .where(
+                    among(session, Payment.payer_phone, payers),
+                    Payment.status == PaymentStatus.ALLOCATED,
+                    Payment.household_id.is_not(None),
+                    Payment.match_rule.in_(VOUCHING_RULES),
+                )
+                .distinct()
+            )
+            for payer, household_id in rows:
+                self.paid_before.setdefault(str(payer), set()).add(household_id)
         # Warm the identity map with every household a rule may pick, and read their heads (receipts go to them).
         wanted = {r.household_id for r in self.requests_by_phone if r.household_id is not None}
         wanted |= {r.household_id for rs in self.requests_by_reference.values() for r in rs if r.household_id}
@@ -559,6 +580,13 @@ def _by_named_account(
         return
     if household in phone_households:  # two signals agree: the amount need not (the rest goes to credit)
         attempt.match = Match("account_number", household=household)
+        return
+    # A payer registered nowhere who paid this household, and only this one, before (by reference or number
+    # from a registered phone, or staff's match): the typed number is theirs — a relative who pays every month.
+    paid_before = lookup.paid_before.get(payment.payer_phone or "", set()) if not phone_households else set()
+    evidence["paid_before"] = sorted(paid_before)
+    if paid_before == {household.id} and fit is not None:
+        attempt.match = Match("account_number_history", household=household)
         return
     if fit is None:
         attempt.notes.append(f"amount fits nothing household {household.household_no} may pay")
