@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -72,3 +73,15 @@ def test_cli_sets_an_alias_and_a_payment_naming_it_pays_the_network(app: Flask, 
     session.commit()
     session.refresh(payment)
     assert (payment.network_id, payment.household_id, payment.match_rule) == (network.id, None, "network_name")
+
+
+def test_daraja_validation_accepts_a_network_name_or_alias(client: FlaskClient, session: Session) -> None:
+    from tests.payment_helpers import fixture_payload, post_json
+
+    cmu = factories.scheme(session, "cmu-thies")
+    network = factories.make_network(session, cmu, code="reseau-keur-moussa")
+    network.name, network.aliases = "Réseau Keur Moussa", ["GIE Keur Moussa"]
+    session.commit()
+    for typed, answer in [("Reseau keur moussa", "0"), ("GIE KEUR-MOUSSA", "0"), ("Keur", "C2B00012")]:
+        payload = dict(fixture_payload("mpesa_c2b_validation.json"), BillRefNumber=typed)
+        assert post_json(client, "/payments/daraja/validate", payload).json["ResultCode"] == answer, typed
