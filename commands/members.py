@@ -107,3 +107,40 @@ def show_command(member_no: str, on: datetime | None) -> None:
     state = account_state(session, account_id=account.id)
     click.echo(f"balance {state.balance} {account.currency}  credit {state.credit}")
     session.commit()
+
+
+@members_group.command("network")
+@click.argument("code")
+@click.option("--contact", "contact_phone", help="The network's contact (treasurer) phone; empty to clear.")
+@click.option("--alias", "aliases", multiple=True, help="Another name payers type for it (repeatable).")
+@click.option("--scheme", "scheme_code", help="The scheme, when several have a network with this code.")
+@with_appcontext
+def network_command(code: str, contact_phone: str | None, aliases: tuple[str, ...], scheme_code: str | None) -> None:
+    """Show a network's contact and aliases, or set them (the aliases given replace the old ones)."""
+    from sqlalchemy import func, select
+
+    from models.household import Network
+    from models.networks import NetworkEdit, update_network
+    from models.scheme import Scheme
+
+    session = db()
+    query = select(Network).where(func.upper(Network.code) == code.upper())
+    if scheme_code:
+        query = query.join(Scheme, Scheme.id == Network.scheme_id).where(Scheme.code == scheme_code)
+    found = list(session.scalars(query))
+    if len(found) != 1:
+        raise click.ClickException(f"no network {code}" if not found else f"{code} is in several schemes: --scheme")
+    network = found[0]
+    if contact_phone is not None or aliases:
+        edit = NetworkEdit(
+            contact_phone if contact_phone is not None else network.contact_phone or "",
+            "\n".join(aliases) if aliases else "\n".join(network.aliases or []),
+        )
+        try:
+            update_network(session, network, edit)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        session.commit()
+    click.echo(f"network\t{network.code}\t{network.name}")
+    click.echo(f"contact\t{network.contact_phone or '-'}")
+    click.echo(f"aliases\t{'; '.join(network.aliases or []) or '-'}")

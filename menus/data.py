@@ -55,7 +55,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from menus.checks import AGENT_CHECK_EFFECT, DOB_CHECK_EFFECT, LIMITED, NOT_FOUND, OK, parse_dob
 from menus.engine import Effect, State
-from menus.member import LANGUAGE_EFFECT, PAYMENT_REQUEST_EFFECT, PAYMENTS_SHOWN
+from menus.member import LANGUAGE_EFFECT, OTHER_PAYMENT_EFFECT, PAYMENT_REQUEST_EFFECT, PAYMENTS_SHOWN
 from menus.render import Amount
 from models.access import Agent, EffectKey
 from models.agents import PinOutcome, verify_agent_pin
@@ -76,7 +76,15 @@ from models.ledger import household_account_columns
 from models.money import CoveragePeriod
 from models.outbox import send_sms
 from models.payment import Payment
-from models.premiums import FULL_SHARE_BP, due_of, pay_refusal, payment_choices, price_of
+from models.premiums import (
+    FULL_SHARE_BP,
+    amount_due,
+    due_of,
+    is_fully_subsidised,
+    pay_refusal,
+    payment_choices,
+    price_of,
+)
 from models.rate_limit import allow_member_check
 from models.references import create_payment_request, how_to_pay
 from models.scheme import Plan, PremiumBand, Scheme, SubsidyCategory
@@ -404,6 +412,8 @@ class DatabaseData:
             return self.change_language(effect, key)
         if effect.kind == PAYMENT_REQUEST_EFFECT:
             return self.request_payment(effect, key, state.phone, state.lang)
+        if effect.kind == OTHER_PAYMENT_EFFECT:
+            return self.request_other_payment(effect, key, state.phone, state.lang)
         if effect.kind == AGENT_CHECK_EFFECT:
             return self._once(key, lambda: self.agent_check(effect))
         if effect.kind == DOB_CHECK_EFFECT:
@@ -446,21 +456,101 @@ class DatabaseData:
         )
         amount = Amount(request.amount, scheme.currency, scheme.currency_exponent)
         if phone:
+            head = household.head
+            first_name = head.first_name[:40] if head is not None else "-"
             send_sms(
                 session,
                 phone,
-                "payment_reference",
+                "payment_reference_for",
                 language=language,
                 household=household,
                 dedupe_key=f"payment_reference:{request.id}",
+                household_no=household.household_no,
+                first_name=first_name,
                 reference=request.reference,
                 amount=amount,
-                how_to_pay=how_to_pay(scheme, language, request.reference, amount),
+                how_to_pay=how_to_pay(
+                    scheme,
+                    language,
+                    request.reference,
+                    amount,
+                    "payment_reference_for",
+                    household_no=household.household_no,
+                    first_name=first_name,
+                ),
             )
         session.commit()
         return {
             "reference": request.reference,
             "amount": request.amount,
+            "channels": [[channel.label, channel.account] for channel in scheme.channels],
+        }
+
+    def request_other_payment(self, effect: Effect, key: str, phone: str, language: str) -> dict[str, Any]:
+        """Create a payment request for the household a number names (any phone, rate-limited) and SMS it once."""
+        number = effect.value
+        if self.redis is None:
+            raise RuntimeError("paying for another household needs Redis for its rate limit")
+        # The same limits as SMS `PAYER <no>`; the effect key makes a replayed hop count once.
+        if not allow_member_check(self.redis, phone or "unknown", number, key):
+            return {"o": LIMITED, "no": number}
+        session = self._fresh_write()
+        household = session.scalar(select(Household).where(func.upper(Household.household_no) == number))
+        if household is None:
+            member = session.scalar(select(Member).where(func.upper(Member.member_no) == number))
+            household = member.household if member is not None else None
+        if household is None:
+            session.rollback()
+            return {"o": NOT_FOUND, "no": number}
+        scheme = household.scheme
+        due = amount_due(session, household, scheme.local_today(self.now())).total
+        if due <= 0 or pay_refusal(household.status, is_fully_subsidised(household)) is not None:
+            session.rollback()
+            return {"o": "NOTHING", "no": household.household_no}
+        request = create_payment_request(
+            session,
+            scheme=scheme,
+            household=household,
+            amount=due,
+            payer_phone=phone or None,
+            channel="ussd",
+            caller_key=key,
+            now=self.now(),
+        )
+        head = household.head
+        first_name = head.first_name[:40] if head is not None else "-"
+        amount = Amount(request.amount, scheme.currency, scheme.currency_exponent)
+        if phone:
+            send_sms(
+                session,
+                phone,
+                "payment_reference_for",
+                language=language,
+                household=household,
+                dedupe_key=f"payment_reference:{request.id}",
+                household_no=household.household_no,
+                first_name=first_name,
+                reference=request.reference,
+                amount=amount,
+                how_to_pay=how_to_pay(
+                    scheme,
+                    language,
+                    request.reference,
+                    amount,
+                    "payment_reference_for",
+                    household_no=household.household_no,
+                    first_name=first_name,
+                ),
+            )
+        session.commit()
+        return {
+            "o": OK,
+            "no": household.household_no,
+            "head": first_name,
+            "reference": request.reference,
+            "amount": request.amount,
+            "currency": scheme.currency,
+            "exponent": scheme.currency_exponent,
             "channels": [[channel.label, channel.account] for channel in scheme.channels],
         }
 

@@ -11,11 +11,14 @@ Data the screens read, cached in `state.data` by the caller (see `menus.data`):
 - `payments:<household id>`: the household's last five payments.
 
 `2 Pay` ends with a payment request, an effect with an outcome (`request:<hop>`: reference, amount and the
-scheme's channels) applied once per session and hop; the same reference is sent by SMS.
+scheme's channels) applied once per session and hop; the same reference is sent by SMS. `6 Pay another household`
+asks for a household number and ends the same way for that household (an effect with an outcome, rate-limited
+like the member checks, so a number is never guessed from a phone's own household).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
@@ -27,6 +30,8 @@ from models.amounts import currency_label
 
 LANGUAGE_EFFECT = "language"
 PAYMENT_REQUEST_EFFECT = "payment_request"
+OTHER_PAYMENT_EFFECT = "other_payment_request"
+HOUSEHOLD_NO_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,43}$")
 PAYMENTS_SHOWN = 5
 CUSTOM_AMOUNT = "custom"  # value of the "Another amount" choice
 PAY_CUSTOM = "pay:custom"  # state.data: the payer chose to type an amount
@@ -48,6 +53,7 @@ SCREENS = (
             Option("3", N_("My household")),
             Option("4", N_("My payments")),
             Option("5", N_("Language")),
+            Option("6", N_("Pay another household")),
         ),
     ),
     Screen("coverage", view="coverage", needs=("coverage",)),
@@ -58,6 +64,8 @@ SCREENS = (
     Screen("pay_route", auto=True),
     Screen("pay_amount", view="pay_amount"),
     Screen("pay_done", view="pay_done", end=True),
+    Screen("pay_other", title=N_("Number of the household to pay for:")),
+    Screen("pay_other_done", view="pay_other_done", end=True),
     Screen("household", view="household"),
     Screen("payments", view="payments", needs=("payments",)),
     Screen("language", view="language"),
@@ -78,6 +86,8 @@ TRANSITIONS = (
     Transition("main", "4", "payments"),
     Transition("main", "5", "language"),
     Transition("pay", AUTO, "pay_refused", conditions=("pay_refused",)),
+    Transition("main", "6", "pay_other"),
+    Transition("pay_other", INPUT, "pay_other_done", action="request_other_payment"),
     Transition("pay", AUTO, "pay_nothing", conditions=("nothing_due",)),
     Transition("pay", AUTO, "pay_plan"),
     Transition("pay_plan", CHOICE, "pay_route", action="choose_payment"),
@@ -198,6 +208,15 @@ def _enter_amount(state: State, value: Any) -> tuple[State, list[Effect]]:
     first = int(coverage["choices"][0][2])
     periods = 1 + (amount - first) // period if period and amount > first else 1
     return _request(state, amount, periods)
+
+
+def _request_other_payment(state: State, value: Any) -> tuple[State, list[Effect]]:
+    number = str(value).strip().upper()
+    if not HOUSEHOLD_NO_RE.match(number):
+        raise Invalid(N_("Invalid household number."))
+    result = f"request:{state.hop}"
+    state.data[PAY_REQUEST] = result
+    return state, [Effect(OTHER_PAYMENT_EFFECT, 0, number, result=result)]
 
 
 def _speak_first_household_language(state: State, _value: Any) -> tuple[State, list[Effect]]:
@@ -347,6 +366,22 @@ def _pay_done_view(state: State) -> View:
     return View(header=header, notes=[*channels, Msg(N_("Sent by SMS too."))])
 
 
+def _pay_other_done_view(state: State) -> View:
+    request = dict(state.data[str(state.data[PAY_REQUEST])])
+    outcome = request.get("o")
+    if outcome == "LIMITED":
+        return View(header=[Msg(N_("Too many checks from this phone. Try again in an hour."))])
+    if outcome == "NOT_FOUND":
+        return View(header=[Msg(N_("No household {no}."), {"no": request.get("no", "")})])
+    if outcome == "NOTHING":
+        return View(header=[Msg(N_("Household {no}: nothing to pay now."), {"no": request.get("no", "")})])
+    amount = Amount(int(request["amount"]), str(request["currency"]), int(request["exponent"]))
+    values = {"no": request["no"], "name": request["head"], "reference": request["reference"], "amount": amount}
+    header = [Msg(N_("Household {no} ({name}): reference {reference}, pay {amount} by"), values)]
+    channels = [f"{label}: {account}" for label, account in request["channels"]]
+    return View(header=header, notes=[*channels, Msg(N_("Sent by SMS too."))])
+
+
 def _household_view(state: State) -> View:
     household = chosen(state)
     plan = Msg(PLAN_LABELS[household["plan"]]) if household["plan"] in PLAN_LABELS else household["plan"]
@@ -404,6 +439,7 @@ TREE = Tree(
         "pay_plan": _pay_plan_view,
         "pay_amount": _pay_amount_view,
         "pay_done": _pay_done_view,
+        "pay_other_done": _pay_other_done_view,
         "household": _household_view,
         "payments": _payments_view,
         "language": _language_view,
@@ -426,6 +462,7 @@ TREE = Tree(
         "speak_caller_language": _speak_caller_language,
         "choose_payment": _choose_payment,
         "enter_amount": _enter_amount,
+        "request_other_payment": _request_other_payment,
         **checks.ACTIONS,
     },
     data_keys=data_keys,

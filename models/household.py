@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -23,10 +26,26 @@ class Network(Base):
     name: Mapped[str]
     commune: Mapped[str | None] = mapped_column(String(120))
     contact_phone: Mapped[str | None] = mapped_column(String(20))
+    # Other names payers type for the network ("GIE Keur Moussa"), added by staff; matched like the name.
+    aliases: Mapped[list[Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     scheme: Mapped[Scheme] = relationship()
     households: Mapped[list[Household]] = relationship(back_populates="network")
+
+    @property
+    def match_keys(self) -> set[str]:
+        """Return the squashed code, name and aliases a payment reference may name the network by."""
+        keys = {squash(self.code), squash(self.name), *(squash(str(alias)) for alias in self.aliases or [])}
+        keys.discard("")
+        return keys
+
+
+def squash(text: str) -> str:
+    """Return the text without accents, case, spaces or punctuation: how network names and aliases compare."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
+    return re.sub(r"[^A-Z0-9]", "", plain)
 
 
 class Household(Base):

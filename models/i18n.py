@@ -143,6 +143,31 @@ SMS_TEMPLATES: dict[str, str] = {
         "Household %(household_no)s: your cover is fully paid by the subsidy. You have nothing to pay.",
     ),
     "pay_usage": template("pay_usage", "Send PAY to pay the amount due, or PAY followed by an amount in figures."),
+    # Paying for a named household or network (issue 18): every reply about a household names it.
+    "payment_reference_for": template(
+        "payment_reference_for",
+        "Household %(household_no)s (%(first_name)s): reference %(reference)s, pay %(amount)s. %(how_to_pay)s",
+    ),
+    "network_reference": template(
+        "network_reference", "Network %(network)s: reference %(reference)s, pay %(amount)s. %(how_to_pay)s"
+    ),
+    "choose_household_pay": template(
+        "choose_household_pay", "Several households use this phone: %(choices)s. Send PAY + household number."
+    ),
+    "choose_household_status": template(
+        "choose_household_status", "Several households use this phone: %(choices)s. Send STATUS + household number."
+    ),
+    "choose_household_balance": template(
+        "choose_household_balance",
+        "Several households use this phone: %(choices)s. Send BALANCE + household number.",
+    ),
+    "household_not_found": template(
+        "household_not_found", "No household %(household_no)s. Check the number on the card and send PAY again."
+    ),
+    "network_offer": template(
+        "network_offer",
+        "To pay for network %(network)s send PAY %(network)s + amount. For a household: PAY + its number.",
+    ),
     "balance": template(
         "balance",
         "Household %(household_no)s: credit %(credit)s. Amount due: %(amount)s. "

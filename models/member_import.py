@@ -45,7 +45,7 @@ REQUIRED_COLUMNS = (
     "joined_on",
     "sms_opt_in",
 )
-OPTIONAL_COLUMNS = ("status", "plan", "paid_until")
+OPTIONAL_COLUMNS = ("status", "plan", "paid_until", "network_phone")
 # Columns describing the household: every row of a household must agree on them.
 HOUSEHOLD_COLUMNS = ("scheme", "commune", "network", "subsidy_category", "language", "head_member_no", "sms_opt_in")
 CHUNK_HOUSEHOLDS = 2000
@@ -158,6 +158,7 @@ class _HouseholdRow:
     head_member_no: str
     sms_opt_in: bool
     plan: str
+    network_phone: str | None = None  # the network's contact (treasurer), E.164
     members: list[_MemberRow] = field(default_factory=list)
     paid_until: date | None = None  # prior cover on migration: the last day already paid for
 
@@ -340,6 +341,7 @@ class _RowValidator:
         self.first_rows: dict[str, tuple[int, tuple[str, ...]]] = {}
         self.heads: dict[str, tuple[int, str]] = {}
         self.numbers: dict[str, set[str]] = {}
+        self.network_phones: dict[tuple[str, str], tuple[str, int]] = {}  # (scheme, network slug) → (phone, line)
 
     def value(self, row: Sequence[str], column: str) -> str:
         i = self.index.get(column)
@@ -495,6 +497,14 @@ class _RowValidator:
         network = self.text(line, row, "network", 255, required=False) or None
         if network is not None and not slugify(network):
             self.fail(line, "network", "needs at least one letter or digit")
+        network_phone = self.phone(line, v(row, "network_phone"), scheme, column="network_phone")
+        if network_phone is not None and network is None:
+            self.fail(line, "network_phone", "needs a network")
+        elif network_phone is not None and network is not None and scheme is not None:
+            key = (scheme.code, slugify(network))
+            first_phone, first_line = self.network_phones.setdefault(key, (network_phone, line))
+            if first_phone != network_phone:
+                self.fail(line, "network_phone", f"differs from line {first_line} for network {network!r}")
         if len(self.errors) > before:
             return None
         return _HouseholdRow(
@@ -509,6 +519,7 @@ class _RowValidator:
             head_member_no=head,
             sms_opt_in=sms_opt_in,
             plan=plan,
+            network_phone=network_phone,
         )
 
     def text(self, line: int, row: Sequence[str], column: str, limit: int, *, required: bool) -> str:
@@ -532,7 +543,7 @@ class _RowValidator:
         self.fail(line, column, f"not a date YYYY-MM-DD: {text!r}")
         return None
 
-    def phone(self, line: int, text: str, scheme: _SchemeInfo | None) -> str | None:
+    def phone(self, line: int, text: str, scheme: _SchemeInfo | None, column: str = "phone") -> str | None:
         if not text or scheme is None:
             return None
         key = (text, scheme.country)
@@ -544,7 +555,7 @@ class _RowValidator:
                 result = exc
             self.phones[key] = result
         if isinstance(result, ValueError):
-            self.fail(line, "phone", f"{text!r}: {result}")
+            self.fail(line, column, f"{text!r}: {result}")
             return None
         return result
 
@@ -659,9 +670,13 @@ class _Writer:
     def sync_networks(self) -> None:
         """Create the networks named in the file (code = slug of the name, per scheme) and their accounts."""
         wanted: dict[tuple[int, str], _HouseholdRow] = {}
+        contacts: dict[tuple[int, str], str] = {}
         for household in self.households.values():
             if household.network_name and household.scheme is not None:
-                wanted.setdefault((household.scheme.id, slugify(household.network_name)), household)
+                key = (household.scheme.id, slugify(household.network_name))
+                wanted.setdefault(key, household)
+                if household.network_phone:
+                    contacts[key] = household.network_phone
         if not wanted:
             return
         scheme_ids = {scheme_id for scheme_id, _ in wanted}
@@ -690,10 +705,15 @@ class _Writer:
                             "code": key[1],
                             "name": household.network_name,
                             "commune": household.commune,
+                            "contact_phone": contacts.get(key),
                             "created_at": self.stamp,
                         },
                     ).scalar_one()
             network_id = self.networks[key]
+            if key in contacts and not self.dry_run:  # the file names the network's contact: it wins
+                self.session.execute(
+                    update(Network).where(Network.id == network_id).values(contact_phone=contacts[key])
+                )
             if network_id not in with_account:
                 accounts.append(
                     {

@@ -20,13 +20,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.base import EvidenceSource, PaymentStatus
 from models.db import begin_write
-from models.payment import Payment, PaymentEvidence, ReconciliationEvent, UnparsedForward
+from models.household import Household, Member, Network, squash
+from models.payment import Payment, PaymentEvidence, PaymentRequest, ReconciliationEvent, UnparsedForward
+from models.references import is_valid_reference
 
 INTAKE_ACTOR = "intake"
 CONFIRMING_SOURCES = frozenset({EvidenceSource.WEBHOOK, EvidenceSource.STATEMENT, EvidenceSource.MANUAL})
@@ -222,14 +224,62 @@ def _add_evidence(session: Session, payment: Payment, report: Report) -> bool:
     return True
 
 
+def names_another_account(session: Session, payment: Payment, reference: str | None) -> str | None:
+    """Return the account a reference names when the payment is matched to another one ("household SN-…"), else None.
+
+    What a reference names: a payment request (any status) by its reference, a household or member number, a
+    network's code, name or alias. A reference that names nothing, or the payment's own account, is no disagreement.
+    """
+    ref = clean_reference(reference)
+    if not ref or (payment.household_id is None and payment.network_id is None):
+        return None
+    named: list[tuple[str, int | None, int | None]] = []
+    if is_valid_reference(ref):
+        request = session.scalar(
+            select(PaymentRequest).where(PaymentRequest.reference == ref).order_by(PaymentRequest.id.desc()).limit(1)
+        )
+        if request is not None:
+            owner = request.network.code if request.network is not None else None
+            if owner is None and request.household is not None:
+                owner = request.household.household_no
+            named.append((owner or request.reference, request.household_id, request.network_id))
+    words = set(re.findall(r"[A-Z0-9][A-Z0-9\-_/.]*[A-Z0-9]", ref))
+    if words:
+        for household in session.scalars(select(Household).where(func.upper(Household.household_no).in_(words))):
+            named.append((household.household_no, household.id, None))
+        for member in session.scalars(select(Member).where(func.upper(Member.member_no).in_(words))):
+            named.append((member.household.household_no, member.household_id, None))
+    words_in_order = ref.split()[:20]
+    spans = {
+        squash(" ".join(words_in_order[i:j]))
+        for i in range(len(words_in_order))
+        for j in range(i + 1, len(words_in_order) + 1)
+    }
+    for network in session.scalars(select(Network)):
+        if network.match_keys & spans:
+            named.append((network.code, None, network.id))
+    for label, household_id, network_id in named:
+        if (household_id, network_id) != (payment.household_id, payment.network_id):
+            return f"{'network' if network_id else 'household'} {label}"
+    return None
+
+
 def _add_report(session: Session, payment: Payment, report: Report) -> IntakeResult:
     if not _add_evidence(session, payment, report):
         return IntakeResult(payment.id, IntakeOutcome.REPEAT, payment.status, needs_reconcile=False)
     diffs = differences(payment, report)
+    elsewhere = None
+    if not diffs and not clean_reference(payment.account_reference):
+        # A matched payment without reference: a later report's reference must not name another account.
+        elsewhere = names_another_account(session, payment, report.reference)
+        if elsewhere is not None:
+            diffs["reference"] = [None, clean_reference(report.reference)]
     if diffs:
         before = payment.status
         payment.status = PaymentStatus.CONFLICT
         payment.status_reason = f"{report.source.value}:{report.route} reports different {', '.join(sorted(diffs))}"
+        if elsewhere is not None:
+            payment.status_reason += f": it names {elsewhere}, the payment is on another account"
         session.add(
             ReconciliationEvent(
                 payment_id=payment.id,
@@ -303,6 +353,7 @@ class PaymentView:
 
     status: str
     household_no: str | None
+    network_code: str | None
     amount: int
     currency: str
     rule: str | None
@@ -322,6 +373,7 @@ def payment_view(session: Session, provider: str, provider_txn_id: str) -> Payme
     return PaymentView(
         status=payment.status.value,
         household_no=payment.household.household_no if payment.household is not None else None,
+        network_code=payment.network.code if payment.network is not None else None,
         amount=payment.amount,
         currency=payment.currency,
         rule=payment.match_rule,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from models.access import CollectionDevice
 from models.amounts import AmountError, currency_exponent, parse_amount
 from models.base import EvidenceSource, RequestStatus, utcnow
-from models.household import Household, Member, Network
+from models.household import Household, Member, Network, squash
 from models.inputs import InputError, check_text, load_json_body
 from models.operator_sms import OperatorPatterns, default_patterns, load_patterns, read_text
 from models.payment import PAYER_MAX, REFERENCE_MAX, TXN_ID_MAX, PaymentRequest
@@ -239,7 +239,10 @@ def is_known_account(session: Session, reference: str | None) -> bool:
         return True
     if session.scalar(select(Member.id).where(func.upper(Member.member_no) == ref)) is not None:
         return True
-    return session.scalar(select(Network.id).where(func.upper(Network.code) == ref).limit(1)) is not None
+    if session.scalar(select(Network.id).where(func.upper(Network.code) == ref).limit(1)) is not None:
+        return True
+    # A network's name as enrolled or an alias, however spaced or accented (networks are few).
+    return any(squash(ref) in network.match_keys for network in session.scalars(select(Network)))
 
 
 # ---------------------------------------------------------------- sandbox

@@ -165,16 +165,22 @@ def payment_instructions(scheme: Scheme, language: str, reference: str, amount_t
 
 
 def how_to_pay(
-    scheme: Scheme, language: str, reference: str, amount: Amount, template: str = "payment_reference"
+    scheme: Scheme,
+    language: str,
+    reference: str,
+    amount: Amount,
+    template: str = "payment_reference",
+    **values: object,
 ) -> str:
     """Return the one "how to pay" text of USSD and SMS: as many providers' instructions as keep the SMS in one segment.
 
-    Always at least the first provider's; `template` is the SMS that carries them, with `reference` and `amount`.
+    Always at least the first provider's; `template` is the SMS that carries them, with `reference`, `amount` and
+    the template's other `values`.
     """
     language = resolve_language(language)
     lines = payment_instructions(scheme, language, reference, format_money(amount, language))
     kept = list(lines)
-    values = {"reference": reference, "amount": amount}
+    values = {**values, "reference": reference, "amount": amount}
     while len(kept) > 1 and measure(render(template, language, {**values, "how_to_pay": "; ".join(kept)})).segments > 1:
         kept.pop()
     return "; ".join(kept)

@@ -7,8 +7,8 @@ Keywords are case- and accent-insensitive and may be followed by any punctuation
 | command  | French          | English          | Wolof    | arguments                          |
 |----------|-----------------|------------------|----------|------------------------------------|
 | STATUS   | STATUT          | STATUS           | XOOL     | [member no DDMMYYYY]               |
-| PAY      | PAYER           | PAY              | FEY      | [amount]                           |
-| BALANCE  | SOLDE           | BALANCE          | XAALIS   |                                    |
+| PAY      | PAYER           | PAY              | FEY      | [household no or network] [amount] |
+| BALANCE  | SOLDE           | BALANCE          | XAALIS   | [household no]                     |
 | CHECK    | VERIF           | CHECK            | SEET     | member no, PIN (agent phones only) |
 | LANGUAGE | LANGUE          | LANG, LANGUAGE   | LAKK     | fr, wo, en or km                   |
 | HELP     | AIDE            | HELP             | NDIMBAL  |                                    |
@@ -102,6 +102,7 @@ class Command:
     pin: str | None = None
     amount_text: str | None = None
     language: str | None = None
+    account: str | None = None  # PAY/BALANCE for this household (or network) rather than the phone's own
     unknown: bool = False  # the text named no command: answered with help
     problem: str | None = None  # a known command whose arguments are wrong: answered with its usage
 
@@ -144,6 +145,8 @@ def parse_command(text: str) -> Command:
         return _status(args)
     if kind is CommandKind.PAY:
         return _pay(args)
+    if kind is CommandKind.BALANCE:
+        return Command(kind, account=args[0] if args else None)
     if kind is CommandKind.CHECK:
         return _check(args)
     if kind is CommandKind.LANGUAGE:
@@ -163,17 +166,29 @@ def _status(args: list[str]) -> Command:
     return Command(CommandKind.STATUS, member_no=args[0], birth_date=born)
 
 
+def _amount(word: str) -> str | None:
+    for suffix in ("FCFA", "CFA", "XOF", "F", "KHR", "RIEL", "KES", "KSH"):
+        if word.endswith(suffix) and word[: -len(suffix)]:
+            word = word[: -len(suffix)]
+            break
+    return word if re.fullmatch(r"\d[\d.,]*", word) else None
+
+
 def _pay(args: list[str]) -> Command:
+    """`PAY [amount]` or `PAY <household no, member no or network code> [amount]`: a bare number is an amount."""
     if not args:
         return Command(CommandKind.PAY)
-    amount = args[0]
-    for suffix in ("FCFA", "CFA", "XOF", "F", "KHR", "RIEL", "KES", "KSH"):
-        if amount.endswith(suffix) and amount[: -len(suffix)]:
-            amount = amount[: -len(suffix)]
-            break
-    if not re.fullmatch(r"\d[\d.,]*", amount):
+    amount = _amount(args[0])
+    if amount is not None:
+        return Command(CommandKind.PAY, amount_text=amount)
+    if not re.search(r"\d|-", args[0]):  # neither an amount nor a number or code: "PAYER beaucoup"
         return Command(CommandKind.PAY, problem="amount")
-    return Command(CommandKind.PAY, amount_text=amount)
+    if len(args) == 1:
+        return Command(CommandKind.PAY, account=args[0])
+    amount = _amount(args[1])
+    if amount is None:
+        return Command(CommandKind.PAY, account=args[0], problem="amount")
+    return Command(CommandKind.PAY, amount_text=amount, account=args[0])
 
 
 def _check(args: list[str]) -> Command:

@@ -17,7 +17,7 @@ from typing import Any
 
 import phonenumbers
 from redis import Redis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,7 @@ from models.base import CheckChannel, EligibilityStatus, Language, MemberStatus,
 from models.checks import check_member, find_member
 from models.db import begin_write
 from models.eligibility import Eligibility, household_eligibility, member_eligibility, pay_offer
-from models.household import Household, Member
+from models.household import Household, Member, Network, squash
 from models.i18n import resolve_language
 from models.messaging import Message
 from models.operator_sms import OperatorPatterns
@@ -234,9 +234,34 @@ def fallback_scheme(session: Session, phone: str, default_scheme: str = "") -> S
     return session.scalar(select(Scheme).where(Scheme.country == region).order_by(Scheme.id).limit(1))
 
 
+def contact_networks(session: Session, phone: str) -> list[Network]:
+    """Return the networks whose contact (treasurer) has this phone."""
+    return list(session.scalars(select(Network).where(Network.contact_phone == phone).order_by(Network.code)))
+
+
+def find_household(session: Session, number: str) -> Household | None:
+    """Return the household a household or member number names (any case), or None."""
+    number = number.upper()[:44]
+    household = session.scalar(select(Household).where(func.upper(Household.household_no) == number))
+    if household is not None:
+        return household
+    member = session.scalar(select(Member).where(func.upper(Member.member_no) == number))
+    return member.household if member is not None else None
+
+
+def _choices(households: list[Household]) -> str:
+    """Return each household as its number and head's first name: "SN-1 (Awa), SN-2 (Moussa)"."""
+    return ", ".join(
+        f"{h.household_no} ({h.head.first_name})" if h.head is not None else h.household_no for h in households
+    )
+
+
 def _reply(session: Session, message: Message, command: Command, context: CommandContext) -> Reply:
     phone = message.phone
     households = phone_households(session, phone)
+    chosen = _chosen_household(command, households)
+    if chosen is not None:  # `STATUS`/`BALANCE <household no>` from a phone registered to several households
+        households = [chosen]
     household = households[0] if households else None
     scheme = household.scheme if household is not None else fallback_scheme(session, phone, context.default_scheme)
     language = None if household is not None else (scheme.default_language.value if scheme is not None else None)
@@ -246,7 +271,7 @@ def _reply(session: Session, message: Message, command: Command, context: Comman
         own = household.language.value if household is not None else None
         reply.language = reply.language or own or language
         return reply
-    if kind is CommandKind.STATUS and command.member_no is not None:
+    if kind is CommandKind.STATUS and command.member_no is not None and chosen is None:
         return _member_status(session, message, command, context, language)
     if kind is CommandKind.HELP:
         return Reply("help", {"ussd_code": context.ussd_code}, household, language)
@@ -256,6 +281,16 @@ def _reply(session: Session, message: Message, command: Command, context: Comman
         return Reply("stop_done", {}, household, language)
     if kind is CommandKind.LANGUAGE and command.language is None:
         return Reply("language_usage", {}, household, language)
+    if kind is CommandKind.PAY and command.account is not None and command.problem is None:
+        return _pay_for(session, message, command, context, households, language)
+    if kind is CommandKind.PAY and command.problem is None:
+        networks = contact_networks(session, phone)
+        if networks:  # a treasurer: the network, or a household by its number
+            speaks = household.language.value if household is not None else language
+            return Reply("network_offer", {"network": networks[0].code.upper()}, None, speaks)
+    if len(households) > 1 and kind in _CHOOSE_TEMPLATES:
+        # A phone several households share: never answer for the first one, ask which.
+        return Reply(_CHOOSE_TEMPLATES[kind], {"choices": _choices(households)}, None, households[0].language.value)
     if household is None:
         return Reply("not_registered", {"ussd_code": context.ussd_code}, None, language)
     if kind is CommandKind.START:
@@ -281,6 +316,23 @@ def _reply(session: Session, message: Message, command: Command, context: Comman
         }
         return Reply("balance", values, household)
     return _pay(session, message, household, command, context, today)
+
+
+_CHOOSE_TEMPLATES = {
+    CommandKind.PAY: "choose_household_pay",
+    CommandKind.STATUS: "choose_household_status",
+    CommandKind.BALANCE: "choose_household_balance",
+}
+
+
+def _chosen_household(command: Command, households: list[Household]) -> Household | None:
+    """Return the phone's household that `STATUS <household no>` or `BALANCE <household no>` names, if any."""
+    if len(households) < 2 or command.kind not in (CommandKind.STATUS, CommandKind.BALANCE):
+        return None
+    number = command.account if command.kind is CommandKind.BALANCE else command.member_no
+    if number is None or (command.kind is CommandKind.STATUS and command.birth_date is not None):
+        return None
+    return next((h for h in households if h.household_no.upper() == number.upper()), None)
 
 
 def _money(scheme: Scheme) -> Callable[[int], Amount]:
@@ -364,7 +416,6 @@ def _pay(
     A household suspended by staff, closed or fully subsidised is told why instead (a lapsed one may always pay).
     """
     scheme = household.scheme
-    money = _money(scheme)
     answer = household_eligibility(session, household, today)
     offer = pay_offer(session, household, answer, today)
     if offer.refusal is not None:
@@ -392,6 +443,100 @@ def _pay(
         now=context.now,
     )
     language = resolve_language(household.language, scheme.default_language)
-    values: dict[str, Any] = {"reference": request.reference, "amount": money(amount)}
-    values["how_to_pay"] = how_to_pay(scheme, language, request.reference, money(amount))
-    return Reply("payment_reference", values, household)
+    return _reference_reply(household, request.reference, amount, language)
+
+
+def _reference_reply(household: Household, reference: str, amount: int, language: str) -> Reply:
+    """Return the reply with a household's payment reference, naming the household and its head."""
+    scheme = household.scheme
+    shown = _money(scheme)(amount)
+    head = household.head
+    values: dict[str, Any] = {
+        "household_no": household.household_no,
+        "first_name": head.first_name if head is not None else "-",
+        "reference": reference,
+        "amount": shown,
+    }
+    values["how_to_pay"] = how_to_pay(scheme, language, reference, shown, "payment_reference_for", **values)
+    return Reply("payment_reference_for", values, household, language)
+
+
+def _pay_for(
+    session: Session,
+    message: Message,
+    command: Command,
+    context: CommandContext,
+    own: list[Household],
+    fallback_language: str | None,
+) -> Reply:
+    """Answer `PAY <household no> [amount]` from any phone (rate-limited), or `PAY <network>` from its contact."""
+    number = (command.account or "").upper()[:44]
+    speaks = own[0].language.value if own else fallback_language
+    network = next((n for n in contact_networks(session, message.phone) if squash(number) in n.match_keys), None)
+    if network is not None:
+        return _pay_network(session, message, network, command, context)
+    if not any(h.household_no.upper() == number for h in own):  # another household's: limited like STATUS <no>
+        event = f"sms:{message.id}"
+        if context.redis is not None and not allow_member_check(context.redis, message.phone, number, event):
+            return Reply("rate_limited", {"ussd_code": context.ussd_code}, None, speaks)
+    household = find_household(session, number)
+    if household is None:
+        return Reply("household_not_found", {"household_no": number}, None, speaks)
+    scheme = household.scheme
+    today = scheme.local_today(context.now)
+    answer = household_eligibility(session, household, today)
+    offer = pay_offer(session, household, answer, today)
+    if offer.refusal is not None:
+        refused = {"household_no": household.household_no}
+        return Reply(f"pay_refused_{offer.refusal.value}", refused, household, speaks)
+    if command.amount_text is not None:
+        try:
+            amount = parse_amount(command.amount_text, scheme.currency_exponent)
+        except AmountError:
+            return Reply("pay_usage", {}, None, speaks)
+    else:
+        if not offer.choices:
+            nothing = {"household_no": household.household_no, **_next_payment(household, answer)}
+            return Reply("pay_nothing_due", nothing, household, speaks)
+        amount = offer.choices[0].amount
+    request = create_payment_request(
+        session,
+        scheme=scheme,
+        household=household,
+        amount=amount,
+        payer_phone=message.phone,
+        channel="sms",
+        caller_key=f"sms:{message.id}",
+        now=context.now,
+    )
+    language = resolve_language(speaks, household.language, scheme.default_language)
+    return _reference_reply(household, request.reference, amount, language)
+
+
+def _pay_network(
+    session: Session, message: Message, network: Network, command: Command, context: CommandContext
+) -> Reply:
+    """Answer a treasurer's `PAY <network> <amount>`: a payment request for the network account."""
+    scheme = network.scheme
+    language = resolve_language(scheme.default_language)
+    values: dict[str, Any] = {"network": network.code.upper()}
+    if command.amount_text is None:
+        return Reply("network_offer", values, None, language)
+    try:
+        amount = parse_amount(command.amount_text, scheme.currency_exponent)
+    except AmountError:
+        return Reply("network_offer", values, None, language)
+    request = create_payment_request(
+        session,
+        scheme=scheme,
+        network=network,
+        amount=amount,
+        payer_phone=message.phone,
+        channel="sms",
+        caller_key=f"sms:{message.id}",
+        now=context.now,
+    )
+    shown = _money(scheme)(amount)
+    values.update(reference=request.reference, amount=shown)
+    values["how_to_pay"] = how_to_pay(scheme, language, request.reference, shown, "network_reference", **values)
+    return Reply("network_reference", values, None, language)

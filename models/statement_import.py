@@ -796,7 +796,9 @@ def import_statement(
             pass  # an overlapping statement already brought this very line
         else:
             diffs = differences(payment, report)
-            if payment.confirmed and not diffs:
+            # A matched payment that had no reference: intake checks the line's does not name another account.
+            unchecked = bool(line.reference) and not payment.account_reference and payment.match_rule is not None
+            if payment.confirmed and not diffs and not unchecked:
                 evidence_rows.append(
                     {
                         "payment_id": payment.id,
@@ -835,7 +837,9 @@ def import_statement(
             breaks.append({**base, "kind": BreakKind.PROVISIONAL_CONFIRMED, "detail": detail, "resolved_at": now})
         elif result.outcome == IntakeOutcome.CONFLICT:
             kind = BreakKind.AMOUNT_MISMATCH if {"amount", "currency"} & set(diffs) else BreakKind.FIELD_MISMATCH
-            breaks.append({**base, "kind": kind, "detail": _describe(diffs)[:500] or "differs: see the payment"})
+            conflicted = session.get(Payment, payment_id)
+            said = _describe(diffs) or (conflicted.status_reason if conflicted is not None else None) or ""
+            breaks.append({**base, "kind": kind, "detail": said[:500] or "differs: see the payment"})
         if done % PROGRESS_EVERY == 0:
             report_progress("intake", done, len(through_intake))
     if line_payments:

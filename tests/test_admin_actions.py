@@ -250,3 +250,55 @@ def test_phone_simulator_drives_ussd_and_sandbox_without_exposing_the_callback_t
     assert admin_app.config["CALLBACK_TOKEN"] not in paid.get_data(as_text=True)
     monkeypatch.setattr(type(admin_app.extensions["settings"]), "is_production", property(lambda _self: True))
     assert client.get("/admin/simulator").status_code == 404
+
+
+def test_suspense_shows_ranked_candidates_and_matches_one_in_one_click(admin_app: Flask, db_session: Session) -> None:
+    from models.household import Member
+    from models.outbox import attach_dispatch
+
+    attach_dispatch(db_session, lambda ids: None)  # the payer's "under review" receipt is queued, not sent
+    phones = db_session.execute(
+        select(Member.phone, Member.household_id).where(Member.phone.is_not(None)).order_by(Member.id)
+    ).all()
+    payer, payer_household = phones[0]
+    named = db_session.scalars(select(Household).where(Household.id != payer_household).order_by(Household.id)).first()
+    assert named is not None
+    txn = f"ACT-{uuid.uuid4().hex[:10]}"
+    report = Report(
+        provider="sandbox",
+        provider_txn_id=txn,
+        amount=3500,
+        currency="XOF",
+        payer_phone=payer,
+        reference=named.household_no,
+        paid_at=utcnow() - timedelta(hours=1),
+        source=EvidenceSource.WEBHOOK,
+        route="test",
+        raw=json.dumps({"txn": txn}),
+    )
+    payment_id = record_report(db_session, report).payment_id
+    db_session.commit()
+    reconcile_payment(db_session, payment_id)
+    db_session.commit()
+    page = f"/admin/payments/{payment_id}"
+    client = signed_in(admin_app, "operator")
+
+    html = client.get(page).get_data(as_text=True)
+    shown = text_of(client.get(page))
+    assert "UNMATCHED" in shown and "Candidates" in shown
+    assert shown.index(f"household {named.household_no}") < shown.index("the payer's phone is registered to it")
+    # The first candidate's one-click form: its hidden fields, posted as the button does.
+    first = re.search(r'id="candidates".*?<form[^>]*>(.*?)</form>', html, re.S)
+    assert first is not None
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', first.group(1)))
+    assert fields["number"] == named.household_no and fields["reason"].startswith("suspense candidate: reference")
+    done = post_form(client, page, f"{page}/match", **{k: v for k, v in fields.items() if k != "csrf_token"})
+    assert done.status_code == 302  # type: ignore[attr-defined]
+    db_session.rollback()
+    payment = db_session.get(Payment, payment_id)
+    assert payment is not None and (payment.status, payment.household_id, payment.match_rule) == (
+        PaymentStatus.ALLOCATED,
+        named.id,
+        "manual",
+    )
+    assert "suspense candidate" in (payment.events[-2].note or "")

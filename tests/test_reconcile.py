@@ -130,10 +130,10 @@ def test_request_reference_matches_and_pays_the_request(session: Session, cmu: S
 @pytest.mark.parametrize(
     ("reference", "rule"),
     [
-        ("{household}", "account_number"),
-        ("{household_lower}", "account_number"),
-        ("{member}", "account_number"),
-        ("Cotisation {household} merci", "account_number"),
+        ("{household}", "account_number_amount"),
+        ("{household_lower}", "account_number_amount"),
+        ("{member}", "account_number_amount"),
+        ("Cotisation {household} merci", "account_number_amount"),
     ],
 )
 def test_account_number_in_the_reference(
@@ -147,7 +147,7 @@ def test_account_number_in_the_reference(
     )
     payment = stored(session, reference=text, payer=None)
     assert reconcile(session, payment) == "allocated"
-    assert (payment.household_id, payment.match_rule, payment.match_confidence) == (household.id, rule, 90)
+    assert (payment.household_id, payment.match_rule, payment.match_confidence) == (household.id, rule, 80)
 
 
 def test_open_request_with_the_payer_phone_and_amount(session: Session, cmu: Scheme, sent: list[int]) -> None:
@@ -440,6 +440,7 @@ def test_forwarded_text_then_webhook_through_the_worker_and_the_api(
     assert provisional == {
         "status": "PROVISIONAL",
         "household_no": household.household_no,
+        "network_code": None,
         "amount": 3500,
         "currency": "XOF",
         "rule": "payer_phone",

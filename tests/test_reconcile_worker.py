@@ -104,6 +104,7 @@ def test_every_rule_suspense_reason_and_network_split_through_a_worker(
     by_request, by_number, by_phone_amount, by_phone = (make_household(session, cmu) for _ in range(4))
     by_phone_amount_payer, by_phone_payer = "+221770000001", "+221770000002"
     by_phone.members[0].phone = by_phone_payer
+    by_number.members[0].phone = "+221770000003"  # the typed number is corroborated by the payer's phone
     session.commit()
     for shared in range(2):
         make_household(session, cmu, phone="+221770000009", household_no=f"SHARED{shared}")
@@ -127,7 +128,11 @@ def test_every_rule_suspense_reason_and_network_split_through_a_worker(
     stale = "123456" + damm_check_digit("123456")
     cases = {
         "request": (store(session, reference=request.reference), "request_reference", by_request.id),
-        "number": (store(session, reference=f"cotisation {by_number.household_no}"), "account_number", by_number.id),
+        "number": (
+            store(session, reference=f"cotisation {by_number.household_no}", payer="770000003"),
+            "account_number",
+            by_number.id,
+        ),
         "phone_amount": (
             store(session, amount=7_000, payer="770000001"),
             "request_phone_amount",
@@ -218,7 +223,7 @@ def test_two_workers_on_one_household_keep_exact_balances(
     cmu = factories.scheme(session, "cmu-thies")
     household = make_household(session, cmu, phone=PAYER)
     amounts = [3_500, 7_000, 1_000, 15_000, 2_500, 700] * 4
-    payments = [store(session, amount=a, reference=household.household_no) for a in amounts]
+    payments = [store(session, amount=a, reference=household.household_no, payer=PAYER) for a in amounts]
     assert ask(queue, *[p.id for p in payments])
     queue.connection.incr(GENERATION_KEY)  # as if the first drain had started: a second drain job, side by side
     assert ask(queue)
@@ -244,15 +249,18 @@ def test_a_batch_defers_payments_whose_accounts_another_worker_holds_then_waits_
     session: Session, queue: Queue, worker_env: dict[str, str], redis_url: str, pg_url: str
 ) -> None:
     cmu = factories.scheme(session, "cmu-thies")
-    held, free = make_household(session, cmu), make_household(session, cmu)
+    held, free = (
+        make_household(session, cmu, phone="+221770000011"),
+        make_household(session, cmu, phone="+221770000012"),
+    )
     network = make_network(session, cmu, code="RES-HELD")
     member = make_household(session, cmu, network=network)  # its account is held: the whole network is busy
     accounts = [get_or_create_account(session, household=h).id for h in (held, member)]
     get_or_create_account(session, network=network)
     session.commit()
     payments = [
-        store(session, reference=held.household_no),
-        store(session, reference=free.household_no),
+        store(session, reference=held.household_no, payer="+221770000011"),
+        store(session, reference=free.household_no, payer="+221770000012"),
         store(session, amount=FULL_YEAR, reference="RES-HELD"),
     ]
     ask(queue, *[p.id for p in payments])
@@ -407,7 +415,7 @@ def test_any_payment_and_reversal_sequence_keeps_the_ledger_invariant(
     reversed_any = False
     for op, value in ops:
         if op == "pay":
-            payment = store(session, amount=value, reference=household.household_no)
+            payment = store(session, amount=value, reference=household.household_no, payer=PAYER)
             assert reconcile_payment(session, payment.id) == "allocated"
             session.commit()
             done.append(payment)

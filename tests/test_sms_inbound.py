@@ -151,16 +151,15 @@ def test_fixture_lines_get_the_right_replies(
     run_jobs(queue)
 
     out = replies(session)
-    assert [m.template for m in out] == ["status_pending", "payment_reference", "check_not_covered", "help"]
+    assert [m.template for m in out] == ["status_pending", "payment_reference_for", "check_not_covered", "help"]
     status, pay, check, help_ = out
     # Two members at 3,500 F each (the state pays the other half) and the 1,000 F membership fee.
     assert status.body == "Ménage SN-TN-000123 pas encore couvert. Payez 8 000 F CFA pour commencer : envoyez PAYER."
     request = session.scalars(select(PaymentRequest)).one()
     assert (request.amount, request.channel, request.payer_phone) == (7000, "sms", PHONE)
     assert is_valid_reference(request.reference)
-    assert pay.body.startswith(
-        f"Référence de paiement {request.reference} : payez 7 000 F CFA. Wave: payez 7 000 F CFA"
-    )
+    expected = f"Ménage {HOUSEHOLD_NO} (Awa) : référence {request.reference}, payez 7 000 F CFA. Wave: payez"
+    assert pay.body.startswith(expected)
     assert check.phone == AGENT_PHONE
     assert check.body == "SN-TN-000123-01 Awa, né(e) en 1980 : NON couvert (PENDING)."
     assert help_.body.startswith("Envoyez STATUT, PAYER, SOLDE")
@@ -212,8 +211,8 @@ COMMANDS = {
 }
 EXPECTED = [
     "status_pending",
-    "payment_reference",
-    "payment_reference",
+    "payment_reference_for",
+    "payment_reference_for",
     "balance",
     "agent_only",  # the household's phone is not an agent's
     "help",
@@ -407,7 +406,7 @@ def test_retry_storm_executes_one_command_and_sends_one_reply(
     run_jobs(queue)
 
     assert len(inbound(session)) == 1
-    assert [m.template for m in replies(session)] == ["payment_reference"]
+    assert [m.template for m in replies(session)] == ["payment_reference_for"]
     assert session.scalar(select(func.count(PaymentRequest.id))) == 1
 
 

@@ -67,6 +67,7 @@ VALUES = {
     "waiting": date(2026, 12, 19),
     "next": "3500 F",
     "next_due": date(2026, 12, 31),
+    "choices": "THN-000123 (Aminata), THN-000912 (Ndeye Fatou)",
 }
 
 

@@ -210,6 +210,7 @@ def test_dial_shows_the_main_menu_in_french() -> None:
     reply, state = run(full_data())
     assert screen(reply) == (
         "CON Ménage SN-THI-2026-000001\n1 Ma couverture\n2 Payer\n3 Mon ménage\n4 Mes paiements\n5 Langue"
+        "\n6 Payer pour un autre ménage"
     )
     assert (state.screen, state.hop, state.household) == ("main", 0, 1)
 
@@ -218,6 +219,7 @@ def test_dial_shows_the_main_menu_in_english() -> None:
     reply, _ = run(full_data(lang="en", languages=("km", "en")))
     assert screen(reply) == (
         "CON Household SN-THI-2026-000001\n1 My coverage\n2 Pay\n3 My household\n4 My payments\n5 Language"
+        "\n6 Pay another household"
     )
 
 
@@ -409,7 +411,9 @@ def test_choosing_the_current_language_changes_nothing() -> None:
 
 def test_wolof_screens_are_translated_in_the_gsm_alphabet() -> None:
     reply, _ = run(full_data(lang="wo"))
-    assert screen(reply) == "CON Ker SN-THI-2026-000001\n1 Sama couverture\n2 Fey\n3 Sama ker\n4 Sama fey yi\n5 Làkk"
+    assert screen(reply) == (
+        "CON Ker SN-THI-2026-000001\n1 Sama couverture\n2 Fey\n3 Sama ker\n4 Sama fey yi\n5 Làkk\n6 Fey ngir beneen ker"
+    )
     assert budget(reply.text) == GSM_BUDGET
 
 

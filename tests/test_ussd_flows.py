@@ -73,11 +73,16 @@ def test_pay_shows_choices_creates_a_request_and_sends_the_same_by_sms(session: 
         "Orange Money: #144*4*6*203040#\nEnvoyé aussi par SMS."
     )
     sms = session.scalars(select(Message)).one()
-    assert (sms.phone, sms.template, sms.language, sms.household_id) == (PHONE, "payment_reference", "fr", household.id)
-    # The one how-to-pay builder of USSD and SMS: as many providers as keep the SMS in one segment.
+    assert (sms.phone, sms.template, sms.language, sms.household_id) == (
+        PHONE,
+        "payment_reference_for",
+        "fr",
+        household.id,
+    )
     assert sms.body == (
-        f"Référence de paiement {request.reference} : payez 29 000 F CFA. "
-        f"Wave: payez 29 000 F CFA au marchand M-221-THIES, ref {request.reference}"
+        f"Ménage {household.household_no} (Awa) : référence {request.reference}, payez 29 000 F CFA. "
+        f"Wave: payez 29 000 F CFA au marchand M-221-THIES, ref {request.reference} / "
+        f"Orange Money: #144*4*6*203040# montant 29 000 F CFA ref {request.reference}"
     )
     assert (sms.encoding, sms.segments) == ("GSM-7", 1)
     assert sms.dedupe_key == f"payment_reference:{request.id}"

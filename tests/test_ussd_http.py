@@ -98,6 +98,7 @@ def test_dial_shows_the_main_menu_in_french(session: Session, dial: Dial) -> Non
     household = cmu_household(session)
     assert dial(PHONE) == (
         f"CON Ménage {household.household_no}\n1 Ma couverture\n2 Payer\n3 Mon ménage\n4 Mes paiements\n5 Langue"
+        "\n6 Payer pour un autre ménage"
     )
 
 

@@ -19,7 +19,7 @@ from models.base import PaymentStatus, StaffRole
 from models.dossiers import household_dossier, payment_dossier
 from models.suspensions import household_events, suspend_household, unsuspend_household
 from workers.connections import get_redis
-from workers.matching import manual_match, undo_payment, unmatch_payment
+from workers.matching import manual_match, suspense_candidates, undo_payment, unmatch_payment
 from workers.reconcile import request_reconcile
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ def render_payment(payment_id: int, error: str | None = None, form: str | None =
     dossier = payment_dossier(db(), payment_id)
     if dossier is None:
         abort(404)
+    suspended = dossier.payment.status in (PaymentStatus.UNMATCHED, PaymentStatus.CONFLICT)
+    candidates = suspense_candidates(db(), dossier.payment) if suspended else []
     return (
         render_template(
             "admin/payment.html",
@@ -63,6 +65,7 @@ def render_payment(payment_id: int, error: str | None = None, form: str | None =
             matchable=MATCHABLE,
             unmatchable=UNMATCHABLE,
             refundable=REFUNDABLE,
+            candidates=candidates,
         ),
         status,
     )

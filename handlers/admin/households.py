@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from flask import abort, render_template
+import logging
+
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_login import current_user
 
 from extensions import db
 from handlers.admin import bp
@@ -12,7 +15,11 @@ from handlers.admin.auth import role_required
 from handlers.admin.params import arg_text, page_args, query_without
 from models.base import StaffRole
 from models.dossiers import network_dossier, search_households
+from models.household import Network
 from models.listings import network_households, networks_list
+from models.networks import NetworkEdit, update_network
+
+log = logging.getLogger(__name__)
 
 
 @bp.get("/households")
@@ -45,9 +52,37 @@ def networks() -> ResponseReturnValue:
 @role_required(StaffRole.VIEWER)
 def network(network_id: int) -> ResponseReturnValue:
     """Show a network: its account balance and ledger, and its households page by page."""
+    return _render_network(network_id)
+
+
+def _render_network(network_id: int, error: str | None = None, status: int = 200) -> ResponseReturnValue:
     dossier = network_dossier(db(), network_id)
     if dossier is None:
         abort(404)
     number, per_page = page_args()
     page = network_households(db(), network_id, number, per_page)
-    return render_template("admin/network.html", d=dossier, page=page, args=query_without("page"))
+    posted = request.form if error else {}
+    html = render_template(
+        "admin/network.html", d=dossier, page=page, args=query_without("page"), error=error, posted=posted
+    )
+    return html, status
+
+
+@bp.post("/networks/<int:network_id>/matching")
+@role_required(StaffRole.OPERATOR)
+def edit_network(network_id: int) -> ResponseReturnValue:
+    """Set the network's contact phone and the other names payers type for it (aliases)."""
+    session = db()
+    found = session.get(Network, network_id)
+    if found is None:
+        abort(404)
+    edit = NetworkEdit(request.form.get("contact_phone", "")[:40], request.form.get("aliases", "")[:3000])
+    try:
+        update_network(session, found, edit)
+    except ValueError as exc:
+        session.rollback()
+        return _render_network(network_id, str(exc), 400)
+    session.commit()
+    log.info("admin: network %s contact and aliases edited by %s", network_id, current_user.username)
+    flash("Network saved.")
+    return redirect(url_for("admin.network", network_id=network_id))
