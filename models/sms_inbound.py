@@ -249,10 +249,15 @@ def find_household(session: Session, number: str) -> Household | None:
     return member.household if member is not None else None
 
 
+# A head's first name in a choice is cut to this many characters, so two households' choice fits one SMS.
+CHOICE_NAME_LENGTH = 12
+
+
 def _choices(households: list[Household]) -> str:
     """Return each household as its number and head's first name: "SN-1 (Awa), SN-2 (Moussa)"."""
     return ", ".join(
-        f"{h.household_no} ({h.head.first_name})" if h.head is not None else h.household_no for h in households
+        f"{h.household_no} ({h.head.first_name[:CHOICE_NAME_LENGTH].strip()})" if h.head is not None else h.household_no
+        for h in households
     )
 
 

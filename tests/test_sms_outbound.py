@@ -218,7 +218,9 @@ def worst_values(language: str) -> dict[str, object]:
         scheme = tomllib.loads(path.read_text(encoding="utf-8"))
         first = (scheme.get("channels") or [{}])[0]
         texts = first.get("instructions") or {}
-        text = texts.get(language) or texts.get(LANGUAGE_FALLBACKS.get(language, "")) or next(iter(texts.values()), "")
+        # Khmer is read in the scheme that speaks it (SKY), not in a French one's instructions.
+        other = "" if language == "km" else next(iter(texts.values()), "")
+        text = texts.get(language) or texts.get(LANGUAGE_FALLBACKS.get(language, "")) or other
         if text:
             amount = format_amount(money.value, money.currency, money.exponent, language)
             instructions.append(text.format(account=first["account"], reference="4827316", amount=amount))
@@ -245,6 +247,8 @@ def worst_values(language: str) -> dict[str, object]:
         "language_name": "Français",
         "network": "reseau-thies-nord-1",
         "households": 250,
+        # A phone two households share (their heads' first names cut as the reply cuts them).
+        "choices": f"{household_no} (Ndeye Fatoum), SN-MRL-0001235 (Ndeye Fatoum)",
     }
 
 
