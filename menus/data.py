@@ -475,8 +475,7 @@ class DatabaseData:
                     request.reference,
                     amount,
                     "payment_reference_for",
-                    household_no=household.household_no,
-                    first_name=first_name,
+                    {"household_no": household.household_no, "first_name": first_name},
                 ),
             )
         session.commit()
@@ -538,8 +537,7 @@ class DatabaseData:
                     request.reference,
                     amount,
                     "payment_reference_for",
-                    household_no=household.household_no,
-                    first_name=first_name,
+                    {"household_no": household.household_no, "first_name": first_name},
                 ),
             )
         session.commit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -170,7 +171,7 @@ def how_to_pay(
     reference: str,
     amount: Amount,
     template: str = "payment_reference",
-    **values: object,
+    values: Mapping[str, object] | None = None,
 ) -> str:
     """Return the one "how to pay" text of USSD and SMS: as many providers' instructions as keep the SMS in one segment.
 
@@ -180,7 +181,7 @@ def how_to_pay(
     language = resolve_language(language)
     lines = payment_instructions(scheme, language, reference, format_money(amount, language))
     kept = list(lines)
-    values = {**values, "reference": reference, "amount": amount}
+    values = {**(values or {}), "reference": reference, "amount": amount}
     while len(kept) > 1 and measure(render(template, language, {**values, "how_to_pay": "; ".join(kept)})).segments > 1:
         kept.pop()
     return "; ".join(kept)

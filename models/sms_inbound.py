@@ -462,7 +462,7 @@ def _reference_reply(household: Household, reference: str, amount: int, language
         "reference": reference,
         "amount": shown,
     }
-    values["how_to_pay"] = how_to_pay(scheme, language, reference, shown, "payment_reference_for", **values)
+    values["how_to_pay"] = how_to_pay(scheme, language, reference, shown, "payment_reference_for", values)
     return Reply("payment_reference_for", values, household, language)
 
 
@@ -543,5 +543,5 @@ def _pay_network(
     )
     shown = _money(scheme)(amount)
     values.update(reference=request.reference, amount=shown)
-    values["how_to_pay"] = how_to_pay(scheme, language, request.reference, shown, "network_reference", **values)
+    values["how_to_pay"] = how_to_pay(scheme, language, request.reference, shown, "network_reference", values)
     return Reply("network_reference", values, None, language)

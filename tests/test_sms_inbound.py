@@ -296,7 +296,7 @@ def test_status_of_a_covered_household(
     )
     # Paying ahead stays possible: PAYER offers the next period.
     pay = ask(client, queue, session, PHONE, "payer")
-    assert pay.template == "payment_reference" and "payez 7 000 F CFA" in pay.body
+    assert pay.template == "payment_reference_for" and "payez 7 000 F CFA" in pay.body
 
 
 def test_partly_paid_household_reads_what_is_missing(

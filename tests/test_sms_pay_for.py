@@ -87,7 +87,7 @@ def test_a_shared_phone_answers_with_the_household_number(
     [request] = requests(session)
     assert (request.household_id, request.amount, request.payer_phone) == (shared[1].id, 3500, SHARED)
     assert pay.template == "payment_reference_for"
-    assert pay.body.startswith(f"Ménage SN-PK-000901 (Awa) : référence {request.reference}, payez 3500 XOF.")
+    assert pay.body.startswith(f"Ménage SN-PK-000901 (Awa) : référence {request.reference}, payez 3 500 F CFA.")
     assert balance.template == "balance" and "SN-PK-000901" in balance.body
     assert status.template == "status_pending" and "SN-PK-000901" in status.body
 

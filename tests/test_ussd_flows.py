@@ -81,8 +81,7 @@ def test_pay_shows_choices_creates_a_request_and_sends_the_same_by_sms(session: 
     )
     assert sms.body == (
         f"Ménage {household.household_no} (Awa) : référence {request.reference}, payez 29 000 F CFA. "
-        f"Wave: payez 29 000 F CFA au marchand M-221-THIES, ref {request.reference} / "
-        f"Orange Money: #144*4*6*203040# montant 29 000 F CFA ref {request.reference}"
+        f"Wave: payez 29 000 F CFA au marchand M-221-THIES, ref {request.reference}"
     )
     assert (sms.encoding, sms.segments) == ("GSM-7", 1)
     assert sms.dedupe_key == f"payment_reference:{request.id}"

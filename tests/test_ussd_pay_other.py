@@ -25,7 +25,7 @@ def test_pay_another_household_gives_a_reference_for_it_and_names_it(session: Se
     # A household of two: 1,000 fee + 2 × 3,500.
     assert (request.household_id, request.amount, request.payer_phone) == (other.id, 8_000, PHONE)
     assert replies[2].startswith(
-        f"END Ménage {other.household_no} (Awa): référence {request.reference}, payez 8 000 XOF par\n"
+        f"END Ménage {other.household_no} (Awa): référence {request.reference}, payez 8 000 F CFA par\n"
     )
     sms = session.scalars(select(Message)).one()
     assert (sms.phone, sms.template, sms.household_id) == (PHONE, "payment_reference_for", other.id)
