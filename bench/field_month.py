@@ -40,10 +40,10 @@ from models.outbox import attach_dispatch  # noqa: E402
 from models.payment import Payment  # noqa: E402
 from models.payment_intake import Report, record_report  # noqa: E402
 from models.premiums import amount_due  # noqa: E402
+from models.reconciliation import reconcile_payments  # noqa: E402
 from models.references import create_payment_request  # noqa: E402
 from models.scheme import Scheme  # noqa: E402
 from models.scheme_file import load_scheme, parse_scheme_file  # noqa: E402
-from workers.matching import reconcile_payments  # noqa: E402
 
 ENROLLED_ON = date(2026, 10, 1)
 MONTH_START = datetime(2026, 12, 1, 8, 0)

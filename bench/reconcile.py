@@ -36,9 +36,9 @@ from models.db import make_engine  # noqa: E402
 from models.household import Account, Household, Member, Network  # noqa: E402
 from models.outbox import attach_dispatch  # noqa: E402
 from models.payment import Payment, PaymentRequest  # noqa: E402
+from models.reconciliation import reconcile_payments  # noqa: E402
 from models.references import damm_check_digit  # noqa: E402
 from models.scheme import Scheme  # noqa: E402
-from workers.matching import reconcile_payments  # noqa: E402
 from workers.reconcile import GENERATION_KEY, request_reconcile  # noqa: E402
 
 DATABASE = "mutuelle_bench_reconcile"

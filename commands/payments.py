@@ -20,8 +20,10 @@ from logs import mask_phone
 from models.amounts import AmountError, currency_exponent, format_amount
 from models.base import PaymentStatus, utcnow
 from models.payment import Payment
+from models.payment_actions import manual_match, undo_payment
 from models.payment_intake import record_report
 from models.payment_sources import PayloadError, sandbox_report
+from models.reconciliation import reconcile_batch, waiting_payments_query
 from models.scheme import Scheme
 from models.statement import BreakKind
 from models.statement_import import (
@@ -34,8 +36,7 @@ from models.statement_import import (
     statement_report,
 )
 from workers.connections import get_redis
-from workers.matching import manual_match, undo_payment
-from workers.reconcile import DRAIN_BATCH, reconcile_batch, request_reconcile, stuck_payments_query
+from workers.reconcile import request_reconcile
 
 
 @click.group("payments")
@@ -228,7 +229,7 @@ def refund_command(ref: str, reason: str, actor: str) -> None:
 def reconcile_run_command(unmatched: bool) -> None:
     """Reconcile now, in this process and in batches, every payment waiting (and UNMATCHED with --unmatched)."""
     session = db()
-    waiting = set(session.scalars(stuck_payments_query(utcnow())))
+    waiting = set(session.scalars(waiting_payments_query(utcnow())))
     if unmatched:
         waiting.update(session.scalars(select(Payment.id).where(Payment.status == PaymentStatus.UNMATCHED)))
     ids = sorted(waiting)
@@ -240,10 +241,12 @@ def reconcile_run_command(unmatched: bool) -> None:
         session.commit()
 
     counts: Counter[str] = Counter()
-    for start in range(0, len(ids), DRAIN_BATCH):
-        counts.update(reconcile_batch(ids[start : start + DRAIN_BATCH], committing, retry_unmatched=unmatched))
-        if len(ids) > DRAIN_BATCH:
-            click.echo(f"… {min(start + DRAIN_BATCH, len(ids))}/{len(ids)}", err=True)
+    for start in range(0, len(ids), settings().RECONCILE_BATCH_SIZE):
+        counts.update(
+            reconcile_batch(ids[start : start + settings().RECONCILE_BATCH_SIZE], committing, retry_unmatched=unmatched)
+        )
+        if len(ids) > settings().RECONCILE_BATCH_SIZE:
+            click.echo(f"… {min(start + settings().RECONCILE_BATCH_SIZE, len(ids))}/{len(ids)}", err=True)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to do"
     click.echo(f"reconciled {len(ids)} payment(s): {summary}")
 

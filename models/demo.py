@@ -294,7 +294,7 @@ def _pay(
     session: Session, summary: DemoSummary, scheme: Scheme, household: Household, amount: int, paid_on: date
 ) -> None:
     """Report a sandbox payment for the household and reconcile it, as the worker would."""
-    from workers.matching import reconcile_payment
+    from models.reconciliation import reconcile_payment
 
     summary.payments += 1
     head = household.members[0]

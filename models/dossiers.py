@@ -27,7 +27,7 @@ LEDGER_SHOWN = 200
 PAYMENTS_SHOWN = 50
 MESSAGES_SHOWN = 30
 CHECKS_SHOWN = 20
-# Receipt dedupe keys are "receipt:<payment id>:<outcome>[:<recipient index>]" (workers.matching._receipt):
+# Receipt dedupe keys are "receipt:<payment id>:<outcome>[:<recipient index>]" (models.reconciliation._receipt):
 # listing the possible keys finds a payment's receipts through the unique index, never with a LIKE scan.
 RECEIPT_OUTCOMES = ("allocated", "review", "refunded", "reversed")
 RECEIPT_RECIPIENTS = 3

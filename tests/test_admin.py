@@ -35,12 +35,12 @@ from models.listings import PaymentFilters, reconciliation_rows
 from models.messaging import DeliveryReport, Message, UssdSessionRecord
 from models.payment import Payment, ReconciliationEvent
 from models.payment_intake import Report, record_report
+from models.reconciliation import reconcile_payment
 from models.staff import authenticate_staff, create_staff_user
 from models.tokens import issue_token
 from tests import backends
 from tests.conftest import make_test_app
 from workers.maintenance import CLOCK_HEARTBEAT_KEY
-from workers.matching import reconcile_payment
 
 PASSWORDS = {"viewer": "viewer-pass-123", "operator": "operator-pass-123", "admin": "admin-pass-1234"}
 SHARED_PHONE = "+221779999999"  # models.demo.SHARED_PHONE: the head of two demo households

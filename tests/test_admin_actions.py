@@ -20,10 +20,10 @@ from models.base import EvidenceSource, HouseholdStatus, PaymentStatus, utcnow
 from models.household import Household, HouseholdEvent
 from models.payment import Payment, ReconciliationEvent
 from models.payment_intake import Report, record_report
+from models.reconciliation import reconcile_payment
 from models.staff import authenticate_staff
 from tests.conftest import FIXTURES
 from tests.test_admin import admin_app, csrf_token, db_session, seeded_url, signed_in, text_of
-from workers.matching import reconcile_payment
 
 __all__ = ["admin_app", "db_session", "seeded_url"]  # the shared seeded database fixtures
 

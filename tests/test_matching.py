@@ -17,16 +17,17 @@ from sqlalchemy.orm import Session
 
 from models.base import PaymentStatus, utcnow
 from models.household import Household, Network
+from models.matching import find_match, keying_slips
 from models.money import Allocation
 from models.outbox import attach_dispatch
 from models.payment import Payment, ReconciliationEvent
+from models.reconciliation import reconcile_payment
 from models.references import create_payment_request
 from models.tokens import issue_token
 from tests import factories
 from tests.conftest import make_test_app
 from tests.factories import make_household
 from tests.payment_helpers import WAVE_SECRET, add_device, fixture_payload, forward, post_json, post_wave, store_report
-from workers.matching import find_match, keying_slips, reconcile_payment
 
 FULL_YEAR = 15_000  # CMU standard, 4 members: 1,000 fee + 4 × 7,000 × 50 %
 PHONE_A = "+221771234567"  # Aminata's, head of SN-TN-000123
@@ -291,9 +292,9 @@ def test_a_later_report_never_moves_a_matched_payment(
 
 def test_a_statement_line_naming_another_household_marks_an_allocated_payment_for_review(session: Session) -> None:
     from models.allocation import find_allocation
+    from models.payment_actions import manual_match, undo_payment
     from models.statement import BreakKind
     from models.statement_import import import_statement
-    from workers.matching import manual_match, undo_payment
 
     world = build_world(session)
     own, other = world.households["SN-TN-000123"], world.households["SN-TN-000777"]

@@ -21,7 +21,9 @@ from models.messaging import Message
 from models.money import Allocation, LedgerEntry
 from models.outbox import attach_dispatch
 from models.payment import Payment, PaymentRequest, ReconciliationEvent
+from models.payment_actions import manual_match, undo_payment
 from models.payment_intake import Report, record_report
+from models.reconciliation import reconcile_payment
 from models.references import create_payment_request
 from models.scheme import Scheme
 from models.tokens import issue_token
@@ -29,7 +31,6 @@ from tests import factories
 from tests.conftest import make_test_app
 from tests.factories import make_household, make_network
 from tests.payment_helpers import PAID_AT, WAVE_SECRET, add_device, fixture_payload, forward, post_wave, store_report
-from workers.matching import manual_match, reconcile_payment, undo_payment
 
 FULL_YEAR = 15_000  # CMU standard, 4 members: 1,000 fee + 4 × 7,000 × 50 %
 PAYER = "+221771234567"
@@ -222,7 +223,7 @@ def test_reconcile_twice_allocates_once_and_sends_one_receipt(session: Session, 
     household = make_household(session, cmu, phone="+221781112233")
     payment = stored(session, reference=household.household_no)
     assert reconcile(session, payment) == "allocated"
-    assert reconcile(session, payment) == "skipped (ALLOCATED)"
+    assert reconcile(session, payment) == "skipped"
     payment.status = PaymentStatus.RECEIVED  # even a stray re-run of the allocation writes nothing more
     session.commit()
     reconcile(session, payment)
@@ -568,7 +569,7 @@ def test_concurrent_runs_for_one_payment_allocate_once(pg_url: str) -> None:
     for thread in threads:
         thread.join(30)
 
-    assert sorted(outcomes) == ["allocated"] + ["skipped (ALLOCATED)"] * 7
+    assert sorted(outcomes) == ["allocated"] + ["skipped"] * 7
     with Session(engine) as check:
         assert check.scalar(select(func.count(Allocation.id))) == 1
         assert check.scalar(select(func.count(Message.id))) == 1

@@ -27,7 +27,9 @@ from models.messaging import Message
 from models.money import Allocation
 from models.outbox import attach_dispatch
 from models.payment import Payment
+from models.payment_actions import undo_payment
 from models.payment_intake import Report, record_report
+from models.reconciliation import reconcile_payment
 from models.references import create_payment_request, damm_check_digit
 from models.scheme import Scheme
 from tests import factories
@@ -35,7 +37,6 @@ from tests.conftest import ROOT
 from tests.factories import make_household, make_network
 from tests.payment_helpers import PAID_AT, store_report
 from tests.test_rules_properties import check_invariants
-from workers.matching import reconcile_payment, undo_payment
 from workers.reconcile import GENERATION_KEY, WAITING_KEY, request_reconcile
 
 FULL_YEAR = 15_000

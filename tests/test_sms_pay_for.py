@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from models.household import Household, Network
 from models.outbox import attach_dispatch
 from models.payment import PaymentRequest
+from models.reconciliation import reconcile_payment
 from models.scheme import Scheme
 from tests import factories
 from tests import test_sms_inbound as inbound
 from tests.payment_helpers import store_report
-from workers.matching import reconcile_payment
 
 # The fixtures and helpers of the SMS inbound tests.
 cmu, job_env, queue = inbound.cmu, inbound.job_env, inbound.queue

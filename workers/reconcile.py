@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from rq import Queue, Retry, Worker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, get_current_job
-from sqlalchemy import Select, and_, or_, select
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
 
-from models.base import PaymentStatus, utcnow
-from models.payment import Payment
+from models.base import utcnow
+from models.reconciliation import reconcile_batch, waiting_payments_query
 from workers import runtime
 
 log = logging.getLogger(__name__)
@@ -134,7 +130,7 @@ def drain() -> dict[str, int]:
         if not ids:
             break
         try:
-            totals.update(reconcile_batch(ids))
+            totals.update(reconcile_batch(ids, runtime.job_session))
         except Exception:
             connection.sadd(WAITING_KEY, *ids)  # RQ retries this drain; the ids wait for it
             raise
@@ -145,72 +141,11 @@ def drain() -> dict[str, int]:
     return dict(totals)
 
 
-def reconcile_batch(
-    payment_ids: list[int],
-    session_scope: Callable[[], AbstractContextManager[Session]] = runtime.job_session,
-    retry_unmatched: bool = False,
-) -> dict[str, int]:
-    """Reconcile a batch of payments, each transaction in a `session_scope()` that commits; count the outcomes.
-
-    The batch does not wait for accounts another worker's batch holds: once it has committed, the payments it
-    deferred are run again in a second transaction that waits for those accounts (at most one other batch's
-    length), so a busy account delays a payment once and never loops. After an error that rolled the batch back,
-    each of its payments is run again alone, so one payment that fails (a bug, bad data) holds up no other: it is
-    logged, counted as "error" and left as it was for the sweeper. Only a lost database connection stops the run.
-    """
-    from workers.matching import reconcile_payments
-
-    try:
-        with session_scope() as session:
-            outcomes = reconcile_payments(session, payment_ids, retry_unmatched)
-    except (OperationalError, InterfaceError):
-        raise
-    except Exception:
-        if len(payment_ids) == 1:
-            log.exception("reconcile payment %s failed", payment_ids[0])
-            return {"error": 1}
-        log.exception("reconcile batch of %s failed: each payment runs again alone", len(payment_ids))
-        outcomes = dict.fromkeys(payment_ids, "retry")
-    deferred = [payment_id for payment_id, outcome in outcomes.items() if outcome == "deferred"]
-    if deferred:
-        with session_scope() as session:
-            outcomes.update(reconcile_payments(session, deferred, retry_unmatched, wait_for_locks=True))
-    for payment_id in [payment_id for payment_id, outcome in outcomes.items() if outcome == "retry"]:
-        try:
-            with session_scope() as session:
-                outcomes.update(reconcile_payments(session, [payment_id], retry_unmatched))
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception:
-            log.exception("reconcile payment %s failed", payment_id)
-            outcomes[payment_id] = "error"
-    counts = Counter(outcome.split(" ")[0] for outcome in outcomes.values())
-    log.info("reconcile batch of %s payment(s): %s (%s deferred once)", len(payment_ids), dict(counts), len(deferred))
-    return dict(counts)
-
-
-def stuck_payments_query(cutoff: datetime, limit: int | None = None) -> Select[tuple[int]]:
-    """Return the query of payments short of a final state since before the cutoff, oldest first."""
-    query = (
-        select(Payment.id)
-        .where(
-            or_(
-                Payment.status == PaymentStatus.RECEIVED,
-                # Confirmed since it was matched provisionally: it waits for its allocation.
-                and_(Payment.status == PaymentStatus.PROVISIONAL, Payment.confirmed.is_(True)),
-            ),
-            Payment.updated_at < cutoff,
-        )
-        .order_by(Payment.id)
-    )
-    return query if limit is None else query.limit(limit)
-
-
 def sweep_stuck_payments(older_than_seconds: int = SWEEP_AFTER_SECONDS, limit: int = 5000) -> int:
     """Ask a drain for payments left short of a final state (a lost request, a killed worker); return how many."""
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     with runtime.job_session() as session:
-        ids = list(session.scalars(stuck_payments_query(cutoff, limit)))
+        ids = list(session.scalars(waiting_payments_query(cutoff, limit)))
     if ids:
         request_reconcile(runtime.redis(), ids, runtime.settings().RECONCILE_QUEUE)
         log.info("sweeper: %s payment(s) waiting since before %s: drain requested", len(ids), cutoff)

@@ -20,7 +20,6 @@ from sqlalchemy.orm import configure_mappers
 # Every module an RQ job of this project runs in (the functions `enqueue` names).
 JOB_MODULES = (
     "workers.reconcile",
-    "workers.matching",
     "workers.sms",
     "workers.inbound",
     "workers.reminders",

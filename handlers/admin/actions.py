@@ -17,18 +17,14 @@ from handlers.admin.auth import role_required
 from handlers.admin.params import arg_date
 from models.base import PaymentStatus, StaffRole
 from models.dossiers import household_dossier, payment_dossier
+from models.matching import suspense_candidates
+from models.payment_actions import MATCHABLE, UNDOABLE, UNMATCHABLE, manual_match, undo_payment, unmatch_payment
 from models.suspensions import household_events, suspend_household, unsuspend_household
 from workers.connections import get_redis
-from workers.matching import manual_match, suspense_candidates, undo_payment, unmatch_payment
 from workers.reconcile import request_reconcile
 
 log = logging.getLogger(__name__)
 
-MATCHABLE = frozenset(
-    {PaymentStatus.UNMATCHED, PaymentStatus.RECEIVED, PaymentStatus.CONFLICT, PaymentStatus.PROVISIONAL}
-)
-UNMATCHABLE = frozenset({PaymentStatus.MATCHED, PaymentStatus.PROVISIONAL, PaymentStatus.CONFLICT})
-REFUNDABLE = MATCHABLE | {PaymentStatus.MATCHED, PaymentStatus.ALLOCATED}
 MAX_REASON = 1000
 
 
@@ -64,7 +60,7 @@ def render_payment(payment_id: int, error: str | None = None, form: str | None =
             posted=request.form if error else {},
             matchable=MATCHABLE,
             unmatchable=UNMATCHABLE,
-            refundable=REFUNDABLE,
+            refundable=UNDOABLE,
             candidates=candidates,
         ),
         status,

@@ -1,4 +1,4 @@
-"""Reconciliation of one payment: match it to a household or network, then allocate it and send the receipt.
+"""Matching: which household or network a payment is for, or why it waits in suspense (the reconciler's first step).
 
 Matching (SPEC "Matching" as changed after the first release; docs/matching.md has the table): signals must
 agree, and when they do not the payment waits in suspense naming the candidates — never on a wrong account.
@@ -20,21 +20,6 @@ agree, and when they do not the payment waits in suspense naming the candidates 
 otherwise UNMATCHED (suspense) with the reason and the ranked candidates. The evidence used goes into the
 ReconciliationEvent's details. A payment matched before (a provisional one now confirmed) keeps its account: a
 later report naming another one makes it CONFLICT for review, and changes no ledger.
-
-A PROVISIONAL payment (known only from a forwarded text) is matched and shown but never allocated: it stays
-PROVISIONAL until a webhook or statement confirms it (intake then sends it back to RECEIVED and re-enqueues it).
-Allocation goes through `models.allocation.allocate` once per payment (source_ref `payment:<id>`); a network
-payment then pays the network's households' dues, soonest expiry first. Receipts go through `send_sms`, once per
-payment outcome (dedupe key `receipt:<payment id>:<outcome>`), only for confirmed payments; a network payment's
-summary (`receipt_network`: households paid, what is left) goes to the network's contact phone and the payer.
-
-Batches (`reconcile_payments`): one transaction locks its payments in id order and loads what the matching chain
-reads for all of them in a few queries (`MatchLookup`). A `models.allocator.Allocator` then locks the matched
-accounts (networks, then households, each in id order, so two workers' batches never deadlock) and reads their
-ledger state at once; each payment is settled in id order exactly as a single run would — its own allocation
-`payment:<id>`, its own receipt keys — but planned in memory, and the batch's allocations, periods, entries,
-events and receipts are written together at the end. If that write fails, the whole batch is rolled back and
-each of its payments is returned as "retry" for a run on its own.
 """
 
 from __future__ import annotations
@@ -42,27 +27,17 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date
+from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified
 
-from logs import mask_phone
-from models.allocation import refund, reverse
-from models.allocator import Allocator, PlannedAllocation, find_allocation
-from models.amounts import Amount, currency_exponent
 from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
-from models.bulk import among, preassign_ids, table_of
-from models.db import begin_write
+from models.bulk import among
 from models.household import Account, Household, Member, Network, squash
 from models.ledger import AccountState, account_states
-from models.messaging import Message
-from models.outbox import send_sms
-from models.payment import Payment, PaymentRequest, ReconciliationEvent
+from models.payment import Payment, PaymentRequest
 from models.phones import normalise_phone
 from models.premiums import active_member_counts, amount_due, is_fully_subsidised, max_advance_periods
 from models.references import is_valid_reference
@@ -70,7 +45,6 @@ from models.scheme import Scheme
 
 log = logging.getLogger(__name__)
 
-WORKER_ACTOR = "worker"
 RULE_CONFIDENCE = {
     "request_reference": 100,
     "account_number": 90,
@@ -81,19 +55,6 @@ RULE_CONFIDENCE = {
     "network_phone": 60,
     "payer_phone": 50,
 }
-# Payments the reconcile job acts on; anything else is final or waits for staff.
-_WORKABLE = frozenset({PaymentStatus.RECEIVED, PaymentStatus.PROVISIONAL})
-# What settling a payment may change: a batch writes them all for each payment, so its rows share one UPDATE.
-_SETTLED_COLUMNS = (
-    "status",
-    "status_reason",
-    "household_id",
-    "network_id",
-    "payment_request_id",
-    "scheme_id",
-    "match_rule",
-    "match_confidence",
-)
 _TOKEN_RE = re.compile(r"[A-Z0-9][A-Z0-9\-_/.]*[A-Z0-9]|[A-Z0-9]")
 # Rules that vouch for who a payer pays for: a later number from the same payer phone is corroborated by them.
 VOUCHING_RULES = ("request_reference", "account_number", "manual")
@@ -228,7 +189,7 @@ def _countries(session: Session) -> list[str]:
     return sorted(set(session.scalars(select(Scheme.country).distinct())))
 
 
-def _numbers_of(raw: str | None, countries: list[str]) -> set[str]:
+def numbers_of(raw: str | None, countries: list[str]) -> set[str]:
     if not raw or "*" in raw or re.fullmatch(r"[0-9a-fA-F]{32,}", raw):  # masked, or a hashed MSISDN
         return set()
     digits = re.sub(r"\D", "", raw)
@@ -249,7 +210,7 @@ def payer_numbers(session: Session, raw: str | None) -> set[str]:
     """Return the E.164 numbers a payer phone may be (national forms read in each scheme's country)."""
     if not raw or "*" in raw:
         return set()
-    return _numbers_of(raw, _countries(session))
+    return numbers_of(raw, _countries(session))
 
 
 def _reference_of(payment: Payment) -> str:
@@ -287,7 +248,7 @@ class MatchLookup:
                 if is_valid_reference(reference):
                     references.add(reference)
                 tokens.update(_tokens(reference))
-            self.numbers[payment.id] = _numbers_of(payment.payer_phone, self.countries)
+            self.numbers[payment.id] = numbers_of(payment.payer_phone, self.countries)
             phones |= self.numbers[payment.id]
         open_now = (PaymentRequest.status == RequestStatus.OPEN, PaymentRequest.expires_at > self.now)
         self.requests_by_reference: dict[str, list[PaymentRequest]] = {}
@@ -480,7 +441,7 @@ def _paid_on(payment: Payment) -> date:
 
 def _numbers_of_payment(payment: Payment, lookup: MatchLookup) -> set[str]:
     numbers = lookup.numbers.get(payment.id)
-    return numbers if numbers is not None else _numbers_of(payment.payer_phone, lookup.countries)
+    return numbers if numbers is not None else numbers_of(payment.payer_phone, lookup.countries)
 
 
 def find_match(session: Session, payment: Payment, lookup: MatchLookup | None = None) -> MatchAttempt:
@@ -675,144 +636,12 @@ def _by_payer_phone(
     attempt.match = Match("payer_phone", household=household)
 
 
-def _event(
-    session: Session,
-    payment: Payment,
-    before: PaymentStatus | None,
-    note: str,
-    rule: str | None = None,
-    actor: str = WORKER_ACTOR,
-    details: dict[str, object] | None = None,
-    batch: _Batch | None = None,
-) -> None:
-    """Record a status change of the payment (in a batch, written with the batch's other rows)."""
-    row = {
-        "payment_id": payment.id,
-        "actor": actor,
-        "rule": rule,
-        "before_status": before.value if before is not None else None,
-        "after_status": payment.status.value,
-        "note": note[:1000],
-        "details": details,
-    }
-    if batch is not None:
-        batch.events.append(row)
-    else:
-        session.add(ReconciliationEvent(**row))
-
-
-def _lock(session: Session, payment_id: int) -> Payment:
-    begin_write(session)
-    payment = session.scalar(
-        select(Payment).where(Payment.id == payment_id).with_for_update().execution_options(populate_existing=True)
-    )
-    if payment is None:
-        raise LookupError(f"no payment {payment_id}")
-    return payment
-
-
-@dataclass
-class _Batch:
-    """What the payments of one reconcile transaction share: lookups, receipts already stored, the allocator."""
-
-    lookup: MatchLookup
-    receipts: set[str]
-    allocator: Allocator
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-
-_RECEIPT_KEYS = ("receipt:{}:allocated", "receipt:{}:allocated:1", "receipt:{}:review", "receipt:{}:review:1")
-
-
-def _stored_receipts(session: Session, payment_ids: list[int]) -> set[str]:
-    keys = [key.format(payment_id) for payment_id in payment_ids for key in _RECEIPT_KEYS]
-    return set(session.scalars(select(Message.dedupe_key).where(among(session, Message.dedupe_key, keys))))
-
-
-def reconcile_payments(
-    session: Session, payment_ids: list[int], retry_unmatched: bool = False, wait_for_locks: bool = False
-) -> dict[int, str]:
-    """Reconcile a batch of payments in one transaction; return each one's outcome.
-
-    The caller commits. Outcomes are those of `reconcile_payment`, plus "missing" (no such payment), "retry"
-    (a database error rolled the whole batch back: run each of its payments again on its own) and, in a batch of
-    more than one, "deferred" (another transaction holds its household's or network's account: run it later).
-    `wait_for_locks`: wait for busy accounts instead (a run of payments deferred once), so none is deferred twice.
-    """
-    wanted = sorted(set(payment_ids))
-    outcomes = dict.fromkeys(wanted, "missing")
-    if not wanted:
-        return outcomes
-    begin_write(session)
-    locked = session.scalars(
-        select(Payment)
-        .where(among(session, Payment.id, wanted))
-        .order_by(Payment.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
-    workable = _WORKABLE | ({PaymentStatus.UNMATCHED} if retry_unmatched else set())
-    todo: list[Payment] = []
-    for payment in locked:
-        if payment.status not in workable:
-            outcomes[payment.id] = f"skipped ({payment.status.value})"
-        elif payment.status == PaymentStatus.PROVISIONAL and payment.match_rule is not None:
-            outcomes[payment.id] = "provisional (already matched, waiting for confirmation)"
-        else:
-            todo.append(payment)
-    if not todo:
-        return outcomes
-    lookup = MatchLookup(session, todo)
-    batch = _Batch(lookup, _stored_receipts(session, [p.id for p in todo]), Allocator(session))
-    # Lock order: payments by id, then the matched accounts (networks, then households, by id), before any
-    # payment is settled; the allocator plans each payment in id order and writes them all at the end. A batch
-    # does not wait for accounts another worker's batch holds: those payments are left for a later run.
-    first = {p.id: decide(session, p, lookup).match for p in todo}
-    matches = [m for m in first.values() if m is not None]
-    busy = batch.allocator.load(
-        households=[m.household for m in matches if m.household is not None],
-        networks=[m.network for m in matches if m.network is not None],
-        refs=[f"payment:{p.id}" for p in todo],
-        skip_locked=len(todo) > 1 and not wait_for_locks,
-    )
-    for payment in todo:
-        match = first[payment.id]
-        if match is not None and busy.holds(match.household, match.network):
-            outcomes[payment.id] = "deferred"
-            continue
-        outcomes[payment.id] = _settle(session, payment, batch)
-        for column in _SETTLED_COLUMNS:  # the same columns for every payment: one UPDATE for the whole batch
-            flag_modified(payment, column)
-    try:
-        preassign_ids(session)  # receipts: inserted with executemany, no RETURNING
-        batch.allocator.write()
-        if batch.events:
-            session.execute(insert(table_of(ReconciliationEvent)), batch.events)
-        session.flush()
-    except DBAPIError as exc:
-        if len(todo) == 1:
-            raise
-        # Nothing of the batch is kept: each of its payments is run again on its own.
-        log.warning("reconcile batch of %s rolled back: %s", len(todo), type(exc.orig).__name__)
-        session.rollback()
-        outcomes.update(dict.fromkeys((p.id for p in todo), "retry"))
-    return outcomes
-
-
-def reconcile_payment(session: Session, payment_id: int, retry_unmatched: bool = False) -> str:
-    """Match a payment and, when it is confirmed, allocate it and queue its receipt; return what happened."""
-    outcome = reconcile_payments(session, [payment_id], retry_unmatched)[payment_id]
-    if outcome == "missing":
-        raise LookupError(f"no payment {payment_id}")
-    return outcome
-
-
 def suspense_candidates(session: Session, payment: Payment) -> list[Candidate]:
     """Return the accounts a payment in suspense may be for, likeliest first, each with why (reads only)."""
     attempt = find_match(session, payment)
     if attempt.match is not None:  # the signals agree now (say, a household enrolled since): that account first
         match = attempt.match
-        kind, number = _account_label(match).split(" ", 1)
+        kind, number = account_label(match).split(" ", 1)
         attempt.suggest(kind, number, f"the matching rules now give it ({match.rule})", 0)
     return attempt.ranked()
 
@@ -825,338 +654,27 @@ def decide(session: Session, payment: Payment, lookup: MatchLookup | None = None
     kept = Match(
         payment.match_rule, household=payment.household, network=payment.network, request=payment.payment_request
     )
-    attempt.evidence["matched_before"] = _account_label(kept)
-    kept_number = _account_label(kept).split(" ", 1)[1]
+    attempt.evidence["matched_before"] = account_label(kept)
+    kept_number = account_label(kept).split(" ", 1)[1]
     named = attempt.evidence.get("named") or []
     if attempt.match is not None and attempt.match.owner != kept.owner:
-        elsewhere = _account_label(attempt.match)
+        elsewhere = account_label(attempt.match)
     elif named and kept_number not in named:
         elsewhere = "the reference " + ", ".join(named)
     else:
         attempt.match = kept
         return attempt
-    attempt.conflict = f"matched to {_account_label(kept)} by {kept.rule}; a later report points to {elsewhere}"
+    attempt.conflict = f"matched to {account_label(kept)} by {kept.rule}; a later report points to {elsewhere}"
     attempt.match = None
     return attempt
 
 
-def _account_label(match: Match) -> str:
+def account_label(match: Match) -> str:
     if match.network is not None:
         return f"network {match.network.code}"
     assert match.household is not None
     return f"household {match.household.household_no}"
 
 
-def _candidates_detail(attempt: MatchAttempt) -> list[dict[str, str]]:
+def candidates_detail(attempt: MatchAttempt) -> list[dict[str, str]]:
     return [{"kind": c.kind, "number": c.number, "why": c.why} for c in attempt.ranked()]
-
-
-def _settle(session: Session, payment: Payment, batch: _Batch) -> str:
-    """Match one locked, workable payment and allocate it when confirmed."""
-    # Matched again here: an earlier payment of the batch may have paid the request this one names.
-    attempt = decide(session, payment, batch.lookup)
-    before = payment.status
-    if attempt.conflict is not None:
-        # Nothing moves a matched payment by itself: staff decide, and no ledger changes meanwhile.
-        payment.status = PaymentStatus.CONFLICT
-        payment.status_reason = attempt.conflict[:500]
-        _event(session, payment, before, attempt.conflict, rule="conflict", details=attempt.evidence, batch=batch)
-        return "conflict"
-    if attempt.match is None:
-        payment.status = PaymentStatus.UNMATCHED
-        payment.status_reason = attempt.reason[:500]
-        details = {**attempt.evidence, "candidates": _candidates_detail(attempt)}
-        _event(session, payment, before, attempt.reason, details=details, batch=batch)
-        if payment.confirmed:
-            _receipt(session, payment, "review", batch=batch)
-        return "unmatched"
-    match = attempt.match
-    scheme = session.get(Scheme, match.scheme_id)
-    assert scheme is not None
-    if scheme.currency != payment.currency:
-        payment.status = PaymentStatus.UNMATCHED
-        payment.status_reason = f"paid in {payment.currency}, {scheme.code} is in {scheme.currency}"
-        _event(session, payment, before, payment.status_reason, rule=match.rule, batch=batch)
-        if payment.confirmed:
-            _receipt(session, payment, "review", batch=batch)
-        return "unmatched"
-    _apply_match(payment, match)
-    if not payment.confirmed:
-        payment.status = PaymentStatus.PROVISIONAL
-        note = "matched; provisional until a webhook or statement confirms it"
-        _event(session, payment, before, note, match.rule, details=attempt.evidence, batch=batch)
-        return "provisional"
-    payment.status = PaymentStatus.MATCHED
-    _event(session, payment, before, f"matched by {match.rule}", match.rule, details=attempt.evidence, batch=batch)
-    return allocate_payment(session, payment, batch=batch)
-
-
-def _apply_match(payment: Payment, match: Match) -> None:
-    payment.household = match.household
-    payment.network = match.network
-    payment.payment_request = match.request
-    payment.scheme_id = match.scheme_id
-    payment.match_rule = match.rule
-    payment.match_confidence = match.confidence
-    payment.status_reason = None
-
-
-def _local_date(payment: Payment, scheme: Scheme) -> date:
-    return payment.paid_at.replace(tzinfo=UTC).astimezone(ZoneInfo(scheme.timezone)).date()
-
-
-@dataclass(frozen=True)
-class NetworkPayout:
-    """What a network payment did: how many households it paid and what stays on the network account."""
-
-    households: int
-    remaining: int
-
-
-def allocate_payment(session: Session, payment: Payment, actor: str = WORKER_ACTOR, batch: _Batch | None = None) -> str:
-    """Allocate a MATCHED, confirmed payment to its household or network (once) and queue the receipt.
-
-    In a batch the allocation is planned and written with the batch's; on its own it is written here.
-    """
-    if payment.status != PaymentStatus.MATCHED or not payment.confirmed:
-        raise ValueError(f"payment {payment.id} is {payment.status.value}, not a confirmed MATCHED payment")
-    scheme = session.get(Scheme, payment.scheme_id)
-    assert scheme is not None
-    allocator = batch.allocator if batch is not None else Allocator(session)
-    on = _local_date(payment, scheme)
-    ref = f"payment:{payment.id}"
-    details: dict[str, object] = {}
-    payout: NetworkPayout | None = None
-    if payment.network is not None:
-        account = allocator.account(network=payment.network)
-        result = allocator.allocate(account, payment.amount, ref, on, payment_id=payment.id)
-        payouts = allocator.pay_network(account, on, run_ref=ref)
-        payout = NetworkPayout(len(payouts), allocator.balance(account))
-        details = {"network": payment.network.code, "households_paid": payout.households, "balance": payout.remaining}
-    else:
-        assert payment.household is not None
-        account = allocator.account(household=payment.household)
-        result = allocator.allocate(account, payment.amount, ref, on, payment_id=payment.id)
-        details = _allocation_details(result)
-    if payment.payment_request is not None and payment.payment_request.status == RequestStatus.OPEN:
-        payment.payment_request.status = RequestStatus.PAID
-        payment.payment_request.paid_at = utcnow()
-    before = payment.status
-    payment.status = PaymentStatus.ALLOCATED
-    _event(
-        session, payment, before, f"allocated ({ref})", payment.match_rule, actor=actor, details=details, batch=batch
-    )
-    _receipt(session, payment, "allocated", batch=batch, allocator=allocator, payout=payout)
-    if batch is None:
-        allocator.write()
-    return "allocated"
-
-
-def _allocation_details(result: PlannedAllocation) -> dict[str, object]:
-    until = result.covered_until
-    return {
-        "fee": result.fee,
-        "periods": result.period_count,
-        "covered_until": until.isoformat() if until else None,
-        "credit": result.credit,
-    }
-
-
-def _receipt(
-    session: Session,
-    payment: Payment,
-    outcome: str,
-    batch: _Batch | None = None,
-    allocator: Allocator | None = None,
-    payout: NetworkPayout | None = None,
-) -> None:
-    """Queue the payer's (and the head's, or the network contact's) receipt for this outcome, once."""
-    scheme = session.get(Scheme, payment.scheme_id) if payment.scheme_id else None
-    collecting = [scheme] if scheme is not None else batch.lookup.schemes if batch is not None else []
-    exponents = [s.currency_exponent for s in collecting if s.currency == payment.currency]
-    exponent = exponents[0] if exponents else currency_exponent(session, payment.currency)
-    amount = Amount(payment.amount, payment.currency, exponent)
-    household = payment.household
-    values: dict[str, Any]
-    recipients: list[str] = []
-    language = None
-    if outcome == "allocated" and payment.network is not None and scheme is not None:
-        remaining = payout.remaining if payout is not None else 0
-        template = "receipt_network"
-        values = {
-            "network": payment.network.code,
-            "households": payout.households if payout is not None else 0,
-            "remaining": Amount(remaining, payment.currency, exponent),
-        }
-        language = str(scheme.default_language)
-        if payment.network.contact_phone:
-            recipients.append(payment.network.contact_phone)
-    elif outcome == "allocated" and household is not None and scheme is not None and allocator is not None:
-        on = _local_date(payment, scheme)
-        # What the allocator planned is the household's latest state (written or not yet).
-        until = allocator.covered_until(household)
-        due = allocator.amount_due(household, on)  # the pieces of the next payment
-        next_amount = Amount(due.total, due.currency, exponent)
-        if until is not None and until >= on:
-            waiting = allocator.waiting_until(household)
-            values = {"household_no": household.household_no, "until": until, "next": next_amount, "next_due": until}
-            template = "receipt_covered"
-            if waiting is not None and waiting >= on:
-                template, values["waiting"] = "receipt_waiting", waiting
-        else:
-            template, values = "receipt_due", {"household_no": household.household_no, "due": next_amount}
-    else:
-        template, values = "receipt_review", {}
-    payer = _payer_sms_number(session, payment, scheme, batch.lookup.countries if batch is not None else None)
-    if payer and payer not in recipients:
-        recipients.append(payer)
-    head = None if household is None else batch.lookup.head_of(household) if batch is not None else household.head
-    if head is not None and head.phone and head.phone not in recipients:
-        recipients.append(head.phone)
-    if household is None and language is None:  # suspense: the language of the scheme that collects this currency
-        language = (batch.lookup if batch is not None else MatchLookup(session, [])).suspense_language(payment.currency)
-    for index, phone in enumerate(recipients):
-        key = f"receipt:{payment.id}:{outcome}" + ("" if index == 0 else f":{index}")
-        if batch is not None and key in batch.receipts:
-            continue
-        send_sms(
-            session,
-            phone,
-            template,
-            language=language,
-            household=household,
-            dedupe_key=key,
-            # Under the payment's row lock the batch has already looked for this key: no second look needed.
-            dedupe_checked=batch is not None,
-            amount=amount,
-            **values,
-        )
-        if batch is not None:
-            batch.receipts.add(key)
-        log.info("receipt %s for payment %s queued to %s", template, payment.id, mask_phone(phone))
-
-
-def _payer_sms_number(
-    session: Session, payment: Payment, scheme: Scheme | None, countries: list[str] | None = None
-) -> str | None:
-    """Return the payer's E.164 number, read in the scheme's country first; None when masked or unreadable."""
-    if scheme is not None and payment.payer_phone and "*" not in payment.payer_phone:
-        try:
-            return normalise_phone(payment.payer_phone, scheme.country, allow_foreign=True)
-        except ValueError:
-            pass
-    if countries is None:
-        numbers = sorted(payer_numbers(session, payment.payer_phone))
-    else:
-        numbers = sorted(_numbers_of(payment.payer_phone, countries))
-    return numbers[0] if len(numbers) == 1 else None
-
-
-def manual_match(
-    session: Session,
-    payment_id: int,
-    actor: str,
-    reason: str,
-    household_no: str | None = None,
-    network_code: str | None = None,
-) -> str:
-    """Match a payment by hand (staff) to a household or network, then allocate it when confirmed."""
-    if not reason.strip():
-        raise ValueError("a reason is required")
-    payment = _lock(session, payment_id)
-    if payment.status not in {
-        PaymentStatus.UNMATCHED,
-        PaymentStatus.RECEIVED,
-        PaymentStatus.CONFLICT,
-        PaymentStatus.PROVISIONAL,
-    }:
-        raise ValueError(f"payment {payment_id} is {payment.status.value}: nothing to match")
-    if _funded(session, payment):  # a CONFLICT reported after allocation: its money sits on an account
-        raise ValueError(f"payment {payment_id} has funded an account: reverse it first, then match it")
-    if household_no:
-        household = session.scalar(select(Household).where(func.upper(Household.household_no) == household_no.upper()))
-        if household is None:
-            raise LookupError(f"no household {household_no}")
-        match = Match("manual", household=household)
-    elif network_code:
-        networks = list(session.scalars(select(Network).where(func.upper(Network.code) == network_code.upper())))
-        if len(networks) != 1:
-            raise LookupError(f"no single network {network_code}")
-        match = Match("manual", network=networks[0])
-    else:
-        raise ValueError("name a household or a network")
-    before = payment.status
-    _apply_match(payment, match)
-    payment.status = PaymentStatus.MATCHED if payment.confirmed else PaymentStatus.PROVISIONAL
-    _event(session, payment, before, reason, "manual", actor=actor)
-    session.flush()
-    if not payment.confirmed:
-        return "provisional"
-    return allocate_payment(session, payment, actor=actor)
-
-
-def _funded(session: Session, payment: Payment) -> bool:
-    """Return whether the payment's allocation exists and is not undone."""
-    allocation = find_allocation(session, f"payment:{payment.id}")
-    return allocation is not None and allocation.reversed_at is None
-
-
-def unmatch_payment(session: Session, payment_id: int, actor: str, reason: str) -> str:
-    """Send a matched but not yet allocated payment back to suspense (staff), clearing its match."""
-    if not reason.strip():
-        raise ValueError("a reason is required")
-    payment = _lock(session, payment_id)
-    before = payment.status
-    if before == PaymentStatus.ALLOCATED or _funded(session, payment):
-        raise ValueError(f"payment {payment_id} has funded an account: reverse or refund it instead")
-    if before not in {PaymentStatus.MATCHED, PaymentStatus.PROVISIONAL, PaymentStatus.CONFLICT}:
-        raise ValueError(f"payment {payment_id} is {before.value}: nothing to unmatch")
-    details: dict[str, object] = {
-        "household_id": payment.household_id,
-        "network_id": payment.network_id,
-        "match_rule": payment.match_rule,
-    }
-    payment.household = None
-    payment.network = None
-    payment.payment_request = None
-    payment.match_rule = None
-    payment.match_confidence = None
-    payment.status = PaymentStatus.UNMATCHED
-    payment.status_reason = reason[:500]
-    _event(session, payment, before, reason, "manual", actor=actor, details=details)
-    session.flush()
-    return "unmatched"
-
-
-def undo_payment(session: Session, payment_id: int, actor: str, reason: str, refund_payer: bool = False) -> str:
-    """Reverse (operator took the money back) or refund an allocated payment: exactly what it funded is undone."""
-    if not reason.strip():
-        raise ValueError("a reason is required")
-    payment = _lock(session, payment_id)
-    final = PaymentStatus.REFUNDED if refund_payer else PaymentStatus.REVERSED
-    if payment.status == final:
-        return "already done"
-    before = payment.status
-    # A payment allocated, then reported differently (CONFLICT), still funds its account: undo what it funded.
-    if before == PaymentStatus.ALLOCATED or (before == PaymentStatus.CONFLICT and _funded(session, payment)):
-        scheme = session.get(Scheme, payment.scheme_id)
-        assert scheme is not None
-        undo = refund if refund_payer else reverse
-        today = utcnow().replace(tzinfo=UTC).astimezone(ZoneInfo(scheme.timezone)).date()
-        result = undo(session, f"payment:{payment.id}", reason, today)
-        details: dict[str, object] = {"amount": result.amount, "entries": result.entries}
-    elif before in {
-        PaymentStatus.UNMATCHED,
-        PaymentStatus.CONFLICT,
-        PaymentStatus.MATCHED,
-        PaymentStatus.PROVISIONAL,
-        PaymentStatus.RECEIVED,
-    }:
-        details = {"amount": 0, "entries": 0}  # nothing was funded
-    else:
-        raise ValueError(f"payment {payment_id} is {before.value}: cannot undo")
-    payment.status = final
-    payment.status_reason = reason[:500]
-    _event(session, payment, before, reason, "refund" if refund_payer else "reversal", actor=actor, details=details)
-    session.flush()
-    return final.value.lower()
