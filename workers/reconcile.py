@@ -10,7 +10,9 @@ drain bumps as it starts, so
   popping distinct ids from the set;
 - a request that read the generation just before a drain bumped it finds that drain's id taken (duplicate): the
   drain reads the set after the bump, so after the request's payment was committed and added — nothing is left
-  behind.
+  behind;
+- a drain that takes a full batch asks for the next generation's drain itself, so a backlog that arrived at once
+  (workers restarted, a statement, the sweeper) is shared by two workers, not left to the first.
 
 A drain moves ids from the waiting set to a set of its own in one atomic step (each id goes to one drain) and
 reconciles them with `reconcile_batch`. If its process dies, RQ's retry of the same job puts its own set back
@@ -133,6 +135,10 @@ def drain() -> dict[str, int]:
         ids = sorted(int(raw) for raw in take(keys=[WAITING_KEY, taken], args=[batch_size]))
         if not ids:
             break
+        if job is not None and len(ids) == batch_size:
+            # A full batch: more may wait (a backlog, an import). Ask for the next drain, so an idle worker takes
+            # batches side by side with this one instead of leaving the whole backlog to it.
+            request_reconcile(connection, [], job.origin)
         try:
             totals.update(reconcile_batch(ids))
         except Exception:
