@@ -406,6 +406,25 @@ class Poller(threading.Thread):
         return [self.allocated[t] - hooks.answered[t] for t in txns if t in self.allocated and t in hooks.answered]
 
 
+def receipts_done_times(dsn: str, txns: list[str], timeout: float, interval: float) -> dict[str, float]:
+    """Wait until every receipt of these (allocated) payments has been handled by an SMS job; return when each
+    payment's were (those still waiting after the timeout are left out)."""
+    deadline = time.monotonic() + timeout
+    done: dict[str, float] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline and len(done) < len(txns):
+            rows = conn.execute(
+                f"SELECT p.provider_txn_id, count(*), count(*) FILTER (WHERE m.{DONE_MESSAGE}) FROM messages m "
+                "JOIN payments p ON m.dedupe_key LIKE 'receipt:' || p.id || ':%%' "
+                "WHERE p.provider = 'wave' AND p.provider_txn_id = ANY(%s) GROUP BY 1",
+                ([t for t in txns if t not in done],),
+            ).fetchall()
+            now = time.time()
+            done.update({txn: now for txn, total, sent in rows if total == sent})
+            time.sleep(interval)
+    return done
+
+
 def receipts_done_at(dsn: str, txns: list[str], timeout: float, interval: float) -> float | None:
     """Wait until every receipt of these (allocated) payments has been handled by an SMS job; return when."""
     deadline = time.monotonic() + timeout
@@ -435,9 +454,10 @@ def spread(values: list[float]) -> str:
     """Return 'p50 … p99 … max …' of latencies in seconds."""
     if not values:
         return "no values"
+    late = sum(1 for v in values if v == float("inf"))
     return (
         f"p50 {percentile(values, 0.5):.3f} s, p99 {percentile(values, 0.99):.3f} s, "
-        f"max {max(values):.3f} s (n={len(values):,})"
+        f"max {max(values):.3f} s (n={len(values):,}{f'; {late} not within the timeout' if late else ''})"
     )
 
 
@@ -476,20 +496,21 @@ class Run:
         )
 
     def lone(self, count: int, label: str) -> tuple[list[float], list[float]]:
-        """Post `count` payments one at a time, each after the previous one's receipts; return both latencies."""
-        allocated, receipts = [], []
+        """Post `count` payments one at a time, each once the previous one is ALLOCATED (and a pause), then wait
+        for all their receipts; print and return both latencies (to ALLOCATED, to receipts sent), in order."""
+        allocated, answered = [], {}
         for payment in self.hooks.take(count):
-            answered = self.hooks.post(payment)
             txn = payment[0]
+            answered[txn] = self.hooks.post(payment)
             if txn not in self.hooks.answered:
                 continue
             if not self.poller.wait_for([txn], 120):
                 print(f"   {txn} not allocated after 120 s")
                 continue
-            allocated.append(self.poller.allocated[txn] - answered)
-            sent = receipts_done_at(self.dsn, [txn], 120, self.args.poll)
-            if sent is not None:
-                receipts.append(sent - answered)
+            allocated.append(self.poller.allocated[txn] - answered[txn])
+            time.sleep(self.args.lone_pause)
+        done = receipts_done_times(self.dsn, list(answered), self.args.timeout, self.args.poll)
+        receipts = [done[t] - answered[t] if t in done else float("inf") for t in answered]
         print(f"   {label}: callback → ALLOCATED {spread(allocated)}")
         print(f"   {label}: callback → receipts sent {spread(receipts)}")
         return allocated, receipts
@@ -788,6 +809,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steady-seconds", type=float, default=25)
     parser.add_argument("--burst", type=int, default=2000)
     parser.add_argument("--lone", type=int, default=10, help="lone payments before and after the burst")
+    parser.add_argument("--lone-pause", type=float, default=0.5, help="seconds between two lone payments")
     parser.add_argument("--backlog", type=int, default=5000, help="posted with the workers stopped (0: skip)")
     parser.add_argument("--in-process", type=int, default=5000, help="reconciled in this process at the end (0: skip)")
     parser.add_argument("--concurrency", type=int, default=16, help="HTTP clients posting at once")
