@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import shutil
@@ -11,7 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 import models
-from models.base import HouseholdStatus, Language, MemberStatus, Sex, utcnow
+from models.base import HouseholdStatus, Language, MemberStatus, PaymentStatus, RequestStatus, Sex, utcnow
 from models.db import make_engine
 from models.household import Account, Household, Member, Network
 from models.scheme import Scheme
@@ -227,6 +228,43 @@ def load_households(url: str, households: int, seed: int = 7) -> tuple[int, list
         conn.execute(insert(Account), network_accounts)
     engine.dispose()
     return int(scheme_id), household_ids, networks
+
+
+def open_request(reference: str, scheme_id: int, household_id: int, amount: int, now: datetime) -> dict[str, Any]:
+    """Return the row of an open payment request (made over USSD, 3 days to pay) for Core inserts."""
+    return {
+        "reference": reference,
+        "scheme_id": scheme_id,
+        "household_id": household_id,
+        "amount": amount,
+        "currency": "XOF",
+        "periods": 1,
+        "payer_phone": None,
+        "channel": "ussd",
+        "status": RequestStatus.OPEN,
+        "expires_at": now + timedelta(days=3),
+        "created_at": now,
+    }
+
+
+def received_payment(
+    txn: str, amount: int, payer: str | None, reference: str | None, paid_at: datetime, now: datetime
+) -> dict[str, Any]:
+    """Return the row of a confirmed Wave payment waiting for reconciliation (RECEIVED) for Core inserts."""
+    return {
+        "provider": "wave",
+        "provider_txn_id": txn,
+        "amount": amount,
+        "currency": "XOF",
+        "payer_phone": payer,
+        "account_reference": reference,
+        "paid_at": paid_at,
+        "fields_hash": hashlib.sha256(txn.encode()).hexdigest(),
+        "status": PaymentStatus.RECEIVED,
+        "confirmed": True,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def vacuum_analyze(url: str) -> None:

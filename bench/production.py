@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +67,14 @@ from bench.common import (  # noqa: E402
     load_schemes,
     loadavg,
     machine_busy_seconds,
+    open_request,
     own_database,
     own_redis,
+    received_payment,
     vacuum_analyze,
 )
 from bench.reconcile import profile  # noqa: E402
-from models.base import PaymentStatus, RequestStatus, utcnow  # noqa: E402
+from models.base import utcnow  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.payment import Payment, PaymentRequest  # noqa: E402
 from models.references import damm_check_digit  # noqa: E402
@@ -84,6 +86,7 @@ QUEUES = ("reconcile", "default")  # the Procfile's worker line, reconcile first
 WORKER = ["rq", "worker", "--with-scheduler", "--worker-class", "workers.worker.PreloadedWorker"]
 AMOUNTS = [FULL_YEAR, FULL_YEAR, 7_000, 3_500]
 DONE_MESSAGE = "status NOT IN ('QUEUED', 'UNKNOWN')"  # sent, or NOT_SENT by the console transport
+RECEIPT_KEY = "receipt:{}:allocated{}"  # workers.matching: the payer's, then the head's
 
 
 # ------------------------------------------------------------------ data
@@ -116,21 +119,7 @@ def prepare(url: str, env: dict[str, str], households: int, payments: int, seed:
         reference = str(number) + damm_check_digit(str(number))
         amount = rng.choice(AMOUNTS)
         wanted.append((reference, amount))
-        rows.append(
-            {
-                "reference": reference,
-                "scheme_id": scheme_id,
-                "household_id": household_id,
-                "amount": amount,
-                "currency": "XOF",
-                "periods": 1,
-                "payer_phone": None,
-                "channel": "ussd",
-                "status": RequestStatus.OPEN,
-                "expires_at": now + timedelta(days=3),
-                "created_at": now,
-            }
-        )
+        rows.append(open_request(reference, scheme_id, household_id, amount, now))
     with engine.begin() as conn:
         for chunk in chunks(rows):
             conn.execute(insert(PaymentRequest), chunk)
@@ -364,7 +353,8 @@ class Webhooks:
 
 
 class Poller(threading.Thread):
-    """Sees payments ALLOCATED in the database: every `interval` s, the answered ones not yet seen."""
+    """Every `interval` s, looks for the answered payments not yet seen ALLOCATED, and for the receipts of those
+    it is asked to watch that are not yet handled by an SMS job (sent, or NOT_SENT by the console transport)."""
 
     def __init__(self, dsn: str, hooks: Webhooks, interval: float) -> None:
         super().__init__(daemon=True)
@@ -372,31 +362,58 @@ class Poller(threading.Thread):
         self.hooks = hooks
         self.interval = interval
         self.allocated: dict[str, float] = {}
+        self.payment_ids: dict[str, int] = {}
+        self.receipts_wanted: set[str] = set()
+        self.receipts_done: dict[str, float] = {}
+        self.receipts_count: dict[str, int] = {}
         self.halt = threading.Event()
-        self.polls = 0
+
+    def watch_receipts(self, txns: list[str]) -> None:
+        """Time these payments' receipts too."""
+        with self.hooks.lock:
+            self.receipts_wanted.update(txns)
 
     def run(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             while not self.halt.is_set():
                 with self.hooks.lock:
                     pending = [txn for txn in self.hooks.answered if txn not in self.allocated]
+                    watched = [t for t in self.receipts_wanted if t not in self.receipts_done and t in self.allocated]
                 if pending:
                     rows = conn.execute(
-                        "SELECT provider_txn_id FROM payments WHERE provider = 'wave' "
+                        "SELECT provider_txn_id, id FROM payments WHERE provider = 'wave' "
                         "AND provider_txn_id = ANY(%s) AND status = 'ALLOCATED'",
                         (pending,),
                     ).fetchall()
                     now = time.time()
-                    for (txn,) in rows:
+                    for txn, payment_id in rows:
                         self.allocated[txn] = now
-                    self.polls += 1
+                        self.payment_ids[txn] = payment_id
+                if watched:
+                    self.look_at_receipts(conn, watched)
                 self.halt.wait(self.interval)
 
-    def wait_for(self, txns: list[str], timeout: float) -> bool:
-        """Wait until every one of these payments is seen ALLOCATED; return whether they all were."""
+    def look_at_receipts(self, conn: psycopg.Connection[Any], txns: list[str]) -> None:
+        """Mark the payments whose receipts (written with their allocation) have all been handled."""
+        keys = {RECEIPT_KEY.format(self.payment_ids[t], suffix): t for t in txns for suffix in ("", ":1", ":2")}
+        rows = conn.execute(
+            f"SELECT dedupe_key, {DONE_MESSAGE} FROM messages WHERE dedupe_key = ANY(%s)", (list(keys),)
+        ).fetchall()
+        now = time.time()
+        found: dict[str, list[bool]] = {}
+        for key, done in rows:
+            found.setdefault(keys[key], []).append(bool(done))
+        for txn, states in found.items():
+            if all(states):
+                self.receipts_done[txn] = now
+                self.receipts_count[txn] = len(states)
+
+    def wait_for(self, txns: list[str], timeout: float, receipts: bool = False) -> bool:
+        """Wait until every one of these payments is seen ALLOCATED (or its receipts handled); return whether."""
+        seen = self.receipts_done if receipts else self.allocated
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(txn in self.allocated for txn in txns):
+            if all(txn in seen for txn in txns):
                 return True
             time.sleep(self.interval / 2)
         return False
@@ -404,42 +421,6 @@ class Poller(threading.Thread):
     def latencies(self, hooks: Webhooks, txns: list[str]) -> list[float]:
         """Return each allocated payment's seconds from its 200 to ALLOCATED."""
         return [self.allocated[t] - hooks.answered[t] for t in txns if t in self.allocated and t in hooks.answered]
-
-
-def receipts_done_times(dsn: str, txns: list[str], timeout: float, interval: float) -> dict[str, float]:
-    """Wait until every receipt of these (allocated) payments has been handled by an SMS job; return when each
-    payment's were (those still waiting after the timeout are left out)."""
-    deadline = time.monotonic() + timeout
-    done: dict[str, float] = {}
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while time.monotonic() < deadline and len(done) < len(txns):
-            rows = conn.execute(
-                f"SELECT p.provider_txn_id, count(*), count(*) FILTER (WHERE m.{DONE_MESSAGE}) FROM messages m "
-                "JOIN payments p ON m.dedupe_key LIKE 'receipt:' || p.id || ':%%' "
-                "WHERE p.provider = 'wave' AND p.provider_txn_id = ANY(%s) GROUP BY 1",
-                ([t for t in txns if t not in done],),
-            ).fetchall()
-            now = time.time()
-            done.update({txn: now for txn, total, sent in rows if total == sent})
-            time.sleep(interval)
-    return done
-
-
-def receipts_done_at(dsn: str, txns: list[str], timeout: float, interval: float) -> float | None:
-    """Wait until every receipt of these (allocated) payments has been handled by an SMS job; return when."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            total, done = conn.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE m.{DONE_MESSAGE}) FROM messages m "
-                "JOIN payments p ON m.dedupe_key LIKE 'receipt:' || p.id || ':%%' "
-                "WHERE p.provider = 'wave' AND p.provider_txn_id = ANY(%s)",
-                (txns,),
-            ).fetchone() or (0, 0)
-            if total and total == done:
-                return time.time()
-            time.sleep(interval)
-    return None
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -501,6 +482,7 @@ class Run:
         allocated, answered = [], {}
         for payment in self.hooks.take(count):
             txn = payment[0]
+            self.poller.watch_receipts([txn])
             answered[txn] = self.hooks.post(payment)
             if txn not in self.hooks.answered:
                 continue
@@ -509,7 +491,8 @@ class Run:
                 continue
             allocated.append(self.poller.allocated[txn] - answered[txn])
             time.sleep(self.args.lone_pause)
-        done = receipts_done_times(self.dsn, list(answered), self.args.timeout, self.args.poll)
+        self.poller.wait_for(list(answered), self.args.timeout, receipts=True)
+        done = self.poller.receipts_done
         receipts = [done[t] - answered[t] if t in done else float("inf") for t in answered]
         print(f"   {label}: callback → ALLOCATED {spread(allocated)}")
         print(f"   {label}: callback → receipts sent {spread(receipts)}")
@@ -545,6 +528,7 @@ class Run:
     def burst(self, count: int, label: str) -> list[str]:
         """Post `count` payments as fast as the clients can; print intake and drain rates and latencies."""
         payments = self.hooks.take(count)
+        self.poller.watch_receipts([p[0] for p in payments])
         started = time.time()
         with ThreadPoolExecutor(self.args.concurrency) as pool:
             list(pool.map(self.hooks.post, payments))
@@ -575,20 +559,7 @@ def in_process(url: str, wanted: list[tuple[str, int]], batch: int) -> tuple[flo
     path: no HTTP, no RQ, receipts left queued); return (queries per payment, payments per second)."""
     now = utcnow()
     rows = [
-        {
-            "provider": "wave",
-            "provider_txn_id": f"T_INPROC{i:08d}",
-            "amount": amount,
-            "currency": "XOF",
-            "payer_phone": f"+22176{int(reference) % 10**7:07d}",
-            "account_reference": reference,
-            "paid_at": now,
-            "fields_hash": f"{i:064d}",
-            "status": PaymentStatus.RECEIVED,
-            "confirmed": True,
-            "created_at": now,
-            "updated_at": now,
-        }
+        received_payment(f"T_INPROC{i:08d}", amount, f"+22176{int(reference) % 10**7:07d}", reference, now, now)
         for i, (reference, amount) in enumerate(wanted)
     ]
     engine = make_engine(url)
@@ -693,18 +664,13 @@ def run(args: argparse.Namespace, url: str, redis_url: str) -> int:
                     f"   the first lone payment after the burst: {allocated[0]:.3f} s to ALLOCATED, "
                     f"{receipts[0]:.3f} s to its receipts sent"
                 )
-            done = receipts_done_at(dsn, burst, args.timeout, args.poll)
+            complete = poller.wait_for(burst, args.timeout, receipts=True)
+            receipts = sum(poller.receipts_count.get(t, 0) for t in burst)
+            last = max((poller.receipts_done[t] for t in burst if t in poller.receipts_done), default=0.0)
             first = min(hooks.answered[t] for t in burst)
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                sms = conn.execute(
-                    "SELECT count(*) FROM messages m JOIN payments p ON m.dedupe_key LIKE 'receipt:' || p.id || ':%%' "
-                    "WHERE p.provider_txn_id = ANY(%s)",
-                    (burst,),
-                ).fetchone()
-            receipts = int(sms[0]) if sms else 0
             print(
-                f"   burst: all {receipts:,} receipts sent "
-                + (f"{done - first:.1f} s after its first 200" if done else f"NOT after {args.timeout} s")
+                f"   burst: {receipts:,} receipts sent, the last {last - first:.1f} s after its first 200"
+                + ("" if complete else f" (NOT all after {args.timeout} s)")
             )
         print(f"   workers so far: {worker_stats(redis_url)}")
         if args.backlog:
@@ -823,6 +789,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database-url", help="use this (empty) database instead of creating one")
     parser.add_argument("--redis-url", help="use this Redis (its queues must be empty) instead of a private one")
     args = parser.parse_args(argv)
+    # Stopped by SIGTERM or SIGINT (even started in the background, where SIGINT is ignored), it still stops its
+    # processes and Redis and drops its database.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with own_database(args.admin_url, DATABASE, args.database_url) as (url, _created), own_redis(args.redis_url) as r:
         status = run(args, url, r)
     raise SystemExit(status)

@@ -39,13 +39,15 @@ from bench.common import (  # noqa: E402
     chunks,
     load_households,
     machine_busy_seconds,
+    open_request,
     own_database,
     own_redis,
     phone_of,
     prepare_schema,
+    received_payment,
     vacuum_analyze,
 )
-from models.base import PaymentStatus, RequestStatus, utcnow  # noqa: E402
+from models.base import utcnow  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.outbox import attach_dispatch  # noqa: E402
 from models.payment import Payment, PaymentRequest  # noqa: E402
@@ -76,21 +78,7 @@ def load(url: str, households: int, payments: int, seed: int = 7) -> None:
             if kind < 0.60:
                 body = str(bodies[len(requests)])
                 reference = body + damm_check_digit(body)
-                requests.append(
-                    {
-                        "reference": reference,
-                        "scheme_id": scheme_id,
-                        "household_id": household_ids[n],
-                        "amount": amount,
-                        "currency": "XOF",
-                        "periods": 1,
-                        "payer_phone": None,
-                        "channel": "ussd",
-                        "status": RequestStatus.OPEN,
-                        "expires_at": now + timedelta(days=3),
-                        "created_at": now,
-                    }
-                )
+                requests.append(open_request(reference, scheme_id, household_ids[n], amount, now))
             elif kind < 0.85:
                 payer = phone_of(n)
             elif kind < 0.95:
@@ -98,22 +86,7 @@ def load(url: str, households: int, payments: int, seed: int = 7) -> None:
                 amount = 3 * FULL_YEAR
             else:
                 reference = f"JUNK {rng.randrange(10**6)}"
-            pays.append(
-                {
-                    "provider": "wave",
-                    "provider_txn_id": f"T_BENCH{i:08d}",
-                    "amount": amount,
-                    "currency": "XOF",
-                    "payer_phone": payer,
-                    "account_reference": reference,
-                    "paid_at": now - timedelta(minutes=5),
-                    "fields_hash": f"{i:064d}",
-                    "status": PaymentStatus.RECEIVED,
-                    "confirmed": True,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
+            pays.append(received_payment(f"T_BENCH{i:08d}", amount, payer, reference, now - timedelta(minutes=5), now))
         for chunk in chunks(requests):
             conn.execute(insert(PaymentRequest), chunk)
         for chunk in chunks(pays):
