@@ -716,7 +716,10 @@ def run(args: argparse.Namespace, url: str, redis_url: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         messages = dict(conn.execute("SELECT status, count(*) FROM messages GROUP BY 1").fetchall())
     print(f"\npayments: {', '.join(f'{k} {v:,}' for k, v in sorted(statuses.items()))}")
-    print(f"messages: {', '.join(f'{k} {v:,}' for k, v in sorted(messages.items()))} (console transport: NOT_SENT)")
+    print(
+        f"messages: {', '.join(f'{k} {v:,}' for k, v in sorted(messages.items()))} (NOT_SENT: sent by the console "
+        "transport; QUEUED: the backlog's and the in-process payments' receipts, not waited for)"
+    )
     print(f"refused callbacks: {len(hooks.refused)}  unallocated: {len(unallocated)}  failed jobs: {len(failed)}")
     for line in [*hooks.refused[:5], *failed[:5]]:
         print(f"   {line}")
