@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from rq import Queue, Retry, Worker
-from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, get_current_job
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -90,17 +90,17 @@ def request_reconcile(connection: Redis, payment_ids: Iterable[int], queue_name:
         except DuplicateJobError:
             try:
                 job = Job.fetch(job_id, connection=connection)
-            except NoSuchJobError:
-                continue  # it ended in between: try again (the generation may have moved on)
-            status = job.get_status(refresh=True)
-            if status == JobStatus.STARTED and not job_worker_alive(job):
-                # Its worker died mid-job (SIGKILL, OOM, lost machine): the job will never finish.
-                log.warning("drain %s started by a dead worker %s: enqueued again", job_id, job.worker_name)
-                job.delete()
-                continue
-            if status in _PENDING:
-                return False
-            job.delete()  # a failed drain of this generation: replace it
+                status = job.get_status(refresh=True)
+                if status == JobStatus.STARTED and not job_worker_alive(job):
+                    # Its worker died mid-job (SIGKILL, OOM, lost machine): the job will never finish.
+                    log.warning("drain %s started by a dead worker %s: enqueued again", job_id, job.worker_name)
+                    job.delete()
+                    continue
+                if status in _PENDING:
+                    return False
+                job.delete()  # a failed drain of this generation (or one ending now): replace it
+            except (NoSuchJobError, InvalidJobOperation):
+                continue  # it ended in between (no result is kept): try again (the generation may have moved on)
     return False
 
 
