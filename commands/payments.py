@@ -241,12 +241,11 @@ def reconcile_run_command(unmatched: bool) -> None:
         session.commit()
 
     counts: Counter[str] = Counter()
-    for start in range(0, len(ids), settings().RECONCILE_BATCH_SIZE):
-        counts.update(
-            reconcile_batch(ids[start : start + settings().RECONCILE_BATCH_SIZE], committing, retry_unmatched=unmatched)
-        )
-        if len(ids) > settings().RECONCILE_BATCH_SIZE:
-            click.echo(f"… {min(start + settings().RECONCILE_BATCH_SIZE, len(ids))}/{len(ids)}", err=True)
+    size = settings().RECONCILE_BATCH_SIZE
+    for start in range(0, len(ids), size):
+        counts.update(reconcile_batch(ids[start : start + size], committing, retry_unmatched=unmatched))
+        if len(ids) > size:
+            click.echo(f"… {min(start + size, len(ids))}/{len(ids)}", err=True)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to do"
     click.echo(f"reconciled {len(ids)} payment(s): {summary}")
 

@@ -544,6 +544,38 @@ def test_reconcile_requests_coalesce_into_one_drain_per_generation(redis_url: st
     assert queue.job_ids == ["reconcile-drain-0", "reconcile-drain-1"]
 
 
+def test_a_request_racing_a_drain_that_ends_enqueues_the_next_one(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rq.exceptions import InvalidJobOperation
+    from rq.job import Job, JobStatus
+
+    from workers.reconcile import WAITING_KEY, request_reconcile
+
+    connection = Redis.from_url(redis_url)
+    queue = Queue("reconcile", connection=connection)
+    assert request_reconcile(connection, [7], "reconcile") is True
+    job = Job.fetch("reconcile-drain-0", connection=connection)
+    queue.remove(job)
+    job.set_status(JobStatus.FINISHED)  # the drain is ending: its worker deletes it at once (result_ttl=0)
+    read_status = Job.get_status
+    reads = []
+
+    def ended_meanwhile(self: Job, refresh: bool = True) -> JobStatus:
+        reads.extend([self.id] if refresh else [])  # the reads from Redis, not the enqueue's look at its own copy
+        if refresh and len(reads) == 2:  # the worker's deletion lands between our reads, as on a loaded machine
+            connection.delete(self.key)
+            raise InvalidJobOperation(f"Failed to retrieve status for job: {self.id}")
+        return read_status(self, refresh)
+
+    monkeypatch.setattr(Job, "get_status", ended_meanwhile)
+
+    # Before, the deletion of the vanished job raised InvalidJobOperation: a 500 to Wave after the commit.
+    assert request_reconcile(connection, [8], "reconcile") is True
+    assert queue.job_ids == ["reconcile-drain-0"]
+    assert sorted(int(i) for i in connection.smembers(WAITING_KEY)) == [7, 8]
+
+
 def test_concurrent_runs_for_one_payment_allocate_once(pg_url: str) -> None:
     import threading
 

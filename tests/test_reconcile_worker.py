@@ -246,6 +246,24 @@ def test_two_workers_on_one_household_keep_exact_balances(
     assert len(receipts) == len(set(receipts)) == len(amounts)  # payer is the head: one receipt each
 
 
+def test_a_drain_that_takes_a_full_batch_asks_for_the_next_drain(
+    session: Session, queue: Queue, run_worker: Callable[..., Any]
+) -> None:
+    cmu = factories.scheme(session, "cmu-thies")
+    households = [make_household(session, cmu, phone=f"+22177000{n:04d}") for n in range(5)]
+    payments = [store(session, reference=h.household_no) for h in households]
+    assert ask(queue, *[p.id for p in payments])  # a backlog, all at once: one drain job
+    assert queue.job_ids == ["reconcile-drain-0"]
+
+    done = run_worker("reconcile", extra_env={"RECONCILE_BATCH_SIZE": "2"})
+
+    assert done.returncode == 0, done.stderr
+    # Its first batch was full, so drain-0 asked for drain-1, which a second worker would have taken alongside.
+    assert "reconcile-drain-1" in done.stdout + done.stderr
+    assert {fresh(session, p).status for p in payments} == {PaymentStatus.ALLOCATED}
+    assert queue.connection.scard(WAITING_KEY) == 0
+
+
 def test_a_batch_defers_payments_whose_accounts_another_worker_holds_then_waits_for_them(
     session: Session, queue: Queue, worker_env: dict[str, str], redis_url: str, pg_url: str
 ) -> None:

@@ -599,6 +599,26 @@ def test_messages_committed_together_are_sent_by_one_job_each_claimed_once(
     assert len(mocked_at.calls) == 4
 
 
+def test_a_group_job_hands_its_remaining_messages_on_when_a_drain_waits(
+    job_env: None, outbox: Session, queue: Queue, mocked_at: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {name: VALUES[name] for name in placeholders("help")}
+    messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]  # type: ignore[arg-type]
+    outbox.commit()
+    queue.empty()
+    Queue("reconcile", connection=queue.connection).enqueue("workers.reconcile.drain", job_id="reconcile-drain-9")
+    for _ in messages:
+        mocked_at.post(AT_SMS_URL, json=at_answer(SUCCESS))
+
+    # A drain waits: the job sends one message, then gives the worker back with the rest first in line.
+    assert sms_jobs.send_messages([m.id for m in messages]) == {"Sent": 1, "handed on": 2}
+    assert queue.job_ids == [f"sms-group-{messages[1].id}-2"]
+    run_burst(queue)  # the drain still waits: one message per job, each claimed and sent once
+
+    assert [reload(outbox, m).status for m in messages] == [MessageStatus.SENT] * 3
+    assert len(mocked_at.calls) == 3
+
+
 def test_rq_retries_later_then_gives_up(
     job_env: None, outbox: Session, queue: Queue, mocked_at: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

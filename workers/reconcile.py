@@ -10,7 +10,9 @@ drain bumps as it starts, so
   popping distinct ids from the set;
 - a request that read the generation just before a drain bumped it finds that drain's id taken (duplicate): the
   drain reads the set after the bump, so after the request's payment was committed and added — nothing is left
-  behind.
+  behind;
+- a drain that takes a full batch asks for the next generation's drain itself, so a backlog that arrived at once
+  (workers restarted, a statement, the sweeper) is shared by two workers, not left to the first.
 
 A drain moves ids from the waiting set to a set of its own in one atomic step (each id goes to one drain) and
 reconciles them with `reconcile_batch`. If its process dies, RQ's retry of the same job puts its own set back
@@ -26,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from rq import Queue, Retry, Worker
-from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, get_current_job
 
 from models.base import utcnow
@@ -41,8 +43,6 @@ TAKEN_KEY = "mutuelle:reconcile:taken:{}"
 GENERATION_KEY = "mutuelle:reconcile:generation"
 DRAIN_JOB_ID = "reconcile-drain-{}"
 DRAIN_FUNC = "workers.reconcile.drain"
-# Payments a drain takes per transaction (the default of RECONCILE_BATCH_SIZE).
-DRAIN_BATCH = 500
 # Move up to ARGV[1] ids from the waiting set to a drain's own set, atomically; return them.
 _TAKE = """
 local ids = redis.call('SPOP', KEYS[1], ARGV[1])
@@ -84,17 +84,17 @@ def request_reconcile(connection: Redis, payment_ids: Iterable[int], queue_name:
         except DuplicateJobError:
             try:
                 job = Job.fetch(job_id, connection=connection)
-            except NoSuchJobError:
-                continue  # it ended in between: try again (the generation may have moved on)
-            status = job.get_status(refresh=True)
-            if status == JobStatus.STARTED and not job_worker_alive(job):
-                # Its worker died mid-job (SIGKILL, OOM, lost machine): the job will never finish.
-                log.warning("drain %s started by a dead worker %s: enqueued again", job_id, job.worker_name)
-                job.delete()
-                continue
-            if status in _PENDING:
-                return False
-            job.delete()  # a failed drain of this generation: replace it
+                status = job.get_status(refresh=True)
+                if status == JobStatus.STARTED and not job_worker_alive(job):
+                    # Its worker died mid-job (SIGKILL, OOM, lost machine): the job will never finish.
+                    log.warning("drain %s started by a dead worker %s: enqueued again", job_id, job.worker_name)
+                    job.delete()
+                    continue
+                if status in _PENDING:
+                    return False
+                job.delete()  # a failed drain of this generation (or one ending now): replace it
+            except (NoSuchJobError, InvalidJobOperation):
+                continue  # it ended in between (no result is kept): try again (the generation may have moved on)
     return False
 
 
@@ -129,6 +129,10 @@ def drain() -> dict[str, int]:
         ids = sorted(int(raw) for raw in take(keys=[WAITING_KEY, taken], args=[batch_size]))
         if not ids:
             break
+        if job is not None and len(ids) == batch_size:
+            # A full batch: more may wait (a backlog, an import). Ask for the next drain, so an idle worker takes
+            # batches side by side with this one instead of leaving the whole backlog to it.
+            request_reconcile(connection, [], job.origin)
         try:
             totals.update(reconcile_batch(ids, runtime.job_session))
         except Exception:

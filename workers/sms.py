@@ -1,9 +1,11 @@
 """Outbound SMS jobs: one RQ job per committed group of messages, one per message on retry, and the sweeper.
 
 The messages a transaction queued (a reconciliation batch's receipts, say) are sent by one job, in one process:
-RQ forks a work horse per job, so a job per message would cost a fork each. Each message is still claimed on
-its own before it is sent, so a message is never sent twice whatever runs the jobs; one whose send failed in a
-way that proves nothing left gets a job of its own, retried by RQ with longer intervals.
+RQ forks a work horse per job, so a job per message would cost a fork each. The workers serve the reconcile queue
+first, but only between jobs: a group job that sees a drain waiting hands the rest of its messages on to a job at
+the front of its queue and ends, so a payment waits for one send at most, not a whole group's. Each message is
+still claimed on its own before it is sent, so a message is never sent twice whatever runs the jobs; one whose send
+failed in a way that proves nothing left gets a job of its own, retried by RQ with longer intervals.
 
 A send is not idempotent at the provider, so a message is *claimed* before it is sent: one UPDATE moves
 it from QUEUED (with no provider id) to UNKNOWN and commits. Only the job that made that change sends;
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 
+from redis.exceptions import RedisError
 from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError
 from sqlalchemy import select, update
@@ -73,8 +76,8 @@ def enqueue_messages(queue: Queue, message_ids: Iterable[int]) -> list[str]:
     return job_ids
 
 
-def enqueue_new_messages(queue: Queue, message_ids: Sequence[int]) -> list[str]:
-    """Enqueue one job that sends the messages a transaction has just committed.
+def enqueue_new_messages(queue: Queue, message_ids: Sequence[int], at_front: bool = False) -> list[str]:
+    """Enqueue one job that sends the messages a transaction has just committed (or the rest of a group's).
 
     Their ids are new, so no job can have them yet; the job id names the first id and the count.
     """
@@ -89,6 +92,7 @@ def enqueue_new_messages(queue: Queue, message_ids: Sequence[int]) -> list[str]:
         *args,
         job_id=job_id,
         retry=Retry(max=len(RQ_RETRY_INTERVALS), interval=RQ_RETRY_INTERVALS),
+        at_front=at_front,
     )
     return [job.id]
 
@@ -124,7 +128,14 @@ def send_messages(message_ids: list[int]) -> dict[str, int]:
     transport = transport_from_settings(settings)
     counts: dict[str, int] = {}
     again: list[int] = []
-    for message_id in message_ids:
+    for index, message_id in enumerate(message_ids):
+        if index and _reconciliation_waiting(settings.RECONCILE_QUEUE):
+            # A drain waits for a worker and this one serves the reconcile queue first: hand the rest of the
+            # group on to a job at the front of this queue and end, so a payment never waits for a group's sends.
+            rest = message_ids[index:]
+            enqueue_new_messages(runtime.queue(), rest, at_front=True)
+            counts["handed on"] = len(rest)
+            break
         try:
             with runtime.job_session() as session:
                 message = deliver(session, message_id, transport, default_sender=settings.AT_SENDER_ID or None)
@@ -137,6 +148,14 @@ def send_messages(message_ids: list[int]) -> dict[str, int]:
         enqueue_messages(runtime.queue(), again)
     log.info("sms group of %s: %s", len(message_ids), counts)
     return counts
+
+
+def _reconciliation_waiting(queue_name: str) -> bool:
+    """Return whether a job waits on the reconciliation queue (no worker has taken it yet)."""
+    try:
+        return bool(runtime.redis().llen(Queue(queue_name, connection=runtime.redis()).key))
+    except RedisError:
+        return False
 
 
 def deliver(
