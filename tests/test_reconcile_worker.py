@@ -250,8 +250,12 @@ def test_a_drain_that_takes_a_full_batch_asks_for_the_next_drain(
     session: Session, queue: Queue, run_worker: Callable[..., Any]
 ) -> None:
     cmu = factories.scheme(session, "cmu-thies")
-    households = [make_household(session, cmu, phone=f"+22177000{n:04d}") for n in range(5)]
-    payments = [store(session, reference=h.household_no) for h in households]
+    phones = [f"+22177000{n:04d}" for n in range(5)]
+    households = [make_household(session, cmu, phone=phone) for phone in phones]
+    # Each typed number is corroborated by the payer's registered phone (issue 18: signals must agree).
+    payments = [
+        store(session, reference=h.household_no, payer=phone) for h, phone in zip(households, phones, strict=True)
+    ]
     assert ask(queue, *[p.id for p in payments])  # a backlog, all at once: one drain job
     assert queue.job_ids == ["reconcile-drain-0"]
 
