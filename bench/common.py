@@ -299,10 +299,12 @@ INVARIANTS = {
             SELECT account_id, sum(amount) AS paid FROM allocations
             WHERE reversed_at IS NULL AND source_ref NOT LIKE 'subsidy:%' GROUP BY account_id),
         entries AS (
-            SELECT account_id, sum(amount) AS balance,
-                   -sum(CASE WHEN kind = 'fee' THEN amount ELSE 0 END) AS fee,
-                   -sum(CASE WHEN kind = 'charge' AND period_id IS NULL THEN amount ELSE 0 END) AS payouts
-            FROM ledger_entries GROUP BY account_id),
+            -- A fee the funder paid (booked from enrolment with its subsidy entry) is not the household's money.
+            SELECT e.account_id, sum(e.amount) AS balance,
+                   -sum(CASE WHEN e.kind = 'fee' AND coalesce(al.source_ref, '') NOT LIKE 'subsidy:%'
+                        THEN e.amount ELSE 0 END) AS fee,
+                   -sum(CASE WHEN e.kind = 'charge' AND e.period_id IS NULL THEN e.amount ELSE 0 END) AS payouts
+            FROM ledger_entries e LEFT JOIN allocations al ON al.id = e.allocation_id GROUP BY e.account_id),
         shares AS (
             SELECT a.id AS account_id, sum(c.household_share) AS shares
             FROM coverage_periods c JOIN accounts a ON a.household_id = c.household_id
