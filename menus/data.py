@@ -56,7 +56,6 @@ from sqlalchemy.orm import Session, joinedload
 from menus.checks import AGENT_CHECK_EFFECT, DOB_CHECK_EFFECT, LIMITED, NOT_FOUND, OK, parse_dob
 from menus.engine import Effect, State
 from menus.member import LANGUAGE_EFFECT, OTHER_PAYMENT_EFFECT, PAYMENT_REQUEST_EFFECT, PAYMENTS_SHOWN
-from menus.render import Amount
 from models.access import Agent, EffectKey
 from models.agents import PinOutcome, verify_agent_pin
 from models.base import (
@@ -75,7 +74,7 @@ from models.household import Household, Member, Network
 from models.ledger import household_account_columns
 from models.money import CoveragePeriod
 from models.outbox import send_sms
-from models.payment import Payment
+from models.payment import Payment, PaymentRequest
 from models.premiums import (
     FULL_SHARE_BP,
     amount_due,
@@ -86,7 +85,7 @@ from models.premiums import (
     price_of,
 )
 from models.rate_limit import allow_member_check
-from models.references import create_payment_request, how_to_pay
+from models.references import create_payment_request, reference_values
 from models.scheme import Plan, PremiumBand, Scheme, SubsidyCategory
 
 log = logging.getLogger(__name__)
@@ -454,36 +453,34 @@ class DatabaseData:
             caller_key=key,
             now=self.now(),
         )
-        amount = Amount(request.amount, scheme.currency, scheme.currency_exponent)
         if phone:
-            head = household.head
-            first_name = head.first_name[:40] if head is not None else "-"
-            send_sms(
-                session,
-                phone,
-                "payment_reference_for",
-                language=language,
-                household=household,
-                dedupe_key=f"payment_reference:{request.id}",
-                household_no=household.household_no,
-                first_name=first_name,
-                reference=request.reference,
-                amount=amount,
-                how_to_pay=how_to_pay(
-                    scheme,
-                    language,
-                    request.reference,
-                    amount,
-                    "payment_reference_for",
-                    {"household_no": household.household_no, "first_name": first_name},
-                ),
-            )
+            self._send_reference(session, phone, household, request, language)
         session.commit()
         return {
             "reference": request.reference,
             "amount": request.amount,
             "channels": [[channel.label, channel.account] for channel in scheme.channels],
         }
+
+    @staticmethod
+    def _send_reference(
+        session: Session,
+        phone: str,
+        household: Household,
+        request: PaymentRequest,
+        language: str,
+        values: dict[str, Any] | None = None,
+    ) -> None:
+        """Queue the SMS that repeats a payment reference (the screen disappears), naming the household once."""
+        send_sms(
+            session,
+            phone,
+            "payment_reference_for",
+            language=language,
+            household=household,
+            dedupe_key=f"payment_reference:{request.id}",
+            **(values or reference_values(household, request.reference, request.amount, language)),
+        )
 
     def request_other_payment(self, effect: Effect, key: str, phone: str, language: str) -> dict[str, Any]:
         """Create a payment request for the household a number names (any phone, rate-limited) and SMS it once."""
@@ -516,30 +513,10 @@ class DatabaseData:
             caller_key=key,
             now=self.now(),
         )
-        head = household.head
-        first_name = head.first_name[:40] if head is not None else "-"
-        amount = Amount(request.amount, scheme.currency, scheme.currency_exponent)
+        values = reference_values(household, request.reference, request.amount, language)
+        first_name = values["first_name"]
         if phone:
-            send_sms(
-                session,
-                phone,
-                "payment_reference_for",
-                language=language,
-                household=household,
-                dedupe_key=f"payment_reference:{request.id}",
-                household_no=household.household_no,
-                first_name=first_name,
-                reference=request.reference,
-                amount=amount,
-                how_to_pay=how_to_pay(
-                    scheme,
-                    language,
-                    request.reference,
-                    amount,
-                    "payment_reference_for",
-                    {"household_no": household.household_no, "first_name": first_name},
-                ),
-            )
+            self._send_reference(session, phone, household, request, language, values)
         session.commit()
         return {
             "o": OK,

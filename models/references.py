@@ -6,6 +6,7 @@ import random
 import secrets
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -185,3 +186,25 @@ def how_to_pay(
     while len(kept) > 1 and measure(render(template, language, {**values, "how_to_pay": "; ".join(kept)})).segments > 1:
         kept.pop()
     return "; ".join(kept)
+
+
+# A head's first name in a reference SMS is cut to this many characters (the SMS stays one segment).
+FIRST_NAME_LENGTH = 40
+
+
+def reference_values(household: Household, reference: str, amount: int, language: str) -> dict[str, Any]:
+    """Return the values of the `payment_reference_for` SMS: the household, its head, the reference and how to pay.
+
+    One builder for USSD's SMS and the SMS reply alike.
+    """
+    scheme = household.scheme
+    head = household.head
+    shown = Amount(amount, scheme.currency, scheme.currency_exponent)
+    values: dict[str, Any] = {
+        "household_no": household.household_no,
+        "first_name": head.first_name[:FIRST_NAME_LENGTH] if head is not None else "-",
+        "reference": reference,
+        "amount": shown,
+    }
+    values["how_to_pay"] = how_to_pay(scheme, language, reference, shown, "payment_reference_for", values)
+    return values

@@ -36,7 +36,7 @@ from models.operator_sms import OperatorPatterns
 from models.outbox import send_sms
 from models.payment_sources import find_device, operator_patterns, take_short_code_text
 from models.rate_limit import allow_member_check
-from models.references import create_payment_request, how_to_pay
+from models.references import create_payment_request, how_to_pay, reference_values
 from models.scheme import Scheme
 from models.sms_commands import Command, CommandKind, mask_secrets, parse_command
 from models.sms_text import measure
@@ -414,28 +414,36 @@ def _check(session: Session, phone: str, command: Command, context: CommandConte
 
 
 def _pay(
-    session: Session, message: Message, household: Household, command: Command, context: CommandContext, today: date
+    session: Session,
+    message: Message,
+    household: Household,
+    command: Command,
+    context: CommandContext,
+    today: date,
+    speaks: str | None = None,
 ) -> Reply:
     """Answer `PAY [amount]`: a payment request for the amount (default: what is due, else the next payment).
 
     A household suspended by staff, closed or fully subsidised is told why instead (a lapsed one may always pay).
+    `speaks`: the sender's language when it pays for a household that is not its own.
     """
     scheme = household.scheme
     answer = household_eligibility(session, household, today)
     offer = pay_offer(session, household, answer, today)
     if offer.refusal is not None:
-        return Reply(f"pay_refused_{offer.refusal.value}", {"household_no": household.household_no}, household)
+        refused = {"household_no": household.household_no}
+        return Reply(f"pay_refused_{offer.refusal.value}", refused, household, speaks)
     if command.problem is not None:
-        return Reply("pay_usage", {}, household)
+        return Reply("pay_usage", {}, household, speaks)
     if command.amount_text is not None:
         try:
             amount = parse_amount(command.amount_text, scheme.currency_exponent)
         except AmountError:
-            return Reply("pay_usage", {}, household)
+            return Reply("pay_usage", {}, household, speaks)
     else:
         if not offer.choices:
             nothing = {"household_no": household.household_no, **_next_payment(household, answer)}
-            return Reply("pay_nothing_due", nothing, household)
+            return Reply("pay_nothing_due", nothing, household, speaks)
         amount = offer.choices[0].amount
     request = create_payment_request(
         session,
@@ -447,23 +455,13 @@ def _pay(
         caller_key=f"sms:{message.id}",
         now=context.now,
     )
-    language = resolve_language(household.language, scheme.default_language)
+    language = resolve_language(speaks, household.language, scheme.default_language)
     return _reference_reply(household, request.reference, amount, language)
 
 
 def _reference_reply(household: Household, reference: str, amount: int, language: str) -> Reply:
     """Return the reply with a household's payment reference, naming the household and its head."""
-    scheme = household.scheme
-    shown = _money(scheme)(amount)
-    head = household.head
-    values: dict[str, Any] = {
-        "household_no": household.household_no,
-        "first_name": head.first_name if head is not None else "-",
-        "reference": reference,
-        "amount": shown,
-    }
-    values["how_to_pay"] = how_to_pay(scheme, language, reference, shown, "payment_reference_for", values)
-    return Reply("payment_reference_for", values, household, language)
+    return Reply("payment_reference_for", reference_values(household, reference, amount, language), household, language)
 
 
 def _pay_for(
@@ -487,35 +485,7 @@ def _pay_for(
     household = find_household(session, number)
     if household is None:
         return Reply("household_not_found", {"household_no": number}, None, speaks)
-    scheme = household.scheme
-    today = scheme.local_today(context.now)
-    answer = household_eligibility(session, household, today)
-    offer = pay_offer(session, household, answer, today)
-    if offer.refusal is not None:
-        refused = {"household_no": household.household_no}
-        return Reply(f"pay_refused_{offer.refusal.value}", refused, household, speaks)
-    if command.amount_text is not None:
-        try:
-            amount = parse_amount(command.amount_text, scheme.currency_exponent)
-        except AmountError:
-            return Reply("pay_usage", {}, None, speaks)
-    else:
-        if not offer.choices:
-            nothing = {"household_no": household.household_no, **_next_payment(household, answer)}
-            return Reply("pay_nothing_due", nothing, household, speaks)
-        amount = offer.choices[0].amount
-    request = create_payment_request(
-        session,
-        scheme=scheme,
-        household=household,
-        amount=amount,
-        payer_phone=message.phone,
-        channel="sms",
-        caller_key=f"sms:{message.id}",
-        now=context.now,
-    )
-    language = resolve_language(speaks, household.language, scheme.default_language)
-    return _reference_reply(household, request.reference, amount, language)
+    return _pay(session, message, household, command, context, household.scheme.local_today(context.now), speaks)
 
 
 def _pay_network(
