@@ -69,17 +69,15 @@ from models.base import (
 )
 from models.checks import check_member, find_member
 from models.db import begin_write
-from models.eligibility import eligibility_on, member_eligibility
-from models.household import Household, Member, Network
+from models.eligibility import eligibility_on, household_eligibility, member_eligibility, pay_offer
+from models.household import Household, Member, Network, find_household
 from models.ledger import household_account_columns
 from models.money import CoveragePeriod
 from models.outbox import send_sms
 from models.payment import Payment, PaymentRequest
 from models.premiums import (
     FULL_SHARE_BP,
-    amount_due,
     due_of,
-    is_fully_subsidised,
     pay_refusal,
     payment_choices,
     price_of,
@@ -491,18 +489,18 @@ class DatabaseData:
         if not allow_member_check(self.redis, phone or "unknown", number, key):
             return {"o": LIMITED, "no": number}
         session = self._fresh_write()
-        household = session.scalar(select(Household).where(func.upper(Household.household_no) == number))
-        if household is None:
-            member = session.scalar(select(Member).where(func.upper(Member.member_no) == number))
-            household = member.household if member is not None else None
+        household = find_household(session, number)
         if household is None:
             session.rollback()
             return {"o": NOT_FOUND, "no": number}
         scheme = household.scheme
-        due = amount_due(session, household, scheme.local_today(self.now())).total
-        if due <= 0 or pay_refusal(household.status, is_fully_subsidised(household)) is not None:
+        # What SMS `PAYER <no>` offers: what is due now, else the next period; nothing when Pay is refused.
+        today = scheme.local_today(self.now())
+        offer = pay_offer(session, household, household_eligibility(session, household, today), today)
+        if offer.refusal is not None or not offer.choices:
             session.rollback()
             return {"o": "NOTHING", "no": household.household_no}
+        due = offer.choices[0].amount
         request = create_payment_request(
             session,
             scheme=scheme,

@@ -7,8 +7,8 @@ import unicodedata
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, func
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.base import Base, HouseholdStatus, Language, MemberStatus, Sex, utcnow
 from models.scheme import Scheme
@@ -138,3 +138,13 @@ class HouseholdEvent(Base):
 Index("ix_households_upper_household_no", func.upper(Household.household_no))
 Index("ix_members_upper_member_no", func.upper(Member.member_no))
 Index("ix_networks_upper_code", func.upper(Network.code))
+
+
+def find_household(session: Session, number: str) -> Household | None:
+    """Return the household a household or member number names (any case), or None."""
+    number = number.upper()[:44]
+    household = session.scalar(select(Household).where(func.upper(Household.household_no) == number))
+    if household is not None:
+        return household
+    member = session.scalar(select(Member).where(func.upper(Member.member_no) == number))
+    return member.household if member is not None else None

@@ -17,7 +17,7 @@ from typing import Any
 
 import phonenumbers
 from redis import Redis
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,7 @@ from models.base import CheckChannel, EligibilityStatus, Language, MemberStatus,
 from models.checks import check_member, find_member
 from models.db import begin_write
 from models.eligibility import Eligibility, household_eligibility, member_eligibility, pay_offer
-from models.household import Household, Member, Network, squash
+from models.household import Household, Member, Network, find_household, squash
 from models.i18n import resolve_language
 from models.messaging import Message
 from models.operator_sms import OperatorPatterns
@@ -237,16 +237,6 @@ def fallback_scheme(session: Session, phone: str, default_scheme: str = "") -> S
 def contact_networks(session: Session, phone: str) -> list[Network]:
     """Return the networks whose contact (treasurer) has this phone."""
     return list(session.scalars(select(Network).where(Network.contact_phone == phone).order_by(Network.code)))
-
-
-def find_household(session: Session, number: str) -> Household | None:
-    """Return the household a household or member number names (any case), or None."""
-    number = number.upper()[:44]
-    household = session.scalar(select(Household).where(func.upper(Household.household_no) == number))
-    if household is not None:
-        return household
-    member = session.scalar(select(Member).where(func.upper(Member.member_no) == number))
-    return member.household if member is not None else None
 
 
 # A head's first name in a choice is cut to this many characters, so two households' choice fits one SMS.
