@@ -6,7 +6,7 @@ import contextlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
@@ -58,14 +58,8 @@ def _default_currency() -> str:
     return session.scalar(query) or "XOF"
 
 
-def _enqueue(payment_id: int) -> None:
-    try:
-        request_reconcile(get_redis(settings().REDIS_URL), [payment_id], settings().RECONCILE_QUEUE)
-    except RedisError as exc:
-        click.echo(f"warning: not enqueued ({exc}); `reconcile run` or the sweeper will pick it up", err=True)
-
-
-def _enqueue_all(payment_ids: tuple[int, ...]) -> None:
+def _request_reconcile(payment_ids: Sequence[int]) -> None:
+    """Ask the workers to reconcile committed payments; without Redis, say who will pick them up."""
     if not payment_ids:
         return
     try:
@@ -100,7 +94,7 @@ def simulate_command(amount: str, reference: str, phone: str, txn_id: str, curre
     result = record_report(session, report)
     session.commit()
     if result.needs_reconcile:
-        _enqueue(result.payment_id)
+        _request_reconcile([result.payment_id])
     click.echo(
         f"payment {result.payment_id} sandbox/{report.provider_txn_id} {report.amount} {report.currency} "
         f"payer {mask_phone(report.payer_phone) or '-'} ref {report.reference or '-'}: "
@@ -327,7 +321,7 @@ def import_statement_command(file: Path, provider: str, format_name: str | None,
     if result.already_imported:
         click.echo(f"{file.name}: already imported as statement {result.report.import_id}; nothing new")
         return
-    _enqueue_all(result.needs_reconcile)
+    _request_reconcile(result.needs_reconcile)
     _echo_report(result.report, limit)
 
 

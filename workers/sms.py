@@ -35,6 +35,7 @@ from models.messaging import Message
 from models.outbox import Dispatch
 from workers import runtime
 from workers.connections import get_queue
+from workers.queue_health import queue_depth
 from workers.sms_transport import (
     SendResult,
     SmsTransport,
@@ -153,7 +154,7 @@ def send_messages(message_ids: list[int]) -> dict[str, int]:
 def _reconciliation_waiting(queue_name: str) -> bool:
     """Return whether a job waits on the reconciliation queue (no worker has taken it yet)."""
     try:
-        return bool(runtime.redis().llen(Queue(queue_name, connection=runtime.redis()).key))
+        return queue_depth(runtime.redis(), queue_name) > 0
     except RedisError:
         return False
 
