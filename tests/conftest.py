@@ -22,8 +22,7 @@ from models.db import dispose_engines, get_engine, make_engine
 from tests import backends
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+FIXTURES = ROOT / "tests" / "fixtures"  # real-shaped provider payloads and sample files (tests/fixtures/README.md)
 CALLBACK_TOKEN = "test-callback-token"
 DARAJA_TOKEN = "test-daraja-callback-token"
 
