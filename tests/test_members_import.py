@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Callable
 from datetime import date
@@ -21,29 +20,10 @@ from models.eligibility import household_eligibility
 from models.household import Account, Household, Member, Network
 from models.ledger import account_entries, get_or_create_account
 from models.member_import import ImportFileError, import_members, slugify
-from models.scheme_file import load_scheme, parse_scheme_file
 from models.tokens import issue_token
-from tests.conftest import FIXTURES, ROOT
+from tests.members_helpers import SAMPLE, cli, load_schemes, rows_of, write_rows
 
-SAMPLE = FIXTURES / "members_sample.csv"
-SCHEMES = ROOT / "schemes"
-
-
-def load_schemes(session: Session) -> None:
-    for name in ("cmu-thies.toml", "sky-cambodia.toml"):
-        load_scheme(session, parse_scheme_file(SCHEMES / name))
-    session.commit()
-
-
-@pytest.fixture
-def cli(app: Flask) -> Callable[..., Result]:
-    with app.app_context():
-        load_schemes(db())
-
-    def run(*args: str) -> Result:
-        return app.test_cli_runner().invoke(args=list(args))
-
-    return run
+__all__ = ["cli"]  # the fixture
 
 
 def counts(app: Flask) -> dict[str, int]:
@@ -53,19 +33,6 @@ def counts(app: Flask) -> dict[str, int]:
             model.__tablename__: session.scalar(select(func.count()).select_from(model)) or 0
             for model in (Household, Member, Network, Account)
         }
-
-
-def rows_of(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_rows(path: Path, rows: list[dict[str, str]]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def test_sample_export_imports(app: Flask, cli: Callable[..., Result]) -> None:

@@ -35,8 +35,8 @@ from models.scheme import Scheme
 from tests import factories
 from tests.conftest import ROOT
 from tests.factories import make_household, make_network
+from tests.ledger_invariants import check_invariants
 from tests.payment_helpers import PAID_AT, store_report
-from tests.test_rules_properties import check_invariants
 from workers.reconcile import GENERATION_KEY, WAITING_KEY, request_reconcile
 
 FULL_YEAR = 15_000

@@ -22,7 +22,7 @@ from models.outbox import attach_dispatch
 from models.reminders import send_due_reminders
 from models.scheme import Scheme
 from tests import factories
-from tests.test_sms_inbound import run_jobs, sms
+from tests.sms_helpers import run_jobs, sms
 from workers import runtime
 from workers.sms import rq_dispatch
 

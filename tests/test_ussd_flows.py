@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -26,32 +25,18 @@ from models.rate_limit import MEMBER_CHECK_PER_PHONE, rate_limit_key
 from models.references import is_valid_reference
 from tests.conftest import CALLBACK_TOKEN
 from tests.factories import make_household, pay, scheme
-from tests.test_ussd_http import post_hop
+from tests.ussd_helpers import PHONE, cmu_household, hops, post_hop
 
-PHONE = "+221771234567"
 SKY_PHONE = "+85512345678"
 AGENT_PHONE = "+221760000001"
 AGENT_PIN = "4821"
 STRANGER = "+221700000000"
 
 
-def hops(client: FlaskClient, phone: str, *inputs: str, session_id: str | None = None) -> list[str]:
-    """Play a session hop by hop and return every reply."""
-    sid = session_id or f"ATUid_{uuid.uuid4().hex[:12]}"
-    return [post_hop(client, sid, phone, "*".join(inputs[:index])) for index in range(len(inputs) + 1)]
-
-
 def count(session: Session, model: type) -> int:
     session.commit()  # end the read transaction: see what the app committed since
     session.expire_all()
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-def cmu_household(session: Session, phone: str = PHONE, language: Language = Language.FR, **kw: object) -> Household:
-    household = make_household(session, scheme(session, "cmu-thies"), phone=phone, **kw)  # type: ignore[arg-type]
-    household.language = language
-    session.commit()
-    return household
 
 
 # ---------------------------------------------------------------- 2 Pay

@@ -26,7 +26,7 @@ from werkzeug.wrappers import Request as WerkzeugRequest
 from commands.ussd import ussd_command
 from handlers import ussd as ussd_handlers
 from menus.data import scheme_today
-from menus.render import apology, fits, format_date
+from menus.render import apology, format_date
 from menus.session_store import connect, session_key
 from models import db as db_module
 from models.access import EffectKey
@@ -39,30 +39,11 @@ from models.payment import Payment, PaymentRequest
 from tests import backends
 from tests.conftest import CALLBACK_TOKEN, FIXTURES, make_test_app
 from tests.factories import make_household, make_network, pay, scheme
+from tests.ussd_helpers import post_hop
 
 PHONE = "+221771234567"
 SKY_PHONE = "+85512345678"
 Dial = Callable[..., str]
-
-
-def post_hop(client: FlaskClient, session_id: str, phone: str, text: str, token: str = CALLBACK_TOKEN) -> str:
-    """Post one hop as AT does and return the reply, checking the contract's shape."""
-    response = client.post(
-        f"/ussd?token={token}",
-        data={
-            "sessionId": session_id,
-            "serviceCode": "*384*123#",
-            "phoneNumber": phone,
-            "networkCode": "60801",
-            "text": text,
-        },
-    )
-    assert response.status_code == 200
-    assert response.mimetype == "text/plain"
-    body = response.get_data(as_text=True)
-    assert body.startswith(("CON ", "END ")), body
-    assert fits(body), body
-    return body
 
 
 @pytest.fixture
