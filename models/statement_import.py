@@ -1,6 +1,6 @@
 """Operators' statements: read an export with its provider's column mapping, store it, report the breaks.
 
-Statements are the ground truth (SPEC "Payments", "Duplicates"). Importing one:
+Statements are the ground truth (docs/operations.md, "Statement import"). Importing one:
 - reads the file with a column mapping kept as data (`operators/statement_formats.toml`); a bad file, header or cell
   raises `StatementError` naming the line, before anything is written;
 - is idempotent: the same bytes for the same provider (unique sha256) answer "already imported" and write nothing;
