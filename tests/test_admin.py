@@ -38,9 +38,9 @@ from models.payment_intake import Report, record_report
 from models.reconciliation import reconcile_payment
 from models.staff import authenticate_staff, create_staff_user
 from models.tokens import issue_token
+from redis_keys import clock_heartbeat_key
 from tests import backends
 from tests.conftest import make_test_app
-from workers.maintenance import CLOCK_HEARTBEAT_KEY
 
 PASSWORDS = {"viewer": "viewer-pass-123", "operator": "operator-pass-123", "admin": "admin-pass-1234"}
 SHARED_PHONE = "+221779999999"  # models.demo.SHARED_PHONE: the head of two demo households
@@ -452,7 +452,7 @@ def test_queue_health_shows_failed_jobs_and_the_clock_heartbeat(admin_app: Flask
     queue = Queue("default", connection=redis_client)
     queue.enqueue("workers.no_such_module.no_such_function", job_id="admin-test-failing")
     SimpleWorker([queue], connection=redis_client).work(burst=True)
-    redis_client.set(CLOCK_HEARTBEAT_KEY, (datetime.now() - timedelta(seconds=30)).timestamp())
+    redis_client.set(clock_heartbeat_key(), (datetime.now() - timedelta(seconds=30)).timestamp())
     body = text_of(client.get("/admin/queues"))
     assert "admin-test-failing" in body and "no_such_module" in body
     assert re.search(r"default 0 0 1 0 0", body)
