@@ -18,6 +18,7 @@ from extensions import db, settings
 from logs import mask_phone
 from models.amounts import AmountError, currency_exponent, format_amount
 from models.base import PaymentStatus, utcnow
+from models.bulk import analyze
 from models.payment import Payment
 from models.payment_actions import manual_match, undo_payment
 from models.payment_intake import record_report
@@ -27,6 +28,7 @@ from models.scheme import Scheme
 from models.statement import BreakKind
 from models.statement_import import (
     DEFAULT_FORMATS_FILE,
+    MODELS_WRITTEN,
     FormatFileError,
     StatementError,
     StatementReport,
@@ -310,6 +312,7 @@ def import_statement_command(file: Path, provider: str, format_name: str | None,
     if result.already_imported:
         click.echo(f"{file.name}: already imported as statement {result.report.import_id}; nothing new")
         return
+    analyze(session, MODELS_WRITTEN)
     _echo_report(result.report, limit)
 
 

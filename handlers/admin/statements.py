@@ -15,9 +15,11 @@ from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import page_args
 from models.base import StaffRole
+from models.bulk import analyze
 from models.statement import BreakKind, StatementImport
 from models.statement_import import (
     DEFAULT_FORMATS_FILE,
+    MODELS_WRITTEN,
     FormatFileError,
     StatementError,
     StatementFormat,
@@ -95,6 +97,8 @@ def upload_statement() -> ResponseReturnValue:
         return _upload_page(f"{upload.filename}: nothing imported. {exc}", 400)
     reconcile_after_commit(session, result.needs_reconcile, settings())
     session.commit()
+    if not result.already_imported:
+        analyze(session, MODELS_WRITTEN)
     import_id = result.report.import_id
     log.info("admin: statement %s imported by %s (%s)", import_id, current_user.username, provider)
     return redirect(url_for("admin.statement", import_id=import_id, again="1" if result.already_imported else None))
