@@ -21,8 +21,9 @@ from models.devices import issue_device_key
 from models.payment import Payment, PaymentEvidence, UnparsedForward
 from models.payment_intake import Report, record_report
 from models.rejections import RejectedCallback
+from redis_keys import reconcile_waiting_key
 from tests.conftest import CALLBACK_TOKEN, DARAJA_TOKEN, FIXTURES
-from workers.reconcile import WAITING_KEY
+from workers.reconcile import DRAIN_FUNC
 
 WAVE_SECRET = "test-wave-webhook-secret"
 PAID_AT = datetime(2026, 11, 20, 11, 2, 44)
@@ -166,7 +167,8 @@ def queued_job_ids(redis_url: str, queue: str = "default") -> list[str]:
 
 def waiting_for_reconcile(redis_url: str) -> list[int]:
     """Return the ids of the payments waiting for a drain, checking that a drain job is queued for them."""
-    ids = sorted(int(raw) for raw in Redis.from_url(redis_url).smembers(WAITING_KEY))
+    connection = Redis.from_url(redis_url)
+    ids = sorted(int(raw) for raw in connection.smembers(reconcile_waiting_key()))
     if ids:
-        assert any(job_id.startswith("reconcile-drain-") for job_id in queued_job_ids(redis_url, "reconcile"))
+        assert any(job.func_name == DRAIN_FUNC for job in Queue("reconcile", connection=connection).jobs)
     return ids

@@ -36,9 +36,9 @@ from models.payment_intake import Report, record_report
 from models.reconciliation import reconcile_payment
 from models.staff import authenticate_staff, create_staff_user
 from models.tokens import issue_token
+from redis_keys import clock_heartbeat_key
 from tests.admin_helpers import PASSWORDS, admin_app, csrf_token, db_session, login, seeded_url, signed_in, text_of
 from tests.conftest import make_test_app
-from workers.maintenance import CLOCK_HEARTBEAT_KEY
 
 __all__ = ["admin_app", "db_session", "seeded_url"]  # the shared seeded database fixtures
 
@@ -376,7 +376,7 @@ def test_queue_health_shows_failed_jobs_and_the_clock_heartbeat(admin_app: Flask
     queue = Queue("default", connection=redis_client)
     queue.enqueue("workers.no_such_module.no_such_function", job_id="admin-test-failing")
     SimpleWorker([queue], connection=redis_client).work(burst=True)
-    redis_client.set(CLOCK_HEARTBEAT_KEY, (datetime.now() - timedelta(seconds=30)).timestamp())
+    redis_client.set(clock_heartbeat_key(), (datetime.now() - timedelta(seconds=30)).timestamp())
     body = text_of(client.get("/admin/queues"))
     assert "admin-test-failing" in body and "no_such_module" in body
     assert re.search(r"default 0 0 1 0 0", body)

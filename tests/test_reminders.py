@@ -21,10 +21,11 @@ from models.money import CoveragePeriod
 from models.outbox import attach_dispatch
 from models.reminders import send_due_reminders
 from models.scheme import Scheme
+from redis_keys import sms_job_id
 from tests import factories
 from tests.sms_helpers import run_jobs, sms
 from workers import runtime
-from workers.sms import rq_dispatch
+from workers.sms_queue import rq_dispatch
 
 PHONE = "+221771234567"
 USSD = "*384*123#"
@@ -120,7 +121,7 @@ def test_each_reminder_once_per_household_kind_and_period(outbox: Session, cmu: 
     )
     assert sent[2].template == "reminder_lapsed"
     assert {m.phone for m in sent} == {PHONE}
-    assert sorted(queue.job_ids) == sorted(f"sms-{m.id}" for m in sent)
+    assert sorted(queue.job_ids) == sorted(sms_job_id(m.id) for m in sent)
 
 
 def test_quiet_hours_send_nothing_and_a_later_run_catches_up(outbox: Session, cmu: Scheme) -> None:

@@ -24,6 +24,7 @@ from models.messaging import Message
 from models.payment import Payment, PaymentRequest
 from models.references import is_valid_reference
 from models.scheme import Scheme
+from redis_keys import inbound_job_id
 from tests import factories
 from tests.conftest import CALLBACK_TOKEN, FIXTURES
 from tests.payment_helpers import add_device
@@ -87,7 +88,7 @@ def test_fixture_lines_get_the_right_replies(
     for fields in fixture_lines():
         response = client.post(f"/sms/inbound?token={CALLBACK_TOKEN}", data=fields)
         assert (response.status_code, response.get_data(as_text=True)) == (200, "OK")
-    assert sorted(queue.job_ids) == sorted(f"sms-in-{m.id}" for m in inbound(session))
+    assert sorted(queue.job_ids) == sorted(inbound_job_id(m.id) for m in inbound(session))
 
     run_jobs(queue)
 

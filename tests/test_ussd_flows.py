@@ -21,8 +21,9 @@ from models.base import CheckChannel, HouseholdStatus, Language, RequestStatus
 from models.household import Household
 from models.messaging import Message, UssdSessionRecord
 from models.payment import PaymentRequest
-from models.rate_limit import MEMBER_CHECK_PER_PHONE, rate_limit_key
+from models.rate_limit import MEMBER_CHECK_PER_PHONE
 from models.references import is_valid_reference
+from redis_keys import rate_limit_key, ussd_session_key
 from tests.conftest import CALLBACK_TOKEN
 from tests.factories import make_household, pay, scheme
 from tests.ussd_helpers import PHONE, cmu_household, hops, post_hop
@@ -274,14 +275,14 @@ def test_date_of_birth_checks_are_rate_limited_per_phone(
     member_no = f"{household.household_no}-01"
     sid = "ATUid_dob"
     first = hops(client, STRANGER, member_no, "01011980", session_id=sid)[-1]
-    redis_client.delete("ussd:session:" + sid)
+    redis_client.delete(ussd_session_key(sid))
     assert hops(client, STRANGER, member_no, "01011980", session_id=sid)[-1] == first  # replayed: not counted
-    assert redis_client.zcard(rate_limit_key(MEMBER_CHECK_PER_PHONE, STRANGER)) == 1
+    assert redis_client.zcard(rate_limit_key(MEMBER_CHECK_PER_PHONE.name, STRANGER)) == 1
     for _ in range(MEMBER_CHECK_PER_PHONE.limit - 1):
         assert hops(client, STRANGER, member_no, "09091999")[-1].startswith("END Aucun membre")
     limited = hops(client, STRANGER, member_no, "01011980")[-1]
     assert limited == "END Trop de vérifications depuis ce numéro. Réessayez dans une heure."
-    assert 0 < redis_client.ttl(rate_limit_key(MEMBER_CHECK_PER_PHONE, STRANGER)) <= 3600
+    assert 0 < redis_client.ttl(rate_limit_key(MEMBER_CHECK_PER_PHONE.name, STRANGER)) <= 3600
     # Another phone has its own allowance.
     assert hops(client, "+221700000002", member_no, "01011980")[-1] == first
 

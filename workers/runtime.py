@@ -15,6 +15,7 @@ from logs import configure_logging
 from models.db import session_scope
 from models.outbox import attach_dispatch
 from workers.connections import get_queue, get_redis
+from workers.sms_queue import rq_dispatch
 
 
 @functools.cache
@@ -31,8 +32,6 @@ def job_session() -> Iterator[Session]:
 
     SMS queued with `send_sms` in it are enqueued once it commits.
     """
-    from workers.sms import rq_dispatch  # workers.sms uses this module: import at call time
-
     with session_scope(settings().DATABASE_URL) as session:
         attach_dispatch(session, rq_dispatch(settings().REDIS_URL, settings().RQ_QUEUE))
         yield session
