@@ -139,11 +139,6 @@ def format_date(value: date | str, language: str) -> str:
     return day.strftime("%d/%m/%Y")
 
 
-def format_amount(amount: Amount, language: str) -> str:
-    """Return an amount in the one format of every channel (`models.amounts.format_amount`)."""
-    return format_money(amount, language)
-
-
 def text_of(item: Text, language: str) -> str:
     """Return a message (or plain string) translated and filled in."""
     if isinstance(item, str):
@@ -164,7 +159,7 @@ def _value(value: Any, language: str) -> str:
     if isinstance(value, Msg):
         return text_of(value, language)
     if isinstance(value, Amount):
-        return format_amount(value, language)
+        return format_money(value, language)
     if isinstance(value, date):
         return format_date(value, language)
     return str(value)

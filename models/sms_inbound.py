@@ -101,7 +101,7 @@ class InboundOutcome:
 
 
 @dataclass
-class Reply:
+class SmsReply:
     """The reply to send: a template, its values, and whose language it speaks."""
 
     template: str
@@ -251,7 +251,7 @@ def _choices(households: list[Household]) -> str:
     )
 
 
-def _reply(session: Session, message: Message, command: Command, context: CommandContext) -> Reply:
+def _reply(session: Session, message: Message, command: Command, context: CommandContext) -> SmsReply:
     phone = message.phone
     households = phone_households(session, phone)
     chosen = _chosen_household(command, households)
@@ -269,34 +269,36 @@ def _reply(session: Session, message: Message, command: Command, context: Comman
     if kind is CommandKind.STATUS and command.member_no is not None and chosen is None:
         return _member_status(session, message, command, context, language)
     if kind is CommandKind.HELP:
-        return Reply("help", {"ussd_code": context.ussd_code}, household, language)
+        return SmsReply("help", {"ussd_code": context.ussd_code}, household, language)
     if kind is CommandKind.STOP:
         for each in households:
             each.sms_opt_in = False
-        return Reply("stop_done", {}, household, language)
+        return SmsReply("stop_done", {}, household, language)
     if kind is CommandKind.LANGUAGE and command.language is None:
-        return Reply("language_usage", {}, household, language)
+        return SmsReply("language_usage", {}, household, language)
     if kind is CommandKind.PAY and command.account is not None and command.problem is None:
         return _pay_for(session, message, command, context, households, language)
     if kind is CommandKind.PAY and command.problem is None:
         networks = contact_networks(session, phone)
         if networks:  # a treasurer: the network, or a household by its number
             speaks = household.language.value if household is not None else language
-            return Reply("network_offer", {"network": networks[0].code.upper()}, None, speaks)
+            return SmsReply("network_offer", {"network": networks[0].code.upper()}, None, speaks)
     if len(households) > 1 and kind in _CHOOSE_TEMPLATES:
         # A phone several households share: never answer for the first one, ask which.
-        return Reply(_CHOOSE_TEMPLATES[kind], {"choices": _choices(households)}, None, households[0].language.value)
+        return SmsReply(_CHOOSE_TEMPLATES[kind], {"choices": _choices(households)}, None, households[0].language.value)
     if household is None:
-        return Reply("not_registered", {"ussd_code": context.ussd_code}, None, language)
+        return SmsReply("not_registered", {"ussd_code": context.ussd_code}, None, language)
     if kind is CommandKind.START:
         for each in households:
             each.sms_opt_in = True
-        return Reply("start_done", {}, household)
+        return SmsReply("start_done", {}, household)
     if kind is CommandKind.LANGUAGE:
         assert command.language is not None
         for each in households:
             each.language = Language(command.language)
-        return Reply("language_set", {"language_name": LANGUAGE_NAMES[command.language]}, household, command.language)
+        return SmsReply(
+            "language_set", {"language_name": LANGUAGE_NAMES[command.language]}, household, command.language
+        )
     today = household.scheme.local_today(context.now)
     if kind is CommandKind.STATUS:
         return _status_reply(household, household_eligibility(session, household, today))
@@ -309,7 +311,7 @@ def _reply(session: Session, message: Message, command: Command, context: Comman
             "amount": money(answer.amount_due),
             **_next_payment(household, answer),
         }
-        return Reply("balance", values, household)
+        return SmsReply("balance", values, household)
     return _pay(session, message, household, command, context, today)
 
 
@@ -340,7 +342,7 @@ def _next_payment(household: Household, answer: Eligibility) -> dict[str, Any]:
     return {"next": _money(household.scheme)(answer.next_payment_amount), "next_due": answer.next_payment_due or "-"}
 
 
-def _status_reply(household: Household, answer: Eligibility) -> Reply:
+def _status_reply(household: Household, answer: Eligibility) -> SmsReply:
     values: dict[str, Any] = {
         "household_no": household.household_no,
         "until": answer.valid_until if answer.valid_until is not None else "-",
@@ -349,49 +351,49 @@ def _status_reply(household: Household, answer: Eligibility) -> Reply:
         **_next_payment(household, answer),
     }
     template = "status_partly_paid" if answer.partly_paid else STATUS_TEMPLATES[answer.status]
-    return Reply(template, values, household)
+    return SmsReply(template, values, household)
 
 
 def _member_status(
     session: Session, message: Message, command: Command, context: CommandContext, language: str | None
-) -> Reply:
+) -> SmsReply:
     """Answer `STATUS <member no> <DDMMYYYY>` from any phone, rate-limited per phone and per member."""
     if command.problem is not None or command.birth_date is None:
-        return Reply("status_usage", {}, None, language)
+        return SmsReply("status_usage", {}, None, language)
     member_no = (command.member_no or "").upper()[:44]
     event = f"sms:{message.id}"
     if context.redis is not None and not allow_member_check(context.redis, message.phone, member_no, event):
-        return Reply("rate_limited", {"ussd_code": context.ussd_code}, None, language)
+        return SmsReply("rate_limited", {"ussd_code": context.ussd_code}, None, language)
     member = find_member(session, member_no)
     # The same answer for an unknown number and a wrong date of birth: neither is revealed.
     if member is None or member.date_of_birth != command.birth_date:
-        return Reply("member_not_found", {"member_no": member_no}, None, language)
+        return SmsReply("member_not_found", {"member_no": member_no}, None, language)
     household = member.household
     answer = member_eligibility(session, member, household.scheme.local_today(context.now))
     return _status_reply(household, answer)
 
 
-def _check(session: Session, phone: str, command: Command, context: CommandContext, scheme: Scheme | None) -> Reply:
+def _check(session: Session, phone: str, command: Command, context: CommandContext, scheme: Scheme | None) -> SmsReply:
     """Answer an agent's `CHECK <member no> <PIN>`: the PIN first (same lockout as USSD), then the member."""
     agent = find_agent(session, phone)
     if agent is None:
-        return Reply("agent_only")
+        return SmsReply("agent_only")
     pin = command.pin or ""
     if command.problem is not None or not (pin.isascii() and pin.isdigit()):
-        return Reply("check_usage")
+        return SmsReply("check_usage")
     result = verify_agent_pin(session, agent, pin, context.now)
     if result.outcome is PinOutcome.INACTIVE:
-        return Reply("agent_only")
+        return SmsReply("agent_only")
     if result.outcome is PinOutcome.LOCKED:
         until = result.locked_until or context.now
         local = scheme.local_now(until) if scheme is not None else until
-        return Reply("pin_locked", {"time": local.strftime("%H:%M")})
+        return SmsReply("pin_locked", {"time": local.strftime("%H:%M")})
     if result.outcome is PinOutcome.WRONG:
-        return Reply("pin_wrong", {"attempts": result.attempts_left})
+        return SmsReply("pin_wrong", {"attempts": result.attempts_left})
     member_no = (command.member_no or "").upper()[:44]
     answer = check_member(session, member_no, None, CheckChannel.SMS, agent.facility, agent_id=agent.id)
     if answer is None:
-        return Reply("member_not_found", {"member_no": member_no})
+        return SmsReply("member_not_found", {"member_no": member_no})
     e = answer.eligibility
     values = {
         "member_no": answer.member_no,
@@ -400,7 +402,7 @@ def _check(session: Session, phone: str, command: Command, context: CommandConte
         "until": e.valid_until if e.valid_until is not None else "-",
         "status": e.status.value,
     }
-    return Reply("check_covered" if e.covered else "check_not_covered", values)
+    return SmsReply("check_covered" if e.covered else "check_not_covered", values)
 
 
 def _pay(
@@ -411,7 +413,7 @@ def _pay(
     context: CommandContext,
     today: date,
     speaks: str | None = None,
-) -> Reply:
+) -> SmsReply:
     """Answer `PAY [amount]`: a payment request for the amount (default: what is due, else the next payment).
 
     A household suspended by staff, closed or fully subsidised is told why instead (a lapsed one may always pay).
@@ -422,18 +424,18 @@ def _pay(
     offer = pay_offer(session, household, answer, today)
     if offer.refusal is not None:
         refused = {"household_no": household.household_no}
-        return Reply(f"pay_refused_{offer.refusal.value}", refused, household, speaks)
+        return SmsReply(f"pay_refused_{offer.refusal.value}", refused, household, speaks)
     if command.problem is not None:
-        return Reply("pay_usage", {}, household, speaks)
+        return SmsReply("pay_usage", {}, household, speaks)
     if command.amount_text is not None:
         try:
             amount = parse_amount(command.amount_text, scheme.currency_exponent)
         except AmountError:
-            return Reply("pay_usage", {}, household, speaks)
+            return SmsReply("pay_usage", {}, household, speaks)
     else:
         if not offer.choices:
             nothing = {"household_no": household.household_no, **_next_payment(household, answer)}
-            return Reply("pay_nothing_due", nothing, household, speaks)
+            return SmsReply("pay_nothing_due", nothing, household, speaks)
         amount = offer.choices[0].amount
     request = create_payment_request(
         session,
@@ -449,9 +451,11 @@ def _pay(
     return _reference_reply(household, request.reference, amount, language)
 
 
-def _reference_reply(household: Household, reference: str, amount: int, language: str) -> Reply:
+def _reference_reply(household: Household, reference: str, amount: int, language: str) -> SmsReply:
     """Return the reply with a household's payment reference, naming the household and its head."""
-    return Reply("payment_reference_for", reference_values(household, reference, amount, language), household, language)
+    return SmsReply(
+        "payment_reference_for", reference_values(household, reference, amount, language), household, language
+    )
 
 
 def _pay_for(
@@ -461,7 +465,7 @@ def _pay_for(
     context: CommandContext,
     own: list[Household],
     fallback_language: str | None,
-) -> Reply:
+) -> SmsReply:
     """Answer `PAY <household no> [amount]` from any phone (rate-limited), or `PAY <network>` from its contact."""
     number = (command.account or "").upper()[:44]
     speaks = own[0].language.value if own else fallback_language
@@ -471,26 +475,26 @@ def _pay_for(
     if not any(h.household_no.upper() == number for h in own):  # another household's: limited like STATUS <no>
         event = f"sms:{message.id}"
         if context.redis is not None and not allow_member_check(context.redis, message.phone, number, event):
-            return Reply("rate_limited", {"ussd_code": context.ussd_code}, None, speaks)
+            return SmsReply("rate_limited", {"ussd_code": context.ussd_code}, None, speaks)
     household = find_household(session, number)
     if household is None:
-        return Reply("household_not_found", {"household_no": number}, None, speaks)
+        return SmsReply("household_not_found", {"household_no": number}, None, speaks)
     return _pay(session, message, household, command, context, household.scheme.local_today(context.now), speaks)
 
 
 def _pay_network(
     session: Session, message: Message, network: Network, command: Command, context: CommandContext
-) -> Reply:
+) -> SmsReply:
     """Answer a treasurer's `PAY <network> <amount>`: a payment request for the network account."""
     scheme = network.scheme
     language = resolve_language(scheme.default_language)
     values: dict[str, Any] = {"network": network.code.upper()}
     if command.amount_text is None:
-        return Reply("network_offer", values, None, language)
+        return SmsReply("network_offer", values, None, language)
     try:
         amount = parse_amount(command.amount_text, scheme.currency_exponent)
     except AmountError:
-        return Reply("network_offer", values, None, language)
+        return SmsReply("network_offer", values, None, language)
     request = create_payment_request(
         session,
         scheme=scheme,
@@ -504,4 +508,4 @@ def _pay_network(
     shown = _money(scheme)(amount)
     values.update(reference=request.reference, amount=shown)
     values["how_to_pay"] = how_to_pay(scheme, language, request.reference, shown, "network_reference", values)
-    return Reply("network_reference", values, None, language)
+    return SmsReply("network_reference", values, None, language)

@@ -25,12 +25,12 @@ from menus.render import (
     apology,
     budget,
     fits,
-    format_amount,
     is_gsm,
     render_layout,
     screen_length,
 )
 from menus.session_store import SessionStore, StoredSession
+from models.amounts import format_money
 from redis_keys import ussd_session_key
 from tests.conftest import ROOT
 
@@ -671,9 +671,9 @@ def test_a_too_long_line_is_shortened_to_fit() -> None:
 
 
 def test_amounts_are_grouped_per_language() -> None:
-    assert format_amount(Amount(1_234_500, "XOF"), "fr") == "1 234 500 F CFA"
-    assert format_amount(Amount(1_234_500, "XOF"), "en") == "1,234,500 F CFA"
-    assert format_amount(Amount(12_050, "KES", 2), "en") == "120.50 KES"
+    assert format_money(Amount(1_234_500, "XOF"), "fr") == "1 234 500 F CFA"
+    assert format_money(Amount(1_234_500, "XOF"), "en") == "1,234,500 F CFA"
+    assert format_money(Amount(12_050, "KES", 2), "en") == "120.50 KES"
 
 
 def test_apology_in_the_session_language_falls_back_to_french() -> None:
