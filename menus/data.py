@@ -46,7 +46,6 @@ from sqlalchemy import (
     cast,
     func,
     literal,
-    or_,
     select,
     update,
 )
@@ -60,7 +59,6 @@ from models.access import Agent, EffectKey
 from models.agents import PinOutcome, verify_agent_pin
 from models.base import (
     CheckChannel,
-    EligibilityStatus,
     HouseholdStatus,
     Language,
     MemberStatus,
@@ -69,17 +67,26 @@ from models.base import (
 )
 from models.checks import check_member, find_member
 from models.db import begin_write
-from models.eligibility import eligibility_on, household_eligibility, member_eligibility, pay_offer
-from models.household import Household, Member, Network, find_household
+from models.eligibility import (
+    eligibility_on,
+    household_eligibility,
+    member_eligibility,
+    offered_choices,
+    pay_offer,
+    periods_since,
+)
+from models.household import Household, Member, Network, active_member_clause, find_household, is_active_member
 from models.ledger import household_account_columns
 from models.money import CoveragePeriod
 from models.outbox import send_sms
 from models.payment import Payment, PaymentRequest
 from models.premiums import (
-    FULL_SHARE_BP,
+    band_monthly,
+    band_monthly_column,
     due_of,
+    funder_pays_all,
+    funder_share,
     pay_refusal,
-    payment_choices,
     price_of,
 )
 from models.rate_limit import allow_member_check
@@ -97,10 +104,6 @@ PERIODS_WINDOW_DAYS = 400
 def scheme_today(timezone: str) -> date:
     """Return today's date in the scheme's time zone."""
     return datetime.now(ZoneInfo(timezone)).date()
-
-
-def _active(member: Member, on: date) -> bool:
-    return member.status == MemberStatus.ACTIVE and (member.left_on is None or member.left_on > on)
 
 
 class DatabaseData:
@@ -244,7 +247,7 @@ class DatabaseData:
                 household["head"] = row.first_name
                 heads[row.id] = row
             on = today.get(row.timezone) or today.setdefault(row.timezone, self.today(row.timezone))
-            if row.status == MemberStatus.ACTIVE and (row.left_on is None or row.left_on > on):
+            if is_active_member(row.status, row.left_on, on):
                 household["members"].append({"first": row.first_name, "no": row.member_no.rsplit("-", 1)[-1]})
         found = list(households.values())
         if found:
@@ -264,7 +267,7 @@ class DatabaseData:
                 recent,
                 on,
                 members=members,
-                band_monthly=_band(head.bands, members),
+                band_monthly=band_monthly(_bands(head.bands), members),
                 lapsed_on=max(ended) if ended else head.lapsed_before,
             )
         dialled = found, caller, coverages
@@ -303,9 +306,8 @@ class DatabaseData:
             raise LookupError(f"household {household_id}: no such household, plan or subsidy category")
         row = rows[0]
         recent = [r for r in rows if r.start_on is not None]
-        return self._coverage_of(
-            known, row, recent, on, members=row.members, band_monthly=row.band_monthly, lapsed_on=row.lapsed_on
-        )
+        members, band = row.members, int(row.band_monthly or 0)
+        return self._coverage_of(known, row, recent, on, members=members, band_monthly=band, lapsed_on=row.lapsed_on)
 
     def _coverage_of(
         self,
@@ -315,7 +317,7 @@ class DatabaseData:
         on: date,
         *,
         members: int,
-        band_monthly: int | None,
+        band_monthly: int,
         lapsed_on: date | None,
     ) -> dict[str, Any]:
         """Return the coverage of a household on a date from its scheme's rules and account (`row`'s columns),
@@ -325,7 +327,7 @@ class DatabaseData:
         status = HouseholdStatus(row.household_status)
         periods: list[Any] = []
         if status not in {HouseholdStatus.SUSPENDED, HouseholdStatus.CLOSED}:
-            since = on - timedelta(days=row.grace_days)
+            since = periods_since(on, int(row.grace_days or 0))
             if since >= window:
                 periods = [r for r in recent if r.end_on >= since]
             else:
@@ -337,14 +339,14 @@ class DatabaseData:
             int(row.premium_per_months or 1),
             int(row.months),
             int(members or 0),
-            int(band_monthly or 0),
+            band_monthly,
         )
-        share = price - price * int(row.share_bp) // FULL_SHARE_BP
+        share_bp = int(row.share_bp)
         due = due_of(
             fee=int(row.membership_fee or 0),
             fee_paid=int(row.fees or 0) > 0,
-            share=share,
-            subsidised=int(row.share_bp) >= FULL_SHARE_BP,
+            share=price - funder_share(price, share_bp),
+            subsidised=funder_pays_all(share_bp),
             balance=int(row.balance or 0),
             currency=row.currency,
         )
@@ -366,13 +368,10 @@ class DatabaseData:
             "until": overall.valid_until.isoformat() if overall.valid_until else None,
             "waiting": overall.waiting_until.isoformat() if overall.waiting_until else None,
         }
-        refusal = pay_refusal(status, int(row.share_bp) >= FULL_SHARE_BP)
-        ends = overall.valid_until if overall.status in {EligibilityStatus.ACTIVE, EligibilityStatus.WAITING} else None
-        choices = (
-            []
-            if refusal is not None
-            else payment_choices(due, int(row.months), int(row.max_advance_months), on=on, cover_ends=ends)
-        )
+        refusal = pay_refusal(status, funder_pays_all(share_bp))
+        ends = overall.cover_ends
+        months, advance = int(row.months), int(row.max_advance_months)
+        choices = [] if refusal is not None else offered_choices(overall, due, months, advance, on)
         return {
             "on": on.isoformat(),
             "due": overall.amount_due,
@@ -720,27 +719,17 @@ def _coverage_statement() -> Select[Any]:
     band, its account balance and fee state, and the last end of a period before `on`.
     """
     h, s, m = Household.__table__, Scheme.__table__, Member.__table__
-    plan, category, band = Plan.__table__, SubsidyCategory.__table__, PremiumBand.__table__
+    plan, category = Plan.__table__, SubsidyCategory.__table__
     period = CoveragePeriod.__table__
     on = bindparam("on", type_=Date)
     members = (
         select(func.count())
         .select_from(m)
-        .where(
-            m.c.household_id == h.c.id,
-            m.c.status == MemberStatus.ACTIVE,
-            or_(m.c.left_on.is_(None), m.c.left_on > on),
-        )
+        .where(m.c.household_id == h.c.id, active_member_clause(on, m))
         .correlate_except(m)  # also inside the band subquery: correlated to the outer households row
         .scalar_subquery()
     )
-    band_monthly = (
-        select(band.c.monthly_amount)
-        .where(band.c.scheme_id == h.c.scheme_id, band.c.min_size <= members)
-        .order_by(band.c.min_size.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    band_monthly = band_monthly_column(h.c.scheme_id, members)
     ended = period.alias("ended")
     lapsed = (
         select(func.max(ended.c.end_on))
@@ -805,15 +794,10 @@ def _periods_statement() -> Select[Any]:
     )
 
 
-def _band(bands: str | None, members: int) -> int | None:
-    """Return the monthly amount of the band for a household size from `min_size:monthly,…` (None: no band)."""
-    best: tuple[int, int] | None = None
-    for pair in (bands or "").split(","):
-        if pair:
-            min_size, _, monthly = pair.partition(":")
-            if int(min_size) <= members and (best is None or int(min_size) > best[0]):
-                best = (int(min_size), int(monthly))
-    return best[1] if best is not None else None
+def _bands(bands: str | None) -> list[tuple[int, int]]:
+    """Return the scheme's premium bands read as `min_size:monthly,…` as (min_size, monthly) pairs."""
+    pairs = (pair.partition(":") for pair in (bands or "").split(",") if pair)
+    return [(int(min_size), int(monthly)) for min_size, _, monthly in pairs]
 
 
 def phone_region(phone: str) -> str | None:

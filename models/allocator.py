@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from models.base import HouseholdStatus, LedgerKind, MemberStatus
 from models.bulk import among, insert_rows, table_of
 from models.coverage import PeriodDates, PeriodEnd, plan_funding
-from models.household import Account, Household, Member, Network
+from models.household import Account, Household, Member, Network, is_active_member
 from models.ledger import (
     AccountState,
     account_state,
@@ -149,7 +149,7 @@ class Book:
     balance: int = 0
     fee_paid: bool = False
     last: PeriodEnd | None = None  # the live period that ends last (households)
-    members_left_on: list[date | None] = field(default_factory=list)  # one per ACTIVE member
+    members: list[tuple[MemberStatus, date | None]] = field(default_factory=list)  # (status, left_on) per member
 
     @property
     def state(self) -> AccountState:
@@ -157,8 +157,8 @@ class Book:
         return AccountState(balance=self.balance, fee_paid=self.fee_paid)
 
     def members_on(self, on: date) -> int:
-        """Return how many members count for the premium on `on` (active, not left by then)."""
-        return sum(1 for left_on in self.members_left_on if left_on is None or left_on > on)
+        """Return how many members count for the premium on `on` (`is_active_member`)."""
+        return sum(1 for status, left_on in self.members if is_active_member(status, left_on, on))
 
 
 @dataclass
@@ -374,12 +374,12 @@ class Allocator:
             if book.last is None or end_on > book.last.end_on:
                 book.last = _Last(end_on, waiting_until)
         members = self.session.execute(
-            select(Member.household_id, Member.left_on, func.count())
-            .where(among(self.session, Member.household_id, household_ids), Member.status == MemberStatus.ACTIVE)
-            .group_by(Member.household_id, Member.left_on)
+            select(Member.household_id, Member.status, Member.left_on, func.count())
+            .where(among(self.session, Member.household_id, household_ids))
+            .group_by(Member.household_id, Member.status, Member.left_on)
         )
-        for household_id, left_on, count in members:
-            self.households[household_id].members_left_on.extend([left_on] * count)
+        for household_id, status, left_on, count in members:
+            self.households[household_id].members.extend([(status, left_on)] * count)
 
     def _check_refs(self, refs: Iterable[str]) -> None:
         todo = set(refs) - self.checked_refs

@@ -37,9 +37,10 @@ from models.ledger import (
 )
 from models.money import Allocation, CoveragePeriod, LedgerEntry
 from models.premiums import (
-    FULL_SHARE_BP,
     PeriodPrice,
     active_member_counts,
+    funder_pays_all,
+    funder_share,
     is_fully_subsidised,
     period_price,
     plan_price,
@@ -191,7 +192,7 @@ def book_subsidised_period(session: Session, household: Household, on: date) -> 
     start_write(session)
     scheme = household.scheme
     category = scheme.subsidy(household.subsidy_category)
-    if category.share_bp < FULL_SHARE_BP or household.status != HouseholdStatus.ACTIVE:
+    if not funder_pays_all(category.share_bp) or household.status != HouseholdStatus.ACTIVE:
         return None
     if household.enrolled_on > on:
         return None
@@ -257,7 +258,7 @@ def book_subsidised_periods(session: Session, scheme: Scheme, on: date) -> int:
     clock may run it any number of times a day. Starts its own write transaction; the caller commits.
     """
     start_write(session)
-    codes = [c.code for c in scheme.subsidy_categories if c.share_bp >= FULL_SHARE_BP]
+    codes = [c.code for c in scheme.subsidy_categories if funder_pays_all(c.share_bp)]
     if not codes:
         return 0
     still_covered = exists().where(
@@ -307,7 +308,7 @@ def book_enrolment_subsidies(session: Session, scheme: Scheme, household_ids: li
     not per household): fully subsidised, active households enrolled by `on` without a live period. The
     caller holds the write transaction (the import's) and commits.
     """
-    codes = {c.code: c for c in scheme.subsidy_categories if c.share_bp >= FULL_SHARE_BP}
+    codes = {c.code: c for c in scheme.subsidy_categories if funder_pays_all(c.share_bp)}
     if not codes or not household_ids:
         return 0
     booked = 0
@@ -342,7 +343,7 @@ def book_prior_cover(session: Session, scheme: Scheme, paid_until: dict[int, dat
     the membership fee marked paid, and no waiting period. Only for households without a live period and not
     fully subsidised (those are funded from enrolment); idempotent per household and date.
     """
-    codes = [c.code for c in scheme.subsidy_categories if c.share_bp < FULL_SHARE_BP]
+    codes = [c.code for c in scheme.subsidy_categories if not funder_pays_all(c.share_bp)]
     if not codes or not paid_until:
         return 0
     ids = sorted(paid_until)
@@ -363,7 +364,7 @@ def book_prior_cover(session: Session, scheme: Scheme, paid_until: dict[int, dat
                 continue
             first = max(enrolled_on, add_months(end + ONE_DAY, -plan.months))
             dates = PeriodDates(first, end, None, contiguous=False)
-            subsidy = price * category.share_bp // FULL_SHARE_BP
+            subsidy = funder_share(price, category.share_bp)
             fee = scheme.membership_fee if not states[account_id].fee_paid else 0
             ref = f"prior-cover:{household_id}:{end.isoformat()}"
             note = f"prior cover until {end.isoformat()} ({source})"[:500]

@@ -10,10 +10,9 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from models.access import EligibilityCheck
-from models.base import MemberStatus
 from models.coverage import live_periods
 from models.eligibility import Eligibility, cover_sentences, household_eligibility, member_eligibility
-from models.household import Account, Household, Member, Network
+from models.household import Account, Household, Member, Network, is_active_member
 from models.ledger import account_state
 from models.messaging import Message
 from models.money import Allocation, CoveragePeriod, LedgerEntry
@@ -237,11 +236,12 @@ def household_dossier(session: Session, household_id: int, on: date | None = Non
     scheme = household.scheme
     day = on or scheme.local_today()
     answer = household_eligibility(session, household, day)
+    # An active member's eligibility is the household's; `member_eligibility` answers for the others.
     members = [
         (
             member,
             answer
-            if member.status == MemberStatus.ACTIVE and member.left_on is None
+            if is_active_member(member.status, member.left_on, day)
             else member_eligibility(session, member, day),
         )
         for member in household.members

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from models.amounts import CURRENCY_EXPONENTS, format_amount
 from models.base import EligibilityStatus, HouseholdStatus, MemberStatus
-from models.household import Household, Member
+from models.household import Household, Member, is_active_member
 from models.money import CoveragePeriod
 from models.premiums import (
     AmountDue,
@@ -37,8 +37,8 @@ from models.premiums import (
 )
 
 
-class PeriodDates(Protocol):
-    """The dates of a coverage period that eligibility reads (a `CoveragePeriod` or a plain row)."""
+class PeriodSpan(Protocol):
+    """The dates of a coverage period that eligibility reads (a `CoveragePeriod`, a planned one or a plain row)."""
 
     @property
     def start_on(self) -> date: ...
@@ -66,12 +66,19 @@ class Eligibility:
     credit: int = 0  # money on the account towards the next period (a partly paid household's part)
 
     @property
+    def cover_ends(self) -> date | None:
+        """Return the last day of the cover the household holds (covered or waiting), None without one."""
+        if self.status in {EligibilityStatus.ACTIVE, EligibilityStatus.WAITING}:
+            return self.valid_until
+        return None
+
+    @property
     def partly_paid(self) -> bool:
         """Return whether a household never covered holds part of its first payment (credit below the price)."""
         return self.status is EligibilityStatus.PENDING and self.credit > 0 and self.amount_due > 0
 
 
-def _covered_run_end(periods: Sequence[PeriodDates], index: int) -> date:
+def _covered_run_end(periods: Sequence[PeriodSpan], index: int) -> date:
     """Return the end of the chain of back-to-back periods that starts at periods[index]."""
     end = periods[index].end_on
     for period in periods[index + 1 :]:
@@ -81,6 +88,11 @@ def _covered_run_end(periods: Sequence[PeriodDates], index: int) -> date:
     return end
 
 
+def periods_since(on: date, grace_days: int) -> date:
+    """Return the first end date of a period that still matters on a date: current, later, or ended in grace."""
+    return on - timedelta(days=grace_days)
+
+
 def household_eligibility(
     session: Session, household: Household, on: date, due: AmountDue | None = None
 ) -> Eligibility:
@@ -88,7 +100,6 @@ def household_eligibility(
     scheme = household.scheme
     due = due or amount_due(session, household, on)
 
-    grace = timedelta(days=scheme.grace_days)
     periods: list[CoveragePeriod] = []
     lapsed_on: date | None = None
     if household.status not in {HouseholdStatus.SUSPENDED, HouseholdStatus.CLOSED}:
@@ -99,7 +110,7 @@ def household_eligibility(
                 .where(
                     CoveragePeriod.household_id == household.id,
                     CoveragePeriod.reversed_at.is_(None),
-                    CoveragePeriod.end_on >= on - grace,
+                    CoveragePeriod.end_on >= periods_since(on, scheme.grace_days),
                 )
                 .order_by(CoveragePeriod.start_on)
             )
@@ -129,7 +140,7 @@ def eligibility_on(
     *,
     status: HouseholdStatus,
     status_reason: str | None,
-    periods: Sequence[PeriodDates],
+    periods: Sequence[PeriodSpan],
     grace_days: int,
     grace_covered: bool,
     due: AmountDue,
@@ -137,7 +148,7 @@ def eligibility_on(
 ) -> Eligibility:
     """Return a household's eligibility from plain values, without I/O (the rules of `household_eligibility`).
 
-    `periods` are the household's unreversed periods ending on or after `on - grace_days`, by start date;
+    `periods` are the household's unreversed periods ending on or after `periods_since(on, grace_days)`, by start;
     `lapsed_on` is the last end of an unreversed period before `on` (only read when no period is given);
     `due` the pieces of the next payment (`models.premiums.amount_due`): what is due now follows the status.
     """
@@ -201,7 +212,7 @@ def eligibility_on(
 
 def member_eligibility(session: Session, member: Member, on: date) -> Eligibility:
     """Return whether the member is covered on a date, with status, dates, amount due and reason."""
-    if member.status != MemberStatus.ACTIVE or (member.left_on is not None and member.left_on <= on):
+    if not is_active_member(member.status, member.left_on, on):
         # The member is not covered, but the household still reads its own amounts.
         household = household_eligibility(session, member.household, on)
         reason = "member deceased" if member.status == MemberStatus.DECEASED else "member left the household"
@@ -255,14 +266,20 @@ def pay_offer(
 ) -> PayOffer:
     """Return what Pay offers on a date: what is due now, else the next period(s) ahead, up to the advance cap.
 
-    The rules `menus.data` applies to its one-statement read; a lapsed household may always pay.
+    The rules `menus.data` applies to its one-statement read (`pay_refusal`, `offered_choices`); a lapsed
+    household may always pay.
     """
     refusal = pay_refusal(household.status, is_fully_subsidised(household))
     if refusal is not None:
         return PayOffer(refusal, [])
     scheme = household.scheme
     due = due or amount_due(session, household, on)
-    covered = answer.status in {EligibilityStatus.ACTIVE, EligibilityStatus.WAITING}
     plan = scheme.plan(household.plan)
-    ends = answer.valid_until if covered else None
-    return PayOffer(None, payment_choices(due, plan.months, scheme.max_advance_months, on=on, cover_ends=ends))
+    return PayOffer(None, offered_choices(answer, due, plan.months, scheme.max_advance_months, on))
+
+
+def offered_choices(
+    answer: Eligibility, due: AmountDue, plan_months: int, max_advance_months: int, on: date
+) -> list[PaymentChoice]:
+    """Return the amounts Pay offers a household that may pay, from plain values (see `pay_offer`)."""
+    return payment_choices(due, plan_months, max_advance_months, on=on, cover_ends=answer.cover_ends)

@@ -7,7 +7,19 @@ import unicodedata
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, func, select
+from sqlalchemy import (
+    CheckConstraint,
+    ColumnElement,
+    ForeignKey,
+    FromClause,
+    Index,
+    String,
+    UniqueConstraint,
+    and_,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.base import Base, HouseholdStatus, Language, MemberStatus, Sex, utcnow
@@ -99,6 +111,24 @@ class Member(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     household: Mapped[Household] = relationship(back_populates="members")
+
+
+def is_active_member(status: MemberStatus, left_on: date | None, on: date) -> bool:
+    """Return whether a member is active on a date: listed, covered and counted for the premium.
+
+    Active status and not left by then (`left_on` is the first day away). `active_member_clause` is this rule
+    in SQL, for the statements that count or list members (the ORM path, the allocator, the USSD reads).
+    """
+    return status == MemberStatus.ACTIVE and (left_on is None or left_on > on)
+
+
+def active_member_clause(on: date | ColumnElement[Any], members: FromClause | None = None) -> ColumnElement[bool]:
+    """Return `is_active_member` as a SQL condition on the members table (or an alias of it) on a date.
+
+    `on` is a date or a date-typed SQL expression (a bound parameter of a statement built once).
+    """
+    columns = (Member.__table__ if members is None else members).c
+    return and_(columns.status == MemberStatus.ACTIVE, or_(columns.left_on.is_(None), columns.left_on > on))
 
 
 class Account(Base):

@@ -15,7 +15,7 @@ from models.base import MessageDirection, MessageStatus, PaymentStatus
 from models.household import Household, Network
 from models.messaging import DeliveryReport, Message, UssdSessionRecord
 from models.payment import Payment, ReconciliationEvent
-from models.premiums import FULL_SHARE_BP
+from models.premiums import funder_pays_all_clause
 from models.rejections import RejectedCallback
 from models.scheme import Scheme, SubsidyCategory
 
@@ -188,7 +188,7 @@ def subsidised_payments(
     full = select(SubsidyCategory.id).where(
         SubsidyCategory.scheme_id == Household.scheme_id,
         SubsidyCategory.code == Household.subsidy_category,
-        SubsidyCategory.share_bp >= FULL_SHARE_BP,
+        funder_pays_all_clause(SubsidyCategory.share_bp),
     )
     query = (
         select(Payment, Household.household_no, Network.name)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from dateutil.relativedelta import relativedelta
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, SQLColumnExpression, func, select
 from sqlalchemy.orm import Session
 
-from models.base import HouseholdStatus, MemberStatus, PremiumKind
-from models.household import Household, Member
+from models.base import HouseholdStatus, PremiumKind
+from models.household import Household, Member, active_member_clause
 from models.ledger import AccountState, account_state
-from models.scheme import Plan, Scheme, SubsidyCategory
+from models.scheme import Plan, PremiumBand, Scheme, SubsidyCategory
 
 FULL_SHARE_BP = 10_000
 
@@ -54,11 +56,34 @@ def plan_price(scheme: Scheme, plan: Plan, members: int) -> int:
         return 0
     monthly = 0
     if scheme.premium_kind == PremiumKind.BANDS:
-        for band in sorted(scheme.bands, key=lambda b: b.min_size):
-            if band.min_size <= members:
-                monthly = band.monthly_amount
+        monthly = band_monthly(((band.min_size, band.monthly_amount) for band in scheme.bands), members)
     kind, amount, per_months = scheme.premium_kind, scheme.premium_amount, scheme.premium_per_months
     return price_of(kind, amount, per_months, plan.months, members, monthly)
+
+
+def band_monthly(bands: Iterable[tuple[int, int]], members: int) -> int:
+    """Return the monthly premium of a household of `members` under `(min_size, monthly)` bands (0: no band).
+
+    The band is the one with the largest minimum size the household reaches. `band_monthly_column` is this
+    rule in SQL.
+    """
+    best: tuple[int, int] | None = None
+    for min_size, monthly in bands:
+        if min_size <= members and (best is None or min_size > best[0]):
+            best = (min_size, monthly)
+    return best[1] if best is not None else 0
+
+
+def band_monthly_column(scheme_id: ColumnElement[Any], members: ColumnElement[Any]) -> ScalarSelect[Any]:
+    """Return `band_monthly` as a SQL scalar subquery for a scheme and a household size (NULL: no band)."""
+    band = PremiumBand.__table__
+    return (
+        select(band.c.monthly_amount)
+        .where(band.c.scheme_id == scheme_id, band.c.min_size <= members)
+        .order_by(band.c.min_size.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 def price_of(kind: PremiumKind, amount: int, per_months: int, plan_months: int, members: int, band_monthly: int) -> int:
@@ -81,27 +106,39 @@ def due_of(*, fee: int, fee_paid: bool, share: int, subsidised: bool, balance: i
     return AmountDue(fee=fee_due, period=period, credit=credit, arrears=arrears, total=total, currency=currency)
 
 
+def funder_share(price: int, share_bp: int) -> int:
+    """Return the funder's part of a price under a subsidy share in basis points (rounded down)."""
+    return price * share_bp // FULL_SHARE_BP
+
+
+def funder_pays_all(share_bp: int) -> bool:
+    """Return whether a subsidy share is the whole premium: the funder pays all of it (and the fee).
+
+    `funder_pays_all_clause` is this rule in SQL.
+    """
+    return share_bp >= FULL_SHARE_BP
+
+
+def funder_pays_all_clause(share_bp: SQLColumnExpression[int]) -> ColumnElement[bool]:
+    """Return `funder_pays_all` as a SQL condition on a subsidy category's share column."""
+    return share_bp >= FULL_SHARE_BP
+
+
 def split_price(price: int, category: SubsidyCategory) -> tuple[int, int]:
     """Return (household share, funder share) of a price under a subsidy category."""
-    funder = price * category.share_bp // FULL_SHARE_BP
+    funder = funder_share(price, category.share_bp)
     return price - funder, funder
 
 
 def is_fully_subsidised(household: Household) -> bool:
     """Return whether the household's funder pays all of its premium (CMU bsf/cec, SKY idpoor)."""
-    return household.scheme.subsidy(household.subsidy_category).share_bp >= FULL_SHARE_BP
+    return funder_pays_all(household.scheme.subsidy(household.subsidy_category).share_bp)
 
 
 def active_member_count(session: Session, household_id: int, on: date) -> int:
     """Return how many of the household's members count for the premium on a date."""
     count = session.scalar(
-        select(func.count())
-        .select_from(Member)
-        .where(
-            Member.household_id == household_id,
-            Member.status == MemberStatus.ACTIVE,
-            or_(Member.left_on.is_(None), Member.left_on > on),
-        )
+        select(func.count()).select_from(Member).where(Member.household_id == household_id, active_member_clause(on))
     )
     return int(count or 0)
 
@@ -136,11 +173,7 @@ def active_member_counts(session: Session, household_ids: list[int], on: date) -
     """Return the active member count on a date of each of these households (one query)."""
     rows = session.execute(
         select(Member.household_id, func.count())
-        .where(
-            Member.household_id.in_(household_ids),
-            Member.status == MemberStatus.ACTIVE,
-            or_(Member.left_on.is_(None), Member.left_on > on),
-        )
+        .where(Member.household_id.in_(household_ids), active_member_clause(on))
         .group_by(Member.household_id)
     )
     counts = dict.fromkeys(household_ids, 0)
