@@ -65,7 +65,7 @@ from models.base import (
     PremiumKind,
     utcnow,
 )
-from models.checks import check_member, find_member
+from models.checks import check_member, find_member_born
 from models.db import begin_write
 from models.eligibility import (
     eligibility_on,
@@ -565,9 +565,8 @@ class DatabaseData:
         # The same limits as SMS `STATUT <no> <DDMMYYYY>`; the effect key makes a replayed hop count once.
         if not allow_member_check(self.redis, phone or "unknown", member_no, key):
             return {"o": LIMITED}
-        born = parse_dob(typed)
-        member = find_member(self.session, member_no)
-        if member is None or born is None or member.date_of_birth != born:
+        member = find_member_born(self.session, member_no, parse_dob(typed))
+        if member is None:
             return {"o": NOT_FOUND, "found": False}
         e = member_eligibility(self.session, member, member.household.scheme.local_today(self.now()))
         return {

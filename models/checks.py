@@ -54,6 +54,17 @@ def find_member(session: Session, member_no: str) -> Member | None:
     )
 
 
+def find_member_born(session: Session, member_no: str, born: date | None) -> Member | None:
+    """Return the member with this number and date of birth: None for an unknown number or another date alike.
+
+    How a phone that is not the member's proves it may read the member's cover (USSD and SMS `STATUT`).
+    """
+    member = find_member(session, member_no)
+    if member is None or born is None or member.date_of_birth != born:
+        return None
+    return member
+
+
 def check_member(
     session: Session,
     member_no: str,

@@ -26,7 +26,7 @@ from models.access import CollectionDevice
 from models.agents import PinOutcome, find_agent, verify_agent_pin
 from models.amounts import Amount, AmountError, parse_amount
 from models.base import CheckChannel, EligibilityStatus, Language, MemberStatus, MessageDirection, MessageStatus, utcnow
-from models.checks import check_member, find_member
+from models.checks import check_member, find_member_born
 from models.db import begin_write
 from models.eligibility import Eligibility, household_eligibility, member_eligibility, pay_offer
 from models.household import Household, Member, Network, find_household, squash
@@ -364,9 +364,8 @@ def _member_status(
     event = f"sms:{message.id}"
     if context.redis is not None and not allow_member_check(context.redis, message.phone, member_no, event):
         return SmsReply("rate_limited", {"ussd_code": context.ussd_code}, None, language)
-    member = find_member(session, member_no)
-    # The same answer for an unknown number and a wrong date of birth: neither is revealed.
-    if member is None or member.date_of_birth != command.birth_date:
+    member = find_member_born(session, member_no, command.birth_date)
+    if member is None:  # an unknown number and a wrong date of birth answer alike: neither is revealed
         return SmsReply("member_not_found", {"member_no": member_no}, None, language)
     household = member.household
     answer = member_eligibility(session, member, household.scheme.local_today(context.now))
