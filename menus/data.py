@@ -591,7 +591,8 @@ class DatabaseData:
             stored = session.scalar(select(EffectKey.result).where(EffectKey.key == key))
             return dict(json.loads(stored)) if stored else {}
         outcome = work()
-        marker.result = json.dumps(outcome, separators=(",", ":"))[:200]
+        # Whole and unescaped: a cut outcome (a long Khmer name) could not be read back by the replay.
+        marker.result = json.dumps(outcome, separators=(",", ":"), ensure_ascii=False)
         session.commit()
         return outcome
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, CheckChannel, StaffRole, utcnow
@@ -116,5 +116,5 @@ class EffectKey(Base):
     __tablename__ = "effect_keys"
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    result: Mapped[str | None] = mapped_column(String(200))
+    result: Mapped[str | None] = mapped_column(Text)  # the effect's outcome (JSON), whole: a replay reads it back
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

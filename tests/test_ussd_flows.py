@@ -253,6 +253,23 @@ def test_a_khmer_agent_checks_in_khmer(session: Session, client: FlaskClient) ->
     assert replies[3].startswith("END Awa កើតឆ្នាំ 1980\nធានា: គ្មាន (មិនដែលបង់)")
 
 
+def test_a_replayed_check_of_a_member_with_a_long_khmer_name_answers_as_the_first_time(
+    session: Session, client: FlaskClient, redis_client: Redis
+) -> None:
+    """The check's outcome is stored whole: escaped, this name alone passed the 200 characters it was cut at."""
+    sky = scheme(session, "sky-cambodia")
+    create_agent(session, facility="Health centre", phone="+85516000002", pin="4821", country="KH")
+    household = make_household(session, sky, size=2)
+    household.members[0].first_name = "ព្រះករុណាសម្តេចព្រះនរោត្តមសីហមុនី"
+    session.commit()
+    member_no, sid = f"{household.household_no}-01", "ATUid_khmer_replay"
+    first = hops(client, "+85516000002", "1", member_no, "4821", session_id=sid)[-1]
+    assert first.startswith("END ព្រះករុណាសម្តេចព្រះនរោត្តមសីហមុនី កើតឆ្នាំ 1980\n")
+    redis_client.delete(ussd_session_key(sid))  # the session was lost: the check is replayed from its stored outcome
+    assert hops(client, "+85516000002", "1", member_no, "4821", session_id=sid)[-1] == first
+    assert count(session, EligibilityCheck) == 1
+
+
 # ---------------------------------------------------------------- unknown phones
 
 
