@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.base import EligibilityStatus, LedgerKind
+from models.base import EligibilityStatus, HouseholdStatus, LedgerKind
 from models.coverage import live_periods
 from models.eligibility import household_eligibility
 from models.household import Household
 from models.ledger import account_entries, account_state, get_or_create_account
-from models.money import Allocation
+from models.money import Allocation, CoveragePeriod
 
 
 def check_invariants(session: Session, household_id: int, reversed_any: bool) -> None:
@@ -60,7 +61,14 @@ def check_invariants(session: Session, household_id: int, reversed_any: bool) ->
     assert sum(payments) == fee + sum(p.household_share for p in periods) + state.balance
     if not reversed_any:
         assert state.balance >= 0
-    # 6. Covered days are exactly the live periods: inside each (after waiting) ACTIVE, outside never.
+    # 6. Covered days are exactly the live periods: inside each (after waiting) ACTIVE, outside never (for an
+    # active household: a suspended or closed one reads its status).
+    if household.status == HouseholdStatus.ACTIVE:
+        check_cover(session, household, periods)
+
+
+def check_cover(session: Session, household: Household, periods: Sequence[CoveragePeriod]) -> None:
+    """Assert that an active household is covered exactly on its live periods (waiting first, when it applies)."""
     for period in periods:
         for day in (period.start_on, period.end_on):
             status = household_eligibility(session, household, day).status

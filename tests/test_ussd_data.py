@@ -1,9 +1,13 @@
-"""The USSD's one-statement reads give what the ORM rules give, on both backends, and their query counts."""
+"""The USSD's one-statement reads give what the ORM rules give, on both backends, and their query counts.
+
+Hand-made scenarios that read like the spec; `tests/test_rules_properties.py` checks the same equality on
+generated histories (payments, reversals, arrears, networks, departures).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,9 +17,7 @@ from sqlalchemy.orm import Session
 from menus.data import DatabaseData
 from menus.engine import new_state
 from models.base import HouseholdStatus, MemberStatus
-from models.eligibility import household_eligibility, pay_offer
-from models.household import Household
-from models.premiums import amount_due
+from tests.coverage_reads import orm_coverage, ussd_coverage
 from tests.factories import ENROLLED_ON, make_household, make_network, pay, scheme
 
 
@@ -32,54 +34,6 @@ def statements(session: Session) -> Iterator[list[str]]:
     event.listen(engine, "before_cursor_execute", count)
     yield seen
     event.remove(engine, "before_cursor_execute", count)
-
-
-def expected(session: Session, household: Household, on: date) -> dict[str, Any]:
-    """Return what the coverage data must say, from the ORM rules (`amount_due`, `household_eligibility`)."""
-    session.expire_all()
-    household = session.get(Household, household.id)  # type: ignore[assignment]
-    due = amount_due(session, household, on)
-    overall = household_eligibility(session, household, on, due)
-    offer = pay_offer(session, household, overall, on, due)
-    return {
-        "due": overall.amount_due,
-        "period": due.period,
-        "choices": [[c.periods, c.months, c.amount] for c in offer.choices],
-        "refusal": offer.refusal.value if offer.refusal else None,
-        "next": overall.next_payment_amount,
-        "next_due": overall.next_payment_due.isoformat() if overall.next_payment_due else None,
-        "credit": overall.credit,
-        "household_status": overall.status.value,
-        "covered": overall.covered,
-        "status": overall.status.value,
-        "until": overall.valid_until.isoformat() if overall.valid_until else None,
-        "waiting": overall.waiting_until.isoformat() if overall.waiting_until else None,
-    }
-
-
-def actual(session: Session, phone: str, on: date) -> dict[str, Any]:
-    """Return the coverage data the USSD reads for the phone's first household on a date (the dial's own)."""
-    data = DatabaseData(lambda: session, today=lambda _tz: on)
-    households, _caller, coverages = data.dial(phone)
-    coverage = coverages[households[0]["id"]]
-    # Read on its own (a session rebuilt without it), the household's coverage is the same.
-    assert data.coverage(households[0]["id"], households) == coverage
-    data.close()
-    member = coverage["members"][0] if coverage["members"] else {}
-    return {
-        "due": coverage["due"],
-        "period": coverage["period"],
-        "choices": coverage["choices"],
-        "refusal": coverage["refusal"],
-        "next": coverage["next"],
-        "next_due": coverage["next_due"],
-        "credit": coverage["credit"],
-        "household_status": coverage["status"],
-        "covered": coverage["covered"],
-        "status": member.get("status"),
-        "until": member.get("until"),
-        "waiting": member.get("waiting"),
-    }
 
 
 SCENARIOS = [
@@ -108,7 +62,7 @@ def test_the_coverage_read_matches_the_orm_rules(session: Session, case: int) ->
     session.commit()
     for offset in OFFSETS:
         on = ENROLLED_ON + timedelta(days=offset)
-        assert actual(session, phone, on) == expected(session, household, on), (code, category, offset)
+        assert ussd_coverage(session, phone, on) == orm_coverage(session, household.id, on), (code, category, offset)
 
 
 def test_the_scenarios_cover_every_state_a_member_reads(session: Session) -> None:
@@ -121,9 +75,9 @@ def test_the_scenarios_cover_every_state_a_member_reads(session: Session) -> Non
         household.status = status
         session.commit()
         for offset in OFFSETS:
-            answer = expected(session, household, ENROLLED_ON + timedelta(days=offset))
-            seen.add(answer["status"])
-            if answer["status"] == "PENDING" and answer["credit"] > 0:
+            answer = orm_coverage(session, household.id, ENROLLED_ON + timedelta(days=offset))
+            seen.add(answer["household_status"])
+            if answer["household_status"] == "PENDING" and answer["credit"] > 0:
                 seen.add("partly paid")
             if answer["refusal"]:
                 seen.add(answer["refusal"])
@@ -138,10 +92,11 @@ def test_a_member_who_left_is_not_counted_nor_listed(session: Session) -> None:
     session.commit()
     for offset in (0, 30):
         on = ENROLLED_ON + timedelta(days=offset)
-        assert actual(session, phone, on) == expected(session, household, on)
+        assert ussd_coverage(session, phone, on) == orm_coverage(session, household.id, on)
     data = DatabaseData(lambda: session, today=lambda _tz: ENROLLED_ON + timedelta(days=30))
     households, _caller, coverages = data.dial(phone)
     assert [m["first"] for m in coverages[households[0]["id"]]["members"]] == ["Awa", "Moussa"]
+    data.close()
 
 
 def test_the_dial_reads_households_and_their_coverage_in_one_statement(session: Session, statements: list[str]) -> None:
@@ -181,6 +136,7 @@ def test_a_phone_shared_across_time_zones_gets_each_coverage_on_its_schemes_toda
         on = days[household["scheme"]["timezone"]]
         assert coverages[household["id"]]["on"] == on.isoformat()
         assert coverages[household["id"]] == data.coverage(household["id"], households)
+    data.close()
 
 
 def test_a_phone_without_household_gets_its_country_language_in_the_same_statement(
@@ -192,4 +148,7 @@ def test_a_phone_without_household_gets_its_country_language_in_the_same_stateme
     assert data.households("+85512345678") == []
     assert data.caller("+85512345678") == {"agent": None, "lang": "km"}
     assert len(statements) == 1  # no household: no coverage to read
-    assert DatabaseData(lambda: session).caller("+33612345678") == {"agent": None, "lang": None}
+    data.close()
+    abroad = DatabaseData(lambda: session)
+    assert abroad.caller("+33612345678") == {"agent": None, "lang": None}
+    abroad.close()
