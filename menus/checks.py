@@ -1,10 +1,11 @@
 """Screens for checking a member's coverage: a facility agent (member number + PIN) and an unknown phone
 (member number + date of birth). `menus.member` puts them into the phone's tree.
 
-Data: `caller` (`{agent: {id, facility} | None, lang}`) is loaded on the dial with the households. The PIN
-check and the date-of-birth check are effects with an outcome (`check:<hop>`): the caller applies them once
-per session and hop (a replay returns the first outcome: a wrong PIN is counted once, a check is rate-limited
-once) and the answer screens read the outcome. The PIN and the date of birth never enter the session state.
+Data: `caller` (a `CallerInfo`: the phone's agent, if any, and its country's language) is loaded on the dial
+with the households. The PIN check and the date-of-birth check are effects with an outcome (`check:<hop>`, a
+`CheckOutcome`): the caller applies them once per session and hop (a replay returns the first outcome: a wrong
+PIN is counted once, a check is rate-limited once) and the answer screens read the outcome. The PIN and the
+date of birth never enter the session state.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from typing import Any
 from menus.engine import AUTO, INPUT, Effect, Invalid, Item, Screen, State, Transition, View
 from menus.labels import STATUS_LABELS
 from menus.render import N_, Msg
+from menus.values import AgentInfo, CallerInfo, CheckOutcome, record
 
 AGENT_CHECK_EFFECT = "agent_check"
 DOB_CHECK_EFFECT = "dob_check"
 LAST_CHECK = "check:last"  # state.data key naming the outcome of the last check
 CHECKED_NO = "check:no"  # state.data key of the member number being checked
 OK, WRONG, LOCKED, INACTIVE, LIMITED, NOT_FOUND = "OK", "WRONG", "LOCKED", "INACTIVE", "LIMITED", "NOT_FOUND"
+NOTHING = "NOTHING"  # another household's payment request: nothing to pay
 
 MEMBER_NO_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,43}$")
 PIN_RE = re.compile(r"^[0-9]{4,6}$")
@@ -57,17 +60,26 @@ TRANSITIONS = (
 # ---------------------------------------------------------------- data helpers
 
 
-def agent(state: State) -> dict[str, Any] | None:
+NO_CHECK = CheckOutcome("")  # the outcome read before any check
+
+
+def caller(state: State) -> CallerInfo | None:
+    """Return the cached caller data of the phone (None before the dial has read it)."""
+    value = state.data.get("caller")
+    return record(CallerInfo, "caller", value) if value else None
+
+
+def agent(state: State) -> AgentInfo | None:
     """Return the cached agent of the phone, or None."""
-    caller = state.data.get("caller") or {}
-    value = caller.get("agent")
-    return dict(value) if value else None
+    found = caller(state)
+    return found.agent if found is not None else None
 
 
-def last_check(state: State) -> dict[str, Any]:
-    """Return the outcome of the session's last check ({} before any)."""
+def last_check(state: State) -> CheckOutcome:
+    """Return the outcome of the session's last check (`NO_CHECK` before any)."""
     key = state.data.get(LAST_CHECK)
-    return dict(state.data.get(key) or {}) if key else {}
+    value = state.data.get(key) if key else None
+    return record(CheckOutcome, str(key), value) if value else NO_CHECK
 
 
 def parse_dob(text: str) -> date | None:
@@ -88,11 +100,11 @@ def _is_agent(state: State) -> bool:
 
 
 def _pin_wrong(state: State) -> bool:
-    return last_check(state).get("o") == WRONG
+    return last_check(state).outcome == WRONG
 
 
 def _pin_refused(state: State) -> bool:
-    return last_check(state).get("o") in {LOCKED, INACTIVE}
+    return last_check(state).outcome in {LOCKED, INACTIVE}
 
 
 def _take_member_no(state: State, value: Any) -> tuple[State, list[Effect]]:
@@ -116,7 +128,7 @@ def _check_with_pin(state: State, value: Any) -> tuple[State, list[Effect]]:
     found = agent(state)
     if found is None or not PIN_RE.match(pin):
         raise Invalid(N_("The PIN is 4 to 6 digits."))
-    return _check(state, AGENT_CHECK_EFFECT, int(found["id"]), pin)
+    return _check(state, AGENT_CHECK_EFFECT, found.id, pin)
 
 
 def _check_with_dob(state: State, value: Any) -> tuple[State, list[Effect]]:
@@ -130,43 +142,42 @@ def _check_with_dob(state: State, value: Any) -> tuple[State, list[Effect]]:
 
 
 def _agent_view(state: State) -> View:
-    found = agent(state) or {}
+    found = agent(state)
     items = [Item(Msg(N_("Check a member")), key="1")]
     if state.data.get("households"):
         items.append(Item(Msg(N_("My household")), key="2"))
-    return View(header=[str(found.get("facility") or "")], items=items)
+    return View(header=[found.facility if found is not None else ""], items=items)
 
 
 def _agent_pin_view(state: State) -> View:
     check = last_check(state)
     header: list[Msg | str] = []
-    if check.get("o") == WRONG:
-        header.append(Msg(N_("Wrong PIN. Tries left: {count}."), {"count": check.get("left", 0)}))
+    if check.outcome == WRONG:
+        header.append(Msg(N_("Wrong PIN. Tries left: {count}."), {"count": check.left}))
     header.append(Msg(N_("Your agent PIN:")))
     return View(header=header)
 
 
-def _answer_lines(check: dict[str, Any], with_birth_year: bool) -> list[Msg | str]:
-    status = Msg(STATUS_LABELS.get(check["status"], check["status"]))
-    name = str(check.get("first") or "")
+def _answer_lines(check: CheckOutcome, with_birth_year: bool) -> list[Msg | str]:
+    status = Msg(STATUS_LABELS.get(check.status, check.status))
     lines: list[Msg | str] = []
-    if with_birth_year and check.get("year"):
-        lines.append(Msg(N_("{name}, born {year}"), {"name": name, "year": check["year"]}))
+    if with_birth_year and check.year:
+        lines.append(Msg(N_("{name}, born {year}"), {"name": check.first, "year": check.year}))
     else:
-        lines.append(f"{name} ({check.get('no', '')})")
-    if check.get("covered"):
+        lines.append(f"{check.first} ({check.member_no})")
+    if check.covered:
         lines.append(Msg(N_("Covered: YES ({status})"), {"status": status}))
     else:
         lines.append(Msg(N_("Covered: NO ({status})"), {"status": status}))
-    if check.get("until"):
-        lines.append(Msg(N_("Valid until {date}"), {"date": date.fromisoformat(check["until"])}))
+    if check.until is not None:
+        lines.append(Msg(N_("Valid until {date}"), {"date": check.until}))
     return lines
 
 
 def _agent_answer_view(state: State) -> View:
     check = last_check(state)
-    if not check.get("found"):
-        header: list[Msg | str] = [Msg(N_("No member {no}."), {"no": check.get("no", "")})]
+    if not check.found:
+        header: list[Msg | str] = [Msg(N_("No member {no}."), {"no": check.member_no})]
     else:
         header = _answer_lines(check, with_birth_year=True)
     return View(header=header)
@@ -174,18 +185,17 @@ def _agent_answer_view(state: State) -> View:
 
 def _agent_refused_view(state: State) -> View:
     check = last_check(state)
-    if check.get("o") == INACTIVE:
+    if check.outcome == INACTIVE:
         return View(header=[Msg(N_("This agent account is disabled. Contact the mutuelle."))])
-    return View(
-        header=[Msg(N_("Too many wrong PINs. Try again in {minutes} min."), {"minutes": check.get("minutes", 15)})]
-    )
+    minutes = check.minutes if check.minutes is not None else 15
+    return View(header=[Msg(N_("Too many wrong PINs. Try again in {minutes} min."), {"minutes": minutes})])
 
 
 def _visitor_answer_view(state: State) -> View:
     check = last_check(state)
-    if check.get("o") == LIMITED:
+    if check.outcome == LIMITED:
         return View(header=[Msg(N_("Too many checks from this phone. Try again in an hour."))])
-    if not check.get("found"):
+    if not check.found:
         return View(header=[Msg(N_("No member with this number and date of birth."))])
     return View(header=_answer_lines(check, with_birth_year=False))
 

@@ -1,4 +1,4 @@
-"""What the menus read from and write to the database, as plain JSON-ready values cached in the session.
+"""What the menus read from and write to the database, as the records of `menus.values` cached in the session.
 
 Loaded once per session and key: on the dial, the phone's households, whether it is an agent's and each
 household's eligibility and amount due (what `My coverage` and `Pay` show, so those screens need no
@@ -52,9 +52,23 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from menus.checks import AGENT_CHECK_EFFECT, DOB_CHECK_EFFECT, LIMITED, NOT_FOUND, OK, parse_dob
+from menus.checks import AGENT_CHECK_EFFECT, DOB_CHECK_EFFECT, LIMITED, NOT_FOUND, NOTHING, OK, parse_dob
 from menus.engine import Effect, State
 from menus.member import LANGUAGE_EFFECT, OTHER_PAYMENT_EFFECT, PAYMENT_REQUEST_EFFECT, PAYMENTS_SHOWN
+from menus.values import (
+    AgentInfo,
+    CallerInfo,
+    CheckOutcome,
+    Coverage,
+    HouseholdInfo,
+    ListedMember,
+    OtherPayment,
+    PaymentLine,
+    PaymentOption,
+    PaymentReference,
+    SchemeInfo,
+    record_list,
+)
 from models.access import Agent, EffectKey
 from models.agents import PinOutcome, verify_agent_pin
 from models.base import (
@@ -96,6 +110,7 @@ from models.scheme import Plan, PremiumBand, Scheme, SubsidyCategory
 log = logging.getLogger(__name__)
 
 SessionFactory = Callable[[], Session]
+Dialled = tuple[list[HouseholdInfo], CallerInfo, dict[int, Coverage]]  # households, caller, coverage by household
 # The coverage reads the periods ending within this many days before today with the household; a scheme
 # whose grace is longer (none so far: CMU 30 days, SKY 15) costs a second statement for them.
 PERIODS_WINDOW_DAYS = 400
@@ -122,7 +137,7 @@ class DatabaseData:
         self.today = today
         self.redis = redis
         self.now = now
-        self._dialled: tuple[str, tuple[list[dict[str, Any]], dict[str, Any], dict[int, dict[str, Any]]]] | None = None
+        self._dialled: tuple[str, Dialled] | None = None
 
     @property
     def session(self) -> Session:
@@ -172,24 +187,26 @@ class DatabaseData:
         kind, _, arg = key.partition(":")
         if kind in {"households", "caller"}:
             households, caller, coverages = self.dial(state.phone)
-            loaded = {"households": households, "caller": caller}
+            loaded: dict[str, Any] = {"households": households, "caller": caller}
             loaded.update((f"coverage:{household_id}", value) for household_id, value in coverages.items())
             return loaded
         if kind == "coverage":
-            return {key: self.coverage(int(arg), state.data.get("households"))}
+            return {
+                key: self.coverage(int(arg), record_list(HouseholdInfo, "households", state.data.get("households")))
+            }
         if kind == "payments":
             return {key: self.payments(int(arg))}
         raise KeyError(f"unknown menu data {key!r}")
 
-    def households(self, phone: str) -> list[dict[str, Any]]:
+    def households(self, phone: str) -> list[HouseholdInfo]:
         """Return the households in which the phone is an active member's, with what the menus show."""
         return self.dial(phone)[0]
 
-    def caller(self, phone: str) -> dict[str, Any]:
+    def caller(self, phone: str) -> CallerInfo:
         """Return whether the phone is an active agent's, and its country's language (None with a household)."""
         return self.dial(phone)[1]
 
-    def dial(self, phone: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[int, dict[str, Any]]]:
+    def dial(self, phone: str) -> Dialled:
         """Return the phone's households, its caller data and its households' coverage (read once per phone).
 
         One SQL statement (`_dial_statement`): the households with their members, scheme and network, what
@@ -201,67 +218,61 @@ class DatabaseData:
         if self._dialled is not None and self._dialled[0] == phone:
             return self._dialled[1]
         if not phone:
-            return [], {"agent": None, "lang": None}, {}
+            return [], CallerInfo(None, None), {}
         since = self.today("UTC") - timedelta(days=PERIODS_WINDOW_DAYS + 1)
         params = {"phone": phone, "region": phone_region(phone), "since": since}
         rows = self.read(_dial_statement(), params).all()
         first = rows[0]
-        caller: dict[str, Any] = {
-            "agent": {"id": first.agent_id, "facility": first.agent_facility} if first.agent_id is not None else None,
-            "lang": Language(first.country_language).value if first.country_language is not None else None,
-        }
-        households: dict[int, dict[str, Any]] = {}
+        agent = AgentInfo(first.agent_id, first.agent_facility) if first.agent_id is not None else None
+        firsts: dict[int, Any] = {}  # each household's first row
         heads: dict[int, Any] = {}  # the head's first row: the per-household columns
+        listed: dict[int, list[ListedMember]] = {}
         periods: dict[int, dict[Any, Any]] = {}
         seen_members: dict[int, set[str]] = {}
         today: dict[str, date] = {}
         for row in rows:
             if row.id is None:
                 continue
-            household = households.get(row.id)
-            if household is None:
-                household = households[row.id] = {
-                    "id": row.id,
-                    "no": row.household_no,
-                    "lang": Language(row.language).value,
-                    "plan": row.plan,
-                    "network": row.network,
-                    "head": "",
-                    "members": [],
-                    "scheme": {
-                        "name": row.scheme_name,
-                        "languages": list(row.languages),
-                        "currency": row.currency,
-                        "exponent": row.currency_exponent,
-                        "timezone": row.timezone,
-                    },
-                }
-                periods[row.id] = {}
-                seen_members[row.id] = set()
+            if row.id not in firsts:
+                firsts[row.id], listed[row.id], periods[row.id], seen_members[row.id] = row, [], {}, set()
             if row.start_on is not None:
                 periods[row.id][(row.start_on, row.end_on)] = row
             if row.member_no in seen_members[row.id]:
                 continue  # the same member on the row of another period
             seen_members[row.id].add(row.member_no)
             if row.member_no == row.head_member_no:
-                household["head"] = row.first_name
                 heads[row.id] = row
             on = today.get(row.timezone) or today.setdefault(row.timezone, self.today(row.timezone))
             if is_active_member(row.status, row.left_on, on):
-                household["members"].append({"first": row.first_name, "no": row.member_no.rsplit("-", 1)[-1]})
-        found = list(households.values())
-        if found:
-            caller["lang"] = None  # the phone speaks its household's language
+                listed[row.id].append(ListedMember(row.first_name, row.member_no.rsplit("-", 1)[-1]))
+        found = [
+            HouseholdInfo(
+                id=household_id,
+                no=row.household_no,
+                lang=Language(row.language).value,
+                plan=row.plan,
+                network=row.network,
+                head=heads[household_id].first_name if household_id in heads else "",
+                members=tuple(listed[household_id]),
+                scheme=SchemeInfo(
+                    row.scheme_name, tuple(row.languages), row.currency, row.currency_exponent, row.timezone
+                ),
+            )
+            for household_id, row in firsts.items()
+        ]
+        # With a household, the phone speaks its household's language.
+        country_language = Language(first.country_language).value if first.country_language is not None else None
+        caller = CallerInfo(agent, None if found else country_language)
         coverages = {}
         for household in found:
-            head = heads.get(household["id"])
+            head = heads.get(household.id)
             if head is None or head.months is None or head.share_bp is None:
                 continue  # no head member, plan or subsidy category: read (and refused) when a screen needs it
-            on = today[household["scheme"]["timezone"]]
-            recent = sorted(periods[household["id"]].values(), key=lambda period: period.start_on)
+            on = today[household.scheme.timezone]
+            recent = sorted(periods[household.id].values(), key=lambda period: period.start_on)
             ended = [period.end_on for period in recent if period.end_on < on]
-            members = len(household["members"])
-            coverages[household["id"]] = self._coverage_of(
+            members = len(household.members)
+            coverages[household.id] = self._coverage_of(
                 household,
                 head,
                 recent,
@@ -284,7 +295,7 @@ class DatabaseData:
         )
         return language.value if language is not None else None
 
-    def coverage(self, household_id: int, households: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def coverage(self, household_id: int, households: Sequence[HouseholdInfo] | None = None) -> Coverage:
         """Return the household's eligibility today and each active member's, in one SQL statement (rarely two).
 
         The dial reads it already (`dial`); this is for a household whose coverage the dial could not work out
@@ -295,10 +306,10 @@ class DatabaseData:
         whose grace is longer than the window reads them again exactly.
         The rules are `amount_due` and `household_eligibility`'s, on plain values.
         """
-        known = next((x for x in households or [] if x["id"] == household_id), None)
+        known = next((x for x in households or [] if x.id == household_id), None)
         if known is None:  # the engine only asks for the coverage of a household of the phone's
             raise LookupError(f"household {household_id} is not the phone's")
-        on = self.today(known["scheme"]["timezone"])
+        on = self.today(known.scheme.timezone)
         window = on - timedelta(days=PERIODS_WINDOW_DAYS)
         params = {"household_id": household_id, "on": on, "since": window}
         rows = self.read(_coverage_statement(), params).all()
@@ -311,7 +322,7 @@ class DatabaseData:
 
     def _coverage_of(
         self,
-        household: dict[str, Any],
+        household: HouseholdInfo,
         row: Any,
         recent: Sequence[Any],
         on: date,
@@ -319,7 +330,7 @@ class DatabaseData:
         members: int,
         band_monthly: int,
         lapsed_on: date | None,
-    ) -> dict[str, Any]:
+    ) -> Coverage:
         """Return the coverage of a household on a date from its scheme's rules and account (`row`'s columns),
         its periods ending within `PERIODS_WINDOW_DAYS` before the date (`recent`), and the values that depend
         on the date: active members, their premium band and the last end of a period before the date."""
@@ -331,7 +342,7 @@ class DatabaseData:
             if since >= window:
                 periods = [r for r in recent if r.end_on >= since]
             else:
-                params = {"household_id": household["id"], "since": since}
+                params = {"household_id": household.id, "since": since}
                 periods = list(self.read(_periods_statement(), params))
         price = price_of(
             PremiumKind(row.premium_kind),
@@ -362,34 +373,28 @@ class DatabaseData:
         )
         # Only active members are listed, and an active member's eligibility is the household's
         # (`member_eligibility` differs only for members who left): one computation, not one per member.
-        line = {
-            "covered": overall.covered,
-            "status": overall.status.value,
-            "until": overall.valid_until.isoformat() if overall.valid_until else None,
-            "waiting": overall.waiting_until.isoformat() if overall.waiting_until else None,
-        }
         refusal = pay_refusal(status, funder_pays_all(share_bp))
-        ends = overall.cover_ends
         months, advance = int(row.months), int(row.max_advance_months)
         choices = [] if refusal is not None else offered_choices(overall, due, months, advance, on)
-        return {
-            "on": on.isoformat(),
-            "due": overall.amount_due,
-            "period": due.period,
-            "choices": [[c.periods, c.months, c.amount] for c in choices],
-            "covered": overall.covered,
-            "until": overall.valid_until.isoformat() if overall.covered and overall.valid_until else None,
-            "status": overall.status.value,
-            "ends": ends.isoformat() if ends else None,
-            "waiting": overall.waiting_until.isoformat() if overall.waiting_until else None,
-            "next": overall.next_payment_amount,
-            "next_due": overall.next_payment_due.isoformat() if overall.next_payment_due else None,
-            "credit": overall.credit,
-            "refusal": refusal.value if refusal is not None else None,
-            "members": [dict(line, first=member["first"]) for member in household["members"]],
-        }
+        return Coverage(
+            on=on,
+            due=overall.amount_due,
+            period=due.period,
+            choices=tuple(PaymentOption(c.periods, c.months, c.amount) for c in choices),
+            covered=overall.covered,
+            until=overall.valid_until if overall.covered else None,
+            status=overall.status.value,
+            ends=overall.cover_ends,
+            waiting=overall.waiting_until,
+            next_amount=overall.next_payment_amount,
+            next_due=overall.next_payment_due,
+            credit=overall.credit,
+            refusal=refusal.value if refusal is not None else None,
+            valid_until=overall.valid_until,
+            members=tuple(member.first for member in household.members),
+        )
 
-    def payments(self, household_id: int) -> list[dict[str, Any]]:
+    def payments(self, household_id: int) -> list[PaymentLine]:
         """Return the household's last payments, newest first."""
         rows = self.read(
             select(Payment.paid_at, Payment.amount, Payment.status)
@@ -397,10 +402,7 @@ class DatabaseData:
             .order_by(Payment.paid_at.desc(), Payment.id.desc())
             .limit(PAYMENTS_SHOWN)
         )
-        return [
-            {"date": paid_at.date().isoformat(), "amount": amount, "status": status.value}
-            for paid_at, amount, status in rows
-        ]
+        return [PaymentLine(paid_at.date(), amount, status.value) for paid_at, amount, status in rows]
 
     def apply(self, effect: Effect, key: str, state: State) -> Any:
         """Apply the effect unless its key was used already; return its outcome (the first one on a replay)."""
@@ -429,7 +431,7 @@ class DatabaseData:
         session.commit()
         return True
 
-    def request_payment(self, effect: Effect, key: str, phone: str, language: str) -> dict[str, Any]:
+    def request_payment(self, effect: Effect, key: str, phone: str, language: str) -> PaymentReference:
         """Create the household's payment request for the key (or find it) and queue its SMS once."""
         session = self._fresh_write()
         household = session.scalars(
@@ -453,11 +455,7 @@ class DatabaseData:
         if phone:
             self._send_reference(session, phone, household, request, language)
         session.commit()
-        return {
-            "reference": request.reference,
-            "amount": request.amount,
-            "channels": [[channel.label, channel.account] for channel in scheme.channels],
-        }
+        return PaymentReference(request.reference, request.amount, _channels(scheme))
 
     @staticmethod
     def _send_reference(
@@ -479,26 +477,26 @@ class DatabaseData:
             **(values or reference_values(household, request.reference, request.amount, language)),
         )
 
-    def request_other_payment(self, effect: Effect, key: str, phone: str, language: str) -> dict[str, Any]:
+    def request_other_payment(self, effect: Effect, key: str, phone: str, language: str) -> OtherPayment:
         """Create a payment request for the household a number names (any phone, rate-limited) and SMS it once."""
         number = effect.value
         if self.redis is None:
             raise RuntimeError("paying for another household needs Redis for its rate limit")
         # The same limits as SMS `PAYER <no>`; the effect key makes a replayed hop count once.
         if not allow_member_check(self.redis, phone or "unknown", number, key):
-            return {"o": LIMITED, "no": number}
+            return OtherPayment(LIMITED, number)
         session = self._fresh_write()
         household = find_household(session, number)
         if household is None:
             session.rollback()
-            return {"o": NOT_FOUND, "no": number}
+            return OtherPayment(NOT_FOUND, number)
         scheme = household.scheme
         # What SMS `PAYER <no>` offers: what is due now, else the next period; nothing when Pay is refused.
         today = scheme.local_today(self.now())
         offer = pay_offer(session, household, household_eligibility(session, household, today), today)
         if offer.refusal is not None or not offer.choices:
             session.rollback()
-            return {"o": "NOTHING", "no": household.household_no}
+            return OtherPayment(NOTHING, household.household_no)
         due = offer.choices[0].amount
         request = create_payment_request(
             session,
@@ -511,75 +509,75 @@ class DatabaseData:
             now=self.now(),
         )
         values = reference_values(household, request.reference, request.amount, language)
-        first_name = values["first_name"]
         if phone:
             self._send_reference(session, phone, household, request, language, values)
         session.commit()
-        return {
-            "o": OK,
-            "no": household.household_no,
-            "head": first_name,
-            "reference": request.reference,
-            "amount": request.amount,
-            "currency": scheme.currency,
-            "exponent": scheme.currency_exponent,
-            "channels": [[channel.label, channel.account] for channel in scheme.channels],
-        }
+        return OtherPayment(
+            OK,
+            household.household_no,
+            head=values["first_name"],
+            reference=request.reference,
+            amount=request.amount,
+            currency=scheme.currency,
+            exponent=scheme.currency_exponent,
+            channels=_channels(scheme),
+        )
 
-    def agent_check(self, effect: Effect) -> dict[str, Any]:
+    def agent_check(self, effect: Effect) -> CheckOutcome:
         """Verify the agent's PIN (a wrong one counted) and, if right, check the member and log it."""
         member_no, _, pin = effect.value.partition("\n")
         session = self.session
         agent = session.get(Agent, effect.target, with_for_update=True)
         if agent is None:
-            return {"o": PinOutcome.INACTIVE.value}
+            return CheckOutcome(PinOutcome.INACTIVE.value)
         now = self.now()
         outcome = verify_agent_pin(session, agent, pin, now)
         if outcome.outcome is PinOutcome.WRONG:
-            return {"o": outcome.outcome.value, "left": outcome.attempts_left}
+            return CheckOutcome(outcome.outcome.value, left=outcome.attempts_left)
         if outcome.outcome is PinOutcome.LOCKED:
             until = outcome.locked_until or now
-            return {"o": outcome.outcome.value, "minutes": max(1, math.ceil((until - now).total_seconds() / 60))}
+            minutes = max(1, math.ceil((until - now).total_seconds() / 60))
+            return CheckOutcome(outcome.outcome.value, minutes=minutes)
         if not outcome.ok:
-            return {"o": outcome.outcome.value}
+            return CheckOutcome(outcome.outcome.value)
         answer = check_member(session, member_no, None, CheckChannel.USSD, agent.facility, agent_id=agent.id)
         if answer is None:
-            return {"o": OK, "found": False, "no": member_no[:44]}
+            return CheckOutcome(OK, found=False, member_no=member_no[:44])
         e = answer.eligibility
-        return {
-            "o": OK,
-            "found": True,
-            "no": answer.member_no,
-            "first": answer.first_name[:40],
-            "year": answer.birth_year,
-            "covered": e.covered,
-            "status": e.status.value,
-            "until": e.valid_until.isoformat() if e.valid_until else None,
-        }
+        return CheckOutcome(
+            OK,
+            found=True,
+            member_no=answer.member_no,
+            first=answer.first_name[:40],
+            year=answer.birth_year,
+            covered=e.covered,
+            status=e.status.value,
+            until=e.valid_until,
+        )
 
-    def dob_check(self, effect: Effect, phone: str, key: str) -> dict[str, Any]:
+    def dob_check(self, effect: Effect, phone: str, key: str) -> CheckOutcome:
         """Answer an unknown phone's check by member number + date of birth, within the member-check limits."""
         member_no, _, typed = effect.value.partition("\n")
         if self.redis is None:
             raise RuntimeError("the date-of-birth check needs Redis for its rate limit")
         # The same limits as SMS `STATUT <no> <DDMMYYYY>`; the effect key makes a replayed hop count once.
         if not allow_member_check(self.redis, phone or "unknown", member_no, key):
-            return {"o": LIMITED}
+            return CheckOutcome(LIMITED)
         member = find_member_born(self.session, member_no, parse_dob(typed))
         if member is None:
-            return {"o": NOT_FOUND, "found": False}
+            return CheckOutcome(NOT_FOUND, found=False)
         e = member_eligibility(self.session, member, member.household.scheme.local_today(self.now()))
-        return {
-            "o": OK,
-            "found": True,
-            "no": member.member_no,
-            "first": member.first_name[:40],
-            "covered": e.covered,
-            "status": e.status.value,
-            "until": e.valid_until.isoformat() if e.valid_until else None,
-        }
+        return CheckOutcome(
+            OK,
+            found=True,
+            member_no=member.member_no,
+            first=member.first_name[:40],
+            covered=e.covered,
+            status=e.status.value,
+            until=e.valid_until,
+        )
 
-    def _once(self, key: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def _once(self, key: str, work: Callable[[], CheckOutcome]) -> CheckOutcome:
         """Do the work once per key in one transaction with its `EffectKey`; a replay gets the stored outcome."""
         session = self._fresh_write()
         marker = EffectKey(key=key, result=None)
@@ -589,10 +587,10 @@ class DatabaseData:
         except IntegrityError:
             session.rollback()
             stored = session.scalar(select(EffectKey.result).where(EffectKey.key == key))
-            return dict(json.loads(stored)) if stored else {}
+            return CheckOutcome.from_json(json.loads(stored)) if stored else CheckOutcome("")
         outcome = work()
         # Whole and unescaped: a cut outcome (a long Khmer name) could not be read back by the replay.
-        marker.result = json.dumps(outcome, separators=(",", ":"), ensure_ascii=False)
+        marker.result = json.dumps(outcome.to_json(), separators=(",", ":"), ensure_ascii=False)
         session.commit()
         return outcome
 
@@ -792,6 +790,11 @@ def _periods_statement() -> Select[Any]:
         )
         .order_by(period.c.start_on)
     )
+
+
+def _channels(scheme: Scheme) -> tuple[tuple[str, str], ...]:
+    """Return the scheme's payment channels as (label, account) pairs."""
+    return tuple((channel.label, channel.account) for channel in scheme.channels)
 
 
 def _bands(bands: str | None) -> list[tuple[int, int]]:

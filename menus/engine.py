@@ -104,6 +104,7 @@ ViewFn = Callable[["State"], View]
 ConditionFn = Callable[["State"], bool]
 ActionFn = Callable[["State", Any], tuple["State", list[Effect]]]
 NeedsFn = Callable[[str, "State"], list[str]]
+DecodeFn = Callable[[str, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class Tree:
     conditions: Mapping[str, ConditionFn] = field(default_factory=dict)
     actions: Mapping[str, ActionFn] = field(default_factory=dict)
     data_keys: NeedsFn = lambda need, state: [need]
+    decode: DecodeFn = lambda key, value: value  # a `state.data` value (records) from its JSON form
 
     def screen(self, name: str) -> Screen:
         """Return the screen of this name."""
@@ -142,7 +144,11 @@ class Tree:
 
 @dataclass
 class State:
-    """Everything a session remembers between hops; plain JSON once `to_dict`-ed."""
+    """Everything a session remembers between hops; plain JSON once `to_dict`-ed.
+
+    `data` holds what the screens read and the effects' outcomes, as the tree's records (`menus.values`): their
+    `to_json` form in `to_dict`, read back by the tree's `decode` in `from_dict`.
+    """
 
     phone: str = ""
     tree: str = "member"
@@ -176,13 +182,29 @@ class State:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the state as a JSON-ready mapping."""
-        return {name: getattr(self, name) for name in _STATE_FIELDS}
+        """Return the state as a JSON-ready mapping (records in their JSON form)."""
+        values = {name: getattr(self, name) for name in _STATE_FIELDS}
+        values["data"] = {key: _plain(value) for key, value in self.data.items()}
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> State:
-        """Return the state stored as `to_dict` made it (unknown keys ignored)."""
-        return cls(**{k: v for k, v in values.items() if k in _STATE_FIELDS})
+        """Return the state stored as `to_dict` made it (unknown keys ignored), its data decoded by its tree."""
+        state = cls(**{k: v for k, v in values.items() if k in _STATE_FIELDS})
+        if state.data:
+            decode = load_tree(state.tree).decode
+            state.data = {key: decode(key, value) for key, value in state.data.items()}
+        return state
+
+
+def _plain(value: Any) -> Any:
+    """Return a `state.data` value in its JSON form: a record's `to_json`, a list of records' each."""
+    to_json = getattr(value, "to_json", None)
+    if to_json is not None:
+        return to_json()
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 _STATE_FIELDS = tuple(f.name for f in fields(State))

@@ -1,31 +1,40 @@
 """The menu tree of a phone: a member's menus, a facility agent's check, an unknown phone's check.
 
-Data the screens read, cached in `state.data` by the caller (see `menus.data`):
-- `households`: the phone's households, each `{id, no, lang, plan, network, scheme{...}, head, members[...]}`;
-- `caller`: `{agent: {id, facility} | None, lang}` — whether the phone is an agent's, and the language of its
-  country's scheme for a phone without a household;
-- `coverage:<household id>`: eligibility of the household and its active members on the scheme's today, with
-  the payment choices (`choices`: `[periods, months, amount]`, the first one being one period: the amount due,
-  or the next payment when covered; none beyond the advance cap), `due`, `next`/`next_due` and `refusal`; read on
+Data the screens read, cached in `state.data` by the caller (see `menus.data`) as the records of `menus.values`:
+- `households`: the phone's households (`HouseholdInfo`: number, language, plan, network, scheme, head, members);
+- `caller`: a `CallerInfo` — whether the phone is an agent's, and the language of its country's scheme for a
+  phone without a household;
+- `coverage:<household id>`: a `Coverage`, the eligibility of the household and its active members on the
+  scheme's today, with the payment choices (the first one being one period: the amount due, or the next payment
+  when covered; none beyond the advance cap), the amount due, the next payment and why Pay is refused; read on
   the dial with the households (`menus.data`), so it is usually there before a screen asks for it;
-- `payments:<household id>`: the household's last five payments.
+- `payments:<household id>`: the household's last five payments (`PaymentLine`).
 
-`2 Pay` ends with a payment request, an effect with an outcome (`request:<hop>`: reference, amount and the
-scheme's channels) applied once per session and hop; the same reference is sent by SMS. `6 Pay another household`
-asks for a household number and ends the same way for that household (an effect with an outcome, rate-limited
-like the member checks, so a number is never guessed from a phone's own household).
+`2 Pay` ends with a payment request, an effect with an outcome (`request:<hop>`, a `PaymentReference`: reference,
+amount and the scheme's channels) applied once per session and hop; the same reference is sent by SMS. `6 Pay
+another household` asks for a household number and ends the same way for that household (an `OtherPayment`
+outcome, rate-limited like the member checks, so a number is never guessed from a phone's own household).
 """
 
 from __future__ import annotations
 
 import re
-from datetime import date
 from typing import Any
 
 from menus import checks
 from menus.engine import AUTO, CHOICE, INPUT, Effect, Invalid, Item, Option, Screen, State, Transition, Tree, View
 from menus.labels import PAYMENT_STATUS_LABELS, PLAN_LABELS, STATUS_LABELS
 from menus.render import LANGUAGE_NAMES, N_, Amount, Msg
+from menus.values import (
+    Coverage,
+    HouseholdInfo,
+    OtherPayment,
+    PaymentLine,
+    PaymentReference,
+    decode,
+    record,
+    record_list,
+)
 from models.amounts import currency_label
 
 LANGUAGE_EFFECT = "language"
@@ -102,15 +111,15 @@ TRANSITIONS = (
 # ---------------------------------------------------------------- data helpers
 
 
-def households(state: State) -> list[dict[str, Any]]:
+def households(state: State) -> list[HouseholdInfo]:
     """Return the cached households of the phone."""
-    return list(state.data.get("households") or [])
+    return record_list(HouseholdInfo, "households", state.data.get("households"))
 
 
-def chosen(state: State) -> dict[str, Any]:
+def chosen(state: State) -> HouseholdInfo:
     """Return the cached data of the chosen household."""
     for household in households(state):
-        if household["id"] == state.household:
+        if household.id == state.household:
             return household
     raise LookupError("no household chosen")
 
@@ -125,8 +134,8 @@ def data_keys(need: str, state: State) -> list[str]:
 
 
 def _amount(state: State, value: int) -> Amount:
-    scheme = chosen(state)["scheme"]
-    return Amount(value, scheme["currency"], scheme["exponent"])
+    scheme = chosen(state).scheme
+    return Amount(value, scheme.currency, scheme.exponent)
 
 
 # ---------------------------------------------------------------- conditions and actions
@@ -141,12 +150,12 @@ def _one_household(state: State) -> bool:
 
 
 def _household_chosen(state: State) -> bool:
-    return state.household is not None and any(h["id"] == state.household for h in households(state))
+    return state.household is not None and any(h.id == state.household for h in households(state))
 
 
-def _choose(state: State, household: dict[str, Any]) -> State:
-    state.household = household["id"]
-    state.lang = household["lang"]
+def _choose(state: State, household: HouseholdInfo) -> State:
+    state.household = household.id
+    state.lang = household.lang
     return state
 
 
@@ -155,23 +164,24 @@ def _choose_only_household(state: State, _value: Any) -> tuple[State, list[Effec
 
 
 def _speak_caller_language(state: State, _value: Any) -> tuple[State, list[Effect]]:
-    caller = state.data.get("caller") or {}
-    if caller.get("lang"):
-        state.lang = str(caller["lang"])
+    caller = checks.caller(state)
+    if caller is not None and caller.lang:
+        state.lang = caller.lang
     return state, []
 
 
-def _coverage(state: State) -> dict[str, Any]:
-    return dict(state.data[f"coverage:{state.household}"])
+def _coverage(state: State) -> Coverage:
+    key = f"coverage:{state.household}"
+    return record(Coverage, key, state.data[key])
 
 
 def _pay_refused(state: State) -> bool:
-    return bool(_coverage(state).get("refusal"))
+    return bool(_coverage(state).refusal)
 
 
 def _nothing_due(state: State) -> bool:
     # Nothing due and nothing to pay ahead (covered up to the advance cap): Pay has nothing to offer.
-    return not _coverage(state)["choices"]
+    return not _coverage(state).choices
 
 
 def _custom_amount(state: State) -> bool:
@@ -181,7 +191,7 @@ def _custom_amount(state: State) -> bool:
 def _request(state: State, amount: int, periods: int) -> tuple[State, list[Effect]]:
     result = f"request:{state.hop}"
     state.data[PAY_REQUEST] = result
-    return state, [Effect(PAYMENT_REQUEST_EFFECT, int(chosen(state)["id"]), f"{amount}:{periods}", result=result)]
+    return state, [Effect(PAYMENT_REQUEST_EFFECT, chosen(state).id, f"{amount}:{periods}", result=result)]
 
 
 def _choose_payment(state: State, value: Any) -> tuple[State, list[Effect]]:
@@ -197,15 +207,13 @@ def _enter_amount(state: State, value: Any) -> tuple[State, list[Effect]]:
     text = str(value).strip().replace(" ", "")
     if not (text.isascii() and text.isdigit()) or len(text) > MAX_AMOUNT_DIGITS:
         raise Invalid(N_("Invalid amount."))
-    exponent = int(chosen(state)["scheme"]["exponent"])
-    amount = int(text) * 10**exponent
+    amount = int(text) * 10 ** chosen(state).scheme.exponent
     coverage = _coverage(state)
-    ceiling = max(int(choice[2]) for choice in coverage["choices"])
+    ceiling = max(choice.amount for choice in coverage.choices)
     if amount <= 0 or amount > ceiling:
         raise Invalid(N_("Invalid amount."))
     # Whole periods beyond the first choice (one period), for the request's record; allocation decides.
-    period = int(coverage.get("period") or 0)
-    first = int(coverage["choices"][0][2])
+    period, first = coverage.period, coverage.choices[0].amount
     periods = 1 + (amount - first) // period if period and amount > first else 1
     return _request(state, amount, periods)
 
@@ -220,13 +228,13 @@ def _request_other_payment(state: State, value: Any) -> tuple[State, list[Effect
 
 
 def _speak_first_household_language(state: State, _value: Any) -> tuple[State, list[Effect]]:
-    state.lang = households(state)[0]["lang"]
+    state.lang = households(state)[0].lang
     return state, []
 
 
 def _choose_household(state: State, household_id: Any) -> tuple[State, list[Effect]]:
     for household in households(state):
-        if household["id"] == household_id:
+        if household.id == household_id:
             return _choose(state, household), []
     return state, []
 
@@ -234,10 +242,10 @@ def _choose_household(state: State, household_id: Any) -> tuple[State, list[Effe
 def _set_language(state: State, language: Any) -> tuple[State, list[Effect]]:
     household = chosen(state)
     effects = []
-    if household["lang"] != language:
-        effects.append(Effect(LANGUAGE_EFFECT, household["id"], str(language)))
+    if household.lang != language:
+        effects.append(Effect(LANGUAGE_EFFECT, household.id, str(language)))
         state.data["households"] = [
-            dict(h, lang=language) if h["id"] == household["id"] else h for h in households(state)
+            h._replace(lang=str(language)) if h.id == household.id else h for h in households(state)
         ]
     state.lang = str(language)
     state.notice = N_("Language saved.")
@@ -249,42 +257,41 @@ def _set_language(state: State, language: Any) -> tuple[State, list[Effect]]:
 
 def _pick_view(state: State) -> View:
     items = [
-        Item(f"{h['no']} {h['head']}".strip(), key=str(index), value=h["id"])
+        Item(f"{h.no} {h.head}".strip(), key=str(index), value=h.id)
         for index, h in enumerate(households(state), start=1)
     ]
     return View(items=items)
 
 
 def _main_view(state: State) -> View:
-    return View(header=[Msg(N_("Household {no}"), {"no": chosen(state)["no"]})])
+    return View(header=[Msg(N_("Household {no}"), {"no": chosen(state).no})])
 
 
-def _coverage_line(member: dict[str, Any]) -> Msg:
-    status = Msg(STATUS_LABELS.get(member["status"], member["status"]))
-    values = {"name": member["first"], "status": status}
-    if member["status"] == "ACTIVE" and member["until"]:
-        until = date.fromisoformat(member["until"])
-        return Msg(N_("{name}: covered ({status}) until {date}"), dict(values, date=until))
-    if member["status"] == "WAITING" and member["waiting"]:
-        return Msg(N_("{name}: {status} until {date}"), dict(values, date=date.fromisoformat(member["waiting"])))
-    if member["status"] in {"GRACE", "LAPSED"} and member["until"]:
+def _coverage_line(name: str, cover: Coverage) -> Msg:
+    status = Msg(STATUS_LABELS.get(cover.status, cover.status))
+    values = {"name": name, "status": status}
+    if cover.status == "ACTIVE" and cover.valid_until:
+        return Msg(N_("{name}: covered ({status}) until {date}"), dict(values, date=cover.valid_until))
+    if cover.status == "WAITING" and cover.waiting:
+        return Msg(N_("{name}: {status} until {date}"), dict(values, date=cover.waiting))
+    if cover.status in {"GRACE", "LAPSED"} and cover.valid_until:
         template = N_("{name}: covered ({status}), ended {date}")
-        if not member["covered"]:
+        if not cover.covered:
             template = N_("{name}: NOT covered ({status}), ended {date}")
-        return Msg(template, dict(values, date=date.fromisoformat(member["until"])))
-    if member["covered"]:
+        return Msg(template, dict(values, date=cover.valid_until))
+    if cover.covered:
         return Msg(N_("{name}: covered ({status})"), values)
     return Msg(N_("{name}: NOT covered ({status})"), values)
 
 
 def _coverage_view(state: State) -> View:
-    coverage = state.data[f"coverage:{state.household}"]
-    header = [Msg(N_("Coverage on {date}"), {"date": date.fromisoformat(coverage["on"])})]
+    coverage = _coverage(state)
+    header = [Msg(N_("Coverage on {date}"), {"date": coverage.on})]
     if cover_line(state) is not None:
         # Every listed (active) member's cover is the household's, said once first: the names are enough.
-        items = [Item(str(member["first"])) for member in coverage["members"]]
+        items = [Item(first) for first in coverage.members]
     else:
-        items = [Item(_coverage_line(member)) for member in coverage["members"]]
+        items = [Item(_coverage_line(first, coverage)) for first in coverage.members]
     if not items:
         items = [Item(Msg(N_("No active member.")))]
     # The household's lines lead the items, so a small (UCS-2) screen pages them rather than cuts them.
@@ -295,13 +302,12 @@ def cover_line(state: State) -> Msg | None:
     """Return the household's cover in the words every channel uses: "Covered until …" or "Waiting until …,
     then covered until …" (or "Partly paid, not covered yet."), None when it is not covered."""
     coverage = _coverage(state)
-    ends = coverage.get("ends")
-    if coverage.get("status") == "WAITING" and ends and coverage.get("waiting"):
-        dates = {"date": date.fromisoformat(coverage["waiting"]), "end": date.fromisoformat(ends)}
-        return Msg(N_("Waiting until {date}, then covered until {end}."), dates)
-    if coverage.get("status") == "ACTIVE" and ends:
-        return Msg(N_("Covered until {date}."), {"date": date.fromisoformat(ends)})
-    if coverage.get("status") == "PENDING" and int(coverage.get("credit") or 0) > 0 and int(coverage["due"]) > 0:
+    ends = coverage.ends
+    if coverage.status == "WAITING" and ends and coverage.waiting:
+        return Msg(N_("Waiting until {date}, then covered until {end}."), {"date": coverage.waiting, "end": ends})
+    if coverage.status == "ACTIVE" and ends:
+        return Msg(N_("Covered until {date}."), {"date": ends})
+    if coverage.status == "PENDING" and coverage.credit > 0 and coverage.due > 0:
         return Msg(N_("Partly paid, not covered yet."))
     return None
 
@@ -309,12 +315,12 @@ def cover_line(state: State) -> Msg | None:
 def payment_line(state: State) -> Msg | None:
     """Return "Amount due: …" when something is due now, else "Next payment: … before …" (None: nothing to pay)."""
     coverage = _coverage(state)
-    if coverage.get("refusal"):
+    if coverage.refusal:
         return None
-    if int(coverage["due"]) > 0:
-        return Msg(N_("Amount due: {amount}"), {"amount": _amount(state, int(coverage["due"]))})
-    if coverage.get("next_due") and int(coverage.get("next") or 0) > 0:
-        values = {"amount": _amount(state, int(coverage["next"])), "date": date.fromisoformat(coverage["next_due"])}
+    if coverage.due > 0:
+        return Msg(N_("Amount due: {amount}"), {"amount": _amount(state, coverage.due)})
+    if coverage.next_due and coverage.next_amount > 0:
+        values = {"amount": _amount(state, coverage.next_amount), "date": coverage.next_due}
         return Msg(N_("Next payment: {amount} before {date}."), values)
     return None
 
@@ -332,7 +338,7 @@ REFUSALS = {
 
 
 def _pay_refused_view(state: State) -> View:
-    refusal = str(_coverage(state).get("refusal"))
+    refusal = str(_coverage(state).refusal)
     return View(header=[Msg(REFUSALS.get(refusal, REFUSALS["suspended"]))])
 
 
@@ -343,68 +349,78 @@ def _pay_nothing_view(state: State) -> View:
 def _pay_plan_view(state: State) -> View:
     coverage = _coverage(state)
     items = []
-    for index, (periods, months, amount) in enumerate(coverage["choices"], start=1):
-        template = N_("{amount} (1 month)") if int(months) == 1 else N_("{amount} ({months} months)")
-        text = Msg(template, {"amount": _amount(state, int(amount)), "months": months})
-        items.append(Item(text, key=str(index), value=[int(periods), int(amount)]))
+    for index, choice in enumerate(coverage.choices, start=1):
+        template = N_("{amount} (1 month)") if choice.months == 1 else N_("{amount} ({months} months)")
+        text = Msg(template, {"amount": _amount(state, choice.amount), "months": choice.months})
+        items.append(Item(text, key=str(index), value=[choice.periods, choice.amount]))
     items.append(Item(Msg(N_("Another amount")), key=str(len(items) + 1), value=CUSTOM_AMOUNT))
     payment = payment_line(state)
     return View(header=[payment] if payment is not None else [], items=items)
 
 
 def _pay_amount_view(state: State) -> View:
-    currency = currency_label(str(chosen(state)["scheme"]["currency"]), state.lang)
+    currency = currency_label(chosen(state).scheme.currency, state.lang)
     return View(header=[Msg(N_("Amount to pay in {currency}:"), {"currency": currency})])
 
 
+def _request_outcome(state: State) -> Any:
+    key = str(state.data[PAY_REQUEST])
+    value = state.data[key]
+    return value if isinstance(value, PaymentReference | OtherPayment) else decode(key, value)
+
+
 def _pay_done_view(state: State) -> View:
-    request = dict(state.data[str(state.data[PAY_REQUEST])])
-    values = {"reference": request["reference"], "amount": _amount(state, int(request["amount"]))}
+    request = _request_outcome(state)
+    if not isinstance(request, PaymentReference):
+        raise TypeError("the payment request's outcome is not a reference")
+    values = {"reference": request.reference, "amount": _amount(state, request.amount)}
     header = [Msg(N_("Reference {reference}: pay {amount} by"), values)]
     # The SMS says it all: on a small screen the channels give way from the last, never the reference.
-    channels = [f"{label}: {account}" for label, account in request["channels"]]
+    channels = [f"{label}: {account}" for label, account in request.channels]
     return View(header=header, notes=[*channels, Msg(N_("Sent by SMS too."))])
 
 
 def _pay_other_done_view(state: State) -> View:
-    request = dict(state.data[str(state.data[PAY_REQUEST])])
-    outcome = request.get("o")
-    if outcome == "LIMITED":
+    request = _request_outcome(state)
+    if not isinstance(request, OtherPayment):
+        raise TypeError("the other household's payment request has no outcome")
+    if request.outcome == checks.LIMITED:
         return View(header=[Msg(N_("Too many checks from this phone. Try again in an hour."))])
-    if outcome == "NOT_FOUND":
-        return View(header=[Msg(N_("No household {no}."), {"no": request.get("no", "")})])
-    if outcome == "NOTHING":
-        return View(header=[Msg(N_("Household {no}: nothing to pay now."), {"no": request.get("no", "")})])
-    amount = Amount(int(request["amount"]), str(request["currency"]), int(request["exponent"]))
-    values = {"no": request["no"], "name": request["head"], "reference": request["reference"], "amount": amount}
+    if request.outcome == checks.NOT_FOUND:
+        return View(header=[Msg(N_("No household {no}."), {"no": request.household_no})])
+    if request.outcome == checks.NOTHING:
+        return View(header=[Msg(N_("Household {no}: nothing to pay now."), {"no": request.household_no})])
+    amount = Amount(request.amount, request.currency, request.exponent)
+    values = {"no": request.household_no, "name": request.head, "reference": request.reference, "amount": amount}
     header = [Msg(N_("Household {no} ({name}): reference {reference}, pay {amount} by"), values)]
-    channels = [f"{label}: {account}" for label, account in request["channels"]]
+    channels = [f"{label}: {account}" for label, account in request.channels]
     return View(header=header, notes=[*channels, Msg(N_("Sent by SMS too."))])
 
 
 def _household_view(state: State) -> View:
     household = chosen(state)
-    plan = Msg(PLAN_LABELS[household["plan"]]) if household["plan"] in PLAN_LABELS else household["plan"]
+    plan = Msg(PLAN_LABELS[household.plan]) if household.plan in PLAN_LABELS else household.plan
     items = [Item(Msg(N_("Plan: {plan}"), {"plan": plan}))]
-    if household["network"]:
-        items.append(Item(Msg(N_("Network: {name}"), {"name": household["network"]})))
+    if household.network:
+        items.append(Item(Msg(N_("Network: {name}"), {"name": household.network})))
     else:
         items.append(Item(Msg(N_("Network: none"))))
-    items.append(Item(Msg(N_("Members: {count}"), {"count": len(household["members"])})))
-    items.extend(Item(f"{m['first']} ({m['no']})") for m in household["members"])
-    return View(header=[Msg(N_("Household {no}"), {"no": household["no"]})], items=items)
+    items.append(Item(Msg(N_("Members: {count}"), {"count": len(household.members)})))
+    items.extend(Item(f"{m.first} ({m.no})") for m in household.members)
+    return View(header=[Msg(N_("Household {no}"), {"no": household.no})], items=items)
 
 
 def _payments_view(state: State) -> View:
-    rows = state.data[f"payments:{state.household}"]
+    key = f"payments:{state.household}"
+    rows = record_list(PaymentLine, key, state.data[key])
     items = [
         Item(
             Msg(
                 N_("{date} {amount} {status}"),
                 {
-                    "date": date.fromisoformat(row["date"]),
-                    "amount": _amount(state, int(row["amount"])),
-                    "status": Msg(PAYMENT_STATUS_LABELS.get(row["status"], row["status"])),
+                    "date": row.paid_on,
+                    "amount": _amount(state, row.amount),
+                    "status": Msg(PAYMENT_STATUS_LABELS.get(row.status, row.status)),
                 },
             )
         )
@@ -416,7 +432,7 @@ def _payments_view(state: State) -> View:
 
 
 def _language_view(state: State) -> View:
-    languages = chosen(state)["scheme"]["languages"]
+    languages = chosen(state).scheme.languages
     items = [
         Item(LANGUAGE_NAMES.get(code, code), key=str(index), value=code)
         for index, code in enumerate(languages, start=1)
@@ -466,4 +482,5 @@ TREE = Tree(
         **checks.ACTIONS,
     },
     data_keys=data_keys,
+    decode=decode,
 )

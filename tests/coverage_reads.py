@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -9,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from menus.data import DatabaseData
+from menus.values import Coverage
 from models.eligibility import household_eligibility, pay_offer
 from models.household import Household, Member, active_member_clause
 from models.premiums import amount_due
@@ -38,6 +40,8 @@ def orm_coverage(session: Session, household_id: int, on: date) -> dict[str, Any
         "household_status": overall.status.value,
         "covered": overall.covered,
         "until": overall.valid_until.isoformat() if overall.valid_until else None,
+        "covered_until": overall.valid_until.isoformat() if overall.covered and overall.valid_until else None,
+        "ends": overall.cover_ends.isoformat() if overall.cover_ends else None,
         "waiting": overall.waiting_until.isoformat() if overall.waiting_until else None,
         "members": list(listed),
     }
@@ -47,33 +51,37 @@ def ussd_coverage(session: Session, phone: str, on: date, household_id: int | No
     """Return the coverage the USSD reads on a date for one of the phone's households (default: the first).
 
     Read the way a hop reads it (its own session, in autocommit), on the dial and again on its own (a session
-    rebuilt without it): both must agree. Every listed member reads the household's cover.
+    rebuilt without it): both must agree, and so must the record read back from its JSON form (as a later hop
+    reads it from Redis). `My household` and `My coverage` list the same active members.
     """
     data = DatabaseData(lambda: Session(session.get_bind()), today=lambda _tz: on)
     try:
         households, _caller, coverages = data.dial(phone)
-        chosen = households[0]["id"] if household_id is None else household_id
+        chosen = households[0].id if household_id is None else household_id
         coverage = coverages[chosen]
         assert data.coverage(chosen, households) == coverage
     finally:
         data.close()
-    household = next(h for h in households if h["id"] == chosen)
-    assert [m["first"] for m in household["members"]] == [m["first"] for m in coverage["members"]]
-    for member in coverage["members"]:
-        assert (member["covered"], member["status"]) == (coverage["covered"], coverage["status"])
-        assert member["waiting"] == coverage["waiting"]
-    member = coverage["members"][0] if coverage["members"] else {}
+    assert Coverage.from_json(json.loads(json.dumps(coverage.to_json()))) == coverage
+    household = next(h for h in households if h.id == chosen)
+    assert [m.first for m in household.members] == list(coverage.members)
     return {
-        "due": coverage["due"],
-        "period": coverage["period"],
-        "choices": coverage["choices"],
-        "refusal": coverage["refusal"],
-        "next": coverage["next"],
-        "next_due": coverage["next_due"],
-        "credit": coverage["credit"],
-        "household_status": coverage["status"],
-        "covered": coverage["covered"],
-        "until": member.get("until"),
-        "waiting": coverage["waiting"],
-        "members": [m["first"] for m in coverage["members"]],
+        "due": coverage.due,
+        "period": coverage.period,
+        "choices": [[c.periods, c.months, c.amount] for c in coverage.choices],
+        "refusal": coverage.refusal,
+        "next": coverage.next_amount,
+        "next_due": _iso(coverage.next_due),
+        "credit": coverage.credit,
+        "household_status": coverage.status,
+        "covered": coverage.covered,
+        "until": _iso(coverage.valid_until),
+        "covered_until": _iso(coverage.until),
+        "ends": _iso(coverage.ends),
+        "waiting": _iso(coverage.waiting),
+        "members": list(coverage.members),
     }
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day is not None else None

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from menus.data import DatabaseData
 from menus.engine import new_state
+from menus.values import CallerInfo
 from models.base import HouseholdStatus, MemberStatus
 from tests.coverage_reads import orm_coverage, ussd_coverage
 from tests.factories import ENROLLED_ON, make_household, make_network, pay, scheme
@@ -95,7 +96,7 @@ def test_a_member_who_left_is_not_counted_nor_listed(session: Session) -> None:
         assert ussd_coverage(session, phone, on) == orm_coverage(session, household.id, on)
     data = DatabaseData(lambda: session, today=lambda _tz: ENROLLED_ON + timedelta(days=30))
     households, _caller, coverages = data.dial(phone)
-    assert [m["first"] for m in coverages[households[0]["id"]]["members"]] == ["Awa", "Moussa"]
+    assert list(coverages[households[0].id].members) == ["Awa", "Moussa"]
     data.close()
 
 
@@ -110,13 +111,13 @@ def test_the_dial_reads_households_and_their_coverage_in_one_statement(session: 
     loaded = data.load("households", new_state(phone))
     assert len(statements) == 1
     households = loaded["households"]
-    assert len(households) == 2 and households[0]["no"] == household.household_no
-    assert households[0]["network"] == network.name and households[0]["head"] == "Awa"
-    assert [m["no"] for m in households[0]["members"]] == ["01", "02", "03"]
-    assert loaded["caller"] == {"agent": None, "lang": None}
+    assert len(households) == 2 and households[0].no == household.household_no
+    assert households[0].network == network.name and households[0].head == "Awa"
+    assert [m.no for m in households[0].members] == ["01", "02", "03"]
+    assert loaded["caller"] == CallerInfo(agent=None, lang=None)
     assert loaded[f"coverage:{household.id}"] == data.coverage(household.id, households)
     assert loaded[f"coverage:{other.id}"] == data.coverage(other.id, households)
-    assert not loaded[f"coverage:{household.id}"]["covered"] and loaded[f"coverage:{other.id}"]["covered"]
+    assert not loaded[f"coverage:{household.id}"].covered and loaded[f"coverage:{other.id}"].covered
     statements.clear()
     assert data.load("caller", new_state(phone))["caller"] == loaded["caller"]  # read once per phone
     assert statements == []
@@ -133,9 +134,9 @@ def test_a_phone_shared_across_time_zones_gets_each_coverage_on_its_schemes_toda
     households, _caller, coverages = data.dial(phone)
     assert set(coverages) == {dakar.id, phnom_penh.id}
     for household in households:
-        on = days[household["scheme"]["timezone"]]
-        assert coverages[household["id"]]["on"] == on.isoformat()
-        assert coverages[household["id"]] == data.coverage(household["id"], households)
+        on = days[household.scheme.timezone]
+        assert coverages[household.id].on == on
+        assert coverages[household.id] == data.coverage(household.id, households)
     data.close()
 
 
@@ -146,9 +147,9 @@ def test_a_phone_without_household_gets_its_country_language_in_the_same_stateme
     data = DatabaseData(lambda: session)
     statements.clear()
     assert data.households("+85512345678") == []
-    assert data.caller("+85512345678") == {"agent": None, "lang": "km"}
+    assert data.caller("+85512345678") == CallerInfo(agent=None, lang="km")
     assert len(statements) == 1  # no household: no coverage to read
     data.close()
     abroad = DatabaseData(lambda: session)
-    assert abroad.caller("+33612345678") == {"agent": None, "lang": None}
+    assert abroad.caller("+33612345678") == CallerInfo(agent=None, lang=None)
     abroad.close()

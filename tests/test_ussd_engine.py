@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -401,7 +402,7 @@ def test_language_change_is_an_effect_and_the_menu_follows() -> None:
     reply, state = run(data, "5", "2")
     assert reply.effects == (Effect("language", 1, "en"),)
     assert screen(reply).startswith("CON Language saved.\nHousehold SN-THI-2026-000001\n1 My coverage")
-    assert state.lang == "en" and state.data["households"][0]["lang"] == "en"
+    assert state.lang == "en" and member.households(state)[0].lang == "en"
 
 
 def test_choosing_the_current_language_changes_nothing() -> None:
@@ -847,6 +848,44 @@ def test_menus_do_not_import_flask() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+OTHER_PAYMENT = {
+    "o": "OK",
+    "no": "SN-THI-2026-000002",
+    "head": "Ndeye Fatoumata",
+    "reference": "7654321",
+    "amount": 15_000,
+    "currency": "XOF",
+    "exponent": 0,
+    "channels": CHANNELS,
+}
+SESSION_VALUES = [
+    ("households", [household_data(), household_data(2, network=None, size=1)]),
+    ("caller", {"agent": AGENT, "lang": None}),
+    ("caller", {"agent": None, "lang": "km"}),
+    ("coverage:1", coverage_data()),
+    ("coverage:1", coverage_data(2, "WAITING")),
+    ("coverage:1", coverage_data(1, "LAPSED", choices=[], refusal="suspended")),
+    ("payments:1", payments_data()),
+    ("request:3", REQUEST),
+    ("request:3", OTHER_PAYMENT),
+    ("request:3", {"o": "NOT_FOUND", "no": "SN-THI-2026-000009"}),
+    *(("check:4", outcome) for outcomes in OUTCOMES.values() for outcome in outcomes),
+    ("pay:custom", True),
+    ("pay:request", "request:3"),
+    ("check:last", "check:4"),
+    ("check:no", "SN-THI-2026-000001-01"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), SESSION_VALUES)
+def test_a_session_value_reads_as_a_record_and_is_stored_as_before(key: str, value: Any) -> None:
+    """The records keep the JSON a session (and a check's `effect_keys` row) has always held: an older one reads."""
+    state = State.from_dict({"data": {key: value}})
+    assert type(state.data[key]) is not dict  # a record (or a list of them, or a plain value)
+    assert json.loads(json.dumps(state.to_dict()))["data"] == {key: value}
+    assert State.from_dict(state.to_dict()) == state
 
 
 def test_a_copied_state_is_equal_and_independent() -> None:
