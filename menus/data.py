@@ -75,7 +75,6 @@ from models.base import (
     CheckChannel,
     HouseholdStatus,
     Language,
-    MemberStatus,
     PremiumKind,
     utcnow,
 )
@@ -89,7 +88,15 @@ from models.eligibility import (
     pay_offer,
     periods_since,
 )
-from models.household import Household, Member, Network, active_member_clause, find_household, is_active_member
+from models.household import (
+    Household,
+    Member,
+    Network,
+    active_member_clause,
+    find_household,
+    is_active_member,
+    phone_household_ids,
+)
 from models.ledger import household_account_columns
 from models.money import CoveragePeriod
 from models.outbox import send_sms
@@ -634,7 +641,7 @@ def _dial_statement() -> Select[Any]:
         .order_by(Scheme.id)
         .limit(1)
     )
-    owners = select(m.c.household_id).where(m.c.phone == phone, m.c.status == MemberStatus.ACTIVE)
+    owners = phone_household_ids(phone, m)
     bands = (
         select(func.aggregate_strings(cast(band.c.min_size, String) + ":" + cast(band.c.monthly_amount, String), ","))
         .where(band.c.scheme_id == h.c.scheme_id)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     FromClause,
     Index,
+    Select,
     String,
     UniqueConstraint,
     and_,
@@ -120,6 +121,15 @@ def is_active_member(status: MemberStatus, left_on: date | None, on: date) -> bo
     in SQL, for the statements that count or list members (the ORM path, the allocator, the USSD reads).
     """
     return status == MemberStatus.ACTIVE and (left_on is None or left_on > on)
+
+
+def phone_household_ids(phone: str | ColumnElement[Any], members: FromClause | None = None) -> Select[Any]:
+    """Return the ids of the households a phone speaks for: those where it is an active member's (SMS, USSD).
+
+    On the members table or an alias of it; `phone` a value or a bound parameter.
+    """
+    columns = (Member.__table__ if members is None else members).c
+    return select(columns.household_id).where(columns.phone == phone, columns.status == MemberStatus.ACTIVE)
 
 
 def active_member_clause(on: date | ColumnElement[Any], members: FromClause | None = None) -> ColumnElement[bool]:

@@ -25,11 +25,11 @@ from logs import mask_phone
 from models.access import CollectionDevice
 from models.agents import PinOutcome, find_agent, verify_agent_pin
 from models.amounts import Amount, AmountError, parse_amount
-from models.base import CheckChannel, EligibilityStatus, Language, MemberStatus, MessageDirection, MessageStatus, utcnow
+from models.base import CheckChannel, EligibilityStatus, Language, MessageDirection, MessageStatus, utcnow
 from models.checks import check_member, find_member_born
 from models.db import begin_write
 from models.eligibility import Eligibility, household_eligibility, member_eligibility, pay_offer
-from models.household import Household, Member, Network, find_household, squash
+from models.household import Household, Network, find_household, phone_household_ids, squash
 from models.i18n import resolve_language
 from models.messaging import Message
 from models.operator_sms import OperatorPatterns
@@ -217,7 +217,7 @@ def _payment_forward(
 
 def phone_households(session: Session, phone: str) -> list[Household]:
     """Return the households in which the phone is an active member's, by household number."""
-    owners = select(Member.household_id).where(Member.phone == phone, Member.status == MemberStatus.ACTIVE)
+    owners = phone_household_ids(phone)
     return list(session.scalars(select(Household).where(Household.id.in_(owners)).order_by(Household.household_no)))
 
 
