@@ -13,6 +13,8 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
+from keyspace import PREFIX_PATTERN
+
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = BASE_DIR / "instance"
 
@@ -58,6 +60,9 @@ class Settings:
     SECRET_KEY: str = DEV_SECRET_KEY
     DATABASE_URL: str = f"sqlite:///{INSTANCE_DIR / 'mutuelle.db'}"
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    # The start of every Redis key and RQ job id the app writes (letters, digits, "_", "-"): several deployments
+    # or a test run can share one Redis database, each with its own prefix and queue names (keyspace.py).
+    REDIS_KEY_PREFIX: str = ""
     # Africa's Talking callbacks (USSD, SMS) and the dev sandbox; the previous one is accepted during a rotation.
     CALLBACK_TOKEN: str = DEV_CALLBACK_TOKEN
     CALLBACK_TOKEN_PREVIOUS: str = ""
@@ -149,6 +154,8 @@ class Settings:
             raise ConfigError(f"DARAJA_ALLOWED_IPS: {exc}") from exc
         if self.TRUSTED_PROXIES < 0:
             raise ConfigError("TRUSTED_PROXIES must be 0 or more")
+        if not PREFIX_PATTERN.fullmatch(self.REDIS_KEY_PREFIX):
+            raise ConfigError("REDIS_KEY_PREFIX may hold only letters, digits, '_' and '-' (it starts RQ job ids)")
         if not self.is_production:
             return
         problems = []

@@ -43,7 +43,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         storage_uri=limiter_storage_uri(settings.REDIS_URL),
         storage_options={"socket_connect_timeout": 0.5, "socket_timeout": 2.0},
         strategy="fixed-window",
-        key_prefix="ratelimit",
+        key_prefix=f"{settings.REDIS_KEY_PREFIX}ratelimit",
         # Redis away: count in this process's memory (Flask-Limiter logs the switch) rather than refuse staff.
         in_memory_fallback_enabled=True,
         swallow_errors=True,

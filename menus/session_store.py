@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+import keyspace
 from menus.engine import State
 
 USSD_SESSION_KEY = "ussd:session:{}"
@@ -38,7 +39,7 @@ _clients: dict[tuple[str, float], tuple[int, Redis]] = {}
 
 def session_key(session_id: str) -> str:
     """Return the Redis key of a USSD session."""
-    return USSD_SESSION_KEY.format(session_id)
+    return keyspace.key(USSD_SESSION_KEY.format(session_id))
 
 
 def connect(url: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Redis:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+import keyspace
+
 RATE_LIMIT_KEY = "ratelimit:{}:{}"
 
 
@@ -32,7 +34,7 @@ MEMBER_CHECK_PER_MEMBER = RateLimit("member-check-member", limit=10, window_seco
 
 def rate_limit_key(rule: RateLimit, subject: str) -> str:
     """Return the Redis key of a limit for one subject."""
-    return RATE_LIMIT_KEY.format(rule.name, subject)
+    return keyspace.key(RATE_LIMIT_KEY.format(rule.name, subject))
 
 
 def allow(redis: Redis, rule: RateLimit, subject: str, event_id: str, now: float | None = None) -> bool:

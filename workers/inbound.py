@@ -11,6 +11,7 @@ import logging
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 
+import keyspace
 from models.base import utcnow
 from models.payment_sources import operator_patterns
 from models.sms_inbound import CommandContext, answer_inbound
@@ -19,7 +20,7 @@ from workers.reconcile import request_reconcile
 
 log = logging.getLogger(__name__)
 
-# RQ job ids allow only letters, digits, `_` and `-`.
+# RQ job ids allow only letters, digits, `_` and `-`; the job id and the key are under the prefix (`keyspace.key`).
 INBOUND_JOB_ID = "sms-in-{}"
 INBOUND_FUNC = "workers.inbound.handle_inbound"
 INBOUND_TEXT_KEY = "sms:inbound:text:{}"
@@ -30,7 +31,7 @@ INBOUND_RETRY_INTERVALS = [10, 60, 300]
 
 def inbound_text_key(message_id: int) -> str:
     """Return the Redis key holding an inbound SMS's text until its job has answered it."""
-    return INBOUND_TEXT_KEY.format(message_id)
+    return keyspace.key(INBOUND_TEXT_KEY.format(message_id))
 
 
 def enqueue_inbound(queue: Queue, message_id: int, secret_text: str | None = None) -> bool:
@@ -41,7 +42,7 @@ def enqueue_inbound(queue: Queue, message_id: int, secret_text: str | None = Non
         queue.enqueue(
             INBOUND_FUNC,
             message_id,
-            job_id=INBOUND_JOB_ID.format(message_id),
+            job_id=keyspace.key(INBOUND_JOB_ID.format(message_id)),
             unique=True,
             retry=Retry(max=len(INBOUND_RETRY_INTERVALS), interval=INBOUND_RETRY_INTERVALS),
             description=f"answer inbound SMS {message_id}",

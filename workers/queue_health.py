@@ -11,6 +11,7 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
 
+import keyspace
 from workers.maintenance import CLOCK_HEARTBEAT_KEY
 
 FAILED_JOBS_SHOWN = 20
@@ -107,7 +108,7 @@ def queue_health(connection: Redis, configured: Iterable[str], now: float | None
         (worker.name, str(worker.get_state()), [q.name for q in worker.queues])
         for worker in Worker.all(connection=connection)
     ]
-    raw = connection.get(CLOCK_HEARTBEAT_KEY)
+    raw = connection.get(keyspace.key(CLOCK_HEARTBEAT_KEY))
     now = time.time() if now is None else now
     age = max(0.0, now - float(raw)) if raw is not None else None
     return QueueHealth(counts, failed, workers, age)

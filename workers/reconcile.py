@@ -31,13 +31,15 @@ from rq import Queue, Retry, Worker
 from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, get_current_job
 
+import keyspace
 from models.base import utcnow
 from models.reconciliation import reconcile_batch, waiting_payments_query
 from workers import runtime
 
 log = logging.getLogger(__name__)
 
-# Redis keys (RQ ≥ 2.x accepts only letters, digits, "_" and "-" in job ids, so not "reconcile:drain:{n}").
+# Redis keys and the drain's job id, each under the process's prefix (`keyspace.key`). RQ ≥ 2.x accepts only
+# letters, digits, "_" and "-" in job ids, so not "reconcile:drain:{n}".
 WAITING_KEY = "mutuelle:reconcile:waiting"
 TAKEN_KEY = "mutuelle:reconcile:taken:{}"
 GENERATION_KEY = "mutuelle:reconcile:generation"
@@ -65,10 +67,10 @@ def request_reconcile(connection: Redis, payment_ids: Iterable[int], queue_name:
     """
     ids = sorted(set(payment_ids))
     if ids:
-        connection.sadd(WAITING_KEY, *ids)
+        connection.sadd(keyspace.key(WAITING_KEY), *ids)
     queue = Queue(queue_name, connection=connection)
     for _attempt in range(2):
-        job_id = DRAIN_JOB_ID.format(int(connection.get(GENERATION_KEY) or 0))
+        job_id = keyspace.key(DRAIN_JOB_ID.format(int(connection.get(keyspace.key(GENERATION_KEY)) or 0)))
         try:
             queue.enqueue(
                 DRAIN_FUNC,
@@ -117,16 +119,17 @@ def drain() -> dict[str, int]:
     """Reconcile every payment waiting in the set, a batch at a time, until none is left (the RQ job)."""
     connection = runtime.redis()
     batch_size = runtime.settings().RECONCILE_BATCH_SIZE
-    connection.incr(GENERATION_KEY)  # from now on a request enqueues the next drain, not this one
+    waiting = keyspace.key(WAITING_KEY)
+    connection.incr(keyspace.key(GENERATION_KEY))  # from now on a request enqueues the next drain, not this one
     job = get_current_job()
-    taken = TAKEN_KEY.format(job.id if job is not None else "inline")
+    taken = keyspace.key(TAKEN_KEY.format(job.id if job is not None else "inline"))
     if connection.exists(taken):  # a run of this job died with payments in hand: they wait again
-        connection.sunionstore(WAITING_KEY, [WAITING_KEY, taken])
+        connection.sunionstore(waiting, [waiting, taken])
         connection.delete(taken)
     take = connection.register_script(_TAKE)
     totals: Counter[str] = Counter()
     while True:
-        ids = sorted(int(raw) for raw in take(keys=[WAITING_KEY, taken], args=[batch_size]))
+        ids = sorted(int(raw) for raw in take(keys=[waiting, taken], args=[batch_size]))
         if not ids:
             break
         if job is not None and len(ids) == batch_size:
@@ -136,7 +139,7 @@ def drain() -> dict[str, int]:
         try:
             totals.update(reconcile_batch(ids, runtime.job_session))
         except Exception:
-            connection.sadd(WAITING_KEY, *ids)  # RQ retries this drain; the ids wait for it
+            connection.sadd(waiting, *ids)  # RQ retries this drain; the ids wait for it
             raise
         finally:
             connection.delete(taken)

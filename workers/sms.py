@@ -28,6 +28,7 @@ from rq.exceptions import DuplicateJobError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+import keyspace
 from logs import mask_phone
 from models.base import MessageDirection, MessageStatus, utcnow
 from models.household import Household
@@ -46,7 +47,8 @@ from workers.sms_transport import (
 
 log = logging.getLogger(__name__)
 
-# RQ job ids allow only letters, digits, `_` and `-` (rq 2.x refuses "sms:1").
+# RQ job ids (under the process's prefix, `keyspace.key`) allow only letters, digits, `_` and `-` (rq 2.x refuses
+# "sms:1").
 SMS_JOB_ID = "sms-{}"
 SMS_GROUP_JOB_ID = "sms-group-{}-{}"
 # In-job retries of errors that prove nothing was sent, then RQ's (the worker runs --with-scheduler).
@@ -60,7 +62,7 @@ def enqueue_messages(queue: Queue, message_ids: Iterable[int]) -> list[str]:
     """Enqueue one send job per message id (an existing job with the same id is left alone)."""
     job_ids = []
     for message_id in message_ids:
-        job_id = SMS_JOB_ID.format(message_id)
+        job_id = keyspace.key(SMS_JOB_ID.format(message_id))
         try:
             queue.enqueue(
                 send_message,
@@ -85,7 +87,7 @@ def enqueue_new_messages(queue: Queue, message_ids: Sequence[int], at_front: boo
     ids = sorted(message_ids)
     if not ids:
         return []
-    job_id = SMS_JOB_ID.format(ids[0]) if len(ids) == 1 else SMS_GROUP_JOB_ID.format(ids[0], len(ids))
+    job_id = keyspace.key(SMS_JOB_ID.format(ids[0]) if len(ids) == 1 else SMS_GROUP_JOB_ID.format(ids[0], len(ids)))
     func = send_message if len(ids) == 1 else send_messages
     args = (ids[0],) if len(ids) == 1 else (ids,)
     job = queue.enqueue(
