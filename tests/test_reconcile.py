@@ -14,6 +14,7 @@ from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+import keyspace
 from models.base import EvidenceSource, LedgerKind, PaymentStatus, RequestStatus, utcnow
 from models.household import Household, Network
 from models.ledger import account_state
@@ -28,6 +29,7 @@ from models.references import create_payment_request
 from models.scheme import Scheme
 from models.tokens import issue_token
 from tests import factories
+from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import make_test_app
 from tests.factories import make_household, make_network
 from tests.payment_helpers import PAID_AT, WAVE_SECRET, add_device, fixture_payload, forward, post_wave, store_report
@@ -483,7 +485,7 @@ def test_sweeper_requeues_payments_stuck_in_received(
     payment = stored(session, reference=household.household_no)  # stored, but its job was lost
     payment.updated_at = utcnow() - timedelta(minutes=10)
     session.commit()
-    Queue("default", connection=Redis.from_url(redis_url)).enqueue("workers.reconcile.sweep_stuck_payments")
+    Queue(RQ_QUEUE, connection=Redis.from_url(redis_url)).enqueue("workers.reconcile.sweep_stuck_payments")
 
     assert run_worker().returncode == 0
 
@@ -526,22 +528,22 @@ def test_reconcile_requests_coalesce_into_one_drain_per_generation(redis_url: st
     from workers.reconcile import GENERATION_KEY, WAITING_KEY, request_reconcile
 
     connection = Redis.from_url(redis_url)
-    queue = Queue("reconcile", connection=connection)
-    assert request_reconcile(connection, [7], "reconcile") is True
-    assert request_reconcile(connection, [8, 7], "reconcile") is False  # a drain is waiting: it takes both
-    assert queue.job_ids == ["reconcile-drain-0"]
-    assert sorted(int(i) for i in connection.smembers(WAITING_KEY)) == [7, 8]
+    queue = Queue(RECONCILE_QUEUE, connection=connection)
+    assert request_reconcile(connection, [7], RECONCILE_QUEUE) is True
+    assert request_reconcile(connection, [8, 7], RECONCILE_QUEUE) is False  # a drain is waiting: it takes both
+    assert queue.job_ids == [keyspace.key("reconcile-drain-0")]
+    assert sorted(int(i) for i in connection.smembers(keyspace.key(WAITING_KEY))) == [7, 8]
 
-    job = Job.fetch("reconcile-drain-0", connection=connection)
+    job = Job.fetch(keyspace.key("reconcile-drain-0"), connection=connection)
     queue.remove(job)
     job.set_status(JobStatus.FAILED)  # an earlier drain failed for good
-    assert request_reconcile(connection, [9], "reconcile") is True
-    assert queue.job_ids == ["reconcile-drain-0"]
-    assert Job.fetch("reconcile-drain-0", connection=connection).retries_left == 3
+    assert request_reconcile(connection, [9], RECONCILE_QUEUE) is True
+    assert queue.job_ids == [keyspace.key("reconcile-drain-0")]
+    assert Job.fetch(keyspace.key("reconcile-drain-0"), connection=connection).retries_left == 3
 
-    connection.incr(GENERATION_KEY)  # a drain started: the next request is for the next drain
-    assert request_reconcile(connection, [10], "reconcile") is True
-    assert queue.job_ids == ["reconcile-drain-0", "reconcile-drain-1"]
+    connection.incr(keyspace.key(GENERATION_KEY))  # a drain started: the next request is for the next drain
+    assert request_reconcile(connection, [10], RECONCILE_QUEUE) is True
+    assert queue.job_ids == [keyspace.key("reconcile-drain-0"), keyspace.key("reconcile-drain-1")]
 
 
 def test_a_request_racing_a_drain_that_ends_enqueues_the_next_one(
@@ -553,9 +555,9 @@ def test_a_request_racing_a_drain_that_ends_enqueues_the_next_one(
     from workers.reconcile import WAITING_KEY, request_reconcile
 
     connection = Redis.from_url(redis_url)
-    queue = Queue("reconcile", connection=connection)
-    assert request_reconcile(connection, [7], "reconcile") is True
-    job = Job.fetch("reconcile-drain-0", connection=connection)
+    queue = Queue(RECONCILE_QUEUE, connection=connection)
+    assert request_reconcile(connection, [7], RECONCILE_QUEUE) is True
+    job = Job.fetch(keyspace.key("reconcile-drain-0"), connection=connection)
     queue.remove(job)
     job.set_status(JobStatus.FINISHED)  # the drain is ending: its worker deletes it at once (result_ttl=0)
     read_status = Job.get_status
@@ -571,9 +573,9 @@ def test_a_request_racing_a_drain_that_ends_enqueues_the_next_one(
     monkeypatch.setattr(Job, "get_status", ended_meanwhile)
 
     # Before, the deletion of the vanished job raised InvalidJobOperation: a 500 to Wave after the commit.
-    assert request_reconcile(connection, [8], "reconcile") is True
-    assert queue.job_ids == ["reconcile-drain-0"]
-    assert sorted(int(i) for i in connection.smembers(WAITING_KEY)) == [7, 8]
+    assert request_reconcile(connection, [8], RECONCILE_QUEUE) is True
+    assert queue.job_ids == [keyspace.key("reconcile-drain-0")]
+    assert sorted(int(i) for i in connection.smembers(keyspace.key(WAITING_KEY))) == [7, 8]
 
 
 def test_concurrent_runs_for_one_payment_allocate_once(pg_url: str) -> None:

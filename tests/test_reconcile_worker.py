@@ -20,6 +20,7 @@ from rq import Queue
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+import keyspace
 from models.base import EvidenceSource, PaymentStatus, utcnow
 from models.db import get_engine
 from models.ledger import account_state, get_or_create_account
@@ -33,6 +34,7 @@ from models.reconciliation import reconcile_payment
 from models.references import create_payment_request, damm_check_digit
 from models.scheme import Scheme
 from tests import factories
+from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import ROOT
 from tests.factories import make_household, make_network
 from tests.payment_helpers import PAID_AT, store_report
@@ -63,7 +65,7 @@ def session(pg_url: str) -> Iterator[Session]:
 @pytest.fixture
 def queue(redis_url: str) -> Queue:
     """Return the reconciliation queue on the test's Redis."""
-    return Queue("reconcile", connection=Redis.from_url(redis_url))
+    return Queue(RECONCILE_QUEUE, connection=Redis.from_url(redis_url))
 
 
 def ask(queue: Queue, *payment_ids: int) -> bool:
@@ -151,7 +153,7 @@ def test_every_rule_suspense_reason_and_network_split_through_a_worker(
     network_payment = store(session, amount=2 * FULL_YEAR + 500, reference="res-w", payer=PAYER)
     everything = [p for p, _rule, _owner in cases.values()] + [*suspense.values(), network_payment]
     assert ask(queue, *[p.id for p in everything])  # one drain job takes them all
-    assert queue.job_ids == ["reconcile-drain-0"]
+    assert queue.job_ids == [keyspace.key("reconcile-drain-0")]
 
     done = run_worker()
 
@@ -226,7 +228,9 @@ def test_two_workers_on_one_household_keep_exact_balances(
     amounts = [3_500, 7_000, 1_000, 15_000, 2_500, 700] * 4
     payments = [store(session, amount=a, reference=household.household_no, payer=PAYER) for a in amounts]
     assert ask(queue, *[p.id for p in payments])
-    queue.connection.incr(GENERATION_KEY)  # as if the first drain had started: a second drain job, side by side
+    queue.connection.incr(
+        keyspace.key(GENERATION_KEY)
+    )  # as if the first drain had started: a second drain job, side by side
     assert ask(queue)
     assert len(queue.job_ids) == 2
     results: list[subprocess.CompletedProcess[str]] = []
@@ -257,15 +261,15 @@ def test_a_drain_that_takes_a_full_batch_asks_for_the_next_drain(
         store(session, reference=h.household_no, payer=phone) for h, phone in zip(households, phones, strict=True)
     ]
     assert ask(queue, *[p.id for p in payments])  # a backlog, all at once: one drain job
-    assert queue.job_ids == ["reconcile-drain-0"]
+    assert queue.job_ids == [keyspace.key("reconcile-drain-0")]
 
-    done = run_worker("reconcile", extra_env={"RECONCILE_BATCH_SIZE": "2"})
+    done = run_worker(RECONCILE_QUEUE, extra_env={"RECONCILE_BATCH_SIZE": "2"})
 
     assert done.returncode == 0, done.stderr
     # Its first batch was full, so drain-0 asked for drain-1, which a second worker would have taken alongside.
-    assert "reconcile-drain-1" in done.stdout + done.stderr
+    assert keyspace.key("reconcile-drain-1") in done.stdout + done.stderr
     assert {fresh(session, p).status for p in payments} == {PaymentStatus.ALLOCATED}
-    assert queue.connection.scard(WAITING_KEY) == 0
+    assert queue.connection.scard(keyspace.key(WAITING_KEY)) == 0
 
 
 def test_a_batch_defers_payments_whose_accounts_another_worker_holds_then_waits_for_them(
@@ -292,7 +296,7 @@ def test_a_batch_defers_payments_whose_accounts_another_worker_holds_then_waits_
         holder.execute(text("SELECT id FROM accounts WHERE id = ANY(:ids) FOR UPDATE"), {"ids": accounts})
         command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url, *PRODUCTION_WORKER]
         worker = subprocess.Popen(
-            [*command, "reconcile", "default"], cwd=ROOT, env=worker_env, stderr=subprocess.PIPE, text=True
+            [*command, RECONCILE_QUEUE, RQ_QUEUE], cwd=ROOT, env=worker_env, stderr=subprocess.PIPE, text=True
         )
         deadline = time.monotonic() + 60
         while not _waiting_on_a_lock(session):  # the job's second pass, over the two deferred payments, waits
@@ -359,8 +363,8 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
             "--url",
             redis_url,
             *PRODUCTION_WORKER,
-            "reconcile",
-            "default",
+            RECONCILE_QUEUE,
+            RQ_QUEUE,
         ]
         worker = subprocess.Popen(
             command, cwd=ROOT, env=worker_env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -378,7 +382,7 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
 
     assert fresh(session, payment).status == PaymentStatus.RECEIVED  # the killed transaction left nothing
     assert count(session, Allocation) == 0
-    assert queue.connection.scard(WAITING_KEY) == 0  # the dead drain had taken it
+    assert queue.connection.scard(keyspace.key(WAITING_KEY)) == 0  # the dead drain had taken it
     # RQ's abandoned-job handling, as it runs once the dead worker's heartbeat (at most 90 s) has lapsed:
     # the job has retries left, so it is scheduled again (first retry interval: 10 s); its run puts back
     # what the dead run had taken.
@@ -387,7 +391,7 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
 
     time.sleep(RECONCILE_RETRY_INTERVALS[0] + 0.5)
     command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--with-scheduler", "--url", redis_url]
-    command += [*PRODUCTION_WORKER, "reconcile", "default"]
+    command += [*PRODUCTION_WORKER, RECONCILE_QUEUE, RQ_QUEUE]
     done = subprocess.run(command, cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=120, check=False)
 
     assert done.returncode == 0, done.stderr

@@ -13,6 +13,7 @@ from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+import keyspace
 from models.base import MessageDirection, MessageStatus
 from models.coverage import book_subsidised_periods
 from models.household import Household
@@ -22,6 +23,7 @@ from models.outbox import attach_dispatch
 from models.reminders import send_due_reminders
 from models.scheme import Scheme
 from tests import factories
+from tests.backends import RQ_QUEUE
 from tests.test_sms_inbound import run_jobs, sms
 from workers import runtime
 from workers.sms import rq_dispatch
@@ -34,7 +36,7 @@ USSD = "*384*123#"
 def queue(redis_url: str) -> Iterator[Queue]:
     """Yield the default RQ queue on the test's Redis."""
     connection = Redis.from_url(redis_url)
-    yield Queue("default", connection=connection)
+    yield Queue(RQ_QUEUE, connection=connection)
     connection.close()
 
 
@@ -51,7 +53,7 @@ def job_env(monkeypatch: pytest.MonkeyPatch, db_url: str, redis_url: str) -> Ite
 @pytest.fixture
 def outbox(session: Session, redis_url: str) -> Session:
     """Return the test session wired like a job's: queued SMS are enqueued after commit."""
-    attach_dispatch(session, rq_dispatch(redis_url, "default"))
+    attach_dispatch(session, rq_dispatch(redis_url, RQ_QUEUE))
     return session
 
 
@@ -120,7 +122,7 @@ def test_each_reminder_once_per_household_kind_and_period(outbox: Session, cmu: 
     )
     assert sent[2].template == "reminder_lapsed"
     assert {m.phone for m in sent} == {PHONE}
-    assert sorted(queue.job_ids) == sorted(f"sms-{m.id}" for m in sent)
+    assert sorted(queue.job_ids) == sorted(keyspace.key(f"sms-{m.id}") for m in sent)
 
 
 def test_quiet_hours_send_nothing_and_a_later_run_catches_up(outbox: Session, cmu: Scheme) -> None:

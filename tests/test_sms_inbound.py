@@ -18,6 +18,7 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+import keyspace
 from models.access import EligibilityCheck
 from models.agents import create_agent
 from models.base import CheckChannel, HouseholdStatus, Language, MessageDirection, MessageStatus, PaymentStatus
@@ -27,6 +28,7 @@ from models.payment import Payment, PaymentRequest
 from models.references import is_valid_reference
 from models.scheme import Scheme
 from tests import factories
+from tests.backends import RQ_QUEUE
 from tests.conftest import CALLBACK_TOKEN, FIXTURES
 from tests.payment_helpers import add_device
 from workers import runtime
@@ -62,7 +64,7 @@ def job_env(monkeypatch: pytest.MonkeyPatch, db_url: str, redis_url: str) -> Ite
 def queue(redis_url: str) -> Iterator[Queue]:
     """Yield the default RQ queue on the test's Redis."""
     connection = Redis.from_url(redis_url)
-    yield Queue("default", connection=connection)
+    yield Queue(RQ_QUEUE, connection=connection)
     connection.close()
 
 
@@ -146,7 +148,7 @@ def test_fixture_lines_get_the_right_replies(
     for fields in fixture_lines():
         response = client.post(f"/sms/inbound?token={CALLBACK_TOKEN}", data=fields)
         assert (response.status_code, response.get_data(as_text=True)) == (200, "OK")
-    assert sorted(queue.job_ids) == sorted(f"sms-in-{m.id}" for m in inbound(session))
+    assert sorted(queue.job_ids) == sorted(keyspace.key(f"sms-in-{m.id}") for m in inbound(session))
 
     run_jobs(queue)
 

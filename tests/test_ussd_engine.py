@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
+import keyspace
 from menus import member, render
 from menus.conversation import Hop, answer_hop, effect_key, new_input, split_inputs
 from menus.engine import AUTO, CHOICE, Effect, Option, Reply, Screen, State, Transition, Tree, new_state, step
@@ -795,7 +797,7 @@ def test_the_session_has_a_ttl_and_holds_state_language_text_and_reply(
     counting_store: SessionStore, redis_client: Redis
 ) -> None:
     reply = answer_hop(hop("1"), counting_store, full_data())
-    key = USSD_SESSION_KEY.format("ATUid_engine")
+    key = keyspace.key(USSD_SESSION_KEY.format("ATUid_engine"))
     assert session_key("ATUid_engine") == key
     assert 0 < redis_client.ttl(key) <= 300
     raw = redis_client.get(key)
@@ -817,13 +819,13 @@ def test_a_duplicate_hop_gets_the_cached_reply_and_no_effect_again(counting_stor
 
 
 def test_a_lost_session_is_replayed_from_text_without_repeating_effects(
-    counting_store: SessionStore, redis_client: Redis
+    counting_store: SessionStore, clear_redis: Callable[[], None]
 ) -> None:
     data = full_data(languages=("fr", "en"))
     for text in ("", "5", "5*2"):
         answer_hop(hop(text), counting_store, data)
     uninterrupted = answer_hop(hop("5*2*1"), counting_store, data)
-    redis_client.flushdb()
+    clear_redis()
     replayed = answer_hop(hop("5*2*1"), counting_store, data)
     assert replayed == uninterrupted
     assert replayed.startswith("CON Coverage on")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 from commands.access import agents_group
 from menus.data import scheme_today
 from menus.render import format_date
+from menus.session_store import session_key
 from models.access import Agent, EligibilityCheck
 from models.agents import create_agent
 from models.base import CheckChannel, HouseholdStatus, Language, RequestStatus
@@ -88,7 +90,7 @@ def test_pay_shows_choices_creates_a_request_and_sends_the_same_by_sms(session: 
 
 
 def test_pay_replayed_creates_one_request_and_one_sms(
-    session: Session, client: FlaskClient, redis_client: Redis
+    session: Session, client: FlaskClient, clear_redis: Callable[[], None]
 ) -> None:
     cmu_household(session)
     sid = "ATUid_pay_replay"
@@ -96,9 +98,9 @@ def test_pay_replayed_creates_one_request_and_one_sms(
         post_hop(client, sid, PHONE, text)
     first = post_hop(client, sid, PHONE, "2*1")
     assert post_hop(client, sid, PHONE, "2*1") == first  # AT retried the hop
-    redis_client.flushdb()
+    clear_redis()
     assert post_hop(client, sid, PHONE, "2*1") == first  # the session was lost: replayed from `text`
-    redis_client.flushdb()
+    clear_redis()
     post_hop(client, sid, PHONE, "2")  # a text that does not extend the stored one: replayed too
     assert post_hop(client, sid, PHONE, "2*1") == first
     assert count(session, PaymentRequest) == 1
@@ -221,7 +223,7 @@ def test_an_agent_checking_an_unknown_member_is_told_and_it_is_logged(
 
 
 def test_five_wrong_pins_lock_the_agent_once_each_even_replayed(
-    session: Session, client: FlaskClient, redis_client: Redis, agent: Agent, app: Flask
+    session: Session, client: FlaskClient, clear_redis: Callable[[], None], agent: Agent, app: Flask
 ) -> None:
     household = covered_member(session)
     member_no = f"{household.household_no}-01"
@@ -234,7 +236,7 @@ def test_five_wrong_pins_lock_the_agent_once_each_even_replayed(
         reply = post_hop(client, sid, AGENT_PHONE, "*".join(inputs))
         assert reply.startswith(f"CON PIN erroné. Essais restants: {5 - attempt}.\nVotre PIN agent:")
         assert post_hop(client, sid, AGENT_PHONE, "*".join(inputs)) == reply  # duplicate hop
-        redis_client.flushdb()
+        clear_redis()
         assert post_hop(client, sid, AGENT_PHONE, "*".join(inputs)) == reply  # lost session, replayed
         session.commit()
         session.expire_all()
@@ -289,7 +291,7 @@ def test_date_of_birth_checks_are_rate_limited_per_phone(
     member_no = f"{household.household_no}-01"
     sid = "ATUid_dob"
     first = hops(client, STRANGER, member_no, "01011980", session_id=sid)[-1]
-    redis_client.delete("ussd:session:" + sid)
+    redis_client.delete(session_key(sid))
     assert hops(client, STRANGER, member_no, "01011980", session_id=sid)[-1] == first  # replayed: not counted
     assert redis_client.zcard(rate_limit_key(MEMBER_CHECK_PER_PHONE, STRANGER)) == 1
     for _ in range(MEMBER_CHECK_PER_PHONE.limit - 1):
