@@ -234,11 +234,11 @@ def run_worker(worker_env: dict[str, str], redis_url: str) -> Callable[..., subp
 def pytest_report_header(config: pytest.Config) -> list[str]:
     pg = "answering" if backends.postgres_answers() else "NOT answering"
     if backends.EXTERNAL_REDIS_URL:
-        rd = f"TEST_REDIS_URL={backends.EXTERNAL_REDIS_URL}, only keys under mutuelle-test-{backends.RUN_ID}-…"
+        rd = f"TEST_REDIS_URL={backends.EXTERNAL_REDIS_URL}, only keys under mutuelle-test-<run>-<worker>-"
     else:
         rd = "a redis-server of each test process's own (set TEST_REDIS_URL to use another, prefixed)"
     return [
-        f"mutuelle backends: PostgreSQL {pg} at {backends.PG_ADMIN_URL} (databases mutuelle_test_{backends.RUN_ID}_…);"
+        f"mutuelle backends: PostgreSQL {pg} at {backends.PG_ADMIN_URL} (own databases mutuelle_test_<run>_<worker>);"
         f" Redis: {rd}"
     ]
 
