@@ -3,7 +3,8 @@
 Two deployments, or a test run beside someone's data, can share one Redis database when each has its own
 prefix and its own queue names (`RQ_QUEUE`, `RECONCILE_QUEUE`). RQ's per-queue and per-job keys
 (`rq:queue:<name>`, `rq:wip:<name>`, `rq:job:<id>`, `rq:results:<id>`…) then carry the prefix inside them; RQ's
-shared sets `rq:queues` and `rq:workers` only gain members of ours. docs/testing.md lists every key.
+shared sets `rq:queues` and `rq:workers` only gain members of ours, and `rq cron` registers under its own name
+(`rq:cron_scheduler:<name>`, a member of `rq:cron_schedulers`). docs/testing.md lists every key.
 
 The prefix is process-wide, like the logging set-up: `create_app` and the workers' settings set it once from
 the settings, before any key is built.
