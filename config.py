@@ -13,7 +13,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
-from keyspace import PREFIX_PATTERN
+from redis_keys import DEFAULT_PREFIX, PREFIX_PATTERN
 
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = BASE_DIR / "instance"
@@ -95,8 +95,8 @@ class Settings:
     # Unset: the Redis a running `make run` uses (instance/redis.url, while it answers), else DEFAULT_REDIS_URL.
     REDIS_URL: str = DEFAULT_REDIS_URL
     # The start of every Redis key and RQ job id the app writes (letters, digits, "_", "-"): several deployments
-    # or a test run can share one Redis database, each with its own prefix and queue names (keyspace.py).
-    REDIS_KEY_PREFIX: str = ""
+    # or a test run can share one Redis database, each with its own prefix and queue names (redis_keys.py).
+    REDIS_KEY_PREFIX: str = DEFAULT_PREFIX
     # Africa's Talking callbacks (USSD, SMS) and the dev sandbox; the previous one is accepted during a rotation.
     CALLBACK_TOKEN: str = DEV_CALLBACK_TOKEN
     CALLBACK_TOKEN_PREVIOUS: str = ""
@@ -191,7 +191,7 @@ class Settings:
         if self.TRUSTED_PROXIES < 0:
             raise ConfigError("TRUSTED_PROXIES must be 0 or more")
         if not PREFIX_PATTERN.fullmatch(self.REDIS_KEY_PREFIX):
-            raise ConfigError("REDIS_KEY_PREFIX may hold only letters, digits, '_' and '-' (it starts RQ job ids)")
+            raise ConfigError("REDIS_KEY_PREFIX must be letters, digits, '_' and '-' (it starts RQ job ids)")
         if not self.is_production:
             return
         problems = []

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models.db import session_factory
 from models.outbox import attach_dispatch
+from redis_keys import limiter_storage_prefix
 from workers.connections import get_redis
-from workers.sms import rq_dispatch
+from workers.sms_queue import rq_dispatch
 
 # Stateless across apps (their state lives in app.config and app.extensions): one instance serves every app.
 csrf = CSRFProtect()
@@ -41,9 +42,9 @@ def init_app(app: Flask, settings: Settings) -> None:
         key_func=_no_default_key,
         app=app,
         storage_uri=limiter_storage_uri(settings.REDIS_URL),
-        storage_options={"socket_connect_timeout": 0.5, "socket_timeout": 2.0},
+        storage_options={"socket_connect_timeout": 0.5, "socket_timeout": 2.0, "key_prefix": limiter_storage_prefix()},
         strategy="fixed-window",
-        key_prefix=f"{settings.REDIS_KEY_PREFIX}ratelimit",
+        key_prefix="ratelimit",
         # Redis away: count in this process's memory (Flask-Limiter logs the switch) rather than refuse staff.
         in_memory_fallback_enabled=True,
         swallow_errors=True,

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 import models  # noqa: E402
 from models.base import EvidenceSource, Language, MemberStatus, PaymentStatus, Sex, utcnow  # noqa: E402
+from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.household import Household, Member, Network  # noqa: E402
 from models.outbox import attach_dispatch  # noqa: E402
@@ -209,6 +210,7 @@ class Month:
             assert network.contact_phone is not None
             self.treasurers[network.id] = network.contact_phone
         session.commit()
+        analyze(session)
 
     def due(self, household: Household, on: date) -> int:
         """Return what the household owes now (at least one period's share, for households that owe nothing)."""

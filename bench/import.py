@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 import models  # noqa: E402
 from bench.common import ADMIN_URL, own_database, prepare_schema  # noqa: E402
+from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
-from models.member_import import REQUIRED_COLUMNS, ImportReport, import_members  # noqa: E402
+from models.member_import import MODELS_WRITTEN, REQUIRED_COLUMNS, ImportReport, import_members  # noqa: E402
 
 DATABASE = "mutuelle_bench_import"  # the prefix of its own database's name
 COMMUNES = {"TN": ("Thies Nord", "Reseau Thies Nord"), "PK": ("Pekesse", "Reseau Pekesse"), "MR": ("Mont Rolland", "")}
@@ -90,8 +91,8 @@ def write_csv(path: Path, households: int) -> int:
     return rows
 
 
-def timed_import(url: str, path: Path) -> tuple[ImportReport, float]:
-    """Import the file in one session, commit, and return the report and the seconds it took."""
+def timed_import(url: str, path: Path) -> tuple[ImportReport, float, float]:
+    """Import the file in one session, commit, analyse as `members import` does; return the report and both times."""
     engine = make_engine(url)
     started = time.perf_counter()
     with Session(engine) as session:
@@ -99,9 +100,11 @@ def timed_import(url: str, path: Path) -> tuple[ImportReport, float]:
         if not report.ok:
             raise SystemExit("\n".join(map(str, report.errors[:20])))
         session.commit()
-    elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        analyze(session, MODELS_WRITTEN)
+    analysed = time.perf_counter() - started - elapsed
     engine.dispose()
-    return report, elapsed
+    return report, elapsed, analysed
 
 
 def peak_rss_mb() -> float:
@@ -129,15 +132,16 @@ def run(url: str, households: int) -> None:
         rows = write_csv(path, households)
         print(f"generated {rows:,} rows ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s")
 
-        report, elapsed = timed_import(url, path)
+        report, elapsed, analysed = timed_import(url, path)
         print(
             f"import:   {households:,} households, {rows:,} members in {elapsed:.1f} s "
-            f"= {rows / elapsed:,.0f} rows/s ({report.summary()}); peak RSS {peak_rss_mb():.0f} MiB"
+            f"= {rows / elapsed:,.0f} rows/s ({report.summary()}); peak RSS {peak_rss_mb():.0f} MiB; "
+            f"ANALYZE {analysed:.1f} s"
         )
-        report, elapsed = timed_import(url, path)
+        report, elapsed, analysed = timed_import(url, path)
         print(
             f"reimport: {rows:,} rows in {elapsed:.1f} s = {rows / elapsed:,.0f} rows/s "
-            f"({report.summary()}); peak RSS {peak_rss_mb():.0f} MiB"
+            f"({report.summary()}); peak RSS {peak_rss_mb():.0f} MiB; ANALYZE {analysed:.1f} s"
         )
     engine = make_engine(url)
     with Session(engine) as session:

@@ -53,7 +53,8 @@ from models.outbox import attach_dispatch  # noqa: E402
 from models.payment import Payment, PaymentRequest  # noqa: E402
 from models.reconciliation import reconcile_payments  # noqa: E402
 from models.references import damm_check_digit  # noqa: E402
-from workers.reconcile import GENERATION_KEY, request_reconcile  # noqa: E402
+from redis_keys import reconcile_generation_key  # noqa: E402
+from workers.reconcile import request_reconcile  # noqa: E402
 
 DATABASE = "mutuelle_bench_reconcile"
 QUEUE = "bench-reconcile"
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace, url: str, redis_url: str) -> None:
     queue = Queue(QUEUE, connection=client)
     for _ in range(args.workers):  # one drain per worker, side by side, as under a steady stream
         request_reconcile(client, rest, QUEUE)
-        client.incr(GENERATION_KEY)
+        client.incr(reconcile_generation_key())
     elapsed = run_workers(url, redis_url, args.workers, args.batch)
     sms_jobs = Queue(SMS_QUEUE, connection=client).count
     failed = queue.failed_job_registry.count

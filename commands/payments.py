@@ -6,12 +6,11 @@ import contextlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
-from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,6 +18,7 @@ from extensions import db, settings
 from logs import mask_phone
 from models.amounts import AmountError, currency_exponent, format_amount
 from models.base import PaymentStatus, utcnow
+from models.bulk import analyze
 from models.payment import Payment
 from models.payment_actions import manual_match, undo_payment
 from models.payment_intake import record_report
@@ -28,6 +28,7 @@ from models.scheme import Scheme
 from models.statement import BreakKind
 from models.statement_import import (
     DEFAULT_FORMATS_FILE,
+    MODELS_WRITTEN,
     FormatFileError,
     StatementError,
     StatementReport,
@@ -35,8 +36,7 @@ from models.statement_import import (
     load_formats,
     statement_report,
 )
-from workers.connections import get_redis
-from workers.reconcile import request_reconcile
+from workers.reconcile import reconcile_after_commit
 
 
 @click.group("payments")
@@ -56,16 +56,6 @@ def _default_currency() -> str:
     if code:
         query = select(Scheme.currency).where(Scheme.code == code)
     return session.scalar(query) or "XOF"
-
-
-def _request_reconcile(payment_ids: Sequence[int]) -> None:
-    """Ask the workers to reconcile committed payments; without Redis, say who will pick them up."""
-    if not payment_ids:
-        return
-    try:
-        request_reconcile(get_redis(settings().REDIS_URL), payment_ids, settings().RECONCILE_QUEUE)
-    except RedisError as exc:
-        click.echo(f"warning: not all enqueued ({exc}); `reconcile run` or the sweeper will pick them up", err=True)
 
 
 @payments_group.command("simulate")
@@ -92,9 +82,9 @@ def simulate_command(amount: str, reference: str, phone: str, txn_id: str, curre
     except PayloadError as exc:
         raise click.ClickException(str(exc)) from exc
     result = record_report(session, report)
-    session.commit()
     if result.needs_reconcile:
-        _request_reconcile([result.payment_id])
+        reconcile_after_commit(session, [result.payment_id], settings())
+    session.commit()
     click.echo(
         f"payment {result.payment_id} sandbox/{report.provider_txn_id} {report.amount} {report.currency} "
         f"payer {mask_phone(report.payer_phone) or '-'} ref {report.reference or '-'}: "
@@ -317,11 +307,12 @@ def import_statement_command(file: Path, provider: str, format_name: str | None,
     except (StatementError, FormatFileError) as exc:
         session.rollback()
         raise click.ClickException(f"{file.name}: nothing imported\n{exc}") from exc
+    reconcile_after_commit(session, result.needs_reconcile, settings())
     session.commit()
     if result.already_imported:
         click.echo(f"{file.name}: already imported as statement {result.report.import_id}; nothing new")
         return
-    _request_reconcile(result.needs_reconcile)
+    analyze(session, MODELS_WRITTEN)
     _echo_report(result.report, limit)
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
 from flask.typing import ResponseReturnValue
-from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
@@ -45,8 +44,7 @@ from models.payment_sources import (
     wave_report,
 )
 from models.rejections import keep_rejected
-from workers.connections import get_redis
-from workers.reconcile import request_reconcile
+from workers.reconcile import reconcile_after_commit
 
 bp = Blueprint("payments", __name__)
 log = logging.getLogger(__name__)
@@ -90,6 +88,8 @@ def _store(report: Report) -> IntakeResult:
 
 def _committed(report: Report, result: IntakeResult) -> IntakeResult:
     """Commit a recorded report, log it, then enqueue reconcile when the payment needs it."""
+    if result.needs_reconcile:
+        reconcile_after_commit(db(), [result.payment_id], settings())
     db().commit()
     log.info(
         "payment %s %s/%s from %s: %s (%s), payer %s",
@@ -101,11 +101,6 @@ def _committed(report: Report, result: IntakeResult) -> IntakeResult:
         result.status.value,
         mask_phone(report.payer_phone),
     )
-    if result.needs_reconcile:
-        try:
-            request_reconcile(get_redis(settings().REDIS_URL), [result.payment_id], settings().RECONCILE_QUEUE)
-        except RedisError as exc:
-            log.warning("payment %s stored but not enqueued (%s): the sweeper will", result.payment_id, exc)
     return result
 
 

@@ -14,7 +14,7 @@ their coverage needs (a second one for a scheme whose grace exceeds `PERIODS_WIN
 just the columns needed, built once per process and run in autocommit (no `BEGIN`/`ROLLBACK` round trips).
 The scheme's configuration (plan months, subsidy share, premium band, grace, fee, currency, languages) is not
 cached anywhere: it is joined into those same statements, so it costs no extra round trip and needs neither a
-per-process cache (SPEC: nothing that must be shared lives in process memory) nor a Redis copy to keep in
+per-process cache (docs/architecture.md: nothing shared lives in process memory) nor a Redis copy to keep in
 step with `schemes load`. What a session has read stays in its Redis blob, so later hops need no database.
 """
 

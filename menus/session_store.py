@@ -26,20 +26,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-import keyspace
 from menus.engine import State
+from redis_keys import ussd_session_key
 
-USSD_SESSION_KEY = "ussd:session:{}"
 DEFAULT_TTL_SECONDS = 300
 # A hop must answer (an apology at worst) well within a second when Redis is away: no retries, short waits.
 DEFAULT_TIMEOUT_SECONDS = 0.3
 
 _clients: dict[tuple[str, float], tuple[int, Redis]] = {}
-
-
-def session_key(session_id: str) -> str:
-    """Return the Redis key of a USSD session."""
-    return keyspace.key(USSD_SESSION_KEY.format(session_id))
 
 
 def connect(url: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Redis:
@@ -153,7 +147,7 @@ class SessionStore:
         `GETEX … EX ttl` renews the TTL in the same round trip, so a hop that does not write still keeps
         the session alive for another TTL.
         """
-        raw = self.client.getex(session_key(session_id), ex=self.ttl)
+        raw = self.client.getex(ussd_session_key(session_id), ex=self.ttl)
         if raw is None:
             return None
         try:
@@ -163,11 +157,11 @@ class SessionStore:
 
     def save(self, session_id: str, session: StoredSession) -> None:
         """Store the session with the TTL renewed."""
-        self.client.set(session_key(session_id), session.dumps(), ex=self.ttl)
+        self.client.set(ussd_session_key(session_id), session.dumps(), ex=self.ttl)
 
     def pop(self, session_id: str) -> StoredSession | None:
         """Delete the session and return what it held."""
-        raw = self.client.getdel(session_key(session_id))
+        raw = self.client.getdel(ussd_session_key(session_id))
         if raw is None:
             return None
         try:

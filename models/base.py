@@ -1,4 +1,4 @@
-"""Declarative base, shared column types and the status vocabularies of SPEC."""
+"""Declarative base, shared column types and the status vocabularies of docs/http-contract.md."""
 
 from __future__ import annotations
 

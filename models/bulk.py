@@ -6,18 +6,23 @@ On PostgreSQL the ids are taken from the table's sequence instead, in one round 
 (`nextval` over `generate_series`), and the rows go in with `executemany` — the same prepared text for every
 row, sent in one pipeline. SQLite has no sequences: there the insert returns the ids (cheap in-process).
 Likewise a batch's lookups pass their keys as one array (`among`) rather than an IN list of placeholders.
+After a bulk write, `analyze` gives the planner the statistics of what was written.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, Table, any_, bindparam, insert, inspect, text
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.sqltypes import NullType
+
+log = logging.getLogger(__name__)
 
 _Column = ColumnElement[Any] | InstrumentedAttribute[Any]
 _NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)")
@@ -79,3 +84,30 @@ def preassign_ids(session: Session) -> None:
     for table, instances in waiting.items():
         for instance, new_id in zip(instances, next_ids(session, table, len(instances)), strict=True):
             instance.id = new_id
+
+
+def analyze(session: Session, models: Iterable[type[Any]] | None = None) -> None:
+    """Refresh the planner's statistics of the tables of bulk-written models (all tables: None), then commit.
+
+    Call it once the writes are committed. Straight after a load the planner knows nothing of the new rows: at
+    national scale (4,000,000 members) the USSD answered 28 req/s with a p99 of 4.4 s until an `ANALYZE`, and
+    1,495 req/s with a p99 of 19 ms after it. Autovacuum gets there in its own time; a scheme's go-live cannot
+    wait for it. PostgreSQL only: SQLite keeps no statistics until asked, and its plans are tuned without them.
+    A failure is logged, not raised: the writes are committed all the same.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    if models is None:
+        statement = "ANALYZE"
+    else:
+        names = sorted({bind.dialect.identifier_preparer.format_table(table_of(model)) for model in models})
+        if not names:
+            return
+        statement = "ANALYZE " + ", ".join(names)
+    try:
+        session.execute(text(statement))
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        log.warning("%s failed (%s): the planner works from old statistics until autovacuum", statement, exc)

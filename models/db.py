@@ -1,22 +1,29 @@
-"""Engines and sessions: SQLite tuned for concurrent writers, PostgreSQL as is, fork-safe."""
+"""Engines and sessions: SQLite tuned for concurrent writers, PostgreSQL as is, fork-safe; work handed on at commit."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+from redis.exceptions import RedisError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # A pooled PostgreSQL connection idle for longer than this is pinged before use (see `_ping_after_idle`).
 PING_AFTER_IDLE_SECONDS = 1.0
 
 _engines: dict[str, tuple[int, Engine]] = {}
+# session.info: [(enqueue, items)] waiting for the session's transaction to commit (`enqueue_after_commit`).
+_AFTER_COMMIT = "enqueue_after_commit"
 
 
 def is_sqlite(url_or_engine: str | Engine) -> bool:
@@ -131,3 +138,42 @@ def begin_write(session: Session) -> None:
     if session.in_transaction():
         return
     session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+
+
+def enqueue_after_commit(session: Session, enqueue: Callable[[list[T]], object], items: Iterable[T]) -> None:
+    """Call `enqueue` with the items once the session's transaction has committed; never after a rollback.
+
+    A worker never looks for a row that is not committed, and a rolled-back transaction enqueues nothing. The
+    items of every call naming an equal `enqueue` in one transaction go to one call (one job for a batch). A
+    failure of `enqueue` (Redis away) is logged, not raised: the rows are committed, and a sweeper finds their
+    work again.
+    """
+    if not event.contains(Session, "after_commit", _run_after_commit):
+        # Every session: a session from any factory (the web's, a job's, a test's) may hand work on.
+        event.listen(Session, "after_commit", _run_after_commit)
+        event.listen(Session, "after_transaction_end", _drop_after_rollback)
+    waiting: list[tuple[Callable[[list[Any]], object], list[Any]]] = session.info.setdefault(_AFTER_COMMIT, [])
+    for known, pending in waiting:
+        if known == enqueue:
+            pending.extend(items)
+            return
+    waiting.append((enqueue, list(items)))
+
+
+def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: the enclosing transaction may still roll back
+    for enqueue, items in session.info.pop(_AFTER_COMMIT, []):
+        name = getattr(enqueue, "__qualname__", type(enqueue).__qualname__)
+        try:
+            enqueue(items)
+        except RedisError as exc:
+            log.warning("%s of %d item(s) not enqueued after commit (%r): left for the sweeper", name, len(items), exc)
+        except Exception:  # committed all the same: the sweeper enqueues it again
+            log.exception("%s of %d item(s) failed after commit: left for the sweeper", name, len(items))
+
+
+def _drop_after_rollback(session: Session, transaction: SessionTransaction) -> None:
+    # A commit has already taken the work of its transaction: what is left was rolled back.
+    if transaction.parent is None:
+        session.info.pop(_AFTER_COMMIT, None)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from models.access import CollectionDevice
 from models.agents import create_agent
 from models.base import EvidenceSource, HouseholdStatus, Language, MemberStatus, MessageStatus, Sex
+from models.bulk import analyze
 from models.coverage import book_subsidised_period
 from models.household import Household, Member, Network
 from models.ledger import get_or_create_account
@@ -241,6 +242,7 @@ def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
         session.commit()
     if previous_dispatch is not None:
         attach_dispatch(session, previous_dispatch)
+    analyze(session)  # every table: the demo writes most of them
     summary.households = session.scalar(select(func.count()).select_from(Household)) or 0
     summary.members = session.scalar(select(func.count()).select_from(Member)) or 0
     return summary

@@ -1,6 +1,6 @@
 """Matching: which household or network a payment is for, or why it waits in suspense (the reconciler's first step).
 
-Matching (SPEC "Matching" as changed after the first release; docs/matching.md has the table): signals must
+Matching (docs/matching.md has the table, tested row by row): signals must
 agree, and when they do not the payment waits in suspense naming the candidates — never on a wrong account.
 - `request_reference` (100): a payment-request reference with a valid check digit of an open request decides alone;
 - a household or member number in the account reference is corroborated by the other signals:

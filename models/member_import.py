@@ -24,6 +24,7 @@ from models.base import Language, MemberStatus, Sex, utcnow
 from models.coverage import book_enrolment_subsidies, book_prior_cover
 from models.db import begin_write
 from models.household import Account, Household, Member, Network
+from models.money import Allocation, CoveragePeriod, LedgerEntry
 from models.phones import normalise_phone
 from models.scheme import Scheme
 
@@ -50,6 +51,8 @@ OPTIONAL_COLUMNS = ("status", "plan", "paid_until", "network_phone")
 HOUSEHOLD_COLUMNS = ("scheme", "commune", "network", "subsidy_category", "language", "head_member_no", "sms_opt_in")
 CHUNK_HOUSEHOLDS = 2000
 PROGRESS_EVERY_ROWS = 50_000
+# What an import writes (with the cover it books from enrolment and `paid_until`): analysed once committed.
+MODELS_WRITTEN = (Network, Household, Member, Account, CoveragePeriod, Allocation, LedgerEntry)
 # Core tables: bulk inserts skip the ORM's per-object bookkeeping.
 HOUSEHOLDS = cast(Table, Household.__table__)
 MEMBERS = cast(Table, Member.__table__)

@@ -1,25 +1,27 @@
 """The outbound SMS log: queue a templated SMS, and settle messages from delivery reports.
 
 `send_sms` only adds a QUEUED `Message` row. The session hands the ids of the messages it queued to
-its *dispatch* function after its transaction commits (an `after_commit` hook installed by
-`attach_dispatch`), so a worker never looks for a row that is not committed, and a rolled-back
-transaction sends nothing. `extensions.db()` (web) and `workers.runtime.job_session()` (jobs) attach
-the RQ dispatch; a session without one refuses to queue.
+its *dispatch* function after its transaction commits (`models.db.enqueue_after_commit`, one call for
+all of them), so a worker never looks for a row that is not committed, and a rolled-back transaction
+sends nothing. `extensions.db()` (web) and `workers.runtime.job_session()` (jobs) attach the RQ
+dispatch; a session without one refuses to queue.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from logs import mask_phone
 from models.base import MessageDirection, MessageStatus, utcnow
+from models.db import enqueue_after_commit
 from models.household import Household
 from models.i18n import render, resolve_language
 from models.messaging import DeliveryReport, Message
@@ -29,7 +31,6 @@ log = logging.getLogger(__name__)
 
 Dispatch = Callable[[list[int]], None]
 
-PENDING_KEY = "sms_outbox_pending"
 DISPATCH_KEY = "sms_outbox_dispatch"
 
 # Once a message reaches one of these, a late report of an earlier stage does not move it back.
@@ -56,10 +57,24 @@ class OutboxNotAttached(RuntimeError):
 def attach_dispatch(target: Session | sessionmaker[Session], dispatch: Dispatch) -> None:
     """Hand the ids of messages a session (or each session of a factory) queued to `dispatch` after commit."""
     info = target.kw.setdefault("info", {}) if isinstance(target, sessionmaker) else target.info
-    if DISPATCH_KEY not in info:
-        event.listen(target, "after_commit", _after_commit)
-        event.listen(target, "after_transaction_end", _after_transaction_end)
     info[DISPATCH_KEY] = dispatch
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """The enqueue of a session's queued messages: their ids, once committed, to its dispatch."""
+
+    dispatch: Dispatch
+
+    def __call__(self, messages: list[Message]) -> None:
+        # A message added inside a savepoint that rolled back is transient again: it has no row to send.
+        ids = [message.id for message in messages if inspect(message).has_identity]
+        if ids:
+            self.dispatch(ids)
+
+
+def _send_after_commit(session: Session, message: Message) -> None:
+    enqueue_after_commit(session, _Committed(session.info[DISPATCH_KEY]), [message])
 
 
 def send_sms(
@@ -103,7 +118,7 @@ def send_sms(
     )
     if dedupe_checked:
         session.add(message)
-        session.info.setdefault(PENDING_KEY, []).append(message)
+        _send_after_commit(session, message)
         return message
     try:
         with session.begin_nested():
@@ -116,7 +131,7 @@ def send_sms(
         if winner is None:
             raise
         return winner
-    session.info.setdefault(PENDING_KEY, []).append(message)
+    _send_after_commit(session, message)
     log.info("sms %s queued: %s to %s (%s, %s segment(s))", message.id, template, mask_phone(to), lang, shape.segments)
     return message
 
@@ -158,11 +173,6 @@ def record_delivery_report(
     return report
 
 
-def pending_ids(session: Session) -> list[int]:
-    """Return the ids of the messages this session queued and has not yet handed on."""
-    return [message.id for message in session.info.get(PENDING_KEY, []) if inspect(message).has_identity]
-
-
 def _unknown_message_for(session: Session, phone: str) -> Message | None:
     """Return the only UNKNOWN outbound message to the phone without a provider id, if exactly one."""
     candidates = session.scalars(
@@ -177,23 +187,3 @@ def _unknown_message_for(session: Session, phone: str) -> Message | None:
         .limit(2)
     ).all()
     return candidates[0] if len(candidates) == 1 else None
-
-
-def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint released: the enclosing transaction may still roll back
-    # A message added inside a savepoint that rolled back is transient again: it has no row to send.
-    ids = [m.id for m in session.info.pop(PENDING_KEY, []) if inspect(m).has_identity]
-    if not ids:
-        return
-    dispatch: Dispatch = session.info[DISPATCH_KEY]
-    try:
-        dispatch(ids)
-    except Exception:  # the rows are committed; the outbox sweeper re-enqueues them
-        log.exception("could not enqueue sms %s; they stay QUEUED until the sweeper re-enqueues them", ids)
-
-
-def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    # after_commit has already taken the ids of a committed transaction; what is left was rolled back.
-    if transaction.parent is None:
-        session.info.pop(PENDING_KEY, None)

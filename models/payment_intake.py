@@ -1,6 +1,6 @@
 """Store each operator transaction once, whatever route reports it, with one evidence row per report.
 
-Rules (SPEC "Duplicates"):
+Rules (docs/http-contract.md, "Payments"):
 - identity is (provider, provider_txn_id); the first report creates the Payment, later ones add evidence only;
 - a report repeated verbatim by the same source and route (a webhook retry, a re-forwarded text) is stored once;
 - a later report is compared with the payment on the fields both carry: amount and currency always, the reference

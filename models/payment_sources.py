@@ -1,4 +1,4 @@
-"""Adapters: each route's payload turned into one normalised `Report` (SPEC "Payments")."""
+"""Adapters: each route's payload turned into one normalised `Report` (docs/http-contract.md, "Payments")."""
 
 from __future__ import annotations
 

@@ -159,7 +159,7 @@ def amount_due(
     """Return the pieces of the household's next payment on a date: fee if never paid + next period share - credit.
 
     A fully subsidised household owes nothing: the funder pays its periods through
-    `book_subsidised_periods`, and SPEC has the state pay "all of it for the poorest", so it is
+    `book_subsidised_periods`, and the state pays "all of it for the poorest" (docs/rules.md), so it is
     not asked for the membership fee either (allocation never books a fee for it).
     """
     scheme = household.scheme

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-import keyspace
-
-RATE_LIMIT_KEY = "ratelimit:{}:{}"
+from redis_keys import rate_limit_key
 
 
 @dataclass(frozen=True)
@@ -32,15 +30,10 @@ MEMBER_CHECK_PER_PHONE = RateLimit("member-check-phone", limit=5, window_seconds
 MEMBER_CHECK_PER_MEMBER = RateLimit("member-check-member", limit=10, window_seconds=86400)
 
 
-def rate_limit_key(rule: RateLimit, subject: str) -> str:
-    """Return the Redis key of a limit for one subject."""
-    return keyspace.key(RATE_LIMIT_KEY.format(rule.name, subject))
-
-
 def allow(redis: Redis, rule: RateLimit, subject: str, event_id: str, now: float | None = None) -> bool:
     """Record the attempt `event_id` and return whether it is within the limit (a replayed id counts once)."""
     moment = time.time() if now is None else now
-    key = rate_limit_key(rule, subject)
+    key = rate_limit_key(rule.name, subject)
     pipe = redis.pipeline(transaction=True)
     pipe.zremrangebyscore(key, "-inf", moment - rule.window_seconds)
     pipe.zadd(key, {event_id: moment}, nx=True)

@@ -1,6 +1,6 @@
 """Operators' statements: read an export with its provider's column mapping, store it, report the breaks.
 
-Statements are the ground truth (SPEC "Payments", "Duplicates"). Importing one:
+Statements are the ground truth (docs/operations.md, "Statement import"). Importing one:
 - reads the file with a column mapping kept as data (`operators/statement_formats.toml`); a bad file, header or cell
   raises `StatementError` naming the line, before anything is written;
 - is idempotent: the same bytes for the same provider (unique sha256) answer "already imported" and write nothing;
@@ -38,7 +38,7 @@ from models.amounts import AmountError, currency_exponent, parse_amount
 from models.base import EvidenceSource, utcnow
 from models.db import begin_write
 from models.operator_sms import normalise_text
-from models.payment import Payment, PaymentEvidence
+from models.payment import Payment, PaymentEvidence, ReconciliationEvent
 from models.payment_intake import (
     IntakeOutcome,
     Report,
@@ -57,6 +57,8 @@ DEFAULT_FORMATS_FILE = Path(__file__).resolve().parent.parent / "operators" / "s
 HEADER_SEARCH_LINES = 20  # exports may put a title or the account name above the header
 MAX_REPORTED_ERRORS = 20
 PROGRESS_EVERY = 10_000
+# What an import writes (payments through intake, with their evidence and events): analysed once committed.
+MODELS_WRITTEN = (StatementImport, StatementLine, StatementBreak, Payment, PaymentEvidence, ReconciliationEvent)
 _IN_CHUNK = 2_000  # ids per IN (…) query: well under SQLite's and PostgreSQL's parameter limits
 _COLUMN_KEYS = ("txn_id", "date", "time", "amount", "paid_in", "withdrawn", "currency", "payer", "reference")
 _FORMAT_KEYS = frozenset(

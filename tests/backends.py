@@ -26,6 +26,8 @@ import psycopg
 import pytest
 from redis import Redis
 
+from redis_keys import DEFAULT_PREFIX
+
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # A Redis named for the tests; unset, each test process starts its own (`EmbeddedRedis`).
 EXTERNAL_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
@@ -33,10 +35,12 @@ EXTERNAL_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
 RUN_ID = (os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex)[:8]
 WORKER_ID = os.environ.get("PYTEST_XDIST_WORKER", "main")
 RUN_NAME = f"{RUN_ID}_{WORKER_ID}"
-# The start of every Redis key, job id and queue name of this process: none on its own server.
-KEY_PREFIX = f"mutuelle-test-{RUN_ID}-{WORKER_ID}-" if EXTERNAL_REDIS_URL else ""
-RQ_QUEUE = f"{KEY_PREFIX}default"
-RECONCILE_QUEUE = f"{KEY_PREFIX}reconcile"
+# On TEST_REDIS_URL, the start of every Redis key, job id and queue name of this process (none on its own server).
+RUN_PREFIX = f"mutuelle-test-{RUN_ID}-{WORKER_ID}" if EXTERNAL_REDIS_URL else ""
+# The REDIS_KEY_PREFIX and queue names of every app, job process and worker of this test process.
+KEY_PREFIX = RUN_PREFIX or DEFAULT_PREFIX
+RQ_QUEUE = f"{RUN_PREFIX}-default" if RUN_PREFIX else "default"
+RECONCILE_QUEUE = f"{RUN_PREFIX}-reconcile" if RUN_PREFIX else "reconcile"
 
 
 def database_name(suffix: str = "") -> str:
@@ -125,7 +129,7 @@ def redis_space() -> Iterator[RedisSpace]:
     if EXTERNAL_REDIS_URL:
         if not redis_answers(EXTERNAL_REDIS_URL):
             pytest.exit(f"TEST_REDIS_URL={EXTERNAL_REDIS_URL} does not answer", returncode=3)
-        space = RedisSpace(EXTERNAL_REDIS_URL, KEY_PREFIX)
+        space = RedisSpace(EXTERNAL_REDIS_URL, RUN_PREFIX)
         try:
             yield space
         finally:

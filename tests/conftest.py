@@ -22,14 +22,13 @@ from redis import Redis
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-import keyspace
 import models
+import redis_keys
 from models.db import dispose_engines, get_engine, make_engine
 from tests import backends
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+FIXTURES = ROOT / "tests" / "fixtures"  # real-shaped provider payloads and sample files (tests/fixtures/README.md)
 CALLBACK_TOKEN = "test-callback-token"
 DARAJA_TOKEN = "test-daraja-callback-token"
 
@@ -220,7 +219,7 @@ def run_worker(worker_env: dict[str, str], redis_url: str) -> Callable[..., subp
             "--worker-class",
             "rq.SimpleWorker",
             "--name",
-            f"{backends.KEY_PREFIX}worker-{uuid.uuid4().hex[:8]}",
+            f"{backends.KEY_PREFIX}-worker-{uuid.uuid4().hex[:8]}",
             *(queues or (backends.RECONCILE_QUEUE, backends.RQ_QUEUE)),
         ]
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
@@ -234,7 +233,7 @@ def run_worker(worker_env: dict[str, str], redis_url: str) -> Callable[..., subp
 def pytest_report_header(config: pytest.Config) -> list[str]:
     pg = "answering" if backends.postgres_answers() else "NOT answering"
     if backends.EXTERNAL_REDIS_URL:
-        rd = f"TEST_REDIS_URL={backends.EXTERNAL_REDIS_URL}, only keys under mutuelle-test-<run>-<worker>-"
+        rd = f"TEST_REDIS_URL={backends.EXTERNAL_REDIS_URL}, only keys under mutuelle-test-<run>-<worker>"
     else:
         rd = "a redis-server of each test process's own (set TEST_REDIS_URL to use another, prefixed)"
     return [
@@ -264,7 +263,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(
         REDIS_KEY_PREFIX=backends.KEY_PREFIX, RQ_QUEUE=backends.RQ_QUEUE, RECONCILE_QUEUE=backends.RECONCILE_QUEUE
     )
-    keyspace.use_prefix(backends.KEY_PREFIX)
+    redis_keys.use_prefix(backends.KEY_PREFIX)
     # `.mo` files are build output (`make translations`); compile them so `pytest` works on a fresh clone.
     from models.i18n import compile_catalogs
 

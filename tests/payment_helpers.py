@@ -15,16 +15,16 @@ from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from keyspace import key
 from models.access import CollectionDevice
 from models.base import EvidenceSource
 from models.devices import issue_device_key
 from models.payment import Payment, PaymentEvidence, UnparsedForward
 from models.payment_intake import Report, record_report
 from models.rejections import RejectedCallback
+from redis_keys import reconcile_waiting_key
 from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import CALLBACK_TOKEN, DARAJA_TOKEN, FIXTURES
-from workers.reconcile import DRAIN_JOB_ID, WAITING_KEY
+from workers.reconcile import DRAIN_FUNC
 
 WAVE_SECRET = "test-wave-webhook-secret"
 PAID_AT = datetime(2026, 11, 20, 11, 2, 44)
@@ -168,8 +168,8 @@ def queued_job_ids(redis_url: str, queue: str = RQ_QUEUE) -> list[str]:
 
 def waiting_for_reconcile(redis_url: str) -> list[int]:
     """Return the ids of the payments waiting for a drain, checking that a drain job is queued for them."""
-    ids = sorted(int(raw) for raw in Redis.from_url(redis_url).smembers(key(WAITING_KEY)))
-    drain = key(DRAIN_JOB_ID.format(""))
+    connection = Redis.from_url(redis_url)
+    ids = sorted(int(raw) for raw in connection.smembers(reconcile_waiting_key()))
     if ids:
-        assert any(job_id.startswith(drain) for job_id in queued_job_ids(redis_url, RECONCILE_QUEUE))
+        assert any(job.func_name == DRAIN_FUNC for job in Queue(RECONCILE_QUEUE, connection=connection).jobs)
     return ids

@@ -19,7 +19,7 @@ from models.base import utcnow
 from models.hashing import hash_password, password_needs_rehash, verify_password
 from models.tokens import authenticate_token, issue_token, revoke_token
 from tests.conftest import make_test_app
-from tests.test_members_import import load_schemes
+from tests.members_helpers import load_schemes
 
 NOW = datetime(2026, 11, 23, 9, 0)
 

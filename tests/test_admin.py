@@ -7,19 +7,16 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
-import keyspace
 import models
 from handlers.admin.auth import role_required
 from models.base import (
@@ -30,7 +27,7 @@ from models.base import (
     StaffRole,
     utcnow,
 )
-from models.db import dispose_engines, get_engine, make_engine
+from models.db import get_engine
 from models.household import Household, Member
 from models.listings import PaymentFilters, reconciliation_rows
 from models.messaging import DeliveryReport, Message, UssdSessionRecord
@@ -39,11 +36,13 @@ from models.payment_intake import Report, record_report
 from models.reconciliation import reconcile_payment
 from models.staff import authenticate_staff, create_staff_user
 from models.tokens import issue_token
-from tests import backends
+from redis_keys import clock_heartbeat_key
+from tests.admin_helpers import PASSWORDS, admin_app, csrf_token, db_session, login, seeded_url, signed_in, text_of
+from tests.backends import KEY_PREFIX, RQ_QUEUE
 from tests.conftest import make_test_app
-from workers.maintenance import CLOCK_HEARTBEAT_KEY
 
-PASSWORDS = {"viewer": "viewer-pass-123", "operator": "operator-pass-123", "admin": "admin-pass-1234"}
+__all__ = ["admin_app", "db_session", "seeded_url"]  # the shared seeded database fixtures
+
 SHARED_PHONE = "+221779999999"  # models.demo.SHARED_PHONE: the head of two demo households
 READ_PAGES = [
     "/admin/",
@@ -73,77 +72,6 @@ LIST_PAGES = [
     "/admin/checks",
     "/admin/networks",
 ]
-
-
-# ---------------------------------------------------------------- one seeded database per backend and module
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def seeded_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_space: backends.RedisSpace
-) -> Iterator[str]:
-    """Yield a database holding the demo seed and one staff user per role (read-only for most tests)."""
-    name = backends.database_name("admin")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('admin') / 'demo.db'}"
-    else:
-        backends.postgres_or_skip()
-        url = backends.create_postgres_database(name)
-    engine = make_engine(url)
-    models.Base.metadata.create_all(engine)
-    engine.dispose()
-    app = make_test_app(url, redis_space.url)
-    result = app.test_cli_runner().invoke(args=["demo", "seed"])
-    assert result.exit_code == 0, result.output
-    with Session(get_engine(url)) as session:
-        for role, password in PASSWORDS.items():
-            create_staff_user(session, role, password, StaffRole(role))
-        session.commit()
-    yield url
-    dispose_engines()
-    if request.param == "postgresql":
-        backends.drop_postgres_database(name)
-
-
-@pytest.fixture
-def admin_app(seeded_url: str, redis_url: str) -> Flask:
-    """Return an app on the seeded database and the test's flushed Redis."""
-    return make_test_app(seeded_url, redis_url)
-
-
-@pytest.fixture
-def db_session(seeded_url: str) -> Iterator[Session]:
-    """Yield a session on the seeded database."""
-    with Session(get_engine(seeded_url), expire_on_commit=False) as session:
-        yield session
-
-
-def csrf_token(client: FlaskClient, path: str = "/admin/login") -> str:
-    """Return the CSRF token a page's form carries."""
-    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True))
-    assert match, f"no CSRF token on {path}"
-    return match.group(1)
-
-
-def login(client: FlaskClient, username: str, password: str | None = None, **extra: str) -> Any:
-    """Sign in through the form, as a browser does."""
-    data = {"username": username, "password": password or PASSWORDS[username], "csrf_token": csrf_token(client)}
-    data.update(extra)
-    return client.post("/admin/login", data=data)
-
-
-def signed_in(app: Flask, role: str = "viewer") -> FlaskClient:
-    """Return a client signed in with the demo user of a role."""
-    client = app.test_client()
-    response = login(client, role)
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return client
-
-
-def text_of(response: Any) -> str:
-    """Return a page's visible text, tags stripped, whitespace collapsed."""
-    body = re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))
-    return re.sub(r"\s+", " ", body.replace("&#39;", "'").replace("&amp;", "&"))
 
 
 # ---------------------------------------------------------------- sign-in, roles, CSRF, rate limit
@@ -446,13 +374,13 @@ def test_checks_log_lists_facility_checks(admin_app: Flask, db_session: Session)
 def test_queue_health_shows_failed_jobs_and_the_clock_heartbeat(admin_app: Flask, redis_client: Redis) -> None:
     client = signed_in(admin_app)
     assert "never" in text_of(client.get("/admin/queues"))
-    queue = Queue(backends.RQ_QUEUE, connection=redis_client)
-    queue.enqueue("workers.no_such_module.no_such_function", job_id=keyspace.key("admin-test-failing"))
+    queue = Queue(RQ_QUEUE, connection=redis_client)
+    queue.enqueue("workers.no_such_module.no_such_function", job_id=f"{KEY_PREFIX}-admin-test-failing")
     SimpleWorker([queue], connection=redis_client).work(burst=True)
-    redis_client.set(keyspace.key(CLOCK_HEARTBEAT_KEY), (datetime.now() - timedelta(seconds=30)).timestamp())
+    redis_client.set(clock_heartbeat_key(), (datetime.now() - timedelta(seconds=30)).timestamp())
     body = text_of(client.get("/admin/queues"))
     assert "admin-test-failing" in body and "no_such_module" in body
-    assert re.search(rf"{backends.RQ_QUEUE} 0 0 1 0 0", body)
+    assert re.search(rf"{RQ_QUEUE} 0 0 1 0 0", body)
     assert "0 min ago clock heartbeat" in body and "is the clock running" not in body
 
 

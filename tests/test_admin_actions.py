@@ -22,8 +22,8 @@ from models.payment import Payment, ReconciliationEvent
 from models.payment_intake import Report, record_report
 from models.reconciliation import reconcile_payment
 from models.staff import authenticate_staff
+from tests.admin_helpers import admin_app, csrf_token, db_session, seeded_url, signed_in, text_of
 from tests.conftest import FIXTURES
-from tests.test_admin import admin_app, csrf_token, db_session, seeded_url, signed_in, text_of
 
 __all__ = ["admin_app", "db_session", "seeded_url"]  # the shared seeded database fixtures
 

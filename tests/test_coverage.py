@@ -1,4 +1,4 @@
-"""Coverage dates as SPEC states them: fee first, whole periods, credit, grace, lapse, waiting, subsidies."""
+"""Coverage dates as docs/rules.md states them: fee first, whole periods, credit, grace, lapse, waiting, subsidies."""
 
 from __future__ import annotations
 

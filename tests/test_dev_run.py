@@ -9,12 +9,11 @@ from redis import Redis
 from rq import Queue
 
 import config
-import keyspace
 from app import create_app
 from config import DEFAULT_REDIS_URL, Settings, resolve_redis_url
+from redis_keys import reconcile_waiting_key
 from tests import backends
 from tests.conftest import CALLBACK_TOKEN
-from workers.reconcile import WAITING_KEY
 
 
 @pytest.fixture
@@ -81,7 +80,7 @@ def test_payments_simulate_beside_make_run_asks_its_workers_at_once(
     assert done.exit_code == 0, done.output
     assert "warning" not in done.output
     connection = Redis.from_url(redis_url)
-    [payment_id] = [int(raw) for raw in connection.smembers(keyspace.key(WAITING_KEY))]
+    [payment_id] = [int(raw) for raw in connection.smembers(reconcile_waiting_key())]
     assert f"payment {payment_id} " in done.output
     assert len(Queue(backends.RECONCILE_QUEUE, connection=connection).job_ids) == 1  # a drain for the workers
     connection.close()

@@ -1,4 +1,4 @@
-"""Eligibility as SPEC states it: every status, with its dates, amount due and reason."""
+"""Eligibility as docs/rules.md states it: every status, with its dates, amount due and reason."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`GET /api/eligibility/<member_no>`: bearer tokens, the SPEC's JSON keys, 401/404, every check logged."""
+"""`GET /api/eligibility/<member_no>`: bearer tokens, the JSON keys of docs/http-contract.md, 401/404, checks logged."""
 
 from __future__ import annotations
 

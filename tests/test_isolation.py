@@ -28,15 +28,17 @@ def fill(url: str) -> None:
         client = Redis.from_url(f"{url}?db={db}")
         client.set(f"user:{db}", "precious")
         client.set("temporary", "with a ttl", ex=3600)
-        client.set("ussd:session:ATUid_theirs", "{}")
+        client.set("ussd:session:ATUid_theirs", "{}")  # as keys were named before redis_keys
+        client.set("mutuelle:ussd:session:ATUid_theirs", "{}")  # a deployment with the default prefix
         client.sadd("mutuelle:reconcile:waiting", 1, 2)
         client.set("mutuelle:reconcile:generation", 4)
-        client.set("clock:heartbeat", 1.0)
-        client.zadd("ratelimit:member-check-phone:+221770000001", {"theirs": 1.0})
+        client.set("mutuelle:clock:heartbeat", 1.0)
+        client.zadd("mutuelle:ratelimit:member-check-phone:+221770000001", {"theirs": 1.0})
         queue = Queue("default", connection=client)
-        queue.enqueue("workers.maintenance.record_heartbeat", job_id="sms-1")
+        queue.enqueue("workers.maintenance.record_heartbeat", job_id="mutuelle-sms-1")
         queue.enqueue("workers.maintenance.record_heartbeat")
-        Queue("reconcile", connection=client).enqueue("workers.reconcile.drain", job_id="reconcile-drain-0")
+        drain = "workers.reconcile.drain"
+        Queue("reconcile", connection=client).enqueue(drain, job_id="mutuelle-reconcile-drain-0")
         client.sadd("rq:workers", "rq:worker:theirs")
         client.hset("rq:worker:theirs", mapping={"queues": "reconcile,default", "state": "idle"})
         client.close()
@@ -88,16 +90,16 @@ def their_redis() -> Iterator[str]:
 def test_forget_run_deletes_the_runs_keys_and_nothing_else(their_redis: str) -> None:
     before = snapshot(their_redis)
     client = Redis.from_url(f"{their_redis}?db=3")
-    prefix = "mutuelle-test-isolation-main-"
-    client.set(f"{prefix}ussd:session:ATUid_1", "{}")
-    client.sadd(f"{prefix}mutuelle:reconcile:waiting", 7)
-    client.set(f"LIMITS:LIMITER/{prefix}ratelimit/admin/1/minute", 1)
-    queue = Queue(f"{prefix}default", connection=client)
-    queue.enqueue("workers.no_such_module.fails", job_id=f"{prefix}sms-1")  # a failed job, kept with its result
+    prefix = "mutuelle-test-isolation-main"
+    client.set(f"{prefix}:ussd:session:ATUid_1", "{}")
+    client.sadd(f"{prefix}:reconcile:waiting", 7)
+    client.set(f"{prefix}:limits:LIMITER/ratelimit/admin/1/minute", 1)
+    queue = Queue(f"{prefix}-default", connection=client)
+    queue.enqueue("workers.no_such_module.fails", job_id=f"{prefix}-sms-1")  # a failed job, kept with its result
     queue.enqueue("builtins.len", "four")  # RQ names it (a uuid): ours by its queue
     queue.enqueue("builtins.len", "kept", result_ttl=600)
     SimpleWorker([queue], connection=client).work(burst=True, with_scheduler=False)  # RQ names the worker too
-    client.sadd("rq:workers", f"rq:worker:{prefix}still-registered")
+    client.sadd("rq:workers", f"rq:worker:{prefix}-still-registered")
     assert snapshot(their_redis) != before
 
     removed = backends.forget_run(client, prefix)

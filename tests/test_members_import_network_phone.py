@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from extensions import db
 from models.household import Network
-from tests.test_members_import import SAMPLE, cli, rows_of, write_rows
+from tests.members_helpers import SAMPLE, cli, rows_of, write_rows
 
 __all__ = ["cli"]  # the CLI fixture with the schemes loaded
 

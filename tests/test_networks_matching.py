@@ -16,8 +16,8 @@ from models.outbox import attach_dispatch
 from models.reconciliation import reconcile_payment
 from models.scheme import Scheme
 from tests import factories
+from tests.admin_helpers import admin_app, csrf_token, db_session, seeded_url, signed_in, text_of
 from tests.payment_helpers import store_report
-from tests.test_admin import admin_app, csrf_token, db_session, seeded_url, signed_in, text_of
 
 __all__ = ["admin_app", "db_session", "seeded_url"]  # the shared seeded database fixtures
 

@@ -1,4 +1,4 @@
-"""Premium rules as SPEC states them: period prices, subsidy shares, the amount due."""
+"""Premium rules as docs/rules.md states them: period prices, subsidy shares, the amount due."""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-import keyspace
 from models.base import EvidenceSource, LedgerKind, PaymentStatus, RequestStatus, utcnow
 from models.household import Household, Network
 from models.ledger import account_state
@@ -525,25 +524,26 @@ def test_cli_list_show_match_reconcile(app: Flask, session: Session, cmu: Scheme
 def test_reconcile_requests_coalesce_into_one_drain_per_generation(redis_url: str) -> None:
     from rq.job import Job, JobStatus
 
-    from workers.reconcile import GENERATION_KEY, WAITING_KEY, request_reconcile
+    from redis_keys import drain_job_id, reconcile_generation_key, reconcile_waiting_key
+    from workers.reconcile import request_reconcile
 
     connection = Redis.from_url(redis_url)
     queue = Queue(RECONCILE_QUEUE, connection=connection)
     assert request_reconcile(connection, [7], RECONCILE_QUEUE) is True
     assert request_reconcile(connection, [8, 7], RECONCILE_QUEUE) is False  # a drain is waiting: it takes both
-    assert queue.job_ids == [keyspace.key("reconcile-drain-0")]
-    assert sorted(int(i) for i in connection.smembers(keyspace.key(WAITING_KEY))) == [7, 8]
+    assert queue.job_ids == [drain_job_id(0)]
+    assert sorted(int(i) for i in connection.smembers(reconcile_waiting_key())) == [7, 8]
 
-    job = Job.fetch(keyspace.key("reconcile-drain-0"), connection=connection)
+    job = Job.fetch(drain_job_id(0), connection=connection)
     queue.remove(job)
     job.set_status(JobStatus.FAILED)  # an earlier drain failed for good
     assert request_reconcile(connection, [9], RECONCILE_QUEUE) is True
-    assert queue.job_ids == [keyspace.key("reconcile-drain-0")]
-    assert Job.fetch(keyspace.key("reconcile-drain-0"), connection=connection).retries_left == 3
+    assert queue.job_ids == [drain_job_id(0)]
+    assert Job.fetch(drain_job_id(0), connection=connection).retries_left == 3
 
-    connection.incr(keyspace.key(GENERATION_KEY))  # a drain started: the next request is for the next drain
+    connection.incr(reconcile_generation_key())  # a drain started: the next request is for the next drain
     assert request_reconcile(connection, [10], RECONCILE_QUEUE) is True
-    assert queue.job_ids == [keyspace.key("reconcile-drain-0"), keyspace.key("reconcile-drain-1")]
+    assert queue.job_ids == [drain_job_id(0), drain_job_id(1)]
 
 
 def test_a_request_racing_a_drain_that_ends_enqueues_the_next_one(
@@ -552,12 +552,13 @@ def test_a_request_racing_a_drain_that_ends_enqueues_the_next_one(
     from rq.exceptions import InvalidJobOperation
     from rq.job import Job, JobStatus
 
-    from workers.reconcile import WAITING_KEY, request_reconcile
+    from redis_keys import drain_job_id, reconcile_waiting_key
+    from workers.reconcile import request_reconcile
 
     connection = Redis.from_url(redis_url)
     queue = Queue(RECONCILE_QUEUE, connection=connection)
     assert request_reconcile(connection, [7], RECONCILE_QUEUE) is True
-    job = Job.fetch(keyspace.key("reconcile-drain-0"), connection=connection)
+    job = Job.fetch(drain_job_id(0), connection=connection)
     queue.remove(job)
     job.set_status(JobStatus.FINISHED)  # the drain is ending: its worker deletes it at once (result_ttl=0)
     read_status = Job.get_status
@@ -574,8 +575,8 @@ def test_a_request_racing_a_drain_that_ends_enqueues_the_next_one(
 
     # Before, the deletion of the vanished job raised InvalidJobOperation: a 500 to Wave after the commit.
     assert request_reconcile(connection, [8], RECONCILE_QUEUE) is True
-    assert queue.job_ids == [keyspace.key("reconcile-drain-0")]
-    assert sorted(int(i) for i in connection.smembers(keyspace.key(WAITING_KEY))) == [7, 8]
+    assert queue.job_ids == [drain_job_id(0)]
+    assert sorted(int(i) for i in connection.smembers(reconcile_waiting_key())) == [7, 8]
 
 
 def test_concurrent_runs_for_one_payment_allocate_once(pg_url: str) -> None:

@@ -20,7 +20,6 @@ from rq import Queue
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-import keyspace
 from models.base import EvidenceSource, PaymentStatus, utcnow
 from models.db import get_engine
 from models.ledger import account_state, get_or_create_account
@@ -33,13 +32,14 @@ from models.payment_intake import Report, record_report
 from models.reconciliation import reconcile_payment
 from models.references import create_payment_request, damm_check_digit
 from models.scheme import Scheme
+from redis_keys import drain_job_id, reconcile_generation_key, reconcile_waiting_key
 from tests import factories
 from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import ROOT
 from tests.factories import make_household, make_network
+from tests.ledger_invariants import check_invariants
 from tests.payment_helpers import PAID_AT, store_report
-from tests.test_rules_properties import check_invariants
-from workers.reconcile import GENERATION_KEY, WAITING_KEY, request_reconcile
+from workers.reconcile import request_reconcile
 
 FULL_YEAR = 15_000
 PAYER = "+221771234567"
@@ -153,7 +153,7 @@ def test_every_rule_suspense_reason_and_network_split_through_a_worker(
     network_payment = store(session, amount=2 * FULL_YEAR + 500, reference="res-w", payer=PAYER)
     everything = [p for p, _rule, _owner in cases.values()] + [*suspense.values(), network_payment]
     assert ask(queue, *[p.id for p in everything])  # one drain job takes them all
-    assert queue.job_ids == [keyspace.key("reconcile-drain-0")]
+    assert queue.job_ids == [drain_job_id(0)]
 
     done = run_worker()
 
@@ -229,7 +229,7 @@ def test_two_workers_on_one_household_keep_exact_balances(
     payments = [store(session, amount=a, reference=household.household_no, payer=PAYER) for a in amounts]
     assert ask(queue, *[p.id for p in payments])
     queue.connection.incr(
-        keyspace.key(GENERATION_KEY)
+        reconcile_generation_key()
     )  # as if the first drain had started: a second drain job, side by side
     assert ask(queue)
     assert len(queue.job_ids) == 2
@@ -261,15 +261,15 @@ def test_a_drain_that_takes_a_full_batch_asks_for_the_next_drain(
         store(session, reference=h.household_no, payer=phone) for h, phone in zip(households, phones, strict=True)
     ]
     assert ask(queue, *[p.id for p in payments])  # a backlog, all at once: one drain job
-    assert queue.job_ids == [keyspace.key("reconcile-drain-0")]
+    assert queue.job_ids == [drain_job_id(0)]
 
     done = run_worker(RECONCILE_QUEUE, extra_env={"RECONCILE_BATCH_SIZE": "2"})
 
     assert done.returncode == 0, done.stderr
     # Its first batch was full, so drain-0 asked for drain-1, which a second worker would have taken alongside.
-    assert keyspace.key("reconcile-drain-1") in done.stdout + done.stderr
+    assert drain_job_id(1) in done.stdout + done.stderr
     assert {fresh(session, p).status for p in payments} == {PaymentStatus.ALLOCATED}
-    assert queue.connection.scard(keyspace.key(WAITING_KEY)) == 0
+    assert queue.connection.scard(reconcile_waiting_key()) == 0
 
 
 def test_a_batch_defers_payments_whose_accounts_another_worker_holds_then_waits_for_them(
@@ -382,7 +382,7 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
 
     assert fresh(session, payment).status == PaymentStatus.RECEIVED  # the killed transaction left nothing
     assert count(session, Allocation) == 0
-    assert queue.connection.scard(keyspace.key(WAITING_KEY)) == 0  # the dead drain had taken it
+    assert queue.connection.scard(reconcile_waiting_key()) == 0  # the dead drain had taken it
     # RQ's abandoned-job handling, as it runs once the dead worker's heartbeat (at most 90 s) has lapsed:
     # the job has retries left, so it is scheduled again (first retry interval: 10 s); its run puts back
     # what the dead run had taken.

@@ -27,7 +27,7 @@ from models.references import (
 )
 from models.scheme import Scheme
 from tests.conftest import FIXTURES
-from tests.test_members_import import load_schemes
+from tests.members_helpers import load_schemes
 
 NOW = datetime(2026, 11, 23, 9, 30)
 bodies = st.integers(min_value=100_000, max_value=999_999).map(str)

@@ -13,7 +13,6 @@ from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-import keyspace
 from models.base import MessageDirection, MessageStatus
 from models.coverage import book_subsidised_periods
 from models.household import Household
@@ -22,11 +21,12 @@ from models.money import CoveragePeriod
 from models.outbox import attach_dispatch
 from models.reminders import send_due_reminders
 from models.scheme import Scheme
+from redis_keys import sms_job_id
 from tests import factories
 from tests.backends import RQ_QUEUE
-from tests.test_sms_inbound import run_jobs, sms
+from tests.sms_helpers import run_jobs, sms
 from workers import runtime
-from workers.sms import rq_dispatch
+from workers.sms_queue import rq_dispatch
 
 PHONE = "+221771234567"
 USSD = "*384*123#"
@@ -122,7 +122,7 @@ def test_each_reminder_once_per_household_kind_and_period(outbox: Session, cmu: 
     )
     assert sent[2].template == "reminder_lapsed"
     assert {m.phone for m in sent} == {PHONE}
-    assert sorted(queue.job_ids) == sorted(keyspace.key(f"sms-{m.id}") for m in sent)
+    assert sorted(queue.job_ids) == sorted(sms_job_id(m.id) for m in sent)
 
 
 def test_quiet_hours_send_nothing_and_a_later_run_catches_up(outbox: Session, cmu: Scheme) -> None:

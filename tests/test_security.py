@@ -23,7 +23,6 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import keyspace
 from config import ConfigError, Settings
 from models.access import ApiToken, CollectionDevice, StaffSession
 from models.base import PaymentStatus, StaffRole, utcnow
@@ -32,6 +31,7 @@ from models.messaging import DeliveryReport, Message
 from models.payment import Payment
 from models.staff import create_staff_user
 from models.tokens import issue_token
+from redis_keys import reconcile_waiting_key, ussd_session_key
 from tests.backends import RECONCILE_QUEUE
 from tests.conftest import CALLBACK_TOKEN, DARAJA_TOKEN, make_test_app
 from tests.payment_helpers import (
@@ -393,7 +393,7 @@ def test_no_typed_date_of_birth_reaches_redis(client: FlaskClient, redis_client:
     for text in ("", "SN-TN-000001-01", "SN-TN-000001-01*05031990"):
         reply = client.post(at("/ussd"), data={"sessionId": session_id, "phoneNumber": phone, "text": text})
         assert reply.status_code == 200
-    stored = b"".join(redis_client.get(key) or b"" for key in redis_client.keys(keyspace.key("ussd:session:*")))
+    stored = b"".join(redis_client.get(key) or b"" for key in redis_client.keys(ussd_session_key("*")))
     assert stored and b"05031990" not in stored
     # The next hop still continues the session (the digest recognises the text typed).
     again = client.post(
@@ -592,7 +592,7 @@ def test_the_sweeper_asks_again_for_a_payment_whose_drain_lost_its_worker(
     job.worker_name = f"dead-{uuid.uuid4().hex[:6]}"
     job.save()
     queue.remove(job.id)
-    redis.delete(keyspace.key(jobs.WAITING_KEY))
+    redis.delete(reconcile_waiting_key())
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("DATABASE_URL", worker_env["DATABASE_URL"])
     session.execute(Payment.__table__.update().values(updated_at=utcnow().replace(year=2000)))
@@ -604,7 +604,7 @@ def test_the_sweeper_asks_again_for_a_payment_whose_drain_lost_its_worker(
         assert jobs.sweep_stuck_payments() == 1
     finally:
         runtime.settings.cache_clear()
-    assert [int(i) for i in redis.smembers(keyspace.key(jobs.WAITING_KEY))] == [payment.id]
+    assert [int(i) for i in redis.smembers(reconcile_waiting_key())] == [payment.id]
     assert queue.job_ids == [job_id]  # the dead drain's job is replaced by a live one of the same generation
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -13,12 +12,10 @@ import pytest
 from dateutil.relativedelta import relativedelta
 from flask import Flask
 from flask.testing import FlaskClient
-from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-import keyspace
 from models.access import EligibilityCheck
 from models.agents import create_agent
 from models.base import CheckChannel, HouseholdStatus, Language, MessageDirection, MessageStatus, PaymentStatus
@@ -27,11 +24,13 @@ from models.messaging import Message
 from models.payment import Payment, PaymentRequest
 from models.references import is_valid_reference
 from models.scheme import Scheme
+from redis_keys import inbound_job_id
 from tests import factories
-from tests.backends import RQ_QUEUE
 from tests.conftest import CALLBACK_TOKEN, FIXTURES
 from tests.payment_helpers import add_device
-from workers import runtime
+from tests.sms_helpers import cmu, job_env, queue, replies, run_jobs, sms
+
+__all__ = ["cmu", "job_env", "queue"]  # the fixtures
 
 PHONE = "+221771234567"
 AGENT_PHONE = "+221761230000"
@@ -39,39 +38,9 @@ STRANGER = "+221781112233"
 COLLECTOR = "+221770001122"
 AGENT_PIN = "4821"
 HOUSEHOLD_NO = "SN-TN-000123"
-_ids = itertools.count(1)
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture
-def job_env(monkeypatch: pytest.MonkeyPatch, db_url: str, redis_url: str) -> Iterator[None]:
-    """Configure this process as a job process on the test database and Redis (console outbox)."""
-    for name, value in {
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_url,
-        "AT_USERNAME": "",
-        "LOG_LEVEL": "WARNING",
-    }.items():
-        monkeypatch.setenv(name, value)
-    runtime.settings.cache_clear()
-    yield
-    runtime.settings.cache_clear()
-
-
-@pytest.fixture
-def queue(redis_url: str) -> Iterator[Queue]:
-    """Yield the default RQ queue on the test's Redis."""
-    connection = Redis.from_url(redis_url)
-    yield Queue(RQ_QUEUE, connection=connection)
-    connection.close()
-
-
-@pytest.fixture
-def cmu(session: Session) -> Scheme:
-    """Return the CMU Thiès scheme."""
-    return factories.scheme(session, "cmu-thies")
 
 
 @pytest.fixture
@@ -83,21 +52,6 @@ def household(session: Session, cmu: Scheme) -> Household:
     return created
 
 
-def sms(client: FlaskClient, phone: str, text: str, at_id: str | None = None, token: str | None = CALLBACK_TOKEN):  # type: ignore[no-untyped-def]
-    """Post an inbound SMS as AT does; return the response."""
-    fields = {
-        "date": "2026-11-20 10:30:01",
-        "from": phone,
-        "id": at_id or f"at-test-{next(_ids)}",
-        "linkId": "SampleLinkId123",
-        "text": text,
-        "to": "21555",
-        "networkCode": "60801",
-    }
-    url = "/sms/inbound" + (f"?token={token}" if token is not None else "")
-    return client.post(url, data=fields)
-
-
 def fixture_lines() -> list[dict[str, str]]:
     """Return the form fields of every line of at_sms_inbound.txt."""
     lines = (FIXTURES / "at_sms_inbound.txt").read_text(encoding="utf-8").splitlines()
@@ -106,20 +60,6 @@ def fixture_lines() -> list[dict[str, str]]:
         for line in lines
         if line.strip() and not line.startswith("#")
     ]
-
-
-def run_jobs(queue: Queue) -> None:
-    """Run an in-process burst worker: the command jobs, then the send jobs they queue."""
-    SimpleWorker([queue], connection=queue.connection).work(burst=True, with_scheduler=False)
-
-
-def replies(session: Session, phone: str | None = None) -> list[Message]:
-    """Return the outbound messages (to a phone), oldest first, as stored now."""
-    session.commit()
-    query = select(Message).where(Message.direction == MessageDirection.OUTBOUND).order_by(Message.id)
-    if phone is not None:
-        query = query.where(Message.phone == phone)
-    return list(session.scalars(query.execution_options(populate_existing=True)))
 
 
 def inbound(session: Session) -> list[Message]:
@@ -148,7 +88,7 @@ def test_fixture_lines_get_the_right_replies(
     for fields in fixture_lines():
         response = client.post(f"/sms/inbound?token={CALLBACK_TOKEN}", data=fields)
         assert (response.status_code, response.get_data(as_text=True)) == (200, "OK")
-    assert sorted(queue.job_ids) == sorted(keyspace.key(f"sms-in-{m.id}") for m in inbound(session))
+    assert sorted(queue.job_ids) == sorted(inbound_job_id(m.id) for m in inbound(session))
 
     run_jobs(queue)
 

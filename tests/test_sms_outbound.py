@@ -25,7 +25,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from urllib3.exceptions import ProtocolError
 
-import keyspace
 from models.amounts import Amount, format_amount
 from models.base import Language, MessageStatus
 from models.household import Household
@@ -35,11 +34,13 @@ from models.outbox import OutboxNotAttached, attach_dispatch, send_sms
 from models.references import LANGUAGE_FALLBACKS
 from models.scheme_file import load_scheme, parse_scheme_file
 from models.sms_text import GSM7, UCS2, is_gsm7, measure, segments
+from redis_keys import drain_job_id, sms_group_job_id, sms_job_id
 from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import FIXTURES, ROOT
 from workers import runtime
 from workers import sms as sms_jobs
-from workers.sms import deliver, requeue_stuck, rq_dispatch
+from workers.sms import deliver, requeue_stuck
+from workers.sms_queue import rq_dispatch
 from workers.sms_transport import AfricasTalkingTransport, ConsoleTransport, TransientSendError
 
 AT_SMS_URL = "https://api.sandbox.africastalking.com/version1/messaging"
@@ -332,7 +333,7 @@ def test_send_sms_stores_a_queued_message_and_enqueues_after_commit(outbox: Sess
     assert message.status is MessageStatus.QUEUED
     assert queue.job_ids == []  # nothing is enqueued before the commit
     outbox.commit()
-    assert queue.job_ids == [keyspace.key(f"sms-{message.id}")]
+    assert queue.job_ids == [sms_job_id(message.id)]
     stored = reload(outbox, message)
     assert stored.body.startswith("Ménage THN-000123 : couvert jusqu'au 31/12/2026. Prochain paiement : 3500 F")
     assert (stored.encoding, stored.segments, stored.language, stored.template) == (GSM7, 1, "fr", "reminder_before")
@@ -366,7 +367,7 @@ def test_dedupe_key_makes_send_sms_idempotent(outbox: Session, queue: Queue) -> 
     outbox.commit()
     assert again.id == first.id
     assert outbox.scalar(select(func.count()).select_from(Message)) == 1
-    assert queue.job_ids == [keyspace.key(f"sms-{first.id}")]
+    assert queue.job_ids == [sms_job_id(first.id)]
 
 
 def test_a_session_without_dispatch_refuses_to_queue(session: Session) -> None:
@@ -378,7 +379,7 @@ def test_redis_down_at_commit_keeps_the_message_for_the_sweeper(session: Session
     attach_dispatch(session, rq_dispatch("redis://127.0.0.1:1/0", RQ_QUEUE))
     message = queue_one(session)  # the commit succeeds; the enqueue failure is logged
     assert reload(session, message).status is MessageStatus.QUEUED
-    assert requeue_stuck(session, queue, older_than=timedelta(0)) == [keyspace.key(f"sms-{message.id}")]
+    assert requeue_stuck(session, queue, older_than=timedelta(0)) == [sms_job_id(message.id)]
     # A job already there is not enqueued twice.
     assert requeue_stuck(session, queue, older_than=timedelta(0)) == []
 
@@ -574,7 +575,7 @@ def test_rq_job_sends_through_at_with_a_retry_after_500(
 
     stored = reload(outbox, message)
     assert (stored.status, stored.provider_message_id) == (MessageStatus.SENT, "ATXid_5d1b0c7e2a")
-    job = queue.fetch_job(keyspace.key(f"sms-{message.id}"))
+    job = queue.fetch_job(sms_job_id(message.id))
     assert job is not None and job.get_status() == "finished"
     assert len(mocked_at.calls) == 2
 
@@ -586,7 +587,7 @@ def test_messages_committed_together_are_sent_by_one_job_each_claimed_once(
     values = {name: VALUES[name] for name in placeholders("help")}
     messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]  # type: ignore[arg-type]
     outbox.commit()
-    assert queue.job_ids == [keyspace.key(f"sms-group-{messages[0].id}-3")]  # one job, not a fork per message
+    assert queue.job_ids == [sms_group_job_id(messages[0].id, 3)]  # one job, not a fork per message
     mocked_at.post(AT_SMS_URL, json=at_answer(SUCCESS))
     mocked_at.post(AT_SMS_URL, status=502, body="Bad Gateway")  # the second one: proves nothing left
     mocked_at.post(AT_SMS_URL, json=at_answer(SUCCESS))
@@ -596,7 +597,7 @@ def test_messages_committed_together_are_sent_by_one_job_each_claimed_once(
     # The second one got a job of its own (RQ retries it with its intervals), which sent it.
     assert [reload(outbox, m).status for m in messages] == [MessageStatus.SENT] * 3
     assert len(mocked_at.calls) == 4
-    assert queue.fetch_job(keyspace.key(f"sms-{messages[1].id}")) is not None
+    assert queue.fetch_job(sms_job_id(messages[1].id)) is not None
     assert sms_jobs.send_messages([m.id for m in messages]) == {"Sent": 3}  # nothing is sent twice
     assert len(mocked_at.calls) == 4
 
@@ -608,15 +609,13 @@ def test_a_group_job_hands_its_remaining_messages_on_when_a_drain_waits(
     messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]  # type: ignore[arg-type]
     outbox.commit()
     queue.empty()
-    Queue(RECONCILE_QUEUE, connection=queue.connection).enqueue(
-        "workers.reconcile.drain", job_id=keyspace.key("reconcile-drain-9")
-    )
+    Queue(RECONCILE_QUEUE, connection=queue.connection).enqueue("workers.reconcile.drain", job_id=drain_job_id(9))
     for _ in messages:
         mocked_at.post(AT_SMS_URL, json=at_answer(SUCCESS))
 
     # A drain waits: the job sends one message, then gives the worker back with the rest first in line.
     assert sms_jobs.send_messages([m.id for m in messages]) == {"Sent": 1, "handed on": 2}
-    assert queue.job_ids == [keyspace.key(f"sms-group-{messages[1].id}-2")]
+    assert queue.job_ids == [sms_group_job_id(messages[1].id, 2)]
     run_burst(queue)  # the drain still waits: one message per job, each claimed and sent once
 
     assert [reload(outbox, m).status for m in messages] == [MessageStatus.SENT] * 3
@@ -632,7 +631,7 @@ def test_rq_retries_later_then_gives_up(
 
     run_burst(queue)
 
-    job_id = keyspace.key(f"sms-{message.id}")
+    job_id = sms_job_id(message.id)
     assert job_id in ScheduledJobRegistry(queue=queue).get_job_ids()  # RQ retries it later
     assert reload(outbox, message).status is MessageStatus.QUEUED
 
@@ -647,7 +646,7 @@ def test_real_worker_process_sends_to_the_console_outbox(
     outbox: Session, queue: Queue, run_worker: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     message = queue_one(outbox, template="payment_reference", language="fr")
-    assert queue.job_ids == [keyspace.key(f"sms-{message.id}")]
+    assert queue.job_ids == [sms_job_id(message.id)]
 
     result = run_worker()
 
@@ -666,7 +665,7 @@ def test_cli_queues_an_sms_for_the_worker(app: Flask, session: Session, queue: Q
     message = session.scalars(select(Message)).one()
     assert result.output.startswith(f"queued SMS {message.id} (wo, GSM-7, 1 segment(s))")
     assert message.body.endswith("Walla jaar ci *384*123#")
-    assert queue.job_ids == [keyspace.key(f"sms-{message.id}")]
+    assert queue.job_ids == [sms_job_id(message.id)]
 
     missing = app.test_cli_runner().invoke(args=["sms", "send", PHONE, "receipt_due"])
     assert missing.exit_code != 0 and "needs amount, due, household_no" in missing.output

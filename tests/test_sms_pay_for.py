@@ -18,12 +18,10 @@ from models.payment import PaymentRequest
 from models.reconciliation import reconcile_payment
 from models.scheme import Scheme
 from tests import factories
-from tests import test_sms_inbound as inbound
 from tests.payment_helpers import store_report
+from tests.sms_helpers import cmu, job_env, queue, replies, run_jobs, sms
 
-# The fixtures and helpers of the SMS inbound tests.
-cmu, job_env, queue = inbound.cmu, inbound.job_env, inbound.queue
-replies, run_jobs, sms = inbound.replies, inbound.run_jobs, inbound.sms
+__all__ = ["cmu", "job_env", "queue"]  # the fixtures
 SHARED = "+221765554433"
 STRANGER = "+221709998877"
 TREASURER = "+221775550000"

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-import keyspace
 from menus import member, render
 from menus.conversation import Hop, answer_hop, effect_key, new_input, split_inputs
 from menus.engine import AUTO, CHOICE, Effect, Option, Reply, Screen, State, Transition, Tree, new_state, step
@@ -32,7 +31,8 @@ from menus.render import (
     render_layout,
     screen_length,
 )
-from menus.session_store import USSD_SESSION_KEY, SessionStore, StoredSession, session_key
+from menus.session_store import SessionStore, StoredSession
+from redis_keys import ussd_session_key
 from tests.conftest import ROOT
 
 PHONE = "+221771234567"
@@ -779,7 +779,7 @@ def test_unsaved_hops_replay_to_the_same_replies_and_a_long_replay_is_saved(
     data = full_data(size=8)
     texts = ["", "1", "1*0", "1*0*3", "1*0*3*0", "1*0*3*0*1", "1*0*3*0*1*0"]
     replies = [answer_hop(hop(text), counting_store, data) for text in texts]
-    key = session_key("ATUid_engine")
+    key = ussd_session_key("ATUid_engine")
     stored = StoredSession.loads(redis_client.get(key))  # type: ignore[arg-type]
     # Saved after the coverage load ("1"), then once three inputs had been replayed over it ("1*0*3*0").
     assert stored.text == "1*0*3*0"
@@ -797,8 +797,7 @@ def test_the_session_has_a_ttl_and_holds_state_language_text_and_reply(
     counting_store: SessionStore, redis_client: Redis
 ) -> None:
     reply = answer_hop(hop("1"), counting_store, full_data())
-    key = keyspace.key(USSD_SESSION_KEY.format("ATUid_engine"))
-    assert session_key("ATUid_engine") == key
+    key = ussd_session_key("ATUid_engine")
     assert 0 < redis_client.ttl(key) <= 300
     raw = redis_client.get(key)
     assert raw is not None

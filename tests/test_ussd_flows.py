@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -17,43 +16,29 @@ from sqlalchemy.orm import Session
 from commands.access import agents_group
 from menus.data import scheme_today
 from menus.render import format_date
-from menus.session_store import session_key
 from models.access import Agent, EligibilityCheck
 from models.agents import create_agent
 from models.base import CheckChannel, HouseholdStatus, Language, RequestStatus
 from models.household import Household
 from models.messaging import Message, UssdSessionRecord
 from models.payment import PaymentRequest
-from models.rate_limit import MEMBER_CHECK_PER_PHONE, rate_limit_key
+from models.rate_limit import MEMBER_CHECK_PER_PHONE
 from models.references import is_valid_reference
+from redis_keys import rate_limit_key, ussd_session_key
 from tests.conftest import CALLBACK_TOKEN
 from tests.factories import make_household, pay, scheme
-from tests.test_ussd_http import post_hop
+from tests.ussd_helpers import PHONE, cmu_household, hops, post_hop
 
-PHONE = "+221771234567"
 SKY_PHONE = "+85512345678"
 AGENT_PHONE = "+221760000001"
 AGENT_PIN = "4821"
 STRANGER = "+221700000000"
 
 
-def hops(client: FlaskClient, phone: str, *inputs: str, session_id: str | None = None) -> list[str]:
-    """Play a session hop by hop and return every reply."""
-    sid = session_id or f"ATUid_{uuid.uuid4().hex[:12]}"
-    return [post_hop(client, sid, phone, "*".join(inputs[:index])) for index in range(len(inputs) + 1)]
-
-
 def count(session: Session, model: type) -> int:
     session.commit()  # end the read transaction: see what the app committed since
     session.expire_all()
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-def cmu_household(session: Session, phone: str = PHONE, language: Language = Language.FR, **kw: object) -> Household:
-    household = make_household(session, scheme(session, "cmu-thies"), phone=phone, **kw)  # type: ignore[arg-type]
-    household.language = language
-    session.commit()
-    return household
 
 
 # ---------------------------------------------------------------- 2 Pay
@@ -291,14 +276,14 @@ def test_date_of_birth_checks_are_rate_limited_per_phone(
     member_no = f"{household.household_no}-01"
     sid = "ATUid_dob"
     first = hops(client, STRANGER, member_no, "01011980", session_id=sid)[-1]
-    redis_client.delete(session_key(sid))
+    redis_client.delete(ussd_session_key(sid))
     assert hops(client, STRANGER, member_no, "01011980", session_id=sid)[-1] == first  # replayed: not counted
-    assert redis_client.zcard(rate_limit_key(MEMBER_CHECK_PER_PHONE, STRANGER)) == 1
+    assert redis_client.zcard(rate_limit_key(MEMBER_CHECK_PER_PHONE.name, STRANGER)) == 1
     for _ in range(MEMBER_CHECK_PER_PHONE.limit - 1):
         assert hops(client, STRANGER, member_no, "09091999")[-1].startswith("END Aucun membre")
     limited = hops(client, STRANGER, member_no, "01011980")[-1]
     assert limited == "END Trop de vérifications depuis ce numéro. Réessayez dans une heure."
-    assert 0 < redis_client.ttl(rate_limit_key(MEMBER_CHECK_PER_PHONE, STRANGER)) <= 3600
+    assert 0 < redis_client.ttl(rate_limit_key(MEMBER_CHECK_PER_PHONE.name, STRANGER)) <= 3600
     # Another phone has its own allowance.
     assert hops(client, "+221700000002", member_no, "01011980")[-1] == first
 

@@ -26,8 +26,8 @@ from werkzeug.wrappers import Request as WerkzeugRequest
 from commands.ussd import ussd_command
 from handlers import ussd as ussd_handlers
 from menus.data import scheme_today
-from menus.render import apology, fits, format_date
-from menus.session_store import connect, session_key
+from menus.render import apology, format_date
+from menus.session_store import connect
 from models import db as db_module
 from models.access import EffectKey
 from models.base import Language, PaymentStatus
@@ -36,33 +36,15 @@ from models.eligibility import household_eligibility
 from models.household import Household
 from models.messaging import UssdSessionRecord
 from models.payment import Payment, PaymentRequest
+from redis_keys import ussd_session_key
 from tests import backends
 from tests.conftest import CALLBACK_TOKEN, FIXTURES, make_test_app
 from tests.factories import make_household, make_network, pay, scheme
+from tests.ussd_helpers import post_hop
 
 PHONE = "+221771234567"
 SKY_PHONE = "+85512345678"
 Dial = Callable[..., str]
-
-
-def post_hop(client: FlaskClient, session_id: str, phone: str, text: str, token: str = CALLBACK_TOKEN) -> str:
-    """Post one hop as AT does and return the reply, checking the contract's shape."""
-    response = client.post(
-        f"/ussd?token={token}",
-        data={
-            "sessionId": session_id,
-            "serviceCode": "*384*123#",
-            "phoneNumber": phone,
-            "networkCode": "60801",
-            "text": text,
-        },
-    )
-    assert response.status_code == 200
-    assert response.mimetype == "text/plain"
-    body = response.get_data(as_text=True)
-    assert body.startswith(("CON ", "END ")), body
-    assert fits(body), body
-    return body
 
 
 @pytest.fixture
@@ -227,7 +209,7 @@ def test_a_session_survives_a_lost_redis_mid_session(
     post_hop(client, "ATUid_flush3", PHONE, "3")
     clear_redis()
     assert post_hop(client, "ATUid_flush3", PHONE, "3*98") == expected
-    assert redis_client.exists(session_key("ATUid_flush3"))
+    assert redis_client.exists(ussd_session_key("ATUid_flush3"))
 
 
 def test_the_fixture_session_with_a_reset_text(session: Session, client: FlaskClient) -> None:
@@ -492,10 +474,10 @@ def test_events_store_the_session_and_clear_its_state(
     cmu_household(session)
     for text in ("", "1"):
         post_hop(client, "ATUid_ev", PHONE, text)
-    assert redis_client.exists(session_key("ATUid_ev"))
+    assert redis_client.exists(ussd_session_key("ATUid_ev"))
     response = client.post(f"/ussd/events?token={CALLBACK_TOKEN}", data=dict(EVENT, sessionId="ATUid_ev", input="1"))
     assert response.status_code == 200
-    assert not redis_client.exists(session_key("ATUid_ev"))
+    assert not redis_client.exists(ussd_session_key("ATUid_ev"))
     record = session.scalars(select(UssdSessionRecord)).one()
     assert (record.session_id, record.status, record.input) == ("ATUid_ev", "Success", "1")
     assert record.last_screen == "coverage"
@@ -508,7 +490,7 @@ def test_events_record_the_last_screen_of_a_hop_that_was_not_saved(
     cmu_household(session)
     for text in ("", "3"):  # `3` replays one input over the dial's saved state: no write
         post_hop(client, "ATUid_nav", PHONE, text)
-    assert json.loads(redis_client.get(session_key("ATUid_nav")) or "{}")["text"] == ""
+    assert json.loads(redis_client.get(ussd_session_key("ATUid_nav")) or "{}")["text"] == ""
     form = dict(EVENT, sessionId="ATUid_nav", input="3")
     assert client.post(f"/ussd/events?token={CALLBACK_TOKEN}", data=form).status_code == 200
     assert session.scalars(select(UssdSessionRecord)).one().last_screen == "household"

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from models.messaging import Message
 from models.payment import PaymentRequest
-from tests.test_ussd_flows import PHONE, cmu_household, hops
+from tests.ussd_helpers import PHONE, cmu_household, hops
 
 OTHER_PHONE = "+221781112233"
 

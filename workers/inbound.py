@@ -1,4 +1,4 @@
-"""The inbound SMS job: answer one stored command (`sms-in-<message id>`), enqueued after the web commit.
+"""The inbound SMS job: answer one stored command (one job per message), enqueued after the web commit.
 
 The text as sent (with a PIN or a date of birth, masked in the database) travels in a short-lived Redis key
 beside the job, never in the job's arguments (RQ logs and keeps those), and is deleted once answered.
@@ -11,27 +11,19 @@ import logging
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 
-import keyspace
 from models.base import utcnow
 from models.payment_sources import operator_patterns
 from models.sms_inbound import CommandContext, answer_inbound
+from redis_keys import inbound_job_id, inbound_text_key
 from workers import runtime
-from workers.reconcile import request_reconcile
+from workers.reconcile import reconcile_after_commit
 
 log = logging.getLogger(__name__)
 
-# RQ job ids allow only letters, digits, `_` and `-`; the job id and the key are under the prefix (`keyspace.key`).
-INBOUND_JOB_ID = "sms-in-{}"
 INBOUND_FUNC = "workers.inbound.handle_inbound"
-INBOUND_TEXT_KEY = "sms:inbound:text:{}"
 # Long enough for a worker restart; after it a command needing its PIN is answered with its usage.
 INBOUND_TEXT_TTL_SECONDS = 3600
 INBOUND_RETRY_INTERVALS = [10, 60, 300]
-
-
-def inbound_text_key(message_id: int) -> str:
-    """Return the Redis key holding an inbound SMS's text until its job has answered it."""
-    return keyspace.key(INBOUND_TEXT_KEY.format(message_id))
 
 
 def enqueue_inbound(queue: Queue, message_id: int, secret_text: str | None = None) -> bool:
@@ -42,7 +34,7 @@ def enqueue_inbound(queue: Queue, message_id: int, secret_text: str | None = Non
         queue.enqueue(
             INBOUND_FUNC,
             message_id,
-            job_id=keyspace.key(INBOUND_JOB_ID.format(message_id)),
+            job_id=inbound_job_id(message_id),
             unique=True,
             retry=Retry(max=len(INBOUND_RETRY_INTERVALS), interval=INBOUND_RETRY_INTERVALS),
             description=f"answer inbound SMS {message_id}",
@@ -69,8 +61,8 @@ def handle_inbound(message_id: int) -> str:
     )
     with runtime.job_session() as session:
         outcome = answer_inbound(session, message_id, text, context)
-    if outcome.reconcile_payment_id is not None:
-        request_reconcile(redis, [outcome.reconcile_payment_id], settings.RECONCILE_QUEUE)
+        if outcome.reconcile_payment_id is not None:
+            reconcile_after_commit(session, [outcome.reconcile_payment_id], settings)
     redis.delete(key)
     log.info("inbound sms %s: %s → %s", message_id, outcome.kind, outcome.reply)
     return outcome.kind

@@ -11,8 +11,7 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
 
-import keyspace
-from workers.maintenance import CLOCK_HEARTBEAT_KEY
+from redis_keys import clock_heartbeat_key
 
 FAILED_JOBS_SHOWN = 20
 # The clock records a heartbeat every minute; older than this and the page says it is late.
@@ -108,7 +107,7 @@ def queue_health(connection: Redis, configured: Iterable[str], now: float | None
         (worker.name, str(worker.get_state()), [q.name for q in worker.queues])
         for worker in Worker.all(connection=connection)
     ]
-    raw = connection.get(keyspace.key(CLOCK_HEARTBEAT_KEY))
+    raw = connection.get(clock_heartbeat_key())
     now = time.time() if now is None else now
     age = max(0.0, now - float(raw)) if raw is not None else None
     return QueueHealth(counts, failed, workers, age)

@@ -24,26 +24,25 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from rq import Queue, Retry, Worker
 from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus, get_current_job
+from sqlalchemy.orm import Session
 
-import keyspace
+from config import Settings
 from models.base import utcnow
+from models.db import enqueue_after_commit
 from models.reconciliation import reconcile_batch, waiting_payments_query
+from redis_keys import drain_job_id, reconcile_generation_key, reconcile_taken_key, reconcile_waiting_key
 from workers import runtime
+from workers.connections import get_redis
 
 log = logging.getLogger(__name__)
 
-# Redis keys and the drain's job id, each under the process's prefix (`keyspace.key`). RQ ≥ 2.x accepts only
-# letters, digits, "_" and "-" in job ids, so not "reconcile:drain:{n}".
-WAITING_KEY = "mutuelle:reconcile:waiting"
-TAKEN_KEY = "mutuelle:reconcile:taken:{}"
-GENERATION_KEY = "mutuelle:reconcile:generation"
-DRAIN_JOB_ID = "reconcile-drain-{}"
 DRAIN_FUNC = "workers.reconcile.drain"
 # Move up to ARGV[1] ids from the waiting set to a drain's own set, atomically; return them.
 _TAKE = """
@@ -67,10 +66,10 @@ def request_reconcile(connection: Redis, payment_ids: Iterable[int], queue_name:
     """
     ids = sorted(set(payment_ids))
     if ids:
-        connection.sadd(keyspace.key(WAITING_KEY), *ids)
+        connection.sadd(reconcile_waiting_key(), *ids)
     queue = Queue(queue_name, connection=connection)
     for _attempt in range(2):
-        job_id = keyspace.key(DRAIN_JOB_ID.format(int(connection.get(keyspace.key(GENERATION_KEY)) or 0)))
+        job_id = drain_job_id(int(connection.get(reconcile_generation_key()) or 0))
         try:
             queue.enqueue(
                 DRAIN_FUNC,
@@ -100,6 +99,28 @@ def request_reconcile(connection: Redis, payment_ids: Iterable[int], queue_name:
     return False
 
 
+@dataclass(frozen=True)
+class _Request:
+    """A drain request for payments on one Redis and queue (equal requests of a transaction are joined)."""
+
+    redis_url: str
+    queue_name: str
+
+    def __call__(self, payment_ids: list[int]) -> None:
+        request_reconcile(get_redis(self.redis_url), payment_ids, self.queue_name)
+
+
+def reconcile_after_commit(session: Session, payment_ids: Iterable[int], settings: Settings) -> None:
+    """Ask for the reconciliation of payments once the session's transaction has committed.
+
+    Every route that stores or changes a payment calls this before its commit. Redis away: logged; the
+    payments stay short of a final state and the sweeper asks for them within minutes.
+    """
+    ids = list(payment_ids)
+    if ids:
+        enqueue_after_commit(session, _Request(settings.REDIS_URL, settings.RECONCILE_QUEUE), ids)
+
+
 def job_worker_alive(job: Job, now: datetime | None = None) -> bool:
     """Return whether the worker that started a job is still working on it (its heartbeat is recent).
 
@@ -119,10 +140,10 @@ def drain() -> dict[str, int]:
     """Reconcile every payment waiting in the set, a batch at a time, until none is left (the RQ job)."""
     connection = runtime.redis()
     batch_size = runtime.settings().RECONCILE_BATCH_SIZE
-    waiting = keyspace.key(WAITING_KEY)
-    connection.incr(keyspace.key(GENERATION_KEY))  # from now on a request enqueues the next drain, not this one
+    waiting = reconcile_waiting_key()
+    connection.incr(reconcile_generation_key())  # from now on a request enqueues the next drain, not this one
     job = get_current_job()
-    taken = keyspace.key(TAKEN_KEY.format(job.id if job is not None else "inline"))
+    taken = reconcile_taken_key(job.id if job is not None else "inline")
     if connection.exists(taken):  # a run of this job died with payments in hand: they wait again
         connection.sunionstore(waiting, [waiting, taken])
         connection.delete(taken)

@@ -10,12 +10,13 @@ from redis import Redis
 from rq import Queue
 from sqlalchemy.orm import Session
 
-import keyspace
+import redis_keys
 from config import Settings
 from logs import configure_logging
 from models.db import session_scope
 from models.outbox import attach_dispatch
 from workers.connections import get_queue, get_redis
+from workers.sms_queue import rq_dispatch
 
 
 @functools.cache
@@ -23,7 +24,7 @@ def settings() -> Settings:
     """Return the settings of this worker process (read once from the environment)."""
     current = Settings.from_env()
     configure_logging(current.LOG_LEVEL, current.secrets())
-    keyspace.use_prefix(current.REDIS_KEY_PREFIX)
+    redis_keys.use_prefix(current.REDIS_KEY_PREFIX)
     return current
 
 
@@ -33,8 +34,6 @@ def job_session() -> Iterator[Session]:
 
     SMS queued with `send_sms` in it are enqueued once it commits.
     """
-    from workers.sms import rq_dispatch  # workers.sms uses this module: import at call time
-
     with session_scope(settings().DATABASE_URL) as session:
         attach_dispatch(session, rq_dispatch(settings().REDIS_URL, settings().RQ_QUEUE))
         yield session

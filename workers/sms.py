@@ -19,24 +19,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from redis.exceptions import RedisError
-from rq import Queue, Retry, get_current_job
-from rq.exceptions import DuplicateJobError
+from rq import Queue, get_current_job
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-import keyspace
 from logs import mask_phone
 from models.base import MessageDirection, MessageStatus, utcnow
 from models.household import Household
 from models.messaging import Message
-from models.outbox import Dispatch
 from workers import runtime
-from workers.connections import get_queue
 from workers.queue_health import queue_depth
+from workers.sms_queue import enqueue_messages, enqueue_new_messages
 from workers.sms_transport import (
     SendResult,
     SmsTransport,
@@ -47,66 +44,10 @@ from workers.sms_transport import (
 
 log = logging.getLogger(__name__)
 
-# RQ job ids (under the process's prefix, `keyspace.key`) allow only letters, digits, `_` and `-` (rq 2.x refuses
-# "sms:1").
-SMS_JOB_ID = "sms-{}"
-SMS_GROUP_JOB_ID = "sms-group-{}-{}"
-# In-job retries of errors that prove nothing was sent, then RQ's (the worker runs --with-scheduler).
+# In-job retries of errors that prove nothing was sent, then RQ's (`workers.sms_queue.RQ_RETRY_INTERVALS`).
 IN_JOB_BACKOFF_SECONDS: tuple[float, ...] = (0.5, 2.0)
-RQ_RETRY_INTERVALS = [30, 120, 600, 1800]
 # A message still QUEUED this long after it was written lost its job (Redis down at commit time…).
 STUCK_AFTER = timedelta(minutes=10)
-
-
-def enqueue_messages(queue: Queue, message_ids: Iterable[int]) -> list[str]:
-    """Enqueue one send job per message id (an existing job with the same id is left alone)."""
-    job_ids = []
-    for message_id in message_ids:
-        job_id = keyspace.key(SMS_JOB_ID.format(message_id))
-        try:
-            queue.enqueue(
-                send_message,
-                message_id,
-                job_id=job_id,
-                unique=True,
-                retry=Retry(max=len(RQ_RETRY_INTERVALS), interval=RQ_RETRY_INTERVALS),
-                description=f"send SMS {message_id}",
-            )
-        except DuplicateJobError:
-            log.info("job %s already exists; not enqueued again", job_id)
-            continue
-        job_ids.append(job_id)
-    return job_ids
-
-
-def enqueue_new_messages(queue: Queue, message_ids: Sequence[int], at_front: bool = False) -> list[str]:
-    """Enqueue one job that sends the messages a transaction has just committed (or the rest of a group's).
-
-    Their ids are new, so no job can have them yet; the job id names the first id and the count.
-    """
-    ids = sorted(message_ids)
-    if not ids:
-        return []
-    job_id = keyspace.key(SMS_JOB_ID.format(ids[0]) if len(ids) == 1 else SMS_GROUP_JOB_ID.format(ids[0], len(ids)))
-    func = send_message if len(ids) == 1 else send_messages
-    args = (ids[0],) if len(ids) == 1 else (ids,)
-    job = queue.enqueue(
-        func,
-        *args,
-        job_id=job_id,
-        retry=Retry(max=len(RQ_RETRY_INTERVALS), interval=RQ_RETRY_INTERVALS),
-        at_front=at_front,
-    )
-    return [job.id]
-
-
-def rq_dispatch(redis_url: str, queue_name: str) -> Dispatch:
-    """Return the outbox dispatch that enqueues the send jobs of newly committed messages on the named queue."""
-
-    def dispatch(message_ids: list[int]) -> None:
-        enqueue_new_messages(get_queue(redis_url, queue_name), message_ids)
-
-    return dispatch
 
 
 def send_message(message_id: int) -> str:

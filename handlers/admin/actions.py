@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
-from redis.exceptions import RedisError
 
-from extensions import db, settings
+from extensions import db
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_date
@@ -20,23 +19,10 @@ from models.dossiers import household_dossier, payment_dossier
 from models.matching import suspense_candidates
 from models.payment_actions import MATCHABLE, UNDOABLE, UNMATCHABLE, manual_match, undo_payment, unmatch_payment
 from models.suspensions import household_events, suspend_household, unsuspend_household
-from workers.connections import get_redis
-from workers.reconcile import request_reconcile
 
 log = logging.getLogger(__name__)
 
 MAX_REASON = 1000
-
-
-def enqueue_reconciles(payment_ids: Iterable[int]) -> None:
-    """Ask for the reconciliation of committed payments; a Redis failure is logged (the sweeper catches up)."""
-    ids = list(payment_ids)
-    if not ids:
-        return
-    try:
-        request_reconcile(get_redis(settings().REDIS_URL), ids, settings().RECONCILE_QUEUE)
-    except RedisError as exc:
-        log.warning("admin: %d payment(s) not enqueued (%s): the sweeper will", len(ids), type(exc).__name__)
 
 
 def reason_field() -> str:

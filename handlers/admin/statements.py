@@ -12,13 +12,14 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from extensions import db, settings
 from handlers.admin import bp
-from handlers.admin.actions import enqueue_reconciles
 from handlers.admin.auth import role_required
 from handlers.admin.params import page_args
 from models.base import StaffRole
+from models.bulk import analyze
 from models.statement import BreakKind, StatementImport
 from models.statement_import import (
     DEFAULT_FORMATS_FILE,
+    MODELS_WRITTEN,
     FormatFileError,
     StatementError,
     StatementFormat,
@@ -26,6 +27,7 @@ from models.statement_import import (
     load_formats,
     statement_report,
 )
+from workers.reconcile import reconcile_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,10 @@ def upload_statement() -> ResponseReturnValue:
     except (StatementError, FormatFileError) as exc:
         session.rollback()
         return _upload_page(f"{upload.filename}: nothing imported. {exc}", 400)
+    reconcile_after_commit(session, result.needs_reconcile, settings())
     session.commit()
-    enqueue_reconciles(result.needs_reconcile)
+    if not result.already_imported:
+        analyze(session, MODELS_WRITTEN)
     import_id = result.report.import_id
     log.info("admin: statement %s imported by %s (%s)", import_id, current_user.username, provider)
     return redirect(url_for("admin.statement", import_id=import_id, again="1" if result.already_imported else None))
