@@ -7,8 +7,9 @@ otherwise: `create_app` and the workers' settings set it once per process (`use_
 built. Two deployments, or a test run beside someone's data, can then share one Redis database, each with its
 own prefix and its own queue names (`RQ_QUEUE`, `RECONCILE_QUEUE`): RQ's per-queue and per-job keys
 (`rq:queue:<name>`, `rq:wip:<name>`, `rq:job:<id>`, `rq:results:<id>`…) carry the prefix inside them, RQ's
-shared sets `rq:queues` and `rq:workers` only gain members of ours, and `rq cron` registers under its own name
-(`rq:cron_scheduler:<name>`, a member of `rq:cron_schedulers`). docs/testing.md lists every key a test run writes.
+shared sets `rq:queues` and `rq:workers` only gain members of ours. `rq cron` (the clock) keeps its registry
+without a prefix: `rq:cron_scheduler:<name>`, `rq:cron_schedulers`, `rq:cron_jobs` and `rq:cron_job:<function>:jobs`
+(the tests never run it). docs/testing.md lists every key a test run writes.
 
 Rows in the database have keys of their own (receipt and reminder dedupe keys, allocation references, USSD effect
 keys): they are stored for good and compared with later ones, so they are not Redis keys and do not live here.
