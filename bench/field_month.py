@@ -437,7 +437,9 @@ def main() -> int:
     parser.add_argument("--payments", type=int, default=1000)
     parser.add_argument("--slips", type=int, default=100)
     parser.add_argument("--seed", type=int, default=18)
-    parser.add_argument("--url", help="an empty database (default: a temporary SQLite file)")
+    parser.add_argument(
+        "--database-url", "--url", dest="url", help="an empty database (default: a temporary SQLite file)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite:///{tmp}/field_month.db"

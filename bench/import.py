@@ -1,6 +1,9 @@
 """Benchmark `members import`: N households of 4 members into a fresh PostgreSQL database.
 
     .venv/bin/python bench/import.py [--households 100000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+                                     [--database-url postgresql://…/an_empty_database]
+
+It creates its own database (dropped at the end) unless given `--database-url`.
 
 Prints rows/s, elapsed seconds and the process's peak RSS, for the first import and a re-import.
 """
@@ -24,12 +27,12 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 import models  # noqa: E402
-from bench.common import fresh_database  # noqa: E402
+from bench.common import ADMIN_URL, own_database, prepare_schema  # noqa: E402
 from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.member_import import MODELS_WRITTEN, REQUIRED_COLUMNS, ImportReport, import_members  # noqa: E402
 
-DATABASE = "mutuelle_bench_import"
+DATABASE = "mutuelle_bench_import"  # the prefix of its own database's name
 COMMUNES = {"TN": ("Thies Nord", "Reseau Thies Nord"), "PK": ("Pekesse", "Reseau Pekesse"), "MR": ("Mont Rolland", "")}
 FIRST_NAMES = {
     "F": ["Aminata", "Fatou", "Awa", "Mariama", "Khady", "Ndeye"],
@@ -113,19 +116,25 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--households", type=int, default=100_000)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=ADMIN_URL, help="PostgreSQL where its own database is created")
+    parser.add_argument("--database-url", help="use this (empty) database instead of creating one")
     args = parser.parse_args(argv)
+    with own_database(args.admin_url, DATABASE, args.database_url) as (url, _created):
+        prepare_schema(url)
+        run(url, args.households)
 
-    url = fresh_database(args.admin_url, DATABASE)
+
+def run(url: str, households: int) -> None:
+    """Import `households` households twice into the database at `url` and print the figures."""
     with tempfile.TemporaryDirectory(prefix="mutuelle-bench-") as tmp:
         path = Path(tmp) / "members.csv"
         started = time.perf_counter()
-        rows = write_csv(path, args.households)
+        rows = write_csv(path, households)
         print(f"generated {rows:,} rows ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.1f} s")
 
         report, elapsed, analysed = timed_import(url, path)
         print(
-            f"import:   {args.households:,} households, {rows:,} members in {elapsed:.1f} s "
+            f"import:   {households:,} households, {rows:,} members in {elapsed:.1f} s "
             f"= {rows / elapsed:,.0f} rows/s ({report.summary()}); peak RSS {peak_rss_mb():.0f} MiB; "
             f"ANALYZE {analysed:.1f} s"
         )
@@ -139,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         stored = session.scalar(select(func.count()).select_from(models.Member))
         accounts = session.scalar(select(func.count()).select_from(models.Account))
     engine.dispose()
-    print(f"stored: {stored:,} members, {accounts:,} accounts in {DATABASE}")
+    print(f"stored: {stored:,} members, {accounts:,} accounts in {url.rpartition('/')[2]}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ import random
 import resource
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from bench.common import (  # noqa: E402
     FULL_YEAR,
     check,
     chunks,
+    free_port,
     load_households,
     load_schemes,
     loadavg,
@@ -136,13 +136,6 @@ def prepare(url: str, env: dict[str, str], households: int, payments: int, seed:
 
 
 # ------------------------------------------------------------------ processes
-
-
-def free_port() -> int:
-    """Return a TCP port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """Benchmark `payments import-statement`: a Wave Business export of N lines against the payments webhooks brought.
 
     .venv/bin/python bench/statement.py [--lines 50000] [--admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+                                        [--database-url postgresql://…/an_empty_database]
     .venv/bin/python bench/statement.py --sqlite
 
 The system already holds most credits (confirmed, as webhooks bring them); per 100 lines, one payout, one credit no
 notification brought, one provisional payment (a forwarded text) and one with another amount; one duplicate line;
 and one payment per 100 lines that the statement lacks. Prints lines/s for the import and the re-import.
+It creates its own PostgreSQL database (dropped at the end) unless given `--database-url`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 import models  # noqa: E402
-from bench.common import fresh_database  # noqa: E402
+from bench.common import ADMIN_URL, own_database, prepare_schema  # noqa: E402
 from models.base import PaymentStatus  # noqa: E402
 from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
@@ -36,7 +38,7 @@ from models.payment_intake import fields_hash  # noqa: E402
 from models.statement import BreakKind  # noqa: E402
 from models.statement_import import MODELS_WRITTEN, import_statement  # noqa: E402
 
-DATABASE = "mutuelle_bench_statement"
+DATABASE = "mutuelle_bench_statement"  # the prefix of its own database's name
 HEADER = [
     "Transaction ID",
     "Date",
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=50_000)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=ADMIN_URL, help="PostgreSQL where its own database is created")
+    parser.add_argument("--database-url", help="use this (empty) database instead of creating one")
     parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead of PostgreSQL")
     args = parser.parse_args(argv)
     if args.sqlite:
@@ -167,9 +170,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"SQLite, {args.lines:,} lines")
             run(url, args.lines)
     else:
-        url = fresh_database(args.admin_url, DATABASE, with_schemes=False)
-        print(f"PostgreSQL ({DATABASE}), {args.lines:,} lines")
-        run(url, args.lines)
+        with own_database(args.admin_url, DATABASE, args.database_url) as (url, _created):
+            prepare_schema(url, with_schemes=False)
+            print(f"PostgreSQL ({url.rpartition('/')[2]}), {args.lines:,} lines")
+            run(url, args.lines)
 
 
 if __name__ == "__main__":

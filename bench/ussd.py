@@ -1,9 +1,12 @@
 """Benchmark `POST /ussd` against a bare Flask app answering a constant `CON`, under the same gunicorn settings.
 
-    .venv/bin/python bench/ussd.py [--households 100000] [--seconds 10] [--concurrency 16] [--reuse]
+    .venv/bin/python bench/ussd.py [--households 100000] [--seconds 10] [--concurrency 16]
+                                   [--database-url postgresql://…/a_database [--reuse]] [--redis-url redis://…]
 
 Both apps run as gunicorn subprocesses on 127.0.0.1 (sync workers, 2 of them); the real app uses a PostgreSQL
-database of `--households` households of 4 members (bulk-inserted with Core inserts) and the real Redis. The
+database of `--households` households of 4 members (bulk-inserted with Core inserts) and a real Redis: its own
+database (dropped at the end) and its own redis-server on a loopback port (stopped at the end), unless given
+`--database-url` (kept; with `--reuse`, used as it is when it holds the households) and `--redis-url`. The
 load generator (asyncio, raw HTTP/1.1, one connection per request as gunicorn's sync workers close them) plays
 realistic multi-hop sessions of random households: dial, My coverage, back, My household, back, My coverage.
 It prints the maximum req/s of each app, their ratio, p50/p99 at the maximum load, and p99 at half the
@@ -29,21 +32,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 from flask import Flask  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 import models  # noqa: E402
+from bench.common import ADMIN_URL, free_port, own_database, own_redis  # noqa: E402
 from models.base import Language, MemberStatus, Sex  # noqa: E402
 from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.household import Household, Member  # noqa: E402
 from models.scheme_file import load_scheme, parse_scheme_file  # noqa: E402
 
-DATABASE = "mutuelle_bench_ussd"
+DATABASE = "mutuelle_bench_ussd"  # the prefix of its own database's name
 TOKEN = "bench-callback-token-0123456789"
-REDIS_URL = "redis://127.0.0.1:6379/13"
 GUNICORN = (
     "bind = '127.0.0.1:{port}'\nworkers = 2\nworker_class = 'sync'\nthreads = 1\ntimeout = 30\n"
     "accesslog = None\nerrorlog = '-'\nloglevel = 'warning'\n"
@@ -69,24 +71,21 @@ def phone_of(n: int) -> str:
     return f"+22177{n:07d}"
 
 
-def prepare_database(admin_url: str, households: int, reuse: bool) -> str:
-    """Create (or reuse) the bench database with the schemes and `households` households of 4; return its URL."""
-    url = f"{admin_url.rpartition('/')[0]}/{DATABASE}"
-    if reuse:
-        try:
-            engine = make_engine(url)
-            with Session(engine) as session:
-                if session.scalar(select(func.count()).select_from(Household)) == households:
-                    engine.dispose()
-                    return url
-            engine.dispose()
-        except Exception:  # noqa: BLE001 - no database yet: build it
-            pass
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+def prepare_database(url: str, households: int, reuse: bool) -> None:
+    """Load the schemes and `households` households of 4 into the empty database (or, with `reuse`, keep them)."""
     engine = make_engine(url)
     models.Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        held = session.scalar(select(func.count()).select_from(Household)) or 0
+    if held and reuse and held == households:
+        print(f"database: reusing its {held:,} households")
+        engine.dispose()
+        return
+    if held:
+        engine.dispose()
+        raise SystemExit(
+            f"the database holds {held:,} households: give an empty one (or --reuse one of {households:,})"
+        )
     started = time.perf_counter()
     with Session(engine) as session:
         scheme = load_scheme(session, parse_scheme_file(ROOT / "schemes" / "cmu-thies.toml"))
@@ -129,7 +128,6 @@ def prepare_database(admin_url: str, households: int, reuse: bool) -> str:
         analyze(session, (Household, Member))  # as `members import` does: the planner knows the rows
     print(f"database: {households:,} households, {households * 4:,} members in {time.perf_counter() - started:.1f} s")
     engine.dispose()
-    return url
 
 
 def start_server(target: str, port: int, env: dict[str, str], conf: Path) -> subprocess.Popen[bytes]:
@@ -238,16 +236,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--households", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--reuse", action="store_true", help="keep the bench database if it has the households")
+    parser.add_argument("--admin-url", default=ADMIN_URL, help="PostgreSQL where its own database is created")
+    parser.add_argument("--database-url", help="use this database (empty, or see --reuse) instead of creating one")
+    parser.add_argument("--reuse", action="store_true", help="use --database-url as is if it has the households")
+    parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
     args = parser.parse_args(argv)
+    if args.reuse and not args.database_url:
+        parser.error("--reuse needs --database-url (the benchmark's own database is dropped at the end)")
+    with (
+        own_database(args.admin_url, DATABASE, args.database_url) as (url, _created),
+        own_redis(args.redis_url, tcp=True) as redis_url,
+    ):
+        prepare_database(url, args.households, args.reuse)
+        run(args, url, redis_url)
 
-    url = prepare_database(args.admin_url, args.households, args.reuse)
+
+def run(args: argparse.Namespace, url: str, redis_url: str) -> None:
+    """Serve both apps in turn and print their figures."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.update(DATABASE_URL=url, REDIS_URL=REDIS_URL, CALLBACK_TOKEN=TOKEN, LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+    env.update(DATABASE_URL=url, REDIS_URL=redis_url, CALLBACK_TOKEN=TOKEN, LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="mutuelle-bench-") as tmp:
-        for name, target, port in (("bare", "bench.ussd:bare_app()", 18081), ("app", "app:create_app()", 18082)):
+        for name, target, port in (
+            ("bare", "bench.ussd:bare_app()", free_port()),
+            ("app", "app:create_app()", free_port()),
+        ):
             conf = Path(tmp) / f"{name}.conf.py"
             conf.write_text(GUNICORN.format(port=port))
             server = start_server(target, port, env, conf)

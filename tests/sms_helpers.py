@@ -16,6 +16,7 @@ from models.base import MessageDirection
 from models.messaging import Message
 from models.scheme import Scheme
 from tests import factories
+from tests.backends import RQ_QUEUE
 from tests.conftest import CALLBACK_TOKEN
 from workers import runtime
 
@@ -41,7 +42,7 @@ def job_env(monkeypatch: pytest.MonkeyPatch, db_url: str, redis_url: str) -> Ite
 def queue(redis_url: str) -> Iterator[Queue]:
     """Yield the default RQ queue on the test's Redis."""
     connection = Redis.from_url(redis_url)
-    yield Queue("default", connection=connection)
+    yield Queue(RQ_QUEUE, connection=connection)
     connection.close()
 
 

@@ -38,6 +38,7 @@ from models.staff import authenticate_staff, create_staff_user
 from models.tokens import issue_token
 from redis_keys import clock_heartbeat_key
 from tests.admin_helpers import PASSWORDS, admin_app, csrf_token, db_session, login, seeded_url, signed_in, text_of
+from tests.backends import KEY_PREFIX, RQ_QUEUE
 from tests.conftest import make_test_app
 
 __all__ = ["admin_app", "db_session", "seeded_url"]  # the shared seeded database fixtures
@@ -373,13 +374,13 @@ def test_checks_log_lists_facility_checks(admin_app: Flask, db_session: Session)
 def test_queue_health_shows_failed_jobs_and_the_clock_heartbeat(admin_app: Flask, redis_client: Redis) -> None:
     client = signed_in(admin_app)
     assert "never" in text_of(client.get("/admin/queues"))
-    queue = Queue("default", connection=redis_client)
-    queue.enqueue("workers.no_such_module.no_such_function", job_id="admin-test-failing")
+    queue = Queue(RQ_QUEUE, connection=redis_client)
+    queue.enqueue("workers.no_such_module.no_such_function", job_id=f"{KEY_PREFIX}-admin-test-failing")
     SimpleWorker([queue], connection=redis_client).work(burst=True)
     redis_client.set(clock_heartbeat_key(), (datetime.now() - timedelta(seconds=30)).timestamp())
     body = text_of(client.get("/admin/queues"))
     assert "admin-test-failing" in body and "no_such_module" in body
-    assert re.search(r"default 0 0 1 0 0", body)
+    assert re.search(rf"{RQ_QUEUE} 0 0 1 0 0", body)
     assert "0 min ago clock heartbeat" in body and "is the clock running" not in body
 
 

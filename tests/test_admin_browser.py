@@ -26,6 +26,7 @@ from models.db import dispose_engines, get_engine, make_engine
 from models.household import Household
 from models.payment import Payment
 from models.staff import create_staff_user
+from tests import backends
 from tests.conftest import CALLBACK_TOKEN, FIXTURES, ROOT, make_test_app
 
 pytestmark = pytest.mark.browser
@@ -84,21 +85,14 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, redis_server: str, redis_db_number: int) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, redis_space: backends.RedisSpace) -> Iterator[Server]:
     """Yield a running server on a demo-seeded SQLite database with an operator account."""
-    from redis import Redis
-
     url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'demo.db'}"
     engine = make_engine(url)
     models.Base.metadata.create_all(engine)
     engine.dispose()
-    redis_url = (
-        f"{redis_server}?db={redis_db_number}"
-        if redis_server.startswith("unix://")
-        else f"{redis_server}/{redis_db_number}"
-    )
-    Redis.from_url(redis_url).flushdb()
-    running = Server(url, redis_url)
+    redis_space.clear()
+    running = Server(url, redis_space.url)
     result = running.app.test_cli_runner().invoke(args=["demo", "seed"])
     assert result.exit_code == 0, result.output
     with Session(get_engine(url)) as session:
@@ -107,7 +101,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_server: str, redis_db
     running.thread.start()
     yield running
     running.http.shutdown()
-    Redis.from_url(redis_url).flushdb()
+    redis_space.clear()
     dispose_engines()
 
 

@@ -17,6 +17,7 @@ from models.money import Allocation
 from models.payment import PaymentRequest
 from models.references import create_payment_request
 from tests import factories
+from tests.backends import RQ_QUEUE
 from tests.factories import make_household
 from workers.clock_jobs import book_subsidies_due, local_date
 
@@ -64,7 +65,7 @@ def test_the_clock_jobs_through_a_real_worker(session: Session, run_worker: Call
     )
     fresh = create_payment_request(session, scheme=cmu, household=payer, amount=3_500, channel="ussd", now=utcnow())
     session.commit()
-    queue = Queue("default", connection=Redis.from_url(redis_url))
+    queue = Queue(RQ_QUEUE, connection=Redis.from_url(redis_url))
     for _run in range(2):  # two clocks firing at once
         queue.enqueue("workers.clock_jobs.expire_requests")
         queue.enqueue("workers.clock_jobs.book_subsidies")

@@ -11,10 +11,12 @@ from sqlalchemy.orm import Session
 
 from models.access import Agent, CollectionDevice
 from models.base import EligibilityStatus, MemberStatus, today_utc, utcnow
+from models.demo import DEMO_HOUSEHOLD, DEMO_PHONE
 from models.eligibility import member_eligibility
 from models.household import Household, Member, Network
 from models.tokens import issue_token
-from tests.conftest import make_test_app
+from tests.backends import RQ_QUEUE
+from tests.conftest import ROOT, make_test_app
 
 EXPECTED = {
     "cmu active-yearly": "ACTIVE",
@@ -67,9 +69,30 @@ def test_demo_seed_covers_every_status_and_prints_what_to_try(app: Flask, sessio
         assert member is not None
         assert member_eligibility(session, member, today).status.value == expected, label
 
-    # Seeding again with --if-empty leaves the data alone.
-    assert "not seeding" in seed(app)
+    # The unknown-phone check needs a date of birth: each example shows its member's, as typed (DDMMYYYY).
+    for member_no, born in re.findall(r"member (\S+)\s+born (\d{8})", output):
+        member = session.scalar(select(Member).where(Member.member_no == member_no))
+        assert member is not None and f"{member.date_of_birth:%d%m%Y}" == born, member_no
+    assert len(re.findall(r"born \d{8}", output)) == len(EXPECTED)
+
+    # Seeding again with --if-empty leaves the data alone, and prints the same things to try (every `make run`).
+    again = seed(app)
+    assert "not seeding" in again
     assert session.scalar(select(func.count()).select_from(Household)) == households
+    assert again.split("Database:", 1)[1] == output.split("Database:", 1)[1]
+    assert app.test_cli_runner().invoke(args=["demo", "show"]).output == "Database:" + output.split("Database:", 1)[1]
+
+
+def test_the_terminal_phone_dials_as_an_active_demo_household(app: Flask, session: Session) -> None:
+    seed(app)
+    head = session.scalar(select(Member).where(Member.phone == DEMO_PHONE))
+    assert head is not None and head.household.household_no == DEMO_HOUSEHOLD
+    assert member_eligibility(session, head, today_utc()).status is EligibilityStatus.ACTIVE
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert f"PHONE ?= {DEMO_PHONE}\n" in makefile  # `make phone`'s default caller
+    dialled = app.test_cli_runner().invoke(args=["ussd", "--phone", DEMO_PHONE], input="1\n")
+    assert dialled.exit_code == 0, dialled.output
+    assert DEMO_HOUSEHOLD in dialled.output and "CON " in dialled.output
 
 
 def test_members_show_and_api_agree_with_the_rules_for_every_demo_member(
@@ -130,4 +153,4 @@ def test_demo_receipts_are_marked_delivered_not_queued(app: Flask, session: Sess
     seed(app)
     statuses = set(session.scalars(select(Message.status)).all())
     assert statuses == {MessageStatus.SUCCESS}
-    assert redis_client.llen("rq:queue:default") == 0
+    assert redis_client.llen(f"rq:queue:{RQ_QUEUE}") == 0

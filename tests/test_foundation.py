@@ -36,6 +36,12 @@ def test_malformed_environment_value_is_named() -> None:
         Settings.from_env({"USSD_SESSION_TTL": "five minutes"})
 
 
+def test_the_redis_key_prefix_must_fit_in_an_rq_job_id() -> None:
+    assert Settings.from_env({"REDIS_KEY_PREFIX": "site-2_"}).REDIS_KEY_PREFIX == "site-2_"
+    with pytest.raises(ConfigError, match="REDIS_KEY_PREFIX"):
+        Settings.from_env({"REDIS_KEY_PREFIX": "site:2"})
+
+
 def test_production_refuses_default_secrets() -> None:
     with pytest.raises(ConfigError) as excinfo:
         Settings.from_env({"APP_ENV": "production", "DATABASE_URL": "postgresql://db/x"})
@@ -88,13 +94,13 @@ def test_readyz_503_when_database_is_down(redis_url: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_migrations_match_models(kind: str, tmp_path, request: pytest.FixtureRequest) -> None:
+def test_migrations_match_models(kind: str, tmp_path) -> None:
     """Upgrading an empty database to head gives exactly the models' schema: autogenerate finds nothing."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'migrated.db'}"
     else:
         backends.postgres_or_skip()
-        url = backends.create_postgres_database(f"mutuelle_migrate_{abs(hash(request.node.nodeid)) % 10_000}")
+        url = backends.create_postgres_database(backends.database_name("migrate"))
     try:
         upgrade(url)
         assert pending_differences(url) == []

@@ -19,6 +19,7 @@ from models.household import Household
 from models.payment import PaymentEvidence, ReconciliationEvent
 from models.scheme_file import load_scheme, parse_scheme_file
 from tests import backends
+from tests.backends import RQ_QUEUE
 from tests.conftest import CALLBACK_TOKEN, ROOT, make_test_app
 from tests.payment_helpers import (
     WAVE_SECRET,
@@ -529,7 +530,7 @@ def test_forwarded_text_then_webhook_is_one_confirmed_payment(
     from redis import Redis
     from rq import Queue
 
-    Queue("default", connection=Redis.from_url(redis_url)).empty()
+    Queue(RQ_QUEUE, connection=Redis.from_url(redis_url)).empty()
 
     response = post_wave(client, fixture_payload("wave_merchant_payment_received.json"))
 

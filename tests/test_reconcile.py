@@ -28,6 +28,7 @@ from models.references import create_payment_request
 from models.scheme import Scheme
 from models.tokens import issue_token
 from tests import factories
+from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import make_test_app
 from tests.factories import make_household, make_network
 from tests.payment_helpers import PAID_AT, WAVE_SECRET, add_device, fixture_payload, forward, post_wave, store_report
@@ -483,7 +484,7 @@ def test_sweeper_requeues_payments_stuck_in_received(
     payment = stored(session, reference=household.household_no)  # stored, but its job was lost
     payment.updated_at = utcnow() - timedelta(minutes=10)
     session.commit()
-    Queue("default", connection=Redis.from_url(redis_url)).enqueue("workers.reconcile.sweep_stuck_payments")
+    Queue(RQ_QUEUE, connection=Redis.from_url(redis_url)).enqueue("workers.reconcile.sweep_stuck_payments")
 
     assert run_worker().returncode == 0
 
@@ -527,21 +528,21 @@ def test_reconcile_requests_coalesce_into_one_drain_per_generation(redis_url: st
     from workers.reconcile import request_reconcile
 
     connection = Redis.from_url(redis_url)
-    queue = Queue("reconcile", connection=connection)
-    assert request_reconcile(connection, [7], "reconcile") is True
-    assert request_reconcile(connection, [8, 7], "reconcile") is False  # a drain is waiting: it takes both
+    queue = Queue(RECONCILE_QUEUE, connection=connection)
+    assert request_reconcile(connection, [7], RECONCILE_QUEUE) is True
+    assert request_reconcile(connection, [8, 7], RECONCILE_QUEUE) is False  # a drain is waiting: it takes both
     assert queue.job_ids == [drain_job_id(0)]
     assert sorted(int(i) for i in connection.smembers(reconcile_waiting_key())) == [7, 8]
 
     job = Job.fetch(drain_job_id(0), connection=connection)
     queue.remove(job)
     job.set_status(JobStatus.FAILED)  # an earlier drain failed for good
-    assert request_reconcile(connection, [9], "reconcile") is True
+    assert request_reconcile(connection, [9], RECONCILE_QUEUE) is True
     assert queue.job_ids == [drain_job_id(0)]
     assert Job.fetch(drain_job_id(0), connection=connection).retries_left == 3
 
     connection.incr(reconcile_generation_key())  # a drain started: the next request is for the next drain
-    assert request_reconcile(connection, [10], "reconcile") is True
+    assert request_reconcile(connection, [10], RECONCILE_QUEUE) is True
     assert queue.job_ids == [drain_job_id(0), drain_job_id(1)]
 
 
@@ -555,8 +556,8 @@ def test_a_request_racing_a_drain_that_ends_enqueues_the_next_one(
     from workers.reconcile import request_reconcile
 
     connection = Redis.from_url(redis_url)
-    queue = Queue("reconcile", connection=connection)
-    assert request_reconcile(connection, [7], "reconcile") is True
+    queue = Queue(RECONCILE_QUEUE, connection=connection)
+    assert request_reconcile(connection, [7], RECONCILE_QUEUE) is True
     job = Job.fetch(drain_job_id(0), connection=connection)
     queue.remove(job)
     job.set_status(JobStatus.FINISHED)  # the drain is ending: its worker deletes it at once (result_ttl=0)
@@ -573,7 +574,7 @@ def test_a_request_racing_a_drain_that_ends_enqueues_the_next_one(
     monkeypatch.setattr(Job, "get_status", ended_meanwhile)
 
     # Before, the deletion of the vanished job raised InvalidJobOperation: a 500 to Wave after the commit.
-    assert request_reconcile(connection, [8], "reconcile") is True
+    assert request_reconcile(connection, [8], RECONCILE_QUEUE) is True
     assert queue.job_ids == [drain_job_id(0)]
     assert sorted(int(i) for i in connection.smembers(reconcile_waiting_key())) == [7, 8]
 

@@ -34,6 +34,7 @@ from models.references import create_payment_request, damm_check_digit
 from models.scheme import Scheme
 from redis_keys import drain_job_id, reconcile_generation_key, reconcile_waiting_key
 from tests import factories
+from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import ROOT
 from tests.factories import make_household, make_network
 from tests.ledger_invariants import check_invariants
@@ -64,7 +65,7 @@ def session(pg_url: str) -> Iterator[Session]:
 @pytest.fixture
 def queue(redis_url: str) -> Queue:
     """Return the reconciliation queue on the test's Redis."""
-    return Queue("reconcile", connection=Redis.from_url(redis_url))
+    return Queue(RECONCILE_QUEUE, connection=Redis.from_url(redis_url))
 
 
 def ask(queue: Queue, *payment_ids: int) -> bool:
@@ -262,7 +263,7 @@ def test_a_drain_that_takes_a_full_batch_asks_for_the_next_drain(
     assert ask(queue, *[p.id for p in payments])  # a backlog, all at once: one drain job
     assert queue.job_ids == [drain_job_id(0)]
 
-    done = run_worker("reconcile", extra_env={"RECONCILE_BATCH_SIZE": "2"})
+    done = run_worker(RECONCILE_QUEUE, extra_env={"RECONCILE_BATCH_SIZE": "2"})
 
     assert done.returncode == 0, done.stderr
     # Its first batch was full, so drain-0 asked for drain-1, which a second worker would have taken alongside.
@@ -295,7 +296,7 @@ def test_a_batch_defers_payments_whose_accounts_another_worker_holds_then_waits_
         holder.execute(text("SELECT id FROM accounts WHERE id = ANY(:ids) FOR UPDATE"), {"ids": accounts})
         command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url, *PRODUCTION_WORKER]
         worker = subprocess.Popen(
-            [*command, "reconcile", "default"], cwd=ROOT, env=worker_env, stderr=subprocess.PIPE, text=True
+            [*command, RECONCILE_QUEUE, RQ_QUEUE], cwd=ROOT, env=worker_env, stderr=subprocess.PIPE, text=True
         )
         deadline = time.monotonic() + 60
         while not _waiting_on_a_lock(session):  # the job's second pass, over the two deferred payments, waits
@@ -362,8 +363,8 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
             "--url",
             redis_url,
             *PRODUCTION_WORKER,
-            "reconcile",
-            "default",
+            RECONCILE_QUEUE,
+            RQ_QUEUE,
         ]
         worker = subprocess.Popen(
             command, cwd=ROOT, env=worker_env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -390,7 +391,7 @@ def test_worker_killed_mid_allocation_then_retried_allocates_once(
 
     time.sleep(RECONCILE_RETRY_INTERVALS[0] + 0.5)
     command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--with-scheduler", "--url", redis_url]
-    command += [*PRODUCTION_WORKER, "reconcile", "default"]
+    command += [*PRODUCTION_WORKER, RECONCILE_QUEUE, RQ_QUEUE]
     done = subprocess.run(command, cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=120, check=False)
 
     assert done.returncode == 0, done.stderr

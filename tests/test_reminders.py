@@ -23,6 +23,7 @@ from models.reminders import send_due_reminders
 from models.scheme import Scheme
 from redis_keys import sms_job_id
 from tests import factories
+from tests.backends import RQ_QUEUE
 from tests.sms_helpers import run_jobs, sms
 from workers import runtime
 from workers.sms_queue import rq_dispatch
@@ -35,7 +36,7 @@ USSD = "*384*123#"
 def queue(redis_url: str) -> Iterator[Queue]:
     """Yield the default RQ queue on the test's Redis."""
     connection = Redis.from_url(redis_url)
-    yield Queue("default", connection=connection)
+    yield Queue(RQ_QUEUE, connection=connection)
     connection.close()
 
 
@@ -52,7 +53,7 @@ def job_env(monkeypatch: pytest.MonkeyPatch, db_url: str, redis_url: str) -> Ite
 @pytest.fixture
 def outbox(session: Session, redis_url: str) -> Session:
     """Return the test session wired like a job's: queued SMS are enqueued after commit."""
-    attach_dispatch(session, rq_dispatch(redis_url, "default"))
+    attach_dispatch(session, rq_dispatch(redis_url, RQ_QUEUE))
     return session
 
 

@@ -32,6 +32,7 @@ from models.payment import Payment
 from models.staff import create_staff_user
 from models.tokens import issue_token
 from redis_keys import reconcile_waiting_key, ussd_session_key
+from tests.backends import RECONCILE_QUEUE
 from tests.conftest import CALLBACK_TOKEN, DARAJA_TOKEN, make_test_app
 from tests.payment_helpers import (
     DEVICE_KEYS,
@@ -582,7 +583,7 @@ def test_the_sweeper_asks_again_for_a_payment_whose_drain_lost_its_worker(
     assert post_json(client, "/payments/sandbox", payload).status_code == 200
     [payment] = payments(session)
     redis = Redis.from_url(redis_url)
-    queue = Queue("reconcile", connection=redis)
+    queue = Queue(RECONCILE_QUEUE, connection=redis)
     [job_id] = queue.job_ids
     job = Job.fetch(job_id, connection=redis)
     # What a SIGKILLed worker leaves: the drain still reads "started", its worker is gone, and the payment it

@@ -35,6 +35,7 @@ from models.references import LANGUAGE_FALLBACKS
 from models.scheme_file import load_scheme, parse_scheme_file
 from models.sms_text import GSM7, UCS2, is_gsm7, measure, segments
 from redis_keys import drain_job_id, sms_group_job_id, sms_job_id
+from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import FIXTURES, ROOT
 from workers import runtime
 from workers import sms as sms_jobs
@@ -90,14 +91,14 @@ BLACKLIST = FIXTURE_ANSWER["SMSMessageData"]["Recipients"][1]
 def queue(redis_url: str) -> Iterator[Queue]:
     """Yield the default RQ queue on the test's Redis."""
     connection = Redis.from_url(redis_url)
-    yield Queue("default", connection=connection)
+    yield Queue(RQ_QUEUE, connection=connection)
     connection.close()
 
 
 @pytest.fixture
 def outbox(session: Session, redis_url: str, queue: Queue) -> Session:
     """Return the test session wired like the app's: queued SMS are enqueued after commit."""
-    attach_dispatch(session, rq_dispatch(redis_url, "default"))
+    attach_dispatch(session, rq_dispatch(redis_url, RQ_QUEUE))
     return session
 
 
@@ -375,7 +376,7 @@ def test_a_session_without_dispatch_refuses_to_queue(session: Session) -> None:
 
 
 def test_redis_down_at_commit_keeps_the_message_for_the_sweeper(session: Session, queue: Queue) -> None:
-    attach_dispatch(session, rq_dispatch("redis://127.0.0.1:1/0", "default"))
+    attach_dispatch(session, rq_dispatch("redis://127.0.0.1:1/0", RQ_QUEUE))
     message = queue_one(session)  # the commit succeeds; the enqueue failure is logged
     assert reload(session, message).status is MessageStatus.QUEUED
     assert requeue_stuck(session, queue, older_than=timedelta(0)) == [sms_job_id(message.id)]
@@ -608,7 +609,7 @@ def test_a_group_job_hands_its_remaining_messages_on_when_a_drain_waits(
     messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]  # type: ignore[arg-type]
     outbox.commit()
     queue.empty()
-    Queue("reconcile", connection=queue.connection).enqueue("workers.reconcile.drain", job_id=drain_job_id(9))
+    Queue(RECONCILE_QUEUE, connection=queue.connection).enqueue("workers.reconcile.drain", job_id=drain_job_id(9))
     for _ in messages:
         mocked_at.post(AT_SMS_URL, json=at_answer(SUCCESS))
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -818,13 +819,13 @@ def test_a_duplicate_hop_gets_the_cached_reply_and_no_effect_again(counting_stor
 
 
 def test_a_lost_session_is_replayed_from_text_without_repeating_effects(
-    counting_store: SessionStore, redis_client: Redis
+    counting_store: SessionStore, clear_redis: Callable[[], None]
 ) -> None:
     data = full_data(languages=("fr", "en"))
     for text in ("", "5", "5*2"):
         answer_hop(hop(text), counting_store, data)
     uninterrupted = answer_hop(hop("5*2*1"), counting_store, data)
-    redis_client.flushdb()
+    clear_redis()
     replayed = answer_hop(hop("5*2*1"), counting_store, data)
     assert replayed == uninterrupted
     assert replayed.startswith("CON Coverage on")

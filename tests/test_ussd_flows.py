@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -74,7 +75,7 @@ def test_pay_shows_choices_creates_a_request_and_sends_the_same_by_sms(session: 
 
 
 def test_pay_replayed_creates_one_request_and_one_sms(
-    session: Session, client: FlaskClient, redis_client: Redis
+    session: Session, client: FlaskClient, clear_redis: Callable[[], None]
 ) -> None:
     cmu_household(session)
     sid = "ATUid_pay_replay"
@@ -82,9 +83,9 @@ def test_pay_replayed_creates_one_request_and_one_sms(
         post_hop(client, sid, PHONE, text)
     first = post_hop(client, sid, PHONE, "2*1")
     assert post_hop(client, sid, PHONE, "2*1") == first  # AT retried the hop
-    redis_client.flushdb()
+    clear_redis()
     assert post_hop(client, sid, PHONE, "2*1") == first  # the session was lost: replayed from `text`
-    redis_client.flushdb()
+    clear_redis()
     post_hop(client, sid, PHONE, "2")  # a text that does not extend the stored one: replayed too
     assert post_hop(client, sid, PHONE, "2*1") == first
     assert count(session, PaymentRequest) == 1
@@ -207,7 +208,7 @@ def test_an_agent_checking_an_unknown_member_is_told_and_it_is_logged(
 
 
 def test_five_wrong_pins_lock_the_agent_once_each_even_replayed(
-    session: Session, client: FlaskClient, redis_client: Redis, agent: Agent, app: Flask
+    session: Session, client: FlaskClient, clear_redis: Callable[[], None], agent: Agent, app: Flask
 ) -> None:
     household = covered_member(session)
     member_no = f"{household.household_no}-01"
@@ -220,7 +221,7 @@ def test_five_wrong_pins_lock_the_agent_once_each_even_replayed(
         reply = post_hop(client, sid, AGENT_PHONE, "*".join(inputs))
         assert reply.startswith(f"CON PIN erroné. Essais restants: {5 - attempt}.\nVotre PIN agent:")
         assert post_hop(client, sid, AGENT_PHONE, "*".join(inputs)) == reply  # duplicate hop
-        redis_client.flushdb()
+        clear_redis()
         assert post_hop(client, sid, AGENT_PHONE, "*".join(inputs)) == reply  # lost session, replayed
         session.commit()
         session.expire_all()

@@ -12,15 +12,18 @@ from workers.reconcile import sweep_stuck_payments
 from workers.reminders import send_reminders
 from workers.sms import sweep_outbox
 
-cron.register(record_heartbeat, queue_name="default", interval=60)
-cron.register(sweep_outbox, queue_name="default", interval=300)
+DEFAULT_QUEUE = runtime.settings().RQ_QUEUE
+RECONCILE_QUEUE = runtime.settings().RECONCILE_QUEUE
+
+cron.register(record_heartbeat, queue_name=DEFAULT_QUEUE, interval=60)
+cron.register(sweep_outbox, queue_name=DEFAULT_QUEUE, interval=300)
 # Every minute on the reconciliation queue: a payment whose drain died is reconciled within two minutes.
-cron.register(sweep_stuck_payments, queue_name=runtime.settings().RECONCILE_QUEUE, interval=60)
+cron.register(sweep_stuck_payments, queue_name=RECONCILE_QUEUE, interval=60)
 # Hourly, not daily: a run outside a scheme's daytime hours sends nothing and the next daytime run catches up;
 # each reminder is sent once per household, kind and period whatever the number of runs.
-cron.register(send_reminders, queue_name="default", interval=3600)
-cron.register(expire_requests, queue_name="default", interval=600)
+cron.register(send_reminders, queue_name=DEFAULT_QUEUE, interval=3600)
+cron.register(expire_requests, queue_name=DEFAULT_QUEUE, interval=600)
 # Hourly, so each scheme's new local day is booked within the hour wherever its timezone is.
-cron.register(book_subsidies, queue_name="default", interval=3600)
+cron.register(book_subsidies, queue_name=DEFAULT_QUEUE, interval=3600)
 # Hourly too: a network's money pays its households as their cover comes within the reminder window.
-cron.register(pay_networks, queue_name="default", interval=3600)
+cron.register(pay_networks, queue_name=DEFAULT_QUEUE, interval=3600)

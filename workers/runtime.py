@@ -10,6 +10,7 @@ from redis import Redis
 from rq import Queue
 from sqlalchemy.orm import Session
 
+import redis_keys
 from config import Settings
 from logs import configure_logging
 from models.db import session_scope
@@ -23,6 +24,7 @@ def settings() -> Settings:
     """Return the settings of this worker process (read once from the environment)."""
     current = Settings.from_env()
     configure_logging(current.LOG_LEVEL, current.secrets())
+    redis_keys.use_prefix(current.REDIS_KEY_PREFIX)
     return current
 
 
