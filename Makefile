@@ -39,7 +39,7 @@ update-translations: extract
 run: venv translations
 	$(PY) scripts/run_dev.py
 
-# The head of an active demo household (models.demo.DEMO_PHONE); any phone `make run` prints will do.
+# The head of an active demo household (commands.demo_data.DEMO_PHONE); any phone `make run` prints will do.
 PHONE ?= +221770000002
 phone: venv translations
 	$(VENV)/bin/flask --app app ussd --phone $(PHONE)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from models.db import session_factory
-from models.outbox import attach_dispatch
+from models.messaging.outbox import attach_dispatch
 from redis_keys import limiter_storage_prefix
 from workers.connections import get_redis
 from workers.sms_queue import rq_dispatch

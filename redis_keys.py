@@ -48,7 +48,7 @@ def ussd_session_key(session_id: str) -> str:
 
 
 def rate_limit_key(rule: str, subject: str) -> str:
-    """Return the key of a sliding-window rate limit for one subject (`models.rate_limit`)."""
+    """Return the key of a sliding-window rate limit for one subject (`models.access.rate_limit`)."""
     return f"{_prefix}:ratelimit:{rule}:{subject}"
 
 

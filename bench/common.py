@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session
 import models
 from models.base import HouseholdStatus, Language, MemberStatus, PaymentStatus, RequestStatus, Sex, utcnow
 from models.db import make_engine
-from models.household import Account, Household, Member, Network
-from models.scheme import Scheme
-from models.scheme_file import load_scheme, parse_scheme_file
+from models.members.household import Account, Household, Member, Network
+from models.schemes.scheme import Scheme
+from models.schemes.scheme_file import load_scheme, parse_scheme_file
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

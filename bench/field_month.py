@@ -35,16 +35,16 @@ from sqlalchemy.orm import Session  # noqa: E402
 import models  # noqa: E402
 from models.base import EvidenceSource, Language, MemberStatus, PaymentStatus, Sex, utcnow  # noqa: E402
 from models.bulk import analyze  # noqa: E402
+from models.coverage.premiums import amount_due  # noqa: E402
 from models.db import make_engine  # noqa: E402
-from models.household import Household, Member, Network  # noqa: E402
-from models.outbox import attach_dispatch  # noqa: E402
-from models.payment import Payment  # noqa: E402
-from models.payment_intake import Report, record_report  # noqa: E402
-from models.premiums import amount_due  # noqa: E402
-from models.reconciliation import reconcile_payments  # noqa: E402
-from models.references import create_payment_request  # noqa: E402
-from models.scheme import Scheme  # noqa: E402
-from models.scheme_file import load_scheme, parse_scheme_file  # noqa: E402
+from models.members.household import Household, Member, Network  # noqa: E402
+from models.messaging.outbox import attach_dispatch  # noqa: E402
+from models.payments.intake import Report, record_report  # noqa: E402
+from models.payments.payment import Payment  # noqa: E402
+from models.payments.references import create_payment_request  # noqa: E402
+from models.reconciliation.batch import reconcile_payments  # noqa: E402
+from models.schemes.scheme import Scheme  # noqa: E402
+from models.schemes.scheme_file import load_scheme, parse_scheme_file  # noqa: E402
 
 ENROLLED_ON = date(2026, 10, 1)
 MONTH_START = datetime(2026, 12, 1, 8, 0)

@@ -30,7 +30,7 @@ import models  # noqa: E402
 from bench.common import ADMIN_URL, own_database, prepare_schema  # noqa: E402
 from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
-from models.member_import import MODELS_WRITTEN, REQUIRED_COLUMNS, ImportReport, import_members  # noqa: E402
+from models.imports.members import MODELS_WRITTEN, REQUIRED_COLUMNS, ImportReport, import_members  # noqa: E402
 
 DATABASE = "mutuelle_bench_import"  # the prefix of its own database's name
 COMMUNES = {"TN": ("Thies Nord", "Reseau Thies Nord"), "PK": ("Pekesse", "Reseau Pekesse"), "MR": ("Mont Rolland", "")}

@@ -76,9 +76,9 @@ from bench.common import (  # noqa: E402
 from bench.reconcile import profile  # noqa: E402
 from models.base import utcnow  # noqa: E402
 from models.db import make_engine  # noqa: E402
-from models.payment import Payment, PaymentRequest  # noqa: E402
-from models.references import damm_check_digit  # noqa: E402
-from models.scheme import Scheme  # noqa: E402
+from models.payments.payment import Payment, PaymentRequest  # noqa: E402
+from models.payments.references import damm_check_digit  # noqa: E402
+from models.schemes.scheme import Scheme  # noqa: E402
 from workers.clock_jobs import book_subsidies_due  # noqa: E402
 
 DATABASE = "mutuelle_bench_production"
@@ -86,7 +86,7 @@ QUEUES = ("reconcile", "default")  # the Procfile's worker line, reconcile first
 WORKER = ["rq", "worker", "--with-scheduler", "--worker-class", "workers.worker.PreloadedWorker"]
 AMOUNTS = [FULL_YEAR, FULL_YEAR, 7_000, 3_500]
 DONE_MESSAGE = "status NOT IN ('QUEUED', 'UNKNOWN')"  # sent, or NOT_SENT by the console transport
-RECEIPT_KEY = "receipt:{}:allocated{}"  # models.reconciliation: the payer's, then the head's
+RECEIPT_KEY = "receipt:{}:allocated{}"  # models.reconciliation.batch: the payer's, then the head's
 
 
 # ------------------------------------------------------------------ data

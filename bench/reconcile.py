@@ -49,10 +49,10 @@ from bench.common import (  # noqa: E402
 )
 from models.base import utcnow  # noqa: E402
 from models.db import make_engine  # noqa: E402
-from models.outbox import attach_dispatch  # noqa: E402
-from models.payment import Payment, PaymentRequest  # noqa: E402
-from models.reconciliation import reconcile_payments  # noqa: E402
-from models.references import damm_check_digit  # noqa: E402
+from models.messaging.outbox import attach_dispatch  # noqa: E402
+from models.payments.payment import Payment, PaymentRequest  # noqa: E402
+from models.payments.references import damm_check_digit  # noqa: E402
+from models.reconciliation.batch import reconcile_payments  # noqa: E402
 from redis_keys import reconcile_generation_key  # noqa: E402
 from workers.reconcile import request_reconcile  # noqa: E402
 

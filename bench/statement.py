@@ -33,10 +33,10 @@ from bench.common import ADMIN_URL, own_database, prepare_schema  # noqa: E402
 from models.base import PaymentStatus  # noqa: E402
 from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
-from models.payment import Payment  # noqa: E402
-from models.payment_intake import fields_hash  # noqa: E402
-from models.statement import BreakKind  # noqa: E402
-from models.statement_import import MODELS_WRITTEN, import_statement  # noqa: E402
+from models.imports.statements import MODELS_WRITTEN, import_statement  # noqa: E402
+from models.payments.intake import fields_hash  # noqa: E402
+from models.payments.payment import Payment  # noqa: E402
+from models.payments.statement import BreakKind  # noqa: E402
 
 DATABASE = "mutuelle_bench_statement"  # the prefix of its own database's name
 HEADER = [

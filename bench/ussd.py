@@ -41,8 +41,8 @@ from bench.common import ADMIN_URL, free_port, own_database, own_redis  # noqa: 
 from models.base import Language, MemberStatus, Sex  # noqa: E402
 from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
-from models.household import Household, Member  # noqa: E402
-from models.scheme_file import load_scheme, parse_scheme_file  # noqa: E402
+from models.members.household import Household, Member  # noqa: E402
+from models.schemes.scheme_file import load_scheme, parse_scheme_file  # noqa: E402
 
 DATABASE = "mutuelle_bench_ussd"  # the prefix of its own database's name
 TOKEN = "bench-callback-token-0123456789"

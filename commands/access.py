@@ -7,10 +7,8 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from extensions import db, settings
-from models.access import CollectionDevice
-from models.agents import AgentError, create_agent, list_agents, unlock_agent
-from models.base import utcnow
-from models.devices import (
+from models.access.agents import AgentError, create_agent, list_agents, unlock_agent
+from models.access.devices import (
     DeviceError,
     get_device,
     issue_device_key,
@@ -19,9 +17,11 @@ from models.devices import (
     register_device,
     revoke_device_key,
 )
-from models.phones import normalise_phone
-from models.scheme import Scheme
-from models.tokens import TokenError, issue_token, list_tokens, revoke_token
+from models.access.tables import CollectionDevice
+from models.access.tokens import TokenError, issue_token, list_tokens, revoke_token
+from models.base import utcnow
+from models.members.phones import normalise_phone
+from models.schemes.scheme import Scheme
 
 
 @click.group("api-token")

@@ -6,8 +6,8 @@ import click
 from flask.cli import with_appcontext
 
 from extensions import db
+from models.access.staff import StaffError, create_staff_user, set_staff_password
 from models.base import StaffRole
-from models.staff import StaffError, create_staff_user, set_staff_password
 
 
 @click.group("admin")

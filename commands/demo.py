@@ -7,9 +7,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from extensions import db, settings
-from models.base import today_utc
-from models.demo import (
+from commands.demo_data import (
     AGENTS,
     DEMO_PHONE,
     DEVICE,
@@ -19,7 +17,9 @@ from models.demo import (
     load_shipped_schemes,
     seed_demo,
 )
-from models.household import Household, Member
+from extensions import db, settings
+from models.base import today_utc
+from models.members.household import Household, Member
 
 
 @click.group("demo")

@@ -10,11 +10,11 @@ from flask.cli import with_appcontext
 
 from extensions import db
 from models.bulk import analyze
-from models.checks import find_member
-from models.coverage import live_periods
-from models.eligibility import cover_sentences, member_eligibility
-from models.ledger import account_entries, account_state, get_or_create_account
-from models.member_import import MODELS_WRITTEN, ImportFileError, import_members
+from models.coverage.checks import find_member
+from models.coverage.eligibility import cover_sentences, member_eligibility
+from models.coverage.ledger import account_entries, account_state, get_or_create_account
+from models.coverage.periods import live_periods
+from models.imports.members import MODELS_WRITTEN, ImportFileError, import_members
 
 
 @click.group("members")
@@ -121,9 +121,9 @@ def network_command(code: str, contact_phone: str | None, aliases: tuple[str, ..
     """Show a network's contact and aliases, or set them (the aliases given replace the old ones)."""
     from sqlalchemy import func, select
 
-    from models.household import Network
-    from models.networks import NetworkEdit, update_network
-    from models.scheme import Scheme
+    from models.members.household import Network
+    from models.members.networks import NetworkEdit, update_network
+    from models.schemes.scheme import Scheme
 
     session = db()
     query = select(Network).where(func.upper(Network.code) == code.upper())

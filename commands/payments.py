@@ -16,17 +16,9 @@ from sqlalchemy.orm import Session
 
 from extensions import db, settings
 from logs import mask_phone
-from models.amounts import AmountError, currency_exponent, format_amount
 from models.base import PaymentStatus, utcnow
 from models.bulk import analyze
-from models.payment import Payment
-from models.payment_actions import manual_match, undo_payment
-from models.payment_intake import record_report
-from models.payment_sources import PayloadError, sandbox_report
-from models.reconciliation import reconcile_batch, waiting_payments_query
-from models.scheme import Scheme
-from models.statement import BreakKind
-from models.statement_import import (
+from models.imports.statements import (
     DEFAULT_FORMATS_FILE,
     MODELS_WRITTEN,
     FormatFileError,
@@ -36,6 +28,14 @@ from models.statement_import import (
     load_formats,
     statement_report,
 )
+from models.payments.intake import record_report
+from models.payments.payment import Payment
+from models.payments.sources import PayloadError, sandbox_report
+from models.payments.statement import BreakKind
+from models.reconciliation.batch import reconcile_batch, waiting_payments_query
+from models.reconciliation.staff_actions import manual_match, undo_payment
+from models.schemes.amounts import AmountError, currency_exponent, format_amount
+from models.schemes.scheme import Scheme
 from workers.reconcile import reconcile_after_commit
 
 

@@ -7,8 +7,8 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from extensions import db
-from models.scheme import Scheme
-from models.scheme_file import SchemeFileError, load_scheme, parse_scheme_file
+from models.schemes.scheme import Scheme
+from models.schemes.scheme_file import SchemeFileError, load_scheme, parse_scheme_file
 
 
 @click.group("schemes")

@@ -6,8 +6,8 @@ import click
 from flask.cli import with_appcontext
 
 from extensions import db, settings
-from models.i18n import LANGUAGES, SMS_TEMPLATES, TemplateError, placeholders
-from models.outbox import send_sms
+from models.messaging.outbox import send_sms
+from models.texts.i18n import LANGUAGES, SMS_TEMPLATES, TemplateError, placeholders
 
 
 @click.group("sms")

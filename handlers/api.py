@@ -15,11 +15,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from extensions import db
-from models.access import ApiToken
+from models.access.tables import ApiToken
+from models.access.tokens import authenticate_token, hash_token
 from models.base import CheckChannel, utcnow
-from models.checks import check_member
+from models.coverage.checks import check_member
 from models.inputs import InputError, check_text, parse_query_date
-from models.tokens import authenticate_token, hash_token
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)

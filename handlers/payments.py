@@ -26,11 +26,12 @@ from werkzeug.exceptions import HTTPException
 from extensions import db, settings
 from handlers.guards import callback, daraja_callback, device_callback, signed_callback
 from logs import mask_phone
+from models.access.devices import KeyVerdict, authenticate_device, bearer_key
 from models.db import begin_write
-from models.devices import KeyVerdict, authenticate_device, bearer_key
 from models.inputs import InputError, check_text
-from models.payment_intake import IntakeResult, Report, payment_view, record_report
-from models.payment_sources import (
+from models.payments.intake import IntakeResult, Report, payment_view, record_report
+from models.payments.rejections import keep_rejected
+from models.payments.sources import (
     PayloadError,
     daraja_amount_valid,
     daraja_report,
@@ -43,7 +44,6 @@ from models.payment_sources import (
     verify_wave_signature,
     wave_report,
 )
-from models.rejections import keep_rejected
 from workers.reconcile import reconcile_after_commit
 
 bp = Blueprint("payments", __name__)

@@ -20,9 +20,9 @@ from handlers.guards import callback
 from logs import mask_phone
 from models.db import begin_write
 from models.inputs import InputError, check_text
-from models.outbox import record_delivery_report
-from models.rejections import keep_rejected
-from models.sms_inbound import InboundSms, record_inbound
+from models.messaging.inbound import InboundSms, record_inbound
+from models.messaging.outbox import record_delivery_report
+from models.payments.rejections import keep_rejected
 from workers.connections import get_queue
 from workers.inbound import enqueue_inbound
 

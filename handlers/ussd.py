@@ -28,7 +28,7 @@ from menus.data import DatabaseData
 from menus.render import apology
 from menus.session_store import SessionStore, connect
 from models.inputs import InputError, check_text
-from models.rejections import keep_rejected
+from models.payments.rejections import keep_rejected
 
 bp = Blueprint("ussd", __name__)
 log = logging.getLogger(__name__)

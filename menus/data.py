@@ -69,8 +69,9 @@ from menus.values import (
     SchemeInfo,
     record_list,
 )
-from models.access import Agent, EffectKey
-from models.agents import PinOutcome, verify_agent_pin
+from models.access.agents import PinOutcome, verify_agent_pin
+from models.access.rate_limit import allow_member_check
+from models.access.tables import Agent, EffectKey
 from models.base import (
     CheckChannel,
     HouseholdStatus,
@@ -78,9 +79,8 @@ from models.base import (
     PremiumKind,
     utcnow,
 )
-from models.checks import check_member, find_member_born
-from models.db import begin_write
-from models.eligibility import (
+from models.coverage.checks import check_member, find_member_born
+from models.coverage.eligibility import (
     eligibility_on,
     household_eligibility,
     member_eligibility,
@@ -88,20 +88,9 @@ from models.eligibility import (
     pay_offer,
     periods_since,
 )
-from models.household import (
-    Household,
-    Member,
-    Network,
-    active_member_clause,
-    find_household,
-    is_active_member,
-    phone_household_ids,
-)
-from models.ledger import household_account_columns
-from models.money import CoveragePeriod
-from models.outbox import send_sms
-from models.payment import Payment, PaymentRequest
-from models.premiums import (
+from models.coverage.ledger import household_account_columns
+from models.coverage.money import CoveragePeriod
+from models.coverage.premiums import (
     band_monthly,
     band_monthly_column,
     due_of,
@@ -110,9 +99,20 @@ from models.premiums import (
     pay_refusal,
     price_of,
 )
-from models.rate_limit import allow_member_check
-from models.references import create_payment_request, reference_values
-from models.scheme import Plan, PremiumBand, Scheme, SubsidyCategory
+from models.db import begin_write
+from models.members.household import (
+    Household,
+    Member,
+    Network,
+    active_member_clause,
+    find_household,
+    is_active_member,
+    phone_household_ids,
+)
+from models.messaging.outbox import send_sms
+from models.payments.payment import Payment, PaymentRequest
+from models.payments.references import create_payment_request, reference_values
+from models.schemes.scheme import Plan, PremiumBand, Scheme, SubsidyCategory
 
 log = logging.getLogger(__name__)
 

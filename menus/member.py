@@ -35,7 +35,7 @@ from menus.values import (
     record,
     record_list,
 )
-from models.amounts import currency_label
+from models.schemes.amounts import currency_label
 
 LANGUAGE_EFFECT = "language"
 PAYMENT_REQUEST_EFFECT = "payment_request"

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from menus.conversation import state_at
 from menus.session_store import SessionStore, StoredSession
-from models.messaging import UssdSessionRecord
+from models.messaging.message import UssdSessionRecord
 
 log = logging.getLogger(__name__)
 

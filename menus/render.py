@@ -5,7 +5,7 @@ Budget: 160 characters when the whole reply is in the GSM 03.38 alphabet, 80 oth
 (`€ [ ] { } ^ ~ | \\`) costs two. Lists paginate with `98` more, `0` back and `00` home.
 
 Messages are gettext ids (English text with `{name}` placeholders) marked with `N_` and translated from the
-shared catalogues `locales/<lang>/LC_MESSAGES/messages.po` through `models.i18n` (no Flask). A language
+shared catalogues `locales/<lang>/LC_MESSAGES/messages.po` through `models.texts.i18n` (no Flask). A language
 whose catalogue lacks a USSD message falls back along `FALLBACKS` (Wolof → French, Khmer → English).
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, NamedTuple
 
-from models import i18n
-from models.amounts import Amount, format_money
+from models.schemes.amounts import Amount, format_money
+from models.texts import i18n
 
 log = logging.getLogger(__name__)
 

@@ -159,7 +159,7 @@ class PaymentOption(NamedTuple):
 class Coverage(NamedTuple):
     """A household's cover on its scheme's today, the amounts it may pay, and its active members.
 
-    Every active member's cover is the household's (`models.eligibility.member_eligibility` differs only for
+    Every active member's cover is the household's (`models.coverage.eligibility.member_eligibility` differs only for
     members who left, who are not listed): the session keeps one line per member all the same.
     """
 

@@ -139,9 +139,9 @@ def demo_device_key(settings: Settings) -> tuple[str, str] | None:
     """Return the demo collection device and its key, re-keying it when the kept key is not its current one."""
     from sqlalchemy.orm import Session
 
+    from commands.demo_data import DEVICE
+    from models.access.devices import find_device_by_ref, hash_device_key, issue_device_key
     from models.db import make_engine
-    from models.demo import DEVICE
-    from models.devices import find_device_by_ref, hash_device_key, issue_device_key
 
     if settings.is_production:
         return None
@@ -204,7 +204,7 @@ def main() -> None:
 
 def serve(env: dict[str, str], redis_url: str) -> int:
     """Migrate, seed if empty, print what to try, then run the Procfile's processes until they stop."""
-    from models.demo import DEMO_HOUSEHOLD, DEMO_PHONE
+    from commands.demo_data import DEMO_HOUSEHOLD, DEMO_PHONE
 
     env["REDIS_URL"] = redis_url
     env["PYTHONPATH"] = str(ROOT)

@@ -12,9 +12,9 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 import models
+from models.access.staff import create_staff_user
 from models.base import StaffRole
 from models.db import dispose_engines, get_engine, make_engine
-from models.staff import create_staff_user
 from tests import backends
 from tests.conftest import make_test_app
 

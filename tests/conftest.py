@@ -265,6 +265,6 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     redis_keys.use_prefix(backends.KEY_PREFIX)
     # `.mo` files are build output (`make translations`); compile them so `pytest` works on a fresh clone.
-    from models.i18n import compile_catalogs
+    from models.texts.i18n import compile_catalogs
 
     compile_catalogs()

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from menus.data import DatabaseData
 from menus.values import Coverage
-from models.eligibility import household_eligibility, pay_offer
-from models.household import Household, Member, active_member_clause
-from models.premiums import amount_due
+from models.coverage.eligibility import household_eligibility, pay_offer
+from models.coverage.premiums import amount_due
+from models.members.household import Household, Member, active_member_clause
 
 
 def orm_coverage(session: Session, household_id: int, on: date) -> dict[str, Any]:

@@ -9,12 +9,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.allocation import AllocationResult, allocate
 from models.base import HouseholdStatus, Language, MemberStatus, Sex
-from models.household import Household, Member, Network
-from models.ledger import get_or_create_account
-from models.scheme import Scheme
-from models.scheme_file import load_scheme, parse_scheme_file
+from models.coverage.allocation import AllocationResult, allocate
+from models.coverage.ledger import get_or_create_account
+from models.members.household import Household, Member, Network
+from models.schemes.scheme import Scheme
+from models.schemes.scheme_file import load_scheme, parse_scheme_file
 
 SCHEMES_DIR = Path(__file__).resolve().parent.parent / "schemes"
 ENROLLED_ON = date(2026, 11, 20)

@@ -10,11 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.base import EligibilityStatus, HouseholdStatus, LedgerKind
-from models.coverage import live_periods
-from models.eligibility import household_eligibility
-from models.household import Household
-from models.ledger import account_entries, account_state, get_or_create_account
-from models.money import Allocation, CoveragePeriod
+from models.coverage.eligibility import household_eligibility
+from models.coverage.ledger import account_entries, account_state, get_or_create_account
+from models.coverage.money import Allocation, CoveragePeriod
+from models.coverage.periods import live_periods
+from models.members.household import Household
 
 
 def check_invariants(session: Session, household_id: int, reversed_any: bool) -> None:

@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from extensions import db
-from models.scheme_file import load_scheme, parse_scheme_file
+from models.schemes.scheme_file import load_scheme, parse_scheme_file
 from tests.conftest import FIXTURES, ROOT
 
 SAMPLE = FIXTURES / "members_sample.csv"

@@ -15,12 +15,12 @@ from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models.access import CollectionDevice
+from models.access.devices import issue_device_key
+from models.access.tables import CollectionDevice
 from models.base import EvidenceSource
-from models.devices import issue_device_key
-from models.payment import Payment, PaymentEvidence, UnparsedForward
-from models.payment_intake import Report, record_report
-from models.rejections import RejectedCallback
+from models.payments.intake import Report, record_report
+from models.payments.payment import Payment, PaymentEvidence, UnparsedForward
+from models.payments.rejections import RejectedCallback
 from redis_keys import reconcile_waiting_key
 from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import CALLBACK_TOKEN, DARAJA_TOKEN, FIXTURES

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.base import MessageDirection
-from models.messaging import Message
-from models.scheme import Scheme
+from models.messaging.message import Message
+from models.schemes.scheme import Scheme
 from tests import factories
 from tests.backends import RQ_QUEUE
 from tests.conftest import CALLBACK_TOKEN

@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from extensions import db
-from models.access import Agent, ApiToken
-from models.agents import AgentError, PinOutcome, check_pin_format, create_agent, verify_agent_pin
+from models.access.agents import AgentError, PinOutcome, check_pin_format, create_agent, verify_agent_pin
+from models.access.hashing import hash_password, password_needs_rehash, verify_password
+from models.access.tables import Agent, ApiToken
+from models.access.tokens import authenticate_token, issue_token, revoke_token
 from models.base import utcnow
-from models.hashing import hash_password, password_needs_rehash, verify_password
-from models.tokens import authenticate_token, issue_token, revoke_token
 from tests.conftest import make_test_app
 from tests.members_helpers import load_schemes
 

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 import models
 from handlers.admin.auth import role_required
+from models.access.staff import authenticate_staff, create_staff_user
+from models.access.tokens import issue_token
 from models.base import (
     EvidenceSource,
     MessageDirection,
@@ -28,14 +30,12 @@ from models.base import (
     utcnow,
 )
 from models.db import get_engine
-from models.household import Household, Member
-from models.listings import PaymentFilters, reconciliation_rows
-from models.messaging import DeliveryReport, Message, UssdSessionRecord
-from models.payment import Payment, ReconciliationEvent
-from models.payment_intake import Report, record_report
-from models.reconciliation import reconcile_payment
-from models.staff import authenticate_staff, create_staff_user
-from models.tokens import issue_token
+from models.members.household import Household, Member
+from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
+from models.payments.intake import Report, record_report
+from models.payments.payment import Payment, ReconciliationEvent
+from models.reconciliation.batch import reconcile_payment
+from models.views.listings import PaymentFilters, reconciliation_rows
 from redis_keys import clock_heartbeat_key
 from tests.admin_helpers import PASSWORDS, admin_app, csrf_token, db_session, login, seeded_url, signed_in, text_of
 from tests.backends import KEY_PREFIX, RQ_QUEUE
@@ -43,7 +43,7 @@ from tests.conftest import make_test_app
 
 __all__ = ["admin_app", "db_session", "seeded_url"]  # the shared seeded database fixtures
 
-SHARED_PHONE = "+221779999999"  # models.demo.SHARED_PHONE: the head of two demo households
+SHARED_PHONE = "+221779999999"  # commands.demo_data.SHARED_PHONE: the head of two demo households
 READ_PAGES = [
     "/admin/",
     "/admin/reconciliation",

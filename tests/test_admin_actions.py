@@ -15,13 +15,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.access import ApiToken, CollectionDevice
+from models.access.staff import authenticate_staff
+from models.access.tables import ApiToken, CollectionDevice
 from models.base import EvidenceSource, HouseholdStatus, PaymentStatus, utcnow
-from models.household import Household, HouseholdEvent
-from models.payment import Payment, ReconciliationEvent
-from models.payment_intake import Report, record_report
-from models.reconciliation import reconcile_payment
-from models.staff import authenticate_staff
+from models.members.household import Household, HouseholdEvent
+from models.payments.intake import Report, record_report
+from models.payments.payment import Payment, ReconciliationEvent
+from models.reconciliation.batch import reconcile_payment
 from tests.admin_helpers import admin_app, csrf_token, db_session, seeded_url, signed_in, text_of
 from tests.conftest import FIXTURES
 
@@ -253,8 +253,8 @@ def test_phone_simulator_drives_ussd_and_sandbox_without_exposing_the_callback_t
 
 
 def test_suspense_shows_ranked_candidates_and_matches_one_in_one_click(admin_app: Flask, db_session: Session) -> None:
-    from models.household import Member
-    from models.outbox import attach_dispatch
+    from models.members.household import Member
+    from models.messaging.outbox import attach_dispatch
 
     attach_dispatch(db_session, lambda ids: None)  # the payer's "under review" receipt is queued, not sent
     phones = db_session.execute(

@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 import models
+from models.access.staff import create_staff_user
 from models.base import HouseholdStatus, PaymentStatus, StaffRole
 from models.db import dispose_engines, get_engine, make_engine
-from models.household import Household
-from models.payment import Payment
-from models.staff import create_staff_user
+from models.members.household import Household
+from models.payments.payment import Payment
 from tests import backends
 from tests.conftest import CALLBACK_TOKEN, FIXTURES, ROOT, make_test_app
 

@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models.allocation import UnknownAllocation, allocate, pay_network_households, refund, reverse
 from models.base import LedgerKind
-from models.coverage import live_periods
+from models.coverage.allocation import UnknownAllocation, allocate, pay_network_households, refund, reverse
+from models.coverage.ledger import account_entries, account_state, get_or_create_account
+from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
+from models.coverage.periods import live_periods
+from models.coverage.premiums import amount_due
 from models.db import get_engine
-from models.household import Household
-from models.ledger import account_entries, account_state, get_or_create_account
-from models.money import Allocation, CoveragePeriod, LedgerEntry
-from models.premiums import amount_due
+from models.members.household import Household
 from tests import factories
 from tests.factories import make_household, make_network, pay
 from workers.clock_jobs import pay_networks_due

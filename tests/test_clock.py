@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.base import RequestStatus, utcnow
-from models.coverage import live_periods
-from models.money import Allocation
-from models.payment import PaymentRequest
-from models.references import create_payment_request
+from models.coverage.money import Allocation
+from models.coverage.periods import live_periods
+from models.payments.payment import PaymentRequest
+from models.payments.references import create_payment_request
 from tests import factories
 from tests.backends import RQ_QUEUE
 from tests.factories import make_household

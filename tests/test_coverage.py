@@ -10,7 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.base import EligibilityStatus, HouseholdStatus, LedgerKind, MemberStatus
-from models.coverage import (
+from models.coverage.eligibility import household_eligibility
+from models.coverage.ledger import account_entries, account_state, add_entry, get_or_create_account
+from models.coverage.money import Allocation, CoveragePeriod
+from models.coverage.periods import (
     book_enrolment_subsidies,
     book_subsidised_periods,
     enrolment_period_dates,
@@ -19,11 +22,8 @@ from models.coverage import (
     subsidy_source_ref,
 )
 from models.db import begin_write, make_engine
-from models.eligibility import household_eligibility
-from models.household import Household
-from models.ledger import account_entries, account_state, add_entry, get_or_create_account
+from models.members.household import Household
 from models.migrate import upgrade
-from models.money import Allocation, CoveragePeriod
 from tests import factories
 from tests.factories import make_household, pay
 

@@ -9,12 +9,12 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models.access import Agent, CollectionDevice
+from commands.demo_data import DEMO_HOUSEHOLD, DEMO_PHONE
+from models.access.tables import Agent, CollectionDevice
+from models.access.tokens import issue_token
 from models.base import EligibilityStatus, MemberStatus, today_utc, utcnow
-from models.demo import DEMO_HOUSEHOLD, DEMO_PHONE
-from models.eligibility import member_eligibility
-from models.household import Household, Member, Network
-from models.tokens import issue_token
+from models.coverage.eligibility import member_eligibility
+from models.members.household import Household, Member, Network
 from tests.backends import RQ_QUEUE
 from tests.conftest import ROOT, make_test_app
 
@@ -148,7 +148,7 @@ def test_demo_answers_hold_on_a_later_date(app: Flask, session: Session) -> None
 
 def test_demo_receipts_are_marked_delivered_not_queued(app: Flask, session: Session, redis_client) -> None:
     from models.base import MessageStatus
-    from models.messaging import Message
+    from models.messaging.message import Message
 
     seed(app)
     statuses = set(session.scalars(select(Message.status)).all())

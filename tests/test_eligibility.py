@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from models.allocation import reverse
 from models.base import EligibilityStatus as S
 from models.base import HouseholdStatus, MemberStatus
-from models.coverage import book_subsidised_periods
-from models.eligibility import Eligibility, household_eligibility, member_eligibility
-from models.household import Member
+from models.coverage.allocation import reverse
+from models.coverage.eligibility import Eligibility, household_eligibility, member_eligibility
+from models.coverage.periods import book_subsidised_periods
+from models.members.household import Member
 from tests import factories
 from tests.factories import make_household, pay
 

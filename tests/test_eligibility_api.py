@@ -10,10 +10,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.access import EligibilityCheck
+from models.access.tables import EligibilityCheck
+from models.access.tokens import issue_token, revoke_token
 from models.base import utcnow
-from models.eligibility import member_eligibility
-from models.tokens import issue_token, revoke_token
+from models.coverage.eligibility import member_eligibility
 from tests import factories
 
 KEYS = {

@@ -15,15 +15,15 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.access.tokens import issue_token
 from models.base import PaymentStatus, utcnow
-from models.household import Household, Network
-from models.matching import find_match, keying_slips
-from models.money import Allocation
-from models.outbox import attach_dispatch
-from models.payment import Payment, ReconciliationEvent
-from models.reconciliation import reconcile_payment
-from models.references import create_payment_request
-from models.tokens import issue_token
+from models.coverage.money import Allocation
+from models.members.household import Household, Network
+from models.messaging.outbox import attach_dispatch
+from models.payments.payment import Payment, ReconciliationEvent
+from models.payments.references import create_payment_request
+from models.reconciliation.batch import reconcile_payment
+from models.reconciliation.matching import find_match, keying_slips
 from tests import factories
 from tests.conftest import make_test_app
 from tests.factories import make_household
@@ -291,10 +291,10 @@ def test_a_later_report_never_moves_a_matched_payment(
 
 
 def test_a_statement_line_naming_another_household_marks_an_allocated_payment_for_review(session: Session) -> None:
-    from models.allocation import find_allocation
-    from models.payment_actions import manual_match, undo_payment
-    from models.statement import BreakKind
-    from models.statement_import import import_statement
+    from models.coverage.allocation import find_allocation
+    from models.imports.statements import import_statement
+    from models.payments.statement import BreakKind
+    from models.reconciliation.staff_actions import manual_match, undo_payment
 
     world = build_world(session)
     own, other = world.households["SN-TN-000123"], world.households["SN-TN-000777"]

@@ -14,14 +14,14 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from extensions import db
+from models.access.tokens import issue_token
 from models.base import EligibilityStatus, HouseholdStatus, Language, MemberStatus, utcnow
-from models.coverage import live_periods
+from models.coverage.eligibility import household_eligibility
+from models.coverage.ledger import account_entries, get_or_create_account
+from models.coverage.periods import live_periods
 from models.db import get_engine
-from models.eligibility import household_eligibility
-from models.household import Account, Household, Member, Network
-from models.ledger import account_entries, get_or_create_account
-from models.member_import import MODELS_WRITTEN, ImportFileError, import_members, slugify
-from models.tokens import issue_token
+from models.imports.members import MODELS_WRITTEN, ImportFileError, import_members, slugify
+from models.members.household import Account, Household, Member, Network
 from tests.conftest import make_test_app
 from tests.members_helpers import SAMPLE, cli, load_schemes, rows_of, write_rows
 

@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from extensions import db
-from models.household import Network
+from models.members.household import Network
 from tests.members_helpers import SAMPLE, cli, rows_of, write_rows
 
 __all__ = ["cli"]  # the CLI fixture with the schemes loaded

@@ -10,11 +10,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.household import Network
-from models.networks import parse_aliases
-from models.outbox import attach_dispatch
-from models.reconciliation import reconcile_payment
-from models.scheme import Scheme
+from models.members.household import Network
+from models.members.networks import parse_aliases
+from models.messaging.outbox import attach_dispatch
+from models.reconciliation.batch import reconcile_payment
+from models.schemes.scheme import Scheme
 from tests import factories
 from tests.admin_helpers import admin_app, csrf_token, db_session, seeded_url, signed_in, text_of
 from tests.payment_helpers import store_report

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.amounts import AmountError, parse_amount
-from models.operator_sms import PatternFileError, default_patterns, load_patterns, normalise_text, read_text
-from models.payment_intake import fields_hash, phones_agree
-from models.payment_sources import verify_wave_bearer, verify_wave_signature
+from models.payments.intake import fields_hash, phones_agree
+from models.payments.operator_sms import PatternFileError, default_patterns, load_patterns, normalise_text, read_text
+from models.payments.sources import verify_wave_bearer, verify_wave_signature
+from models.schemes.amounts import AmountError, parse_amount
 
 
 @pytest.mark.parametrize(

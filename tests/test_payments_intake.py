@@ -15,9 +15,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from models.base import EvidenceSource, PaymentStatus
-from models.household import Household
-from models.payment import PaymentEvidence, ReconciliationEvent
-from models.scheme_file import load_scheme, parse_scheme_file
+from models.members.household import Household
+from models.payments.payment import PaymentEvidence, ReconciliationEvent
+from models.schemes.scheme_file import load_scheme, parse_scheme_file
 from tests import backends
 from tests.backends import RQ_QUEUE
 from tests.conftest import CALLBACK_TOKEN, ROOT, make_test_app
@@ -254,7 +254,7 @@ def test_daraja_validation_of_a_payment_request_reference(
     client: FlaskClient, session: Session, state: str, answer: str
 ) -> None:
     from models.base import RequestStatus, utcnow
-    from models.references import create_payment_request
+    from models.payments.references import create_payment_request
     from tests import factories
 
     scheme = factories.scheme(session, "cmu-thies")

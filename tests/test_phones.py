@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from models.phones import normalise_phone
+from models.members.phones import normalise_phone
 
 
 @pytest.mark.parametrize(

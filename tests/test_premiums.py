@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from models.base import MemberStatus
-from models.premiums import amount_due, period_price, plan_price, split_price
-from models.scheme import SubsidyCategory
+from models.coverage.premiums import amount_due, period_price, plan_price, split_price
+from models.schemes.scheme import SubsidyCategory
 from tests import factories
 from tests.factories import make_household, pay
 

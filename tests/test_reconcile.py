@@ -14,19 +14,19 @@ from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from models.access.tokens import issue_token
 from models.base import EvidenceSource, LedgerKind, PaymentStatus, RequestStatus, utcnow
-from models.household import Household, Network
-from models.ledger import account_state
-from models.messaging import Message
-from models.money import Allocation, LedgerEntry
-from models.outbox import attach_dispatch
-from models.payment import Payment, PaymentRequest, ReconciliationEvent
-from models.payment_actions import manual_match, undo_payment
-from models.payment_intake import Report, record_report
-from models.reconciliation import reconcile_payment
-from models.references import create_payment_request
-from models.scheme import Scheme
-from models.tokens import issue_token
+from models.coverage.ledger import account_state
+from models.coverage.money import Allocation, LedgerEntry
+from models.members.household import Household, Network
+from models.messaging.message import Message
+from models.messaging.outbox import attach_dispatch
+from models.payments.intake import Report, record_report
+from models.payments.payment import Payment, PaymentRequest, ReconciliationEvent
+from models.payments.references import create_payment_request
+from models.reconciliation.batch import reconcile_payment
+from models.reconciliation.staff_actions import manual_match, undo_payment
+from models.schemes.scheme import Scheme
 from tests import factories
 from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import make_test_app
@@ -197,7 +197,7 @@ def test_suspense_with_the_reason(
         make_household(session, cmu, phone=PAYER)
         make_household(session, cmu, phone=PAYER)
     if reference == "1234567":
-        from models.references import damm_check_digit
+        from models.payments.references import damm_check_digit
 
         reference = "123456" + damm_check_digit("123456")
     payment = stored(session, reference=reference, payer=payer)

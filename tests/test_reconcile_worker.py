@@ -21,17 +21,17 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from models.base import EvidenceSource, PaymentStatus, utcnow
+from models.coverage.ledger import account_state, get_or_create_account
+from models.coverage.money import Allocation
 from models.db import get_engine
-from models.ledger import account_state, get_or_create_account
-from models.messaging import Message
-from models.money import Allocation
-from models.outbox import attach_dispatch
-from models.payment import Payment
-from models.payment_actions import undo_payment
-from models.payment_intake import Report, record_report
-from models.reconciliation import reconcile_payment
-from models.references import create_payment_request, damm_check_digit
-from models.scheme import Scheme
+from models.messaging.message import Message
+from models.messaging.outbox import attach_dispatch
+from models.payments.intake import Report, record_report
+from models.payments.payment import Payment
+from models.payments.references import create_payment_request, damm_check_digit
+from models.reconciliation.batch import reconcile_payment
+from models.reconciliation.staff_actions import undo_payment
+from models.schemes.scheme import Scheme
 from redis_keys import drain_job_id, reconcile_generation_key, reconcile_waiting_key
 from tests import factories
 from tests.backends import RECONCILE_QUEUE, RQ_QUEUE

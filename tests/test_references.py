@@ -15,17 +15,17 @@ from sqlalchemy.orm import Session
 
 from models.base import RequestStatus
 from models.db import get_engine
-from models.household import Household, Network
-from models.member_import import import_members
-from models.payment import PaymentRequest
-from models.references import (
+from models.imports.members import import_members
+from models.members.household import Household, Network
+from models.payments.payment import PaymentRequest
+from models.payments.references import (
     create_payment_request,
     damm_check_digit,
     expire_payment_requests,
     is_valid_reference,
     make_reference,
 )
-from models.scheme import Scheme
+from models.schemes.scheme import Scheme
 from tests.conftest import FIXTURES
 from tests.members_helpers import load_schemes
 

@@ -14,13 +14,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.base import MessageDirection, MessageStatus
-from models.coverage import book_subsidised_periods
-from models.household import Household
-from models.messaging import Message
-from models.money import CoveragePeriod
-from models.outbox import attach_dispatch
-from models.reminders import send_due_reminders
-from models.scheme import Scheme
+from models.coverage.money import CoveragePeriod
+from models.coverage.periods import book_subsidised_periods
+from models.members.household import Household
+from models.messaging.message import Message
+from models.messaging.outbox import attach_dispatch
+from models.messaging.reminders import send_due_reminders
+from models.schemes.scheme import Scheme
 from redis_keys import sms_job_id
 from tests import factories
 from tests.backends import RQ_QUEUE

@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from models.base import PaymentStatus
-from models.payment import Payment
-from models.reports import overview
+from models.payments.payment import Payment
+from models.views.reports import overview
 from tests import factories
 
 NUMBERS = itertools.count(1)

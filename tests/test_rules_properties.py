@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from models.allocation import pay_network_households, reverse
 from models.base import HouseholdStatus, MemberStatus
-from models.coverage import add_months, book_subsidised_period, live_periods
-from models.household import Household
-from models.ledger import account_state, get_or_create_account
-from models.premiums import amount_due, is_fully_subsidised, period_price
+from models.coverage.allocation import pay_network_households, reverse
+from models.coverage.ledger import account_state, get_or_create_account
+from models.coverage.periods import add_months, book_subsidised_period, live_periods
+from models.coverage.premiums import amount_due, is_fully_subsidised, period_price
+from models.members.household import Household
 from tests import factories
 from tests.coverage_reads import orm_coverage, ussd_coverage
 from tests.factories import make_household, make_network, pay

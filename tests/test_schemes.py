@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from extensions import db
 from models.base import PremiumKind
-from models.scheme import Scheme
+from models.schemes.scheme import Scheme
 
 SCHEMES = Path(__file__).resolve().parent.parent / "schemes"
 

@@ -24,13 +24,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config import ConfigError, Settings
-from models.access import ApiToken, CollectionDevice, StaffSession
+from models.access.devices import issue_device_key
+from models.access.staff import create_staff_user
+from models.access.tables import ApiToken, CollectionDevice, StaffSession
+from models.access.tokens import issue_token
 from models.base import PaymentStatus, StaffRole, utcnow
-from models.devices import issue_device_key
-from models.messaging import DeliveryReport, Message
-from models.payment import Payment
-from models.staff import create_staff_user
-from models.tokens import issue_token
+from models.messaging.message import DeliveryReport, Message
+from models.payments.payment import Payment
 from redis_keys import reconcile_waiting_key, ussd_session_key
 from tests.backends import RECONCILE_QUEUE
 from tests.conftest import CALLBACK_TOKEN, DARAJA_TOKEN, make_test_app

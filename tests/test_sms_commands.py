@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.i18n import SMS_TEMPLATES
-from models.rate_limit import RateLimit, allow
-from models.reminders import in_daytime, reminder_kind
-from models.sms_commands import MASK, Command, CommandKind, mask_secrets, parse_command
-from models.sms_inbound import STATUS_TEMPLATES
+from models.access.rate_limit import RateLimit, allow
+from models.messaging.commands import MASK, Command, CommandKind, mask_secrets, parse_command
+from models.messaging.inbound import STATUS_TEMPLATES
+from models.messaging.reminders import in_daytime, reminder_kind
+from models.texts.i18n import SMS_TEMPLATES
 
 K = CommandKind
 

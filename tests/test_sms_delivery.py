@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.base import MessageDirection, MessageStatus
-from models.messaging import DeliveryReport, Message
+from models.messaging.message import DeliveryReport, Message
 from tests.conftest import CALLBACK_TOKEN, FIXTURES
 
 PHONE = "+221771234567"

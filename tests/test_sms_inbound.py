@@ -16,14 +16,14 @@ from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models.access import EligibilityCheck
-from models.agents import create_agent
+from models.access.agents import create_agent
+from models.access.tables import EligibilityCheck
 from models.base import CheckChannel, HouseholdStatus, Language, MessageDirection, MessageStatus, PaymentStatus
-from models.household import Household
-from models.messaging import Message
-from models.payment import Payment, PaymentRequest
-from models.references import is_valid_reference
-from models.scheme import Scheme
+from models.members.household import Household
+from models.messaging.message import Message
+from models.payments.payment import Payment, PaymentRequest
+from models.payments.references import is_valid_reference
+from models.schemes.scheme import Scheme
 from redis_keys import inbound_job_id
 from tests import factories
 from tests.conftest import CALLBACK_TOKEN, FIXTURES

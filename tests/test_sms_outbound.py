@@ -25,15 +25,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from urllib3.exceptions import ProtocolError
 
-from models.amounts import Amount, format_amount
 from models.base import Language, MessageStatus
-from models.household import Household
-from models.i18n import LANGUAGES, SMS_TEMPLATES, TemplateError, placeholders, render, translations
-from models.messaging import Message
-from models.outbox import OutboxNotAttached, attach_dispatch, send_sms
-from models.references import LANGUAGE_FALLBACKS
-from models.scheme_file import load_scheme, parse_scheme_file
-from models.sms_text import GSM7, UCS2, is_gsm7, measure, segments
+from models.members.household import Household
+from models.messaging.message import Message
+from models.messaging.outbox import OutboxNotAttached, attach_dispatch, send_sms
+from models.payments.references import LANGUAGE_FALLBACKS
+from models.schemes.amounts import Amount, format_amount
+from models.schemes.scheme_file import load_scheme, parse_scheme_file
+from models.texts.i18n import LANGUAGES, SMS_TEMPLATES, TemplateError, placeholders, render, translations
+from models.texts.sms_text import GSM7, UCS2, is_gsm7, measure, segments
 from redis_keys import drain_job_id, sms_group_job_id, sms_job_id
 from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import FIXTURES, ROOT

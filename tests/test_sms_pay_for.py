@@ -12,11 +12,11 @@ from rq import Queue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.household import Household, Network
-from models.outbox import attach_dispatch
-from models.payment import PaymentRequest
-from models.reconciliation import reconcile_payment
-from models.scheme import Scheme
+from models.members.household import Household, Network
+from models.messaging.outbox import attach_dispatch
+from models.payments.payment import PaymentRequest
+from models.reconciliation.batch import reconcile_payment
+from models.schemes.scheme import Scheme
 from tests import factories
 from tests.payment_helpers import store_report
 from tests.sms_helpers import cmu, job_env, queue, replies, run_jobs, sms

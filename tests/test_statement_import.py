@@ -15,19 +15,19 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.base import EvidenceSource, PaymentStatus
+from models.coverage.money import Allocation
 from models.db import get_engine
-from models.money import Allocation
-from models.payment import Payment, PaymentEvidence
-from models.payment_intake import Report, record_report
-from models.scheme import Scheme
-from models.statement import BreakKind, StatementBreak, StatementImport, StatementLine
-from models.statement_import import (
+from models.imports.statements import (
     FormatFileError,
     StatementError,
     import_statement,
     load_formats,
     statement_report,
 )
+from models.payments.intake import Report, record_report
+from models.payments.payment import Payment, PaymentEvidence
+from models.payments.statement import BreakKind, StatementBreak, StatementImport, StatementLine
+from models.schemes.scheme import Scheme
 from tests import factories
 from tests.conftest import FIXTURES, make_test_app
 from tests.factories import make_household

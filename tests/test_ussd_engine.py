@@ -32,7 +32,7 @@ from menus.render import (
     screen_length,
 )
 from menus.session_store import SessionStore, StoredSession
-from models.amounts import format_money
+from models.schemes.amounts import format_money
 from redis_keys import ussd_session_key
 from tests.conftest import ROOT
 

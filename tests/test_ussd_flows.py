@@ -16,14 +16,14 @@ from sqlalchemy.orm import Session
 from commands.access import agents_group
 from menus.data import scheme_today
 from menus.render import format_date
-from models.access import Agent, EligibilityCheck
-from models.agents import create_agent
+from models.access.agents import create_agent
+from models.access.rate_limit import MEMBER_CHECK_PER_PHONE
+from models.access.tables import Agent, EligibilityCheck
 from models.base import CheckChannel, HouseholdStatus, Language, RequestStatus
-from models.household import Household
-from models.messaging import Message, UssdSessionRecord
-from models.payment import PaymentRequest
-from models.rate_limit import MEMBER_CHECK_PER_PHONE
-from models.references import is_valid_reference
+from models.members.household import Household
+from models.messaging.message import Message, UssdSessionRecord
+from models.payments.payment import PaymentRequest
+from models.payments.references import is_valid_reference
 from redis_keys import rate_limit_key, ussd_session_key
 from tests.conftest import CALLBACK_TOKEN
 from tests.factories import make_household, pay, scheme

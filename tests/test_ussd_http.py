@@ -29,13 +29,13 @@ from menus.data import scheme_today
 from menus.render import apology, format_date
 from menus.session_store import connect
 from models import db as db_module
-from models.access import EffectKey
+from models.access.tables import EffectKey
 from models.base import Language, PaymentStatus
+from models.coverage.eligibility import household_eligibility
 from models.db import get_engine
-from models.eligibility import household_eligibility
-from models.household import Household
-from models.messaging import UssdSessionRecord
-from models.payment import Payment, PaymentRequest
+from models.members.household import Household
+from models.messaging.message import UssdSessionRecord
+from models.payments.payment import Payment, PaymentRequest
 from redis_keys import ussd_session_key
 from tests import backends
 from tests.conftest import CALLBACK_TOKEN, FIXTURES, make_test_app

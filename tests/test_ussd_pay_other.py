@@ -7,8 +7,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.messaging import Message
-from models.payment import PaymentRequest
+from models.messaging.message import Message
+from models.payments.payment import PaymentRequest
 from tests.ussd_helpers import PHONE, cmu_household, hops
 
 OTHER_PHONE = "+221781112233"

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from menus.render import fits
 from models.base import Language
-from models.household import Household
+from models.members.household import Household
 from tests.conftest import CALLBACK_TOKEN
 from tests.factories import make_household, scheme
 

@@ -15,14 +15,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.allocation import pay_network_households
 from models.base import utcnow
-from models.coverage import book_subsidised_periods
+from models.coverage.allocation import pay_network_households
+from models.coverage.ledger import account_states
+from models.coverage.periods import book_subsidised_periods
 from models.db import begin_write
-from models.household import Account, Network
-from models.ledger import account_states
-from models.references import expire_payment_requests
-from models.scheme import Scheme
+from models.members.household import Account, Network
+from models.payments.references import expire_payment_requests
+from models.schemes.scheme import Scheme
 from workers import runtime
 
 log = logging.getLogger(__name__)

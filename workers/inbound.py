@@ -12,8 +12,8 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 
 from models.base import utcnow
-from models.payment_sources import operator_patterns
-from models.sms_inbound import CommandContext, answer_inbound
+from models.messaging.inbound import CommandContext, answer_inbound
+from models.payments.sources import operator_patterns
 from redis_keys import inbound_job_id, inbound_text_key
 from workers import runtime
 from workers.reconcile import reconcile_after_commit

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models.base import utcnow
 from models.db import enqueue_after_commit
-from models.reconciliation import reconcile_batch, waiting_payments_query
+from models.reconciliation.batch import reconcile_batch, waiting_payments_query
 from redis_keys import drain_job_id, reconcile_generation_key, reconcile_taken_key, reconcile_waiting_key
 from workers import runtime
 from workers.connections import get_redis

@@ -1,11 +1,11 @@
-"""The clock's reminder job: thin wrapper around `models.reminders`."""
+"""The clock's reminder job: thin wrapper around `models.messaging.reminders`."""
 
 from __future__ import annotations
 
 import logging
 
 from models.base import utcnow
-from models.reminders import send_due_reminders
+from models.messaging.reminders import send_due_reminders
 from workers import runtime
 
 log = logging.getLogger(__name__)

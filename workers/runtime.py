@@ -14,7 +14,7 @@ import redis_keys
 from config import Settings
 from logs import configure_logging
 from models.db import session_scope
-from models.outbox import attach_dispatch
+from models.messaging.outbox import attach_dispatch
 from workers.connections import get_queue, get_redis
 from workers.sms_queue import rq_dispatch
 

@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session
 
 from logs import mask_phone
 from models.base import MessageDirection, MessageStatus, utcnow
-from models.household import Household
-from models.messaging import Message
+from models.members.household import Household
+from models.messaging.message import Message
 from workers import runtime
 from workers.queue_health import queue_depth
 from workers.sms_queue import enqueue_messages, enqueue_new_messages

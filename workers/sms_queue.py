@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 
-from models.outbox import Dispatch
+from models.messaging.outbox import Dispatch
 from redis_keys import sms_group_job_id, sms_job_id
 from workers.connections import get_queue
 

@@ -30,7 +30,7 @@ JOB_MODULES = (
 
 def preload() -> None:
     """Import the job modules, configure the ORM mappers and load the SMS catalogues in this process."""
-    from models.i18n import LANGUAGES, translations
+    from models.texts.i18n import LANGUAGES, translations
 
     for name in JOB_MODULES:
         importlib.import_module(name)

@@ -13,10 +13,8 @@ from sqlalchemy import select
 from extensions import db, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
-from models.access import CollectionDevice
-from models.agents import AgentError, create_agent, list_agents, unlock_agent
-from models.base import StaffRole, utcnow
-from models.devices import (
+from models.access.agents import AgentError, create_agent, list_agents, unlock_agent
+from models.access.devices import (
     DeviceError,
     get_device,
     issue_device_key,
@@ -26,10 +24,12 @@ from models.devices import (
     revoke_device_key,
     set_device_trust,
 )
-from models.rejections import rejected_counts_by_device
-from models.scheme import Scheme
-from models.staff import StaffError, create_staff_user, deactivate_staff_user, list_staff_users
-from models.tokens import TokenError, issue_token, list_tokens, revoke_token
+from models.access.staff import StaffError, create_staff_user, deactivate_staff_user, list_staff_users
+from models.access.tables import CollectionDevice
+from models.access.tokens import TokenError, issue_token, list_tokens, revoke_token
+from models.base import StaffRole, utcnow
+from models.payments.rejections import rejected_counts_by_device
+from models.schemes.scheme import Scheme
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,17 @@ from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_date
 from models.base import PaymentStatus, StaffRole
-from models.dossiers import household_dossier, payment_dossier
-from models.matching import suspense_candidates
-from models.payment_actions import MATCHABLE, UNDOABLE, UNMATCHABLE, manual_match, undo_payment, unmatch_payment
-from models.suspensions import household_events, suspend_household, unsuspend_household
+from models.coverage.suspensions import household_events, suspend_household, unsuspend_household
+from models.reconciliation.matching import suspense_candidates
+from models.reconciliation.staff_actions import (
+    MATCHABLE,
+    UNDOABLE,
+    UNMATCHABLE,
+    manual_match,
+    undo_payment,
+    unmatch_payment,
+)
+from models.views.dossiers import household_dossier, payment_dossier
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from extensions import db, login_manager, settings
 from handlers.admin import bp
-from models.access import StaffUser
-from models.base import StaffRole
-from models.staff import (
+from models.access.staff import (
     authenticate_staff,
     end_staff_session,
     normalise_username,
@@ -27,6 +25,8 @@ from models.staff import (
     start_staff_session,
     user_for_session_token,
 )
+from models.access.tables import StaffUser
+from models.base import StaffRole
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -12,8 +12,8 @@ from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_date, arg_enum, arg_text, page_args, query_without
 from models.base import MessageDirection, MessageStatus, StaffRole, utcnow
-from models.listings import eligibility_checks, messages_list, rejected_callbacks, ussd_sessions
-from models.reports import ussd_funnel
+from models.views.listings import eligibility_checks, messages_list, rejected_callbacks, ussd_sessions
+from models.views.reports import ussd_funnel
 
 USSD_DEFAULT_DAYS = 7
 REJECTED_SOURCES = ("sms_inbound", "sms_delivery", "ussd_events", "wave", "daraja_confirm", "sms_forward")

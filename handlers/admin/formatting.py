@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from extensions import db
 from handlers.admin import bp
-from models.amounts import CURRENCY_EXPONENTS, format_amount
 from models.base import utcnow
-from models.scheme import Scheme
+from models.schemes.amounts import CURRENCY_EXPONENTS, format_amount
+from models.schemes.scheme import Scheme
 
 
 def _currencies() -> dict[str, tuple[int, str | None]]:

@@ -14,10 +14,10 @@ from handlers.admin.actions import render_household
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_text, page_args, query_without
 from models.base import StaffRole
-from models.dossiers import network_dossier, search_households
-from models.household import Network
-from models.listings import network_households, networks_list
-from models.networks import NetworkEdit, update_network
+from models.members.household import Network
+from models.members.networks import NetworkEdit, update_network
+from models.views.dossiers import network_dossier, search_households
+from models.views.listings import network_households, networks_list
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from extensions import db, redis, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from models.base import StaffRole, utcnow
-from models.reports import overview as overview_figures
+from models.views.reports import overview as overview_figures
 from workers.queue_health import heartbeat_time, queue_depth, queue_health
 
 log = logging.getLogger(__name__)

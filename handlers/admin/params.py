@@ -15,7 +15,7 @@ from werkzeug.datastructures import MultiDict
 from extensions import settings
 from models.base import PaymentStatus
 from models.inputs import MAX_INT, InputError, check_text, parse_query_date, parse_query_int
-from models.listings import MAX_PER_PAGE, PaymentFilters
+from models.views.listings import MAX_PER_PAGE, PaymentFilters
 
 E = TypeVar("E", bound=enum.Enum)
 MAX_PAGE = 100_000  # 200 rows a page: 20 million rows deep, far past any list; the offset stays small

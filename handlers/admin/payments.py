@@ -15,7 +15,7 @@ from handlers.admin.actions import render_payment
 from handlers.admin.auth import role_required
 from handlers.admin.params import page_args, payment_filters, query_without
 from models.base import StaffRole, utcnow
-from models.listings import (
+from models.views.listings import (
     RECONCILIATION_CSV_HEADER,
     filter_choices,
     payments_list,

@@ -19,8 +19,8 @@ from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_int, arg_text
 from models.base import MessageDirection, StaffRole
-from models.messaging import Message
-from models.scheme import Scheme
+from models.messaging.message import Message
+from models.schemes.scheme import Scheme
 
 MAX_TEXT = 160
 OUTBOX_SHOWN = 5

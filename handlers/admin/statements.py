@@ -16,8 +16,7 @@ from handlers.admin.auth import role_required
 from handlers.admin.params import page_args
 from models.base import StaffRole
 from models.bulk import analyze
-from models.statement import BreakKind, StatementImport
-from models.statement_import import (
+from models.imports.statements import (
     DEFAULT_FORMATS_FILE,
     MODELS_WRITTEN,
     FormatFileError,
@@ -27,6 +26,7 @@ from models.statement_import import (
     load_formats,
     statement_report,
 )
+from models.payments.statement import BreakKind, StatementImport
 from workers.reconcile import reconcile_after_commit
 
 log = logging.getLogger(__name__)

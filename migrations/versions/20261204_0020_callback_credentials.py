@@ -110,7 +110,7 @@ def revoke_plaintext_device_keys() -> None:
 def remask_stored_secrets() -> None:
     """Mask again the PINs and dates of birth kept in inbound SMS bodies and USSD session records."""
     from menus.records import mask_input
-    from models.sms_commands import mask_secrets
+    from models.messaging.commands import mask_secrets
 
     bind = op.get_bind()
     messages = sa.table(

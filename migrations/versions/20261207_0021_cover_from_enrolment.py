@@ -3,8 +3,8 @@
 Data only. The clock used to start a fully subsidised household's first period on the day it first ran (with a
 new waiting period) instead of at enrolment: such periods — every live period of the household funded by the
 funder alone, the first one starting after `enrolled_on` — are reversed (their allocations and ledger entries
-negated, as `models.allocation.reverse` does) and the period of the run from enrolment that holds today is
-booked instead (`models.coverage.enrolment_period_dates`). The funder also pays the membership fee of every
+negated, as `models.coverage.allocation.reverse` does) and the period of the run from enrolment that holds today is
+booked instead (`models.coverage.periods.enrolment_period_dates`). The funder also pays the membership fee of every
 fully subsidised household whose fee is unpaid. Written with Core tables so later model changes cannot break it.
 
 Revision ID: 0021_cover_from_enrolment
@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from alembic import op
 
-from models.coverage import enrolment_period_dates
+from models.coverage.periods import enrolment_period_dates
 
 revision: str = "0021_cover_from_enrolment"
 down_revision: str | None = "0020_callback_credentials"

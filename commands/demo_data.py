@@ -1,0 +1,380 @@
+"""Demo data: both schemes, ~200 households across every eligibility status, agents and a collection device.
+
+Money goes through the real path: each demo payment is a sandbox report stored by the intake and
+reconciled by the worker's matching and allocation (its receipt SMS queued), subsidised households are
+funded by `book_subsidised_period`, so every answer agrees with the rules.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models.access.agents import create_agent
+from models.access.tables import CollectionDevice
+from models.base import EvidenceSource, HouseholdStatus, Language, MemberStatus, MessageStatus, Sex
+from models.bulk import analyze
+from models.coverage.ledger import get_or_create_account
+from models.coverage.periods import book_subsidised_period
+from models.members.household import Household, Member, Network
+from models.messaging.message import Message
+from models.messaging.outbox import DISPATCH_KEY, attach_dispatch
+from models.payments.intake import Report, record_report
+from models.schemes.scheme import Scheme
+from models.schemes.scheme_file import load_scheme, parse_scheme_file
+
+SCHEMES_DIR = Path(__file__).resolve().parent.parent / "schemes"
+
+FIRST_F = ["Aminata", "Fatou", "Awa", "Khady", "Ndeye", "Mariama", "Coumba", "Astou", "Bineta", "Dieynaba"]
+FIRST_M = ["Ousmane", "Mamadou", "Moussa", "Ibrahima", "Cheikh", "Abdoulaye", "Modou", "Lamine", "Pape", "Babacar"]
+LAST_SN = ["Ndiaye", "Diop", "Fall", "Sarr", "Faye", "Gueye", "Sow", "Ba", "Diallo", "Mbaye", "Cisse", "Seck"]
+FIRST_KH_F = ["Sophea", "Dara", "Chantha", "Sreymom", "Bopha", "Kanha"]
+FIRST_KH_M = ["Sokha", "Vanna", "Rithy", "Sambath", "Piseth", "Veasna"]
+LAST_KH = ["Sok", "Chan", "Keo", "Heng", "Lim", "Meas", "Prak"]
+COMMUNES = [("TN", "Thies Nord"), ("PK", "Pekesse"), ("MR", "Mont Rolland")]
+
+# (label, how many households, days since each payment (none: never paid), plan, category)
+CMU_PROFILES: list[tuple[str, int, tuple[int, ...], str, str]] = [
+    ("active-yearly", 40, (75,), "yearly", "standard"),
+    ("active-half-yearly", 15, (100,), "half-yearly", "standard"),
+    ("waiting", 15, (6,), "yearly", "standard"),
+    ("grace", 12, (380,), "yearly", "standard"),
+    ("lapsed", 15, (460,), "yearly", "standard"),
+    ("pending", 15, (), "yearly", "standard"),
+    ("bsf", 12, (), "yearly", "bsf"),
+    ("cec", 6, (), "yearly", "cec"),
+    ("suspended", 5, (75,), "yearly", "standard"),
+    ("instalment", 5, (), "yearly", "standard"),
+]
+SKY_PROFILES: list[tuple[str, int, tuple[int, ...], str, str]] = [
+    ("active", 15, (40, 12), "monthly", "standard"),
+    ("waiting", 5, (3,), "monthly", "standard"),
+    ("grace", 6, (36,), "monthly", "standard"),
+    ("lapsed", 6, (90,), "monthly", "standard"),
+    ("pending", 5, (), "monthly", "standard"),
+    ("idpoor", 3, (), "monthly", "idpoor"),
+]
+
+SHARED_PHONE = "+221779999999"
+# The phone `make phone` dials as (the Makefile's PHONE): the head of an active CMU household, its only one.
+DEMO_PHONE, DEMO_HOUSEHOLD = "+221770000002", "SN-MR-000002"
+# The household whose last member died (an INACTIVE member in a covered household).
+DECEASED_IN = "SN-TN-000003"
+AGENTS = [
+    ("Poste de sante Thies Nord", "+221760000001", "4821", "Infirmier Diouf"),
+    ("Centre de sante Mont Rolland", "+221760000002", "3907", "Sage-femme Ndour"),
+]
+DEVICE = ("+221700000001", "Telephone collecteur Thies", ["OrangeMoney", "Wave", "FreeMoney"])
+
+
+@dataclass
+class DemoSummary:
+    """What the seeder created."""
+
+    households: int = 0
+    members: int = 0
+    payments: int = 0
+    network: str = ""
+
+
+@dataclass(frozen=True)
+class DemoExample:
+    """A demo member to try: the head of the first household of a profile (or the deceased member)."""
+
+    label: str
+    member_no: str
+    phone: str | None
+    date_of_birth: date | None
+
+
+def cmu_household_no(serial: int) -> str:
+    """Return the number of the CMU demo household of this serial (its commune follows the serial)."""
+    return f"SN-{COMMUNES[serial % len(COMMUNES)][0]}-{serial:06d}"
+
+
+def sky_household_no(serial: int) -> str:
+    """Return the number of the SKY demo household of this serial."""
+    return f"KH-PP-{serial:06d}"
+
+
+def example_households() -> list[tuple[str, str]]:
+    """Return (label, household number) of the first household of each demo profile, numbered as seeded."""
+    examples = []
+    serial = 1
+    for label, count, *_ in CMU_PROFILES:
+        examples.append((f"cmu {label}", cmu_household_no(serial)))
+        serial += count
+    for label, count, *_ in SKY_PROFILES:
+        examples.append((f"sky {label}", sky_household_no(serial)))
+        serial += count
+    return examples
+
+
+def demo_examples(session: Session) -> list[DemoExample]:
+    """Return the demo members to try, read from the database (empty when it holds no demo seed)."""
+    wanted = example_households()
+    heads = {
+        member.member_no: member
+        for member in session.scalars(select(Member).where(Member.member_no.in_([f"{no}-01" for _, no in wanted])))
+    }
+    examples = [
+        DemoExample(label, head.member_no, head.phone, head.date_of_birth)
+        for label, number in wanted
+        if (head := heads.get(f"{number}-01")) is not None
+    ]
+    deceased = session.scalar(
+        select(Member)
+        .join(Household, Member.household_id == Household.id)
+        .where(Household.household_no == DECEASED_IN, Member.status == MemberStatus.DECEASED)
+        .order_by(Member.member_no)
+        .limit(1)
+    )
+    if deceased is not None:
+        examples.append(DemoExample("cmu inactive (deceased member)", deceased.member_no, None, deceased.date_of_birth))
+    return examples
+
+
+def load_shipped_schemes(session: Session) -> dict[str, Scheme]:
+    """Load (create or update) every scheme file in schemes/ and return them by code."""
+    schemes = {}
+    for path in sorted(SCHEMES_DIR.glob("*.toml")):
+        scheme = load_scheme(session, parse_scheme_file(path))
+        schemes[scheme.code] = scheme
+    session.commit()
+    return schemes
+
+
+def is_empty(session: Session) -> bool:
+    """Return whether the database holds no household yet."""
+    return not session.scalar(select(func.count()).select_from(Household))
+
+
+def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
+    """Create the demo households, payments, agents and device (on an empty database)."""
+    rng = random.Random(seed)
+    # Receipts of historical demo payments are marked delivered instead of flooding the outbox queue.
+    receipts: list[int] = []
+    previous_dispatch = session.info.get(DISPATCH_KEY)
+    attach_dispatch(session, receipts.extend)
+    schemes = load_shipped_schemes(session)
+    summary = DemoSummary()
+    cmu, sky = schemes["cmu-thies"], schemes["sky-cambodia"]
+
+    network = Network(
+        scheme_id=cmu.id,
+        code="reseau-thies-nord-1",
+        name="Reseau Thies Nord 1",
+        commune="Thies Nord",
+        contact_phone="+221770000200",
+    )
+    session.add(network)
+    session.flush()
+    get_or_create_account(session, network=network)
+    summary.network = network.code
+    session.commit()
+
+    serial = 0
+    for label, count, days_ago, plan, category in CMU_PROFILES:
+        for index in range(count):
+            serial += 1
+            commune = COMMUNES[serial % len(COMMUNES)][1]
+            phone = SHARED_PHONE if label in {"active-yearly", "waiting"} and index == 0 else f"+22177{serial:07d}"
+            household = _household(
+                session,
+                rng,
+                cmu,
+                cmu_household_no(serial),
+                commune,
+                plan,
+                category,
+                phone,
+                language=Language.WO if serial % 4 == 0 else Language.FR,
+                enrolled_on=today - timedelta(days=max(days_ago, default=60) + 10),
+                network=network if serial % 10 == 1 else None,
+            )
+            _fund(session, rng, summary, cmu, household, label, days_ago, today)
+    # One member who died in an otherwise covered household: INACTIVE.
+    inactive = session.scalar(select(Household).where(Household.household_no == DECEASED_IN))
+    if inactive is not None and len(inactive.members) > 1:
+        member = inactive.members[-1]
+        member.status, member.left_on = MemberStatus.DECEASED, today - timedelta(days=20)
+
+    for label, count, days_ago, plan, category in SKY_PROFILES:
+        for _ in range(count):
+            serial += 1
+            phone = f"+85512{serial:06d}"
+            household = _household(
+                session,
+                rng,
+                sky,
+                sky_household_no(serial),
+                "Phnom Penh",
+                plan,
+                category,
+                phone,
+                language=Language.KM if serial % 3 else Language.EN,
+                enrolled_on=today - timedelta(days=max(days_ago, default=60) + 5),
+                network=None,
+            )
+            _fund(session, rng, summary, sky, household, label, days_ago, today)
+    session.commit()
+
+    for facility, phone, pin, name in AGENTS:
+        create_agent(session, facility=facility, phone=phone, pin=pin, country="SN", name=name)
+    session.add(
+        CollectionDevice(
+            device_key=DEVICE[0], label=DEVICE[1], scheme_id=cmu.id, operator_senders=DEVICE[2], trusted=False
+        )
+    )
+    session.commit()
+    if receipts:
+        session.execute(
+            update(Message)
+            .where(Message.id.in_(receipts), Message.status == MessageStatus.QUEUED)
+            .values(status=MessageStatus.SUCCESS, transport="demo-seed", sent_at=Message.created_at)
+        )
+        session.commit()
+    if previous_dispatch is not None:
+        attach_dispatch(session, previous_dispatch)
+    analyze(session)  # every table: the demo writes most of them
+    summary.households = session.scalar(select(func.count()).select_from(Household)) or 0
+    summary.members = session.scalar(select(func.count()).select_from(Member)) or 0
+    return summary
+
+
+def _household(
+    session: Session,
+    rng: random.Random,
+    scheme: Scheme,
+    number: str,
+    commune: str,
+    plan: str,
+    category: str,
+    phone: str,
+    language: Language,
+    enrolled_on: date,
+    network: Network | None,
+) -> Household:
+    khmer = scheme.country == "KH"
+    size = rng.choice([1, 2, 3, 4, 4, 5, 6, 8]) if not khmer else rng.choice([1, 2, 3, 4, 5, 8])
+    last = rng.choice(LAST_KH if khmer else LAST_SN)
+    household = Household(
+        household_no=number,
+        scheme_id=scheme.id,
+        network_id=network.id if network else None,
+        head_member_no=f"{number}-01",
+        commune=commune,
+        subsidy_category=category,
+        plan=plan,
+        language=language,
+        sms_opt_in=True,
+        enrolled_on=enrolled_on,
+    )
+    session.add(household)
+    session.flush()
+    for position in range(1, size + 1):
+        sex = Sex.F if (position == 1) == (rng.random() < 0.5) else Sex.M
+        names = (FIRST_KH_F if sex is Sex.F else FIRST_KH_M) if khmer else (FIRST_F if sex is Sex.F else FIRST_M)
+        head = position == 1
+        born = (
+            date(rng.randint(1960, 1995), rng.randint(1, 12), rng.randint(1, 28))
+            if position <= 2
+            else date(rng.randint(2005, 2024), rng.randint(1, 12), rng.randint(1, 28))
+        )
+        session.add(
+            Member(
+                member_no=f"{number}-{position:02d}",
+                household_id=household.id,
+                last_name=last,
+                first_name=rng.choice(names),
+                sex=sex,
+                date_of_birth=born,
+                relationship_to_head="head" if head else ("spouse" if position == 2 else "child"),
+                phone=phone if head else None,
+                joined_on=enrolled_on,
+            )
+        )
+    session.flush()
+    get_or_create_account(session, household=household)
+    session.commit()
+    session.refresh(household)
+    return household
+
+
+def _fund(
+    session: Session,
+    rng: random.Random,
+    summary: DemoSummary,
+    scheme: Scheme,
+    household: Household,
+    label: str,
+    days_ago: tuple[int, ...],
+    today: date,
+) -> None:
+    """Give the household the money history its label describes, through the real rules."""
+    from models.coverage.premiums import amount_due
+
+    if label in {"bsf", "cec", "idpoor"}:
+        # What the daily clock would have done since enrolment: a period at enrolment, then at each end.
+        day = household.enrolled_on
+        while day <= today:
+            session.commit()  # the money functions start their own write transaction
+            period = book_subsidised_period(session, household, day)
+            session.commit()
+            if period is None:
+                break
+            day = period.end_on
+        return
+    if label == "instalment":
+        due = amount_due(session, household, today - timedelta(days=3)).total
+        _pay(session, summary, scheme, household, max(1, due // 3), today - timedelta(days=3))
+        return
+    for days in days_ago:
+        paid_on = today - timedelta(days=days)
+        due = amount_due(session, household, paid_on).total
+        _pay(session, summary, scheme, household, due, paid_on)
+    if label == "suspended":
+        household.status = HouseholdStatus.SUSPENDED
+        household.status_reason = "Card lent to a non-member (under review)"
+        session.commit()
+
+
+def _pay(
+    session: Session, summary: DemoSummary, scheme: Scheme, household: Household, amount: int, paid_on: date
+) -> None:
+    """Report a sandbox payment for the household and reconcile it, as the worker would."""
+    from models.reconciliation.batch import reconcile_payment
+
+    summary.payments += 1
+    head = household.members[0]
+    txn_id = f"DEMO{summary.payments:06d}"
+    raw = {
+        "txn_id": txn_id,
+        "amount": amount,
+        "currency": scheme.currency,
+        "phone": head.phone,
+        "reference": household.household_no,
+        "paid_at": f"{paid_on.isoformat()}T10:30:00Z",
+    }
+    report = Report(
+        provider="sandbox",
+        provider_txn_id=txn_id,
+        amount=amount,
+        currency=scheme.currency,
+        payer_phone=head.phone,
+        reference=household.household_no,
+        paid_at=datetime.combine(paid_on, time(10, 30)),
+        source=EvidenceSource.WEBHOOK,
+        route="demo-seed",
+        raw=json.dumps(raw),
+    )
+    result = record_report(session, report)
+    session.commit()
+    reconcile_payment(session, result.payment_id)
+    session.commit()

@@ -1,0 +1,1 @@
+"""Who may do what: staff, facility agents, API tokens, collection devices, rate limits."""

@@ -1,0 +1,161 @@
+"""Staff users of the admin web: creation, password changes and sign-in checks."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models.access.hashing import hash_password, password_needs_rehash, verify_password
+from models.access.tables import StaffSession, StaffUser
+from models.base import StaffRole, utcnow
+
+MIN_PASSWORD_LENGTH = 10
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,79}$")
+# Verified when the username is unknown, so a wrong name costs as much time as a wrong password.
+_DUMMY_HASH = hash_password("not-a-real-password-0000")
+ROLE_RANK = {StaffRole.VIEWER: 1, StaffRole.OPERATOR: 2, StaffRole.ADMIN: 3}
+
+
+class StaffError(ValueError):
+    """A staff user cannot be created or changed as asked."""
+
+
+@dataclass(frozen=True)
+class CreatedUser:
+    """The outcome of `create_staff_user`: the user and whether it was created now."""
+
+    user: StaffUser
+    created: bool
+
+
+def normalise_username(username: str) -> str:
+    """Return the canonical (trimmed, lower-case) form of a username."""
+    return username.strip().lower()
+
+
+def role_allows(role: StaffRole, needed: StaffRole) -> bool:
+    """Return whether a role includes the rights of `needed` (admin ⊃ operator ⊃ viewer)."""
+    return ROLE_RANK[role] >= ROLE_RANK[needed]
+
+
+def check_password_strength(password: str) -> None:
+    """Raise StaffError when a password is too weak to protect payment data."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise StaffError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def find_staff_user(session: Session, username: str) -> StaffUser | None:
+    """Return the staff user with this username, if any."""
+    return session.scalar(select(StaffUser).where(StaffUser.username == normalise_username(username)))
+
+
+def create_staff_user(
+    session: Session, username: str, password: str, role: StaffRole, *, if_missing: bool = False
+) -> CreatedUser:
+    """Create a staff user with an argon2-hashed password (or return the existing one when `if_missing`)."""
+    name = normalise_username(username)
+    if not _USERNAME.match(name):
+        raise StaffError("a username is 2-80 characters: letters, digits, '.', '_', '@', '-'")
+    existing = find_staff_user(session, name)
+    if existing is not None:
+        if if_missing:
+            return CreatedUser(existing, created=False)
+        raise StaffError(f"user {name} already exists")
+    check_password_strength(password)
+    user = StaffUser(username=name, password_hash=hash_password(password), role=role, active=True)
+    session.add(user)
+    session.flush()
+    return CreatedUser(user, created=True)
+
+
+def set_staff_password(session: Session, username: str, password: str) -> StaffUser:
+    """Replace a staff user's password (which signs out their open sessions)."""
+    user = find_staff_user(session, username)
+    if user is None:
+        raise StaffError(f"no user {normalise_username(username)}")
+    check_password_strength(password)
+    user.password_hash = hash_password(password)
+    return user
+
+
+def deactivate_staff_user(session: Session, username: str, by: str) -> StaffUser:
+    """Deactivate a staff user (their open sessions end at once); nobody deactivates themselves."""
+    user = find_staff_user(session, username)
+    if user is None:
+        raise StaffError(f"no user {normalise_username(username)}")
+    if user.username == normalise_username(by):
+        raise StaffError("you cannot deactivate yourself")
+    user.active = False
+    session.flush()
+    return user
+
+
+def list_staff_users(session: Session) -> list[StaffUser]:
+    """Return every staff user by username."""
+    return list(session.scalars(select(StaffUser).order_by(StaffUser.username)))
+
+
+def authenticate_staff(session: Session, username: str, password: str) -> StaffUser | None:
+    """Return the active staff user these credentials belong to, recording the sign-in; else None."""
+    user = find_staff_user(session, username)
+    if user is None or not user.active:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    if not verify_password(user.password_hash, password):
+        return None
+    if password_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login_at = utcnow()
+    return user
+
+
+def session_token(user: StaffUser, secret: str = "") -> str:
+    """Return the id Flask-Login keeps in the cookie: the user, their password hash, and the signed-in session."""
+    return f"{user.id}:{user.password_hash[-16:]}:{secret}"
+
+
+def start_staff_session(session: Session, user: StaffUser) -> str:
+    """Record a new signed-in session of the user and return its cookie token; the caller commits."""
+    secret = secrets.token_urlsafe(24)
+    session.add(StaffSession(user_id=user.id, secret_hash=_secret_hash(secret), created_at=utcnow()))
+    session.flush()
+    return session_token(user, secret)
+
+
+def end_staff_session(session: Session, token: str) -> None:
+    """End the signed-in session a cookie token names (a copy of the cookie no longer works); the caller commits."""
+    secret = token.rpartition(":")[2]
+    if secret:
+        session.execute(
+            update(StaffSession)
+            .where(StaffSession.secret_hash == _secret_hash(secret), StaffSession.ended_at.is_(None))
+            .values(ended_at=utcnow())
+        )
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def user_for_session_token(session: Session, token: str) -> StaffUser | None:
+    """Return the active user a session token names, or None when stale (signed out, password changed, disabled)."""
+    user_id, _, rest = token.partition(":")
+    _fingerprint, _, secret = rest.partition(":")
+    if not user_id.isascii() or not user_id.isdigit() or len(user_id) > 12 or not secret:
+        return None
+    user = session.get(StaffUser, int(user_id))
+    if user is None or not user.active or session_token(user, secret) != token:
+        return None
+    live = session.scalar(
+        select(StaffSession.id).where(
+            StaffSession.secret_hash == _secret_hash(secret),
+            StaffSession.user_id == user.id,
+            StaffSession.ended_at.is_(None),
+        )
+    )
+    return user if live is not None else None

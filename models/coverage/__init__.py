@@ -1,0 +1,1 @@
+"""What money buys: premiums, the ledger, coverage periods, eligibility, allocation, suspensions, facility checks."""

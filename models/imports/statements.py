@@ -1,0 +1,899 @@
+"""Operators' statements: read an export with its provider's column mapping, store it, report the breaks.
+
+Statements are the ground truth (docs/operations.md, "Statement import"). Importing one:
+- reads the file with a column mapping kept as data (`operators/statement_formats.toml`); a bad file, header or cell
+  raises `StatementError` naming the line, before anything is written;
+- is idempotent: the same bytes for the same provider (unique sha256) answer "already imported" and write nothing;
+- stores the import and every line (debits, fees and failed lines too, with Core inserts);
+- brings each credit line to payment intake as a `statement` report: a known, confirmed, consistent payment gets its
+  evidence row in bulk; anything else goes through `record_report` (creates the payments no notification brought,
+  confirms PROVISIONAL ones, turns different amounts into CONFLICT);
+- records the breaks (`BreakKind`) and the credits per day and currency, statement vs system, as they stood.
+Days are UTC days of `paid_at`. The caller commits, then enqueues `reconcile` for `ImportResult.needs_reconcile`.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import io
+import json
+import logging
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from logs import mask_phone
+from models.base import EvidenceSource, utcnow
+from models.db import begin_write
+from models.payments.intake import (
+    IntakeOutcome,
+    Report,
+    clean_phone,
+    clean_reference,
+    differences,
+    fields_hash,
+    record_report,
+    sha256_text,
+)
+from models.payments.operator_sms import normalise_text
+from models.payments.payment import Payment, PaymentEvidence, ReconciliationEvent
+from models.payments.statement import BreakKind, LineKind, StatementBreak, StatementImport, StatementLine
+from models.schemes.amounts import AmountError, currency_exponent, parse_amount
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FORMATS_FILE = Path(__file__).resolve().parent.parent / "operators" / "statement_formats.toml"
+HEADER_SEARCH_LINES = 20  # exports may put a title or the account name above the header
+MAX_REPORTED_ERRORS = 20
+PROGRESS_EVERY = 10_000
+# What an import writes (payments through intake, with their evidence and events): analysed once committed.
+MODELS_WRITTEN = (StatementImport, StatementLine, StatementBreak, Payment, PaymentEvidence, ReconciliationEvent)
+_IN_CHUNK = 2_000  # ids per IN (…) query: well under SQLite's and PostgreSQL's parameter limits
+_COLUMN_KEYS = ("txn_id", "date", "time", "amount", "paid_in", "withdrawn", "currency", "payer", "reference")
+_FORMAT_KEYS = frozenset(
+    {
+        *_COLUMN_KEYS,
+        "providers",
+        "delimiter",
+        "date_format",
+        "timezone",
+        "fixed_currency",
+        "payer_pattern",
+        "reference_pattern",
+        "type",
+        "credit_types",
+        "status",
+        "ok_statuses",
+    }
+)
+_ZERO = re.compile(r"^[0.,' ]*$")
+
+Progress = Callable[[str, int, int], None]
+
+
+class StatementError(ValueError):
+    """A statement that cannot be imported; the message names the line. Nothing is written."""
+
+
+class FormatFileError(ValueError):
+    """The statement formats file is invalid; the message names the format and key."""
+
+
+@functools.lru_cache(maxsize=4096)  # headers, types and statuses repeat on every line
+def header_key(text: str) -> str:
+    """Return a header or type cell as compared: accents removed, whitespace collapsed, case folded."""
+    return normalise_text(text).casefold()
+
+
+@dataclass(frozen=True)
+class StatementFormat:
+    """One export layout: which providers use it and which column holds what."""
+
+    name: str
+    providers: frozenset[str]
+    txn_id: str
+    date: str
+    date_format: str = "iso"
+    timezone: str = "UTC"
+    time: str | None = None
+    amount: str | None = None
+    paid_in: str | None = None
+    withdrawn: str | None = None
+    currency: str | None = None
+    fixed_currency: str | None = None
+    payer: str | None = None
+    payer_pattern: re.Pattern[str] | None = None
+    reference: str | None = None
+    reference_pattern: re.Pattern[str] | None = None
+    type: str | None = None
+    credit_types: frozenset[str] = frozenset()
+    status: str | None = None
+    ok_statuses: frozenset[str] = frozenset()
+    delimiter: str = ","
+
+    def columns(self) -> list[str]:
+        """Return the headers this format reads, as written in the formats file."""
+        names = [getattr(self, key) for key in _COLUMN_KEYS] + [self.type, self.status]
+        return [name for name in names if name]
+
+
+def _format_from(name: str, entry: Any) -> StatementFormat:
+    where = f"formats.{name}"
+    if not isinstance(entry, dict):
+        raise FormatFileError(f"{where} must be a table")
+    unknown = sorted(set(entry) - _FORMAT_KEYS)
+    if unknown:
+        raise FormatFileError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    for key in ("providers", "txn_id", "date"):
+        if not entry.get(key):
+            raise FormatFileError(f"{where}: `{key}` is required")
+    if bool(entry.get("amount")) == bool(entry.get("paid_in")):
+        raise FormatFileError(f"{where}: give either `amount` or `paid_in` (+ `withdrawn`)")
+    if bool(entry.get("currency")) == bool(entry.get("fixed_currency")):
+        raise FormatFileError(f"{where}: give either `currency` or `fixed_currency`")
+    if entry.get("type") and not entry.get("credit_types"):
+        raise FormatFileError(f"{where}: `type` needs `credit_types`")
+    if entry.get("status") and not entry.get("ok_statuses"):
+        raise FormatFileError(f"{where}: `status` needs `ok_statuses`")
+    try:
+        ZoneInfo(str(entry.get("timezone", "UTC")))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise FormatFileError(f"{where}: unknown timezone {entry.get('timezone')!r}") from exc
+    patterns: dict[str, re.Pattern[str] | None] = {}
+    for key in ("payer_pattern", "reference_pattern"):
+        source = entry.get(key)
+        if not source:
+            patterns[key] = None
+            continue
+        try:
+            patterns[key] = re.compile(str(source), re.IGNORECASE)
+        except re.error as exc:
+            raise FormatFileError(f"{where}.{key}: {exc}") from exc
+        if "value" not in patterns[key].groupindex:  # type: ignore[union-attr]
+            raise FormatFileError(f"{where}.{key}: needs a group named `value`")
+    delimiter = str(entry.get("delimiter", ","))
+    if len(delimiter) != 1:
+        raise FormatFileError(f"{where}.delimiter must be one character")
+    return StatementFormat(
+        name=name,
+        providers=frozenset(str(p).strip().lower() for p in entry["providers"]),
+        txn_id=str(entry["txn_id"]),
+        date=str(entry["date"]),
+        date_format=str(entry.get("date_format", "iso")),
+        timezone=str(entry.get("timezone", "UTC")),
+        time=entry.get("time") or None,
+        amount=entry.get("amount") or None,
+        paid_in=entry.get("paid_in") or None,
+        withdrawn=entry.get("withdrawn") or None,
+        currency=entry.get("currency") or None,
+        fixed_currency=str(entry["fixed_currency"]).upper() if entry.get("fixed_currency") else None,
+        payer=entry.get("payer") or None,
+        payer_pattern=patterns["payer_pattern"],
+        reference=entry.get("reference") or None,
+        reference_pattern=patterns["reference_pattern"],
+        type=entry.get("type") or None,
+        credit_types=frozenset(header_key(str(t)) for t in entry.get("credit_types", [])),
+        status=entry.get("status") or None,
+        ok_statuses=frozenset(header_key(str(s)) for s in entry.get("ok_statuses", [])),
+        delimiter=delimiter,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _load_formats_cached(path: str) -> dict[str, StatementFormat]:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise FormatFileError(f"{path}: {exc}") from exc
+    entries = data.get("formats")
+    if not isinstance(entries, dict) or not entries:
+        raise FormatFileError(f"{path}: no [formats.NAME] table")
+    return {name: _format_from(name, entry) for name, entry in entries.items()}
+
+
+def load_formats(path: str | Path = DEFAULT_FORMATS_FILE) -> dict[str, StatementFormat]:
+    """Return the statement formats of a TOML file by name, refusing a missing key or bad pattern."""
+    return _load_formats_cached(str(path))
+
+
+def formats_for(provider: str, formats: Mapping[str, StatementFormat]) -> list[StatementFormat]:
+    """Return the formats a provider's statements may come in, provider-specific ones first."""
+    mine = [f for f in formats.values() if provider in f.providers]
+    return sorted(mine, key=lambda f: len(f.providers))
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class StatementLineData:
+    """One statement line as read: amount in minor units (positive), kind credit / debit / failed / a type."""
+
+    line_no: int
+    provider_txn_id: str
+    amount: int
+    currency: str
+    paid_at: datetime
+    payer_phone: str | None
+    reference: str | None
+    kind: str
+    raw: str
+
+    @property
+    def is_credit(self) -> bool:
+        """Return whether this line is money in, i.e. a payment."""
+        return self.kind == LineKind.CREDIT
+
+
+@dataclass(frozen=True)
+class ParsedStatement:
+    """A statement file read with one format."""
+
+    format: StatementFormat
+    lines: list[StatementLineData]
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_no = data[: exc.start].count(b"\n") + 1
+        raise StatementError(f"line {line_no}: not UTF-8 text (export the statement as CSV UTF-8)") from exc
+
+
+def _find_header(text: str, fmt: StatementFormat) -> tuple[int, list[str], list[str]] | None:
+    """Return (line number, header cells, missing columns) of the best header candidate in the first lines."""
+    best: tuple[int, list[str], list[str]] | None = None
+    wanted = {header_key(c): c for c in fmt.columns()}
+    head = text.split("\n", HEADER_SEARCH_LINES)[:HEADER_SEARCH_LINES]
+    for index, line in enumerate((line.rstrip("\r") for line in head), start=1):
+        if not line.strip():
+            continue
+        try:
+            cells = next(csv.reader([line], delimiter=fmt.delimiter))
+        except csv.Error:
+            continue
+        present = {header_key(c) for c in cells}
+        missing = [name for key, name in wanted.items() if key not in present]
+        if not missing:
+            return index, cells, []
+        if best is None or len(missing) < len(best[2]):
+            best = (index, cells, missing)
+    return best
+
+
+def _choose_format(
+    text: str, provider: str, candidates: list[StatementFormat]
+) -> tuple[StatementFormat, int, list[str]]:
+    problems = []
+    for fmt in candidates:
+        found = _find_header(text, fmt)
+        if found is not None and not found[2]:
+            return fmt, found[0], found[1]
+        missing = found[2] if found is not None else fmt.columns()
+        problems.append(f"{fmt.name} (missing {', '.join(repr(m) for m in missing)})")
+    if not text.strip():
+        raise StatementError("line 1: the file is empty")
+    raise StatementError(f"line 1: no {provider} statement header found; tried {'; '.join(problems)}")
+
+
+class _Reader:
+    """Read the cells of one format's rows into `StatementLineData`."""
+
+    def __init__(self, session: Session, fmt: StatementFormat, header: list[str]) -> None:
+        self.session = session
+        self.fmt = fmt
+        self.header = header
+        keys = [header_key(h) for h in header]
+        self.index = {column: keys.index(header_key(column)) for column in fmt.columns()}
+        self.zone = ZoneInfo(fmt.timezone)
+        self.exponents: dict[str, int] = {}
+
+    def cell(self, row: list[str], column: str | None) -> str:
+        """Return a cell by the format's column name, stripped ("" when the format has no such column)."""
+        if column is None:
+            return ""
+        return row[self.index[column]].strip()
+
+    def exponent(self, currency: str) -> int:
+        """Return the currency's minor-unit exponent (cached for the file)."""
+        if currency not in self.exponents:
+            self.exponents[currency] = currency_exponent(self.session, currency)
+        return self.exponents[currency]
+
+    def paid_at(self, row: list[str]) -> datetime:
+        """Return the line's time in UTC (naive), read in the format's timezone when the cell has none."""
+        text = self.cell(row, self.fmt.date)
+        if self.fmt.time:
+            text = f"{text} {self.cell(row, self.fmt.time)}".strip()
+        if not text:
+            raise ValueError(f"{self.fmt.date!r} is empty")
+        try:
+            if self.fmt.date_format == "iso":
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            else:
+                parsed = datetime.strptime(text, self.fmt.date_format)
+        except ValueError as exc:
+            raise ValueError(f"{self.fmt.date!r}: {text!r} is not a date ({self.fmt.date_format})") from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=self.zone)
+        return parsed.astimezone(UTC).replace(tzinfo=None)
+
+    def signed_amount(self, row: list[str], column: str, currency: str) -> int:
+        """Return a cell's amount in minor units, negative for money out ("-700", "(700)")."""
+        text = self.cell(row, column).replace("\u00a0", " ")
+        negative = False
+        if text.startswith("(") and text.endswith(")"):
+            negative, text = True, text[1:-1].strip()
+        if text[:1] in ("-", "+"):
+            negative, text = text[0] == "-", text[1:].strip()
+        if _ZERO.match(text):
+            return 0
+        if not currency:
+            raise ValueError("no currency")
+        try:
+            value = parse_amount(text, self.exponent(currency))
+        except AmountError as exc:
+            raise ValueError(f"{column!r}: {exc}") from exc
+        return -value if negative else value
+
+    def pick(self, row: list[str], column: str | None, pattern: re.Pattern[str] | None) -> str | None:
+        """Return a cell, or the `value` group of the format's pattern in it; None when empty or not found."""
+        text = self.cell(row, column)
+        if text and pattern is not None:
+            found = pattern.search(text)
+            text = found.group("value") if found else ""
+        return text or None
+
+    def line(self, line_no: int, row: list[str]) -> StatementLineData:
+        """Return one row read as a statement line; ValueError says which cell is wrong."""
+        fmt = self.fmt
+        currency = (fmt.fixed_currency or self.cell(row, fmt.currency)).upper()
+        if fmt.paid_in:
+            paid_in = self.signed_amount(row, fmt.paid_in, currency)
+            out = self.signed_amount(row, fmt.withdrawn, currency) if fmt.withdrawn else 0
+            signed = paid_in if paid_in > 0 else -abs(out or paid_in)
+        else:
+            assert fmt.amount is not None
+            signed = self.signed_amount(row, fmt.amount, currency)
+        credit = signed > 0
+        kind = LineKind.CREDIT.value if credit else LineKind.DEBIT.value
+        if fmt.type:
+            type_key = header_key(self.cell(row, fmt.type))
+            if type_key not in fmt.credit_types:
+                credit = False
+                kind = type_key[:20] or LineKind.DEBIT.value
+            elif not credit:
+                kind = LineKind.DEBIT.value
+        if fmt.status and header_key(self.cell(row, fmt.status)) not in fmt.ok_statuses:
+            credit, kind = False, LineKind.FAILED.value
+        txn_id = self.cell(row, fmt.txn_id)
+        if credit and not txn_id:
+            raise ValueError(f"{fmt.txn_id!r} is empty")
+        if len(txn_id) > 80:
+            raise ValueError(f"{fmt.txn_id!r} is longer than 80 characters")
+        if len(currency) > 3 or (credit and len(currency) != 3):
+            raise ValueError(f"currency {currency!r} is not an ISO code")
+        payer = clean_phone(self.pick(row, fmt.payer, fmt.payer_pattern))
+        reference = clean_reference(self.pick(row, fmt.reference, fmt.reference_pattern))
+        return StatementLineData(
+            line_no=line_no,
+            provider_txn_id=txn_id,
+            amount=abs(signed),
+            currency=currency,
+            paid_at=self.paid_at(row),
+            payer_phone=payer[:32] if payer else None,
+            reference=reference[:120] if reference else None,
+            kind=kind,
+            raw=json.dumps(dict(zip(self.header, row, strict=False)), ensure_ascii=False),
+        )
+
+
+def read_statement(
+    session: Session,
+    data: bytes,
+    provider: str,
+    formats: Mapping[str, StatementFormat] | None = None,
+    format_name: str | None = None,
+) -> ParsedStatement:
+    """Read a statement file with the provider's format; raise StatementError naming every bad line (up to 20)."""
+    formats = load_formats() if formats is None else formats
+    if format_name:
+        if format_name not in formats:
+            raise StatementError(f"unknown statement format {format_name!r}; known: {', '.join(sorted(formats))}")
+        candidates = [formats[format_name]]
+    else:
+        candidates = formats_for(provider, formats)
+        if not candidates:
+            known = sorted({p for f in formats.values() for p in f.providers})
+            raise StatementError(f"no statement format for provider {provider!r}; known: {', '.join(known)}")
+    text = _decode(data)
+    fmt, header_line, header = _choose_format(text, provider, candidates)
+    reader = _Reader(session, fmt, header)
+    rows = csv.reader(io.StringIO(text), delimiter=fmt.delimiter)
+    lines: list[StatementLineData] = []
+    errors: list[str] = []
+    try:
+        for row in rows:
+            line_no = rows.line_num
+            if line_no <= header_line or not any(cell.strip() for cell in row):
+                continue
+            if len(row) < len(header) or any(cell.strip() for cell in row[len(header) :]):
+                errors.append(f"line {line_no}: {len(row)} fields, the header has {len(header)}")
+            else:
+                try:
+                    lines.append(reader.line(line_no, row))
+                except ValueError as exc:
+                    errors.append(f"line {line_no}: {exc}")
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+    except csv.Error as exc:
+        errors.append(f"line {rows.line_num}: {exc}")
+    if errors:
+        raise StatementError("\n".join(errors))
+    if not lines:
+        raise StatementError(f"line {header_line + 1}: the statement has a header but no lines")
+    return ParsedStatement(fmt, lines)
+
+
+# ---------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class BreakRow:
+    """One break as the report shows it: the line and/or payment it is about."""
+
+    kind: BreakKind
+    line_no: int | None
+    provider_txn_id: str | None
+    statement_amount: int | None
+    system_amount: int | None
+    currency: str | None
+    payment_id: int | None
+    payment_status: str | None
+    detail: str | None
+    resolved: bool
+
+
+@dataclass(frozen=True)
+class DayTotal:
+    """Credits of one day and currency: the statement's and the system's (before the import)."""
+
+    day: date
+    currency: str
+    statement_count: int
+    statement_amount: int
+    system_count: int
+    system_amount: int
+
+    @property
+    def difference(self) -> int:
+        """Return statement minus system."""
+        return self.statement_amount - self.system_amount
+
+
+@dataclass(frozen=True)
+class StatementReport:
+    """An imported statement and what it found: breaks and daily totals, for the CLI and the admin page."""
+
+    import_id: int
+    provider: str
+    filename: str
+    format: str
+    imported_by: str
+    imported_at: datetime
+    period_start: date | None
+    period_end: date | None
+    line_count: int
+    credit_count: int
+    breaks: tuple[BreakRow, ...]
+    totals: tuple[DayTotal, ...]
+
+    def count(self, kind: BreakKind) -> int:
+        """Return how many breaks of a kind the statement found."""
+        return sum(1 for b in self.breaks if b.kind == kind)
+
+    def of_kind(self, kind: BreakKind) -> list[BreakRow]:
+        """Return the breaks of one kind."""
+        return [b for b in self.breaks if b.kind == kind]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What importing a file did; `needs_reconcile` lists payments to enqueue once the caller has committed."""
+
+    report: StatementReport
+    already_imported: bool
+    needs_reconcile: tuple[int, ...]
+
+
+def statement_report(session: Session, import_id: int) -> StatementReport:
+    """Return the report of an imported statement; LookupError when there is none."""
+    imported = session.get(StatementImport, import_id)
+    if imported is None:
+        raise LookupError(f"no statement import {import_id}")
+    rows = session.execute(
+        select(
+            StatementBreak.kind,
+            StatementBreak.detail,
+            StatementBreak.resolved_at,
+            StatementBreak.payment_id,
+            StatementLine.line_no,
+            StatementLine.provider_txn_id,
+            StatementLine.amount,
+            StatementLine.currency,
+            Payment.provider_txn_id,
+            Payment.amount,
+            Payment.currency,
+            Payment.status,
+        )
+        .outerjoin(StatementLine, StatementBreak.line_id == StatementLine.id)
+        .outerjoin(Payment, StatementBreak.payment_id == Payment.id)
+        .where(StatementBreak.import_id == import_id)
+        .order_by(StatementBreak.id)
+    )
+    breaks = tuple(
+        BreakRow(
+            kind=BreakKind(kind),
+            line_no=line_no,
+            provider_txn_id=line_txn or payment_txn,
+            statement_amount=line_amount,
+            system_amount=payment_amount,
+            currency=line_currency or payment_currency,
+            payment_id=payment_id,
+            payment_status=status.value if status is not None else None,
+            detail=detail,
+            resolved=resolved_at is not None,
+        )
+        for (
+            kind,
+            detail,
+            resolved_at,
+            payment_id,
+            line_no,
+            line_txn,
+            line_amount,
+            line_currency,
+            payment_txn,
+            payment_amount,
+            payment_currency,
+            status,
+        ) in rows
+    )
+    totals = tuple(
+        DayTotal(
+            day=date.fromisoformat(t["day"]),
+            currency=t["currency"],
+            statement_count=t["statement_count"],
+            statement_amount=t["statement_amount"],
+            system_count=t["system_count"],
+            system_amount=t["system_amount"],
+        )
+        for t in imported.totals or []
+    )
+    return StatementReport(
+        import_id=imported.id,
+        provider=imported.provider,
+        filename=imported.filename,
+        format=imported.format,
+        imported_by=imported.imported_by,
+        imported_at=imported.created_at,
+        period_start=imported.period_start,
+        period_end=imported.period_end,
+        line_count=imported.line_count,
+        credit_count=imported.credit_count,
+        breaks=breaks,
+        totals=totals,
+    )
+
+
+# ---------------------------------------------------------------- importing
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+def _known_payments(session: Session, provider: str, txn_ids: list[str]) -> dict[str, Payment]:
+    """Return the provider's payments with these transaction ids (one query per 2,000 ids)."""
+    found: dict[str, Payment] = {}
+    for chunk in _chunks(txn_ids):
+        query = select(Payment).where(Payment.provider == provider, Payment.provider_txn_id.in_(chunk))
+        for payment in session.scalars(query):
+            found[payment.provider_txn_id] = payment
+    return found
+
+
+def _stored_statement_evidence(session: Session, payment_ids: list[int], route: str) -> set[tuple[int, str]]:
+    """Return (payment id, raw hash) of the statement evidence these payments already have on this route."""
+    stored: set[tuple[int, str]] = set()
+    for start in range(0, len(payment_ids), _IN_CHUNK):
+        chunk = payment_ids[start : start + _IN_CHUNK]
+        query = select(PaymentEvidence.payment_id, PaymentEvidence.raw_hash).where(
+            PaymentEvidence.payment_id.in_(chunk),
+            PaymentEvidence.source == EvidenceSource.STATEMENT,
+            PaymentEvidence.route == route,
+        )
+        stored.update((pid, raw_hash) for pid, raw_hash in session.execute(query))
+    return stored
+
+
+def _describe(diffs: dict[str, list[str | int | None]]) -> str:
+    parts = []
+    for name in sorted(diffs):
+        system, statement = diffs[name]
+        if name == "payer":
+            system, statement = mask_phone(str(system or "")), mask_phone(str(statement or ""))
+        parts.append(f"{name}: statement {statement}, system {system}")
+    return "; ".join(parts)
+
+
+def _report_of(line: StatementLineData, provider: str, route: str, line_id: int) -> Report:
+    return Report(
+        provider=provider,
+        provider_txn_id=line.provider_txn_id,
+        amount=line.amount,
+        currency=line.currency,
+        payer_phone=line.payer_phone,
+        reference=line.reference,
+        paid_at=line.paid_at,
+        source=EvidenceSource.STATEMENT,
+        route=route,
+        raw=line.raw,
+        statement_line_id=line_id,
+    )
+
+
+def _day_totals(
+    statement: Iterable[StatementLineData], system: Iterable[tuple[datetime, int, str]]
+) -> list[dict[str, Any]]:
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def entry(day: date, currency: str) -> dict[str, Any]:
+        key = (day.isoformat(), currency)
+        if key not in totals:
+            totals[key] = {
+                "day": key[0],
+                "currency": currency,
+                "statement_count": 0,
+                "statement_amount": 0,
+                "system_count": 0,
+                "system_amount": 0,
+            }
+        return totals[key]
+
+    for line in statement:
+        row = entry(line.paid_at.date(), line.currency)
+        row["statement_count"] += 1
+        row["statement_amount"] += line.amount
+    for paid_at, amount, currency in system:
+        row = entry(paid_at.date(), currency)
+        row["system_count"] += 1
+        row["system_amount"] += amount
+    return [totals[key] for key in sorted(totals)]
+
+
+def import_statement(
+    session: Session,
+    provider: str,
+    filename: str,
+    data: bytes,
+    imported_by: str = "cli",
+    format_name: str | None = None,
+    formats: Mapping[str, StatementFormat] | None = None,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Store a statement with its lines, bring its credits through intake and record the breaks; the caller commits."""
+    provider = provider.strip().lower()
+    report_progress: Progress = progress or (lambda _stage, _done, _total: None)
+    digest = hashlib.sha256(data).hexdigest()
+    begin_write(session)
+    existing = session.scalar(
+        select(StatementImport.id).where(StatementImport.provider == provider, StatementImport.sha256 == digest)
+    )
+    if existing is not None:
+        return ImportResult(statement_report(session, existing), already_imported=True, needs_reconcile=())
+
+    parsed = read_statement(session, data, provider, formats, format_name)
+    lines, route = parsed.lines, parsed.format.name
+    report_progress("read", len(lines), len(lines))
+
+    first: dict[str, StatementLineData] = {}
+    duplicates: list[StatementLineData] = []
+    for line in lines:
+        if line.is_credit:
+            if line.provider_txn_id in first:
+                duplicates.append(line)
+            else:
+                first[line.provider_txn_id] = line
+    start = min(line.paid_at for line in lines).date()
+    end = max(line.paid_at for line in lines).date()
+
+    imported = StatementImport(
+        provider=provider,
+        filename=Path(filename).name[:255],
+        sha256=digest,
+        imported_by=imported_by[:80],
+        line_count=len(lines),
+        credit_count=len(first),
+        period_start=start,
+        period_end=end,
+        format=route,
+    )
+    try:
+        with session.begin_nested():
+            session.add(imported)
+    except IntegrityError:
+        # The same file committed by a concurrent import between our check and our insert.
+        existing = session.scalar(
+            select(StatementImport.id).where(StatementImport.provider == provider, StatementImport.sha256 == digest)
+        )
+        if existing is None:
+            raise
+        return ImportResult(statement_report(session, existing), already_imported=True, needs_reconcile=())
+
+    known = _known_payments(session, provider, list(first))
+    # What the system held for the statement's days before this import: the "in system" side of the report.
+    in_range = session.execute(
+        select(Payment.id, Payment.provider_txn_id, Payment.paid_at, Payment.amount, Payment.currency)
+        .where(
+            Payment.provider == provider,
+            Payment.paid_at >= datetime.combine(start, datetime.min.time()),
+            Payment.paid_at < datetime.combine(end + timedelta(days=1), datetime.min.time()),
+        )
+        .order_by(Payment.paid_at, Payment.id)
+    ).all()
+
+    session.execute(
+        insert(StatementLine),
+        [
+            {
+                "import_id": imported.id,
+                "line_no": line.line_no,
+                "provider_txn_id": line.provider_txn_id,
+                "amount": line.amount,
+                "currency": line.currency,
+                "paid_at": line.paid_at,
+                "payer_phone": line.payer_phone,
+                "reference": line.reference,
+                "kind": line.kind,
+                "raw": line.raw,
+                # Only the first line of a transaction reports it; a repeat is a duplicate_line break.
+                "payment_id": known[line.provider_txn_id].id
+                if line.is_credit and line.provider_txn_id in known and first[line.provider_txn_id] is line
+                else None,
+            }
+            for line in lines
+        ],
+    )
+    line_ids: dict[int, int] = {
+        line_no: line_id
+        for line_no, line_id in session.execute(
+            select(StatementLine.line_no, StatementLine.id).where(StatementLine.import_id == imported.id)
+        )
+    }
+    report_progress("stored", len(lines), len(lines))
+
+    stored_evidence = _stored_statement_evidence(session, [p.id for p in known.values()], route)
+    evidence_rows: list[dict[str, Any]] = []
+    through_intake: list[tuple[StatementLineData, Report, dict[str, list[str | int | None]]]] = []
+    for done, line in enumerate(first.values(), start=1):
+        report = _report_of(line, provider, route, line_ids[line.line_no])
+        payment = known.get(line.provider_txn_id)
+        if payment is None:
+            through_intake.append((line, report, {}))
+        elif (payment.id, sha256_text(line.raw)) in stored_evidence:
+            pass  # an overlapping statement already brought this very line
+        else:
+            diffs = differences(payment, report)
+            # A matched payment that had no reference: intake checks the line's does not name another account.
+            unchecked = bool(line.reference) and not payment.account_reference and payment.match_rule is not None
+            if payment.confirmed and not diffs and not unchecked:
+                evidence_rows.append(
+                    {
+                        "payment_id": payment.id,
+                        "source": EvidenceSource.STATEMENT,
+                        "route": route,
+                        "fields_hash": fields_hash(line.amount, line.currency, line.reference, line.payer_phone),
+                        "raw": line.raw,
+                        "raw_hash": sha256_text(line.raw),
+                        "statement_line_id": report.statement_line_id,
+                        "received_at": utcnow(),
+                    }
+                )
+            else:
+                through_intake.append((line, report, diffs))
+        if done % PROGRESS_EVERY == 0:
+            report_progress("checked", done, len(first))
+    if evidence_rows:
+        session.execute(insert(PaymentEvidence), evidence_rows)
+
+    breaks: list[dict[str, Any]] = []
+    line_payments: list[dict[str, int]] = []
+    needs_reconcile: list[int] = []
+    now = utcnow()
+    for done, (line, report, diffs) in enumerate(through_intake, start=1):
+        result = record_report(session, report)
+        payment_id = result.payment_id
+        if line.provider_txn_id not in known:
+            line_payments.append({"id": line_ids[line.line_no], "payment_id": payment_id})
+        if result.needs_reconcile:
+            needs_reconcile.append(payment_id)
+        base = {"import_id": imported.id, "line_id": line_ids[line.line_no], "payment_id": payment_id}
+        if result.outcome == IntakeOutcome.CREATED:
+            breaks.append({**base, "kind": BreakKind.MISSING_IN_SYSTEM, "detail": "created from the statement"})
+        elif result.outcome == IntakeOutcome.CONFIRMED:
+            detail = f"confirmed, now {result.status.value}"
+            breaks.append({**base, "kind": BreakKind.PROVISIONAL_CONFIRMED, "detail": detail, "resolved_at": now})
+        elif result.outcome == IntakeOutcome.CONFLICT:
+            kind = BreakKind.AMOUNT_MISMATCH if {"amount", "currency"} & set(diffs) else BreakKind.FIELD_MISMATCH
+            conflicted = session.get(Payment, payment_id)
+            said = _describe(diffs) or (conflicted.status_reason if conflicted is not None else None) or ""
+            breaks.append({**base, "kind": kind, "detail": said[:500] or "differs: see the payment"})
+        if done % PROGRESS_EVERY == 0:
+            report_progress("intake", done, len(through_intake))
+    if line_payments:
+        session.execute(update(StatementLine), line_payments)
+    if through_intake:
+        report_progress("intake", len(through_intake), len(through_intake))
+
+    for line in duplicates:
+        original = first[line.provider_txn_id]
+        detail = f"{line.provider_txn_id} already on line {original.line_no}"
+        if (line.amount, line.currency) != (original.amount, original.currency):
+            detail += f" with {original.amount} {original.currency}, here {line.amount} {line.currency}"
+        payment = known.get(line.provider_txn_id)
+        breaks.append(
+            {
+                "import_id": imported.id,
+                "kind": BreakKind.DUPLICATE_LINE,
+                "line_id": line_ids[line.line_no],
+                "payment_id": payment.id if payment is not None else None,
+                "detail": detail,
+            }
+        )
+    in_statement = {line.provider_txn_id for line in lines}
+    for payment_id, txn_id, paid_at, amount, currency in in_range:
+        if txn_id not in in_statement:
+            breaks.append(
+                {
+                    "import_id": imported.id,
+                    "kind": BreakKind.MISSING_IN_STATEMENT,
+                    "payment_id": payment_id,
+                    "detail": f"{txn_id} {amount} {currency} paid {paid_at:%Y-%m-%d %H:%M} UTC: no line",
+                }
+            )
+    if breaks:
+        # One statement per row shape: Core executemany needs every row to carry the same keys.
+        for row in breaks:
+            row.setdefault("line_id", None)
+            row.setdefault("payment_id", None)
+            row.setdefault("resolved_at", None)
+        session.execute(insert(StatementBreak), breaks)
+    imported.totals = _day_totals(first.values(), ((p, a, c) for _i, _t, p, a, c in in_range))
+    session.flush()
+    outcome = statement_report(session, imported.id)
+    log.info(
+        "statement %s (%s, %s): %s lines, %s credits, %s evidence in bulk, %s through intake, %s breaks",
+        imported.id,
+        provider,
+        route,
+        len(lines),
+        len(first),
+        len(evidence_rows),
+        len(through_intake),
+        len(breaks),
+    )
+    return ImportResult(outcome, already_imported=False, needs_reconcile=tuple(dict.fromkeys(needs_reconcile)))

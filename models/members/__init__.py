@@ -1,0 +1,1 @@
+"""Households, members and networks, and their phones."""

@@ -1,0 +1,1 @@
+"""SMS in and out: the message log, the outbox, inbound commands, renewal reminders."""

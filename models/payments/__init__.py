@@ -1,0 +1,1 @@
+"""Payments as operators report them: intake, provider adapters, operator texts, statements, references."""

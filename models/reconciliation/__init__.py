@@ -1,0 +1,1 @@
+"""Reconciliation: matching payments to households, batch allocation, staff actions on payments."""

@@ -1,0 +1,1 @@
+"""Schemes and their configuration, loaded from TOML files, and amounts in their currencies."""

@@ -1,0 +1,1 @@
+"""What the admin reads: dossiers, list pages and report figures."""
