@@ -53,7 +53,7 @@ from models.schemes.amounts import AmountError, currency_exponent, parse_amount
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FORMATS_FILE = Path(__file__).resolve().parent.parent / "operators" / "statement_formats.toml"
+DEFAULT_FORMATS_FILE = Path(__file__).resolve().parents[2] / "operators" / "statement_formats.toml"
 HEADER_SEARCH_LINES = 20  # exports may put a title or the account name above the header
 MAX_REPORTED_ERRORS = 20
 PROGRESS_EVERY = 10_000

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from models.schemes.amounts import AmountError
 
-DEFAULT_PATTERNS_FILE = Path(__file__).resolve().parent.parent / "operators" / "operator_sms.toml"
+DEFAULT_PATTERNS_FILE = Path(__file__).resolve().parents[2] / "operators" / "operator_sms.toml"
 
 
 class PatternFileError(ValueError):

@@ -28,7 +28,7 @@ from models.schemes.amounts import Amount, format_money
 
 log = logging.getLogger(__name__)
 
-LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
+LOCALES_DIR = Path(__file__).resolve().parents[2] / "locales"
 DOMAIN = "messages"
 LANGUAGES: tuple[str, ...] = tuple(language.value for language in Language)
 FALLBACK_LANGUAGE = Language.FR.value
