@@ -12,18 +12,22 @@ them), and both reminders ask the household to pay.
 
 from __future__ import annotations
 
+import enum
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from logs import mask_phone
 from models.base import HouseholdStatus, MemberStatus
+from models.bulk import among
 from models.coverage.money import CoveragePeriod
 from models.coverage.premiums import amount_due, is_fully_subsidised
 from models.db import begin_write
-from models.members.household import Household
+from models.members.household import Household, HouseholdEvent
 from models.messaging.message import Message
 from models.messaging.outbox import send_sms
 from models.schemes.amounts import Amount
@@ -35,6 +39,7 @@ REMINDER_DEDUPE_KEY = "reminder:{}:{}:{}"
 LAPSED = "lapsed"
 # A household that lapsed longer ago than this (before the service started, say) gets no late reminder.
 LAPSE_REMINDER_WINDOW = timedelta(days=30)
+MANUAL_CHUNK = 500  # households read at a time by a reminder sent by hand to a whole list
 
 
 def reminder_key(household_id: int, kind: str, period_end: date) -> str:
@@ -109,27 +114,161 @@ def _scheme_reminders(session: Session, scheme: Scheme, today: date, ussd_code: 
         kind = reminder_kind(today, period_end, days, scheme.grace_days)
         if kind is None or is_fully_subsidised(household):
             continue
-        key = reminder_key(household.id, kind, period_end)
-        if session.scalar(select(Message.id).where(Message.dedupe_key == key)) is not None:
-            continue
-        phone = recipient(household)
-        due = amount_due(session, household, today).total
-        if phone is None or due <= 0:
-            continue
-        send_sms(
-            session,
-            phone,
-            LAPSED_TEMPLATE if kind == LAPSED else BEFORE_TEMPLATE,
-            household=household,
-            dedupe_key=key,
-            household_no=household.household_no,
-            until=period_end,
-            amount=Amount(due, scheme.currency, scheme.currency_exponent),
-            ussd_code=ussd_code,
-        )
-        queued += 1
-        log.info("reminder %s for household %s to %s", kind, household.id, mask_phone(phone))
+        outcome, _ = _queue_reminder(session, household, kind, period_end, today, ussd_code)
+        if outcome is ReminderOutcome.QUEUED:
+            queued += 1
     return queued
+
+
+def _queue_reminder(
+    session: Session, household: Household, kind: str, period_end: date, today: date, ussd_code: str
+) -> tuple[ReminderOutcome, Message | None]:
+    """Queue the household's reminder of a kind for the period ending on `period_end`, unless one was sent.
+
+    The outcome, and the message when one was queued: none when the dedupe key is taken (sent already), without
+    a phone, or with nothing to pay.
+    """
+    key = reminder_key(household.id, kind, period_end)
+    if session.scalar(select(Message.id).where(Message.dedupe_key == key)) is not None:
+        return ReminderOutcome.ALREADY_SENT, None
+    phone = recipient(household)
+    if phone is None:
+        return ReminderOutcome.NO_PHONE, None
+    scheme = household.scheme
+    due = amount_due(session, household, today).total
+    if due <= 0:
+        return ReminderOutcome.NOTHING_DUE, None
+    message = send_sms(
+        session,
+        phone,
+        LAPSED_TEMPLATE if kind == LAPSED else BEFORE_TEMPLATE,
+        household=household,
+        dedupe_key=key,
+        household_no=household.household_no,
+        until=period_end,
+        amount=Amount(due, scheme.currency, scheme.currency_exponent),
+        ussd_code=ussd_code,
+    )
+    log.info("reminder %s for household %s to %s", kind, household.id, mask_phone(phone))
+    return ReminderOutcome.QUEUED, message
+
+
+class ReminderOutcome(enum.StrEnum):
+    """What became of one household's reminder asked for now."""
+
+    QUEUED = "queued"
+    ALREADY_SENT = "already_sent"  # this kind of reminder for this period went out already (clock or staff)
+    OUTSIDE_DAYTIME = "outside_daytime"  # refused: the scheme's daytime hours are over, or not begun
+    OPTED_OUT = "opted_out"  # the household sent STOP
+    NOT_ACTIVE = "not_active"  # suspended by staff, or closed
+    SUBSIDISED = "subsidised"  # the funder pays all of it: nothing to ask
+    NEVER_COVERED = "never_covered"  # no period: nothing to renew
+    NO_PHONE = "no_phone"
+    NOTHING_DUE = "nothing_due"
+
+
+def manual_reminder_kind(today: date, last_end: date, days: list[int], grace_days: int) -> str:
+    """Return the kind of reminder staff send today for cover ending on `last_end`, as the clock counts them.
+
+    The clock's reminder due today when there is one; before the end, else the first the clock would send
+    (`before-<largest N>`), so it does not send that one again; once the cover has ended (grace too), `lapsed`.
+    """
+    kind = reminder_kind(today, last_end, days, grace_days)
+    if kind is not None:
+        return kind
+    if today <= last_end:
+        return f"before-{max(days, default=0)}"
+    return LAPSED
+
+
+@dataclass
+class ReminderRun:
+    """What "send a reminder now" did: each household's outcome, and the schemes that were outside daytime."""
+
+    outcomes: dict[int, ReminderOutcome] = field(default_factory=dict)
+    night: dict[str, datetime] = field(default_factory=dict)  # scheme name -> its local time now, when refused
+
+    def count(self, outcome: ReminderOutcome) -> int:
+        """Return how many households had this outcome."""
+        return sum(1 for value in self.outcomes.values() if value is outcome)
+
+    def counts(self) -> dict[ReminderOutcome, int]:
+        """Return how many households had each outcome that happened, in the order of `ReminderOutcome`."""
+        return {outcome: n for outcome in ReminderOutcome if (n := self.count(outcome))}
+
+
+def send_reminders_now(
+    session: Session, household_ids: Iterable[int], now: datetime, ussd_code: str, actor: str
+) -> ReminderRun:
+    """Queue a renewal reminder now to each of these households, by the clock's rules; audit each one queued.
+
+    Nothing after STOP, to suspended, closed or fully subsidised households, without a phone or with nothing to pay;
+    only within the scheme's daytime hours (outside them the request is refused: nothing is queued, and the
+    clock's next daytime run sends what is due by then); once per household, kind and period
+    (`manual_reminder_kind`): staff do not repeat a reminder the clock sent, nor the clock one they sent.
+    Each reminder queued is a household event (action `reminder`, the actor). The caller commits.
+    """
+    begin_write(session)
+    run = ReminderRun()
+    ids = sorted(set(household_ids))
+    for start in range(0, len(ids), MANUAL_CHUNK):
+        chunk = ids[start : start + MANUAL_CHUNK]
+        last_end = (
+            select(func.max(CoveragePeriod.end_on))
+            .where(CoveragePeriod.household_id == Household.id, CoveragePeriod.reversed_at.is_(None))
+            .scalar_subquery()
+        )
+        rows = session.execute(
+            select(Household, last_end)
+            .where(among(session, Household.id, chunk))
+            .options(selectinload(Household.members))
+            .order_by(Household.id)
+        ).tuples()
+        for household, period_end in rows:
+            run.outcomes[household.id] = _remind_now(session, run, household, period_end, now, ussd_code, actor)
+    return run
+
+
+def _remind_now(
+    session: Session,
+    run: ReminderRun,
+    household: Household,
+    period_end: date | None,
+    now: datetime,
+    ussd_code: str,
+    actor: str,
+) -> ReminderOutcome:
+    scheme = household.scheme
+    local = scheme.local_now(now)
+    if not in_daytime(local.time(), scheme.daytime_start, scheme.daytime_end):
+        run.night[scheme.name] = local
+        return ReminderOutcome.OUTSIDE_DAYTIME
+    if not household.sms_opt_in:
+        return ReminderOutcome.OPTED_OUT
+    if household.status != HouseholdStatus.ACTIVE:
+        return ReminderOutcome.NOT_ACTIVE
+    if is_fully_subsidised(household):
+        return ReminderOutcome.SUBSIDISED
+    if period_end is None:
+        return ReminderOutcome.NEVER_COVERED
+    today = local.date()
+    kind = manual_reminder_kind(today, period_end, scheme.reminder_day_list(), scheme.grace_days)
+    outcome, message = _queue_reminder(session, household, kind, period_end, today, ussd_code)
+    if message is not None:
+        session.add(
+            HouseholdEvent(
+                household_id=household.id,
+                actor=actor[:80],
+                action="reminder",
+                before_status=household.status.value,
+                after_status=household.status.value,
+                note=(
+                    f"{kind} reminder for the cover ending {period_end.isoformat()} sent by hand to "
+                    f"{mask_phone(message.phone)} (SMS #{message.id})"
+                ),
+            )
+        )
+    return outcome
 
 
 BEFORE_TEMPLATE = "reminder_before"
