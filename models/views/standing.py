@@ -44,6 +44,7 @@ class Standing:
     cover_start: date | None  # first day of that run (None: never covered)
     cover_end: date | None  # last day of that run
     last_end: date | None  # last day of the household's last live period
+    members: int  # active members on the date (who the premium counts)
 
 
 def load_schemes(session: Session) -> dict[int, Scheme]:
@@ -101,11 +102,11 @@ def household_standings(
         account = account_ids.get(household.id)
         state = states[account] if account is not None else NO_ACCOUNT
         due = amount_due(session, household, on, state=state, members=counts[household.id])
-        standings[household.id] = _standing(household, spans[household.id], due_on=on, due=due)
+        standings[household.id] = _standing(household, spans[household.id], on, due, counts[household.id])
     return standings
 
 
-def _standing(household: Household, periods: list[Span], due_on: date, due: AmountDue) -> Standing:
+def _standing(household: Household, periods: list[Span], due_on: date, due: AmountDue, members: int) -> Standing:
     scheme = household.scheme
     near: list[Span] = []
     lapsed_on: date | None = None
@@ -131,6 +132,7 @@ def _standing(household: Household, periods: list[Span], due_on: date, due: Amou
         run[0] if run else None,
         run[1] if run else None,
         max((p.end_on for p in periods), default=None),
+        members,
     )
 
 

@@ -1,0 +1,266 @@
+"""Who has not renewed: households whose cover ends soon, in grace, or lapsed lately — a page at a time or all of them.
+
+A household's kind follows the last day of its last live period (`last_end`), on the date `on`:
+- `ending`: `on` ≤ last_end ≤ `on` + N days (still covered, or waiting);
+- `grace`: the cover ended, within the scheme's grace days (last_end + grace ≥ `on`);
+- `lapsed`: it lapsed (the day after last_end + grace) within the last N days.
+
+Only households that are asked to pay are listed: active (not suspended or closed by staff) and not fully subsidised
+(their funder's periods are booked by the clock). Each row carries the household's eligibility and next payment
+(`household_standings`: the rules every channel answers from), its last payment (the last payment entry of its
+account not reversed: its own, or its share of a network payment) and the last renewal reminder sent to it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from models.base import HouseholdStatus, LedgerKind, MessageDirection, MessageStatus
+from models.bulk import among
+from models.coverage.eligibility import Eligibility
+from models.coverage.money import CoveragePeriod, LedgerEntry
+from models.coverage.premiums import funder_pays_all_clause
+from models.members.household import Account, Household, Member, Network
+from models.messaging.message import Message
+from models.messaging.reminders import BEFORE_TEMPLATE, LAPSED_TEMPLATE
+from models.schemes.scheme import Scheme, SubsidyCategory
+from models.views.listings import EXPORT_BATCH, Page
+from models.views.selection import HouseholdSelection
+from models.views.standing import household_standings, load_schemes
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 3660
+
+
+class RenewalKind(enum.StrEnum):
+    """Where a household that has not renewed stands."""
+
+    ENDING = "ending"
+    GRACE = "grace"
+    LAPSED = "lapsed"
+
+
+@dataclass(frozen=True)
+class RenewalFilters:
+    """The renewal list's filters: a kind (None: all three), the window in days and the households."""
+
+    kind: RenewalKind | None = None
+    days: int = DEFAULT_DAYS
+    households: HouseholdSelection = field(default_factory=HouseholdSelection)
+
+
+def renewal_kind(on: date, last_end: date, grace_days: int) -> RenewalKind:
+    """Return where cover that ended (or ends) on `last_end` stands on a date: ending, in grace, or lapsed."""
+    if last_end >= on:
+        return RenewalKind.ENDING
+    if last_end + timedelta(days=grace_days) >= on:
+        return RenewalKind.GRACE
+    return RenewalKind.LAPSED
+
+
+def _window(kind: RenewalKind, on: date, days: int, grace_days: int) -> tuple[date, date]:
+    """Return the first and last `last_end` of a kind on a date (inclusive; empty when first > last)."""
+    if kind is RenewalKind.ENDING:
+        return on, on + timedelta(days=days)
+    if kind is RenewalKind.GRACE:
+        return on - timedelta(days=grace_days), on - timedelta(days=1)
+    # Lapsed on last_end + grace + 1, at most `days` days ago.
+    return on - timedelta(days=days + grace_days + 1), on - timedelta(days=grace_days + 1)
+
+
+@dataclass(frozen=True)
+class RenewalRow:
+    """A household that has not renewed, with what a manager calls it about."""
+
+    household: Household
+    kind: RenewalKind
+    last_end: date
+    head_name: str
+    head_phone: str | None
+    network_code: str | None
+    network_name: str | None
+    answer: Eligibility  # status, next payment and its date, on the list's date
+    last_payment_on: date | None
+    last_payment_amount: int | None
+    last_payment_id: int | None
+    last_reminder_at: datetime | None
+    last_reminder_kind: str | None  # before-14, before-3, lapsed
+    last_reminder_status: MessageStatus | None
+
+    @property
+    def currency(self) -> str:
+        """Return the currency of the household's amounts."""
+        return self.answer.currency
+
+
+def _query(filters: RenewalFilters, on: date, schemes: Sequence[Scheme]) -> Select[Any]:
+    last_end = (
+        select(CoveragePeriod.household_id, func.max(CoveragePeriod.end_on).label("last_end"))
+        .where(CoveragePeriod.reversed_at.is_(None))
+        .group_by(CoveragePeriod.household_id)
+        .subquery()
+    )
+    kinds = [filters.kind] if filters.kind is not None else list(RenewalKind)
+    windows: list[ColumnElement[bool]] = []
+    for scheme in schemes:
+        bounds = [_window(kind, on, filters.days, scheme.grace_days) for kind in kinds]
+        in_any = or_(*(last_end.c.last_end.between(first, last) for first, last in bounds if first <= last))
+        windows.append(and_(Household.scheme_id == scheme.id, in_any))
+    fully_subsidised = select(SubsidyCategory.id).where(
+        SubsidyCategory.scheme_id == Household.scheme_id,
+        SubsidyCategory.code == Household.subsidy_category,
+        funder_pays_all_clause(SubsidyCategory.share_bp),
+    )
+    head = aliased(Member)
+    query = (
+        select(
+            Household,
+            last_end.c.last_end,
+            Account.id,
+            head.first_name,
+            head.last_name,
+            head.phone,
+            Network.code,
+            Network.name,
+        )
+        .join(last_end, last_end.c.household_id == Household.id)
+        .outerjoin(Account, Account.household_id == Household.id)
+        .outerjoin(head, head.member_no == Household.head_member_no)
+        .outerjoin(Network, Network.id == Household.network_id)
+        .where(
+            Household.status == HouseholdStatus.ACTIVE,
+            ~fully_subsidised.exists(),
+            or_(*windows) if windows else false(),
+        )
+    )
+    # Oldest end first: lapsed, then grace (closest to lapsing first), then ending soonest.
+    return filters.households.apply(query).order_by(last_end.c.last_end, Household.household_no)
+
+
+def renewals_page(
+    session: Session, filters: RenewalFilters, on: date, number: int = 1, per_page: int = 50
+) -> tuple[Page[RenewalRow], int]:
+    """Return one page of the households that have not renewed on a date, and how many the filters select."""
+    schemes = list(load_schemes(session).values())
+    query = _query(filters, on, schemes)
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    number, per_page = max(1, number), max(1, per_page)
+    rows = list(session.execute(query.limit(per_page + 1).offset((number - 1) * per_page)).tuples())
+    items = _complete(session, rows[:per_page], on)
+    return Page(items, number, per_page, len(rows) > per_page), int(total)
+
+
+def renewal_rows(session: Session, filters: RenewalFilters, on: date) -> Iterator[RenewalRow]:
+    """Yield every household the filters select, in batches (a server-side cursor on PostgreSQL)."""
+    schemes = list(load_schemes(session).values())
+    query = _query(filters, on, schemes).execution_options(yield_per=EXPORT_BATCH)
+    for batch in session.execute(query).tuples().partitions():
+        yield from _complete(session, list(batch), on)
+
+
+def renewal_household_ids(session: Session, filters: RenewalFilters, on: date) -> list[int]:
+    """Return the ids of every household the filters select (whom "remind them all" reminds)."""
+    schemes = list(load_schemes(session).values())
+    query = _query(filters, on, schemes).with_only_columns(Household.id).order_by(None).order_by(Household.id)
+    return list(session.scalars(query))
+
+
+def _complete(session: Session, rows: Sequence[Any], on: date) -> list[RenewalRow]:
+    """Return the rows with each household's standing, last payment and last reminder (four queries a batch)."""
+    households = [row[0] for row in rows]
+    accounts = {row[0].id: row[2] for row in rows if row[2] is not None}
+    standings = household_standings(session, households, on, account_ids=accounts)
+    payments = _last_payments(session, list(accounts.values()))
+    reminders = _last_reminders(session, [household.id for household in households])
+    result = []
+    for household, last_end, account_id, first_name, last_name, phone, network_code, network_name in rows:
+        paid = payments.get(account_id) if account_id is not None else None
+        reminder = reminders.get(household.id)
+        result.append(
+            RenewalRow(
+                household=household,
+                kind=renewal_kind(on, last_end, household.scheme.grace_days),
+                last_end=last_end,
+                head_name=" ".join(part for part in (first_name, last_name) if part),
+                head_phone=phone,
+                network_code=network_code,
+                network_name=network_name,
+                answer=standings[household.id].answer,
+                last_payment_on=paid[0] if paid else None,
+                last_payment_amount=paid[1] if paid else None,
+                last_payment_id=paid[2] if paid else None,
+                last_reminder_at=reminder[0] if reminder else None,
+                last_reminder_kind=reminder[1] if reminder else None,
+                last_reminder_status=reminder[2] if reminder else None,
+            )
+        )
+    return result
+
+
+def _last_payments(session: Session, account_ids: list[int]) -> dict[int, tuple[date, int, int | None]]:
+    """Return each account's last payment entry not reversed: (effective date, amount, payment id)."""
+    if not account_ids:
+        return {}
+    reversal = aliased(LedgerEntry)
+    undone = select(reversal.id).where(reversal.reverses_entry_id == LedgerEntry.id)
+    rank = func.row_number().over(
+        partition_by=LedgerEntry.account_id, order_by=(LedgerEntry.effective_on.desc(), LedgerEntry.id.desc())
+    )
+    ranked = (
+        select(
+            LedgerEntry.account_id,
+            LedgerEntry.effective_on,
+            LedgerEntry.amount,
+            LedgerEntry.payment_id,
+            rank.label("rank"),
+        )
+        .where(
+            among(session, LedgerEntry.account_id, account_ids),
+            LedgerEntry.kind == LedgerKind.PAYMENT,
+            ~undone.exists(),
+        )
+        .subquery()
+    )
+    rows = session.execute(
+        select(ranked.c.account_id, ranked.c.effective_on, ranked.c.amount, ranked.c.payment_id).where(
+            ranked.c.rank == 1
+        )
+    ).tuples()
+    return {account_id: (on, int(amount), payment_id) for account_id, on, amount, payment_id in rows}
+
+
+def _last_reminders(session: Session, household_ids: list[int]) -> dict[int, tuple[datetime, str, MessageStatus]]:
+    """Return the last renewal reminder of each household: (queued at, kind, status)."""
+    if not household_ids:
+        return {}
+    rank = func.row_number().over(partition_by=Message.household_id, order_by=Message.id.desc())
+    ranked = (
+        select(Message.household_id, Message.created_at, Message.dedupe_key, Message.status, rank.label("rank"))
+        .where(
+            among(session, Message.household_id, household_ids),
+            Message.direction == MessageDirection.OUTBOUND,
+            Message.template.in_([BEFORE_TEMPLATE, LAPSED_TEMPLATE]),
+        )
+        .subquery()
+    )
+    rows = session.execute(
+        select(ranked.c.household_id, ranked.c.created_at, ranked.c.dedupe_key, ranked.c.status).where(
+            ranked.c.rank == 1
+        )
+    ).tuples()
+    return {
+        household_id: (created_at, _reminder_kind_of(key), status) for household_id, created_at, key, status in rows
+    }
+
+
+def _reminder_kind_of(dedupe_key: str | None) -> str:
+    # reminder:<household>:<kind>:<period end> (models.messaging.reminders.reminder_key)
+    parts = (dedupe_key or "").split(":")
+    return parts[2] if len(parts) == 4 else ""
