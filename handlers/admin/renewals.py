@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -116,7 +117,7 @@ def _remind(household_ids: list[int], single: str | None) -> ResponseReturnValue
         {outcome.value: n for outcome, n in run.counts().items()},
     )
     flash(_summary(run, single))
-    back: dict[str, str] = request.args.to_dict()  # the list the reminder was sent from, with its filters
+    back: dict[str, Any] = request.args.to_dict()  # the list the reminder was sent from, with its filters
     return redirect(url_for("admin.renewals", **back))
 
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 REMINDER_DEDUPE_KEY = "reminder:{}:{}:{}"
 LAPSED = "lapsed"
+GRACE = "grace"  # sent by hand only, in a grace that still covers: "covered until <end of grace>"
 # A household that lapsed longer ago than this (before the service started, say) gets no late reminder.
 LAPSE_REMINDER_WINDOW = timedelta(days=30)
 MANUAL_CHUNK = 500  # households read at a time by a reminder sent by hand to a whole list
@@ -121,10 +122,17 @@ def _scheme_reminders(session: Session, scheme: Scheme, today: date, ussd_code: 
 
 
 def _queue_reminder(
-    session: Session, household: Household, kind: str, period_end: date, today: date, ussd_code: str
+    session: Session,
+    household: Household,
+    kind: str,
+    period_end: date,
+    today: date,
+    ussd_code: str,
+    until: date | None = None,
 ) -> tuple[ReminderOutcome, Message | None]:
     """Queue the household's reminder of a kind for the period ending on `period_end`, unless one was sent.
 
+    `until`: the last day of cover the SMS names (default `period_end`; the end of grace in a grace that covers).
     The outcome, and the message when one was queued: none when the dedupe key is taken (sent already), without
     a phone, or with nothing to pay.
     """
@@ -145,7 +153,7 @@ def _queue_reminder(
         household=household,
         dedupe_key=key,
         household_no=household.household_no,
-        until=period_end,
+        until=until or period_end,
         amount=Amount(due, scheme.currency, scheme.currency_exponent),
         ussd_code=ussd_code,
     )
@@ -167,18 +175,25 @@ class ReminderOutcome(enum.StrEnum):
     NOTHING_DUE = "nothing_due"
 
 
-def manual_reminder_kind(today: date, last_end: date, days: list[int], grace_days: int) -> str:
-    """Return the kind of reminder staff send today for cover ending on `last_end`, as the clock counts them.
+def manual_reminder_kind(
+    today: date, last_end: date, days: list[int], grace_days: int, grace_covered: bool
+) -> tuple[str, date]:
+    """Return the kind of reminder staff send today for cover ending on `last_end`, and the last day of cover it names.
 
-    The clock's reminder due today when there is one; before the end, else the first the clock would send
-    (`before-<largest N>`), so it does not send that one again; once the cover has ended (grace too), `lapsed`.
+    The kind is the one the clock sends today when one is due; before the end, else the first the clock would send
+    (`before-<largest N>`), so the clock does not send that one again; after the end, `lapsed` — except in a grace
+    that still covers (`grace_covered`), where the household hears it is covered until the end of grace (`grace`),
+    and the clock's lapse reminder still follows if it does not pay.
     """
     kind = reminder_kind(today, last_end, days, grace_days)
     if kind is not None:
-        return kind
+        return kind, last_end
     if today <= last_end:
-        return f"before-{max(days, default=0)}"
-    return LAPSED
+        return f"before-{max(days, default=0)}", last_end
+    grace_end = last_end + timedelta(days=grace_days)
+    if grace_covered and today <= grace_end:
+        return GRACE, grace_end
+    return LAPSED, last_end
 
 
 @dataclass
@@ -186,7 +201,8 @@ class ReminderRun:
     """What "send a reminder now" did: each household's outcome, and the schemes that were outside daytime."""
 
     outcomes: dict[int, ReminderOutcome] = field(default_factory=dict)
-    night: dict[str, datetime] = field(default_factory=dict)  # scheme name -> its local time now, when refused
+    # Schemes outside daytime hours now: name -> (local time now, daytime start, daytime end).
+    night: dict[str, tuple[datetime, time, time]] = field(default_factory=dict)
 
     def count(self, outcome: ReminderOutcome) -> int:
         """Return how many households had this outcome."""
@@ -241,7 +257,7 @@ def _remind_now(
     scheme = household.scheme
     local = scheme.local_now(now)
     if not in_daytime(local.time(), scheme.daytime_start, scheme.daytime_end):
-        run.night[scheme.name] = local
+        run.night[scheme.name] = (local, scheme.daytime_start, scheme.daytime_end)
         return ReminderOutcome.OUTSIDE_DAYTIME
     if not household.sms_opt_in:
         return ReminderOutcome.OPTED_OUT
@@ -252,8 +268,9 @@ def _remind_now(
     if period_end is None:
         return ReminderOutcome.NEVER_COVERED
     today = local.date()
-    kind = manual_reminder_kind(today, period_end, scheme.reminder_day_list(), scheme.grace_days)
-    outcome, message = _queue_reminder(session, household, kind, period_end, today, ussd_code)
+    days = scheme.reminder_day_list()
+    kind, until = manual_reminder_kind(today, period_end, days, scheme.grace_days, scheme.grace_covered)
+    outcome, message = _queue_reminder(session, household, kind, period_end, today, ussd_code, until)
     if message is not None:
         session.add(
             HouseholdEvent(

@@ -31,6 +31,7 @@ from models.members.household import Account, Household, Member, Network
 from models.messaging.message import Message
 from models.messaging.reminders import BEFORE_TEMPLATE, LAPSED_TEMPLATE
 from models.schemes.scheme import Scheme, SubsidyCategory
+from models.views.exports import cell
 from models.views.listings import EXPORT_BATCH, Page
 from models.views.selection import HouseholdSelection
 from models.views.standing import household_standings, load_schemes
@@ -100,6 +101,33 @@ class RenewalRow:
         return self.answer.currency
 
 
+# (column, meaning) of `renewals.csv`; docs/exports.md documents the same columns.
+RENEWAL_COLUMNS = [
+    ("household_no", "household number"),
+    ("scheme", "scheme code"),
+    ("kind", "ending, grace or lapsed"),
+    ("cover_end", "last day of the household's last paid period"),
+    ("status", "eligibility status on the list's date"),
+    ("head_name", "head of household's first and last name"),
+    ("head_phone", "head's phone, E.164"),
+    ("sms_opt_in", "false after the household sent STOP: no reminder goes to it"),
+    ("commune", "commune"),
+    ("network_code", "network (réseau) code"),
+    ("network_name", "network name"),
+    ("plan", "payment plan"),
+    ("category", "subsidy category"),
+    ("amount", "the payment that renews the cover (fee, arrears and credit counted)"),
+    ("due_on", "its due date: the last day of cover, or the list's date once the cover has ended"),
+    ("currency", "ISO 4217 currency of the amounts"),
+    ("last_payment_on", "effective date of the household's last payment not reversed"),
+    ("last_payment_amount", "its amount"),
+    ("last_reminder_at", "when the last renewal reminder was queued (UTC)"),
+    ("last_reminder_kind", "before-14, before-3 (days before the end) or lapsed"),
+    ("last_reminder_status", "that SMS's delivery status"),
+    ("on", "the list's date"),
+]
+
+
 def _query(filters: RenewalFilters, on: date, schemes: Sequence[Scheme]) -> Select[Any]:
     last_end = (
         select(CoveragePeriod.household_id, func.max(CoveragePeriod.end_on).label("last_end"))
@@ -145,10 +173,18 @@ def _query(filters: RenewalFilters, on: date, schemes: Sequence[Scheme]) -> Sele
 
 
 def renewals_page(
-    session: Session, filters: RenewalFilters, on: date, number: int = 1, per_page: int = 50
+    session: Session,
+    filters: RenewalFilters,
+    on: date,
+    number: int = 1,
+    per_page: int = 50,
+    schemes: Sequence[Scheme] | None = None,
 ) -> tuple[Page[RenewalRow], int]:
-    """Return one page of the households that have not renewed on a date, and how many the filters select."""
-    schemes = list(load_schemes(session).values())
+    """Return one page of the households that have not renewed on a date, and how many the filters select.
+
+    `schemes`: every scheme, loaded by `load_schemes`, when the caller has them.
+    """
+    schemes = list(load_schemes(session).values()) if schemes is None else schemes
     query = _query(filters, on, schemes)
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
     number, per_page = max(1, number), max(1, per_page)
@@ -163,6 +199,39 @@ def renewal_rows(session: Session, filters: RenewalFilters, on: date) -> Iterato
     query = _query(filters, on, schemes).execution_options(yield_per=EXPORT_BATCH)
     for batch in session.execute(query).tuples().partitions():
         yield from _complete(session, list(batch), on)
+
+
+def renewal_csv_rows(session: Session, filters: RenewalFilters, on: date) -> Iterator[list[str]]:
+    """Yield every household the filters select as CSV cells (`RENEWAL_COLUMNS`)."""
+    for row in renewal_rows(session, filters, on):
+        household, answer = row.household, row.answer
+        yield [
+            cell(value)
+            for value in (
+                household.household_no,
+                household.scheme.code,
+                row.kind,
+                row.last_end,
+                answer.status,
+                row.head_name,
+                row.head_phone,
+                household.sms_opt_in,
+                household.commune,
+                row.network_code,
+                row.network_name,
+                household.plan,
+                household.subsidy_category,
+                answer.next_payment_amount,
+                answer.next_payment_due,
+                answer.currency,
+                row.last_payment_on,
+                row.last_payment_amount,
+                row.last_reminder_at,
+                row.last_reminder_kind,
+                row.last_reminder_status,
+                on,
+            )
+        ]
 
 
 def renewal_household_ids(session: Session, filters: RenewalFilters, on: date) -> list[int]:
