@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
@@ -54,6 +55,13 @@ def documented_columns() -> dict[str, list[str]]:
     return found
 
 
+def download(client: FlaskClient, url: str) -> bytes:
+    """Return a CSV download's bytes, closing the streamed response (its request context and database session)."""
+    with client.get(url) as response:
+        assert response.status_code == 200, (url, response.get_data(as_text=True)[:500])
+        return response.get_data()
+
+
 def parse(body: bytes, delimiter: str = ",") -> list[dict[str, str]]:
     """Return the rows of a CSV download (UTF-8 with a BOM) as dicts."""
     assert body.startswith(BOM), body[:20]
@@ -65,12 +73,13 @@ def parse(body: bytes, delimiter: str = ",") -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("url", list(EXPORTS))
 def test_each_export_streams_a_csv_with_the_documented_columns(admin_app: Flask, url: str) -> None:
-    response = signed_in(admin_app).get(url, buffered=False)
-    assert response.status_code == 200
-    assert response.is_streamed
-    assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
-    assert re.fullmatch(r'attachment; filename="[a-z-]+-\d{8}-\d{4}\.csv"', response.headers["Content-Disposition"])
-    body = response.get_data()
+    with signed_in(admin_app).get(url) as response:
+        assert response.status_code == 200
+        assert response.is_streamed
+        assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
+        disposition = response.headers["Content-Disposition"]
+        assert re.fullmatch(r'attachment; filename="[a-z-]+-\d{8}-\d{4}\.csv"', disposition)
+        body = response.get_data()
     header = next(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
     assert header == [name for name, _ in EXPORTS[url]] == documented_columns()[url]
     rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline="")))[1:]
@@ -86,8 +95,8 @@ def test_every_documented_export_is_served() -> None:
 def test_a_semicolon_separated_file_holds_the_same_rows(admin_app: Flask) -> None:
     client = signed_in(admin_app)
     for url in EXPORTS:
-        semicolons = parse(client.get(f"{url}?sep=semicolon").get_data(), ";")
-        assert semicolons == parse(client.get(url).get_data()), url
+        semicolons = parse(download(client, f"{url}?sep=semicolon"), ";")
+        assert semicolons == parse(download(client, url)), url
 
 
 # ---------------------------------------------------------------- the rules' answers
@@ -98,7 +107,7 @@ def test_members_export_gives_each_members_eligibility_on_the_date(
     admin_app: Flask, db_session: Session, days: int
 ) -> None:
     on = today_utc() + timedelta(days=days)
-    rows = parse(signed_in(admin_app).get(f"/admin/exports/members.csv?on={on.isoformat()}").get_data())
+    rows = parse(download(signed_in(admin_app), f"/admin/exports/members.csv?on={on.isoformat()}"))
     members = {m.member_no: m for m in db_session.scalars(select(Member))}
     assert sorted(row["member_no"] for row in rows) == sorted(members)
     for row in rows:
@@ -120,7 +129,7 @@ def test_households_export_gives_each_households_amounts_on_the_date(
     admin_app: Flask, db_session: Session, days: int
 ) -> None:
     on = today_utc() + timedelta(days=days)
-    rows = parse(signed_in(admin_app).get(f"/admin/exports/households.csv?on={on.isoformat()}").get_data())
+    rows = parse(download(signed_in(admin_app), f"/admin/exports/households.csv?on={on.isoformat()}"))
     households = {h.household_no: h for h in db_session.scalars(select(Household))}
     assert len(rows) == len(households)
     for row in rows:
@@ -182,8 +191,8 @@ def test_exports_are_filtered_like_the_lists(
     admin_app: Flask, export: str, query: str, keeps: Callable[[dict[str, str]], bool]
 ) -> None:
     client = signed_in(admin_app)
-    everything = parse(client.get(f"/admin/exports/{export}").get_data())
-    filtered = parse(client.get(f"/admin/exports/{export}?{query}").get_data())
+    everything = parse(download(client, f"/admin/exports/{export}"))
+    filtered = parse(download(client, f"/admin/exports/{export}?{query}"))
     assert filtered, f"{query}: nothing on the demo data"
     assert filtered == [row for row in everything if keeps(row)]
     assert len(filtered) < len(everything)
@@ -193,8 +202,8 @@ def test_exports_are_filtered_like_the_lists(
 def test_the_periods_export_keeps_the_periods_overlapping_the_dates(admin_app: Flask, first: int, last: int) -> None:
     start, end = today_utc() + timedelta(days=first), today_utc() + timedelta(days=last)
     client = signed_in(admin_app)
-    everything = parse(client.get("/admin/exports/coverage-periods.csv").get_data())
-    filtered = parse(client.get(f"/admin/exports/coverage-periods.csv?from={start}&to={end}").get_data())
+    everything = parse(download(client, "/admin/exports/coverage-periods.csv"))
+    filtered = parse(download(client, f"/admin/exports/coverage-periods.csv?from={start}&to={end}"))
     assert filtered == [r for r in everything if r["end_on"] >= start.isoformat() and r["start_on"] <= end.isoformat()]
     assert all(row["reversed_at"] == "" for row in everything)
 
@@ -223,9 +232,7 @@ def test_the_exports_page_offers_each_export_and_its_forms_download(admin_app: F
     actions = re.findall(r'<form class="card" method="get" action="([^"]+)"', page)
     assert sorted(actions) == sorted(url for url in EXPORTS if url.startswith("/admin/exports/"))
     for action in actions:  # the forms' default values: everything, statuses on today
-        response = client.get(f"{action}?scheme=&commune=&network=&plan=&category=&status=&sep=comma")
-        assert response.status_code == 200, action
-        assert response.get_data().startswith(BOM)
+        assert download(client, f"{action}?scheme=&commune=&network=&plan=&category=&status=&sep=comma").startswith(BOM)
 
 
 def test_signed_out_exports_ask_to_sign_in(admin_app: Flask) -> None:
@@ -290,10 +297,10 @@ def add_households(session: Session, scheme: Scheme, count: int) -> None:
 
 def test_a_large_export_streams_in_chunks_from_the_first_row(app: Flask, session: Session, viewer: None) -> None:
     add_households(session, factories.scheme(session, "cmu-thies"), 2500)
-    response = signed_in(app).get("/admin/exports/members.csv", buffered=False)
-    assert response.is_streamed
-    chunks = [chunk if isinstance(chunk, bytes) else chunk.encode() for chunk in response.response]
-    # The header goes out before any row is read; then a chunk every ~64 KB, never the whole file at once.
+    with signed_in(app).get("/admin/exports/members.csv") as response:
+        assert response.is_streamed
+        chunks = [chunk if isinstance(chunk, bytes) else chunk.encode() for chunk in response.response]
+    # The header is a chunk of its own (sent before the rows are read), then a chunk every ~64 KB: never the whole file.
     assert chunks[0] == BOM + ",".join(name for name, _ in MEMBER_COLUMNS).encode() + b"\r\n"
     assert len(chunks) >= 4 and max(len(chunk) for chunk in chunks) < 80 * 1024
     rows = parse(b"".join(chunks))
@@ -307,6 +314,6 @@ def test_a_cell_a_spreadsheet_would_run_is_defused(app: Flask, session: Session,
     household = factories.make_household(session, cmu, size=1, phone="+221770001122")
     household.commune = '=HYPERLINK("http://evil.example","x")'
     session.commit()
-    [row] = parse(signed_in(app).get("/admin/exports/households.csv").get_data())
+    [row] = parse(download(signed_in(app), "/admin/exports/households.csv"))
     assert row["commune"] == "'" + '=HYPERLINK("http://evil.example","x")'
     assert row["head_phone"] == "+221770001122"  # a phone is a number, not a formula

@@ -126,9 +126,9 @@ def labels_of(cast: dict[str, Household]) -> dict[str, str]:
 
 def renewal_csv(client: FlaskClient, query: str) -> list[dict[str, str]]:
     """Return the rows of the renewal list's CSV for a query string."""
-    response = client.get(f"/admin/renewals.csv?{query}")
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return list(csv.DictReader(io.StringIO(response.get_data(as_text=True).removeprefix("\ufeff"))))
+    with client.get(f"/admin/renewals.csv?{query}") as response:  # closed: its request context and session end
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return list(csv.DictReader(io.StringIO(response.get_data(as_text=True).removeprefix("\ufeff"))))
 
 
 def remind(client: FlaskClient, path: str) -> str:
@@ -281,10 +281,10 @@ def test_the_page_runs_the_same_queries_for_2_rows_as_for_100(
 
 
 def test_the_csv_is_streamed_with_the_documented_header(app: Flask, cast: dict[str, Household]) -> None:
-    response = signed_in(app, "viewer").get("/admin/renewals.csv?sep=semicolon")
-    assert response.is_streamed and response.mimetype == "text/csv"
-    assert response.headers["Content-Disposition"].startswith('attachment; filename="renewals-')
-    text = response.get_data(as_text=True)
+    with signed_in(app, "viewer").get("/admin/renewals.csv?sep=semicolon") as response:
+        assert response.is_streamed and response.mimetype == "text/csv"
+        assert response.headers["Content-Disposition"].startswith('attachment; filename="renewals-')
+        text = response.get_data(as_text=True)
     assert text.startswith("\ufeff")
     rows = list(csv.reader(io.StringIO(text[1:]), delimiter=";"))
     assert rows[0] == [name for name, _ in RENEWAL_COLUMNS]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from flask import Response, abort, render_template, request, stream_with_context
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
+from sqlalchemy.orm import Session
 
 from extensions import db
 from handlers.admin import bp
@@ -54,8 +55,13 @@ def _defused(value: str) -> str:
     return value
 
 
-def csv_download(stem: str, columns: list[str], rows: Iterable[list[str]]) -> Response:
-    """Return a streamed CSV download of a header and rows, named `<stem>-<UTC time>.csv`."""
+def csv_download(stem: str, columns: list[str], rows: Callable[[Session], Iterable[list[str]]]) -> Response:
+    """Return a streamed CSV download of a header and the rows `rows` reads, named `<stem>-<UTC time>.csv`.
+
+    `rows` gets the session of the streaming itself: Flask tears the view's request down (closing its session)
+    before the response is sent, and `stream_with_context` pushes the context again around the generator, so a
+    session opened there is the one its own teardown closes.
+    """
     raw = request.args.get("sep", "comma")
     if raw not in SEPARATORS:
         abort(400, f"sep must be one of {', '.join(SEPARATORS)}")
@@ -68,7 +74,7 @@ def csv_download(stem: str, columns: list[str], rows: Iterable[list[str]]) -> Re
         yield BOM + buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
-        for cells in rows:
+        for cells in rows(db()):
             writer.writerow([_defused(value) for value in cells])
             if buffer.tell() >= CHUNK_CHARACTERS:
                 yield buffer.getvalue()
@@ -157,7 +163,7 @@ def exports() -> ResponseReturnValue:
 def export_households() -> ResponseReturnValue:
     """Download the selected households with their eligibility on a date, as CSV (streamed)."""
     filters = export_filters()
-    return csv_download("households", header(HOUSEHOLD_COLUMNS), household_rows(db(), filters))
+    return csv_download("households", header(HOUSEHOLD_COLUMNS), lambda session: household_rows(session, filters))
 
 
 @bp.get("/exports/members.csv")
@@ -165,7 +171,7 @@ def export_households() -> ResponseReturnValue:
 def export_members() -> ResponseReturnValue:
     """Download the members of the selected households with their eligibility on a date, as CSV (streamed)."""
     filters = export_filters()
-    return csv_download("members", header(MEMBER_COLUMNS), member_rows(db(), filters))
+    return csv_download("members", header(MEMBER_COLUMNS), lambda session: member_rows(session, filters))
 
 
 @bp.get("/exports/coverage-periods.csv")
@@ -178,7 +184,7 @@ def export_periods() -> ResponseReturnValue:
         date_to=arg_date("to"),
         with_reversed=request.args.get("reversed", "") in {"1", "true", "include"},
     )
-    return csv_download("coverage-periods", header(PERIOD_COLUMNS), period_rows(db(), filters))
+    return csv_download("coverage-periods", header(PERIOD_COLUMNS), lambda session: period_rows(session, filters))
 
 
 @bp.get("/exports/payments.csv")
@@ -186,4 +192,4 @@ def export_periods() -> ResponseReturnValue:
 def export_payments() -> ResponseReturnValue:
     """Download the filtered payments with their household, commune and network, as CSV (streamed)."""
     filters = _payment_filters()
-    return csv_download("payments", header(PAYMENT_COLUMNS), payment_rows(db(), filters))
+    return csv_download("payments", header(PAYMENT_COLUMNS), lambda session: payment_rows(session, filters))

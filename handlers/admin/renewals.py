@@ -84,7 +84,8 @@ def renewals() -> ResponseReturnValue:
 def renewals_csv() -> ResponseReturnValue:
     """Download the whole filtered renewal list as CSV (streamed)."""
     filters = renewal_filters()
-    return csv_download("renewals", header(RENEWAL_COLUMNS), renewal_csv_rows(db(), filters, utcnow().date()))
+    on = utcnow().date()
+    return csv_download("renewals", header(RENEWAL_COLUMNS), lambda session: renewal_csv_rows(session, filters, on))
 
 
 def _summary(run: ReminderRun, single: str | None) -> str:
