@@ -80,7 +80,7 @@ def preassign_ids(session: Session) -> None:
         mapper = inspect(instance).mapper
         key = mapper.primary_key
         if len(key) == 1 and key[0].name == "id" and key[0].autoincrement and instance.id is None:
-            waiting[mapper.local_table].append(instance)  # type: ignore[index]
+            waiting[mapper.local_table].append(instance)
     for table, instances in waiting.items():
         for instance, new_id in zip(instances, next_ids(session, table, len(instances)), strict=True):
             instance.id = new_id

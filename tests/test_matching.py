@@ -291,7 +291,7 @@ def test_a_later_report_never_moves_a_matched_payment(
 
 
 def test_a_statement_line_naming_another_household_marks_an_allocated_payment_for_review(session: Session) -> None:
-    from models.coverage.allocation import find_allocation
+    from models.coverage.allocator import find_allocation
     from models.imports.statements import import_statement
     from models.payments.statement import BreakKind
     from models.reconciliation.staff_actions import manual_match, undo_payment

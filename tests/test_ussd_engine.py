@@ -21,7 +21,6 @@ from menus.records import mask_input
 from menus.render import (
     GSM_BUDGET,
     UCS2_BUDGET,
-    Amount,
     Layout,
     Msg,
     apology,
@@ -32,7 +31,7 @@ from menus.render import (
     screen_length,
 )
 from menus.session_store import SessionStore, StoredSession
-from models.schemes.amounts import format_money
+from models.schemes.amounts import Amount, format_money
 from redis_keys import ussd_session_key
 from tests.conftest import ROOT
 

@@ -7,6 +7,8 @@ import functools
 from flask import Blueprint, Flask
 from flask_limiter import Limiter
 
+from handlers import sync_view
+
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 # Importing the modules registers their routes on `bp`.
@@ -52,7 +54,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(bp)
     limiter: Limiter = app.extensions["admin_limiter"]
     endpoint = f"{bp.name}.{auth.login.__name__}"
-    view = app.view_functions[endpoint]
+    view = sync_view(app.view_functions[endpoint])
     for setting, key_name in LOGIN_LIMITS:
         view = limiter.limit(
             functools.partial(_config_value, app, setting),

@@ -38,7 +38,7 @@ def _field(name: str, limit: int = 200) -> str:
     return request.form.get(name, "").strip()[:limit]
 
 
-def _page(template: str, error: str | None = None, status: int = 200, **context: Any) -> ResponseReturnValue:
+def _page(template: str, error: str | None = None, status: int = 200, **context: Any) -> tuple[str, int]:
     return render_template(template, error=error, posted=request.form if error else {}, **context), status
 
 
@@ -52,7 +52,7 @@ def _done(endpoint: str, message: str) -> ResponseReturnValue:
 # ---------------------------------------------------------------- staff users
 
 
-def _staff_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
+def _staff_page(error: str | None = None, status: int = 200) -> tuple[str, int]:
     return _page("admin/staff.html", error, status, users=list_staff_users(db()), roles=list(StaffRole))
 
 
@@ -91,7 +91,7 @@ def deactivate_staff(username: str) -> ResponseReturnValue:
 # ---------------------------------------------------------------- agents
 
 
-def _agents_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
+def _agents_page(error: str | None = None, status: int = 200) -> tuple[str, int]:
     return _page("admin/agents.html", error, status, agents=list_agents(db()), now=utcnow(), countries=_countries())
 
 
@@ -142,7 +142,7 @@ def unlock_agent_view(agent_id: int) -> ResponseReturnValue:
 # ---------------------------------------------------------------- API tokens
 
 
-def _tokens_page(error: str | None = None, status: int = 200, **extra: Any) -> ResponseReturnValue:
+def _tokens_page(error: str | None = None, status: int = 200, **extra: Any) -> tuple[str, int]:
     rate_limit = settings().API_RATE_LIMIT
     return _page("admin/tokens.html", error, status, tokens=list_tokens(db()), rate_limit=rate_limit, **extra)
 
@@ -166,7 +166,7 @@ def create_token() -> ResponseReturnValue:
         return _tokens_page(str(exc), 400)
     session.commit()
     log.info("admin: token %s created for %s (by %s)", token.name, token.facility, current_user.username)
-    body, status = _tokens_page(None, 200, created=token, plain=plain)  # type: ignore[misc]
+    body, status = _tokens_page(None, 200, created=token, plain=plain)
     # The plain token is in this response only: never cached, never stored, never shown again.
     return body, status, {"Cache-Control": "no-store"}
 
@@ -185,7 +185,7 @@ def revoke_token_view(token_id: int) -> ResponseReturnValue:
 # ---------------------------------------------------------------- collection devices
 
 
-def _devices_page(error: str | None = None, status: int = 200, **extra: Any) -> ResponseReturnValue:
+def _devices_page(error: str | None = None, status: int = 200, **extra: Any) -> tuple[str, int]:
     session = db()
     schemes = list(session.execute(select(Scheme.id, Scheme.name).order_by(Scheme.name)).tuples())
     refused = rejected_counts_by_device(session)
@@ -198,7 +198,7 @@ def _key_shown(device: CollectionDevice, plain: str, message: str) -> ResponseRe
     """Commit, then show the device's new key on this one response (never cached, never shown again)."""
     db().commit()
     log.info("admin: %s (by %s)", message, current_user.username)
-    body, status = _devices_page(None, 200, keyed=device, plain=plain)  # type: ignore[misc]
+    body, status = _devices_page(None, 200, keyed=device, plain=plain)
     return body, status, {"Cache-Control": "no-store"}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -37,7 +36,9 @@ def reason_field() -> str:
     return request.form.get("reason", "").strip()[:MAX_REASON]
 
 
-def render_payment(payment_id: int, error: str | None = None, form: str | None = None, status: int = 200) -> Any:
+def render_payment(
+    payment_id: int, error: str | None = None, form: str | None = None, status: int = 200
+) -> tuple[str, int]:
     """Render a payment's page, with an action form's error when one was refused."""
     dossier = payment_dossier(db(), payment_id)
     if dossier is None:
@@ -119,7 +120,7 @@ def refund_payment(payment_id: int) -> ResponseReturnValue:
     )
 
 
-def render_household(household_id: int, error: str | None = None, status: int = 200) -> Any:
+def render_household(household_id: int, error: str | None = None, status: int = 200) -> tuple[str, int]:
     """Render a household's page with its status history, and an error when a change was refused."""
     session = db()
     dossier = household_dossier(session, household_id, arg_date("date"))

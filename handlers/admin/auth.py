@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_limiter.util import get_remote_address
-from flask_login import UserMixin, current_user, login_required, login_user, logout_user
+from flask_login import UserMixin, current_user, login_user, logout_user
+from flask_login import login_required as _untyped_login_required
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -29,10 +30,17 @@ from models.access.tables import StaffUser
 from models.base import StaffRole
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-class Staff(UserMixin):
+def login_required(view: F) -> F:
+    """Flask-Login's `login_required` (send anyone not signed in to sign-in), typed: the package has no types."""
+    return cast(F, _untyped_login_required(view))
+
+
+class Staff(UserMixin):  # type: ignore[misc]  # Flask-Login ships no types: its UserMixin base is Any
     """The signed-in staff member as Flask-Login sees it (no password hash kept in memory)."""
 
     def __init__(self, user: StaffUser, token: str) -> None:
@@ -46,25 +54,27 @@ class Staff(UserMixin):
         return role_allows(self.role, role)
 
 
-@login_manager.user_loader
 def load_staff(token: str) -> Staff | None:
     """Return the staff member of a session cookie, or None when it is stale."""
     user = user_for_session_token(db(), token)
     return Staff(user, token) if user is not None else None
 
 
-def role_required(role: StaffRole) -> Callable[[F], F]:
+login_manager.user_loader(load_staff)
+
+
+def role_required(role: StaffRole) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Let signed-in staff whose role includes `role` through; send others to sign-in (401) or 403."""
 
-    def decorate(view: F) -> F:
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)
         @login_required
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             if not current_user.can(role):
                 abort(403)
             return view(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 
