@@ -237,7 +237,7 @@ def test_search_by_member_number_household_number_and_name(admin_app: Flask, db_
         body = client.get("/admin/households", query_string={"q": query}).get_data(as_text=True)
         assert member.member_no in body, query
     household = db_session.get(Household, member.household_id)
-    assert household is not None
+    assert household is not None and household.head_member_no is not None
     body = text_of(client.get("/admin/households", query_string={"q": household.household_no}))
     assert household.household_no in body and household.head_member_no in body
     assert "Nothing found" in text_of(client.get("/admin/households", query_string={"q": "%_nobody"}))

@@ -31,7 +31,16 @@ from tests import factories
 from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import make_test_app
 from tests.factories import make_household, make_network
-from tests.payment_helpers import PAID_AT, WAVE_SECRET, add_device, fixture_payload, forward, post_wave, store_report
+from tests.payment_helpers import (
+    PAID_AT,
+    WAVE_SECRET,
+    add_device,
+    fixture_payload,
+    forward,
+    json_body,
+    post_wave,
+    store_report,
+)
 
 FULL_YEAR = 15_000  # CMU standard, 4 members: 1,000 fee + 4 × 7,000 × 50 %
 PAYER = "+221771234567"
@@ -77,9 +86,14 @@ def reconcile(session: Session, payment: Payment, **kwargs: Any) -> str:
 
 def request_for(session: Session, scheme: Scheme, owner: Household | Network, **kwargs: Any) -> PaymentRequest:
     """Create an open payment request and commit."""
-    key = "household" if isinstance(owner, Household) else "network"
     request = create_payment_request(
-        session, scheme=scheme, channel="ussd", now=utcnow(), **{key: owner}, **{"amount": FULL_YEAR, **kwargs}
+        session,
+        scheme=scheme,
+        household=owner if isinstance(owner, Household) else None,
+        network=owner if isinstance(owner, Network) else None,
+        channel="ussd",
+        now=utcnow(),
+        **{"amount": FULL_YEAR, **kwargs},
     )
     session.commit()
     return request
@@ -233,7 +247,7 @@ def test_reconcile_twice_allocates_once_and_sends_one_receipt(session: Session, 
     state = account_state(session, household_id=household.id)
     assert state.balance >= 0
     received = messages(session)
-    assert sorted(m.dedupe_key for m in received) == [
+    assert sorted(m.dedupe_key or "" for m in received) == [
         f"receipt:{payment.id}:allocated",
         f"receipt:{payment.id}:allocated:1",
     ]
@@ -452,7 +466,7 @@ def test_forwarded_text_then_webhook_through_the_worker_and_the_api(
     post_wave(client, fixture_payload("wave_merchant_payment_received.json"))
     assert run_worker().returncode == 0
 
-    final = client.get("/api/payments/wave/T_4ZQ7WX2KX", headers=auth).json
+    final = json_body(client.get("/api/payments/wave/T_4ZQ7WX2KX", headers=auth))
     assert (final["status"], final["household_no"], final["amount"]) == ("ALLOCATED", household.household_no, 3500)
     [payment] = session.scalars(select(Payment).execution_options(populate_existing=True))
     assert len(payment.evidence) == 2
@@ -467,7 +481,7 @@ def test_payment_api_refuses_bad_tokens_and_unknown_payments(client: FlaskClient
     assert client.get("/api/payments/wave/T_4ZQ7WX2KX").status_code == 401
     assert client.get("/api/payments/wave/T_4ZQ7WX2KX", headers={"Authorization": "Bearer nope"}).status_code == 401
     ok = client.get("/api/payments/wave/T_4ZQ7WX2KX", headers={"Authorization": f"Bearer {secret}"})
-    assert ok.status_code == 200 and ok.json["status"] == "RECEIVED" and ok.json["household_no"] is None
+    assert ok.status_code == 200 and json_body(ok)["status"] == "RECEIVED" and json_body(ok)["household_no"] is None
     missing = client.get("/api/payments/wave/T_NOPE", headers={"Authorization": f"Bearer {secret}"})
     assert missing.status_code == 404
     token.revoked_at = utcnow()
@@ -518,7 +532,7 @@ def test_cli_list_show_match_reconcile(app: Flask, session: Session, cmu: Scheme
     session.commit()
     session.refresh(matched)
     assert matched.status == PaymentStatus.REVERSED
-    assert session.scalar(select(func.count(ReconciliationEvent.id))) >= 8
+    assert session.execute(select(func.count(ReconciliationEvent.id))).scalar_one() >= 8
 
 
 def test_reconcile_requests_coalesce_into_one_drain_per_generation(redis_url: str) -> None:

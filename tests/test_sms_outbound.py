@@ -11,6 +11,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -47,7 +48,7 @@ AT_SMS_URL = "https://api.sandbox.africastalking.com/version1/messaging"
 AT_API_KEY = "at-test-api-key-0123456789"
 PHONE = "+221771234567"
 BLACKLISTED = "+221761234500"
-VALUES = {
+VALUES: dict[str, Any] = {  # a template's values, as `send_sms(**values)` takes them
     "reference": "4827316",
     "amount": "3500 F",
     "how_to_pay": "Wave 77 000 11 22",
@@ -115,10 +116,10 @@ def mocked_at() -> Iterator[responses.RequestsMock]:
         yield rsps
 
 
-def queue_one(session: Session, to: str = PHONE, template: str = "help", **kwargs: object) -> Message:
+def queue_one(session: Session, to: str = PHONE, template: str = "help", **kwargs: Any) -> Message:
     """Queue one SMS and commit."""
     values = {name: VALUES[name] for name in placeholders(template)}
-    message = send_sms(session, to, template, **{**values, **kwargs})  # type: ignore[arg-type]
+    message = send_sms(session, to, template, **{**values, **kwargs})
     session.commit()
     return message
 
@@ -190,7 +191,7 @@ def test_every_template_is_translated_with_the_same_placeholders() -> None:
     for language in LANGUAGES:
         catalogue = translations(language)
         for key, english in SMS_TEMPLATES.items():
-            text = catalogue.pgettext(key, english)
+            text = str(catalogue.pgettext(key, english))
             assert text, (language, key)
             if language != "en":
                 assert text != english, f"{key} not translated to {language}"
@@ -405,7 +406,9 @@ def test_success_stores_the_provider_id_status_and_cost(
     )
     assert (stored.transport, stored.attempts, stored.sent_at is not None) == ("africastalking", 1, True)
     (call,) = mocked_at.calls
-    form = urllib.parse.parse_qs(call.request.body)
+    body = call.request.body
+    assert isinstance(body, str)  # a form-encoded body
+    form = urllib.parse.parse_qs(body)
     assert form["username"] == ["sandbox"] and form["to"] == [PHONE]
     assert form["message"] == [stored.body]
     assert form["from"] == ["MUTUELLE"]  # the scheme's sender id
@@ -473,7 +476,7 @@ def test_errors_that_prove_nothing_was_sent_go_back_to_queued_for_rq(
     outbox: Session, at: AfricasTalkingTransport, mocked_at: responses.RequestsMock, failure: dict[str, object]
 ) -> None:
     message = queue_one(outbox)
-    mocked_at.post(AT_SMS_URL, **failure)  # type: ignore[arg-type]
+    mocked_at.post(AT_SMS_URL, **failure)
 
     with pytest.raises(TransientSendError):
         deliver(outbox, message.id, at, backoff=(0, 0), sleep=no_sleep)
@@ -585,7 +588,7 @@ def test_messages_committed_together_are_sent_by_one_job_each_claimed_once(
 ) -> None:
     monkeypatch.setattr(sms_jobs, "IN_JOB_BACKOFF_SECONDS", ())
     values = {name: VALUES[name] for name in placeholders("help")}
-    messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]  # type: ignore[arg-type]
+    messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]
     outbox.commit()
     assert queue.job_ids == [sms_group_job_id(messages[0].id, 3)]  # one job, not a fork per message
     mocked_at.post(AT_SMS_URL, json=at_answer(SUCCESS))
@@ -606,7 +609,7 @@ def test_a_group_job_hands_its_remaining_messages_on_when_a_drain_waits(
     job_env: None, outbox: Session, queue: Queue, mocked_at: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     values = {name: VALUES[name] for name in placeholders("help")}
-    messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]  # type: ignore[arg-type]
+    messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]
     outbox.commit()
     queue.empty()
     Queue(RECONCILE_QUEUE, connection=queue.connection).enqueue("workers.reconcile.drain", job_id=drain_job_id(9))

@@ -411,7 +411,7 @@ def test_a_hop_after_redis_dropped_the_connection_still_answers(
     admin = Redis.from_url(redis_url)
     replies = []
     for text in ("", "3"):  # a SET, then a GETEX, each on a connection Redis has just closed (a restart)
-        admin.client_kill_filter(_id=store_client.client_id())
+        admin.client_kill_filter(_id=str(store_client.client_id()))
         replies.append(post_hop(client, "ATUid_rk2", PHONE, text))
     assert replies == expected
 
