@@ -213,7 +213,9 @@ def test_staff_find_a_households_money_from_sms_receipt_to_ledger(admin_app: Fla
     assert re.search(r"Cover (Covered until|Waiting until) \d\d/\d\d/\d{4}", body), body
     assert re.search(r"Next payment [\d ]+ F CFA before \d\d/\d\d/\d{4}", body), body
     assert "Coverage periods" in body and re.search(r"\d+ \d{4}-\d\d-\d\d payment ", body)
-    payment_id = re.search(r'href="/admin/payments/(\d+)"', page.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    linked = re.search(r'href="/admin/payments/(\d+)"', page.get_data(as_text=True))
+    assert linked is not None
+    payment_id = linked.group(1)
     receipt = db_session.scalar(select(Message).where(Message.dedupe_key == f"receipt:{payment_id}:allocated"))
     assert receipt is not None and receipt.body in body.replace("&#39;", "'")
 

@@ -22,6 +22,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from config import ConfigError, Settings
 from models.access.devices import issue_device_key
@@ -32,6 +33,7 @@ from models.base import PaymentStatus, StaffRole, utcnow
 from models.messaging.message import DeliveryReport, Message
 from models.payments.payment import Payment
 from redis_keys import reconcile_waiting_key, ussd_session_key
+from tests.admin_helpers import csrf_token
 from tests.backends import RECONCILE_QUEUE
 from tests.conftest import CALLBACK_TOKEN, DARAJA_TOKEN, make_test_app
 from tests.payment_helpers import (
@@ -445,10 +447,8 @@ def signed_in_admin(app: Flask, session: Session, username: str = "boss") -> Fla
     return client
 
 
-def sign_in(client: FlaskClient, username: str, password: str = PASSWORD, **environ: Any) -> Any:
-    page = client.get("/admin/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-    data = {"username": username, "password": password, "csrf_token": token}
+def sign_in(client: FlaskClient, username: str, password: str = PASSWORD, **environ: Any) -> TestResponse:
+    data = {"username": username, "password": password, "csrf_token": csrf_token(client)}
     return client.post("/admin/login", data=data, environ_overrides=environ or None)
 
 
@@ -459,8 +459,7 @@ def test_sign_out_ends_the_session_server_side(app: Flask, session: Session) -> 
     copy = app.test_client()
     copy.set_cookie("session", cookie.value)
     assert copy.get("/admin/").status_code == 200
-    page = client.get("/admin/").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    token = csrf_token(client, "/admin/")
     assert client.post("/admin/logout", data={"csrf_token": token}).status_code == 302
     assert copy.get("/admin/").status_code == 302  # the copied cookie no longer signs anyone in
 
