@@ -31,7 +31,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
 from models.bulk import among
@@ -235,8 +235,10 @@ class MatchLookup:
 
     def __init__(self, session: Session, payments: list[Payment]) -> None:
         self.now = utcnow()
-        # Every scheme (a handful), held so `session.get(Scheme, …)` never queries again in this batch.
-        self.schemes = list(session.scalars(select(Scheme)))
+        # Every scheme (a handful), held so `session.get(Scheme, …)` never queries again in this batch, with what the
+        # amount rules read: a lazy load while the batch settles its payments would flush them one by one.
+        loaded = (selectinload(Scheme.plans), selectinload(Scheme.subsidy_categories), selectinload(Scheme.bands))
+        self.schemes = list(session.scalars(select(Scheme).options(*loaded)))
         self.countries = sorted({scheme.country for scheme in self.schemes})
         self.numbers: dict[int, set[str]] = {}
         references: set[str] = set()
