@@ -28,10 +28,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, insert, or_, select
+from sqlalchemy import Select, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy.orm.attributes import set_committed_value
 
 from logs import mask_phone
 from models.base import PaymentStatus, RequestStatus, utcnow
@@ -40,8 +40,8 @@ from models.coverage.allocator import Allocator, PlannedAllocation
 from models.db import begin_write
 from models.members.phones import normalise_phone
 from models.messaging.message import Message
-from models.messaging.outbox import send_sms
-from models.payments.payment import Payment, ReconciliationEvent
+from models.messaging.outbox import compose, queue_messages
+from models.payments.payment import Payment, PaymentRequest, ReconciliationEvent
 from models.reconciliation.matching import (
     Match,
     MatchLookup,
@@ -88,6 +88,11 @@ _SETTLED_COLUMNS = (
     "match_rule",
     "match_confidence",
 )
+_PAYMENTS = table_of(Payment)
+_REQUESTS = table_of(PaymentRequest)
+# A batch's settled payments and paid requests: each one UPDATE (executemany) by id.
+_UPDATE_PAYMENT = update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("payment"))
+_UPDATE_REQUEST = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("request"))
 
 
 def record_event(
@@ -128,12 +133,35 @@ def lock_payment(session: Session, payment_id: int) -> Payment:
 
 @dataclass
 class _Batch:
-    """What the payments of one reconcile transaction share: lookups, receipts already stored, the allocator."""
+    """What the payments of one reconcile transaction share: lookups, receipts already stored, the allocator.
+
+    `direct` (a reconcile batch): what settling changes on its payments and requests is set on their ORM objects
+    as committed values, without change tracking, and written by the batch itself, one UPDATE per table.
+    Otherwise (a staff action) they are ORM changes, written by the session's flush.
+    """
 
     lookup: MatchLookup
     receipts: set[str]
     allocator: Allocator
+    direct: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # the receipts to queue
+    settled: dict[int, Payment] = field(default_factory=dict)  # direct: payments to write
+    paid: dict[int, PaymentRequest] = field(default_factory=dict)  # direct: requests to write
+
+
+def _assign(batch: _Batch | None, row: Payment | PaymentRequest, **values: Any) -> None:
+    """Change a payment (or a request) as settling does: in a direct batch, for the batch's UPDATE to write."""
+    if batch is None or not batch.direct:
+        for key, value in values.items():
+            setattr(row, key, value)
+        return
+    for key, value in values.items():
+        set_committed_value(row, key, value)
+    if isinstance(row, Payment):
+        batch.settled[row.id] = row
+    else:
+        batch.paid[row.id] = row
 
 
 _RECEIPT_KEYS = ("receipt:{}:allocated", "receipt:{}:allocated:1", "receipt:{}:review", "receipt:{}:review:1")
@@ -177,7 +205,7 @@ def reconcile_payments(
             todo.append(payment)
     if not todo:
         return outcomes
-    batch = _batch_of(session, todo)
+    batch = _batch_of(session, todo, direct=True)
     lookup = batch.lookup
     # Lock order: payments by id, then the matched accounts (networks, then households, by id), before any
     # payment is settled; the allocator plans each payment in id order and writes them all at the end. A batch
@@ -196,8 +224,6 @@ def reconcile_payments(
             outcomes[payment.id] = Outcome.DEFERRED
             continue
         outcomes[payment.id] = _settle(session, payment, batch)
-        for column in _SETTLED_COLUMNS:  # the same columns for every payment: one UPDATE for the whole batch
-            flag_modified(payment, column)
     try:
         _write(session, batch)
     except DBAPIError as exc:
@@ -210,20 +236,37 @@ def reconcile_payments(
     return outcomes
 
 
-def _batch_of(session: Session, payments: list[Payment]) -> _Batch:
+def _batch_of(session: Session, payments: list[Payment], direct: bool = False) -> _Batch:
     """Return what a batch of these (locked) payments shares: their lookups, stored receipts and an allocator."""
-    return _Batch(
-        MatchLookup(session, payments), _stored_receipts(session, [p.id for p in payments]), Allocator(session)
-    )
+    receipts = _stored_receipts(session, [p.id for p in payments])
+    return _Batch(MatchLookup(session, payments), receipts, Allocator(session), direct)
 
 
 def _write(session: Session, batch: _Batch) -> None:
-    """Write what a batch planned: allocations, periods, entries, receipts and events, one statement per table."""
-    preassign_ids(session)  # receipts: inserted with executemany, no RETURNING
+    """Write what a batch planned: allocations, periods, entries, receipts, events and (direct) the settled
+    payments and paid requests, one statement per table."""
+    preassign_ids(session)  # new ORM objects (events of a staff action): inserted with executemany, no RETURNING
     batch.allocator.write()
     if batch.events:
         session.execute(insert(table_of(ReconciliationEvent)), batch.events)
         batch.events.clear()
+    if batch.messages:
+        queue_messages(session, batch.messages)
+        batch.messages.clear()
+    if batch.settled:
+        now = utcnow()
+        rows = [
+            {"payment": p.id, **{column: getattr(p, column) for column in _SETTLED_COLUMNS}, "updated_at": now}
+            for p in batch.settled.values()
+        ]
+        session.execute(_UPDATE_PAYMENT, rows)
+        for payment in batch.settled.values():
+            set_committed_value(payment, "updated_at", now)
+        batch.settled.clear()
+    if batch.paid:
+        rows = [{"request": r.id, "status": r.status, "paid_at": r.paid_at} for _, r in sorted(batch.paid.items())]
+        session.execute(_UPDATE_REQUEST, rows)
+        batch.paid.clear()
     session.flush()
 
 
@@ -242,49 +285,54 @@ def _settle(session: Session, payment: Payment, batch: _Batch) -> Outcome:
     before = payment.status
     if attempt.conflict is not None:
         # Nothing moves a matched payment by itself: staff decide, and no ledger changes meanwhile.
-        payment.status = PaymentStatus.CONFLICT
-        payment.status_reason = attempt.conflict[:500]
+        _assign(batch, payment, status=PaymentStatus.CONFLICT, status_reason=attempt.conflict[:500])
         record_event(session, payment, before, attempt.conflict, rule="conflict", details=attempt.evidence, batch=batch)
         return Outcome.CONFLICT
     if attempt.match is None:
-        payment.status = PaymentStatus.UNMATCHED
-        payment.status_reason = attempt.reason[:500]
+        _assign(batch, payment, status=PaymentStatus.UNMATCHED, status_reason=attempt.reason[:500])
         details = {**attempt.evidence, "candidates": candidates_detail(attempt)}
         record_event(session, payment, before, attempt.reason, details=details, batch=batch)
         if payment.confirmed:
-            _receipt(session, payment, "review", batch=batch)
+            _receipt(session, payment, "review", batch)
         return Outcome.UNMATCHED
     match = attempt.match
     scheme = session.get(Scheme, match.scheme_id)
     assert scheme is not None
     if scheme.currency != payment.currency:
-        payment.status = PaymentStatus.UNMATCHED
-        payment.status_reason = f"paid in {payment.currency}, {scheme.code} is in {scheme.currency}"
-        record_event(session, payment, before, payment.status_reason, rule=match.rule, batch=batch)
+        reason = f"paid in {payment.currency}, {scheme.code} is in {scheme.currency}"
+        _assign(batch, payment, status=PaymentStatus.UNMATCHED, status_reason=reason)
+        record_event(session, payment, before, reason, rule=match.rule, batch=batch)
         if payment.confirmed:
-            _receipt(session, payment, "review", batch=batch)
+            _receipt(session, payment, "review", batch)
         return Outcome.UNMATCHED
-    apply_match(payment, match)
+    apply_match(payment, match, batch)
     if not payment.confirmed:
-        payment.status = PaymentStatus.PROVISIONAL
+        _assign(batch, payment, status=PaymentStatus.PROVISIONAL)
         note = "matched; provisional until a webhook or statement confirms it"
         record_event(session, payment, before, note, match.rule, details=attempt.evidence, batch=batch)
         return Outcome.PROVISIONAL
-    payment.status = PaymentStatus.MATCHED
+    _assign(batch, payment, status=PaymentStatus.MATCHED)
     record_event(
         session, payment, before, f"matched by {match.rule}", match.rule, details=attempt.evidence, batch=batch
     )
     return allocate_payment(session, payment, batch=batch)
 
 
-def apply_match(payment: Payment, match: Match) -> None:
-    payment.household = match.household
-    payment.network = match.network
-    payment.payment_request = match.request
-    payment.scheme_id = match.scheme_id
-    payment.match_rule = match.rule
-    payment.match_confidence = match.confidence
-    payment.status_reason = None
+def apply_match(payment: Payment, match: Match, batch: _Batch | None = None) -> None:
+    values: dict[str, Any] = {
+        "household": match.household,
+        "network": match.network,
+        "payment_request": match.request,
+        "scheme_id": match.scheme_id,
+        "match_rule": match.rule,
+        "match_confidence": match.confidence,
+        "status_reason": None,
+    }
+    if batch is not None and batch.direct:  # no flush copies the relationships' keys: set them too
+        values["household_id"] = match.household.id if match.household is not None else None
+        values["network_id"] = match.network.id if match.network is not None else None
+        values["payment_request_id"] = match.request.id if match.request is not None else None
+    _assign(batch, payment, **values)
 
 
 def local_date(payment: Payment, scheme: Scheme) -> date:
@@ -329,15 +377,15 @@ def allocate_payment(
         account = allocator.account(household=payment.household)
         result = allocator.allocate(account, payment.amount, ref, on, payment_id=payment.id)
         details = _allocation_details(result)
-    if payment.payment_request is not None and payment.payment_request.status == RequestStatus.OPEN:
-        payment.payment_request.status = RequestStatus.PAID
-        payment.payment_request.paid_at = utcnow()
+    request = payment.payment_request
+    if request is not None and request.status == RequestStatus.OPEN:
+        _assign(batch, request, status=RequestStatus.PAID, paid_at=utcnow())
     before = payment.status
-    payment.status = PaymentStatus.ALLOCATED
+    _assign(batch, payment, status=PaymentStatus.ALLOCATED)
     record_event(
         session, payment, before, f"allocated ({ref})", payment.match_rule, actor=actor, details=details, batch=batch
     )
-    _receipt(session, payment, "allocated", batch=batch, allocator=allocator, payout=payout)
+    _receipt(session, payment, "allocated", batch, payout=payout)
     if own:
         _write(session, batch)
     return Outcome.ALLOCATED
@@ -354,16 +402,15 @@ def _allocation_details(result: PlannedAllocation) -> dict[str, object]:
 
 
 def _receipt(
-    session: Session,
-    payment: Payment,
-    outcome: str,
-    batch: _Batch | None = None,
-    allocator: Allocator | None = None,
-    payout: NetworkPayout | None = None,
+    session: Session, payment: Payment, outcome: str, batch: _Batch, payout: NetworkPayout | None = None
 ) -> None:
-    """Queue the payer's (and the head's, or the network contact's) receipt for this outcome, once."""
+    """Queue the payer's (and the head's, or the network contact's) receipt for this outcome, once.
+
+    Every recipient gets the same text (the household's language, or the scheme's): rendered once, queued with the
+    batch's write. Under the payments' row locks the batch has already looked for their receipt keys.
+    """
     scheme = session.get(Scheme, payment.scheme_id) if payment.scheme_id else None
-    collecting = [scheme] if scheme is not None else batch.lookup.schemes if batch is not None else []
+    collecting = [scheme] if scheme is not None else batch.lookup.schemes
     exponents = [s.currency_exponent for s in collecting if s.currency == payment.currency]
     exponent = exponents[0] if exponents else currency_exponent(session, payment.currency)
     amount = Amount(payment.amount, payment.currency, exponent)
@@ -382,7 +429,8 @@ def _receipt(
         language = str(scheme.default_language)
         if payment.network.contact_phone:
             recipients.append(payment.network.contact_phone)
-    elif outcome == "allocated" and household is not None and scheme is not None and allocator is not None:
+    elif outcome == "allocated" and household is not None and scheme is not None:
+        allocator = batch.allocator
         on = local_date(payment, scheme)
         # What the allocator planned is the household's latest state (written or not yet).
         until = allocator.covered_until(household)
@@ -398,32 +446,23 @@ def _receipt(
             template, values = "receipt_due", {"household_no": household.household_no, "due": next_amount}
     else:
         template, values = "receipt_review", {}
-    payer = _payer_sms_number(session, payment, scheme, batch.lookup.countries if batch is not None else None)
+    payer = _payer_sms_number(session, payment, scheme, batch.lookup.countries)
     if payer and payer not in recipients:
         recipients.append(payer)
-    head = None if household is None else batch.lookup.head_of(household) if batch is not None else household.head
+    head = None if household is None else batch.lookup.head_of(household)
     if head is not None and head.phone and head.phone not in recipients:
         recipients.append(head.phone)
     if household is None and language is None:  # suspense: the language of the scheme that collects this currency
-        language = (batch.lookup if batch is not None else MatchLookup(session, [])).suspense_language(payment.currency)
+        language = batch.lookup.suspense_language(payment.currency)
+    text = None
     for index, phone in enumerate(recipients):
         key = f"receipt:{payment.id}:{outcome}" + ("" if index == 0 else f":{index}")
-        if batch is not None and key in batch.receipts:
+        if key in batch.receipts:
             continue
-        send_sms(
-            session,
-            phone,
-            template,
-            language=language,
-            household=household,
-            dedupe_key=key,
-            # Under the payment's row lock the batch has already looked for this key: no second look needed.
-            dedupe_checked=batch is not None,
-            amount=amount,
-            **values,
-        )
-        if batch is not None:
-            batch.receipts.add(key)
+        if text is None:
+            text = compose(template, language, household, amount=amount, **values)
+        batch.messages.append(text.row(phone, key))
+        batch.receipts.add(key)
         log.info("receipt %s for payment %s queued to %s", template, payment.id, mask_phone(phone))
 
 
