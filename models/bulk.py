@@ -3,8 +3,9 @@
 A multi-row `INSERT … VALUES (…), (…) RETURNING id` of a few hundred rows is one SQL text with thousands of
 placeholders, different for every row count: psycopg parses each one anew, and that costs more than the insert.
 On PostgreSQL the ids are taken from the table's sequence instead, in one round trip
-(`nextval` over `generate_series`), and the rows go in with `executemany` — the same prepared text for every
-row, sent in one pipeline. SQLite has no sequences: there the insert returns the ids (cheap in-process).
+(`nextval` over `generate_series`), and the rows go in with `COPY … FROM STDIN` (`insert_many`): one statement
+for any number of rows, several times cheaper for psycopg and PostgreSQL alike than an `executemany` of as many
+INSERTs. SQLite has no sequences: there the insert returns the ids (cheap in-process).
 Likewise a batch's lookups pass their keys as one array (`among`) rather than an IN list of placeholders.
 After a bulk write, `analyze` gives the planner the statistics of what was written.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, String, Table, any_, bindparam, insert, inspect, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.sqltypes import NullType
 
@@ -64,8 +65,65 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     if not uses_sequences(session):
         return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
     ids = next_ids(session, table, len(rows))
-    session.execute(insert(table), [{**row, "id": new_id} for row, new_id in zip(rows, ids, strict=True)])
+    insert_many(session, table, [{**row, "id": new_id} for row, new_id in zip(rows, ids, strict=True)])
     return ids
+
+
+def insert_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows (dicts with the same keys) in the session's transaction: `COPY` on PostgreSQL.
+
+    The rows are those `session.execute(insert(table), rows)` writes: values converted by the columns' types, the
+    Python defaults of the columns left out filled in (evaluated once for all the rows), the others left to the
+    database (ids from their sequence). A database error is raised as SQLAlchemy's (`IntegrityError`, …).
+    """
+    if not rows:
+        return
+    if not uses_sequences(session):
+        session.execute(insert(table), rows)
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    names = list(rows[0])
+    defaults = _defaults(table, names)
+    columns = [table.c[name] for name in [*names, *defaults]]
+    processors = {column.name: column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns}
+    convert = [processors[name] for name in names]
+    extra = [value if (f := processors[name]) is None else f(value) for name, value in defaults.items()]
+    quote = dialect.identifier_preparer
+    statement = f"COPY {quote.format_table(table)} ({', '.join(quote.format_column(c) for c in columns)}) FROM STDIN"
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[attr-defined]
+            for row in rows:
+                values = [row[name] if f is None else f(row[name]) for name, f in zip(names, convert, strict=True)]
+                copy.write_row(values + extra)
+    except dialect.loaded_dbapi.Error as exc:
+        invalidated = dialect.is_disconnect(exc, raw, None)
+        if invalidated:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            statement, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=invalidated, dialect=dialect
+        ) from exc
+
+
+def _defaults(table: Table, given: list[str]) -> dict[str, Any]:
+    """Return the values of the Python-side defaults of the table's columns not given (`created_at`: now)."""
+    values: dict[str, Any] = {}
+    for column in table.columns:
+        default = column.default
+        if column.name in given or default is None:
+            continue
+        if default.is_scalar:
+            values[column.name] = default.arg  # type: ignore[attr-defined]
+        elif default.is_callable:
+            function = getattr(default.arg, "__wrapped__", None)  # type: ignore[attr-defined]
+            if function is None:  # it reads the execution context: not supported here
+                raise ValueError(f"{table.name}.{column.name}: give its value (its default reads the statement)")
+            values[column.name] = function()
+        else:  # a SQL expression or sequence
+            raise ValueError(f"{table.name}.{column.name}: give its value (its default is evaluated in SQL)")
+    return values
 
 
 def preassign_ids(session: Session) -> None:

@@ -28,14 +28,14 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from logs import mask_phone
 from models.base import PaymentStatus, RequestStatus, utcnow
-from models.bulk import among, preassign_ids, table_of
+from models.bulk import among, insert_many, preassign_ids, table_of
 from models.coverage.allocator import Allocator, PlannedAllocation
 from models.db import begin_write
 from models.members.phones import normalise_phone
@@ -248,7 +248,7 @@ def _write(session: Session, batch: _Batch) -> None:
     preassign_ids(session)  # new ORM objects (events of a staff action): inserted with executemany, no RETURNING
     batch.allocator.write()
     if batch.events:
-        session.execute(insert(table_of(ReconciliationEvent)), batch.events)
+        insert_many(session, table_of(ReconciliationEvent), batch.events)
         batch.events.clear()
     if batch.messages:
         queue_messages(session, batch.messages)
