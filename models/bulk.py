@@ -6,18 +6,33 @@ On PostgreSQL the ids are taken from the table's sequence instead, in one round 
 (`nextval` over `generate_series`), and the rows go in with `COPY … FROM STDIN` (`insert_many`): one statement
 for any number of rows, several times cheaper for psycopg and PostgreSQL alike than an `executemany` of as many
 INSERTs. SQLite has no sequences: there the insert returns the ids (cheap in-process).
-Likewise a batch's lookups pass their keys as one array (`among`) rather than an IN list of placeholders.
-After a bulk write, `analyze` gives the planner the statistics of what was written.
+Likewise a batch's lookups pass their keys as one array (`among`) rather than an IN list of placeholders, and
+`update_many` updates rows from one array per column. After a bulk write, `analyze` gives the planner the
+statistics of what was written.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, Table, any_, bindparam, insert, inspect, text
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    Update,
+    any_,
+    bindparam,
+    column,
+    func,
+    insert,
+    inspect,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -107,22 +122,48 @@ def insert_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
         ) from exc
 
 
+def update_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], key: str = "id") -> None:
+    """Update rows found by their `key` column (dicts with the same keys, `key` among them), each with its values.
+
+    On PostgreSQL one `UPDATE … FROM unnest(…)` with one array per column; elsewhere an executemany of UPDATEs.
+    The rows are not updated in any given order: the caller holds their locks already.
+    """
+    if not rows:
+        return
+    names = tuple(rows[0])
+    if not uses_sequences(session):
+        by_key = update(table).where(table.c[key] == bindparam("_key"))
+        session.execute(by_key, [{("_key" if name == key else name): row[name] for name in names} for row in rows])
+        return
+    arrays = {f"v_{name}": [row[name] for row in rows] for name in names}
+    session.execute(_update_from_arrays(table, names, key), arrays)
+
+
+@functools.cache
+def _update_from_arrays(table: Table, names: tuple[str, ...], key: str) -> Update:
+    """Return `UPDATE table SET c = v.c, … FROM unnest(:v_key, :v_c, …) AS v(key, c, …) WHERE table.key = v.key`."""
+    arrays = [bindparam(f"v_{name}", type_=ARRAY(table.c[name].type)) for name in names]
+    values = func.unnest(*arrays).table_valued(*[column(name, table.c[name].type) for name in names])
+    v = values.render_derived(name="v")
+    return update(table).where(table.c[key] == v.c[key]).values({name: v.c[name] for name in names if name != key})
+
+
 def _defaults(table: Table, given: list[str]) -> dict[str, Any]:
     """Return the values of the Python-side defaults of the table's columns not given (`created_at`: now)."""
     values: dict[str, Any] = {}
-    for column in table.columns:
-        default = column.default
-        if column.name in given or default is None:
+    for each in table.columns:
+        default = each.default
+        if each.name in given or default is None:
             continue
         if default.is_scalar:
-            values[column.name] = default.arg  # type: ignore[attr-defined]
+            values[each.name] = default.arg  # type: ignore[attr-defined]
         elif default.is_callable:
             function = getattr(default.arg, "__wrapped__", None)  # type: ignore[attr-defined]
             if function is None:  # it reads the execution context: not supported here
-                raise ValueError(f"{table.name}.{column.name}: give its value (its default reads the statement)")
-            values[column.name] = function()
+                raise ValueError(f"{table.name}.{each.name}: give its value (its default reads the statement)")
+            values[each.name] = function()
         else:  # a SQL expression or sequence
-            raise ValueError(f"{table.name}.{column.name}: give its value (its default is evaluated in SQL)")
+            raise ValueError(f"{table.name}.{each.name}: give its value (its default is evaluated in SQL)")
     return values
 
 

@@ -35,7 +35,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from logs import mask_phone
 from models.base import PaymentStatus, RequestStatus, utcnow
-from models.bulk import among, insert_many, preassign_ids, table_of
+from models.bulk import among, insert_many, preassign_ids, table_of, update_many
 from models.coverage.allocator import Allocator, PlannedAllocation
 from models.db import begin_write
 from models.members.phones import normalise_phone
@@ -88,10 +88,8 @@ _SETTLED_COLUMNS = (
     "match_rule",
     "match_confidence",
 )
-_PAYMENTS = table_of(Payment)
 _REQUESTS = table_of(PaymentRequest)
-# A batch's settled payments and paid requests: each one UPDATE (executemany) by id.
-_UPDATE_PAYMENT = update(_PAYMENTS).where(_PAYMENTS.c.id == bindparam("payment"))
+# A batch's paid requests, updated in id order (the lock order; its payments are locked already).
 _UPDATE_REQUEST = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("request"))
 
 
@@ -256,10 +254,10 @@ def _write(session: Session, batch: _Batch) -> None:
     if batch.settled:
         now = utcnow()
         rows = [
-            {"payment": p.id, **{column: getattr(p, column) for column in _SETTLED_COLUMNS}, "updated_at": now}
+            {"id": p.id, **{column: getattr(p, column) for column in _SETTLED_COLUMNS}, "updated_at": now}
             for p in batch.settled.values()
         ]
-        session.execute(_UPDATE_PAYMENT, rows)
+        update_many(session, table_of(Payment), rows)
         for payment in batch.settled.values():
             set_committed_value(payment, "updated_at", now)
         batch.settled.clear()
@@ -455,6 +453,7 @@ def _receipt(
     if household is None and language is None:  # suspense: the language of the scheme that collects this currency
         language = batch.lookup.suspense_language(payment.currency)
     text = None
+    queued: list[str] = []
     for index, phone in enumerate(recipients):
         key = f"receipt:{payment.id}:{outcome}" + ("" if index == 0 else f":{index}")
         if key in batch.receipts:
@@ -463,7 +462,9 @@ def _receipt(
             text = compose(template, language, household, amount=amount, **values)
         batch.messages.append(text.row(phone, key))
         batch.receipts.add(key)
-        log.info("receipt %s for payment %s queued to %s", template, payment.id, mask_phone(phone))
+        queued.append(phone)
+    if queued:  # one line per payment (a batch logs thousands)
+        log.info("receipt %s for payment %s queued to %s", template, payment.id, ", ".join(map(mask_phone, queued)))
 
 
 def _payer_sms_number(
