@@ -141,11 +141,13 @@ def update_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
 
 @functools.cache
 def _update_from_arrays(table: Table, names: tuple[str, ...], key: str) -> Update:
-    """Return `UPDATE table SET c = v.c, … FROM unnest(:v_key, :v_c, …) AS v(key, c, …) WHERE table.key = v.key`."""
-    arrays = [bindparam(f"v_{name}", type_=ARRAY(table.c[name].type)) for name in names]
-    values = func.unnest(*arrays).table_valued(*[column(name, table.c[name].type) for name in names])
+    """Return `UPDATE table SET c = v.c, … FROM unnest(:v_key, :v_c, …) AS v(key, c, …) WHERE table.key = v.key …`."""
+    arrays = {name: bindparam(f"v_{name}", type_=ARRAY(table.c[name].type)) for name in names}
+    values = func.unnest(*arrays.values()).table_valued(*[column(name, table.c[name].type) for name in names])
     v = values.render_derived(name="v")
-    return update(table).where(table.c[key] == v.c[key]).values({name: v.c[name] for name in names if name != key})
+    # `key = ANY(keys)` too: the table is read by its index, never scanned whole to hash it against the arrays.
+    found = (table.c[key] == any_(arrays[key])) & (table.c[key] == v.c[key])
+    return update(table).where(found).values({name: v.c[name] for name in names if name != key})
 
 
 def _defaults(table: Table, given: list[str]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, bindparam, or_, select, update
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -88,9 +88,6 @@ _SETTLED_COLUMNS = (
     "match_rule",
     "match_confidence",
 )
-_REQUESTS = table_of(PaymentRequest)
-# A batch's paid requests, updated in id order (the lock order; its payments are locked already).
-_UPDATE_REQUEST = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("request"))
 
 
 def record_event(
@@ -262,8 +259,8 @@ def _write(session: Session, batch: _Batch) -> None:
             set_committed_value(payment, "updated_at", now)
         batch.settled.clear()
     if batch.paid:
-        rows = [{"request": r.id, "status": r.status, "paid_at": r.paid_at} for _, r in sorted(batch.paid.items())]
-        session.execute(_UPDATE_REQUEST, rows)
+        rows = [{"id": r.id, "status": r.status, "paid_at": r.paid_at} for _, r in sorted(batch.paid.items())]
+        update_many(session, table_of(PaymentRequest), rows)
         batch.paid.clear()
     session.flush()
 
