@@ -444,9 +444,9 @@ def _receipt(
     payer = _payer_sms_number(session, payment, scheme, batch.lookup.countries)
     if payer and payer not in recipients:
         recipients.append(payer)
-    head = None if household is None else batch.lookup.head_of(household)
-    if head is not None and head.phone and head.phone not in recipients:
-        recipients.append(head.phone)
+    head = None if household is None else batch.lookup.head_phone(household)
+    if head and head not in recipients:
+        recipients.append(head)
     if household is None and language is None:  # suspense: the language of the scheme that collects this currency
         language = batch.lookup.suspense_language(payment.currency)
     text = None

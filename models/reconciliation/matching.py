@@ -302,22 +302,22 @@ class MatchLookup:
             )
             for payer, household_id in rows:
                 self.paid_before.setdefault(str(payer), set()).add(household_id)
-        # Warm the identity map with every household a rule may pick, and read their heads (receipts go to them).
+        # Warm the identity map with every household a rule may pick, and read their heads' phones (for receipts).
         wanted = {r.household_id for r in self.requests_by_phone if r.household_id is not None}
         wanted |= {r.household_id for rs in self.requests_by_reference.values() for r in rs if r.household_id}
         wanted |= set(self.member_households.values()) | {i for ids in self.phone_households.values() for i in ids}
         wanted |= {h.id for h in self.households.values()}
         # Held here: the session's identity map keeps only objects something else refers to.
         self.owners: list[Household] = []
-        self.heads: dict[int, Member] = {}
+        self.head_phones: dict[int, str | None] = {}
         if wanted:
             self.owners = list(session.scalars(select(Household).where(among(session, Household.id, wanted))))
             heads = (
-                select(Member)
+                select(Member.household_id, Member.phone)
                 .join(Household, Member.household_id == Household.id)
                 .where(among(session, Household.id, wanted), Member.member_no == Household.head_member_no)
             )
-            self.heads = {member.household_id: member for member in session.scalars(heads)}
+            self.head_phones = dict(session.execute(heads).tuples().all())
         self._prefetch_fits(session, payments)
 
     def _prefetch_fits(self, session: Session, payments: list[Payment]) -> None:
@@ -356,9 +356,13 @@ class MatchLookup:
                 fit = household_fit(session, by_id[household_id], on, state=state, members=counts[household_id])
                 self.fits[(household_id, on)] = fit
 
-    def head_of(self, household: Household) -> Member | None:
-        """Return the head of a household this batch may pick (read with the households, not their members)."""
-        return self.heads.get(household.id) if household.id in self.heads else household.head
+    def head_phone(self, household: Household) -> str | None:
+        """Return the phone of the head of a household (of those this batch may pick: read with them, not their
+        members)."""
+        if household.id in self.head_phones:
+            return self.head_phones[household.id]
+        head = household.head
+        return head.phone if head is not None else None
 
     def suspense_language(self, currency: str) -> str | None:
         """Return the language of a payment no household claims: that of the one scheme collecting its currency."""
