@@ -80,7 +80,7 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     if not uses_sequences(session):
         return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
     ids = next_ids(session, table, len(rows))
-    insert_many(session, table, [{**row, "id": new_id} for row, new_id in zip(rows, ids, strict=True)])
+    _copy(session, table, rows, ids)
     return ids
 
 
@@ -96,22 +96,33 @@ def insert_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     if not uses_sequences(session):
         session.execute(insert(table), rows)
         return
+    _copy(session, table, rows)
+
+
+def _copy(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], ids: Sequence[int] = ()) -> None:
+    """`COPY` the rows into the table (`ids`: their ids, in their order, when the database is not to choose them)."""
     connection = session.connection()
     dialect = connection.dialect
     names = list(rows[0])
-    defaults = _defaults(table, names)
-    columns = [table.c[name] for name in [*names, *defaults]]
-    processors = {column.name: column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns}
-    convert = [processors[name] for name in names]
-    extra = [value if (f := processors[name]) is None else f(value) for name, value in defaults.items()]
+    given = [*names, "id"] if ids else names
+    defaults = _defaults(table, given)
+    columns = [table.c[name] for name in [*given, *defaults]]
+    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+    convert = [(i, f) for i, f in enumerate(processors[: len(names)]) if f is not None]
+    tail = zip(defaults.values(), processors[len(given) :], strict=True)
+    extra = [value if f is None else f(value) for value, f in tail]
     quote = dialect.identifier_preparer
     statement = f"COPY {quote.format_table(table)} ({', '.join(quote.format_column(c) for c in columns)}) FROM STDIN"
     raw = connection.connection.dbapi_connection
     assert raw is not None
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[attr-defined]
-            for row in rows:
-                values = [row[name] if f is None else f(row[name]) for name, f in zip(names, convert, strict=True)]
+            for index, row in enumerate(rows):
+                values = [row[name] for name in names]
+                for i, f in convert:
+                    values[i] = f(values[i])
+                if ids:
+                    values.append(ids[index])
                 copy.write_row(values + extra)
     except dialect.loaded_dbapi.Error as exc:
         invalidated = dialect.is_disconnect(exc, raw, None)
