@@ -44,6 +44,7 @@ from models.messaging.outbox import compose, queue_messages
 from models.payments.payment import Payment, PaymentRequest, ReconciliationEvent
 from models.reconciliation.matching import (
     Match,
+    MatchAttempt,
     MatchLookup,
     candidates_detail,
     decide,
@@ -143,6 +144,8 @@ class _Batch:
     messages: list[dict[str, Any]] = field(default_factory=list)  # the receipts to queue
     settled: dict[int, Payment] = field(default_factory=dict)  # direct: payments to write
     paid: dict[int, PaymentRequest] = field(default_factory=dict)  # direct: requests to write
+    paid_ids: set[int] = field(default_factory=set)  # the requests its payments paid, and their payers' phones
+    paid_phones: set[str] = field(default_factory=set)
 
 
 def _assign(batch: _Batch | None, row: Payment | PaymentRequest, **values: Any) -> None:
@@ -205,8 +208,8 @@ def reconcile_payments(
     # Lock order: payments by id, then the matched accounts (networks, then households, by id), before any
     # payment is settled; the allocator plans each payment in id order and writes them all at the end. A batch
     # does not wait for accounts another worker's batch holds: those payments are left for a later run.
-    first = {p.id: decide(session, p, lookup).match for p in todo}
-    matches = [m for m in first.values() if m is not None]
+    first = {p.id: decide(session, p, lookup) for p in todo}
+    matches = [a.match for a in first.values() if a.match is not None]
     busy = batch.allocator.load(
         households=[m.household for m in matches if m.household is not None],
         networks=[m.network for m in matches if m.network is not None],
@@ -214,11 +217,11 @@ def reconcile_payments(
         skip_locked=len(todo) > 1 and not wait_for_locks,
     )
     for payment in todo:
-        match = first[payment.id]
+        match = first[payment.id].match
         if match is not None and busy.holds(match.household, match.network):
             outcomes[payment.id] = Outcome.DEFERRED
             continue
-        outcomes[payment.id] = _settle(session, payment, batch)
+        outcomes[payment.id] = _settle(session, payment, batch, first[payment.id])
     try:
         _write(session, batch)
     except DBAPIError as exc:
@@ -273,10 +276,12 @@ def reconcile_payment(session: Session, payment_id: int, retry_unmatched: bool =
     return outcome
 
 
-def _settle(session: Session, payment: Payment, batch: _Batch) -> Outcome:
-    """Match one locked, workable payment and allocate it when confirmed."""
-    # Matched again here: an earlier payment of the batch may have paid the request this one names.
-    attempt = decide(session, payment, batch.lookup)
+def _settle(session: Session, payment: Payment, batch: _Batch, attempt: MatchAttempt) -> Outcome:
+    """Match one locked, workable payment (`attempt`: its match before the batch settled any) and allocate it when
+    confirmed."""
+    if batch.lookup.reads_any(payment, batch.paid_ids, batch.paid_phones):
+        # Matched again: an earlier payment of the batch paid a request this one may name or be paid by.
+        attempt = decide(session, payment, batch.lookup)
     before = payment.status
     if attempt.conflict is not None:
         # Nothing moves a matched payment by itself: staff decide, and no ledger changes meanwhile.
@@ -375,6 +380,9 @@ def allocate_payment(
     request = payment.payment_request
     if request is not None and request.status == RequestStatus.OPEN:
         _assign(batch, request, status=RequestStatus.PAID, paid_at=utcnow())
+        batch.paid_ids.add(request.id)
+        if request.payer_phone:
+            batch.paid_phones.add(request.payer_phone)
     before = payment.status
     _assign(batch, payment, status=PaymentStatus.ALLOCATED)
     record_event(

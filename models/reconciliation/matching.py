@@ -369,6 +369,16 @@ class MatchLookup:
         defaults = {scheme.default_language for scheme in self.schemes if scheme.currency == currency}
         return str(defaults.pop()) if len(defaults) == 1 else None
 
+    def reads_any(self, payment: Payment, request_ids: set[int], payer_phones: set[str]) -> bool:
+        """Return whether matching the payment may read one of these requests (by id, or by payer phone).
+
+        In a batch only requests change as payments are settled (an earlier payment pays one): a payment that reads
+        none of those paid since it was matched would be matched the same again.
+        """
+        if payer_phones and not _numbers_of_payment(payment, self).isdisjoint(payer_phones):
+            return True
+        return any(r.id in request_ids for r in self.requests_by_reference.get(_reference_of(payment), ()))
+
     def _open(self, request: PaymentRequest) -> bool:
         return request.status == RequestStatus.OPEN and request.expires_at > self.now
 
