@@ -3,17 +3,20 @@
 A PROVISIONAL payment (known only from a forwarded text) is matched and shown but never allocated: it stays
 PROVISIONAL until a webhook or statement confirms it (intake then sends it back to RECEIVED and re-enqueues it).
 Allocation goes through `models.coverage.allocation.allocate` once per payment (source_ref `payment:<id>`); a network
-payment then pays the network's households' dues, soonest expiry first. Receipts go through `send_sms`, once per
-payment outcome (dedupe key `receipt:<payment id>:<outcome>`), only for confirmed payments; a network payment's
-summary (`receipt_network`: households paid, what is left) goes to the network's contact phone and the payer.
+payment then pays the network's households' dues, soonest expiry first. Receipts are queued (`outbox.compose`, then
+`queue_messages` with the batch) once per payment outcome (dedupe key `receipt:<payment id>:<outcome>`), only for
+confirmed payments; a network payment's summary (`receipt_network`: households paid, what is left) goes to the
+network's contact phone and the payer.
 
 Batches (`reconcile_payments`): one transaction locks its payments in id order and loads what the matching chain
 reads for all of them in a few queries (`MatchLookup`). A `models.coverage.allocator.Allocator` then locks the matched
 accounts (networks, then households, each in id order, so two workers' batches never deadlock) and reads their
 ledger state at once; each payment is settled in id order exactly as a single run would — its own allocation
 `payment:<id>`, its own receipt keys — but planned in memory, and the batch's allocations, periods, entries,
-events and receipts are written together at the end. If that write fails, the whole batch is rolled back and
-each of its payments is returned as "retry" for a run on its own.
+events and receipts are written together at the end (one `COPY` per table, `models.bulk`), its payments and paid
+requests with one UPDATE each: settling sets them on the ORM objects as committed values, so no flush compares
+thousands of objects. If that write fails, the whole batch is rolled back and each of its payments is returned as
+"retry" for a run on its own.
 """
 
 from __future__ import annotations
