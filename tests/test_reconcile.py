@@ -24,7 +24,7 @@ from models.messaging.outbox import attach_dispatch
 from models.payments.intake import Report, record_report
 from models.payments.payment import Payment, PaymentRequest, ReconciliationEvent
 from models.payments.references import create_payment_request
-from models.reconciliation.batch import reconcile_payment
+from models.reconciliation.batch import reconcile_payment, reconcile_payments
 from models.reconciliation.staff_actions import manual_match, undo_payment
 from models.schemes.scheme import Scheme
 from tests import factories
@@ -179,6 +179,38 @@ def test_open_request_with_the_payer_phone_and_amount(session: Session, cmu: Sch
         "request_phone_amount",
         request.id,
     )
+
+
+def test_in_a_batch_a_request_paid_by_an_earlier_payment_matches_no_later_one(
+    session: Session, cmu: Scheme, sent: list[int]
+) -> None:
+    household = make_household(session, cmu)
+    by_reference = request_for(session, cmu, household)
+    by_phone = request_for(session, cmu, make_household(session, cmu), payer_phone=PAYER, amount=7_000)
+    first = stored(session, reference=by_reference.reference, payer=None, txn="T_1")
+    again = stored(session, reference=by_reference.reference, payer=None, txn="T_2")
+    phone_first = stored(session, amount=7_000, payer="771234567", txn="T_3")
+    phone_again = stored(session, amount=7_000, payer="771234567", txn="T_4")
+    untouched = stored(session, amount=7_000, payer=None, txn="T_5")  # names nothing: matched as before
+    session.commit()
+
+    outcomes = reconcile_payments(session, [first.id, again.id, phone_first.id, phone_again.id, untouched.id])
+    session.commit()
+
+    assert [outcomes[p.id] for p in (first, again, phone_first, phone_again, untouched)] == [
+        "allocated",
+        "unmatched",
+        "allocated",
+        "unmatched",
+        "unmatched",
+    ]
+    assert (first.payment_request_id, phone_first.payment_request_id) == (by_reference.id, by_phone.id)
+    assert (
+        again.status_reason
+        == f"reference {by_reference.reference} is not an open payment request; payer phone unknown or masked"
+    )
+    assert again.payment_request_id is None and phone_again.payment_request_id is None
+    assert untouched.status_reason == "no account reference; payer phone unknown or masked"
 
 
 def test_payer_phone_of_exactly_one_household(session: Session, cmu: Scheme, sent: list[int]) -> None:

@@ -23,13 +23,14 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from urllib3.exceptions import ProtocolError
 
 from models.base import Language, MessageStatus
 from models.members.household import Household
 from models.messaging.message import Message
-from models.messaging.outbox import OutboxNotAttached, attach_dispatch, send_sms
+from models.messaging.outbox import OutboxNotAttached, attach_dispatch, compose, queue_messages, send_sms
 from models.payments.references import LANGUAGE_FALLBACKS
 from models.schemes.amounts import Amount, format_amount
 from models.schemes.scheme_file import load_scheme, parse_scheme_file
@@ -383,6 +384,51 @@ def test_redis_down_at_commit_keeps_the_message_for_the_sweeper(session: Session
     assert requeue_stuck(session, queue, older_than=timedelta(0)) == [sms_job_id(message.id)]
     # A job already there is not enqueued twice.
     assert requeue_stuck(session, queue, older_than=timedelta(0)) == []
+
+
+def _columns(message: Message) -> dict[str, object]:
+    """Return what a queued message stores, its id and timestamps left out."""
+    skip = {"id", "created_at", "updated_at"}
+    return {c.key: getattr(message, c.key) for c in Message.__table__.columns if c.key not in skip}
+
+
+def test_queued_rows_are_the_rows_send_sms_writes_and_are_enqueued_after_commit(outbox: Session, queue: Queue) -> None:
+    household = make_household(outbox, Language.WO)
+    text = compose("receipt_review", household=household, amount="3500 F")
+    queue_messages(outbox, [text.row(PHONE, "receipt:7:review"), text.row("+221770000002", "receipt:7:review:1")])
+    assert queue.job_ids == []  # nothing is enqueued before the commit
+    outbox.commit()
+    first, second = outbox.scalars(select(Message).order_by(Message.id)).all()
+    assert queue.job_ids == [sms_group_job_id(first.id, 2)]
+    one = send_sms(outbox, PHONE, "receipt_review", household=household, dedupe_key="k", amount="3500 F")
+    outbox.commit()
+    assert _columns(first) == {**_columns(one), "dedupe_key": "receipt:7:review"}
+    assert (second.phone, second.body, second.attempts) == ("+221770000002", one.body, 0)
+    assert first.created_at is not None and first.updated_at is not None
+
+
+def test_queued_rows_rolled_back_are_never_sent(outbox: Session, queue: Queue) -> None:
+    row = compose("help", ussd_code="*1#").row(PHONE)
+    queue_messages(outbox, [row])
+    outbox.rollback()
+    with outbox.begin_nested():  # in a savepoint that rolls back alone
+        queue_messages(outbox, [row])
+        outbox.flush()
+        outbox.get_nested_transaction().rollback()  # type: ignore[union-attr]
+    outbox.commit()
+    assert queue.job_ids == []
+    assert outbox.scalar(select(func.count()).select_from(Message)) == 0
+
+
+def test_a_queued_row_whose_key_is_taken_fails_as_an_integrity_error(outbox: Session, queue: Queue) -> None:
+    send_sms(outbox, PHONE, "help", dedupe_key="once", ussd_code="*1#")
+    outbox.commit()
+    with pytest.raises(IntegrityError):
+        queue_messages(outbox, [compose("help", ussd_code="*1#").row(PHONE, "once")])
+        outbox.flush()
+    outbox.rollback()
+    outbox.commit()
+    assert outbox.scalar(select(func.count()).select_from(Message)) == 1
 
 
 # ---------------------------------------------------------------- AT transport (real SDK, HTTP mocked)

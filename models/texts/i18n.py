@@ -186,7 +186,12 @@ class TemplateError(ValueError):
 
 def placeholders(key: str) -> set[str]:
     """Return the names of the values the template needs."""
-    return set(PLACEHOLDER_RE.findall(_english(key)))
+    return set(_placeholders(key))
+
+
+@functools.cache
+def _placeholders(key: str) -> frozenset[str]:
+    return frozenset(PLACEHOLDER_RE.findall(_english(key)))
 
 
 def resolve_language(*candidates: str | None) -> str:
@@ -200,7 +205,7 @@ def resolve_language(*candidates: str | None) -> str:
 def render(key: str, language: str, values: Mapping[str, Any]) -> str:
     """Return the template in the language with its placeholders filled."""
     text = str(translations(resolve_language(language)).pgettext(key, _english(key)))
-    missing = placeholders(key) - set(values)
+    missing = _placeholders(key) - set(values)
     if missing:
         raise TemplateError(f"template {key!r} needs {', '.join(sorted(missing))}")
     language = resolve_language(language)
