@@ -26,15 +26,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 translations: venv
 	@if ls locales/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
-		$(VENV)/bin/pybabel compile --use-fuzzy -d locales; fi
+		$(VENV)/bin/pybabel compile --use-fuzzy -d locales -D "messages admin"; fi
 
 # Templates are marked `template(key, text)`: the key becomes the msgctxt of each entry.
+# The admin's own texts (fr, en) are the `admin` domain: `_()`/`gettext()` in templates/admin and handlers/admin.
 extract: venv
 	$(VENV)/bin/pybabel extract -F babel.cfg --no-default-keywords -k template:1c,2 -k N_ --no-location \
 		--sort-output --project=mutuelle -o locales/messages.pot .
+	$(VENV)/bin/pybabel extract -F babel-admin.cfg --no-location --sort-output --project=mutuelle-admin \
+		-o locales/admin.pot .
 
 update-translations: extract
 	$(VENV)/bin/pybabel update -i locales/messages.pot -d locales --width=120
+	$(VENV)/bin/pybabel update -D admin -i locales/admin.pot -d locales --width=120
 
 run: venv translations
 	$(PY) scripts/run_dev.py

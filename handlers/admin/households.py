@@ -6,6 +6,7 @@ import logging
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext
 from flask_login import current_user
 
 from extensions import db
@@ -84,5 +85,5 @@ def edit_network(network_id: int) -> ResponseReturnValue:
         return _render_network(network_id, str(exc), 400)
     session.commit()
     log.info("admin: network %s contact and aliases edited by %s", network_id, current_user.username)
-    flash("Network saved.")
+    flash(gettext("Network saved."))
     return redirect(url_for("admin.network", network_id=network_id))

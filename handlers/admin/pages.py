@@ -6,6 +6,7 @@ import logging
 
 from flask import render_template
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext
 from redis.exceptions import RedisError
 
 from extensions import db, redis, settings
@@ -39,7 +40,7 @@ def queues() -> ResponseReturnValue:
         health = queue_health(redis(), (settings().RECONCILE_QUEUE, settings().RQ_QUEUE))
     except RedisError as exc:
         log.warning("queues: Redis unreachable (%s)", type(exc).__name__)
-        return render_template("admin/queues.html", health=None, error="Redis does not answer."), 503
+        return render_template("admin/queues.html", health=None, error=gettext("Redis does not answer.")), 503
     return render_template(
         "admin/queues.html", health=health, heartbeat_at=heartbeat_time(health.heartbeat_age_seconds), error=None
     )
