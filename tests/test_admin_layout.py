@@ -46,6 +46,7 @@ pytestmark = pytest.mark.browser
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
+TABLET = {"width": 1024, "height": 768}  # and small laptops: lists are cards there, several abreast
 MAX_NAV_HEIGHT = 170
 MANAGER = ("awa", "manager-pass-123")  # an admin reading the admin in French, its default language
 KHMER_NAME = ("សុភា", "ចាន់")
@@ -226,7 +227,7 @@ def shot(page: Any, name: str, width: int, full_page: bool = True) -> None:
         page.screenshot(path=str(ROOT / SCREENSHOTS / f"admin-{name}-{width}.png"), full_page=full_page)
 
 
-@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["390", "1280"])
+@pytest.mark.parametrize("viewport", [PHONE, TABLET, DESKTOP], ids=["390", "1024", "1280"])
 def test_no_admin_page_scrolls_sideways(browser: Any, server: Server, viewport: dict[str, int]) -> None:
     page = signed_in(browser, server, viewport)
     problems: dict[str, list[str]] = {}
