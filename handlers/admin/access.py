@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_babel import gettext
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -15,6 +14,7 @@ from extensions import db, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.language import LANGUAGE_NAMES
+from handlers.admin.texts import gettext
 from models.access.agents import AgentError, create_agent, list_agents, unlock_agent
 from models.access.devices import (
     DeviceError,

@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_babel import gettext
 from flask_login import current_user
 
 from extensions import db
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_date
+from handlers.admin.texts import gettext
 from models.base import PaymentStatus, StaffRole
 from models.coverage.suspensions import household_events, suspend_household, unsuspend_household
 from models.reconciliation.matching import suspense_candidates

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_babel import gettext
 from flask_limiter.util import get_remote_address
 from flask_login import UserMixin, current_user, login_user, logout_user
 from flask_login import login_required as _untyped_login_required
@@ -19,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from extensions import db, login_manager, settings
 from handlers.admin import bp
+from handlers.admin.texts import gettext
 from models.access.staff import (
     authenticate_staff,
     end_staff_session,

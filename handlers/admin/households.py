@@ -6,7 +6,6 @@ import logging
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_babel import gettext
 from flask_login import current_user
 
 from extensions import db
@@ -14,6 +13,7 @@ from handlers.admin import bp
 from handlers.admin.actions import render_household
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_text, page_args, query_without
+from handlers.admin.texts import gettext
 from models.base import StaffRole
 from models.members.household import Network
 from models.members.networks import NetworkEdit, update_network

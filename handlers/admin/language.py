@@ -14,12 +14,13 @@ from typing import Any
 from babel.support import NullTranslations, Translations
 from flask import Flask, flash, has_request_context, redirect, request
 from flask.typing import ResponseReturnValue
-from flask_babel import Babel, Domain, get_locale, gettext, refresh
+from flask_babel import Babel, Domain, get_locale, refresh
 from flask_login import current_user
 
 from extensions import db, login_manager
 from handlers.admin import bp
 from handlers.admin.auth import role_required, safe_next
+from handlers.admin.texts import gettext
 from models.access.staff import STAFF_LANGUAGES, StaffError, set_staff_language
 from models.base import StaffRole
 from models.texts.i18n import ADMIN_DOMAIN, translations

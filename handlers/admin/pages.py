@@ -6,12 +6,12 @@ import logging
 
 from flask import render_template
 from flask.typing import ResponseReturnValue
-from flask_babel import gettext
 from redis.exceptions import RedisError
 
 from extensions import db, redis, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
+from handlers.admin.texts import gettext
 from models.base import StaffRole, utcnow
 from models.views.reports import overview as overview_figures
 from workers.queue_health import heartbeat_time, queue_depth, queue_health

@@ -6,7 +6,6 @@ import logging
 
 from flask import abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_babel import gettext
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -15,6 +14,7 @@ from extensions import db, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import page_args
+from handlers.admin.texts import gettext
 from models.base import StaffRole
 from models.bulk import analyze
 from models.imports.statements import (
