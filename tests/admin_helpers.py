@@ -43,7 +43,7 @@ def seeded_url(
     assert result.exit_code == 0, result.output
     with Session(get_engine(url)) as session:
         for role, password in PASSWORDS.items():
-            create_staff_user(session, role, password, StaffRole(role))
+            create_staff_user(session, role, password, StaffRole(role), language="en")
         session.commit()
     yield url
     dispose_engines()

@@ -117,7 +117,7 @@ def test_sign_in_form_needs_its_csrf_token(admin_app: Flask) -> None:
     client = admin_app.test_client()
     response = client.post("/admin/login", data={"username": "viewer", "password": PASSWORDS["viewer"]})
     assert response.status_code == 400
-    assert "expired or was forged" in text_of(response)
+    assert "a expiré ou a été falsifié" in text_of(response)  # French: no Accept-Language, no user yet
     assert client.get("/admin/").status_code == 302  # still signed out
 
 
@@ -131,7 +131,7 @@ def test_wrong_password_or_unknown_user_is_refused_alike(admin_app: Flask, usern
     client = admin_app.test_client()
     response = login(client, username, "not-the-password")
     assert response.status_code == 401
-    assert "Wrong username or password." in text_of(response)
+    assert "Identifiant ou mot de passe incorrect." in text_of(response)
     assert client.get("/admin/").status_code == 302
 
 

@@ -100,7 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_space: backends.Redis
     result = running.app.test_cli_runner().invoke(args=["demo", "seed"])
     assert result.exit_code == 0, result.output
     with Session(get_engine(url)) as session:
-        create_staff_user(session, OPERATOR[0], OPERATOR[1], StaffRole.OPERATOR)
+        create_staff_user(session, OPERATOR[0], OPERATOR[1], StaffRole.OPERATOR, language="en")
         session.commit()
     running.thread.start()
     yield running

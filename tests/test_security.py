@@ -424,7 +424,7 @@ def test_read_apis_validate_parameters_and_are_limited_per_token(app: Flask, ses
     token = session.scalars(select(ApiToken)).one()
     assert (token.request_count, token.limited_count) == (5, 2)
     page = signed_in_admin(app, session).get("/admin/tokens").get_data(as_text=True)
-    assert re.search(r'<td class="num">5</td><td class="num">2</td>', page)
+    assert re.search(r'data-label="Requests">5</td><td class="num" data-label="Refused \(429\)">2</td>', page)
 
 
 def test_the_eligibility_api_answers_503_when_the_database_is_down(redis_url: str) -> None:
@@ -439,7 +439,7 @@ def test_the_eligibility_api_answers_503_when_the_database_is_down(redis_url: st
 def signed_in_admin(app: Flask, session: Session, username: str = "boss") -> FlaskClient:
     """Return a client signed in as a fresh admin."""
     if session.scalar(select(StaffSession.id).limit(1)) is None:
-        create_staff_user(session, username, PASSWORD, StaffRole.ADMIN, if_missing=True)
+        create_staff_user(session, username, PASSWORD, StaffRole.ADMIN, if_missing=True, language="en")
         session.commit()
     client = app.test_client()
     response = sign_in(client, username)

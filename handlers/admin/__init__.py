@@ -19,6 +19,7 @@ from handlers.admin import (  # noqa: E402
     channels,
     formatting,
     households,
+    language,
     pages,
     payments,
     simulator,
@@ -33,6 +34,7 @@ __all__ = [
     "channels",
     "formatting",
     "households",
+    "language",
     "pages",
     "payments",
     "register",
@@ -52,6 +54,7 @@ LOGIN_LIMITS = (
 def register(app: Flask) -> None:
     """Register the admin blueprint and rate-limit its sign-in form with the app's own limiter."""
     app.register_blueprint(bp)
+    language.init_language(app)
     limiter: Limiter = app.extensions["admin_limiter"]
     endpoint = f"{bp.name}.{auth.login.__name__}"
     view = sync_view(app.view_functions[endpoint])

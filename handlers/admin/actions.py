@@ -13,6 +13,7 @@ from extensions import db
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_date
+from handlers.admin.texts import gettext
 from models.base import PaymentStatus, StaffRole
 from models.coverage.suspensions import household_events, suspend_household, unsuspend_household
 from models.reconciliation.matching import suspense_candidates
@@ -64,7 +65,7 @@ def render_payment(
 def _payment_action(payment_id: int, form: str, act: Callable[[str], str]) -> ResponseReturnValue:
     reason = reason_field()
     if not reason:
-        return render_payment(payment_id, "Give a reason: it is kept in the reconciliation log.", form, 400)
+        return render_payment(payment_id, gettext("Give a reason: it is kept in the reconciliation log."), form, 400)
     session = db()
     session.rollback()  # the domain function opens its own write transaction and locks the payment
     try:
@@ -74,7 +75,7 @@ def _payment_action(payment_id: int, form: str, act: Callable[[str], str]) -> Re
         return render_payment(payment_id, str(exc), form, 400)
     session.commit()
     log.info("admin: %s on payment %s by %s: %s", form, payment_id, current_user.username, outcome)
-    flash(f"Payment #{payment_id}: {outcome}.")
+    flash(gettext("Payment #%(id)s: %(outcome)s.", id=payment_id, outcome=outcome))
     return redirect(url_for("admin.payment", payment_id=payment_id))
 
 
@@ -85,7 +86,7 @@ def match_payment(payment_id: int) -> ResponseReturnValue:
     number = request.form.get("number", "").strip()[:44]
     target = request.form.get("target", "household")
     if not number:
-        return render_payment(payment_id, "Give the household or network number.", "match", 400)
+        return render_payment(payment_id, gettext("Give the household or network number."), "match", 400)
     return _payment_action(
         payment_id,
         "match",
@@ -141,7 +142,7 @@ def render_household(household_id: int, error: str | None = None, status: int = 
 def _household_action(household_id: int, act: Callable[[str], str]) -> ResponseReturnValue:
     reason = reason_field()
     if not reason:
-        return render_household(household_id, "Give a reason: it is kept in the household's history.", 400)
+        return render_household(household_id, gettext("Give a reason: it is kept in the household's history."), 400)
     session = db()
     session.rollback()
     try:
@@ -150,7 +151,7 @@ def _household_action(household_id: int, act: Callable[[str], str]) -> ResponseR
         session.rollback()
         return render_household(household_id, str(exc), 400)
     session.commit()
-    flash(f"Household {outcome}.")
+    flash(gettext("Household %(outcome)s.", outcome=outcome))
     return redirect(url_for("admin.household", household_id=household_id))
 
 

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from extensions import db, login_manager, settings
 from handlers.admin import bp
+from handlers.admin.texts import gettext
 from models.access.staff import (
     authenticate_staff,
     end_staff_session,
@@ -48,6 +49,7 @@ class Staff(UserMixin):  # type: ignore[misc]  # Flask-Login ships no types: its
         self.user_id = user.id
         self.username = user.username
         self.role = user.role
+        self.language = user.language.value
 
     def can(self, role: StaffRole) -> bool:
         """Return whether this member's role includes `role`."""
@@ -98,7 +100,7 @@ def login_address_rate_key() -> str:
     return f"address|{get_remote_address()}"
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Return a same-site admin path to go to after sign-in."""
     if target:
         parts = urlsplit(target)
@@ -121,30 +123,35 @@ def login() -> ResponseReturnValue:
     if user is None:
         session.rollback()
         return render_template(
-            "admin/login.html", error="Wrong username or password.", username=username, next=request.form.get("next")
+            "admin/login.html",
+            error=gettext("Wrong username or password."),
+            username=username,
+            next=request.form.get("next"),
         ), 401
     token = start_staff_session(session, user)
     session.commit()
     login_user(Staff(user, token))
-    return redirect(_safe_next(request.form.get("next")))
+    return redirect(safe_next(request.form.get("next")))
 
 
 @bp.post("/logout")
 @login_required
 def logout() -> ResponseReturnValue:
     """Sign the staff member out: the session ends in the database, so a copied cookie stops working too."""
+    message = gettext("Signed out.")  # in the user's language, before they are anonymous
     session = db()
     end_staff_session(session, current_user.id)
     session.commit()
     logout_user()
-    flash("Signed out.")
+    flash(message)
     return redirect(url_for("admin.login"))
 
 
 @bp.errorhandler(CSRFError)
 def csrf_failed(error: CSRFError) -> ResponseReturnValue:
     """Answer a form without a valid CSRF token with the sign-in page and a 400."""
-    return render_template("admin/login.html", error=f"The form expired or was forged ({error.description})."), 400
+    message = gettext("The form expired or was forged (%(reason)s).", reason=error.description)
+    return render_template("admin/login.html", error=message), 400
 
 
 @bp.app_context_processor
