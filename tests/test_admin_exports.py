@@ -229,7 +229,7 @@ def test_a_bad_filter_is_refused_naming_it(admin_app: Flask, url: str, message: 
 def test_the_exports_page_offers_each_export_and_its_forms_download(admin_app: Flask) -> None:
     client = signed_in(admin_app)
     page = client.get("/admin/exports").get_data(as_text=True)
-    actions = re.findall(r'<form class="card" method="get" action="([^"]+)"', page)
+    actions = re.findall(r'<form class="filters" method="get" action="([^"]+)"', page)
     assert sorted(actions) == sorted(url for url in EXPORTS if url.startswith("/admin/exports/"))
     for action in actions:  # the forms' default values: everything, statuses on today
         assert download(client, f"{action}?scheme=&commune=&network=&plan=&category=&status=&sep=comma").startswith(BOM)
@@ -247,7 +247,7 @@ def test_signed_out_exports_ask_to_sign_in(admin_app: Flask) -> None:
 @pytest.fixture
 def viewer(session: Session) -> None:
     """Create the viewer of `tests.admin_helpers` in the test's database."""
-    create_staff_user(session, "viewer", PASSWORDS["viewer"], StaffRole.VIEWER)
+    create_staff_user(session, "viewer", PASSWORDS["viewer"], StaffRole.VIEWER, language="en")
     session.commit()
 
 

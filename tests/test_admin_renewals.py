@@ -31,7 +31,7 @@ from models.messaging.reminders import manual_reminder_kind, send_due_reminders
 from models.views.renewals import RENEWAL_COLUMNS
 from redis_keys import sms_job_id
 from tests import factories
-from tests.admin_helpers import PASSWORDS, csrf_token, signed_in, text_of
+from tests.admin_helpers import PASSWORDS, csrf_token, login, signed_in, text_of
 from tests.backends import RQ_QUEUE
 from tests.sms_helpers import job_env, run_jobs
 from workers.sms_queue import rq_dispatch
@@ -75,7 +75,8 @@ CAST_END = {
 def staff(session: Session) -> None:
     """Create the viewer, operator and admin of `tests.admin_helpers` in the test's database."""
     for role, password in PASSWORDS.items():
-        create_staff_user(session, role, password, StaffRole(role))
+        create_staff_user(session, role, password, StaffRole(role), language="en")
+    create_staff_user(session, "awa", "awa-pass-1234", StaffRole.OPERATOR)  # French, the admin's default
     session.commit()
 
 
@@ -205,7 +206,7 @@ def test_the_list_holds_who_has_not_renewed_oldest_end_first(
         kind = "ending" if CAST_END[label] >= TODAY else "grace" if label == "grace" else "lapsed"
         assert (row["kind"], row["cover_end"], row["on"]) == (kind, CAST_END[label].isoformat(), TODAY.isoformat())
     page = text_of(client.get(f"/admin/renewals?{query}"))
-    assert f"{len(expected)} household{'' if len(expected) == 1 else 's'} in this list" in page
+    assert f"Households in this list: {len(expected)}" in page
 
 
 def test_each_row_has_the_heads_phone_the_amount_the_last_payment_and_the_last_reminder(
@@ -338,6 +339,16 @@ def test_a_reminder_sent_by_hand_follows_the_clocks_rules_and_is_audited(
     ]
     assert f"{kind} reminder for the cover ending {end.isoformat()} sent by hand" in events[0].note
     assert "7 000 F CFA" in sent[0].body
+
+
+def test_a_french_operator_reads_the_outcome_in_french(app: Flask, cast: dict[str, Household]) -> None:
+    client = app.test_client()
+    assert login(client, "awa", "awa-pass-1234").status_code == 302
+    page = text_of(client.get("/admin/renewals?kind=ending"))
+    assert "Renouvellements" in page and "Ménages dans cette liste : 4" in page and "Rappeler les 4" in page
+    assert remind(client, f"/admin/renewals/{cast['stop'].id}/remind") == (
+        f"Ménage {cast['stop'].household_no} : non envoyé : désinscrit (STOP)."
+    )
 
 
 def test_the_reminder_goes_out_through_the_outbox_after_the_commit(

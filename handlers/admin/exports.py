@@ -22,6 +22,7 @@ from extensions import db
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_date, arg_enum, arg_int, arg_text
+from handlers.admin.texts import gettext
 from models.base import EligibilityStatus, PaymentStatus, StaffRole, utcnow
 from models.views.exports import (
     HOUSEHOLD_COLUMNS,
@@ -64,7 +65,7 @@ def csv_download(stem: str, columns: list[str], rows: Callable[[Session], Iterab
     """
     raw = request.args.get("sep", "comma")
     if raw not in SEPARATORS:
-        abort(400, f"sep must be one of {', '.join(SEPARATORS)}")
+        abort(400, gettext("sep must be one of %(choices)s", choices=", ".join(SEPARATORS)))
     separator = SEPARATORS[raw]
 
     def generate() -> Iterator[str]:
@@ -98,7 +99,7 @@ def household_selection() -> HouseholdSelection:
     if network:
         network_ids = networks_named(db(), network)
         if not network_ids:
-            abort(400, f"network: no network has the code {network!r}")
+            abort(400, gettext("network: no network has the code %(code)s", code=repr(network)))
     return HouseholdSelection(
         scheme_id=arg_int("scheme"),
         commune=arg_text("commune"),
@@ -115,7 +116,8 @@ def _statuses() -> frozenset[EligibilityStatus]:
             try:
                 chosen.add(EligibilityStatus(value))
             except ValueError:
-                abort(400, f"status must be among {', '.join(s.value for s in EligibilityStatus)}")
+                choices = ", ".join(s.value for s in EligibilityStatus)
+                abort(400, gettext("status must be among %(choices)s", choices=choices))
     return frozenset(chosen)
 
 
@@ -130,7 +132,9 @@ def _payment_filters() -> PaymentFilters:
     if network:
         ids = networks_named(db(), network)
         if len(ids) != 1:
-            abort(400, f"network: {len(ids)} networks have the code {network!r}" + (" (add scheme=)" if ids else ""))
+            if not ids:
+                abort(400, gettext("network: no network has the code %(code)s", code=repr(network)))
+            abort(400, gettext("network: several schemes have a network %(code)s: add scheme=", code=repr(network)))
         network_id = ids[0]
     return PaymentFilters(
         date_from=arg_date("from"),

@@ -14,6 +14,7 @@ from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.exports import csv_download, household_selection
 from handlers.admin.params import arg_enum, arg_int, page_args, query_without
+from handlers.admin.texts import gettext
 from models.base import StaffRole, utcnow
 from models.members.household import Household
 from models.messaging.reminders import ReminderOutcome, ReminderRun, send_reminders_now
@@ -33,17 +34,21 @@ from models.views.standing import load_schemes
 
 log = logging.getLogger(__name__)
 
-OUTCOME_LABELS = {
-    ReminderOutcome.QUEUED: "queued",
-    ReminderOutcome.ALREADY_SENT: "already sent for this period",
-    ReminderOutcome.OUTSIDE_DAYTIME: "refused outside daytime hours",
-    ReminderOutcome.OPTED_OUT: "opted out (STOP)",
-    ReminderOutcome.NOT_ACTIVE: "suspended or closed",
-    ReminderOutcome.SUBSIDISED: "fully subsidised (nothing to ask)",
-    ReminderOutcome.NEVER_COVERED: "never covered",
-    ReminderOutcome.NO_PHONE: "no phone",
-    ReminderOutcome.NOTHING_DUE: "nothing to pay",
-}
+
+def outcome_label(outcome: ReminderOutcome) -> str:
+    """Return what became of a reminder, in the staff user's language."""
+    labels = {
+        ReminderOutcome.QUEUED: gettext("queued"),
+        ReminderOutcome.ALREADY_SENT: gettext("already sent for this period"),
+        ReminderOutcome.OUTSIDE_DAYTIME: gettext("refused outside daytime hours"),
+        ReminderOutcome.OPTED_OUT: gettext("opted out (STOP)"),
+        ReminderOutcome.NOT_ACTIVE: gettext("suspended or closed"),
+        ReminderOutcome.SUBSIDISED: gettext("fully subsidised (nothing to ask)"),
+        ReminderOutcome.NEVER_COVERED: gettext("never covered"),
+        ReminderOutcome.NO_PHONE: gettext("no phone"),
+        ReminderOutcome.NOTHING_DUE: gettext("nothing to pay"),
+    }
+    return labels[outcome]
 
 
 def renewal_filters() -> RenewalFilters:
@@ -91,20 +96,29 @@ def renewals_csv() -> ResponseReturnValue:
 def _summary(run: ReminderRun, single: str | None) -> str:
     counts = run.counts()
     if not counts:
-        return "No household to remind in this list."
+        return gettext("No household to remind in this list.")
     night = ""
     if run.night:
         hours = "; ".join(
-            f"{name}: {local:%H:%M} there, daytime {start:%H:%M}–{end:%H:%M}"
+            gettext(
+                "%(scheme)s: %(now)s there, daytime %(start)s–%(end)s",
+                scheme=name,
+                now=f"{local:%H:%M}",
+                start=f"{start:%H:%M}",
+                end=f"{end:%H:%M}",
+            )
             for name, (local, start, end) in sorted(run.night.items())
         )
-        night = f" Reminders go out in the scheme's daytime hours only ({hours}): try again then."
+        night = " " + gettext(
+            "Reminders go out in the scheme's daytime hours only (%(hours)s): try again then.", hours=hours
+        )
     if single is not None:
         outcome = next(iter(counts))
-        verdict = "reminder queued" if outcome is ReminderOutcome.QUEUED else f"not sent: {OUTCOME_LABELS[outcome]}"
-        return f"Household {single}: {verdict}.{night}"
-    parts = ", ".join(f"{n} {OUTCOME_LABELS[outcome]}" for outcome, n in counts.items())
-    return f"Reminders: {parts}.{night}"
+        if outcome is ReminderOutcome.QUEUED:
+            return gettext("Household %(number)s: reminder queued.", number=single) + night
+        return gettext("Household %(number)s: not sent: %(why)s.", number=single, why=outcome_label(outcome)) + night
+    parts = ", ".join(f"{n} {outcome_label(outcome)}" for outcome, n in counts.items())
+    return gettext("Reminders: %(outcomes)s.", outcomes=parts) + night
 
 
 def _remind(household_ids: list[int], single: str | None) -> ResponseReturnValue:
