@@ -146,10 +146,11 @@ def _fee_count() -> tuple[Any, Any]:
     return reversed_entry, fee_count
 
 
-def household_account_columns(household_id: Any) -> tuple[Any, Any]:
+def household_account_columns(household_id: Any, until: Any = None) -> tuple[Any, Any]:
     """Return correlated scalar subqueries (balance, net fee count) of a household's account, for a larger select.
 
-    The same sums as `account_state`, so a caller can read them in the statement that loads the household.
+    The same sums as `account_state`, so a caller can read them in the statement that loads the household;
+    with `until` (a date or a date-typed SQL expression), over the entries effective on or before it.
     """
     reversed_entry, fee_count = _fee_count()
     entries = (
@@ -164,6 +165,9 @@ def household_account_columns(household_id: Any) -> tuple[Any, Any]:
         .join(Account, Account.id == LedgerEntry.account_id)
         .where(Account.household_id == household_id)
     )
+    if until is not None:
+        entries = entries.where(LedgerEntry.effective_on <= until)
+        fees = fees.where(LedgerEntry.effective_on <= until)
     return entries.scalar_subquery(), fees.scalar_subquery()
 
 

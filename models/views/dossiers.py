@@ -171,6 +171,23 @@ def search_households(session: Session, text: str, limit: int = SEARCH_LIMIT) ->
     text = " ".join(text.split())
     if not text:
         return []
+    query = (
+        select(Household, Member, Scheme.name)
+        .join(Member, Member.household_id == Household.id)
+        .join(Scheme, Scheme.id == Household.scheme_id)
+        .where(member_search_condition(session, text))
+        .order_by(Household.household_no, Member.member_no)
+        .limit(limit)
+    )
+    return [SearchHit(household, member, name) for household, member, name in session.execute(query).tuples()]
+
+
+def member_search_condition(session: Session, text: str) -> ColumnElement[bool]:
+    """Return the condition on `Member` (joined to its `Household`) that the search text finds.
+
+    A phone in any usual form, a household number (its head), a member number, or name prefixes.
+    """
+    text = " ".join(text.split())
     numbers = phone_candidates(session, text)
     condition: ColumnElement[bool]
     if numbers:
@@ -190,15 +207,7 @@ def search_households(session: Session, text: str, limit: int = SEARCH_LIMIT) ->
             for word in text.split()[:4]
         ]
         condition = or_(by_number, and_(*words))
-    query = (
-        select(Household, Member, Scheme.name)
-        .join(Member, Member.household_id == Household.id)
-        .join(Scheme, Scheme.id == Household.scheme_id)
-        .where(condition)
-        .order_by(Household.household_no, Member.member_no)
-        .limit(limit)
-    )
-    return [SearchHit(household, member, name) for household, member, name in session.execute(query).tuples()]
+    return condition
 
 
 @dataclass(frozen=True)
