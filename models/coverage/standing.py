@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Date, Integer, and_, case, exists, func, literal, not_, select
+from sqlalchemy import ColumnElement, Date, Integer, and_, case, exists, func, literal, not_, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -20,7 +20,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from models.base import EligibilityStatus, HouseholdStatus, PremiumKind
 from models.coverage.ledger import household_account_columns
-from models.coverage.money import CoveragePeriod
+from models.coverage.money import Allocation, CoveragePeriod
 from models.coverage.premiums import FULL_SHARE_BP, band_monthly_column
 from models.members.household import Household, Member, active_member_clause
 
@@ -50,38 +50,55 @@ def _day_after_sqlite(element: DayAfter, compiler: SQLCompiler, **kw: Any) -> st
     return f"date({compiler.process(element.clauses, **kw)}, '+1 day')"
 
 
-def _live(period: Any, of: Any = None) -> ColumnElement[bool]:
+def _live(period: Any, known_by: Date_ | None = None) -> ColumnElement[bool]:
     """Return the condition that a period alias is one of the enclosing household's unreversed periods.
 
-    `of`: the period alias of the enclosing subquery, in a subquery nested two deep (SQLAlchemy correlates a
-    subquery to the statement right around it only).
+    `known_by`: only the periods funded by money effective on or before that date (their allocation's
+    `effective_on`): the books as they stood then.
     """
-    household_id = Household.id if of is None else of.household_id
-    return and_(period.household_id == household_id, period.reversed_at.is_(None))
+    condition = and_(period.household_id == Household.id, period.reversed_at.is_(None))
+    if known_by is not None:
+        funded = _correlated(
+            exists().where(Allocation.id == period.allocation_id, Allocation.effective_on <= known_by), Allocation
+        )
+        condition = and_(condition, or_(period.allocation_id.is_(None), funded))
+    return condition
 
 
-def status_column(on: Date_, since: Date_) -> ColumnElement[str]:
+def _correlated(subquery: Any, *own: Any) -> Any:
+    """Return the subquery correlated to every table but its own, at any depth.
+
+    SQLAlchemy's automatic correlation looks only at the statement right around a subquery: one nested deeper
+    would otherwise add the household (or the table of dates) to its own FROM list, uncorrelated.
+    """
+    return subquery.correlate_except(*own)
+
+
+def status_column(on: Date_, since: Date_, known_by: Date_ | None = None) -> ColumnElement[str]:
     """Return the household's `EligibilityStatus` value on a date (`since`: the date less the scheme's grace days).
 
     The rules of `eligibility_on`: suspended or closed by staff first; then the first period (by start) that holds
     the date, waiting until its `waiting_until`; else a period ended within grace; else any period ended before
-    the date (lapsed); else never paid (pending).
+    the date (lapsed); else never paid (pending). `known_by`: from the periods funded by then only (`_live`).
     """
     holding, earlier, ended = aliased(CoveragePeriod), aliased(CoveragePeriod), aliased(CoveragePeriod)
-    holds = and_(_live(holding), holding.start_on <= on, holding.end_on >= on)
+    holds = and_(_live(holding, known_by=known_by), holding.start_on <= on, holding.end_on >= on)
     earlier_holds = exists().where(
-        _live(earlier, of=holding), earlier.start_on <= on, earlier.end_on >= on, earlier.start_on < holding.start_on
+        _live(earlier, known_by=known_by),
+        earlier.start_on <= on,
+        earlier.end_on >= on,
+        earlier.start_on < holding.start_on,
     )
-    waiting = exists().where(holds, holding.waiting_until >= on, not_(earlier_holds))
-    in_grace = exists().where(_live(ended), ended.end_on < on, ended.end_on >= since)
-    lapsed = exists().where(_live(ended), ended.end_on < on)
+    waiting = exists().where(holds, holding.waiting_until >= on, not_(_correlated(earlier_holds, earlier)))
+    in_grace = exists().where(_live(ended, known_by=known_by), ended.end_on < on, ended.end_on >= since)
+    lapsed = exists().where(_live(ended, known_by=known_by), ended.end_on < on)
     return case(
         (Household.status == HouseholdStatus.SUSPENDED, literal(EligibilityStatus.SUSPENDED.value)),
         (Household.status == HouseholdStatus.CLOSED, literal(EligibilityStatus.INACTIVE.value)),
-        (waiting, literal(EligibilityStatus.WAITING.value)),
-        (exists().where(holds), literal(EligibilityStatus.ACTIVE.value)),
-        (in_grace, literal(EligibilityStatus.GRACE.value)),
-        (lapsed, literal(EligibilityStatus.LAPSED.value)),
+        (_correlated(waiting, holding), literal(EligibilityStatus.WAITING.value)),
+        (_correlated(exists().where(holds), holding), literal(EligibilityStatus.ACTIVE.value)),
+        (_correlated(in_grace, ended), literal(EligibilityStatus.GRACE.value)),
+        (_correlated(lapsed, ended), literal(EligibilityStatus.LAPSED.value)),
         else_=literal(EligibilityStatus.PENDING.value),
     )
 
@@ -93,23 +110,32 @@ def covered_column(status: ColumnElement[Any], grace_covered: Any) -> ColumnElem
     )
 
 
-def cover_end_column(on: Date_) -> ColumnElement[Any]:
+def cover_end_column(on: Date_, known_by: Date_ | None = None) -> ColumnElement[Any]:
     """Return the last day of the run of back-to-back periods that holds the date (`valid_until` when covered).
 
     The first end on or after the date that no live period continues (none holds its next day): the run is
-    unbroken up to it, and broken right after it (`_covered_run_end`).
+    unbroken up to it, and broken right after it (`_covered_run_end`). `known_by`: as in `status_column`.
     """
     period, following = aliased(CoveragePeriod), aliased(CoveragePeriod)
     continued = exists().where(
-        _live(following, of=period), following.start_on <= DayAfter(period.end_on), following.end_on > period.end_on
+        _live(following, known_by=known_by),
+        following.start_on <= DayAfter(period.end_on),
+        following.end_on > period.end_on,
     )
-    return select(func.min(period.end_on)).where(_live(period), period.end_on >= on, not_(continued)).scalar_subquery()
+    return _correlated(
+        select(func.min(period.end_on))
+        .where(_live(period, known_by=known_by), period.end_on >= on, not_(_correlated(continued, following)))
+        .scalar_subquery(),
+        period,
+    )
 
 
 def last_end_column(on: Date_) -> ColumnElement[Any]:
     """Return the last end of a live period before the date (`valid_until` in grace or lapsed)."""
     period = aliased(CoveragePeriod)
-    return select(func.max(period.end_on)).where(_live(period), period.end_on < on).scalar_subquery()
+    return _correlated(
+        select(func.max(period.end_on)).where(_live(period), period.end_on < on).scalar_subquery(), period
+    )
 
 
 def valid_until_column(status: ColumnElement[Any], on: Date_) -> ColumnElement[Any]:
@@ -124,12 +150,13 @@ def valid_until_column(status: ColumnElement[Any], on: Date_) -> ColumnElement[A
 def waiting_until_column(status: ColumnElement[Any], on: Date_) -> ColumnElement[Any]:
     """Return `Eligibility.waiting_until`: while waiting, the last day of the first period's wait holding the date."""
     period = aliased(CoveragePeriod)
-    first = (
+    first = _correlated(
         select(period.waiting_until)
         .where(_live(period), period.start_on <= on, period.end_on >= on)
         .order_by(period.start_on)
         .limit(1)
-        .scalar_subquery()
+        .scalar_subquery(),
+        period,
     )
     return case((status == EligibilityStatus.WAITING.value, first), else_=None)
 
@@ -137,11 +164,12 @@ def waiting_until_column(status: ColumnElement[Any], on: Date_) -> ColumnElement
 def active_members_column(on: Date_) -> ColumnElement[Any]:
     """Return how many of the household's members count for the premium on the date (`active_member_count`)."""
     members = Member.__table__
-    return (
+    return _correlated(
         select(func.count())
         .select_from(members)
         .where(members.c.household_id == Household.id, active_member_clause(on, members))
-        .scalar_subquery()
+        .scalar_subquery(),
+        members,
     )
 
 
