@@ -7,14 +7,20 @@ answers for every household one at a time.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import quote_plus
 from zoneinfo import ZoneInfo
 
 import pytest
 from dateutil.relativedelta import relativedelta
+from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -26,10 +32,12 @@ from models.coverage.money import Allocation, CoveragePeriod
 from models.coverage.periods import book_subsidised_period, subsidy_source_ref
 from models.coverage.premiums import AmountDue, amount_due
 from models.coverage.standing import PAID, PAYING
+from models.db import get_engine
 from models.members.household import Account, Household, Network
 from models.payments.payment import Payment
 from models.schemes.scheme import Scheme
 from models.views.household_lists import HouseholdFilters, households_page
+from models.views.listings import RECONCILIATION_CSV_HEADER
 from models.views.reports import COLLECTED
 from models.views.scheme_reports import (
     STOPPED,
@@ -42,7 +50,8 @@ from models.views.scheme_reports import (
     scheme_report,
 )
 from tests import factories
-from tests.admin_helpers import admin_app, db_session, seeded_url
+from tests.admin_helpers import admin_app, db_session, seeded_url, signed_in, text_of
+from tests.test_admin import MAX_QUERIES_PER_PAGE, QueryCounter
 
 __all__ = ["admin_app", "db_session", "seeded_url"]  # the shared seeded database fixtures
 
@@ -354,3 +363,246 @@ def test_report_follows_every_kind_of_money_event_month_by_month(history: Sessio
             expected = expected_lines(month_facts(history, scheme, month), Grouping.NETWORK, ReportFilters())
             assert _lines(report) == expected, (code, month)
             assert report.total == total, (code, month)
+
+
+# ---------------------------------------------------------------- the pages, signed in
+
+
+HOUSEHOLD_LINK = re.compile(r'href="/admin/households/(\d+)">([A-Z]{2}-[A-Z]{2}-\d{6})</a>')
+NETWORK = "reseau-thies-nord-1"  # commands.demo_data: every tenth CMU household
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f} %"
+
+
+@pytest.mark.parametrize(
+    ("query", "grouping"),
+    [
+        ({}, Grouping.NETWORK),
+        ({"by": "commune"}, Grouping.COMMUNE),
+        ({"by": "scheme", "months": "3"}, Grouping.SCHEME),
+        ({"by": "network", "commune": "Pekesse"}, Grouping.NETWORK),
+        ({"by": "commune", "network": NETWORK, "months": "24"}, Grouping.COMMUNE),
+        ({"scheme": "sky", "by": "commune"}, Grouping.COMMUNE),
+    ],
+)
+def test_report_page_shows_the_report_figures_with_links_to_who_has_not_renewed(
+    admin_app: Flask, db_session: Session, query: dict[str, str], grouping: Grouping
+) -> None:
+    code = "sky-cambodia" if query.get("scheme") == "sky" else "cmu-thies"
+    scheme = db_session.scalars(select(Scheme).where(Scheme.code == code)).one()
+    if "scheme" in query:
+        query = {**query, "scheme": str(scheme.id)}
+    page = signed_in(admin_app).get("/admin/reports", query_string=query)
+    assert page.status_code == 200
+    html, body = page.get_data(as_text=True), text_of(page)
+    filters = ReportFilters(commune=query.get("commune"), network=query.get("network"))
+    months = int(query.get("months", "12"))
+    report = scheme_report(db_session, scheme, scheme.local_today(), grouping=grouping, filters=filters, history=months)
+    total = report.total
+    assert f"Reports {scheme.name}, {report.month.label}" in body
+    assert f"{_percent(total.collection_percent)} collection rate" in body
+    assert f"{total.not_renewed} not renewed of {total.due_households} due this month" in body
+    assert f"{total.paid} paid of {total.enrolled} enrolled" in body
+    assert html.count('class="bar"') == len(report.lines) + months  # the two charts
+    for line in report.lines:
+        assert line.label in body
+        if grouping is Grouping.NETWORK and line.key is not None:
+            # From "collection rate by network" to the network's households that have not renewed.
+            assert f'href="/admin/renewals?network={line.key}">{line.figures.not_renewed}<' in html
+            assert f'href="/admin/households?network={line.key}"' in html
+        if grouping is Grouping.COMMUNE and line.key is not None:
+            commune = quote_plus(line.key)
+            unpaid = f"/admin/households?scheme={scheme.id}&amp;commune={commune}&amp;status=GRACE,LAPSED,PENDING"
+            assert f'href="{unpaid}">{line.figures.not_renewed}<' in html.replace("%2C", ",")
+    for month, _ in report.months:
+        assert f">{month.label}</a>" in html
+
+
+def _listed(response: Any) -> list[str]:
+    """Return the household numbers a list page links to, in order (a search lists a household once per member)."""
+    return [number for _, number in HOUSEHOLD_LINK.findall(response.get_data(as_text=True))]
+
+
+def _wanted(session: Session, query: dict[str, Any]) -> list[str]:
+    """Return the numbers of the households the filters choose, by the rules one household at a time."""
+    statuses = set()
+    for value in query.get("status", []) if isinstance(query.get("status"), list) else [query.get("status", "")]:
+        statuses |= {EligibilityStatus(v.upper()) for v in value.split(",") if v}
+    wanted = []
+    for household in session.scalars(select(Household).order_by(Household.household_no)):
+        answer = household_eligibility(session, household, household.scheme.local_today())
+        network = household.network.code if household.network is not None else None
+        checks = [
+            not statuses or answer.status in statuses,
+            query.get("commune") in (None, household.commune),
+            query.get("network") in (None, network),
+            query.get("plan") in (None, household.plan),
+            query.get("category") in (None, household.subsidy_category),
+            query.get("scheme") in (None, str(household.scheme_id)),
+        ]
+        if all(checks):
+            wanted.append(household.household_no)
+    return wanted
+
+
+HOUSEHOLD_FILTERS: list[dict[str, Any]] = [
+    {},
+    {"status": "GRACE"},
+    {"status": "GRACE,LAPSED,PENDING", "commune": "Pekesse"},
+    {"status": ["ACTIVE", "waiting"]},
+    {"network": NETWORK},
+    {"network": NETWORK, "status": "GRACE,LAPSED,PENDING"},
+    {"plan": "half-yearly", "status": "ACTIVE"},
+    {"category": "bsf"},
+    {"category": "idpoor", "status": "ACTIVE"},
+    {"scheme": "sky", "status": "LAPSED"},
+    {"commune": "Thies Nord", "status": "SUSPENDED"},
+]
+
+
+@pytest.mark.parametrize("query", HOUSEHOLD_FILTERS)
+def test_households_list_filters_on_eligibility_commune_network_plan_and_category(
+    admin_app: Flask, db_session: Session, query: dict[str, Any]
+) -> None:
+    if query.get("scheme") == "sky":
+        sky = db_session.scalars(select(Scheme.id).where(Scheme.code == "sky-cambodia")).one()
+        query = {**query, "scheme": str(sky)}
+    wanted = _wanted(db_session, query)
+    assert wanted, "a filter that chooses nothing tests nothing"
+    client = signed_in(admin_app)
+    page = client.get("/admin/households", query_string={**query, "per": "200"})
+    assert page.status_code == 200
+    assert _listed(page) == wanted
+    # Page by page, the same households in the same order, none twice.
+    seen: list[str] = []
+    for number in range(1, 100):
+        page = client.get("/admin/households", query_string={**query, "per": "7", "page": str(number)})
+        seen += _listed(page)
+        if 'rel="next"' not in page.get_data(as_text=True):
+            break
+    assert seen == wanted
+
+
+def test_households_search_keeps_its_filters(admin_app: Flask, db_session: Session) -> None:
+    client = signed_in(admin_app)
+    everyone = _listed(client.get("/admin/households", query_string={"q": "diop", "per": "200"}))
+    lapsed = _listed(client.get("/admin/households", query_string={"q": "diop", "status": "LAPSED", "per": "200"}))
+    assert lapsed and set(lapsed) < set(everyone)
+    assert set(lapsed) == set(everyone) & set(_wanted(db_session, {"status": "LAPSED"}))
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/admin/households?status=PAID", "status must be one of ACTIVE, WAITING, GRACE, LAPSED, PENDING"),
+        ("/admin/households?status=GRACE,nope", "status must be one of"),
+        ("/admin/households?plan=weekly", "plan must be one of half-yearly, monthly, yearly"),
+        ("/admin/households?category=vip", "category must be one of bsf, cec, idpoor, standard"),
+        ("/admin/households?network=nowhere", "network: no network has the code 'nowhere'"),
+        ("/admin/households?scheme=999", "scheme: there is no scheme #999"),
+        ("/admin/households?scheme=cmu", "scheme must be a whole number"),
+        ("/admin/households?page=0x10", "page must be a whole number"),
+        ("/admin/households?per=-5", "per must be a whole number"),
+        ("/admin/networks/1?status=covered", "status must be one of"),
+        ("/admin/networks?scheme=x", "scheme must be a whole number"),
+        ("/admin/reports?month=2026-13", "month must be a month YYYY-MM"),
+        ("/admin/reports?month=2150-01", "month: 2150-01 has not started yet"),
+        ("/admin/reports?by=district", "by must be one of scheme, commune, network"),
+        ("/admin/reports?scheme=999", "scheme: there is no scheme #999"),
+        ("/admin/reports?network=nowhere", "network: Mutuelle CMU Thies has no network with the code 'nowhere'"),
+        ("/admin/reports?months=100", "months must be between 0 and 24"),
+    ],
+)
+def test_a_bad_filter_value_is_named_in_a_400(admin_app: Flask, path: str, message: str) -> None:
+    response = signed_in(admin_app).get(path)
+    assert response.status_code == 400
+    assert message in text_of(response)
+
+
+def test_network_page_lists_its_households_by_eligibility_not_administrative_status(
+    admin_app: Flask, db_session: Session
+) -> None:
+    network = db_session.scalars(select(Network).where(Network.code == NETWORK)).one()
+    client = signed_in(admin_app)
+    html = client.get(f"/admin/networks/{network.id}", query_string={"per": "200"}).get_data(as_text=True)
+    shown = dict(re.findall(r'>([A-Z]{2}-[A-Z]{2}-\d{6})</a></td>\s*<td><span class="status s-\w+">(\w+)</span>', html))
+    expected = {
+        h.household_no: household_eligibility(db_session, h, h.scheme.local_today()).status.value
+        for h in db_session.scalars(select(Household).where(Household.network_id == network.id))
+    }
+    assert shown == expected
+    assert {"ACTIVE", "GRACE", "LAPSED", "PENDING"} <= set(expected.values())  # not all "ACTIVE"
+    assert f'href="/admin/renewals?network={NETWORK}"' in html
+    unpaid = client.get(f"/admin/networks/{network.id}", query_string={"status": "GRACE,LAPSED,PENDING"})
+    assert set(_listed(unpaid)) == {no for no, status in expected.items() if status in {"GRACE", "LAPSED", "PENDING"}}
+
+
+def test_networks_list_filters_on_scheme_and_commune(admin_app: Flask, db_session: Session) -> None:
+    client = signed_in(admin_app)
+    cmu, sky = (
+        db_session.scalars(select(Scheme.id).where(Scheme.code == c)).one() for c in ("cmu-thies", "sky-cambodia")
+    )
+    assert NETWORK in text_of(client.get("/admin/networks", query_string={"scheme": cmu, "commune": "Thies Nord"}))
+    assert "No network matches these filters." in text_of(client.get("/admin/networks", query_string={"scheme": sky}))
+    assert "No network matches" in text_of(client.get("/admin/networks", query_string={"commune": "Pekesse"}))
+
+
+# ---------------------------------------------------------------- reconciliation.csv: where each payment belongs
+
+
+def test_reconciliation_csv_names_the_commune_network_and_members(admin_app: Flask, db_session: Session) -> None:
+    exported = signed_in(admin_app).get("/admin/reconciliation.csv")
+    rows = list(csv.DictReader(io.StringIO(exported.get_data(as_text=True))))
+    assert rows and list(rows[0]) == RECONCILIATION_CSV_HEADER
+    households = {h.household_no: h for h in db_session.scalars(select(Household))}
+    in_network = 0
+    for row in rows:
+        household = households.get(row["household_no"])
+        if household is None:
+            assert row["commune"] == row["head_member_no"] == row["payer_member_no"] == ""
+            continue
+        head = household.head
+        assert head is not None
+        payment = db_session.get(Payment, int(row["payment_id"]))
+        assert payment is not None
+        payer = next((m.member_no for m in household.members if m.phone and m.phone == payment.payer_phone), "")
+        network = household.network
+        in_network += network is not None
+        assert (row["commune"], row["network_code"], row["network_name"]) == (
+            household.commune,
+            network.code if network else "",
+            network.name if network else "",
+        )
+        assert (row["head_member_no"], row["head_name"], row["payer_member_no"]) == (
+            head.member_no,
+            f"{head.first_name} {head.last_name}",
+            payer,
+        )
+    assert in_network and any(row["payer_member_no"] for row in rows)
+    # Filtered like the log.
+    filtered = signed_in(admin_app).get("/admin/reconciliation.csv", query_string={"commune": "Pekesse"})
+    assert {row["commune"] for row in csv.DictReader(io.StringIO(filtered.get_data(as_text=True)))} == {"Pekesse"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/reports",
+        "/admin/reports?by=commune&months=24",
+        "/admin/households?status=GRACE,LAPSED&commune=Pekesse",
+        "/admin/households?q=diop&plan=yearly",
+        "/admin/networks/1?status=ACTIVE",
+        "/admin/networks?commune=Thies+Nord",
+    ],
+)
+def test_new_pages_run_a_small_constant_number_of_queries(admin_app: Flask, seeded_url: str, path: str) -> None:
+    client = signed_in(admin_app)
+    counts = []
+    for per in (5, 100):
+        with QueryCounter(get_engine(seeded_url)) as counter:
+            response = client.get(f"{path}{'&' if '?' in path else '?'}per={per}")
+        assert response.status_code == 200
+        counts.append(counter.count)
+    assert counts[0] == counts[1] <= MAX_QUERIES_PER_PAGE, counts

@@ -19,6 +19,7 @@ from handlers.admin import (  # noqa: E402
     households,
     pages,
     payments,
+    reports,
     simulator,
     statements,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "pages",
     "payments",
     "register",
+    "reports",
     "simulator",
     "statements",
 ]

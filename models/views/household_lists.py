@@ -7,11 +7,13 @@ administrative status. A fixed number of queries whatever the page size.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Date, Integer, Select, and_, literal, select, union_all
+from sqlalchemy import ColumnElement, Date, Integer, Select, String, and_, cast, literal, select, union, union_all
 from sqlalchemy.orm import Session
 
 from models.base import EligibilityStatus
@@ -21,8 +23,6 @@ from models.members.household import Household, Member, Network
 from models.schemes.scheme import Plan, Scheme, SubsidyCategory
 from models.views.dossiers import member_search_condition
 from models.views.listings import Page, paginate
-
-CHOICES_LIMIT = 500
 
 
 @dataclass(frozen=True)
@@ -83,27 +83,36 @@ class HouseholdChoices:
     statuses: list[str] = field(default_factory=lambda: [s.value for s in EligibilityStatus])
 
 
-def household_choices(session: Session) -> HouseholdChoices:
-    """Return the schemes, communes, networks, plans and subsidy categories to filter on (small, distinct lists)."""
-    schemes = list(session.execute(select(Scheme.id, Scheme.name).order_by(Scheme.name)).tuples())
-    communes = [
-        c
-        for c in session.scalars(select(Household.commune).distinct().order_by(Household.commune).limit(CHOICES_LIMIT))
-        if c is not None
-    ]
-    networks = list(
-        session.execute(
-            select(Network.code, Network.name).distinct().order_by(Network.name, Network.code).limit(CHOICES_LIMIT)
-        ).tuples()
-    )
-    codes = session.execute(
-        select(literal("plan"), Plan.code).union(select(literal("category"), SubsidyCategory.code))
+def all_schemes(session: Session) -> list[Scheme]:
+    """Return every scheme by name (the lists read each one's today and name: a handful of rows)."""
+    return list(session.scalars(select(Scheme).order_by(Scheme.name, Scheme.id)))
+
+
+def household_choices(session: Session, schemes: Sequence[Scheme]) -> HouseholdChoices:
+    """Return the schemes, communes, networks, plans and subsidy categories to filter on (one query)."""
+
+    def kind(name: str, value: Any, label: Any) -> Select[Any]:
+        return select(literal(name).label("kind"), cast(value, String).label("value"), cast(label, String))
+
+    rows = session.execute(
+        union(
+            kind("commune", Household.commune, Household.commune),
+            kind("network", Network.code, Network.name),
+            kind("plan", Plan.code, Plan.code),
+            kind("category", SubsidyCategory.code, SubsidyCategory.code),
+        )
     ).tuples()
-    plans: set[str] = set()
-    categories: set[str] = set()
-    for kind, code in codes:
-        (plans if kind == "plan" else categories).add(code)
-    return HouseholdChoices(schemes, communes, networks, sorted(plans), sorted(categories))
+    found: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for name, value, label in rows:
+        if value is not None:
+            found[name].append((value, label))
+    return HouseholdChoices(
+        schemes=[(scheme.id, scheme.name) for scheme in schemes],
+        communes=sorted(value for value, _ in found["commune"]),
+        networks=sorted(found["network"], key=lambda n: (n[1], n[0])),
+        plans=sorted(value for value, _ in found["plan"]),
+        categories=sorted(value for value, _ in found["category"]),
+    )
 
 
 def check_household_filters(filters: HouseholdFilters, choices: HouseholdChoices) -> None:
@@ -114,34 +123,23 @@ def check_household_filters(filters: HouseholdFilters, choices: HouseholdChoices
         raise InputError(f"plan must be one of {', '.join(choices.plans)}")
     if filters.category and filters.category not in choices.categories:
         raise InputError(f"category must be one of {', '.join(choices.categories)}")
-    complete = len(choices.networks) < CHOICES_LIMIT  # else a code past the list is not refused
-    if filters.network and complete and filters.network not in {code for code, _ in choices.networks}:
+    if filters.network and filters.network not in {code for code, _ in choices.networks}:
         raise InputError(f"network: no network has the code {filters.network!r}")
 
 
-def scheme_days(session: Session, now: datetime) -> Any:
+def scheme_days(schemes: Sequence[Scheme], now: datetime) -> Any:
     """Return a subquery of each scheme's today and grace start: (scheme_id, on, since), one row per scheme."""
-    rows = [
-        select(
-            literal(scheme_id, Integer).label("scheme_id"),
+    rows = []
+    every: Sequence[Scheme | None] = schemes or [None]
+    for scheme in every:
+        on = scheme.local_today(now) if scheme is not None else now.date()
+        row = select(
+            literal(scheme.id if scheme is not None else 0, Integer).label("scheme_id"),
             literal(on, Date).label("on"),
-            literal(on - timedelta(days=grace_days), Date).label("since"),
+            literal(on - timedelta(days=scheme.grace_days if scheme is not None else 0), Date).label("since"),
         )
-        for scheme_id, on, grace_days in _scheme_todays(session, now)
-    ]
-    if not rows:
-        none = select(
-            literal(0, Integer).label("scheme_id"), literal(now.date(), Date).label("on"), literal(now.date(), Date)
-        )
-        return none.where(literal(False)).subquery("days")
+        rows.append(row if scheme is not None else row.where(literal(False)))  # no scheme: no row
     return (union_all(*rows) if len(rows) > 1 else rows[0]).subquery("days")
-
-
-def _scheme_todays(session: Session, now: datetime) -> list[tuple[int, date, int]]:
-    return [
-        (scheme.id, scheme.local_today(now), scheme.grace_days)
-        for scheme in session.scalars(select(Scheme).order_by(Scheme.id))
-    ]
 
 
 @dataclass(frozen=True)
@@ -166,13 +164,19 @@ class HouseholdRow:
 
 
 def households_page(
-    session: Session, filters: HouseholdFilters, now: datetime, number: int = 1, per_page: int = 50
+    session: Session,
+    filters: HouseholdFilters,
+    now: datetime,
+    number: int = 1,
+    per_page: int = 50,
+    schemes: Sequence[Scheme] | None = None,
 ) -> Page[HouseholdRow]:
     """Return one page of households by number with their eligibility on their scheme's today (one statement).
 
     With a search text, one row per member found (as the search shows them); otherwise the head's row.
+    `schemes`: every scheme, when the caller has them already.
     """
-    days = scheme_days(session, now)
+    days = scheme_days(all_schemes(session) if schemes is None else schemes, now)
     status = status_column(days.c.on, days.c.since)
     query = (
         select(

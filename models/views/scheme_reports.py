@@ -302,7 +302,9 @@ def _add_households(
         query = query.where(Household.commune == filters.commune)
     if filters.network:
         query = query.where(Household.network_id.in_(_network_ids(scheme, filters.network)))
-    each = query.subquery("each")
+    # OFFSET 0 keeps PostgreSQL from pulling the subquery up into the aggregate, which would work out each
+    # household's status once per figure that reads it instead of once.
+    each = query.offset(0).subquery("each")
     price = period_price_column(
         literal(PremiumKind(scheme.premium_kind).value),
         literal(scheme.premium_amount, Integer),
@@ -485,3 +487,32 @@ def _labels(session: Session, scheme: Scheme, grouping: Grouping, keys: set[Any]
     if None in keys:
         found[None] = (None, "(no network)")
     return found
+
+
+@dataclass(frozen=True)
+class ReportChoices:
+    """The communes and networks of a scheme, to filter its report on."""
+
+    communes: list[str]
+    networks: list[tuple[str, str]]  # (code, name)
+
+
+def report_choices(session: Session, scheme: Scheme) -> ReportChoices:
+    """Return the scheme's communes (of its households and networks) and networks (two small queries)."""
+    communes = sorted(
+        {
+            c
+            for c in session.scalars(
+                select(Household.commune)
+                .where(Household.scheme_id == scheme.id)
+                .union(select(Network.commune).where(Network.scheme_id == scheme.id))
+            )
+            if c is not None
+        }
+    )
+    networks = list(
+        session.execute(
+            select(Network.code, Network.name).where(Network.scheme_id == scheme.id).order_by(Network.name)
+        ).tuples()
+    )
+    return ReportChoices(communes, networks)
