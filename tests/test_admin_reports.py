@@ -345,6 +345,22 @@ def history(session: Session) -> Session:
     return session
 
 
+def test_listed_eligibility_follows_every_kind_of_money_event_week_by_week(history: Session) -> None:
+    households = list(history.scalars(select(Household)))
+    day = date(2025, 1, 1)
+    while day <= date(2026, 7, 31):
+        rows = {row.household.id: row for row in households_page(history, HouseholdFilters(), _noon(day)).items}
+        for household in households:
+            answer = household_eligibility(history, household, household.scheme.local_today(_noon(day)))
+            row = rows[household.id]
+            listed = (row.status, row.covered, row.valid_until, row.waiting_until)
+            assert listed == (answer.status, answer.covered, answer.valid_until, answer.waiting_until), (
+                household.household_no,
+                day,
+            )
+        day += timedelta(days=6)
+
+
 HISTORY_MONTHS = [date(2025, 1, 1) + relativedelta(months=n) for n in range(18)]
 
 
