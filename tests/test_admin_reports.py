@@ -565,6 +565,23 @@ def test_networks_list_filters_on_scheme_and_commune(admin_app: Flask, db_sessio
     assert "No network matches" in text_of(client.get("/admin/networks", query_string={"commune": "Pekesse"}))
 
 
+@pytest.mark.parametrize("path", ["/admin/payments", "/admin/reconciliation", "/admin/reconciliation.csv"])
+def test_payment_lists_take_a_network_by_code_as_the_households_lists_do(
+    admin_app: Flask, db_session: Session, path: str
+) -> None:
+    network = db_session.scalars(select(Network).where(Network.code == NETWORK)).one()
+    client = signed_in(admin_app)
+    payments = re.compile(r'href="/admin/payments/(\d+)"|^\d+,[^,]*,[^,]*,[^,]*,[^,]*,[^,]*,[^,]*,(\d+),', re.M)
+    shown = []
+    for value in (NETWORK, str(network.id)):
+        response = client.get(path, query_string={"network": value, "per": "200"})
+        assert response.status_code == 200
+        shown.append(payments.findall(response.get_data(as_text=True)))
+    assert shown[0] == shown[1] and shown[0]
+    refused = client.get(path, query_string={"network": "nowhere"})
+    assert refused.status_code == 400 and "network: no network has the code 'nowhere'" in text_of(refused)
+
+
 # ---------------------------------------------------------------- reconciliation.csv: where each payment belongs
 
 
