@@ -146,11 +146,18 @@ def _fee_count() -> tuple[Any, Any]:
     return reversed_entry, fee_count
 
 
-def household_account_columns(household_id: Any, until: Any = None) -> tuple[Any, Any]:
+def net_fee_count() -> tuple[Any, Any]:
+    """Return the alias of the entry a reversal reverses and an entry's part of the net fee count, joined to it.
+
+    +1 for a FEE entry, -1 for the reversal of one: the fee stands paid while their sum is positive (`account_state`).
+    """
+    return _fee_count()
+
+
+def household_account_columns(household_id: Any) -> tuple[Any, Any]:
     """Return correlated scalar subqueries (balance, net fee count) of a household's account, for a larger select.
 
-    The same sums as `account_state`, so a caller can read them in the statement that loads the household;
-    with `until` (a date or a date-typed SQL expression), over the entries effective on or before it.
+    The same sums as `account_state`, so a caller can read them in the statement that loads the household.
     """
     reversed_entry, fee_count = _fee_count()
     entries = (
@@ -165,9 +172,6 @@ def household_account_columns(household_id: Any, until: Any = None) -> tuple[Any
         .join(Account, Account.id == LedgerEntry.account_id)
         .where(Account.household_id == household_id)
     )
-    if until is not None:
-        entries = entries.where(LedgerEntry.effective_on <= until)
-        fees = fees.where(LedgerEntry.effective_on <= until)
     return entries.scalar_subquery(), fees.scalar_subquery()
 
 

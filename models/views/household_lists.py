@@ -17,7 +17,13 @@ from sqlalchemy import ColumnElement, Date, Integer, Select, String, and_, cast,
 from sqlalchemy.orm import Session
 
 from models.base import EligibilityStatus
-from models.coverage.standing import covered_column, status_column, valid_until_column, waiting_until_column
+from models.coverage.standing import (
+    covered_column,
+    status_column,
+    valid_until_column,
+    waiting_until_column,
+    without_jit,
+)
 from models.inputs import InputError
 from models.members.household import Household, Member, Network
 from models.schemes.scheme import Plan, Scheme, SubsidyCategory
@@ -204,6 +210,7 @@ def households_page(
             Member, and_(Member.household_id == Household.id, Member.member_no == Household.head_member_no)
         )
     query = filters.apply(query, status).order_by(Household.household_no, Member.member_no)
+    without_jit(session)
     page = paginate(session, query, number, per_page)
     rows = [
         HouseholdRow(

@@ -21,7 +21,8 @@ For one scheme (amounts in its currency), month by month, in total and by commun
   effective date): what to claim from the state or another funder.
 
 Three aggregate statements, whatever the number of households and months (`models.coverage.standing` holds the
-rules in SQL); `tests/test_admin_reports.py` checks every figure against the rules applied household by household.
+rules in SQL: each household's periods, members and entries grouped per month); `tests/test_admin_reports.py`
+checks every figure against the rules applied household by household.
 """
 
 from __future__ import annotations
@@ -42,13 +43,11 @@ from models.coverage.money import LedgerEntry
 from models.coverage.standing import (
     PAID,
     PAYING,
-    account_columns,
-    active_members_column,
-    cover_end_column,
     covered_column,
     next_payment_column,
     period_price_column,
-    status_column,
+    standing_on_dates,
+    without_jit,
 )
 from models.members.household import Account, Household, Network
 from models.payments.payment import Payment
@@ -209,6 +208,7 @@ def scheme_report(
     count = max(1, min(history, MAX_MONTHS))
     months = [month_of(last_first - relativedelta(months=n), today) for n in range(count - 1, -1, -1)]
     cells: dict[tuple[int, Any], Figures] = defaultdict(Figures)
+    without_jit(session)
     _add_households(session, scheme, months, grouping, filters, cells)
     _add_payments(session, scheme, months, grouping, filters, cells)
     funders = _add_subsidies(session, scheme, months, grouping, filters, cells)
@@ -249,7 +249,7 @@ def _network_ids(scheme: Scheme, code: str) -> Select[Any]:
 
 
 def _months_table(scheme: Scheme, months: list[Month]) -> Any:
-    """Return the months as a subquery: n, the day counted (on) and the day before the month (eve), with grace."""
+    """Return the months as a CTE: n, the day counted (on) and the day before the month (eve), with grace."""
     grace = timedelta(days=scheme.grace_days)
     rows = [
         select(
@@ -262,7 +262,7 @@ def _months_table(scheme: Scheme, months: list[Month]) -> Any:
         )
         for n, m in enumerate(months)
     ]
-    return (union_all(*rows) if len(rows) > 1 else rows[0]).subquery("months")
+    return (union_all(*rows) if len(rows) > 1 else rows[0]).cte("months")
 
 
 def _add_households(
@@ -275,35 +275,38 @@ def _add_households(
 ) -> None:
     """Count each month's households by eligibility and add what falls due in it (one statement)."""
     days = _months_table(scheme, months)
-    balance, fees = account_columns(days.c.eve)
+    households = select(Household.id).where(Household.scheme_id == scheme.id)
+    if filters.commune:
+        households = households.where(Household.commune == filters.commune)
+    if filters.network:
+        households = households.where(Household.network_id.in_(_network_ids(scheme, filters.network)))
+    standing = standing_on_dates(days, households)
     query = (
         select(
-            days.c.n,
+            standing.c.n,
             _household_key(grouping).label("key"),
-            status_column(days.c.on, days.c.since).label("status"),
-            status_column(days.c.eve, days.c.eve_since, known_by=days.c.eve).label("eve_status"),
-            cover_end_column(days.c.eve, known_by=days.c.eve).label("eve_cover_end"),
+            standing.c.status,
+            standing.c.eve_status,
+            standing.c.eve_cover_end,
             days.c.until,
-            active_members_column(days.c.eve).label("members"),
-            balance.label("balance"),
-            fees.label("fees"),
+            standing.c.members,
+            standing.c.balance,
+            standing.c.fees,
             Plan.months,
             SubsidyCategory.share_bp,
         )
-        .select_from(days)
-        .join(Household, and_(Household.scheme_id == scheme.id, Household.enrolled_on <= days.c.on))
+        .select_from(standing)
+        .join(days, days.c.n == standing.c.n)
+        .join(Household, Household.id == standing.c.household_id)
         .outerjoin(Plan, and_(Plan.scheme_id == Household.scheme_id, Plan.code == Household.plan))
         .outerjoin(
             SubsidyCategory,
             and_(SubsidyCategory.scheme_id == Household.scheme_id, SubsidyCategory.code == Household.subsidy_category),
         )
+        .where(Household.enrolled_on <= days.c.on)
     )
-    if filters.commune:
-        query = query.where(Household.commune == filters.commune)
-    if filters.network:
-        query = query.where(Household.network_id.in_(_network_ids(scheme, filters.network)))
     # OFFSET 0 keeps PostgreSQL from pulling the subquery up into the aggregate, which would work out each
-    # household's status once per figure that reads it instead of once.
+    # household's standing once per figure that reads it instead of once.
     each = query.offset(0).subquery("each")
     price = period_price_column(
         literal(PremiumKind(scheme.premium_kind).value),
