@@ -62,20 +62,6 @@ class HouseholdFilters:
             query = query.where(status.in_([s.value for s in self.statuses]))
         return query
 
-    @property
-    def any(self) -> bool:
-        """Return whether any filter (or the search) is set."""
-        return bool(
-            self.text
-            or self.scheme_id is not None
-            or self.statuses
-            or self.commune
-            or self.network
-            or self.network_id is not None
-            or self.plan
-            or self.category
-        )
-
 
 @dataclass(frozen=True)
 class HouseholdChoices:
