@@ -180,11 +180,6 @@ class SchemeReport:
         """Return the figures of the report's month over all its lines."""
         return self.months[-1][1]
 
-    @property
-    def months_max(self) -> int:
-        """Return the largest amount due or collected of the months (at least 1, to scale chart bars)."""
-        return max([1] + [max(f.due, f.collected) for _, f in self.months])
-
 
 def scheme_report(
     session: Session,
