@@ -26,15 +26,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 translations: venv
 	@if ls locales/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
-		$(VENV)/bin/pybabel compile --use-fuzzy -d locales; fi
+		$(VENV)/bin/pybabel compile --use-fuzzy -d locales -D "messages admin"; fi
 
 # Templates are marked `template(key, text)`: the key becomes the msgctxt of each entry.
+# The admin's own texts (fr, en) are the `admin` domain: `_()`/`gettext()` in templates/admin and handlers/admin.
 extract: venv
 	$(VENV)/bin/pybabel extract -F babel.cfg --no-default-keywords -k template:1c,2 -k N_ --no-location \
 		--sort-output --project=mutuelle -o locales/messages.pot .
+	$(VENV)/bin/pybabel extract -F babel-admin.cfg --no-location --sort-output --project=mutuelle-admin \
+		-o locales/admin.pot .
 
 update-translations: extract
 	$(VENV)/bin/pybabel update -i locales/messages.pot -d locales --width=120
+	$(VENV)/bin/pybabel update -D admin -i locales/admin.pot -d locales --width=120
 
 run: venv translations
 	$(PY) scripts/run_dev.py
@@ -44,17 +48,19 @@ PHONE ?= +221770000002
 phone: venv translations
 	$(VENV)/bin/flask --app app ussd --phone $(PHONE)
 
-# The browser tests drive Debian's chromium (never a downloaded one): installed here when running as root.
+# The browser tests drive Debian's chromium (never a downloaded one) and need a Khmer font (Khmer names and SMS in
+# the admin): installed here when running as root.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
-		else echo "browser tests need Debian's chromium: sudo apt-get install -y chromium (skipped without it)"; fi; }
+	@{ command -v chromium >/dev/null 2>&1 && [ -n "$$(fc-list :lang=km family 2>/dev/null)" ]; } || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium fonts-khmeros; \
+		else echo "browser tests need Debian's chromium and a Khmer font:" \
+			"sudo apt-get install -y chromium fonts-khmeros (skipped without chromium)"; fi; }
 
 test: venv translations chromium
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 screenshots: venv translations chromium
-	ADMIN_SCREENSHOTS=docs REQUIRE_BROWSER=1 $(PY) -m pytest -q tests/test_admin_browser.py
+	ADMIN_SCREENSHOTS=docs REQUIRE_BROWSER=1 $(PY) -m pytest -q tests/test_admin_browser.py tests/test_admin_layout.py
 
 test-fast: venv translations
 	$(PY) -m pytest -x -q $(PYTEST_ARGS)

@@ -34,6 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings.TRUSTED_PROXIES:
         # Behind N proxies: the client address (sign-in limits, DARAJA_ALLOWED_IPS), scheme and host they forward.
         hops = settings.TRUSTED_PROXIES
+        # Flask's documented way to add WSGI middleware replaces the `wsgi_app` method: mypy's method-assign.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     install_fast_path(app)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from flask import Flask, Request, current_app, g
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
@@ -42,7 +42,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         key_func=_no_default_key,
         app=app,
         storage_uri=limiter_storage_uri(settings.REDIS_URL),
-        storage_options={"socket_connect_timeout": 0.5, "socket_timeout": 2.0, "key_prefix": limiter_storage_prefix()},
+        storage_options=_limiter_storage_options(),
         strategy="fixed-window",
         key_prefix="ratelimit",
         # Redis away: count in this process's memory (Flask-Limiter logs the switch) rather than refuse staff.
@@ -60,13 +60,22 @@ def scope_to_blueprint(app: Flask, blueprint: str) -> None:
     The hooks keep their order: app-wide hooks run before (after, for `after_request` and teardown) the
     blueprint's own, as Flask runs them.
     """
-    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        app_wide = hooks.pop(None, [])
-        hooks.setdefault(blueprint, [])[:0] = app_wide
+    _app_wide_first(app.before_request_funcs, blueprint)
+    _app_wide_first(app.after_request_funcs, blueprint)
+    _app_wide_first(app.teardown_request_funcs, blueprint)
     prefix = app.blueprints[blueprint].url_prefix
     if not prefix:
         raise ValueError(f"blueprint {blueprint!r} needs a URL prefix to scope the cookie session to it")
     app.session_interface = PrefixSessionInterface(prefix)
+
+
+_Hook = TypeVar("_Hook")
+
+
+def _app_wide_first(hooks: dict[str | None, list[_Hook]], blueprint: str) -> None:
+    """Move the app-wide hooks (key None) to the front of the blueprint's own."""
+    app_wide = hooks.pop(None, [])
+    hooks.setdefault(blueprint, [])[:0] = app_wide
 
 
 class PrefixSessionInterface(SecureCookieSessionInterface):
@@ -93,6 +102,12 @@ def limiter_storage_uri(redis_url: str) -> str:
     return redis_url
 
 
+def _limiter_storage_options() -> dict[str, Any]:
+    # Passed as keyword arguments to the redis-py client (`limits` accepts float | str | bool); Flask-Limiter's
+    # annotation of `storage_options` says `dict[str, str | int]`, which would forbid the float timeouts.
+    return {"socket_connect_timeout": 0.5, "socket_timeout": 2.0, "key_prefix": limiter_storage_prefix()}
+
+
 def _no_default_key() -> str:
     # Only explicitly limited routes are limited, each with its own key function.
     return "all"
@@ -100,14 +115,14 @@ def _no_default_key() -> str:
 
 def settings() -> Settings:
     """Return the current app's settings."""
-    return current_app.extensions["settings"]  # type: ignore[no-any-return]
+    return cast(Settings, current_app.extensions["settings"])
 
 
 def db() -> Session:
     """Return the request's database session, opened on first use and closed at teardown."""
     if "db_session" not in g:
         g.db_session = current_app.extensions["sessions"]()
-    return g.db_session  # type: ignore[no-any-return]
+    return cast(Session, g.db_session)
 
 
 def redis() -> Redis:
@@ -115,7 +130,7 @@ def redis() -> Redis:
     return get_redis(settings().REDIS_URL)
 
 
-def _close_session(_exc: BaseException | None) -> Any:
+def _close_session(_exc: BaseException | None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
         session.rollback()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from typing import TextIO
 
 PHONE_RE = re.compile(r"(?<![\w])(\+|00)?(\d[\d \-]{6,16}\d)(?![\w])")
 TOKEN_PARAM_RE = re.compile(
@@ -59,17 +60,20 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _RootHandler(logging.StreamHandler[TextIO]):
+    """The stream handler `configure_logging` installs on the root logger (found again by a second call)."""
+
+
 def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     """Install one redacting stream handler on the root logger (idempotent)."""
     root = logging.getLogger()
     root.setLevel(level.upper())
     redacting = RedactingFilter(secrets)
     for handler in root.handlers:
-        if getattr(handler, "_mutuelle", False):
+        if isinstance(handler, _RootHandler):
             handler.filters = [redacting]
             return
-    handler = logging.StreamHandler()
-    handler._mutuelle = True  # type: ignore[attr-defined]
+    handler = _RootHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     handler.addFilter(redacting)
     root.addHandler(handler)

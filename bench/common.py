@@ -158,6 +158,8 @@ def load_households(url: str, households: int, seed: int = 7) -> tuple[int, list
     enrolled = date(2026, 1, 15)
     with engine.begin() as conn:
         scheme_id = conn.scalar(select(Scheme.id).where(Scheme.code == "cmu-thies"))
+        if scheme_id is None:
+            raise RuntimeError("no cmu-thies scheme in the database: load schemes/cmu-thies.toml first")
         networks = max(1, households // 500)
         conn.execute(
             insert(Network),
@@ -229,7 +231,7 @@ def load_households(url: str, households: int, seed: int = 7) -> tuple[int, list
         ]
         conn.execute(insert(Account), network_accounts)
     engine.dispose()
-    return int(scheme_id), household_ids, networks
+    return scheme_id, household_ids, networks
 
 
 def open_request(reference: str, scheme_id: int, household_id: int, amount: int, now: datetime) -> dict[str, Any]:

@@ -139,9 +139,10 @@ class Month:
     def __init__(self, session: Session, households: int, seed: int) -> None:
         self.session = session
         self.rng = random.Random(seed)
-        self.scheme = session.scalar(select(Scheme).where(Scheme.code == "cmu-thies"))
-        if self.scheme is None:
-            self.scheme = load_scheme(session, parse_scheme_file(ROOT / "schemes" / "cmu-thies.toml"))
+        scheme = session.scalar(select(Scheme).where(Scheme.code == "cmu-thies"))
+        if scheme is None:
+            scheme = load_scheme(session, parse_scheme_file(ROOT / "schemes" / "cmu-thies.toml"))
+        self.scheme: Scheme = scheme
         self.networks: list[Network] = []
         self.households: list[Household] = []
         self.phones: dict[int, str] = {}  # household id → the head's phone
@@ -152,13 +153,12 @@ class Month:
 
     def _build(self, count: int) -> None:
         session, rng, scheme = self.session, self.rng, self.scheme
-        assert scheme is not None
         for index, (name, alias) in enumerate(NETWORKS):
             code = "reseau-" + name.split(" ", 1)[1].lower().replace(" ", "-").replace("è", "e").replace("é", "e")
-            network = Network(scheme_id=scheme.id, code=code, name=name, commune="Thiès", aliases=[alias])
-            network.contact_phone = f"+22178{index:07d}"
-            session.add(network)
-            self.networks.append(network)
+            created = Network(scheme_id=scheme.id, code=code, name=name, commune="Thiès", aliases=[alias])
+            created.contact_phone = f"+22178{index:07d}"
+            session.add(created)
+            self.networks.append(created)
         session.flush()
         plans = [p.code for p in scheme.plans]
         for n in range(1, count + 1):
@@ -262,7 +262,7 @@ class Month:
         if kind == "request reference":
             request = create_payment_request(
                 self.session,
-                scheme=self.scheme,  # type: ignore[arg-type]
+                scheme=self.scheme,
                 household=household,
                 amount=amount,
                 payer_phone=own,
@@ -297,7 +297,7 @@ class Month:
             scheme=self.scheme,
             household=household,
             amount=amount,
-            payer_phone=phone,  # type: ignore[arg-type]
+            payer_phone=phone,
             channel="sms",
             now=utcnow(),
         )

@@ -68,7 +68,8 @@ def load(url: str, households: int, payments: int, seed: int = 7) -> None:
     engine = make_engine(url)
     now = utcnow()
     with engine.begin() as conn:
-        requests, pays = [], []
+        requests: list[dict[str, Any]] = []
+        pays: list[dict[str, Any]] = []
         bodies = rng.sample(range(100_000, 1_000_000), payments)
         for i in range(payments):
             kind = rng.random()

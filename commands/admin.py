@@ -6,7 +6,7 @@ import click
 from flask.cli import with_appcontext
 
 from extensions import db
-from models.access.staff import StaffError, create_staff_user, set_staff_password
+from models.access.staff import STAFF_LANGUAGES, StaffError, create_staff_user, set_staff_password
 from models.base import StaffRole
 
 
@@ -20,18 +20,27 @@ def admin_group() -> None:
 @click.option("--role", type=click.Choice([r.value for r in StaffRole]), default=StaffRole.VIEWER.value)
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Else prompted.")
 @click.option("--if-missing", is_flag=True, help="Leave an existing user alone instead of failing (make run).")
+@click.option(
+    "--language",
+    type=click.Choice([language.value for language in STAFF_LANGUAGES]),
+    default=STAFF_LANGUAGES[0].value,
+    show_default=True,
+    help="The language the admin speaks to the user (they can change it in the admin).",
+)
 @with_appcontext
-def create_user_command(username: str, role: str, password: str, if_missing: bool) -> None:
-    """Create a staff user USERNAME with a role (viewer, operator, admin)."""
+def create_user_command(username: str, role: str, password: str, if_missing: bool, language: str) -> None:
+    """Create a staff user USERNAME with a role (viewer, operator, admin) and a language (fr, en)."""
     session = db()
     try:
-        outcome = create_staff_user(session, username, password, StaffRole(role), if_missing=if_missing)
+        outcome = create_staff_user(
+            session, username, password, StaffRole(role), if_missing=if_missing, language=language
+        )
     except StaffError as exc:
         raise click.ClickException(str(exc)) from exc
     session.commit()
     user = outcome.user
     if outcome.created:
-        click.echo(f"user {user.username} created with role {user.role.value}")
+        click.echo(f"user {user.username} created with role {user.role.value}, language {user.language.value}")
     else:
         click.echo(f"user {user.username} already exists (role {user.role.value}); left unchanged")
 

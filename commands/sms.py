@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from flask.cli import with_appcontext
 
@@ -36,7 +38,8 @@ def send_command(phone: str, template: str, lang: str | None, values: tuple[str,
         if not sep:
             raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--value")
         given[name] = value
-    wanted = {name: given[name] for name in placeholders(template) if name in given}
+    # The template's own values only (send_sms's **values), never one of its named parameters.
+    wanted: dict[str, Any] = {name: given[name] for name in placeholders(template) if name in given}
     session = db()
     try:
         message = send_sms(session, phone, template, language=lang, **wanted)

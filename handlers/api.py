@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from extensions import db
+from handlers import sync_view
 from models.access.tables import ApiToken
 from models.access.tokens import authenticate_token, hash_token
 from models.base import CheckChannel, utcnow
@@ -60,7 +61,7 @@ def require_token() -> ApiToken:
     if token is None:
         abort(401, "a valid API token is required: Authorization: Bearer <token>")
     token.last_used_at = utcnow()
-    token.request_count = ApiToken.request_count + 1  # type: ignore[assignment]
+    token.request_count = ApiToken.request_count + 1
     return token
 
 
@@ -98,7 +99,7 @@ def register_limits(app: Flask) -> None:
             key_func=rate_key,
             on_breach=_count_refusal,
             error_message="too many requests with this token; slow down",
-        )(app.view_functions[endpoint])
+        )(sync_view(app.view_functions[endpoint]))
 
 
 @bp.get("/eligibility/<member_no>")

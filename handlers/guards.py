@@ -18,14 +18,16 @@ import io
 import logging
 from collections.abc import Callable, Iterable
 from ipaddress import ip_address
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar, cast
 
 from flask import Request, abort, request
+from werkzeug.local import LocalProxy
 
 from config import Settings
 from extensions import settings
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 
@@ -97,37 +99,38 @@ def _check_daraja(current: Request, config: Settings) -> None:
             abort(403)
 
 
-def _guard(view: F, check: Callable[[Request, Settings], None] | None) -> F:
+def _guard(view: Callable[P, R], check: Callable[[Request, Settings], None] | None) -> Callable[P, R]:
     """Wrap a callback view with the body limit (413) and its source's credential check (403)."""
 
     @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         # The request and the settings once each: every access through Flask's proxies costs a lookup.
-        current = request._get_current_object()  # type: ignore[attr-defined]
+        # (Flask types the `request` proxy as the Request it stands for; it is werkzeug's LocalProxy.)
+        current = cast("LocalProxy[Request]", request)._get_current_object()
         config = settings()
         limit_body(current, config.CALLBACK_MAX_BYTES)
         if check is not None:
             check(current, config)
         return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def callback(view: F) -> F:
+def callback(view: Callable[P, R]) -> Callable[P, R]:
     """Guard an Africa's Talking callback (or the sandbox): the callback token (403) and the body limit (413)."""
     return _guard(view, _check_at_token)
 
 
-def daraja_callback(view: F) -> F:
+def daraja_callback(view: Callable[P, R]) -> Callable[P, R]:
     """Guard a Safaricom Daraja callback: its own URL token and allowed networks (403), the body limit (413)."""
     return _guard(view, _check_daraja)
 
 
-def signed_callback(view: F) -> F:
+def signed_callback(view: Callable[P, R]) -> Callable[P, R]:
     """Guard a callback whose provider signs it: the body limit only; the view checks the signature."""
     return _guard(view, None)
 
 
-def device_callback(view: F) -> F:
+def device_callback(view: Callable[P, R]) -> Callable[P, R]:
     """Guard a collection device's forward: the body limit only; the view checks the device's own key."""
     return _guard(view, None)

@@ -226,4 +226,5 @@ def _presented_token(environ: WSGIEnviron) -> str | None:
 
 def install_fast_path(app: Flask) -> None:
     """Put `UssdFastPath` in front of the app's WSGI callable."""
+    # Flask's documented way to add WSGI middleware replaces the `wsgi_app` method: mypy's method-assign.
     app.wsgi_app = UssdFastPath(app, app.wsgi_app)  # type: ignore[method-assign]

@@ -24,7 +24,7 @@ from typing import Any
 from menus import checks
 from menus.engine import AUTO, CHOICE, INPUT, Effect, Invalid, Item, Option, Screen, State, Transition, Tree, View
 from menus.labels import PAYMENT_STATUS_LABELS, PLAN_LABELS, STATUS_LABELS
-from menus.render import LANGUAGE_NAMES, N_, Amount, Msg
+from menus.render import LANGUAGE_NAMES, N_, Msg
 from menus.values import (
     Coverage,
     HouseholdInfo,
@@ -35,7 +35,7 @@ from menus.values import (
     record,
     record_list,
 )
-from models.schemes.amounts import currency_label
+from models.schemes.amounts import Amount, currency_label
 
 LANGUAGE_EFFECT = "language"
 PAYMENT_REQUEST_EFFECT = "payment_request"

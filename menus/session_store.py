@@ -151,7 +151,7 @@ class SessionStore:
         if raw is None:
             return None
         try:
-            return StoredSession.loads(raw)  # type: ignore[arg-type]
+            return StoredSession.loads(raw)
         except (ValueError, KeyError, TypeError):
             return None  # unreadable (older format): rebuilt from `text` like a lost key
 
@@ -165,6 +165,6 @@ class SessionStore:
         if raw is None:
             return None
         try:
-            return StoredSession.loads(raw)  # type: ignore[arg-type]
+            return StoredSession.loads(raw)
         except (ValueError, KeyError, TypeError):
             return None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Enum, MetaData, String
+from sqlalchemy import JSON, BigInteger, Enum, MetaData, String, Table
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING = {
@@ -38,6 +38,11 @@ class Base(DeclarativeBase):
         list[Any]: JSON,
         str: String(255),
     }
+
+    if TYPE_CHECKING:
+        # SQLAlchemy types `__table__` as any FromClause (a class may map a join or a subquery); every model
+        # here maps a Table, so `Model.__table__.insert()` and `.update()` type-check.
+        __table__: ClassVar[Table]
 
 
 # Money is an integer of the currency's minor unit; BigInteger so KHR and network totals never overflow.

@@ -47,7 +47,10 @@ def add_expression_indexes(path: Path) -> None:
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             if all(isinstance(e, Column) for e in index.expressions):
                 continue
-            sql = [str(e.compile(dialect=sqlite.dialect())).replace(f"{table.name}.", "") for e in index.expressions]
+            sql = [
+                (e if isinstance(e, str) else str(e.compile(dialect=sqlite.dialect()))).replace(f"{table.name}.", "")
+                for e in index.expressions
+            ]
             expressions = ", ".join(f"sa.text({text!r})" for text in sql)
             name, unique = repr(index.name), index.unique
             creates.append(f"    op.create_index({name}, {table.name!r}, [{expressions}], unique={unique})")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 import models
 from models.access.staff import create_staff_user
@@ -43,7 +43,7 @@ def seeded_url(
     assert result.exit_code == 0, result.output
     with Session(get_engine(url)) as session:
         for role, password in PASSWORDS.items():
-            create_staff_user(session, role, password, StaffRole(role))
+            create_staff_user(session, role, password, StaffRole(role), language="en")
         session.commit()
     yield url
     dispose_engines()
@@ -71,7 +71,7 @@ def csrf_token(client: FlaskClient, path: str = "/admin/login") -> str:
     return match.group(1)
 
 
-def login(client: FlaskClient, username: str, password: str | None = None, **extra: str) -> Any:
+def login(client: FlaskClient, username: str, password: str | None = None, **extra: str) -> TestResponse:
     """Sign in through the form, as a browser does."""
     data = {"username": username, "password": password or PASSWORDS[username], "csrf_token": csrf_token(client)}
     data.update(extra)
@@ -86,7 +86,7 @@ def signed_in(app: Flask, role: str = "viewer") -> FlaskClient:
     return client
 
 
-def text_of(response: Any) -> str:
+def text_of(response: TestResponse) -> str:
     """Return a page's visible text, tags stripped, whitespace collapsed."""
     body = re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))
     return re.sub(r"\s+", " ", body.replace("&#39;", "'").replace("&amp;", "&"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import date
 from pathlib import Path
+from typing import TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -41,6 +42,18 @@ def make_network(session: Session, scheme: Scheme, code: str | None = None) -> N
     session.add(network)
     session.commit()
     return network
+
+
+class HouseholdOptions(TypedDict, total=False):
+    """`make_household`'s options but the phone, for helpers that choose the phone and pass the rest on."""
+
+    size: int
+    category: str
+    plan: str | None
+    enrolled_on: date
+    network: Network | None
+    household_no: str | None
+    status: HouseholdStatus
 
 
 def make_household(

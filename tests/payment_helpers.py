@@ -14,6 +14,7 @@ from redis import Redis
 from rq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from models.access.devices import issue_device_key
 from models.access.tables import CollectionDevice
@@ -63,9 +64,16 @@ def store_report(
 
 def fixture_payload(name: str) -> dict[str, Any]:
     """Return a fixture JSON payload without its `_note` key."""
-    data = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
     data.pop("_note", None)
     return data
+
+
+def json_body(response: TestResponse) -> dict[str, Any]:
+    """Return a response's JSON object (the test fails when the body is not one)."""
+    body = response.get_json(silent=True)
+    assert isinstance(body, dict), response.get_data(as_text=True)
+    return body
 
 
 def operator_lines() -> list[tuple[str, str]]:
@@ -87,7 +95,9 @@ def wave_signature(
     return ",".join([f"t={t}", *(f"v1={v}" for v in extra_v1), f"v1={digest}"])
 
 
-def post_wave(client: FlaskClient, event: dict[str, Any], headers: dict[str, str] | None = None, sign: bool = True):  # type: ignore[no-untyped-def]
+def post_wave(
+    client: FlaskClient, event: dict[str, Any], headers: dict[str, str] | None = None, sign: bool = True
+) -> TestResponse:
     """Post a Wave event as Wave does (signed with the test secret unless told otherwise)."""
     body = json.dumps(event).encode()
     all_headers = {"Content-Type": "application/json"}
@@ -102,7 +112,7 @@ DEFAULT = "default"
 DEVICE_KEYS: dict[str, str] = {}
 
 
-def post_json(client: FlaskClient, path: str, payload: Any, token: str | None = DEFAULT):  # type: ignore[no-untyped-def]
+def post_json(client: FlaskClient, path: str, payload: Any, token: str | None = DEFAULT) -> TestResponse:
     """Post JSON to a callback route with its source's token (Daraja's own on its URLs, else AT's)."""
     if token == DEFAULT:
         token = DARAJA_TOKEN if path.startswith("/payments/daraja") else CALLBACK_TOKEN
@@ -110,9 +120,9 @@ def post_json(client: FlaskClient, path: str, payload: Any, token: str | None = 
     return client.post(url, data=json.dumps(payload), headers={"Content-Type": "application/json"})
 
 
-def forward(  # type: ignore[no-untyped-def]
+def forward(
     client: FlaskClient, sender: str, text: str, device: str = "collector-1", key: str | None = DEFAULT, **extra: Any
-):
+) -> TestResponse:
     """Post a forwarded operator text from a collection device with its own key (`Authorization: Bearer`)."""
     payload = {"sender": sender, "text": text, "received_at": "2026-11-20T11:03:00Z", "device": device, **extra}
     presented = DEVICE_KEYS.get(device) if key == DEFAULT else key

@@ -11,6 +11,7 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from models.base import MessageDirection
 from models.messaging.message import Message
@@ -52,7 +53,9 @@ def cmu(session: Session) -> Scheme:
     return factories.scheme(session, "cmu-thies")
 
 
-def sms(client: FlaskClient, phone: str, text: str, at_id: str | None = None, token: str | None = CALLBACK_TOKEN):  # type: ignore[no-untyped-def]
+def sms(
+    client: FlaskClient, phone: str, text: str, at_id: str | None = None, token: str | None = CALLBACK_TOKEN
+) -> TestResponse:
     """Post an inbound SMS as AT does; return the response."""
     fields = {
         "date": "2026-11-20 10:30:01",

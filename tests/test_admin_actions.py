@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from models.access.staff import authenticate_staff
 from models.access.tables import ApiToken, CollectionDevice
@@ -50,7 +51,7 @@ def suspense_payment(session: Session, amount: int = 3500) -> int:
     return payment_id
 
 
-def post_form(client: FlaskClient, page: str, action: str, **data: str) -> object:
+def post_form(client: FlaskClient, page: str, action: str, **data: str) -> TestResponse:
     """Post a form found on a page with that page's CSRF token."""
     return client.post(action, data={"csrf_token": csrf_token(client, page), **data})
 
@@ -71,13 +72,13 @@ def test_operator_matches_a_suspense_payment_by_hand_with_an_audited_reason(
     client = signed_in(admin_app, "operator")
     assert "Match by hand" in text_of(client.get(page))
     refused = post_form(client, page, f"{page}/match", target="household", number=number, reason="  ")
-    assert refused.status_code == 400  # type: ignore[attr-defined]
+    assert refused.status_code == 400
     assert "Give a reason" in text_of(refused)
-    assert f'value="{number}"' in refused.get_data(as_text=True)  # type: ignore[attr-defined]
+    assert f'value="{number}"' in refused.get_data(as_text=True)
     unknown = post_form(client, page, f"{page}/match", target="household", number="XX-NONE", reason="payer called")
-    assert unknown.status_code == 400 and "no household XX-NONE" in text_of(unknown)  # type: ignore[attr-defined]
+    assert unknown.status_code == 400 and "no household XX-NONE" in text_of(unknown)
     done = post_form(client, page, f"{page}/match", target="household", number=number, reason="payer called us")
-    assert done.status_code == 302  # type: ignore[attr-defined]
+    assert done.status_code == 302
     shown = text_of(client.get(page))
     assert "ALLOCATED" in shown and "by operator (rule manual): payer called us" in shown
     db_session.rollback()
@@ -96,23 +97,23 @@ def test_operator_matches_a_suspense_payment_by_hand_with_an_audited_reason(
     )
     # Allocated: a refund undoes it, audited with the reason.
     refunded = post_form(client, page, f"{page}/refund", reason="paid twice, money sent back")
-    assert refunded.status_code == 302  # type: ignore[attr-defined]
+    assert refunded.status_code == 302
     db_session.rollback()
-    assert db_session.get(Payment, payment_id).status == PaymentStatus.REFUNDED  # type: ignore[union-attr]
+    assert db_session.get_one(Payment, payment_id).status == PaymentStatus.REFUNDED
     assert "rule refund" in text_of(client.get(page))
 
 
 def test_operator_unmatches_a_provisional_payment_back_to_suspense(admin_app: Flask, db_session: Session) -> None:
     payment_id = suspense_payment(db_session)
-    db_session.get(Payment, payment_id).confirmed = False  # type: ignore[union-attr]
+    db_session.get_one(Payment, payment_id).confirmed = False
     db_session.commit()
     _, number = household_no(db_session)
     page = f"/admin/payments/{payment_id}"
     client = signed_in(admin_app, "operator")
-    assert post_form(client, page, f"{page}/match", number=number, reason="ref typo").status_code == 302  # type: ignore[attr-defined]
+    assert post_form(client, page, f"{page}/match", number=number, reason="ref typo").status_code == 302
     db_session.rollback()
-    assert db_session.get(Payment, payment_id).status == PaymentStatus.PROVISIONAL  # type: ignore[union-attr]
-    assert post_form(client, page, f"{page}/unmatch", reason="wrong household").status_code == 302  # type: ignore[attr-defined]
+    assert db_session.get_one(Payment, payment_id).status == PaymentStatus.PROVISIONAL
+    assert post_form(client, page, f"{page}/unmatch", reason="wrong household").status_code == 302
     db_session.rollback()
     payment = db_session.get(Payment, payment_id)
     assert payment is not None and payment.status == PaymentStatus.UNMATCHED and payment.household_id is None
@@ -150,11 +151,11 @@ def test_operator_suspends_and_reinstates_a_household_with_its_history(admin_app
     page = f"/admin/households/{household_id}"
     client = signed_in(admin_app, "operator")
     refused = post_form(client, page, f"{page}/suspend", reason="")
-    assert refused.status_code == 400 and "Give a reason" in text_of(refused)  # type: ignore[attr-defined]
-    assert post_form(client, page, f"{page}/suspend", reason="fraud inquiry").status_code == 302  # type: ignore[attr-defined]
+    assert refused.status_code == 400 and "Give a reason" in text_of(refused)
+    assert post_form(client, page, f"{page}/suspend", reason="fraud inquiry").status_code == 302
     shown = text_of(client.get(page))
     assert "SUSPENDED: fraud inquiry" in shown and "ACTIVE → SUSPENDED by operator (suspend): fraud inquiry" in shown
-    assert post_form(client, page, f"{page}/unsuspend", reason="cleared").status_code == 302  # type: ignore[attr-defined]
+    assert post_form(client, page, f"{page}/unsuspend", reason="cleared").status_code == 302
     db_session.rollback()
     household = db_session.get(Household, household_id)
     assert household is not None and household.status == HouseholdStatus.ACTIVE and household.status_reason is None
@@ -189,47 +190,47 @@ def test_admin_manages_staff_agents_tokens_and_devices(admin_app: Flask, db_sess
     client = signed_in(admin_app, "admin")
     name = f"u{uuid.uuid4().hex[:8]}"
     created = post_form(client, "/admin/staff", "/admin/staff", username=name, role="operator", password="long-pass-42")
-    assert created.status_code == 302  # type: ignore[attr-defined]
+    assert created.status_code == 302
     weak = post_form(client, "/admin/staff", "/admin/staff", username=name + "x", role="viewer", password="short")
-    assert weak.status_code == 400  # type: ignore[attr-defined]
-    assert post_form(client, "/admin/staff", f"/admin/staff/{name}/deactivate").status_code == 302  # type: ignore[attr-defined]
+    assert weak.status_code == 400
+    assert post_form(client, "/admin/staff", f"/admin/staff/{name}/deactivate").status_code == 302
     assert authenticate_staff(db_session, name, "long-pass-42") is None
     db_session.rollback()
 
     phone = f"+22176{uuid.uuid4().int % 10**7:07d}"
     agent = post_form(client, "/admin/agents", "/admin/agents", facility="Poste X", phone=phone, pin="4829")
-    assert agent.status_code == 302 and phone in text_of(client.get("/admin/agents"))  # type: ignore[attr-defined]
+    assert agent.status_code == 302 and phone in text_of(client.get("/admin/agents"))
     bad_pin = post_form(
         client, "/admin/agents", "/admin/agents", facility="Poste X", phone=phone[:-1] + "0", pin="1234"
     )
-    assert bad_pin.status_code == 400  # type: ignore[attr-defined]
+    assert bad_pin.status_code == 400
 
     token_name = f"t{uuid.uuid4().hex[:8]}"
     shown = post_form(client, "/admin/tokens", "/admin/tokens", name=token_name, facility="Hopital")
-    body = shown.get_data(as_text=True)  # type: ignore[attr-defined]
+    body = shown.get_data(as_text=True)
     plain = re.search(r'class="secret"><code>([^<]+)</code>', body)
-    assert plain and shown.headers["Cache-Control"] == "no-store"  # type: ignore[attr-defined]
+    assert plain and shown.headers["Cache-Control"] == "no-store"
     assert plain.group(1) not in client.get("/admin/tokens").get_data(as_text=True)  # never shown again
     db_session.rollback()
     token = db_session.scalars(select(ApiToken).where(ApiToken.name == token_name)).one()
-    assert post_form(client, "/admin/tokens", f"/admin/tokens/{token.id}/revoke").status_code == 302  # type: ignore[attr-defined]
+    assert post_form(client, "/admin/tokens", f"/admin/tokens/{token.id}/revoke").status_code == 302
     db_session.rollback()
-    assert db_session.get(ApiToken, token.id).revoked_at is not None  # type: ignore[union-attr]
+    assert db_session.get_one(ApiToken, token.id).revoked_at is not None
 
     key = f"dev-{uuid.uuid4().hex[:8]}"
     device = post_form(
         client, "/admin/devices", "/admin/devices", device_key=key, label="Phone", senders="Wave, OrangeMoney"
     )
-    shown_key = re.search(r'class="secret"><code>([^<]+)</code>', device.get_data(as_text=True))  # type: ignore[attr-defined]
-    assert device.status_code == 200 and shown_key and device.headers["Cache-Control"] == "no-store"  # type: ignore[attr-defined]
+    shown_key = re.search(r'class="secret"><code>([^<]+)</code>', device.get_data(as_text=True))
+    assert device.status_code == 200 and shown_key and device.headers["Cache-Control"] == "no-store"
     assert shown_key.group(1) not in client.get("/admin/devices").get_data(as_text=True)  # shown once
     db_session.rollback()
     row = db_session.scalars(select(CollectionDevice).where(CollectionDevice.device_key == key)).one()
     assert row.key_hash and row.key_hash != shown_key.group(1)  # only its hash is kept
     assert row.operator_senders == ["Wave", "OrangeMoney"] and not row.trusted
-    assert post_form(client, "/admin/devices", f"/admin/devices/{row.id}/trust", trusted="1").status_code == 302  # type: ignore[attr-defined]
+    assert post_form(client, "/admin/devices", f"/admin/devices/{row.id}/trust", trusted="1").status_code == 302
     db_session.rollback()
-    assert db_session.get(CollectionDevice, row.id).trusted  # type: ignore[union-attr]
+    assert db_session.get_one(CollectionDevice, row.id).trusted
 
 
 def test_phone_simulator_drives_ussd_and_sandbox_without_exposing_the_callback_token(
@@ -238,7 +239,9 @@ def test_phone_simulator_drives_ussd_and_sandbox_without_exposing_the_callback_t
     client = signed_in(admin_app, "viewer")
     page = client.get("/admin/simulator").get_data(as_text=True)
     assert admin_app.config["CALLBACK_TOKEN"] not in page
-    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    meta = re.search(r'name="csrf-token" content="([^"]+)"', page)
+    assert meta is not None
+    token = meta.group(1)
     headers = {"X-CSRFToken": token}
     first = client.post(
         "/admin/simulator/ussd", json={"session_id": "t1", "phone": "+221770000041", "text": ""}, headers=headers
@@ -293,7 +296,7 @@ def test_suspense_shows_ranked_candidates_and_matches_one_in_one_click(admin_app
     fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', first.group(1)))
     assert fields["number"] == named.household_no and fields["reason"].startswith("suspense candidate: reference")
     done = post_form(client, page, f"{page}/match", **{k: v for k, v in fields.items() if k != "csrf_token"})
-    assert done.status_code == 302  # type: ignore[attr-defined]
+    assert done.status_code == 302
     db_session.rollback()
     payment = db_session.get(Payment, payment_id)
     assert payment is not None and (payment.status, payment.household_id, payment.match_rule) == (

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import select
@@ -28,6 +29,9 @@ from models.members.household import Household
 from models.payments.payment import Payment
 from tests import backends
 from tests.conftest import CALLBACK_TOKEN, FIXTURES, ROOT, make_test_app
+
+if TYPE_CHECKING:  # Playwright itself is imported by the fixtures: only the browser tests need it
+    from playwright.sync_api import Browser, Page
 
 pytestmark = pytest.mark.browser
 
@@ -96,7 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_space: backends.Redis
     result = running.app.test_cli_runner().invoke(args=["demo", "seed"])
     assert result.exit_code == 0, result.output
     with Session(get_engine(url)) as session:
-        create_staff_user(session, OPERATOR[0], OPERATOR[1], StaffRole.OPERATOR)
+        create_staff_user(session, OPERATOR[0], OPERATOR[1], StaffRole.OPERATOR, language="en")
         session.commit()
     running.thread.start()
     yield running
@@ -106,7 +110,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_space: backends.Redis
 
 
 @pytest.fixture(scope="module")
-def browser(server: Server) -> Iterator[object]:
+def browser(server: Server) -> Iterator[Browser]:
     """Yield a headless Debian Chromium driven by Playwright."""
     from playwright.sync_api import sync_playwright
 
@@ -118,9 +122,9 @@ def browser(server: Server) -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser: object, server: Server) -> Iterator[object]:
+def page(browser: Browser, server: Server) -> Iterator[Page]:
     """Yield a signed-in operator's page."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.goto(f"{server.url}/admin/login")
@@ -132,36 +136,36 @@ def page(browser: object, server: Server) -> Iterator[object]:
     context.close()
 
 
-def shot(page: object, name: str) -> None:
+def shot(page: Page, name: str) -> None:
     """Save a full-page screenshot under ADMIN_SCREENSHOTS when asked."""
     if SCREENSHOTS:
         Path(ROOT / SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ROOT / SCREENSHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+        page.screenshot(path=str(ROOT / SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def test_sign_in_and_find_a_household(page: object, server: Server) -> None:
+def test_sign_in_and_find_a_household(page: Page, server: Server) -> None:
     p = page
-    assert "in suspense" in p.inner_text("main")  # type: ignore[attr-defined]
+    assert "in suspense" in p.inner_text("main")
     shot(p, "admin-overview")
-    p.click("nav >> text=Households")  # type: ignore[attr-defined]
-    p.fill("input[name=q]", PHONE)  # type: ignore[attr-defined]
-    p.keyboard.press("Enter")  # type: ignore[attr-defined]
-    p.click("main table a >> nth=0")  # type: ignore[attr-defined]
-    p.wait_for_selector("h1:has-text('Household')")  # type: ignore[attr-defined]
-    assert "Status history" in p.inner_text("main")  # type: ignore[attr-defined]
+    p.click("nav >> text=Households")
+    p.fill("input[name=q]", PHONE)
+    p.keyboard.press("Enter")
+    p.click("main table a >> nth=0")
+    p.wait_for_selector("h1:has-text('Household')")
+    assert "Status history" in p.inner_text("main")
     shot(p, "admin-household")
 
 
-def test_resolve_a_suspense_payment_by_hand_and_see_its_audit_trail(page: object, server: Server) -> None:
+def test_resolve_a_suspense_payment_by_hand_and_see_its_audit_trail(page: Page, server: Server) -> None:
     p = page
     # A payment with a reference nobody has, paid through the simulator's sandbox button, reconciled by the worker.
-    p.goto(f"{server.url}/admin/simulator")  # type: ignore[attr-defined]
-    p.fill("#sim-phone", "+221770999999")  # type: ignore[attr-defined] - nobody's phone either
-    p.fill("#pay-amount", "3500")  # type: ignore[attr-defined]
-    p.fill("#pay-reference", "NOBODY-4242")  # type: ignore[attr-defined]
-    p.click("#pay-form button")  # type: ignore[attr-defined]
-    p.wait_for_selector("#pay-result:has-text('RECEIVED')")  # type: ignore[attr-defined]
-    txn = p.get_attribute("#pay-result", "data-txn-id")  # type: ignore[attr-defined]
+    p.goto(f"{server.url}/admin/simulator")
+    p.fill("#sim-phone", "+221770999999")  # nobody's phone either
+    p.fill("#pay-amount", "3500")
+    p.fill("#pay-reference", "NOBODY-4242")
+    p.click("#pay-form button")
+    p.wait_for_selector("#pay-result:has-text('RECEIVED')")
+    txn = p.get_attribute("#pay-result", "data-txn-id")
     server.run_worker()
     with Session(get_engine(server.db_url)) as session:
         payment = session.scalars(select(Payment).where(Payment.provider_txn_id == txn)).one()
@@ -171,52 +175,52 @@ def test_resolve_a_suspense_payment_by_hand_and_see_its_audit_trail(page: object
         ).first()
         assert household is not None
         number = household.household_no
-    p.goto(f"{server.url}/admin/payments?status=UNMATCHED")  # type: ignore[attr-defined]
-    p.click(f"main tr:has-text('{txn}') a >> nth=0")  # type: ignore[attr-defined]
-    p.click("#match-form button")  # type: ignore[attr-defined] - no reason yet
-    p.wait_for_selector("#match-form .error")  # type: ignore[attr-defined]
-    p.fill("#match-form input[name=number]", number)  # type: ignore[attr-defined]
-    p.fill("#match-form textarea[name=reason]", "payer phoned: typo in the reference")  # type: ignore[attr-defined]
-    p.click("#match-form button")  # type: ignore[attr-defined]
-    p.wait_for_selector("h1:has-text('ALLOCATED')")  # type: ignore[attr-defined]
-    trail = p.inner_text("#audit-trail")  # type: ignore[attr-defined]
+    p.goto(f"{server.url}/admin/payments?status=UNMATCHED")
+    p.click(f"main tr:has-text('{txn}') a >> nth=0")
+    p.click("#match-form button")  # no reason yet
+    p.wait_for_selector("#match-form .error")
+    p.fill("#match-form input[name=number]", number)
+    p.fill("#match-form textarea[name=reason]", "payer phoned: typo in the reference")
+    p.click("#match-form button")
+    p.wait_for_selector("h1:has-text('ALLOCATED')")
+    trail = p.inner_text("#audit-trail")
     assert "UNMATCHED → MATCHED by ops (rule manual): payer phoned: typo in the reference" in trail
     assert "MATCHED → ALLOCATED" in trail
-    assert f"household {number}" in p.inner_text("main")  # type: ignore[attr-defined]
+    assert f"household {number}" in p.inner_text("main")
     shot(p, "admin-payment")
 
 
-def test_upload_a_statement_and_read_its_break_report(page: object, server: Server) -> None:
+def test_upload_a_statement_and_read_its_break_report(page: Page, server: Server) -> None:
     p = page
-    p.goto(f"{server.url}/admin/statements")  # type: ignore[attr-defined]
-    p.select_option("select[name=provider]", "sandbox")  # type: ignore[attr-defined]
-    p.set_input_files("input[name=file]", str(FIXTURES / "statement_sample.csv"))  # type: ignore[attr-defined]
-    p.click("#upload-form button")  # type: ignore[attr-defined]
-    p.wait_for_selector("h1:has-text('Statement #')")  # type: ignore[attr-defined]
-    counts = p.inner_text("#break-counts")  # type: ignore[attr-defined]
+    p.goto(f"{server.url}/admin/statements")
+    p.select_option("select[name=provider]", "sandbox")
+    p.set_input_files("input[name=file]", str(FIXTURES / "statement_sample.csv"))
+    p.click("#upload-form button")
+    p.wait_for_selector("h1:has-text('Statement #')")
+    counts = p.inner_text("#break-counts")
     assert "duplicate line" in counts and "missing in system" in counts
-    assert "2026-11-20" in p.inner_text("#day-totals")  # type: ignore[attr-defined]
+    assert "2026-11-20" in p.inner_text("#day-totals")
     shot(p, "admin-statement")
     server.run_worker()  # the statement's new payments are reconciled by the real worker
 
 
-def test_phone_simulator_dials_and_shows_coverage(page: object, server: Server) -> None:
+def test_phone_simulator_dials_and_shows_coverage(page: Page, server: Server) -> None:
     from playwright.sync_api import expect
 
     p = page
-    p.goto(f"{server.url}/admin/simulator")  # type: ignore[attr-defined]
-    p.fill("#sim-phone", PHONE)  # type: ignore[attr-defined]
-    p.click("#phone-call")  # type: ignore[attr-defined]
+    p.goto(f"{server.url}/admin/simulator")
+    p.fill("#sim-phone", PHONE)
+    p.click("#phone-call")
     # The admin's CSP forbids eval, so waits use Playwright's locator assertions, not wait_for_function.
-    expect(p.locator("#phone-screen")).not_to_have_text(re.compile("^…"))  # type: ignore[attr-defined]
-    p.wait_for_selector("#phone-screen:has-text('1 ')")  # type: ignore[attr-defined]
-    menu = p.inner_text("#phone-screen")  # type: ignore[attr-defined]
-    p.click(".key[data-key='1']")  # type: ignore[attr-defined]
-    p.click("#phone-call")  # type: ignore[attr-defined]
-    screen_box = p.locator("#phone-screen")  # type: ignore[attr-defined]
+    expect(p.locator("#phone-screen")).not_to_have_text(re.compile("^…"))
+    p.wait_for_selector("#phone-screen:has-text('1 ')")
+    menu = p.inner_text("#phone-screen")
+    p.click(".key[data-key='1']")
+    p.click("#phone-call")
+    screen_box = p.locator("#phone-screen")
     expect(screen_box).not_to_have_text(menu)
     expect(screen_box).not_to_have_text("…")
-    screen = p.inner_text("#phone-screen")  # type: ignore[attr-defined]
+    screen = p.inner_text("#phone-screen")
     assert "Couverture" in screen and "ouvert jusqu'au" in screen, screen  # the shared words: Couvert jusqu'au …
     shot(p, "admin-simulator")
-    assert CALLBACK_TOKEN not in p.content()  # type: ignore[attr-defined]
+    assert CALLBACK_TOKEN not in p.content()

@@ -360,15 +360,15 @@ def test_migration_rebooks_from_enrolment_what_the_clock_booked_on_its_first_run
 
     upgrade(url)
     with Session(engine) as session:
-        bsf = session.get(Household, bsf.id)
-        assert bsf is not None
+        rebooked = session.get(Household, bsf.id)
+        assert rebooked is not None
         expected = enrolment_period_dates(enrolled_on, 12, 1, today)
-        assert [(p.start_on, p.end_on, p.waiting_until) for p in live_periods(session, bsf.id)] == [
+        assert [(p.start_on, p.end_on, p.waiting_until) for p in live_periods(session, rebooked.id)] == [
             (expected.start_on, expected.end_on, None)
         ]
-        answer = household_eligibility(session, bsf, today)
+        answer = household_eligibility(session, rebooked, today)
         assert (answer.covered, answer.status, answer.amount_due) == (True, EligibilityStatus.ACTIVE, 0)
-        state = account_state(session, household_id=bsf.id)
+        state = account_state(session, household_id=rebooked.id)
         assert (state.balance, state.fee_paid) == (0, True)
         reversed_ = session.scalar(select(Allocation).where(Allocation.id == allocation.id))
         assert reversed_ is not None and reversed_.reversed_at is not None

@@ -6,6 +6,7 @@ import re
 from datetime import date
 
 from flask import Flask
+from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -47,7 +48,7 @@ def seed(app: Flask) -> str:
 
 def test_demo_seed_covers_every_status_and_prints_what_to_try(app: Flask, session: Session) -> None:
     output = seed(app)
-    households = session.scalar(select(func.count()).select_from(Household))
+    households = session.execute(select(func.count()).select_from(Household)).scalar_one()
     assert 150 <= households <= 250
     assert "PIN 4821" in output and "+221779999999" in output and "*384*123#" in output
 
@@ -146,7 +147,7 @@ def test_demo_answers_hold_on_a_later_date(app: Flask, session: Session) -> None
     assert member_eligibility(session, member, later).status is EligibilityStatus.LAPSED
 
 
-def test_demo_receipts_are_marked_delivered_not_queued(app: Flask, session: Session, redis_client) -> None:
+def test_demo_receipts_are_marked_delivered_not_queued(app: Flask, session: Session, redis_client: Redis) -> None:
     from models.base import MessageStatus
     from models.messaging.message import Message
 

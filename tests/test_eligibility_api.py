@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -40,7 +41,7 @@ def token(app: Flask, session: Session) -> str:
     return plain
 
 
-def get(client: FlaskClient, path: str, token: str | None) -> tuple[int, dict]:
+def get(client: FlaskClient, path: str, token: str | None) -> tuple[int, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     response = client.get(path, headers=headers)
     return response.status_code, response.get_json()

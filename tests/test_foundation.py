@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import psycopg
 import pytest
-from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
@@ -66,14 +67,14 @@ def test_production_starts_with_real_secrets() -> None:
     assert settings.is_production
 
 
-def test_healthz(client: Flask) -> None:
-    response = client.get("/healthz")  # type: ignore[attr-defined]
+def test_healthz(client: FlaskClient) -> None:
+    response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json == {"status": "ok"}
 
 
-def test_readyz_when_database_and_redis_answer(client: Flask) -> None:
-    response = client.get("/readyz")  # type: ignore[attr-defined]
+def test_readyz_when_database_and_redis_answer(client: FlaskClient) -> None:
+    response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json == {"status": "ok", "database": "ok", "redis": "ok"}
 
@@ -82,6 +83,7 @@ def test_readyz_503_when_redis_is_down(sqlite_url: str) -> None:
     app = make_test_app(sqlite_url, f"redis://127.0.0.1:{backends.free_port()}/0")
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
+    assert response.json is not None
     assert response.json["redis"] == "down"
     assert response.json["database"] == "ok"
 
@@ -90,11 +92,12 @@ def test_readyz_503_when_database_is_down(redis_url: str) -> None:
     app = make_test_app(f"postgresql://postgres@127.0.0.1:{backends.free_port()}/nowhere", redis_url)
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
+    assert response.json is not None
     assert response.json["database"] == "down"
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_migrations_match_models(kind: str, tmp_path) -> None:
+def test_migrations_match_models(kind: str, tmp_path: Path) -> None:
     """Upgrading an empty database to head gives exactly the models' schema: autogenerate finds nothing."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'migrated.db'}"
@@ -116,7 +119,7 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() >= 5000
     engine.dispose()
 
 

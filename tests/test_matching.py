@@ -27,7 +27,16 @@ from models.reconciliation.matching import find_match, keying_slips
 from tests import factories
 from tests.conftest import make_test_app
 from tests.factories import make_household
-from tests.payment_helpers import WAVE_SECRET, add_device, fixture_payload, forward, post_json, post_wave, store_report
+from tests.payment_helpers import (
+    WAVE_SECRET,
+    add_device,
+    fixture_payload,
+    forward,
+    json_body,
+    post_json,
+    post_wave,
+    store_report,
+)
 
 FULL_YEAR = 15_000  # CMU standard, 4 members: 1,000 fee + 4 × 7,000 × 50 %
 PHONE_A = "+221771234567"  # Aminata's, head of SN-TN-000123
@@ -229,7 +238,9 @@ def test_matching_table_through_the_sandbox_route_and_a_real_worker(
             select(Payment).where(Payment.provider_txn_id == f"SBX-{index}").execution_options(populate_existing=True)
         ).one()
         _check(session, world, payment, row)
-        seen = client.get(f"/api/payments/sandbox/SBX-{index}", headers={"Authorization": f"Bearer {secret}"}).json
+        seen = json_body(
+            client.get(f"/api/payments/sandbox/SBX-{index}", headers={"Authorization": f"Bearer {secret}"})
+        )
         network_code = world.network.code if row[4] == "net" else None
         assert (seen["status"], seen["network_code"]) == (payment.status.value, network_code)
 
@@ -291,7 +302,7 @@ def test_a_later_report_never_moves_a_matched_payment(
 
 
 def test_a_statement_line_naming_another_household_marks_an_allocated_payment_for_review(session: Session) -> None:
-    from models.coverage.allocation import find_allocation
+    from models.coverage.allocator import find_allocation
     from models.imports.statements import import_statement
     from models.payments.statement import BreakKind
     from models.reconciliation.staff_actions import manual_match, undo_payment

@@ -326,7 +326,9 @@ def test_fully_subsidised_households_enrolled_last_year_are_covered_the_minute_t
         session = db()
         _, token = issue_token(session, name="poste-pk", facility="Poste de sante Pekesse", now=utcnow())
         session.commit()
-        today = session.scalars(select(Household)).first().scheme.local_today()  # type: ignore[union-attr]
+        household = session.scalars(select(Household)).first()
+        assert household is not None
+        today = household.scheme.local_today()
     client = app.test_client()
     for member_no in ("SN-PK-000045-01", "SN-MR-000007-01"):
         response = client.get(f"/api/eligibility/{member_no}", headers={"Authorization": f"Bearer {token}"})

@@ -17,7 +17,7 @@ from models.reconciliation.batch import reconcile_payment
 from models.schemes.scheme import Scheme
 from tests import factories
 from tests.admin_helpers import admin_app, csrf_token, db_session, seeded_url, signed_in, text_of
-from tests.payment_helpers import store_report
+from tests.payment_helpers import json_body, store_report
 
 __all__ = ["admin_app", "db_session", "seeded_url"]  # the shared seeded database fixtures
 
@@ -84,4 +84,4 @@ def test_daraja_validation_accepts_a_network_name_or_alias(client: FlaskClient, 
     session.commit()
     for typed, answer in [("Reseau keur moussa", "0"), ("GIE KEUR-MOUSSA", "0"), ("Keur", "C2B00012")]:
         payload = dict(fixture_payload("mpesa_c2b_validation.json"), BillRefNumber=typed)
-        assert post_json(client, "/payments/daraja/validate", payload).json["ResultCode"] == answer, typed
+        assert json_body(post_json(client, "/payments/daraja/validate", payload))["ResultCode"] == answer, typed

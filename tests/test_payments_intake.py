@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from tests.payment_helpers import (
     evidence_count,
     fixture_payload,
     forward,
+    json_body,
     operator_lines,
     payments,
     post_json,
@@ -53,7 +55,7 @@ def test_wave_merchant_payment_is_stored_and_queued(client: FlaskClient, session
     response = post_wave(client, fixture_payload("wave_merchant_payment_received.json"))
 
     assert response.status_code == 200
-    assert response.json["outcome"] == "created"
+    assert json_body(response)["outcome"] == "created"
     [payment] = payments(session)
     assert (payment.provider, payment.provider_txn_id, payment.amount, payment.currency) == (
         "wave",
@@ -86,7 +88,7 @@ def test_wave_retry_of_the_same_event_stores_nothing_more(client: FlaskClient, s
     second = post_wave(client, event_)
 
     assert (first.status_code, second.status_code) == (200, 200)
-    assert second.json["outcome"] == "repeat"
+    assert json_body(second)["outcome"] == "repeat"
     [payment] = payments(session)
     assert evidence_count(session) == 1
     assert payment.status == PaymentStatus.RECEIVED
@@ -178,14 +180,14 @@ def test_wave_other_events_are_acknowledged_and_ignored(
     response = post_wave(client, event_)
 
     assert response.status_code == 200
-    assert response.json["status"] == "ignored"
+    assert json_body(response)["status"] == "ignored"
     assert payments(session) == []
 
 
 def test_wave_checkout_not_succeeded_is_ignored(client: FlaskClient, session: Session) -> None:
     event_ = fixture_payload("wave_checkout_completed.json")
     event_["data"]["payment_status"] = "processing"
-    assert post_wave(client, event_).json["status"] == "ignored"
+    assert json_body(post_wave(client, event_))["status"] == "ignored"
     assert payments(session) == []
 
 
@@ -195,7 +197,7 @@ def test_wave_signed_but_unreadable_event_is_kept_for_review(client: FlaskClient
 
     response = post_wave(client, event_)
 
-    assert response.status_code == 400 and "amount" in response.json["error"]
+    assert response.status_code == 400 and "amount" in json_body(response)["error"]
     assert payments(session) == []
     [kept] = rejected(session)
     assert (kept.source, kept.status_code) == ("wave", 400)
@@ -275,14 +277,14 @@ def test_daraja_validation_of_a_payment_request_reference(
         )
     payload = fixture_payload("mpesa_c2b_validation.json")
     payload["BillRefNumber"] = reference
-    assert post_json(client, "/payments/daraja/validate", payload).json["ResultCode"] == answer
+    assert json_body(post_json(client, "/payments/daraja/validate", payload))["ResultCode"] == answer
 
 
 def test_daraja_validation_rejects_a_bad_amount(client: FlaskClient, session: Session) -> None:
     _household(session, "KE-NB-004512")
     payload = fixture_payload("mpesa_c2b_validation.json")
     payload["TransAmount"] = "-5.00"
-    assert post_json(client, "/payments/daraja/validate", payload).json["ResultCode"] == "C2B00013"
+    assert json_body(post_json(client, "/payments/daraja/validate", payload))["ResultCode"] == "C2B00013"
 
 
 @pytest.mark.parametrize("path", ["/payments/daraja/validate", "/payments/daraja/confirm", "/payments/sandbox"])
@@ -325,7 +327,7 @@ def test_daraja_unreadable_confirmation_is_kept_for_review(client: FlaskClient, 
     response = post_json(client, "/payments/daraja/confirm", payload)
 
     # Safaricom does not retry: the 400 names the problem and the body is kept for review.
-    assert response.status_code == 400 and "TransAmount" in response.json["error"]
+    assert response.status_code == 400 and "TransAmount" in json_body(response)["error"]
     assert payments(session) == []
     [kept] = rejected(session)
     assert kept.source == "daraja_confirm" and "RKTQDM7W6S" in kept.raw
@@ -409,7 +411,7 @@ def test_every_operator_text(client: FlaskClient, session: Session, redis_url: s
     assert response.status_code == 200
     txn = _expected_txn(text)
     if txn is None:  # the balance notice
-        assert response.json["status"] == "ignored"
+        assert json_body(response)["status"] == "ignored"
         assert payments(session) == []
         [kept] = unparsed(session)
         assert kept.reviewed_at is not None and kept.text == text
@@ -456,7 +458,7 @@ def test_payment_text_from_a_sender_not_allowed_is_kept_for_review(
     add_device(session)
     response = forward(client, sender, WAVE_SMS)
 
-    assert response.status_code == 200 and response.json["status"] == "review"
+    assert response.status_code == 200 and json_body(response)["status"] == "review"
     assert payments(session) == []
     [kept] = unparsed(session)
     assert "not one of its senders" in kept.reason and kept.reviewed_at is None
@@ -474,7 +476,7 @@ def test_unparseable_text_is_kept_once(client: FlaskClient, session: Session) ->
     text = "Bonjour, votre colis est arrive."
     first, second = forward(client, "Wave", text), forward(client, "Wave", text)
 
-    assert first.json["status"] == second.json["status"] == "review"
+    assert json_body(first)["status"] == json_body(second)["status"] == "review"
     assert payments(session) == []
     [kept] = unparsed(session)
     assert kept.reason == "no operator pattern matched"
@@ -485,7 +487,7 @@ def test_forwarding_retry_adds_no_evidence(client: FlaskClient, session: Session
     forward(client, "Wave", WAVE_SMS)
     again = forward(client, "Wave", WAVE_SMS, received_at="2026-11-20T11:09:00Z")
 
-    assert again.json["outcome"] == "repeat"
+    assert json_body(again)["outcome"] == "repeat"
     assert evidence_count(session) == 1
 
 
@@ -496,7 +498,7 @@ def test_trusted_device_payment_is_confirmed(client: FlaskClient, session: Sessi
     assert (payment.status, payment.confirmed) == (PaymentStatus.RECEIVED, True)
 
 
-def test_custom_patterns_file_is_used(db_url: str, redis_url: str, session: Session, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_custom_patterns_file_is_used(db_url: str, redis_url: str, session: Session, tmp_path: Path) -> None:
     patterns = tmp_path / "sms.toml"
     patterns.write_text(
         """
@@ -534,7 +536,7 @@ def test_forwarded_text_then_webhook_is_one_confirmed_payment(
 
     response = post_wave(client, fixture_payload("wave_merchant_payment_received.json"))
 
-    assert response.json["outcome"] == "confirmed"
+    assert json_body(response)["outcome"] == "confirmed"
     [payment] = payments(session)
     assert (payment.status, payment.confirmed) == (PaymentStatus.RECEIVED, True)
     assert (payment.account_reference, payment.payer_phone) == ("4827315", "+221771234567")  # filled in
@@ -550,7 +552,7 @@ def test_webhook_then_forwarded_text_only_adds_evidence(client: FlaskClient, ses
     post_wave(client, fixture_payload("wave_merchant_payment_received.json"))
     response = forward(client, "Wave", WAVE_SMS)
 
-    assert response.json["outcome"] == "evidence"
+    assert json_body(response)["outcome"] == "evidence"
     [payment] = payments(session)
     assert (payment.status, payment.confirmed) == (PaymentStatus.RECEIVED, True)
     assert evidence_count(session, payment.id) == 2
@@ -562,7 +564,7 @@ def test_daraja_and_forwarded_mpesa_text_are_one_payment(client: FlaskClient, se
     add_device(session)
     post_json(client, "/payments/daraja/confirm", fixture_payload("mpesa_c2b_confirmation.json"))
     sender, text = next(line for line in operator_lines() if "RKTQDM7W6S" in line[1])
-    assert forward(client, sender, text).json["outcome"] == "evidence"  # 0708374149 is 254708374149
+    assert json_body(forward(client, sender, text))["outcome"] == "evidence"  # 0708374149 is 254708374149
     [payment] = payments(session)
     assert payment.status == PaymentStatus.RECEIVED and evidence_count(session) == 2
 
@@ -592,14 +594,14 @@ def test_modified_replay_is_a_conflict(
 
     response = post_wave(client, modified)
 
-    assert response.status_code == 200 and response.json["outcome"] == "conflict"
+    assert response.status_code == 200 and json_body(response)["outcome"] == "conflict"
     [payment] = payments(session)
     assert payment.status == PaymentStatus.CONFLICT
     assert payment.amount == 3500  # the first report's fields stay: nothing applied twice
     assert evidence_count(session, payment.id) == 2
     conflict = session.scalar(select(ReconciliationEvent).where(ReconciliationEvent.rule == "conflict"))
     assert conflict is not None and conflict.before_status == "RECEIVED"
-    assert differs in conflict.details["differences"]
+    assert conflict.details is not None and differs in conflict.details["differences"]
     assert waiting_for_reconcile(redis_url) == [payment.id]  # only the first report's run
 
 

@@ -24,14 +24,23 @@ from models.messaging.outbox import attach_dispatch
 from models.payments.intake import Report, record_report
 from models.payments.payment import Payment, PaymentRequest, ReconciliationEvent
 from models.payments.references import create_payment_request
-from models.reconciliation.batch import reconcile_payment
+from models.reconciliation.batch import reconcile_payment, reconcile_payments
 from models.reconciliation.staff_actions import manual_match, undo_payment
 from models.schemes.scheme import Scheme
 from tests import factories
 from tests.backends import RECONCILE_QUEUE, RQ_QUEUE
 from tests.conftest import make_test_app
 from tests.factories import make_household, make_network
-from tests.payment_helpers import PAID_AT, WAVE_SECRET, add_device, fixture_payload, forward, post_wave, store_report
+from tests.payment_helpers import (
+    PAID_AT,
+    WAVE_SECRET,
+    add_device,
+    fixture_payload,
+    forward,
+    json_body,
+    post_wave,
+    store_report,
+)
 
 FULL_YEAR = 15_000  # CMU standard, 4 members: 1,000 fee + 4 × 7,000 × 50 %
 PAYER = "+221771234567"
@@ -77,9 +86,14 @@ def reconcile(session: Session, payment: Payment, **kwargs: Any) -> str:
 
 def request_for(session: Session, scheme: Scheme, owner: Household | Network, **kwargs: Any) -> PaymentRequest:
     """Create an open payment request and commit."""
-    key = "household" if isinstance(owner, Household) else "network"
     request = create_payment_request(
-        session, scheme=scheme, channel="ussd", now=utcnow(), **{key: owner}, **{"amount": FULL_YEAR, **kwargs}
+        session,
+        scheme=scheme,
+        household=owner if isinstance(owner, Household) else None,
+        network=owner if isinstance(owner, Network) else None,
+        channel="ussd",
+        now=utcnow(),
+        **{"amount": FULL_YEAR, **kwargs},
     )
     session.commit()
     return request
@@ -167,6 +181,38 @@ def test_open_request_with_the_payer_phone_and_amount(session: Session, cmu: Sch
     )
 
 
+def test_in_a_batch_a_request_paid_by_an_earlier_payment_matches_no_later_one(
+    session: Session, cmu: Scheme, sent: list[int]
+) -> None:
+    household = make_household(session, cmu)
+    by_reference = request_for(session, cmu, household)
+    by_phone = request_for(session, cmu, make_household(session, cmu), payer_phone=PAYER, amount=7_000)
+    first = stored(session, reference=by_reference.reference, payer=None, txn="T_1")
+    again = stored(session, reference=by_reference.reference, payer=None, txn="T_2")
+    phone_first = stored(session, amount=7_000, payer="771234567", txn="T_3")
+    phone_again = stored(session, amount=7_000, payer="771234567", txn="T_4")
+    untouched = stored(session, amount=7_000, payer=None, txn="T_5")  # names nothing: matched as before
+    session.commit()
+
+    outcomes = reconcile_payments(session, [first.id, again.id, phone_first.id, phone_again.id, untouched.id])
+    session.commit()
+
+    assert [outcomes[p.id] for p in (first, again, phone_first, phone_again, untouched)] == [
+        "allocated",
+        "unmatched",
+        "allocated",
+        "unmatched",
+        "unmatched",
+    ]
+    assert (first.payment_request_id, phone_first.payment_request_id) == (by_reference.id, by_phone.id)
+    assert (
+        again.status_reason
+        == f"reference {by_reference.reference} is not an open payment request; payer phone unknown or masked"
+    )
+    assert again.payment_request_id is None and phone_again.payment_request_id is None
+    assert untouched.status_reason == "no account reference; payer phone unknown or masked"
+
+
 def test_payer_phone_of_exactly_one_household(session: Session, cmu: Scheme, sent: list[int]) -> None:
     household = make_household(session, cmu, phone=PAYER)
     payment = stored(session, payer="77 123 45 67")
@@ -233,7 +279,7 @@ def test_reconcile_twice_allocates_once_and_sends_one_receipt(session: Session, 
     state = account_state(session, household_id=household.id)
     assert state.balance >= 0
     received = messages(session)
-    assert sorted(m.dedupe_key for m in received) == [
+    assert sorted(m.dedupe_key or "" for m in received) == [
         f"receipt:{payment.id}:allocated",
         f"receipt:{payment.id}:allocated:1",
     ]
@@ -452,7 +498,7 @@ def test_forwarded_text_then_webhook_through_the_worker_and_the_api(
     post_wave(client, fixture_payload("wave_merchant_payment_received.json"))
     assert run_worker().returncode == 0
 
-    final = client.get("/api/payments/wave/T_4ZQ7WX2KX", headers=auth).json
+    final = json_body(client.get("/api/payments/wave/T_4ZQ7WX2KX", headers=auth))
     assert (final["status"], final["household_no"], final["amount"]) == ("ALLOCATED", household.household_no, 3500)
     [payment] = session.scalars(select(Payment).execution_options(populate_existing=True))
     assert len(payment.evidence) == 2
@@ -467,7 +513,7 @@ def test_payment_api_refuses_bad_tokens_and_unknown_payments(client: FlaskClient
     assert client.get("/api/payments/wave/T_4ZQ7WX2KX").status_code == 401
     assert client.get("/api/payments/wave/T_4ZQ7WX2KX", headers={"Authorization": "Bearer nope"}).status_code == 401
     ok = client.get("/api/payments/wave/T_4ZQ7WX2KX", headers={"Authorization": f"Bearer {secret}"})
-    assert ok.status_code == 200 and ok.json["status"] == "RECEIVED" and ok.json["household_no"] is None
+    assert ok.status_code == 200 and json_body(ok)["status"] == "RECEIVED" and json_body(ok)["household_no"] is None
     missing = client.get("/api/payments/wave/T_NOPE", headers={"Authorization": f"Bearer {secret}"})
     assert missing.status_code == 404
     token.revoked_at = utcnow()
@@ -518,7 +564,7 @@ def test_cli_list_show_match_reconcile(app: Flask, session: Session, cmu: Scheme
     session.commit()
     session.refresh(matched)
     assert matched.status == PaymentStatus.REVERSED
-    assert session.scalar(select(func.count(ReconciliationEvent.id))) >= 8
+    assert session.execute(select(func.count(ReconciliationEvent.id))).scalar_one() >= 8
 
 
 def test_reconcile_requests_coalesce_into_one_drain_per_generation(redis_url: str) -> None:

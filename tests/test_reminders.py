@@ -63,7 +63,9 @@ def cmu(session: Session) -> Scheme:
     return factories.scheme(session, "cmu-thies")
 
 
-def covered_household(session: Session, scheme: Scheme, phone: str = PHONE, category: str = "standard") -> Household:
+def covered_household(
+    session: Session, scheme: Scheme, phone: str | None = PHONE, category: str = "standard"
+) -> Household:
     """Return a household of two that paid its first year on 1 January 2026."""
     household = factories.make_household(session, scheme, size=2, phone=phone, enrolled_on=date(2025, 12, 1))
     factories.pay(session, household, 8000, date(2026, 1, 1))
@@ -159,7 +161,7 @@ def test_stop_by_sms_is_honoured_and_start_restores_reminders(
 
 
 def test_who_gets_no_reminder(outbox: Session, cmu: Scheme) -> None:
-    phoneless = covered_household(outbox, cmu, phone=None)  # type: ignore[arg-type]
+    phoneless = covered_household(outbox, cmu, phone=None)
     subsidised = factories.make_household(
         outbox, cmu, size=3, category="bsf", phone="+221770000001", enrolled_on=date(2026, 1, 1)
     )

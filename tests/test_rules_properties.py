@@ -11,6 +11,7 @@ import itertools
 from datetime import date, timedelta
 from typing import Any
 
+from dateutil.relativedelta import relativedelta
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
@@ -157,3 +158,9 @@ def test_any_history_keeps_the_invariants(
         check_invariants(session, household.id, reversed_any)
         check_reads(session, household.id, phone, on)
         session.commit()  # end the reads: the money functions start their own write transaction
+
+
+@given(st.dates(date(1900, 1, 1), date(2200, 12, 31)), st.integers(-1200, 1200))
+def test_add_months_is_relativedelta(day: date, months: int) -> None:
+    """Calendar months added as relativedelta adds them: the same day, clamped to the end of a shorter month."""
+    assert add_months(day, months) == day + relativedelta(months=months)

@@ -7,6 +7,7 @@ from datetime import date
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from redis import Redis
 
 from models.access.rate_limit import RateLimit, allow
 from models.messaging.commands import MASK, Command, CommandKind, mask_secrets, parse_command
@@ -136,7 +137,7 @@ def test_daytime_hours() -> None:
     assert in_daytime(time(23, 0), time(22, 0), time(6, 0))
 
 
-def test_rate_limit_counts_each_event_once(redis_client) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limit_counts_each_event_once(redis_client: Redis) -> None:
     rule = RateLimit("test", limit=2, window_seconds=60)
     assert allow(redis_client, rule, "+221770000000", "a", now=1000)
     assert allow(redis_client, rule, "+221770000000", "a", now=1001)  # a replay counts once

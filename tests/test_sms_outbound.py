@@ -11,6 +11,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -22,13 +23,14 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from urllib3.exceptions import ProtocolError
 
 from models.base import Language, MessageStatus
 from models.members.household import Household
 from models.messaging.message import Message
-from models.messaging.outbox import OutboxNotAttached, attach_dispatch, send_sms
+from models.messaging.outbox import OutboxNotAttached, attach_dispatch, compose, queue_messages, send_sms
 from models.payments.references import LANGUAGE_FALLBACKS
 from models.schemes.amounts import Amount, format_amount
 from models.schemes.scheme_file import load_scheme, parse_scheme_file
@@ -47,7 +49,7 @@ AT_SMS_URL = "https://api.sandbox.africastalking.com/version1/messaging"
 AT_API_KEY = "at-test-api-key-0123456789"
 PHONE = "+221771234567"
 BLACKLISTED = "+221761234500"
-VALUES = {
+VALUES: dict[str, Any] = {  # a template's values, as `send_sms(**values)` takes them
     "reference": "4827316",
     "amount": "3500 F",
     "how_to_pay": "Wave 77 000 11 22",
@@ -115,10 +117,10 @@ def mocked_at() -> Iterator[responses.RequestsMock]:
         yield rsps
 
 
-def queue_one(session: Session, to: str = PHONE, template: str = "help", **kwargs: object) -> Message:
+def queue_one(session: Session, to: str = PHONE, template: str = "help", **kwargs: Any) -> Message:
     """Queue one SMS and commit."""
     values = {name: VALUES[name] for name in placeholders(template)}
-    message = send_sms(session, to, template, **{**values, **kwargs})  # type: ignore[arg-type]
+    message = send_sms(session, to, template, **{**values, **kwargs})
     session.commit()
     return message
 
@@ -190,7 +192,7 @@ def test_every_template_is_translated_with_the_same_placeholders() -> None:
     for language in LANGUAGES:
         catalogue = translations(language)
         for key, english in SMS_TEMPLATES.items():
-            text = catalogue.pgettext(key, english)
+            text = str(catalogue.pgettext(key, english))
             assert text, (language, key)
             if language != "en":
                 assert text != english, f"{key} not translated to {language}"
@@ -384,6 +386,51 @@ def test_redis_down_at_commit_keeps_the_message_for_the_sweeper(session: Session
     assert requeue_stuck(session, queue, older_than=timedelta(0)) == []
 
 
+def _columns(message: Message) -> dict[str, object]:
+    """Return what a queued message stores, its id and timestamps left out."""
+    skip = {"id", "created_at", "updated_at"}
+    return {c.key: getattr(message, c.key) for c in Message.__table__.columns if c.key not in skip}
+
+
+def test_queued_rows_are_the_rows_send_sms_writes_and_are_enqueued_after_commit(outbox: Session, queue: Queue) -> None:
+    household = make_household(outbox, Language.WO)
+    text = compose("receipt_review", household=household, amount="3500 F")
+    queue_messages(outbox, [text.row(PHONE, "receipt:7:review"), text.row("+221770000002", "receipt:7:review:1")])
+    assert queue.job_ids == []  # nothing is enqueued before the commit
+    outbox.commit()
+    first, second = outbox.scalars(select(Message).order_by(Message.id)).all()
+    assert queue.job_ids == [sms_group_job_id(first.id, 2)]
+    one = send_sms(outbox, PHONE, "receipt_review", household=household, dedupe_key="k", amount="3500 F")
+    outbox.commit()
+    assert _columns(first) == {**_columns(one), "dedupe_key": "receipt:7:review"}
+    assert (second.phone, second.body, second.attempts) == ("+221770000002", one.body, 0)
+    assert first.created_at is not None and first.updated_at is not None
+
+
+def test_queued_rows_rolled_back_are_never_sent(outbox: Session, queue: Queue) -> None:
+    row = compose("help", ussd_code="*1#").row(PHONE)
+    queue_messages(outbox, [row])
+    outbox.rollback()
+    with outbox.begin_nested():  # in a savepoint that rolls back alone
+        queue_messages(outbox, [row])
+        outbox.flush()
+        outbox.get_nested_transaction().rollback()  # type: ignore[union-attr]
+    outbox.commit()
+    assert queue.job_ids == []
+    assert outbox.scalar(select(func.count()).select_from(Message)) == 0
+
+
+def test_a_queued_row_whose_key_is_taken_fails_as_an_integrity_error(outbox: Session, queue: Queue) -> None:
+    send_sms(outbox, PHONE, "help", dedupe_key="once", ussd_code="*1#")
+    outbox.commit()
+    with pytest.raises(IntegrityError):
+        queue_messages(outbox, [compose("help", ussd_code="*1#").row(PHONE, "once")])
+        outbox.flush()
+    outbox.rollback()
+    outbox.commit()
+    assert outbox.scalar(select(func.count()).select_from(Message)) == 1
+
+
 # ---------------------------------------------------------------- AT transport (real SDK, HTTP mocked)
 
 
@@ -405,7 +452,9 @@ def test_success_stores_the_provider_id_status_and_cost(
     )
     assert (stored.transport, stored.attempts, stored.sent_at is not None) == ("africastalking", 1, True)
     (call,) = mocked_at.calls
-    form = urllib.parse.parse_qs(call.request.body)
+    body = call.request.body
+    assert isinstance(body, str)  # a form-encoded body
+    form = urllib.parse.parse_qs(body)
     assert form["username"] == ["sandbox"] and form["to"] == [PHONE]
     assert form["message"] == [stored.body]
     assert form["from"] == ["MUTUELLE"]  # the scheme's sender id
@@ -473,7 +522,7 @@ def test_errors_that_prove_nothing_was_sent_go_back_to_queued_for_rq(
     outbox: Session, at: AfricasTalkingTransport, mocked_at: responses.RequestsMock, failure: dict[str, object]
 ) -> None:
     message = queue_one(outbox)
-    mocked_at.post(AT_SMS_URL, **failure)  # type: ignore[arg-type]
+    mocked_at.post(AT_SMS_URL, **failure)
 
     with pytest.raises(TransientSendError):
         deliver(outbox, message.id, at, backoff=(0, 0), sleep=no_sleep)
@@ -585,7 +634,7 @@ def test_messages_committed_together_are_sent_by_one_job_each_claimed_once(
 ) -> None:
     monkeypatch.setattr(sms_jobs, "IN_JOB_BACKOFF_SECONDS", ())
     values = {name: VALUES[name] for name in placeholders("help")}
-    messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]  # type: ignore[arg-type]
+    messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]
     outbox.commit()
     assert queue.job_ids == [sms_group_job_id(messages[0].id, 3)]  # one job, not a fork per message
     mocked_at.post(AT_SMS_URL, json=at_answer(SUCCESS))
@@ -606,7 +655,7 @@ def test_a_group_job_hands_its_remaining_messages_on_when_a_drain_waits(
     job_env: None, outbox: Session, queue: Queue, mocked_at: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     values = {name: VALUES[name] for name in placeholders("help")}
-    messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]  # type: ignore[arg-type]
+    messages = [send_sms(outbox, f"+22177000000{i}", "help", **values) for i in range(3)]
     outbox.commit()
     queue.empty()
     Queue(RECONCILE_QUEUE, connection=queue.connection).enqueue("workers.reconcile.drain", job_id=drain_job_id(9))

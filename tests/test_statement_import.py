@@ -214,7 +214,7 @@ def test_other_reference_is_a_field_mismatch(session: Session) -> None:
     [mismatch] = result.report.of_kind(BreakKind.FIELD_MISMATCH)
     assert mismatch.provider_txn_id == "TCN9Z1ABCDE"
     assert mismatch.detail == "reference: statement SN-PK-000045, system SN-PK-000099"
-    assert session.get(Payment, mismatch.payment_id).status == PaymentStatus.CONFLICT  # type: ignore[union-attr]
+    assert session.get_one(Payment, mismatch.payment_id).status == PaymentStatus.CONFLICT
 
 
 def test_payments_of_the_statement_days_without_a_line_are_missing_in_statement(

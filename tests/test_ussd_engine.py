@@ -21,7 +21,6 @@ from menus.records import mask_input
 from menus.render import (
     GSM_BUDGET,
     UCS2_BUDGET,
-    Amount,
     Layout,
     Msg,
     apology,
@@ -32,7 +31,7 @@ from menus.render import (
     screen_length,
 )
 from menus.session_store import SessionStore, StoredSession
-from models.schemes.amounts import format_money
+from models.schemes.amounts import Amount, format_money
 from redis_keys import ussd_session_key
 from tests.conftest import ROOT
 
@@ -748,54 +747,63 @@ class CountingRedis(Redis):
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         self.commands[str(args[0]).upper()] += 1
-        return super().execute_command(*args, **options)
+        return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # unannotated in redis-py
+
+
+class CountingStore(SessionStore):
+    """A session store whose client counts its commands."""
+
+    client: CountingRedis
 
 
 @pytest.fixture
-def counting_store(redis_url: str) -> SessionStore:
+def counting_store(redis_url: str) -> CountingStore:
     client = CountingRedis.from_url(redis_url)
+    assert isinstance(client, CountingRedis)  # from_url is typed as returning a plain Redis
     client.commands = Counter()
-    return SessionStore(client, ttl=300)
+    return CountingStore(client, ttl=300)
 
 
 def hop(text: str, session_id: str = "ATUid_engine") -> Hop:
     return Hop(session_id, PHONE, text)
 
 
-def test_a_navigation_hop_is_one_redis_round_trip_with_no_data_load(counting_store: SessionStore) -> None:
+def test_a_navigation_hop_is_one_redis_round_trip_with_no_data_load(counting_store: CountingStore) -> None:
     data = full_data(size=8)
     answer_hop(hop(""), counting_store, data)
     answer_hop(hop("1"), counting_store, data)
     loads_before = Counter(data.loads)
-    counting_store.client.commands.clear()  # type: ignore[attr-defined]
+    counting_store.client.commands.clear()
     reply = answer_hop(hop("1*98"), counting_store, data)
-    assert counting_store.client.commands == {"GETEX": 1}  # type: ignore[attr-defined]
+    assert counting_store.client.commands == {"GETEX": 1}
     assert data.loads == loads_before
     assert reply.startswith("CON ")
 
 
 def test_unsaved_hops_replay_to_the_same_replies_and_a_long_replay_is_saved(
-    counting_store: SessionStore, redis_client: Redis
+    counting_store: CountingStore, redis_client: Redis
 ) -> None:
     data = full_data(size=8)
     texts = ["", "1", "1*0", "1*0*3", "1*0*3*0", "1*0*3*0*1", "1*0*3*0*1*0"]
     replies = [answer_hop(hop(text), counting_store, data) for text in texts]
     key = ussd_session_key("ATUid_engine")
-    stored = StoredSession.loads(redis_client.get(key))  # type: ignore[arg-type]
+    raw = redis_client.get(key)
+    assert raw is not None
+    stored = StoredSession.loads(raw)
     # Saved after the coverage load ("1"), then once three inputs had been replayed over it ("1*0*3*0").
     assert stored.text == "1*0*3*0"
     assert 0 < redis_client.ttl(key) <= 300
     # Every reply is the one a fresh replay from the dial gives, and a duplicate of an unsaved hop too.
     for text, reply in zip(texts, replies, strict=True):
         assert answer_hop(hop(text, session_id=f"fresh{len(text)}"), counting_store, data) == reply
-    counting_store.client.commands.clear()  # type: ignore[attr-defined]
+    counting_store.client.commands.clear()
     assert answer_hop(hop(texts[-1]), counting_store, data) == replies[-1]
     assert answer_hop(hop(texts[-2]), counting_store, data) == replies[-2]  # an earlier unsaved hop again
-    assert counting_store.client.commands == {"GETEX": 2}  # type: ignore[attr-defined]
+    assert counting_store.client.commands == {"GETEX": 2}
 
 
 def test_the_session_has_a_ttl_and_holds_state_language_text_and_reply(
-    counting_store: SessionStore, redis_client: Redis
+    counting_store: CountingStore, redis_client: Redis
 ) -> None:
     reply = answer_hop(hop("1"), counting_store, full_data())
     key = ussd_session_key("ATUid_engine")
@@ -806,20 +814,20 @@ def test_the_session_has_a_ttl_and_holds_state_language_text_and_reply(
     assert (stored.text, stored.reply, stored.language, stored.state.screen) == ("1", reply, "fr", "coverage")
 
 
-def test_a_duplicate_hop_gets_the_cached_reply_and_no_effect_again(counting_store: SessionStore) -> None:
+def test_a_duplicate_hop_gets_the_cached_reply_and_no_effect_again(counting_store: CountingStore) -> None:
     data = full_data(languages=("fr", "en"))
     answer_hop(hop(""), counting_store, data)
     answer_hop(hop("5"), counting_store, data)
     first = answer_hop(hop("5*2"), counting_store, data)
-    counting_store.client.commands.clear()  # type: ignore[attr-defined]
+    counting_store.client.commands.clear()
     second = answer_hop(hop("5*2"), counting_store, data)
     assert second == first
-    assert counting_store.client.commands == {"GETEX": 1}  # type: ignore[attr-defined]
+    assert counting_store.client.commands == {"GETEX": 1}
     assert len(data.applied) == 1
 
 
 def test_a_lost_session_is_replayed_from_text_without_repeating_effects(
-    counting_store: SessionStore, clear_redis: Callable[[], None]
+    counting_store: CountingStore, clear_redis: Callable[[], None]
 ) -> None:
     data = full_data(languages=("fr", "en"))
     for text in ("", "5", "5*2"):
@@ -833,7 +841,7 @@ def test_a_lost_session_is_replayed_from_text_without_repeating_effects(
     assert list(data.applied) == [effect_key("ATUid_engine", 2, "5*2")]
 
 
-def test_a_text_that_does_not_extend_the_stored_one_is_replayed(counting_store: SessionStore) -> None:
+def test_a_text_that_does_not_extend_the_stored_one_is_replayed(counting_store: CountingStore) -> None:
     data = full_data()
     replies = [answer_hop(hop(text), counting_store, data) for text in ("", "1", "2", "2*1", "2*1*1")]
     assert replies[1].startswith("CON Couverture")

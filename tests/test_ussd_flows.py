@@ -225,7 +225,7 @@ def test_five_wrong_pins_lock_the_agent_once_each_even_replayed(
         assert post_hop(client, sid, AGENT_PHONE, "*".join(inputs)) == reply  # lost session, replayed
         session.commit()
         session.expire_all()
-        assert session.get(Agent, agent.id).failed_attempts == attempt  # type: ignore[union-attr]
+        assert session.get_one(Agent, agent.id).failed_attempts == attempt
     inputs.append("2222")
     locked = post_hop(client, sid, AGENT_PHONE, "*".join(inputs))
     assert locked == "END Trop de PIN erronés. Réessayez dans 15 min."

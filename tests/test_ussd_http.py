@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Unpack
 
 import psycopg
 import pytest
@@ -39,7 +40,7 @@ from models.payments.payment import Payment, PaymentRequest
 from redis_keys import ussd_session_key
 from tests import backends
 from tests.conftest import CALLBACK_TOKEN, FIXTURES, make_test_app
-from tests.factories import make_household, make_network, pay, scheme
+from tests.factories import HouseholdOptions, make_household, make_network, pay, scheme
 from tests.ussd_helpers import post_hop
 
 PHONE = "+221771234567"
@@ -61,8 +62,8 @@ def dial(client: FlaskClient) -> Dial:
     return run
 
 
-def cmu_household(session: Session, phone: str = PHONE, **kwargs: object) -> Household:
-    return make_household(session, scheme(session, "cmu-thies"), phone=phone, **kwargs)  # type: ignore[arg-type]
+def cmu_household(session: Session, phone: str = PHONE, **kwargs: Unpack[HouseholdOptions]) -> Household:
+    return make_household(session, scheme(session, "cmu-thies"), phone=phone, **kwargs)
 
 
 def covered_cmu_household(session: Session, phone: str = PHONE) -> Household:
@@ -162,7 +163,7 @@ def test_language_change_is_stored_once_and_the_menu_follows(
     clear_redis()
     assert post_hop(client, sid, PHONE, "5*2") == changed  # the key was lost: replayed
     session.expire_all()
-    assert session.get(Household, household.id).language == Language.EN  # type: ignore[union-attr]
+    assert session.get_one(Household, household.id).language == Language.EN
     assert session.scalar(select(func.count()).select_from(EffectKey)) == 1
     assert post_hop(client, sid, PHONE, "5*2*1").startswith("CON Coverage on")
 
@@ -286,7 +287,9 @@ def _form(sid: str, text: str) -> dict[str, str]:
 
 def test_the_fast_path_answers_as_the_flask_view_does(session: Session, app: Flask) -> None:
     cmu_household(session, size=8)
-    fast, slow = app.test_client(), Client(app.wsgi_app.wsgi_app)  # type: ignore[attr-defined]
+    fast_path = app.wsgi_app
+    assert isinstance(fast_path, ussd_handlers.UssdFastPath)  # in front of Flask's own WSGI callable
+    fast, slow = app.test_client(), Client(fast_path.wsgi_app)
     dispatched: list[str] = []
     request_started.connect(lambda sender, **_: dispatched.append("flask"), app, weak=False)
     for sid, texts in (("ATUid_f", ["", "1", "1*98", "1*98*0", "1*98*0*0*3"]), ("ATUid_s", ["3", "3*0*9"])):
@@ -411,7 +414,7 @@ def test_a_hop_after_redis_dropped_the_connection_still_answers(
     admin = Redis.from_url(redis_url)
     replies = []
     for text in ("", "3"):  # a SET, then a GETEX, each on a connection Redis has just closed (a restart)
-        admin.client_kill_filter(_id=store_client.client_id())
+        admin.client_kill_filter(_id=str(store_client.client_id()))
         replies.append(post_hop(client, "ATUid_rk2", PHONE, text))
     assert replies == expected
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Unpack
 
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
@@ -11,7 +12,7 @@ from menus.render import fits
 from models.base import Language
 from models.members.household import Household
 from tests.conftest import CALLBACK_TOKEN
-from tests.factories import make_household, scheme
+from tests.factories import HouseholdOptions, make_household, scheme
 
 PHONE = "+221771234567"
 
@@ -42,9 +43,11 @@ def hops(client: FlaskClient, phone: str, *inputs: str, session_id: str | None =
     return [post_hop(client, sid, phone, "*".join(inputs[:index])) for index in range(len(inputs) + 1)]
 
 
-def cmu_household(session: Session, phone: str = PHONE, language: Language = Language.FR, **kw: object) -> Household:
+def cmu_household(
+    session: Session, phone: str = PHONE, language: Language = Language.FR, **kw: Unpack[HouseholdOptions]
+) -> Household:
     """Return a CMU Thiès household (four people by default) whose head's phone is `phone`, in a language."""
-    household = make_household(session, scheme(session, "cmu-thies"), phone=phone, **kw)  # type: ignore[arg-type]
+    household = make_household(session, scheme(session, "cmu-thies"), phone=phone, **kw)
     household.language = language
     session.commit()
     return household

@@ -54,7 +54,7 @@ class SmsTransport(Protocol):
         ...
 
 
-class AtHttpError(AfricasTalkingException):
+class AtHttpError(AfricasTalkingException):  # type: ignore[misc]  # africastalking ships no types: Any base
     """A non-2xx answer from AT, with its HTTP status (the SDK keeps only the body)."""
 
     def __init__(self, status_code: int, body: str) -> None:
@@ -62,7 +62,7 @@ class AtHttpError(AfricasTalkingException):
         self.status_code = status_code
 
 
-class _SMSService(SMSService):  # type: ignore[misc]
+class _SMSService(SMSService):  # type: ignore[misc]  # africastalking ships no types: Any base
     """The SDK's SMS service (URL, form fields, sandbox host) with the HTTP status kept on errors."""
 
     def _make_request(

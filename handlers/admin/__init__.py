@@ -7,6 +7,8 @@ import functools
 from flask import Blueprint, Flask
 from flask_limiter import Limiter
 
+from handlers import sync_view
+
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 # Importing the modules registers their routes on `bp`.
@@ -17,6 +19,7 @@ from handlers.admin import (  # noqa: E402
     channels,
     formatting,
     households,
+    language,
     pages,
     payments,
     reports,
@@ -32,6 +35,7 @@ __all__ = [
     "channels",
     "formatting",
     "households",
+    "language",
     "pages",
     "payments",
     "register",
@@ -52,9 +56,10 @@ LOGIN_LIMITS = (
 def register(app: Flask) -> None:
     """Register the admin blueprint and rate-limit its sign-in form with the app's own limiter."""
     app.register_blueprint(bp)
+    language.init_language(app)
     limiter: Limiter = app.extensions["admin_limiter"]
     endpoint = f"{bp.name}.{auth.login.__name__}"
-    view = app.view_functions[endpoint]
+    view = sync_view(app.view_functions[endpoint])
     for setting, key_name in LOGIN_LIMITS:
         view = limiter.limit(
             functools.partial(_config_value, app, setting),

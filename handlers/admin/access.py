@@ -13,6 +13,8 @@ from sqlalchemy import select
 from extensions import db, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
+from handlers.admin.language import LANGUAGE_NAMES
+from handlers.admin.texts import gettext
 from models.access.agents import AgentError, create_agent, list_agents, unlock_agent
 from models.access.devices import (
     DeviceError,
@@ -38,7 +40,7 @@ def _field(name: str, limit: int = 200) -> str:
     return request.form.get(name, "").strip()[:limit]
 
 
-def _page(template: str, error: str | None = None, status: int = 200, **context: Any) -> ResponseReturnValue:
+def _page(template: str, error: str | None = None, status: int = 200, **context: Any) -> tuple[str, int]:
     return render_template(template, error=error, posted=request.form if error else {}, **context), status
 
 
@@ -52,8 +54,9 @@ def _done(endpoint: str, message: str) -> ResponseReturnValue:
 # ---------------------------------------------------------------- staff users
 
 
-def _staff_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
-    return _page("admin/staff.html", error, status, users=list_staff_users(db()), roles=list(StaffRole))
+def _staff_page(error: str | None = None, status: int = 200) -> tuple[str, int]:
+    users = list_staff_users(db())
+    return _page("admin/staff.html", error, status, users=users, roles=list(StaffRole), language_names=LANGUAGE_NAMES)
 
 
 @bp.get("/staff")
@@ -66,14 +69,17 @@ def staff() -> ResponseReturnValue:
 @bp.post("/staff")
 @role_required(StaffRole.ADMIN)
 def create_staff() -> ResponseReturnValue:
-    """Create a staff user with a role and an initial password."""
+    """Create a staff user with a role, a language and an initial password."""
     try:
         role = StaffRole(_field("role"))
-        user = create_staff_user(db(), _field("username"), request.form.get("password", ""), role).user
+        password = request.form.get("password", "")
+        language = _field("language", 5) or None
+        user = create_staff_user(db(), _field("username"), password, role, language=language).user
     except (StaffError, ValueError) as exc:
         db().rollback()
         return _staff_page(str(exc), 400)
-    return _done("admin.staff", f"User {user.username} created with role {user.role.value}.")
+    message = gettext("User %(name)s created with role %(role)s.", name=user.username, role=user.role.value)
+    return _done("admin.staff", message)
 
 
 @bp.post("/staff/<username>/deactivate")
@@ -85,13 +91,13 @@ def deactivate_staff(username: str) -> ResponseReturnValue:
     except StaffError as exc:
         db().rollback()
         return _staff_page(str(exc), 400)
-    return _done("admin.staff", f"User {user.username} deactivated.")
+    return _done("admin.staff", gettext("User %(name)s deactivated.", name=user.username))
 
 
 # ---------------------------------------------------------------- agents
 
 
-def _agents_page(error: str | None = None, status: int = 200) -> ResponseReturnValue:
+def _agents_page(error: str | None = None, status: int = 200) -> tuple[str, int]:
     return _page("admin/agents.html", error, status, agents=list_agents(db()), now=utcnow(), countries=_countries())
 
 
@@ -112,7 +118,7 @@ def create_agent_view() -> ResponseReturnValue:
     """Create an agent with a PIN (hashed; never shown again)."""
     country = _field("country", 2).upper() or None
     if country is not None and country not in _countries():
-        return _agents_page("Choose one of the schemes' countries.", 400)
+        return _agents_page(gettext("Choose one of the schemes' countries."), 400)
     try:
         agent = create_agent(
             db(),
@@ -125,7 +131,8 @@ def create_agent_view() -> ResponseReturnValue:
     except AgentError as exc:
         db().rollback()
         return _agents_page(str(exc), 400)
-    return _done("admin.agents", f"Agent {agent.phone} created for {agent.facility}.")
+    message = gettext("Agent %(phone)s created for %(facility)s.", phone=agent.phone, facility=agent.facility)
+    return _done("admin.agents", message)
 
 
 @bp.post("/agents/<int:agent_id>/unlock")
@@ -134,15 +141,15 @@ def unlock_agent_view(agent_id: int) -> ResponseReturnValue:
     """Clear an agent's wrong-PIN count and lock."""
     agent = next((a for a in list_agents(db()) if a.id == agent_id), None)
     if agent is None:
-        return _agents_page(f"No agent {agent_id}.", 404)
+        return _agents_page(gettext("No agent %(id)s.", id=agent_id), 404)
     unlock_agent(db(), agent.phone)
-    return _done("admin.agents", f"Agent {agent.phone} unlocked.")
+    return _done("admin.agents", gettext("Agent %(phone)s unlocked.", phone=agent.phone))
 
 
 # ---------------------------------------------------------------- API tokens
 
 
-def _tokens_page(error: str | None = None, status: int = 200, **extra: Any) -> ResponseReturnValue:
+def _tokens_page(error: str | None = None, status: int = 200, **extra: Any) -> tuple[str, int]:
     rate_limit = settings().API_RATE_LIMIT
     return _page("admin/tokens.html", error, status, tokens=list_tokens(db()), rate_limit=rate_limit, **extra)
 
@@ -166,7 +173,7 @@ def create_token() -> ResponseReturnValue:
         return _tokens_page(str(exc), 400)
     session.commit()
     log.info("admin: token %s created for %s (by %s)", token.name, token.facility, current_user.username)
-    body, status = _tokens_page(None, 200, created=token, plain=plain)  # type: ignore[misc]
+    body, status = _tokens_page(None, 200, created=token, plain=plain)
     # The plain token is in this response only: never cached, never stored, never shown again.
     return body, status, {"Cache-Control": "no-store"}
 
@@ -177,15 +184,15 @@ def revoke_token_view(token_id: int) -> ResponseReturnValue:
     """Revoke a token: requests with it get 401 from now on."""
     token = next((t for t in list_tokens(db()) if t.id == token_id), None)
     if token is None:
-        return _tokens_page(f"No token {token_id}.", 404)
+        return _tokens_page(gettext("No token %(id)s.", id=token_id), 404)
     revoke_token(db(), token.name, utcnow())
-    return _done("admin.tokens", f"Token {token.name} revoked.")
+    return _done("admin.tokens", gettext("Token %(name)s revoked.", name=token.name))
 
 
 # ---------------------------------------------------------------- collection devices
 
 
-def _devices_page(error: str | None = None, status: int = 200, **extra: Any) -> ResponseReturnValue:
+def _devices_page(error: str | None = None, status: int = 200, **extra: Any) -> tuple[str, int]:
     session = db()
     schemes = list(session.execute(select(Scheme.id, Scheme.name).order_by(Scheme.name)).tuples())
     refused = rejected_counts_by_device(session)
@@ -198,7 +205,7 @@ def _key_shown(device: CollectionDevice, plain: str, message: str) -> ResponseRe
     """Commit, then show the device's new key on this one response (never cached, never shown again)."""
     db().commit()
     log.info("admin: %s (by %s)", message, current_user.username)
-    body, status = _devices_page(None, 200, keyed=device, plain=plain)  # type: ignore[misc]
+    body, status = _devices_page(None, 200, keyed=device, plain=plain)
     return body, status, {"Cache-Control": "no-store"}
 
 
@@ -216,7 +223,7 @@ def register_device_view() -> ResponseReturnValue:
     raw_scheme = _field("scheme", 12)
     scheme_id = int(raw_scheme) if raw_scheme.isascii() and raw_scheme.isdigit() and len(raw_scheme) < 10 else None
     if scheme_id is not None and db().get(Scheme, scheme_id) is None:
-        return _devices_page("Choose a scheme from the list.", 400)
+        return _devices_page(gettext("Choose a scheme from the list."), 400)
     try:
         device, plain = register_device(
             db(),
@@ -253,7 +260,7 @@ def revoke_device_key_view(device_id: int) -> ResponseReturnValue:
     except DeviceError as exc:
         return _devices_page(str(exc), 404)
     revoke_device_key(db(), device)
-    return _done("admin.devices", f"Device {device.device_key}: key revoked.")
+    return _done("admin.devices", gettext("Device %(device)s: key revoked.", device=device.device_key))
 
 
 @bp.post("/devices/<int:device_id>/trust")
@@ -265,5 +272,8 @@ def trust_device(device_id: int) -> ResponseReturnValue:
     except DeviceError as exc:
         db().rollback()
         return _devices_page(str(exc), 404)
-    state = "trusted" if device.trusted else "untrusted"
-    return _done("admin.devices", f"Device {device.device_key} is now {state}.")
+    if device.trusted:
+        message = gettext("Device %(device)s is now trusted.", device=device.device_key)
+    else:
+        message = gettext("Device %(device)s is now untrusted.", device=device.device_key)
+    return _done("admin.devices", message)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -14,6 +13,7 @@ from extensions import db
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_date
+from handlers.admin.texts import gettext
 from models.base import PaymentStatus, StaffRole
 from models.coverage.suspensions import household_events, suspend_household, unsuspend_household
 from models.reconciliation.matching import suspense_candidates
@@ -37,7 +37,9 @@ def reason_field() -> str:
     return request.form.get("reason", "").strip()[:MAX_REASON]
 
 
-def render_payment(payment_id: int, error: str | None = None, form: str | None = None, status: int = 200) -> Any:
+def render_payment(
+    payment_id: int, error: str | None = None, form: str | None = None, status: int = 200
+) -> tuple[str, int]:
     """Render a payment's page, with an action form's error when one was refused."""
     dossier = payment_dossier(db(), payment_id)
     if dossier is None:
@@ -63,7 +65,7 @@ def render_payment(payment_id: int, error: str | None = None, form: str | None =
 def _payment_action(payment_id: int, form: str, act: Callable[[str], str]) -> ResponseReturnValue:
     reason = reason_field()
     if not reason:
-        return render_payment(payment_id, "Give a reason: it is kept in the reconciliation log.", form, 400)
+        return render_payment(payment_id, gettext("Give a reason: it is kept in the reconciliation log."), form, 400)
     session = db()
     session.rollback()  # the domain function opens its own write transaction and locks the payment
     try:
@@ -73,7 +75,7 @@ def _payment_action(payment_id: int, form: str, act: Callable[[str], str]) -> Re
         return render_payment(payment_id, str(exc), form, 400)
     session.commit()
     log.info("admin: %s on payment %s by %s: %s", form, payment_id, current_user.username, outcome)
-    flash(f"Payment #{payment_id}: {outcome}.")
+    flash(gettext("Payment #%(id)s: %(outcome)s.", id=payment_id, outcome=outcome))
     return redirect(url_for("admin.payment", payment_id=payment_id))
 
 
@@ -84,7 +86,7 @@ def match_payment(payment_id: int) -> ResponseReturnValue:
     number = request.form.get("number", "").strip()[:44]
     target = request.form.get("target", "household")
     if not number:
-        return render_payment(payment_id, "Give the household or network number.", "match", 400)
+        return render_payment(payment_id, gettext("Give the household or network number."), "match", 400)
     return _payment_action(
         payment_id,
         "match",
@@ -119,7 +121,7 @@ def refund_payment(payment_id: int) -> ResponseReturnValue:
     )
 
 
-def render_household(household_id: int, error: str | None = None, status: int = 200) -> Any:
+def render_household(household_id: int, error: str | None = None, status: int = 200) -> tuple[str, int]:
     """Render a household's page with its status history, and an error when a change was refused."""
     session = db()
     dossier = household_dossier(session, household_id, arg_date("date"))
@@ -140,7 +142,7 @@ def render_household(household_id: int, error: str | None = None, status: int = 
 def _household_action(household_id: int, act: Callable[[str], str]) -> ResponseReturnValue:
     reason = reason_field()
     if not reason:
-        return render_household(household_id, "Give a reason: it is kept in the household's history.", 400)
+        return render_household(household_id, gettext("Give a reason: it is kept in the household's history."), 400)
     session = db()
     session.rollback()
     try:
@@ -149,7 +151,7 @@ def _household_action(household_id: int, act: Callable[[str], str]) -> ResponseR
         session.rollback()
         return render_household(household_id, str(exc), 400)
     session.commit()
-    flash(f"Household {outcome}.")
+    flash(gettext("Household %(outcome)s.", outcome=outcome))
     return redirect(url_for("admin.household", household_id=household_id))
 
 

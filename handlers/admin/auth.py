@@ -5,18 +5,20 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_limiter.util import get_remote_address
-from flask_login import UserMixin, current_user, login_required, login_user, logout_user
+from flask_login import UserMixin, current_user, login_user, logout_user
+from flask_login import login_required as _untyped_login_required
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from extensions import db, login_manager, settings
 from handlers.admin import bp
+from handlers.admin.texts import gettext
 from models.access.staff import (
     authenticate_staff,
     end_staff_session,
@@ -29,10 +31,17 @@ from models.access.tables import StaffUser
 from models.base import StaffRole
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-class Staff(UserMixin):
+def login_required(view: F) -> F:
+    """Flask-Login's `login_required` (send anyone not signed in to sign-in), typed: the package has no types."""
+    return cast(F, _untyped_login_required(view))
+
+
+class Staff(UserMixin):  # type: ignore[misc]  # Flask-Login ships no types: its UserMixin base is Any
     """The signed-in staff member as Flask-Login sees it (no password hash kept in memory)."""
 
     def __init__(self, user: StaffUser, token: str) -> None:
@@ -40,31 +49,34 @@ class Staff(UserMixin):
         self.user_id = user.id
         self.username = user.username
         self.role = user.role
+        self.language = user.language.value
 
     def can(self, role: StaffRole) -> bool:
         """Return whether this member's role includes `role`."""
         return role_allows(self.role, role)
 
 
-@login_manager.user_loader
 def load_staff(token: str) -> Staff | None:
     """Return the staff member of a session cookie, or None when it is stale."""
     user = user_for_session_token(db(), token)
     return Staff(user, token) if user is not None else None
 
 
-def role_required(role: StaffRole) -> Callable[[F], F]:
+login_manager.user_loader(load_staff)
+
+
+def role_required(role: StaffRole) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Let signed-in staff whose role includes `role` through; send others to sign-in (401) or 403."""
 
-    def decorate(view: F) -> F:
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)
         @login_required
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             if not current_user.can(role):
                 abort(403)
             return view(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 
@@ -88,7 +100,7 @@ def login_address_rate_key() -> str:
     return f"address|{get_remote_address()}"
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Return a same-site admin path to go to after sign-in."""
     if target:
         parts = urlsplit(target)
@@ -111,30 +123,35 @@ def login() -> ResponseReturnValue:
     if user is None:
         session.rollback()
         return render_template(
-            "admin/login.html", error="Wrong username or password.", username=username, next=request.form.get("next")
+            "admin/login.html",
+            error=gettext("Wrong username or password."),
+            username=username,
+            next=request.form.get("next"),
         ), 401
     token = start_staff_session(session, user)
     session.commit()
     login_user(Staff(user, token))
-    return redirect(_safe_next(request.form.get("next")))
+    return redirect(safe_next(request.form.get("next")))
 
 
 @bp.post("/logout")
 @login_required
 def logout() -> ResponseReturnValue:
     """Sign the staff member out: the session ends in the database, so a copied cookie stops working too."""
+    message = gettext("Signed out.")  # in the user's language, before they are anonymous
     session = db()
     end_staff_session(session, current_user.id)
     session.commit()
     logout_user()
-    flash("Signed out.")
+    flash(message)
     return redirect(url_for("admin.login"))
 
 
 @bp.errorhandler(CSRFError)
 def csrf_failed(error: CSRFError) -> ResponseReturnValue:
     """Answer a form without a valid CSRF token with the sign-in page and a 400."""
-    return render_template("admin/login.html", error=f"The form expired or was forged ({error.description})."), 400
+    message = gettext("The form expired or was forged (%(reason)s).", reason=error.description)
+    return render_template("admin/login.html", error=message), 400
 
 
 @bp.app_context_processor

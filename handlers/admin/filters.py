@@ -8,6 +8,7 @@ from datetime import date
 from flask import abort, request
 
 from handlers.admin.params import arg_int, arg_text
+from handlers.admin.texts import gettext
 from models.base import EligibilityStatus
 from models.inputs import InputError
 from models.views.household_lists import HouseholdChoices, HouseholdFilters, check_household_filters
@@ -27,7 +28,15 @@ def arg_statuses(name: str = "status") -> tuple[EligibilityStatus, ...]:
                 status = EligibilityStatus(value)
             except ValueError:
                 allowed = ", ".join(s.value for s in EligibilityStatus)
-                abort(400, f"{name} must be one of {allowed} (not {value[:40]!r})")
+                abort(
+                    400,
+                    gettext(
+                        "%(name)s must be one of %(allowed)s (not %(value)s)",
+                        name=name,
+                        allowed=allowed,
+                        value=repr(value[:40]),
+                    ),
+                )
             if status not in wanted:
                 wanted.append(status)
     return tuple(s for s in EligibilityStatus if s in wanted)  # one order, so the form shows the choice
@@ -62,5 +71,5 @@ def arg_month(name: str = "month") -> date | None:
         return None
     match = _MONTH.match(raw)
     if match is None or not 1 <= int(match.group(2)) <= 12 or not 1900 <= int(match.group(1)) <= 2199:
-        abort(400, f"{name} must be a month YYYY-MM (not {raw[:20]!r})")
+        abort(400, gettext("%(name)s must be a month YYYY-MM (not %(value)s)", name=name, value=repr(raw[:20])))
     return date(int(match.group(1)), int(match.group(2)), 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
+from typing import Any, cast
 
 from flask import g
 from sqlalchemy import select
@@ -11,8 +12,9 @@ from sqlalchemy import select
 from extensions import db
 from handlers.admin import bp
 from models.base import utcnow
-from models.schemes.amounts import CURRENCY_EXPONENTS, format_amount
+from models.schemes.amounts import format_amount
 from models.schemes.scheme import Scheme
+from models.schemes.scheme_file import CURRENCY_EXPONENTS
 
 
 def _currencies() -> dict[str, tuple[int, str | None]]:
@@ -26,7 +28,7 @@ def _currencies() -> dict[str, tuple[int, str | None]]:
         for currency, exponent, language in rows:
             currencies[currency] = (exponent, str(language.value if hasattr(language, "value") else language))
         g.admin_currencies = currencies
-    return g.admin_currencies  # type: ignore[no-any-return]
+    return cast("dict[str, tuple[int, str | None]]", g.admin_currencies)
 
 
 @bp.app_template_filter("money")
@@ -64,7 +66,7 @@ def age(value: datetime | None) -> str:
 
 
 @bp.app_template_filter("pretty_json")
-def pretty_json(raw: str | dict | None) -> str:
+def pretty_json(raw: str | dict[str, Any] | None) -> str:
     """Indent a JSON payload for reading; other text is returned as is."""
     if raw is None:
         return ""

@@ -14,6 +14,7 @@ from handlers.admin.actions import render_household
 from handlers.admin.auth import role_required
 from handlers.admin.filters import household_filters
 from handlers.admin.params import page_args, query_without
+from handlers.admin.texts import gettext
 from models.base import StaffRole, utcnow
 from models.members.household import Network
 from models.members.networks import NetworkEdit, update_network
@@ -104,5 +105,5 @@ def edit_network(network_id: int) -> ResponseReturnValue:
         return _render_network(network_id, str(exc), 400)
     session.commit()
     log.info("admin: network %s contact and aliases edited by %s", network_id, current_user.username)
-    flash("Network saved.")
+    flash(gettext("Network saved."))
     return redirect(url_for("admin.network", network_id=network_id))

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from extensions import db, redis, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
+from handlers.admin.texts import gettext
 from models.base import StaffRole, utcnow
 from models.views.reports import overview as overview_figures
 from workers.queue_health import heartbeat_time, queue_depth, queue_health
@@ -39,7 +40,7 @@ def queues() -> ResponseReturnValue:
         health = queue_health(redis(), (settings().RECONCILE_QUEUE, settings().RQ_QUEUE))
     except RedisError as exc:
         log.warning("queues: Redis unreachable (%s)", type(exc).__name__)
-        return render_template("admin/queues.html", health=None, error="Redis does not answer."), 503
+        return render_template("admin/queues.html", health=None, error=gettext("Redis does not answer.")), 503
     return render_template(
         "admin/queues.html", health=health, heartbeat_at=heartbeat_time(health.heartbeat_age_seconds), error=None
     )

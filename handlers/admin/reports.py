@@ -11,6 +11,7 @@ from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.filters import arg_month
 from handlers.admin.params import arg_enum, arg_int, arg_text, query_without
+from handlers.admin.texts import gettext
 from models.base import StaffRole, utcnow
 from models.schemes.scheme import Scheme
 from models.views.scheme_reports import MAX_MONTHS, Grouping, ReportFilters, report_choices, scheme_report
@@ -29,19 +30,26 @@ def reports() -> ResponseReturnValue:
         return render_template("admin/reports.html", report=None, schemes=[], scheme=None)
     scheme = schemes[0] if scheme_id is None else next((s for s in schemes if s.id == scheme_id), None)
     if scheme is None:
-        abort(400, f"scheme: there is no scheme #{scheme_id}")
+        abort(400, gettext("scheme: there is no scheme #%(id)s", id=scheme_id))
     grouping = arg_enum("by", Grouping) or Grouping.NETWORK
     history = max(1, arg_int("months", DEFAULT_MONTHS, maximum=MAX_MONTHS) or DEFAULT_MONTHS)
     choices = report_choices(session, scheme)
     filters = ReportFilters(commune=arg_text("commune"), network=arg_text("network", limit=60))
     if filters.network and filters.network not in {code for code, _ in choices.networks}:
-        abort(400, f"network: {scheme.name} has no network with the code {filters.network!r}")
+        abort(
+            400,
+            gettext(
+                "network: %(scheme)s has no network with the code %(code)s",
+                scheme=scheme.name,
+                code=repr(filters.network),
+            ),
+        )
     now = utcnow()
     month = arg_month() or scheme.local_today(now)
     try:
         report = scheme_report(session, scheme, month, grouping=grouping, filters=filters, history=history, now=now)
     except ValueError as exc:
-        abort(400, f"month: {exc}")
+        abort(400, gettext("month: %(error)s", error=str(exc)))
     return render_template(
         "admin/reports.html",
         report=report,

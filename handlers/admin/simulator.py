@@ -15,6 +15,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
 from extensions import db, settings
+from handlers import sync_view
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import arg_int, arg_text
@@ -47,7 +48,7 @@ def forward(endpoint: str, **request_args: Any) -> Response:
     """Run a callback view in a request of its own, carrying the callback token; return its response."""
     query = {"token": settings().CALLBACK_TOKEN}
     with current_app.test_request_context(method="POST", query_string=query, **request_args):
-        return current_app.make_response(current_app.view_functions[endpoint]())
+        return current_app.make_response(sync_view(current_app.view_functions[endpoint])())
 
 
 @bp.get("/simulator")

@@ -14,6 +14,7 @@ from extensions import db, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.params import page_args
+from handlers.admin.texts import gettext
 from models.base import StaffRole
 from models.bulk import analyze
 from models.imports.statements import (
@@ -65,6 +66,10 @@ def _upload_page(error: str | None = None, status: int = 200) -> ResponseReturnV
     )
 
 
+def _too_large() -> str:
+    return gettext("The file is larger than %(size)s bytes.", size=f"{settings().UPLOAD_MAX_BYTES:,}")
+
+
 @bp.get("/statements")
 @role_required(StaffRole.VIEWER)
 def statements() -> ResponseReturnValue:
@@ -79,22 +84,22 @@ def upload_statement() -> ResponseReturnValue:
     try:
         upload = request.files.get("file")
     except RequestEntityTooLarge:
-        return _upload_page(f"The file is larger than {settings().UPLOAD_MAX_BYTES:,} bytes.", 413)
+        return _upload_page(_too_large(), 413)
     provider = request.form.get("provider", "").strip().lower()
     if provider not in _providers():
-        return _upload_page("Choose the operator the statement comes from.", 400)
+        return _upload_page(gettext("Choose the operator the statement comes from."), 400)
     if upload is None or not upload.filename:
-        return _upload_page("Choose a statement file.", 400)
+        return _upload_page(gettext("Choose a statement file."), 400)
     data = upload.read(settings().UPLOAD_MAX_BYTES + 1)
     if len(data) > settings().UPLOAD_MAX_BYTES:
-        return _upload_page(f"The file is larger than {settings().UPLOAD_MAX_BYTES:,} bytes.", 413)
+        return _upload_page(_too_large(), 413)
     session = db()
     session.rollback()
     try:
         result = import_statement(session, provider, upload.filename, data, imported_by=current_user.username)
     except (StatementError, FormatFileError) as exc:
         session.rollback()
-        return _upload_page(f"{upload.filename}: nothing imported. {exc}", 400)
+        return _upload_page(gettext("%(file)s: nothing imported. %(error)s", file=upload.filename, error=exc), 400)
     reconcile_after_commit(session, result.needs_reconcile, settings())
     session.commit()
     if not result.already_imported:

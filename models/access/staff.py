@@ -12,13 +12,15 @@ from sqlalchemy.orm import Session
 
 from models.access.hashing import hash_password, password_needs_rehash, verify_password
 from models.access.tables import StaffSession, StaffUser
-from models.base import StaffRole, utcnow
+from models.base import Language, StaffRole, utcnow
 
 MIN_PASSWORD_LENGTH = 10
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,79}$")
 # Verified when the username is unknown, so a wrong name costs as much time as a wrong password.
 _DUMMY_HASH = hash_password("not-a-real-password-0000")
 ROLE_RANK = {StaffRole.VIEWER: 1, StaffRole.OPERATOR: 2, StaffRole.ADMIN: 3}
+# The languages the admin speaks (locales/<lang>/LC_MESSAGES/admin.po); the first is the default, as for CMU staff.
+STAFF_LANGUAGES: tuple[Language, ...] = (Language.FR, Language.EN)
 
 
 class StaffError(ValueError):
@@ -49,16 +51,34 @@ def check_password_strength(password: str) -> None:
         raise StaffError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
 
 
+def staff_language(value: str | Language | None) -> Language:
+    """Return the admin language a value names; raise StaffError for one the admin does not speak."""
+    if value is None or value == "":
+        return STAFF_LANGUAGES[0]
+    code = str(value).strip().lower()
+    for language in STAFF_LANGUAGES:
+        if language.value == code:
+            return language
+    raise StaffError(f"the admin speaks {', '.join(language.value for language in STAFF_LANGUAGES)}, not {code!r}")
+
+
 def find_staff_user(session: Session, username: str) -> StaffUser | None:
     """Return the staff user with this username, if any."""
     return session.scalar(select(StaffUser).where(StaffUser.username == normalise_username(username)))
 
 
 def create_staff_user(
-    session: Session, username: str, password: str, role: StaffRole, *, if_missing: bool = False
+    session: Session,
+    username: str,
+    password: str,
+    role: StaffRole,
+    *,
+    if_missing: bool = False,
+    language: str | Language | None = None,
 ) -> CreatedUser:
     """Create a staff user with an argon2-hashed password (or return the existing one when `if_missing`)."""
     name = normalise_username(username)
+    chosen = staff_language(language)
     if not _USERNAME.match(name):
         raise StaffError("a username is 2-80 characters: letters, digits, '.', '_', '@', '-'")
     existing = find_staff_user(session, name)
@@ -67,7 +87,7 @@ def create_staff_user(
             return CreatedUser(existing, created=False)
         raise StaffError(f"user {name} already exists")
     check_password_strength(password)
-    user = StaffUser(username=name, password_hash=hash_password(password), role=role, active=True)
+    user = StaffUser(username=name, password_hash=hash_password(password), role=role, active=True, language=chosen)
     session.add(user)
     session.flush()
     return CreatedUser(user, created=True)
@@ -80,6 +100,16 @@ def set_staff_password(session: Session, username: str, password: str) -> StaffU
         raise StaffError(f"no user {normalise_username(username)}")
     check_password_strength(password)
     user.password_hash = hash_password(password)
+    return user
+
+
+def set_staff_language(session: Session, user_id: int, language: str | Language) -> StaffUser:
+    """Set the language the admin speaks to a staff user."""
+    user = session.get(StaffUser, user_id)
+    if user is None:
+        raise StaffError(f"no user {user_id}")
+    user.language = staff_language(language)
+    session.flush()
     return user
 
 

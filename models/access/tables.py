@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, CheckChannel, StaffRole, utcnow
+from models.base import Base, CheckChannel, Language, StaffRole, utcnow
 
 
 class StaffUser(Base):
@@ -21,6 +21,8 @@ class StaffUser(Base):
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    # The language the admin speaks to this user (models.access.staff.STAFF_LANGUAGES).
+    language: Mapped[Language] = mapped_column(default=Language.FR, server_default=Language.FR.value)
 
 
 class StaffSession(Base):

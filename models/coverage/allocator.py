@@ -7,7 +7,7 @@ queries: balances and fee state, the last live period of each household, its act
 source references are already allocated. `allocate` and `pay_network` then plan in memory, in call order,
 each one seeing what the earlier ones planned (the account books are updated as they go), exactly as if
 each had been written before the next was decided. `write` inserts the planned allocations, periods and
-ledger entries: one multi-row INSERT per table, whatever the number of payments.
+ledger entries: one `COPY` per table, whatever the number of payments.
 
 The same code serves a single allocation (`models.coverage.allocation.allocate` is an allocator of one) and the
 reconcile worker's batches, so there is one implementation of the rules that turn money into cover.
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from dateutil.relativedelta import relativedelta
-from sqlalchemy import ColumnElement, func, insert, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from models.base import HouseholdStatus, LedgerKind, MemberStatus
-from models.bulk import among, insert_rows, table_of
+from models.bulk import among, insert_many, insert_rows, table_of
 from models.coverage.ledger import (
     AccountState,
     account_state,
@@ -569,7 +569,7 @@ class Allocator:
     # Writing -----------------------------------------------------------------------------------------------
 
     def write(self) -> None:
-        """Insert everything planned: allocations, then periods, then entries (one multi-row INSERT each)."""
+        """Insert everything planned: allocations, then periods, then entries (one `COPY` each, `models.bulk`)."""
         planned = [p for p in self.pending if p.id is None]
         if not planned:
             return
@@ -631,7 +631,7 @@ class Allocator:
             for p in planned
             for e in p.entries
         ]
-        self.session.execute(insert(table_of(LedgerEntry)), entries)
+        insert_many(self.session, table_of(LedgerEntry), entries)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from models.coverage.premiums import (
     payment_choices,
 )
 from models.members.household import Household, Member, is_active_member
-from models.schemes.amounts import CURRENCY_EXPONENTS, format_amount
+from models.schemes.amounts import format_amount
+from models.schemes.scheme_file import CURRENCY_EXPONENTS
 
 
 class PeriodSpan(Protocol):

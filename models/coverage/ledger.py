@@ -191,12 +191,29 @@ def account_state(session: Session, *, account_id: int | None = None, household_
     return AccountState(balance=int(row[0]), fee_paid=int(row[1]) > 0)
 
 
+@functools.cache
+def _entry_fee_count() -> Any:
+    """Return `_fee_count` as one expression over an entry: a reversal looks up the entry it reverses by itself.
+
+    For many accounts at once: no join to every entry of the ledger (PostgreSQL hashes the whole table for it),
+    one primary-key lookup per reversal instead.
+    """
+    reversed_entry = aliased(LedgerEntry)
+    reversed_kind = select(reversed_entry.kind).where(reversed_entry.id == LedgerEntry.reverses_entry_id)
+    return case(
+        (LedgerEntry.kind == LedgerKind.FEE, 1),
+        (
+            LedgerEntry.kind == LedgerKind.REVERSAL,
+            case((reversed_kind.scalar_subquery() == LedgerKind.FEE, -1), else_=0),
+        ),
+        else_=0,
+    )
+
+
 def account_states(session: Session, account_ids: list[int]) -> dict[int, AccountState]:
     """Return the balance and fee state of each of these accounts (one query)."""
-    reversed_entry, fee_count = _fee_count()
     rows = session.execute(
-        select(LedgerEntry.account_id, func.sum(LedgerEntry.amount), func.sum(fee_count))
-        .outerjoin(reversed_entry, LedgerEntry.reverses_entry_id == reversed_entry.id)
+        select(LedgerEntry.account_id, func.sum(LedgerEntry.amount), func.sum(_entry_fee_count()))
         .where(among(session, LedgerEntry.account_id, account_ids))
         .group_by(LedgerEntry.account_id)
     )

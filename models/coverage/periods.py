@@ -17,11 +17,11 @@ Period dates:
 
 from __future__ import annotations
 
+from calendar import monthrange
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-from dateutil.relativedelta import relativedelta
 from sqlalchemy import exists, insert, select
 from sqlalchemy.orm import Session
 
@@ -61,8 +61,14 @@ class PeriodDates:
 
 
 def add_months(day: date, months: int) -> date:
-    """Return the same day `months` calendar months later, clamped to the end of a shorter month."""
-    return day + relativedelta(months=months)
+    """Return the same day `months` calendar months later, clamped to the end of a shorter month.
+
+    What `day + relativedelta(months=months)` returns, in a fraction of its time (a batch adds months thousands of
+    times).
+    """
+    year, month = divmod(day.year * 12 + day.month - 1 + months, 12)
+    month += 1
+    return date(year, month, min(day.day, monthrange(year, month)[1]))
 
 
 def period_end(start_on: date, months: int) -> date:

@@ -16,8 +16,9 @@ Both end in `status_of`, the one order of the rules. `tests/test_admin_reports.p
 
 from __future__ import annotations
 
+import typing
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -40,12 +41,15 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.selectable import Exists, ScalarSelect
 
 from models.base import EligibilityStatus, HouseholdStatus, PremiumKind
 from models.coverage.ledger import net_fee_count
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
 from models.coverage.premiums import FULL_SHARE_BP, band_monthly_column
 from models.members.household import Account, Household, Member, active_member_clause
+
+_Correlatable = TypeVar("_Correlatable", bound=Exists | ScalarSelect[Any])
 
 Date_ = ColumnElement[Any]  # a date-typed SQL expression
 
@@ -113,8 +117,9 @@ def status_of(
 
 def covered_column(status: ColumnElement[Any], grace_covered: Any) -> ColumnElement[bool]:
     """Return `Eligibility.covered` from the status column: active, or in grace where the scheme covers grace."""
-    return (status == EligibilityStatus.ACTIVE.value) | (
-        (status == EligibilityStatus.GRACE.value) & (grace_covered == True)  # noqa: E712 - SQL, not Python
+    return or_(
+        status == EligibilityStatus.ACTIVE.value,
+        and_(status == EligibilityStatus.GRACE.value, grace_covered == True),  # noqa: E712 - SQL, not Python
     )
 
 
@@ -126,13 +131,13 @@ def _live(period: Any) -> ColumnElement[bool]:
     return and_(period.household_id == Household.id, period.reversed_at.is_(None))
 
 
-def _correlated(subquery: Any, *own: Any) -> Any:
+def _correlated(subquery: _Correlatable, *own: Any) -> _Correlatable:
     """Return the subquery correlated to every table but its own, at any depth.
 
     SQLAlchemy's automatic correlation looks only at the statement right around a subquery: one nested deeper
     would otherwise add the household (or the table of dates) to its own FROM list, uncorrelated.
     """
-    return subquery.correlate_except(*own)
+    return typing.cast(_Correlatable, subquery.correlate_except(*own))  # each class's Self, lost in the union
 
 
 def status_column(on: Date_, since: Date_) -> ColumnElement[str]:

@@ -54,9 +54,9 @@ PROGRESS_EVERY_ROWS = 50_000
 # What an import writes (with the cover it books from enrolment and `paid_until`): analysed once committed.
 MODELS_WRITTEN = (Network, Household, Member, Account, CoveragePeriod, Allocation, LedgerEntry)
 # Core tables: bulk inserts skip the ORM's per-object bookkeeping.
-HOUSEHOLDS = cast(Table, Household.__table__)
-MEMBERS = cast(Table, Member.__table__)
-ACCOUNTS = cast(Table, Account.__table__)
+HOUSEHOLDS = Household.__table__
+MEMBERS = Member.__table__
+ACCOUNTS = Account.__table__
 
 _HOUSEHOLD_NO = re.compile(r"[A-Z0-9][A-Z0-9/_.-]{0,39}")
 _MEMBER_SUFFIX = re.compile(r"-\d{2}")

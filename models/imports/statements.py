@@ -157,11 +157,12 @@ def _format_from(name: str, entry: Any) -> StatementFormat:
             patterns[key] = None
             continue
         try:
-            patterns[key] = re.compile(str(source), re.IGNORECASE)
+            pattern = re.compile(str(source), re.IGNORECASE)
         except re.error as exc:
             raise FormatFileError(f"{where}.{key}: {exc}") from exc
-        if "value" not in patterns[key].groupindex:  # type: ignore[union-attr]
+        if "value" not in pattern.groupindex:
             raise FormatFileError(f"{where}.{key}: needs a group named `value`")
+        patterns[key] = pattern
     delimiter = str(entry.get("delimiter", ","))
     if len(delimiter) != 1:
         raise FormatFileError(f"{where}.delimiter must be one character")

@@ -1,10 +1,10 @@
 """The outbound SMS log: queue a templated SMS, and settle messages from delivery reports.
 
-`send_sms` only adds a QUEUED `Message` row. The session hands the ids of the messages it queued to
-its *dispatch* function after its transaction commits (`models.db.enqueue_after_commit`, one call for
-all of them), so a worker never looks for a row that is not committed, and a rolled-back transaction
-sends nothing. `extensions.db()` (web) and `workers.runtime.job_session()` (jobs) attach the RQ
-dispatch; a session without one refuses to queue.
+`send_sms` only adds a QUEUED `Message` row (`queue_messages`: many, as plain rows, for a batch). The
+session hands the ids of the messages it queued to its *dispatch* function after its transaction
+commits (`models.db.enqueue_after_commit`, one call for all of them), so a worker never looks for a
+row that is not committed, and a rolled-back transaction sends nothing. `extensions.db()` (web) and
+`workers.runtime.job_session()` (jobs) attach the RQ dispatch; a session without one refuses to queue.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from logs import mask_phone
 from models.base import MessageDirection, MessageStatus, utcnow
+from models.bulk import insert_rows, table_of
 from models.db import enqueue_after_commit
 from models.members.household import Household
 from models.messaging.message import DeliveryReport, Message
@@ -66,15 +67,53 @@ class _Committed:
 
     dispatch: Dispatch
 
-    def __call__(self, messages: list[Message]) -> None:
-        # A message added inside a savepoint that rolled back is transient again: it has no row to send.
-        ids = [message.id for message in messages if inspect(message).has_identity]
+    def __call__(self, messages: list[Message | int]) -> None:
+        # A message added inside a savepoint that rolled back is transient again: it has no row to send. (An id is
+        # that of a row inserted outside any savepoint: `queue_messages`.)
+        ids = [m if isinstance(m, int) else m.id for m in messages if isinstance(m, int) or inspect(m).has_identity]
         if ids:
             self.dispatch(ids)
 
 
-def _send_after_commit(session: Session, message: Message) -> None:
-    enqueue_after_commit(session, _Committed(session.info[DISPATCH_KEY]), [message])
+def _send_after_commit(session: Session, messages: list[Message | int]) -> None:
+    enqueue_after_commit(session, _Committed(session.info[DISPATCH_KEY]), messages)
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A templated SMS rendered once in its language, to be queued to one phone or several."""
+
+    template: str
+    language: str
+    body: str
+    encoding: str
+    segments: int
+    household_id: int | None
+
+    def row(self, to: str, dedupe_key: str | None = None) -> dict[str, Any]:
+        """Return the QUEUED outbound message of this text to a phone, as a row for `queue_messages`."""
+        return {
+            "direction": MessageDirection.OUTBOUND,
+            "phone": to,
+            "household_id": self.household_id,
+            "body": self.body,
+            "template": self.template,
+            "language": self.language,
+            "encoding": self.encoding,
+            "segments": self.segments,
+            "status": MessageStatus.QUEUED,
+            "dedupe_key": dedupe_key,
+        }
+
+
+def compose(template: str, language: str | None = None, household: Household | None = None, **values: Any) -> Composed:
+    """Render a template in the recipient's language: the one asked for, the household's, else its scheme's."""
+    scheme_language = household.scheme.default_language if household is not None else None
+    lang = resolve_language(language, household.language if household is not None else None, scheme_language)
+    body = render(template, lang, values)
+    shape = measure(body)
+    household_id = household.id if household is not None else None
+    return Composed(template, lang, body, shape.encoding, shape.segments, household_id)
 
 
 def send_sms(
@@ -100,25 +139,11 @@ def send_sms(
             return existing
     if household is not None and household.id is None:
         session.flush()
-    scheme_language = household.scheme.default_language if household is not None else None
-    lang = resolve_language(language, household.language if household is not None else None, scheme_language)
-    body = render(template, lang, values)
-    shape = measure(body)
-    message = Message(
-        direction=MessageDirection.OUTBOUND,
-        phone=to,
-        household_id=household.id if household is not None else None,
-        body=body,
-        template=template,
-        language=lang,
-        encoding=shape.encoding,
-        segments=shape.segments,
-        status=MessageStatus.QUEUED,
-        dedupe_key=dedupe_key,
-    )
+    text = compose(template, language, household, **values)
+    message = Message(**text.row(to, dedupe_key))
     if dedupe_checked:
         session.add(message)
-        _send_after_commit(session, message)
+        _send_after_commit(session, [message])
         return message
     try:
         with session.begin_nested():
@@ -131,9 +156,29 @@ def send_sms(
         if winner is None:
             raise
         return winner
-    _send_after_commit(session, message)
-    log.info("sms %s queued: %s to %s (%s, %s segment(s))", message.id, template, mask_phone(to), lang, shape.segments)
+    _send_after_commit(session, [message])
+    shape = f"{text.language}, {text.segments} segment(s)"
+    log.info("sms %s queued: %s to %s (%s)", message.id, template, mask_phone(to), shape)
     return message
+
+
+def queue_messages(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert QUEUED outbound messages (`Composed.row`s) in one statement; they are sent after the caller commits.
+
+    For a batch whose dedupe keys were looked for under a lock that serialises every writer of them (a reconcile
+    batch holds its payments' rows): no lookup, no savepoint. Written as plain rows, not ORM objects; inside a
+    savepoint, which may roll back on its own, they are added as `Message`s so that their ids are never handed on.
+    """
+    if DISPATCH_KEY not in session.info:
+        raise OutboxNotAttached("attach_dispatch(session, …) first (extensions.db() and job_session() do)")
+    if not rows:
+        return
+    if session.in_nested_transaction():
+        messages: list[Message | int] = [Message(**row) for row in rows]
+        session.add_all(messages)
+        _send_after_commit(session, messages)
+        return
+    _send_after_commit(session, [*insert_rows(session, table_of(Message), rows)])
 
 
 def record_delivery_report(

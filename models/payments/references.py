@@ -6,9 +6,9 @@ import random
 import secrets
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -135,12 +135,16 @@ def _by_caller_key(session: Session, caller_key: str) -> PaymentRequest | None:
 
 def expire_payment_requests(session: Session, now: datetime) -> int:
     """Mark open requests whose expiry has passed EXPIRED and return how many; the caller commits."""
-    result = session.execute(
-        update(PaymentRequest)
-        .where(PaymentRequest.status == RequestStatus.OPEN, PaymentRequest.expires_at <= now)
-        .values(status=RequestStatus.EXPIRED)
+    # An UPDATE answers a CursorResult (with its rowcount); SQLAlchemy 2.0 types Session.execute as any Result.
+    result = cast(
+        "CursorResult[Any]",
+        session.execute(
+            update(PaymentRequest)
+            .where(PaymentRequest.status == RequestStatus.OPEN, PaymentRequest.expires_at <= now)
+            .values(status=RequestStatus.EXPIRED)
+        ),
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return result.rowcount
 
 
 LANGUAGE_FALLBACKS = {"wo": "fr", "km": "en"}  # the same fallbacks as the USSD screens'

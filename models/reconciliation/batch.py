@@ -3,17 +3,20 @@
 A PROVISIONAL payment (known only from a forwarded text) is matched and shown but never allocated: it stays
 PROVISIONAL until a webhook or statement confirms it (intake then sends it back to RECEIVED and re-enqueues it).
 Allocation goes through `models.coverage.allocation.allocate` once per payment (source_ref `payment:<id>`); a network
-payment then pays the network's households' dues, soonest expiry first. Receipts go through `send_sms`, once per
-payment outcome (dedupe key `receipt:<payment id>:<outcome>`), only for confirmed payments; a network payment's
-summary (`receipt_network`: households paid, what is left) goes to the network's contact phone and the payer.
+payment then pays the network's households' dues, soonest expiry first. Receipts are queued (`outbox.compose`, then
+`queue_messages` with the batch) once per payment outcome (dedupe key `receipt:<payment id>:<outcome>`), only for
+confirmed payments; a network payment's summary (`receipt_network`: households paid, what is left) goes to the
+network's contact phone and the payer.
 
 Batches (`reconcile_payments`): one transaction locks its payments in id order and loads what the matching chain
 reads for all of them in a few queries (`MatchLookup`). A `models.coverage.allocator.Allocator` then locks the matched
 accounts (networks, then households, each in id order, so two workers' batches never deadlock) and reads their
 ledger state at once; each payment is settled in id order exactly as a single run would — its own allocation
 `payment:<id>`, its own receipt keys — but planned in memory, and the batch's allocations, periods, entries,
-events and receipts are written together at the end. If that write fails, the whole batch is rolled back and
-each of its payments is returned as "retry" for a run on its own.
+events and receipts are written together at the end (one `COPY` per table, `models.bulk`), its payments and paid
+requests with one UPDATE each: settling sets them on the ORM objects as committed values, so no flush compares
+thousands of objects. If that write fails, the whole batch is rolled back and each of its payments is returned as
+"retry" for a run on its own.
 """
 
 from __future__ import annotations
@@ -28,22 +31,23 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, insert, or_, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy.orm.attributes import set_committed_value
 
 from logs import mask_phone
 from models.base import PaymentStatus, RequestStatus, utcnow
-from models.bulk import among, preassign_ids, table_of
+from models.bulk import among, insert_many, preassign_ids, table_of, update_many
 from models.coverage.allocator import Allocator, PlannedAllocation
 from models.db import begin_write
 from models.members.phones import normalise_phone
 from models.messaging.message import Message
-from models.messaging.outbox import send_sms
-from models.payments.payment import Payment, ReconciliationEvent
+from models.messaging.outbox import compose, queue_messages
+from models.payments.payment import Payment, PaymentRequest, ReconciliationEvent
 from models.reconciliation.matching import (
     Match,
+    MatchAttempt,
     MatchLookup,
     candidates_detail,
     decide,
@@ -128,12 +132,37 @@ def lock_payment(session: Session, payment_id: int) -> Payment:
 
 @dataclass
 class _Batch:
-    """What the payments of one reconcile transaction share: lookups, receipts already stored, the allocator."""
+    """What the payments of one reconcile transaction share: lookups, receipts already stored, the allocator.
+
+    `direct` (a reconcile batch): what settling changes on its payments and requests is set on their ORM objects
+    as committed values, without change tracking, and written by the batch itself, one UPDATE per table.
+    Otherwise (a staff action) they are ORM changes, written by the session's flush.
+    """
 
     lookup: MatchLookup
     receipts: set[str]
     allocator: Allocator
+    direct: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # the receipts to queue
+    settled: dict[int, Payment] = field(default_factory=dict)  # direct: payments to write
+    paid: dict[int, PaymentRequest] = field(default_factory=dict)  # direct: requests to write
+    paid_ids: set[int] = field(default_factory=set)  # the requests its payments paid, and their payers' phones
+    paid_phones: set[str] = field(default_factory=set)
+
+
+def _assign(batch: _Batch | None, row: Payment | PaymentRequest, **values: Any) -> None:
+    """Change a payment (or a request) as settling does: in a direct batch, for the batch's UPDATE to write."""
+    if batch is None or not batch.direct:
+        for key, value in values.items():
+            setattr(row, key, value)
+        return
+    for key, value in values.items():
+        set_committed_value(row, key, value)
+    if isinstance(row, Payment):
+        batch.settled[row.id] = row
+    else:
+        batch.paid[row.id] = row
 
 
 _RECEIPT_KEYS = ("receipt:{}:allocated", "receipt:{}:allocated:1", "receipt:{}:review", "receipt:{}:review:1")
@@ -177,13 +206,13 @@ def reconcile_payments(
             todo.append(payment)
     if not todo:
         return outcomes
-    batch = _batch_of(session, todo)
+    batch = _batch_of(session, todo, direct=True)
     lookup = batch.lookup
     # Lock order: payments by id, then the matched accounts (networks, then households, by id), before any
     # payment is settled; the allocator plans each payment in id order and writes them all at the end. A batch
     # does not wait for accounts another worker's batch holds: those payments are left for a later run.
-    first = {p.id: decide(session, p, lookup).match for p in todo}
-    matches = [m for m in first.values() if m is not None]
+    first = {p.id: decide(session, p, lookup) for p in todo}
+    matches = [a.match for a in first.values() if a.match is not None]
     busy = batch.allocator.load(
         households=[m.household for m in matches if m.household is not None],
         networks=[m.network for m in matches if m.network is not None],
@@ -191,13 +220,11 @@ def reconcile_payments(
         skip_locked=len(todo) > 1 and not wait_for_locks,
     )
     for payment in todo:
-        match = first[payment.id]
+        match = first[payment.id].match
         if match is not None and busy.holds(match.household, match.network):
             outcomes[payment.id] = Outcome.DEFERRED
             continue
-        outcomes[payment.id] = _settle(session, payment, batch)
-        for column in _SETTLED_COLUMNS:  # the same columns for every payment: one UPDATE for the whole batch
-            flag_modified(payment, column)
+        outcomes[payment.id] = _settle(session, payment, batch, first[payment.id])
     try:
         _write(session, batch)
     except DBAPIError as exc:
@@ -210,20 +237,37 @@ def reconcile_payments(
     return outcomes
 
 
-def _batch_of(session: Session, payments: list[Payment]) -> _Batch:
+def _batch_of(session: Session, payments: list[Payment], direct: bool = False) -> _Batch:
     """Return what a batch of these (locked) payments shares: their lookups, stored receipts and an allocator."""
-    return _Batch(
-        MatchLookup(session, payments), _stored_receipts(session, [p.id for p in payments]), Allocator(session)
-    )
+    receipts = _stored_receipts(session, [p.id for p in payments])
+    return _Batch(MatchLookup(session, payments), receipts, Allocator(session), direct)
 
 
 def _write(session: Session, batch: _Batch) -> None:
-    """Write what a batch planned: allocations, periods, entries, receipts and events, one statement per table."""
-    preassign_ids(session)  # receipts: inserted with executemany, no RETURNING
+    """Write what a batch planned: allocations, periods, entries, receipts, events and (direct) the settled
+    payments and paid requests, one statement per table."""
+    preassign_ids(session)  # new ORM objects (events of a staff action): inserted with executemany, no RETURNING
     batch.allocator.write()
     if batch.events:
-        session.execute(insert(table_of(ReconciliationEvent)), batch.events)
+        insert_many(session, table_of(ReconciliationEvent), batch.events)
         batch.events.clear()
+    if batch.messages:
+        queue_messages(session, batch.messages)
+        batch.messages.clear()
+    if batch.settled:
+        now = utcnow()
+        rows = [
+            {"id": p.id, **{column: getattr(p, column) for column in _SETTLED_COLUMNS}, "updated_at": now}
+            for p in batch.settled.values()
+        ]
+        update_many(session, table_of(Payment), rows)
+        for payment in batch.settled.values():
+            set_committed_value(payment, "updated_at", now)
+        batch.settled.clear()
+    if batch.paid:
+        rows = [{"id": r.id, "status": r.status, "paid_at": r.paid_at} for _, r in sorted(batch.paid.items())]
+        update_many(session, table_of(PaymentRequest), rows)
+        batch.paid.clear()
     session.flush()
 
 
@@ -235,56 +279,63 @@ def reconcile_payment(session: Session, payment_id: int, retry_unmatched: bool =
     return outcome
 
 
-def _settle(session: Session, payment: Payment, batch: _Batch) -> Outcome:
-    """Match one locked, workable payment and allocate it when confirmed."""
-    # Matched again here: an earlier payment of the batch may have paid the request this one names.
-    attempt = decide(session, payment, batch.lookup)
+def _settle(session: Session, payment: Payment, batch: _Batch, attempt: MatchAttempt) -> Outcome:
+    """Match one locked, workable payment (`attempt`: its match before the batch settled any) and allocate it when
+    confirmed."""
+    if batch.lookup.reads_any(payment, batch.paid_ids, batch.paid_phones):
+        # Matched again: an earlier payment of the batch paid a request this one may name or be paid by.
+        attempt = decide(session, payment, batch.lookup)
     before = payment.status
     if attempt.conflict is not None:
         # Nothing moves a matched payment by itself: staff decide, and no ledger changes meanwhile.
-        payment.status = PaymentStatus.CONFLICT
-        payment.status_reason = attempt.conflict[:500]
+        _assign(batch, payment, status=PaymentStatus.CONFLICT, status_reason=attempt.conflict[:500])
         record_event(session, payment, before, attempt.conflict, rule="conflict", details=attempt.evidence, batch=batch)
         return Outcome.CONFLICT
     if attempt.match is None:
-        payment.status = PaymentStatus.UNMATCHED
-        payment.status_reason = attempt.reason[:500]
+        _assign(batch, payment, status=PaymentStatus.UNMATCHED, status_reason=attempt.reason[:500])
         details = {**attempt.evidence, "candidates": candidates_detail(attempt)}
         record_event(session, payment, before, attempt.reason, details=details, batch=batch)
         if payment.confirmed:
-            _receipt(session, payment, "review", batch=batch)
+            _receipt(session, payment, "review", batch)
         return Outcome.UNMATCHED
     match = attempt.match
     scheme = session.get(Scheme, match.scheme_id)
     assert scheme is not None
     if scheme.currency != payment.currency:
-        payment.status = PaymentStatus.UNMATCHED
-        payment.status_reason = f"paid in {payment.currency}, {scheme.code} is in {scheme.currency}"
-        record_event(session, payment, before, payment.status_reason, rule=match.rule, batch=batch)
+        reason = f"paid in {payment.currency}, {scheme.code} is in {scheme.currency}"
+        _assign(batch, payment, status=PaymentStatus.UNMATCHED, status_reason=reason)
+        record_event(session, payment, before, reason, rule=match.rule, batch=batch)
         if payment.confirmed:
-            _receipt(session, payment, "review", batch=batch)
+            _receipt(session, payment, "review", batch)
         return Outcome.UNMATCHED
-    apply_match(payment, match)
+    apply_match(payment, match, batch)
     if not payment.confirmed:
-        payment.status = PaymentStatus.PROVISIONAL
+        _assign(batch, payment, status=PaymentStatus.PROVISIONAL)
         note = "matched; provisional until a webhook or statement confirms it"
         record_event(session, payment, before, note, match.rule, details=attempt.evidence, batch=batch)
         return Outcome.PROVISIONAL
-    payment.status = PaymentStatus.MATCHED
+    _assign(batch, payment, status=PaymentStatus.MATCHED)
     record_event(
         session, payment, before, f"matched by {match.rule}", match.rule, details=attempt.evidence, batch=batch
     )
     return allocate_payment(session, payment, batch=batch)
 
 
-def apply_match(payment: Payment, match: Match) -> None:
-    payment.household = match.household
-    payment.network = match.network
-    payment.payment_request = match.request
-    payment.scheme_id = match.scheme_id
-    payment.match_rule = match.rule
-    payment.match_confidence = match.confidence
-    payment.status_reason = None
+def apply_match(payment: Payment, match: Match, batch: _Batch | None = None) -> None:
+    values: dict[str, Any] = {
+        "household": match.household,
+        "network": match.network,
+        "payment_request": match.request,
+        "scheme_id": match.scheme_id,
+        "match_rule": match.rule,
+        "match_confidence": match.confidence,
+        "status_reason": None,
+    }
+    if batch is not None and batch.direct:  # no flush copies the relationships' keys: set them too
+        values["household_id"] = match.household.id if match.household is not None else None
+        values["network_id"] = match.network.id if match.network is not None else None
+        values["payment_request_id"] = match.request.id if match.request is not None else None
+    _assign(batch, payment, **values)
 
 
 def local_date(payment: Payment, scheme: Scheme) -> date:
@@ -329,15 +380,18 @@ def allocate_payment(
         account = allocator.account(household=payment.household)
         result = allocator.allocate(account, payment.amount, ref, on, payment_id=payment.id)
         details = _allocation_details(result)
-    if payment.payment_request is not None and payment.payment_request.status == RequestStatus.OPEN:
-        payment.payment_request.status = RequestStatus.PAID
-        payment.payment_request.paid_at = utcnow()
+    request = payment.payment_request
+    if request is not None and request.status == RequestStatus.OPEN:
+        _assign(batch, request, status=RequestStatus.PAID, paid_at=utcnow())
+        batch.paid_ids.add(request.id)
+        if request.payer_phone:
+            batch.paid_phones.add(request.payer_phone)
     before = payment.status
-    payment.status = PaymentStatus.ALLOCATED
+    _assign(batch, payment, status=PaymentStatus.ALLOCATED)
     record_event(
         session, payment, before, f"allocated ({ref})", payment.match_rule, actor=actor, details=details, batch=batch
     )
-    _receipt(session, payment, "allocated", batch=batch, allocator=allocator, payout=payout)
+    _receipt(session, payment, "allocated", batch, payout=payout)
     if own:
         _write(session, batch)
     return Outcome.ALLOCATED
@@ -354,16 +408,15 @@ def _allocation_details(result: PlannedAllocation) -> dict[str, object]:
 
 
 def _receipt(
-    session: Session,
-    payment: Payment,
-    outcome: str,
-    batch: _Batch | None = None,
-    allocator: Allocator | None = None,
-    payout: NetworkPayout | None = None,
+    session: Session, payment: Payment, outcome: str, batch: _Batch, payout: NetworkPayout | None = None
 ) -> None:
-    """Queue the payer's (and the head's, or the network contact's) receipt for this outcome, once."""
+    """Queue the payer's (and the head's, or the network contact's) receipt for this outcome, once.
+
+    Every recipient gets the same text (the household's language, or the scheme's): rendered once, queued with the
+    batch's write. Under the payments' row locks the batch has already looked for their receipt keys.
+    """
     scheme = session.get(Scheme, payment.scheme_id) if payment.scheme_id else None
-    collecting = [scheme] if scheme is not None else batch.lookup.schemes if batch is not None else []
+    collecting = [scheme] if scheme is not None else batch.lookup.schemes
     exponents = [s.currency_exponent for s in collecting if s.currency == payment.currency]
     exponent = exponents[0] if exponents else currency_exponent(session, payment.currency)
     amount = Amount(payment.amount, payment.currency, exponent)
@@ -382,7 +435,8 @@ def _receipt(
         language = str(scheme.default_language)
         if payment.network.contact_phone:
             recipients.append(payment.network.contact_phone)
-    elif outcome == "allocated" and household is not None and scheme is not None and allocator is not None:
+    elif outcome == "allocated" and household is not None and scheme is not None:
+        allocator = batch.allocator
         on = local_date(payment, scheme)
         # What the allocator planned is the household's latest state (written or not yet).
         until = allocator.covered_until(household)
@@ -398,33 +452,27 @@ def _receipt(
             template, values = "receipt_due", {"household_no": household.household_no, "due": next_amount}
     else:
         template, values = "receipt_review", {}
-    payer = _payer_sms_number(session, payment, scheme, batch.lookup.countries if batch is not None else None)
+    payer = _payer_sms_number(session, payment, scheme, batch.lookup.countries)
     if payer and payer not in recipients:
         recipients.append(payer)
-    head = None if household is None else batch.lookup.head_of(household) if batch is not None else household.head
-    if head is not None and head.phone and head.phone not in recipients:
-        recipients.append(head.phone)
+    head = None if household is None else batch.lookup.head_phone(household)
+    if head and head not in recipients:
+        recipients.append(head)
     if household is None and language is None:  # suspense: the language of the scheme that collects this currency
-        language = (batch.lookup if batch is not None else MatchLookup(session, [])).suspense_language(payment.currency)
+        language = batch.lookup.suspense_language(payment.currency)
+    text = None
+    queued: list[str] = []
     for index, phone in enumerate(recipients):
         key = f"receipt:{payment.id}:{outcome}" + ("" if index == 0 else f":{index}")
-        if batch is not None and key in batch.receipts:
+        if key in batch.receipts:
             continue
-        send_sms(
-            session,
-            phone,
-            template,
-            language=language,
-            household=household,
-            dedupe_key=key,
-            # Under the payment's row lock the batch has already looked for this key: no second look needed.
-            dedupe_checked=batch is not None,
-            amount=amount,
-            **values,
-        )
-        if batch is not None:
-            batch.receipts.add(key)
-        log.info("receipt %s for payment %s queued to %s", template, payment.id, mask_phone(phone))
+        if text is None:
+            text = compose(template, language, household, amount=amount, **values)
+        batch.messages.append(text.row(phone, key))
+        batch.receipts.add(key)
+        queued.append(phone)
+    if queued:  # one line per payment (a batch logs thousands)
+        log.info("receipt %s for payment %s queued to %s", template, payment.id, ", ".join(map(mask_phone, queued)))
 
 
 def _payer_sms_number(

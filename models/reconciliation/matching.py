@@ -31,7 +31,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
 from models.bulk import among
@@ -235,8 +235,10 @@ class MatchLookup:
 
     def __init__(self, session: Session, payments: list[Payment]) -> None:
         self.now = utcnow()
-        # Every scheme (a handful), held so `session.get(Scheme, …)` never queries again in this batch.
-        self.schemes = list(session.scalars(select(Scheme)))
+        # Every scheme (a handful), held so `session.get(Scheme, …)` never queries again in this batch, with what the
+        # amount rules read: a lazy load while the batch settles its payments would flush them one by one.
+        loaded = (selectinload(Scheme.plans), selectinload(Scheme.subsidy_categories), selectinload(Scheme.bands))
+        self.schemes = list(session.scalars(select(Scheme).options(*loaded)))
         self.countries = sorted({scheme.country for scheme in self.schemes})
         self.numbers: dict[int, set[str]] = {}
         references: set[str] = set()
@@ -300,22 +302,22 @@ class MatchLookup:
             )
             for payer, household_id in rows:
                 self.paid_before.setdefault(str(payer), set()).add(household_id)
-        # Warm the identity map with every household a rule may pick, and read their heads (receipts go to them).
+        # Warm the identity map with every household a rule may pick, and read their heads' phones (for receipts).
         wanted = {r.household_id for r in self.requests_by_phone if r.household_id is not None}
         wanted |= {r.household_id for rs in self.requests_by_reference.values() for r in rs if r.household_id}
         wanted |= set(self.member_households.values()) | {i for ids in self.phone_households.values() for i in ids}
         wanted |= {h.id for h in self.households.values()}
         # Held here: the session's identity map keeps only objects something else refers to.
         self.owners: list[Household] = []
-        self.heads: dict[int, Member] = {}
+        self.head_phones: dict[int, str | None] = {}
         if wanted:
             self.owners = list(session.scalars(select(Household).where(among(session, Household.id, wanted))))
             heads = (
-                select(Member)
+                select(Member.household_id, Member.phone)
                 .join(Household, Member.household_id == Household.id)
                 .where(among(session, Household.id, wanted), Member.member_no == Household.head_member_no)
             )
-            self.heads = {member.household_id: member for member in session.scalars(heads)}
+            self.head_phones = dict(session.execute(heads).tuples().all())
         self._prefetch_fits(session, payments)
 
     def _prefetch_fits(self, session: Session, payments: list[Payment]) -> None:
@@ -354,14 +356,28 @@ class MatchLookup:
                 fit = household_fit(session, by_id[household_id], on, state=state, members=counts[household_id])
                 self.fits[(household_id, on)] = fit
 
-    def head_of(self, household: Household) -> Member | None:
-        """Return the head of a household this batch may pick (read with the households, not their members)."""
-        return self.heads.get(household.id) if household.id in self.heads else household.head
+    def head_phone(self, household: Household) -> str | None:
+        """Return the phone of the head of a household (of those this batch may pick: read with them, not their
+        members)."""
+        if household.id in self.head_phones:
+            return self.head_phones[household.id]
+        head = household.head
+        return head.phone if head is not None else None
 
     def suspense_language(self, currency: str) -> str | None:
         """Return the language of a payment no household claims: that of the one scheme collecting its currency."""
         defaults = {scheme.default_language for scheme in self.schemes if scheme.currency == currency}
         return str(defaults.pop()) if len(defaults) == 1 else None
+
+    def reads_any(self, payment: Payment, request_ids: set[int], payer_phones: set[str]) -> bool:
+        """Return whether matching the payment may read one of these requests (by id, or by payer phone).
+
+        In a batch only requests change as payments are settled (an earlier payment pays one): a payment that reads
+        none of those paid since it was matched would be matched the same again.
+        """
+        if payer_phones and not _numbers_of_payment(payment, self).isdisjoint(payer_phones):
+            return True
+        return any(r.id in request_ids for r in self.requests_by_reference.get(_reference_of(payment), ()))
 
     def _open(self, request: PaymentRequest) -> bool:
         return request.status == RequestStatus.OPEN and request.expires_at > self.now

@@ -4,6 +4,9 @@ Each template is a gettext message whose context (`msgctxt`) is the template key
 English text; the catalogues are `locales/<lang>/LC_MESSAGES/messages.po`, compiled to `.mo` by
 `make translations`. A catalogue whose `.mo` is missing or older than its `.po` is compiled in memory,
 so a fresh clone (or a deploy that skipped the compile step) still speaks every language.
+
+The staff admin's texts are another domain beside them, `locales/<lang>/LC_MESSAGES/admin.po` (French and
+English only), loaded by the same `translations(language, domain)`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 LOCALES_DIR = Path(__file__).resolve().parents[2] / "locales"
 DOMAIN = "messages"
+ADMIN_DOMAIN = "admin"
 LANGUAGES: tuple[str, ...] = tuple(language.value for language in Language)
 FALLBACK_LANGUAGE = Language.FR.value
 PLACEHOLDER_RE = re.compile(r"%\((\w+)\)s")
@@ -186,7 +190,12 @@ class TemplateError(ValueError):
 
 def placeholders(key: str) -> set[str]:
     """Return the names of the values the template needs."""
-    return set(PLACEHOLDER_RE.findall(_english(key)))
+    return set(_placeholders(key))
+
+
+@functools.cache
+def _placeholders(key: str) -> frozenset[str]:
+    return frozenset(PLACEHOLDER_RE.findall(_english(key)))
 
 
 def resolve_language(*candidates: str | None) -> str:
@@ -200,7 +209,7 @@ def resolve_language(*candidates: str | None) -> str:
 def render(key: str, language: str, values: Mapping[str, Any]) -> str:
     """Return the template in the language with its placeholders filled."""
     text = str(translations(resolve_language(language)).pgettext(key, _english(key)))
-    missing = placeholders(key) - set(values)
+    missing = _placeholders(key) - set(values)
     if missing:
         raise TemplateError(f"template {key!r} needs {', '.join(sorted(missing))}")
     language = resolve_language(language)
@@ -208,31 +217,31 @@ def render(key: str, language: str, values: Mapping[str, Any]) -> str:
 
 
 @functools.cache
-def translations(language: str) -> Translations:
+def translations(language: str, domain: str = DOMAIN) -> Translations:
     """Return the language's catalogue, compiling its `.po` in memory when the `.mo` is missing or stale."""
-    po_path, mo_path = _paths(language)
+    po_path, mo_path = _paths(language, domain)
     if not po_path.exists():
         raise TemplateError(f"no catalogue for language {language!r} at {po_path}")
     if _is_fresh(po_path, mo_path):
         with mo_path.open("rb") as fp:
-            return Translations(fp, domain=DOMAIN)
+            return Translations(fp, domain=domain)
     log.info("i18n: %s is missing or stale; compiling %s in memory (run `make translations`)", mo_path.name, language)
     buffer = io.BytesIO()
-    write_mo(buffer, _read_catalog(po_path), use_fuzzy=True)
+    write_mo(buffer, _read_catalog(po_path, domain), use_fuzzy=True)
     buffer.seek(0)
-    return Translations(buffer, domain=DOMAIN)
+    return Translations(buffer, domain=domain)
 
 
 def compile_catalogs(directory: Path = LOCALES_DIR) -> list[Path]:
-    """Compile every stale `.po` under the directory to its `.mo` (atomically) and return the files written."""
+    """Compile every stale `.po` (every domain) under the directory to its `.mo` atomically; return those written."""
     written = []
-    for po_path in sorted(directory.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
+    for po_path in sorted(directory.glob("*/LC_MESSAGES/*.po")):
         mo_path = po_path.with_suffix(".mo")
         if _is_fresh(po_path, mo_path):
             continue
         fd, tmp_name = tempfile.mkstemp(dir=po_path.parent, suffix=".mo.tmp")
         with os.fdopen(fd, "wb") as fp:
-            write_mo(fp, _read_catalog(po_path), use_fuzzy=True)
+            write_mo(fp, _read_catalog(po_path, po_path.stem), use_fuzzy=True)
         # Concurrent test processes may compile at once: the rename makes each write all-or-nothing.
         os.replace(tmp_name, mo_path)
         written.append(mo_path)
@@ -247,8 +256,8 @@ def _english(key: str) -> str:
         raise TemplateError(f"unknown SMS template {key!r}") from None
 
 
-def _paths(language: str) -> tuple[Path, Path]:
-    po_path = LOCALES_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+def _paths(language: str, domain: str = DOMAIN) -> tuple[Path, Path]:
+    po_path = LOCALES_DIR / language / "LC_MESSAGES" / f"{domain}.po"
     return po_path, po_path.with_suffix(".mo")
 
 
@@ -256,9 +265,9 @@ def _is_fresh(po_path: Path, mo_path: Path) -> bool:
     return mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime
 
 
-def _read_catalog(po_path: Path) -> Any:
+def _read_catalog(po_path: Path, domain: str = DOMAIN) -> Any:
     with po_path.open("rb") as fp:
-        return read_po(fp, domain=DOMAIN)
+        return read_po(fp, domain=domain)
 
 
 def _format_value(value: Any, language: str) -> str:

@@ -43,15 +43,20 @@ def is_gsm7(text: str) -> bool:
 
 def measure(text: str) -> SmsShape:
     """Return the encoding, length in units and segment count of the text sent as one SMS."""
-    if is_gsm7(text):
-        units = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
+    chars = set(text)
+    if chars <= _GSM7:
         single, per_part = GSM7_LIMITS
         encoding = GSM7
+        double = chars & GSM7_EXTENSION
     else:
-        # UCS-2 on the air is UTF-16: characters outside the BMP (emoji) take two units.
-        units = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
         single, per_part = UCS2_LIMITS
         encoding = UCS2
+        # UCS-2 on the air is UTF-16: characters outside the BMP (emoji) take two units.
+        double = {ch for ch in chars if ord(ch) > 0xFFFF}
+    if not double:  # one unit per character (most texts): the parts are whole runs of `per_part`
+        length = len(text)
+        return SmsShape(encoding, length, 1 if length <= single else -(-length // per_part))
+    units = [2 if ch in double else 1 for ch in text]
     return SmsShape(encoding, sum(units), _parts(units, single, per_part))
 
 

@@ -8,6 +8,8 @@
   const entry = document.getElementById("phone-entry");
   const phone = document.getElementById("sim-phone");
   const serviceCode = root.dataset.serviceCode;
+  // Words in the page's language (data-t-* attributes), English when the page has none.
+  function t(name, fallback) { return root.dataset[name] || fallback; }
   let sessionId = null;
   let inputs = [];
 
@@ -37,7 +39,7 @@
   async function send() {
     const keyed = entry.value.trim();
     if (sessionId === null) {
-      if (keyed !== serviceCode) { show("Unknown code. Dial " + serviceCode + ".", true); return; }
+      if (keyed !== serviceCode) { show(t("tUnknownCode", "Unknown code. Dial " + serviceCode + "."), true); return; }
       sessionId = Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
       inputs = [];
     } else {
@@ -50,7 +52,7 @@
       show(reply.screen, reply.ends);
       if (reply.ends) { sessionId = null; inputs = []; entry.value = serviceCode; }
     } catch (error) {
-      hangUp("Connection problem or invalid MMI code. (" + error.message + ")");
+      hangUp(t("tConnection", "Connection problem or invalid MMI code.") + " (" + error.message + ")");
     }
   }
 
@@ -58,7 +60,7 @@
     button.addEventListener("click", function () { entry.value += button.dataset.key; });
   });
   document.getElementById("phone-clear").addEventListener("click", function () { entry.value = entry.value.slice(0, -1); });
-  document.getElementById("phone-end").addEventListener("click", function () { hangUp("Call ended."); });
+  document.getElementById("phone-end").addEventListener("click", function () { hangUp(t("tEnded", "Call ended.")); });
   document.getElementById("phone-call").addEventListener("click", send);
   entry.addEventListener("keydown", function (event) { if (event.key === "Enter") { event.preventDefault(); send(); } });
 
@@ -78,7 +80,7 @@
       return;
     }
     if (tries > 0) setTimeout(function () { poll(after, tries - 1); }, 1000);
-    else note(replies, "(no reply yet: is the worker running?)");
+    else note(replies, t("tNoReply", "(no reply yet: is the worker running?)"));
   }
 
   document.getElementById("sms-form").addEventListener("submit", async function (event) {
@@ -89,7 +91,7 @@
       const sent = await post(root.dataset.sms, { phone: phone.value, text: text });
       poll(sent.after, 20);
     } catch (error) {
-      note(replies, "not sent (" + error.message + ")");
+      note(replies, t("tNotSent", "not sent") + " (" + error.message + ")");
     }
   });
 
@@ -105,11 +107,11 @@
       });
       const reply = paid.reply || {};
       result.textContent = paid.status === 200
-        ? "Payment sandbox/" + paid.txn_id + " " + reply.outcome + " (" + reply.payment_status + ")"
-        : "Refused: " + (reply.error || paid.status);
+        ? t("tPayment", "Payment") + " sandbox/" + paid.txn_id + " " + reply.outcome + " (" + reply.payment_status + ")"
+        : t("tRefused", "Refused:") + " " + (reply.error || paid.status);
       result.dataset.txnId = paid.txn_id;
     } catch (error) {
-      result.textContent = "not sent (" + error.message + ")";
+      result.textContent = t("tNotSent", "not sent") + " (" + error.message + ")";
     }
   });
 })();
