@@ -35,7 +35,7 @@ from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
 from models.payments.intake import Report, record_report
 from models.payments.payment import Payment, ReconciliationEvent
 from models.reconciliation.batch import reconcile_payment
-from models.views.listings import PaymentFilters, reconciliation_rows
+from models.views.listings import RECONCILIATION_CSV_HEADER, PaymentFilters, reconciliation_rows
 from redis_keys import clock_heartbeat_key
 from tests.admin_helpers import PASSWORDS, admin_app, csrf_token, db_session, login, seeded_url, signed_in, text_of
 from tests.backends import KEY_PREFIX, RQ_QUEUE
@@ -55,6 +55,7 @@ READ_PAGES = [
     "/admin/households/1",
     "/admin/networks",
     "/admin/networks/1",
+    "/admin/reports",
     "/admin/sms",
     "/admin/ussd",
     "/admin/checks",
@@ -71,6 +72,8 @@ LIST_PAGES = [
     "/admin/ussd",
     "/admin/checks",
     "/admin/networks",
+    "/admin/households",
+    "/admin/households?status=GRACE,LAPSED&commune=Pekesse",
 ]
 
 
@@ -263,7 +266,7 @@ def test_reconciliation_log_filters_and_csv_export(admin_app: Flask, db_session:
     assert exported.mimetype == "text/csv" and "attachment" in exported.headers["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(exported.get_data(as_text=True))))
     assert rows[0][:3] == ["event_id", "event_at", "actor"] and len(rows) - 1 == len(expected)
-    households = {row[-1] for row in rows[1:]}
+    households = {row[RECONCILIATION_CSV_HEADER.index("household_no")] for row in rows[1:]}
     communes = set(db_session.scalars(select(Household.commune).where(Household.household_no.in_(households))).all())
     assert communes == {"Pekesse"}
     assert {row[13] for row in rows[1:]} == {"ALLOCATED"}

@@ -24,6 +24,7 @@ from handlers.admin import (  # noqa: E402
     pages,
     payments,
     renewals,
+    reports,
     simulator,
     statements,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "payments",
     "register",
     "renewals",
+    "reports",
     "simulator",
     "statements",
 ]

@@ -12,13 +12,15 @@ from extensions import db
 from handlers.admin import bp
 from handlers.admin.actions import render_household
 from handlers.admin.auth import role_required
-from handlers.admin.params import arg_text, page_args, query_without
+from handlers.admin.filters import household_filters
+from handlers.admin.params import page_args, query_without
 from handlers.admin.texts import gettext
-from models.base import StaffRole
+from models.base import StaffRole, utcnow
 from models.members.household import Network
 from models.members.networks import NetworkEdit, update_network
-from models.views.dossiers import network_dossier, search_households
-from models.views.listings import network_households, networks_list
+from models.views.dossiers import network_dossier
+from models.views.household_lists import all_schemes, household_choices, households_page
+from models.views.listings import networks_list
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +28,15 @@ log = logging.getLogger(__name__)
 @bp.get("/households")
 @role_required(StaffRole.VIEWER)
 def households() -> ResponseReturnValue:
-    """Search households by household or member number, phone or name."""
-    text = arg_text("q") or ""
-    hits = search_households(db(), text) if text else []
-    return render_template("admin/households.html", q=text, hits=hits)
+    """List households with their eligibility today: searched by number, phone or name, filtered, page by page."""
+    schemes = all_schemes(db())
+    choices = household_choices(db(), schemes)
+    filters = household_filters(choices)
+    number, per_page = page_args()
+    page = households_page(db(), filters, utcnow(), number, per_page, schemes)
+    return render_template(
+        "admin/households.html", page=page, filters=filters, choices=choices, args=query_without("page")
+    )
 
 
 @bp.get("/households/<int:household_id>")
@@ -42,29 +49,42 @@ def household(household_id: int) -> ResponseReturnValue:
 @bp.get("/networks")
 @role_required(StaffRole.VIEWER)
 def networks() -> ResponseReturnValue:
-    """List networks."""
+    """List networks, by scheme and commune."""
     number, per_page = page_args()
+    choices = household_choices(db(), all_schemes(db()))
+    filters = household_filters(choices)
+    page = networks_list(db(), number, per_page, scheme_id=filters.scheme_id, commune=filters.commune)
     return render_template(
-        "admin/networks.html", page=networks_list(db(), number, per_page), args=query_without("page")
+        "admin/networks.html", page=page, filters=filters, choices=choices, args=query_without("page")
     )
 
 
 @bp.get("/networks/<int:network_id>")
 @role_required(StaffRole.VIEWER)
 def network(network_id: int) -> ResponseReturnValue:
-    """Show a network: its account balance and ledger, and its households page by page."""
+    """Show a network: its account balance and ledger, and its households with their eligibility, page by page."""
     return _render_network(network_id)
 
 
 def _render_network(network_id: int, error: str | None = None, status: int = 200) -> ResponseReturnValue:
+    schemes = all_schemes(db())  # kept: the dossier then finds the network's scheme in the session
     dossier = network_dossier(db(), network_id)
     if dossier is None:
         abort(404)
     number, per_page = page_args()
-    page = network_households(db(), network_id, number, per_page)
+    choices = household_choices(db(), schemes)
+    filters = household_filters(choices, network_id=network_id)
+    page = households_page(db(), filters, utcnow(), number, per_page, schemes)
     posted = request.form if error else {}
     html = render_template(
-        "admin/network.html", d=dossier, page=page, args=query_without("page"), error=error, posted=posted
+        "admin/network.html",
+        d=dossier,
+        page=page,
+        filters=filters,
+        choices=choices,
+        args=query_without("page"),
+        error=error,
+        posted=posted,
     )
     return html, status
 

@@ -10,11 +10,13 @@ from datetime import date
 from typing import NoReturn, TypeVar
 
 from flask import abort, request
+from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
-from extensions import settings
+from extensions import db, settings
 from models.base import PaymentStatus
 from models.inputs import MAX_INT, InputError, check_text, parse_query_date, parse_query_int
+from models.members.household import Network
 from models.views.listings import MAX_PER_PAGE, PaymentFilters
 
 E = TypeVar("E", bound=enum.Enum)
@@ -82,8 +84,19 @@ def payment_filters() -> PaymentFilters:
         status=arg_enum("status", PaymentStatus),
         scheme_id=arg_int("scheme"),
         commune=arg_text("commune"),
-        network_id=arg_int("network"),
+        network_id=arg_network("network"),
     )
+
+
+def arg_network(name: str) -> int | None:
+    """Return the network a query argument names by id or by code (as the households lists do); 400 if none."""
+    raw = request.args.get(name, "").strip()
+    if not raw or raw.isdigit():
+        return arg_int(name)
+    found = db().scalars(select(Network.id).where(Network.code == raw[:60]).order_by(Network.id).limit(2)).all()
+    if len(found) != 1:
+        abort(400, f"{name}: {'no network has' if not found else 'several networks have'} the code {raw[:60]!r}")
+    return found[0]
 
 
 def query_without(*names: str) -> MultiDict[str, str]:

@@ -146,6 +146,14 @@ def _fee_count() -> tuple[Any, Any]:
     return reversed_entry, fee_count
 
 
+def net_fee_count() -> tuple[Any, Any]:
+    """Return the alias of the entry a reversal reverses and an entry's part of the net fee count, joined to it.
+
+    +1 for a FEE entry, -1 for the reversal of one: the fee stands paid while their sum is positive (`account_state`).
+    """
+    return _fee_count()
+
+
 def household_account_columns(household_id: Any) -> tuple[Any, Any]:
     """Return correlated scalar subqueries (balance, net fee count) of a household's account, for a larger select.
 

@@ -1,4 +1,4 @@
-"""Everything the admin shows about one payment, one household or one network, and the household search."""
+"""Everything the admin shows about one payment, one household or one network, and what the household search finds."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from models.payments.payment import Payment, PaymentEvidence, ReconciliationEven
 from models.payments.statement import StatementLine
 from models.schemes.scheme import Scheme
 
-SEARCH_LIMIT = 50
 LEDGER_SHOWN = 200
 PAYMENTS_SHOWN = 50
 MESSAGES_SHOWN = 30
@@ -139,15 +138,6 @@ def payment_dossier(session: Session, payment_id: int) -> PaymentDossier | None:
     )
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    """A household found by the search, with the member that matched (or its head)."""
-
-    household: Household
-    member: Member
-    scheme_name: str
-
-
 def phone_candidates(session: Session, text: str) -> set[str]:
     """Return the E.164 numbers typed text may be, read in each scheme's country."""
     if not _PHONE_LIKE.match(text.strip()):
@@ -166,11 +156,12 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def search_households(session: Session, text: str, limit: int = SEARCH_LIMIT) -> list[SearchHit]:
-    """Find households by household or member number, member phone (any usual form) or name prefix."""
+def member_search_condition(session: Session, text: str) -> ColumnElement[bool]:
+    """Return the condition on `Member` (joined to its `Household`) that the search text finds.
+
+    A phone in any usual form, a household number (its head), a member number, or name prefixes.
+    """
     text = " ".join(text.split())
-    if not text:
-        return []
     numbers = phone_candidates(session, text)
     condition: ColumnElement[bool]
     if numbers:
@@ -190,15 +181,7 @@ def search_households(session: Session, text: str, limit: int = SEARCH_LIMIT) ->
             for word in text.split()[:4]
         ]
         condition = or_(by_number, and_(*words))
-    query = (
-        select(Household, Member, Scheme.name)
-        .join(Member, Member.household_id == Household.id)
-        .join(Scheme, Scheme.id == Household.scheme_id)
-        .where(condition)
-        .order_by(Household.household_no, Member.member_no)
-        .limit(limit)
-    )
-    return [SearchHit(household, member, name) for household, member, name in session.execute(query).tuples()]
+    return condition
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from models.access.tables import Agent, ApiToken, EligibilityCheck
 from models.base import MessageDirection, MessageStatus, PaymentStatus
 from models.coverage.premiums import funder_pays_all_clause
-from models.members.household import Household, Network
+from models.members.household import Household, Member, Network
 from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
 from models.payments.payment import Payment, ReconciliationEvent
 from models.payments.rejections import RejectedCallback
@@ -138,13 +138,53 @@ RECONCILIATION_CSV_HEADER = [
     "paid_at",
     "payment_status",
     "household_no",
+    "commune",
+    "network_code",
+    "network_name",
+    "head_member_no",
+    "head_name",
+    "payer_member_no",
 ]
+
+
+def _reconciliation_export_query(filters: PaymentFilters) -> Select[Any]:
+    """Return the log's query with where each payment belongs: commune, network, head and paying member.
+
+    The network is the household's, or the one a network payment paid; the commune the household's, or that
+    network's; the paying member the household's member whose phone paid, if any.
+    """
+    paid_to, households_network = aliased(Network), aliased(Network)
+    head, payer = aliased(Member), aliased(Member)
+    payer_no = (
+        select(payer.member_no)
+        .where(payer.household_id == Payment.household_id, payer.phone == Payment.payer_phone)
+        .order_by(payer.member_no)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        _reconciliation_query(filters)
+        .outerjoin(paid_to, paid_to.id == Payment.network_id)
+        .outerjoin(households_network, households_network.id == Household.network_id)
+        .outerjoin(head, and_(head.household_id == Household.id, head.member_no == Household.head_member_no))
+        .add_columns(
+            func.coalesce(Household.commune, paid_to.commune),
+            func.coalesce(households_network.code, paid_to.code),
+            func.coalesce(households_network.name, paid_to.name),
+            head.member_no,
+            head.first_name,
+            head.last_name,
+            payer_no,
+        )
+    )
 
 
 def reconciliation_rows(session: Session, filters: PaymentFilters) -> Iterator[list[str]]:
     """Yield every filtered reconciliation event as CSV cells, reading the database in batches."""
-    query = _reconciliation_query(filters).execution_options(yield_per=EXPORT_BATCH)
-    for event, payment, household_no in session.execute(query).tuples():
+    query = _reconciliation_export_query(filters).execution_options(yield_per=EXPORT_BATCH)
+    for event, payment, household_no, commune, code, name, head_no, first, last, payer_no in session.execute(
+        query
+    ).tuples():
         yield [
             str(event.id),
             event.created_at.isoformat(sep=" ", timespec="seconds"),
@@ -161,6 +201,12 @@ def reconciliation_rows(session: Session, filters: PaymentFilters) -> Iterator[l
             payment.paid_at.isoformat(sep=" ", timespec="seconds") if payment else "",
             payment.status.value if payment else "",
             household_no or "",
+            commune or "",
+            code or "",
+            name or "",
+            head_no or "",
+            f"{first} {last}" if head_no else "",
+            payer_no or "",
         ]
 
 
@@ -281,18 +327,16 @@ def rejected_callbacks(
     return paginate(session, query, number, per_page)
 
 
-def networks_list(session: Session, number: int = 1, per_page: int = 50) -> Page[tuple[Network, str]]:
-    """Return one page of networks with their scheme's name."""
-    query = select(Network, Scheme.name).join(Scheme, Scheme.id == Network.scheme_id).order_by(Network.name)
-    return paginate(session, query, number, per_page)
-
-
-def network_households(
-    session: Session, network_id: int, number: int = 1, per_page: int = 50
-) -> Page[tuple[Household]]:
-    """Return one page of a network's households by number."""
-    query = select(Household).where(Household.network_id == network_id).order_by(Household.household_no)
-    return paginate(session, query, number, per_page)
+def networks_list(
+    session: Session, number: int = 1, per_page: int = 50, scheme_id: int | None = None, commune: str | None = None
+) -> Page[tuple[Network, str]]:
+    """Return one page of networks with their scheme's name, of a scheme and a commune when given."""
+    query = select(Network, Scheme.name).join(Scheme, Scheme.id == Network.scheme_id)
+    if scheme_id is not None:
+        query = query.where(Network.scheme_id == scheme_id)
+    if commune:
+        query = query.where(Network.commune == commune)
+    return paginate(session, query.order_by(Network.name, Network.id), number, per_page)
 
 
 def distinct_values(values: Sequence[str | None]) -> list[str]:
