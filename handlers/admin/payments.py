@@ -57,11 +57,11 @@ def _numeric(cell: str) -> bool:
 def reconciliation_csv() -> ResponseReturnValue:
     """Download every reconciliation event the filters select, as CSV (streamed)."""
     filters = payment_filters()
-    session = db()
 
     def generate() -> Iterator[str]:
+        # The streaming's own session: the view's is closed with its request before the body is sent.
         yield _csv_line(RECONCILIATION_CSV_HEADER)
-        for cells in reconciliation_rows(session, filters):
+        for cells in reconciliation_rows(db(), filters):
             yield _csv_line(cells)
 
     name = f"reconciliation-{utcnow():%Y%m%d-%H%M}.csv"
