@@ -224,3 +224,48 @@ def test_phone_simulator_dials_and_shows_coverage(page: Page, server: Server) ->
     assert "Couverture" in screen and "ouvert jusqu'au" in screen, screen  # the shared words: Couvert jusqu'au …
     shot(p, "admin-simulator")
     assert CALLBACK_TOKEN not in p.content()
+
+
+def test_a_manager_goes_from_collection_by_network_to_reminding_those_who_have_not_renewed(
+    page: Page, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import csv
+    import io
+
+    from playwright.sync_api import expect
+
+    import handlers.admin.renewals as renewals_handlers
+    from models.base import utcnow
+    from models.views.renewals import RENEWAL_COLUMNS
+
+    # The server runs in this process: noon UTC today is within the demo scheme's daytime (Thies, 08:00–20:00).
+    noon = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
+    monkeypatch.setattr(renewals_handlers, "utcnow", lambda: noon)
+    p = page
+    p.goto(f"{server.url}/admin/reports?by=network")
+    link = p.locator("main table tbody a[href^='/admin/renewals?network=']").first
+    expect(link).to_be_visible()
+    href = link.get_attribute("href")
+    assert href is not None
+    code = href.split("network=", 1)[1]
+    link.click()
+    p.wait_for_url(re.compile(r"/admin/renewals\?network="))
+    expect(p.locator(f"select[name=network] option[value='{code}']")).to_have_attribute("selected", "")
+    expect(p.locator("#renewal-count")).not_to_have_text("Households in this list: 0")
+    rows = p.locator("main table tbody tr")
+    expect(rows.first.locator("td.lead a")).to_be_visible()
+    network_name = p.locator(f"select[name=network] option[value='{code}']").inner_text().strip()
+    for cell in p.locator("main table tbody td[data-label=Network]").all_inner_texts():
+        assert cell.strip() == network_name
+    shot(p, "admin-renewals")
+    p.locator("#remind-all button").click()
+    p.wait_for_url(re.compile(r"/admin/renewals\?network="))
+    expect(p.locator("p.flash")).to_have_text(re.compile(r"^Reminders: \d+ queued"))
+    with p.expect_download() as info:
+        p.get_by_role("link", name="Download CSV").click()
+    download = info.value
+    assert download.suggested_filename.startswith("renewals-")
+    text = Path(download.path()).read_text(encoding="utf-8-sig")
+    table = list(csv.reader(io.StringIO(text)))
+    assert table[0] == [name for name, _ in RENEWAL_COLUMNS]
+    assert len(table) > 1 and all(row[table[0].index("network_code")] == code for row in table[1:])
