@@ -213,23 +213,29 @@ def eligibility_on(
 
 def member_eligibility(session: Session, member: Member, on: date) -> Eligibility:
     """Return whether the member is covered on a date, with status, dates, amount due and reason."""
-    if not is_active_member(member.status, member.left_on, on):
-        # The member is not covered, but the household still reads its own amounts.
-        household = household_eligibility(session, member.household, on)
-        reason = "member deceased" if member.status == MemberStatus.DECEASED else "member left the household"
-        return Eligibility(
-            False,
-            EligibilityStatus.INACTIVE,
-            None,
-            None,
-            household.amount_due,
-            household.currency,
-            reason,
-            next_payment_amount=household.next_payment_amount,
-            next_payment_due=household.next_payment_due,
-            credit=household.credit,
-        )
-    return household_eligibility(session, member.household, on)
+    return member_answer(member.status, member.left_on, household_eligibility(session, member.household, on), on)
+
+
+def member_answer(status: MemberStatus, left_on: date | None, household: Eligibility, on: date) -> Eligibility:
+    """Return a member's eligibility from their household's: the household's, unless the member is not active.
+
+    An inactive member is not covered, but still reads the household's own amounts.
+    """
+    if is_active_member(status, left_on, on):
+        return household
+    reason = "member deceased" if status == MemberStatus.DECEASED else "member left the household"
+    return Eligibility(
+        False,
+        EligibilityStatus.INACTIVE,
+        None,
+        None,
+        household.amount_due,
+        household.currency,
+        reason,
+        next_payment_amount=household.next_payment_amount,
+        next_payment_due=household.next_payment_due,
+        credit=household.credit,
+    )
 
 
 def cover_sentences(answer: Eligibility, exponent: int) -> list[str]:

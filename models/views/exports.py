@@ -17,13 +17,14 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, aliased
 
 from models.base import EligibilityStatus
+from models.coverage.eligibility import member_answer
 from models.coverage.money import CoveragePeriod
 from models.members.household import Account, Household, Member, Network
 from models.payments.payment import Payment
 from models.schemes.scheme import Scheme
 from models.views.listings import EXPORT_BATCH, PaymentFilters
 from models.views.selection import HouseholdSelection
-from models.views.standing import Standing, household_standings, load_schemes, member_answer
+from models.views.standing import Standing, household_standings, load_schemes
 
 # (column, meaning): the header of each export, in order; docs/exports.md documents the same columns.
 HOUSEHOLD_COLUMNS = [

@@ -15,13 +15,13 @@ from datetime import date, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from models.base import EligibilityStatus, HouseholdStatus, MemberStatus
+from models.base import HouseholdStatus
 from models.bulk import among
 from models.coverage.eligibility import Eligibility, eligibility_on, periods_since
 from models.coverage.ledger import AccountState, account_states
 from models.coverage.money import CoveragePeriod
 from models.coverage.premiums import AmountDue, active_member_counts, amount_due
-from models.members.household import Account, Household, is_active_member
+from models.members.household import Account, Household
 from models.schemes.scheme import Scheme
 
 NO_ACCOUNT = AccountState(balance=0, fee_paid=False)
@@ -133,23 +133,4 @@ def _standing(household: Household, periods: list[Span], due_on: date, due: Amou
         run[1] if run else None,
         max((p.end_on for p in periods), default=None),
         members,
-    )
-
-
-def member_answer(status: MemberStatus, left_on: date | None, household: Eligibility, on: date) -> Eligibility:
-    """Return a member's eligibility from the household's answer (the rule of `member_eligibility`)."""
-    if is_active_member(status, left_on, on):
-        return household
-    reason = "member deceased" if status == MemberStatus.DECEASED else "member left the household"
-    return Eligibility(
-        False,
-        EligibilityStatus.INACTIVE,
-        None,
-        None,
-        household.amount_due,
-        household.currency,
-        reason,
-        next_payment_amount=household.next_payment_amount,
-        next_payment_due=household.next_payment_due,
-        credit=household.credit,
     )
