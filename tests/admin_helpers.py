@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
@@ -90,3 +91,24 @@ def text_of(response: TestResponse) -> str:
     """Return a page's visible text, tags stripped, whitespace collapsed."""
     body = re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))
     return re.sub(r"\s+", " ", body.replace("&#39;", "'").replace("&amp;", "&"))
+
+
+class QueryCounter:
+    """Count the SQL statements an engine runs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.count = 0
+
+    def __enter__(self) -> QueryCounter:
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *args: object) -> None:
+        self.count += 1
+
+
+MAX_QUERIES_PER_PAGE = 12

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from redis import Redis
 from rq import Queue, SimpleWorker
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import models
@@ -37,7 +37,18 @@ from models.payments.payment import Payment, ReconciliationEvent
 from models.reconciliation.batch import reconcile_payment
 from models.views.listings import RECONCILIATION_CSV_HEADER, PaymentFilters, reconciliation_rows
 from redis_keys import clock_heartbeat_key
-from tests.admin_helpers import PASSWORDS, admin_app, csrf_token, db_session, login, seeded_url, signed_in, text_of
+from tests.admin_helpers import (
+    MAX_QUERIES_PER_PAGE,
+    PASSWORDS,
+    QueryCounter,
+    admin_app,
+    csrf_token,
+    db_session,
+    login,
+    seeded_url,
+    signed_in,
+    text_of,
+)
 from tests.backends import KEY_PREFIX, RQ_QUEUE
 from tests.conftest import make_test_app
 
@@ -390,27 +401,6 @@ def test_queue_health_shows_failed_jobs_and_the_clock_heartbeat(admin_app: Flask
 
 
 # ---------------------------------------------------------------- queries per page
-
-
-class QueryCounter:
-    """Count the SQL statements an engine runs."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.count = 0
-
-    def __enter__(self) -> QueryCounter:
-        event.listen(self.engine, "before_cursor_execute", self._seen)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, *args: object) -> None:
-        self.count += 1
-
-
-MAX_QUERIES_PER_PAGE = 12
 
 
 @pytest.mark.parametrize("path", [*LIST_PAGES, "/admin/", "/admin/households?q=diop"])

@@ -6,12 +6,7 @@ save screenshots of the main pages there.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,106 +14,40 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
-import models
 from models.access.staff import create_staff_user
 from models.base import HouseholdStatus, PaymentStatus, StaffRole
-from models.db import dispose_engines, get_engine, make_engine
+from models.db import get_engine
 from models.members.household import Household
 from models.payments.payment import Payment
 from tests import backends
-from tests.conftest import CALLBACK_TOKEN, FIXTURES, ROOT, make_test_app
+from tests.browser_helpers import SCREENSHOTS, Server, demo_server, launch_chromium, serve
+from tests.conftest import CALLBACK_TOKEN, FIXTURES, ROOT
 
 if TYPE_CHECKING:  # Playwright itself is imported by the fixtures: only the browser tests need it
     from playwright.sync_api import Browser, Page
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 OPERATOR = ("ops", "operator-pass-123")
-SCREENSHOTS = os.environ.get("ADMIN_SCREENSHOTS")
 PHONE = "+221770000041"  # a demo head of household with one household
-
-
-def _chromium() -> str:
-    path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
-    if path is None:
-        message = "Chromium not found: apt-get install -y chromium"
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-class Server:
-    """The app served by werkzeug in a thread on 127.0.0.1, with its database and Redis URLs."""
-
-    def __init__(self, db_url: str, redis_url: str) -> None:
-        self.db_url = db_url
-        self.redis_url = redis_url
-        self.app = make_test_app(db_url, redis_url, TESTING=False, ADMIN_LOGIN_RATE_LIMIT="1000/minute")
-        self.http = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.http.server_port}"
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-
-    def run_worker(self) -> None:
-        """Run a real `rq worker --burst` on the app's queue (reconcile, SMS)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
-        env.update(
-            DATABASE_URL=self.db_url,
-            REDIS_URL=self.redis_url,
-            CALLBACK_TOKEN=CALLBACK_TOKEN,
-            AT_USERNAME="",
-            PYTHONPATH=str(ROOT),
-        )
-        settings = self.app.extensions["settings"]
-        cmd = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", self.redis_url]
-        cmd += ["--worker-class", "rq.SimpleWorker", settings.RECONCILE_QUEUE, settings.RQ_QUEUE]
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_space: backends.RedisSpace) -> Iterator[Server]:
     """Yield a running server on a demo-seeded SQLite database with an operator account."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'demo.db'}"
-    engine = make_engine(url)
-    models.Base.metadata.create_all(engine)
-    engine.dispose()
-    redis_space.clear()
-    running = Server(url, redis_space.url)
-    result = running.app.test_cli_runner().invoke(args=["demo", "seed"])
-    assert result.exit_code == 0, result.output
-    with Session(get_engine(url)) as session:
+    running = demo_server(tmp_path_factory.mktemp("browser"), redis_space)
+    with Session(get_engine(running.db_url)) as session:
         create_staff_user(session, OPERATOR[0], OPERATOR[1], StaffRole.OPERATOR, language="en")
         session.commit()
-    running.thread.start()
-    yield running
-    running.http.shutdown()
-    redis_space.clear()
-    dispose_engines()
+    yield from serve(running, redis_space)
 
 
 @pytest.fixture(scope="module")
 def browser(server: Server) -> Iterator[Browser]:
     """Yield a headless Debian Chromium driven by Playwright."""
-    from playwright.sync_api import sync_playwright
-
-    executable = _chromium()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+    with launch_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-import models
 from models.access.staff import create_staff_user
 from models.base import (
     EvidenceSource,
@@ -29,7 +28,7 @@ from models.base import (
     StaffRole,
     utcnow,
 )
-from models.db import dispose_engines, get_engine, make_engine
+from models.db import get_engine
 from models.imports.statements import import_statement
 from models.members.household import Household, Network
 from models.messaging.message import Message
@@ -39,8 +38,8 @@ from models.payments.statement import StatementImport
 from models.reconciliation.batch import reconcile_payment
 from models.reconciliation.staff_actions import manual_match
 from tests import backends
+from tests.browser_helpers import SCREENSHOTS, Server, demo_server, launch_chromium, serve
 from tests.conftest import FIXTURES, ROOT
-from tests.test_admin_browser import CHROMIUM_ARGS, SCREENSHOTS, Server, _chromium
 
 pytestmark = pytest.mark.browser
 
@@ -126,14 +125,7 @@ KHMER_GLYPHS = """(el) => {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_space: backends.RedisSpace) -> Iterator[Server]:
     """Yield a demo-seeded server with an admin reading French, a Khmer-named member, a statement and a long note."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('layout') / 'demo.db'}"
-    engine = make_engine(url)
-    models.Base.metadata.create_all(engine)
-    engine.dispose()
-    redis_space.clear()
-    running = Server(url, redis_space.url)
-    result = running.app.test_cli_runner().invoke(args=["demo", "seed"])
-    assert result.exit_code == 0, result.output
+    running = demo_server(tmp_path_factory.mktemp("layout"), redis_space)
     with running.app.extensions["sessions"]() as session:  # with the outbox attached: the match sends a receipt
         create_staff_user(session, MANAGER[0], MANAGER[1], StaffRole.ADMIN, if_missing=True)
         household = session.scalars(
@@ -154,11 +146,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, redis_space: backends.Redis
         session.rollback()  # the match opens its own write transaction
         manual_match(session, suspended[1], MANAGER[0], LONG_NOTE, household_no=active)
         session.commit()
-    running.thread.start()
-    yield running
-    running.http.shutdown()
-    redis_space.clear()
-    dispose_engines()
+    yield from serve(running, redis_space)
 
 
 def suspense_payment(session: Session, txn_id: str) -> int:
@@ -177,13 +165,8 @@ def suspense_payment(session: Session, txn_id: str) -> int:
 @pytest.fixture(scope="module")
 def browser(server: Server) -> Iterator[Any]:
     """Yield a headless Debian Chromium driven by Playwright."""
-    from playwright.sync_api import sync_playwright
-
-    executable = _chromium()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+    with launch_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def signed_in(browser: Any, server: Server, viewport: dict[str, int], user: tuple[str, str] = MANAGER) -> Any:

@@ -50,8 +50,15 @@ from models.views.scheme_reports import (
     scheme_report,
 )
 from tests import factories
-from tests.admin_helpers import admin_app, db_session, seeded_url, signed_in, text_of
-from tests.test_admin import MAX_QUERIES_PER_PAGE, QueryCounter
+from tests.admin_helpers import (
+    MAX_QUERIES_PER_PAGE,
+    QueryCounter,
+    admin_app,
+    db_session,
+    seeded_url,
+    signed_in,
+    text_of,
+)
 
 __all__ = ["admin_app", "db_session", "seeded_url"]  # the shared seeded database fixtures
 

@@ -60,3 +60,14 @@ def test_nothing_points_outside_the_repository() -> None:
         if path != Path(__file__) and re.search(r"\.\./shared|shared/SPEC|shared/fixtures", path.read_text("utf-8"))
     ]
     assert not offenders
+
+
+def test_no_test_module_imports_another() -> None:
+    # Shared fixtures and helpers live in tests/*_helpers.py (and conftest.py), never in another test module.
+    offenders = [
+        f"{path.name}: {line.strip()}"
+        for path in sorted((ROOT / "tests").glob("test_*.py"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if re.match(r"\s*(from tests\.test_\w+ import|import tests\.test_)", line)
+    ]
+    assert offenders == []
