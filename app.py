@@ -63,11 +63,12 @@ def register_blueprints(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """Register the `flask --app app …` command groups."""
-    from commands import access, admin, db, demo, members, payments, schemes, sms, ussd
+    from commands import access, admin, db, demo, members, mutuelles, payments, schemes, sms, ussd
 
     for group in (
         db.db_group,
         schemes.schemes_group,
+        mutuelles.mutuelles_group,
         sms.sms_group,
         members.members_group,
         access.api_token_group,

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models.db import session_factory
 from models.messaging.outbox import attach_dispatch
+from models.views.scope import install_scoping
 from redis_keys import limiter_storage_prefix
 from workers.connections import get_redis
 from workers.sms_queue import rq_dispatch
@@ -32,6 +33,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Attach settings, the session factory and Redis to the app."""
     app.extensions["settings"] = settings
     app.extensions["sessions"] = sessions = session_factory(settings.DATABASE_URL)
+    install_scoping(sessions)  # a session kept to some mutuelles sees only their rows
     # SMS queued with `send_sms` in a request's session are enqueued once it commits.
     attach_dispatch(sessions, rq_dispatch(settings.REDIS_URL, settings.RQ_QUEUE))
     app.teardown_appcontext(_close_session)

@@ -43,6 +43,7 @@ from models.payments.intake import Report, record_report  # noqa: E402
 from models.payments.payment import Payment  # noqa: E402
 from models.payments.references import create_payment_request  # noqa: E402
 from models.reconciliation.batch import reconcile_payments  # noqa: E402
+from models.schemes.mutuelle import home_mutuelle  # noqa: E402
 from models.schemes.scheme import Scheme  # noqa: E402
 from models.schemes.scheme_file import load_scheme, parse_scheme_file  # noqa: E402
 
@@ -155,7 +156,14 @@ class Month:
         session, rng, scheme = self.session, self.rng, self.scheme
         for index, (name, alias) in enumerate(NETWORKS):
             code = "reseau-" + name.split(" ", 1)[1].lower().replace(" ", "-").replace("è", "e").replace("é", "e")
-            created = Network(scheme_id=scheme.id, code=code, name=name, commune="Thiès", aliases=[alias])
+            created = Network(
+                scheme_id=scheme.id,
+                mutuelle_id=home_mutuelle(session, scheme.id, "Thiès Nord").id,
+                code=code,
+                name=name,
+                commune="Thiès",
+                aliases=[alias],
+            )
             created.contact_phone = f"+22178{index:07d}"
             session.add(created)
             self.networks.append(created)
@@ -167,6 +175,7 @@ class Month:
             household = Household(
                 household_no=number,
                 scheme_id=scheme.id,
+                mutuelle_id=home_mutuelle(session, scheme.id, "Thiès Nord").id,
                 network_id=network.id if network is not None else None,
                 head_member_no=f"{number}-01",
                 commune="Thiès",

@@ -27,20 +27,38 @@ def admin_group() -> None:
     show_default=True,
     help="The language the admin speaks to the user (they can change it in the admin).",
 )
+@click.option(
+    "--mutuelle",
+    "mutuelles",
+    multiple=True,
+    metavar="CODE",
+    help="Keep the user to this mutuelle (repeatable); none: every mutuelle (a union's or the agency's staff).",
+)
 @with_appcontext
-def create_user_command(username: str, role: str, password: str, if_missing: bool, language: str) -> None:
-    """Create a staff user USERNAME with a role (viewer, operator, admin) and a language (fr, en)."""
+def create_user_command(
+    username: str, role: str, password: str, if_missing: bool, language: str, mutuelles: tuple[str, ...]
+) -> None:
+    """Create a staff user USERNAME with a role (viewer, operator, admin), a language (fr, en) and mutuelles."""
     session = db()
     try:
         outcome = create_staff_user(
-            session, username, password, StaffRole(role), if_missing=if_missing, language=language
+            session,
+            username,
+            password,
+            StaffRole(role),
+            if_missing=if_missing,
+            language=language,
+            mutuelles=mutuelles,
         )
     except StaffError as exc:
         raise click.ClickException(str(exc)) from exc
     session.commit()
     user = outcome.user
     if outcome.created:
-        click.echo(f"user {user.username} created with role {user.role.value}, language {user.language.value}")
+        kept = ", ".join(m.code for m in user.mutuelles) or "every mutuelle"
+        click.echo(
+            f"user {user.username} created with role {user.role.value}, language {user.language.value}, for {kept}"
+        )
     else:
         click.echo(f"user {user.username} already exists (role {user.role.value}); left unchanged")
 

@@ -26,6 +26,7 @@ from models.members.household import Household, Member, Network
 from models.messaging.message import Message
 from models.messaging.outbox import DISPATCH_KEY, attach_dispatch
 from models.payments.intake import Report, record_report
+from models.schemes.mutuelle import home_mutuelle
 from models.schemes.scheme import Scheme
 from models.schemes.scheme_file import load_scheme, parse_scheme_file
 
@@ -166,17 +167,23 @@ def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
     summary = DemoSummary()
     cmu, sky = schemes["cmu-thies"], schemes["sky-cambodia"]
 
-    network = Network(
-        scheme_id=cmu.id,
-        code="reseau-thies-nord-1",
-        name="Reseau Thies Nord 1",
-        commune="Thies Nord",
-        contact_phone="+221770000200",
-    )
-    session.add(network)
-    session.flush()
-    get_or_create_account(session, network=network)
-    summary.network = network.code
+    # One network per commune, in its commune's mutuelle (the first is the one the banner and docs name).
+    networks: dict[str, Network] = {}
+    for index, (_prefix, commune) in enumerate(COMMUNES):
+        slug = commune.lower().replace(" ", "-")
+        network = Network(
+            scheme_id=cmu.id,
+            mutuelle_id=home_mutuelle(session, cmu.id, commune).id,
+            code=f"reseau-{slug}-1",
+            name=f"Reseau {commune} 1",
+            commune=commune,
+            contact_phone=f"+2217700002{index:02d}",
+        )
+        session.add(network)
+        session.flush()
+        get_or_create_account(session, network=network)
+        networks[commune] = network
+    summary.network = networks[COMMUNES[0][1]].code
     session.commit()
 
     serial = 0
@@ -196,7 +203,7 @@ def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
                 phone,
                 language=Language.WO if serial % 4 == 0 else Language.FR,
                 enrolled_on=today - timedelta(days=max(days_ago, default=60) + 10),
-                network=network if serial % 10 == 1 else None,
+                network=networks[commune] if serial % 10 in (1, 2, 3) else None,
             )
             _fund(session, rng, summary, cmu, household, label, days_ago, today)
     # One member who died in an otherwise covered household: INACTIVE.
@@ -229,7 +236,12 @@ def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
         create_agent(session, facility=facility, phone=phone, pin=pin, country="SN", name=name)
     session.add(
         CollectionDevice(
-            device_key=DEVICE[0], label=DEVICE[1], scheme_id=cmu.id, operator_senders=DEVICE[2], trusted=False
+            device_key=DEVICE[0],
+            label=DEVICE[1],
+            scheme_id=cmu.id,
+            mutuelle_id=home_mutuelle(session, cmu.id, "Thies Nord").id,
+            operator_senders=DEVICE[2],
+            trusted=False,
         )
     )
     session.commit()
@@ -267,6 +279,7 @@ def _household(
     household = Household(
         household_no=number,
         scheme_id=scheme.id,
+        mutuelle_id=network.mutuelle_id if network else home_mutuelle(session, scheme.id, commune).id,
         network_id=network.id if network else None,
         head_member_no=f"{number}-01",
         commune=commune,

@@ -27,8 +27,13 @@ def load_command(files: tuple[str, ...]) -> None:
         raise click.ClickException(str(exc)) from exc
     session = db()
     for spec in specs:
-        scheme = load_scheme(session, spec)
-        click.echo(f"loaded scheme {scheme.code} ({scheme.name}, {scheme.currency})")
+        try:
+            scheme = load_scheme(session, spec)
+        except SchemeFileError as exc:
+            session.rollback()
+            raise click.ClickException(str(exc)) from exc
+        mutuelles = ", ".join(str(m["code"]) for m in spec.mutuelles)
+        click.echo(f"loaded scheme {scheme.code} ({scheme.name}, {scheme.currency}; mutuelles {mutuelles})")
     session.commit()
 
 

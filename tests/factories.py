@@ -14,6 +14,7 @@ from models.base import HouseholdStatus, Language, MemberStatus, Sex
 from models.coverage.allocation import AllocationResult, allocate
 from models.coverage.ledger import get_or_create_account
 from models.members.household import Household, Member, Network
+from models.schemes.mutuelle import home_mutuelle
 from models.schemes.scheme import Scheme
 from models.schemes.scheme_file import load_scheme, parse_scheme_file
 
@@ -38,7 +39,13 @@ def scheme(session: Session, code: str) -> Scheme:
 def make_network(session: Session, scheme: Scheme, code: str | None = None) -> Network:
     """Create a network (réseau) of the scheme."""
     number = next(_numbers)
-    network = Network(scheme_id=scheme.id, code=code or f"RES-{number}", name=f"Réseau {number}", commune="Thiès Nord")
+    network = Network(
+        scheme_id=scheme.id,
+        mutuelle_id=home_mutuelle(session, scheme.id, "Thiès Nord").id,
+        code=code or f"RES-{number}",
+        name=f"Réseau {number}",
+        commune="Thiès Nord",
+    )
     session.add(network)
     session.commit()
     return network
@@ -74,6 +81,7 @@ def make_household(
     household = Household(
         household_no=number,
         scheme_id=scheme.id,
+        mutuelle_id=network.mutuelle_id if network is not None else home_mutuelle(session, scheme.id, "Thiès Nord").id,
         network_id=network.id if network is not None else None,
         head_member_no=f"{number}-01",
         commune="Thiès Nord",

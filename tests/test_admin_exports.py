@@ -20,6 +20,7 @@ from models.access.staff import create_staff_user
 from models.base import HouseholdStatus, Language, MemberStatus, Sex, StaffRole, today_utc
 from models.coverage.eligibility import household_eligibility, member_eligibility
 from models.members.household import Household, Member
+from models.schemes.mutuelle import home_mutuelle
 from models.schemes.scheme import Scheme
 from models.views.exports import HOUSEHOLD_COLUMNS, MEMBER_COLUMNS, PAYMENT_COLUMNS, PERIOD_COLUMNS
 from models.views.renewals import RENEWAL_COLUMNS
@@ -254,12 +255,14 @@ def viewer(session: Session) -> None:
 def add_households(session: Session, scheme: Scheme, count: int) -> None:
     """Insert `count` households of one member each, in two statements."""
     joined = date(2026, 1, 1)
+    mutuelle_id = home_mutuelle(session, scheme.id, "Thiès Nord").id
     session.execute(
         insert(Household),
         [
             {
                 "household_no": f"BULK-{n:06d}",
                 "scheme_id": scheme.id,
+                "mutuelle_id": mutuelle_id,
                 "head_member_no": f"BULK-{n:06d}-01",
                 "commune": "Thiès Nord",
                 "subsidy_category": "standard",

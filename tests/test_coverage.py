@@ -26,6 +26,7 @@ from models.members.household import Household
 from models.migrate import upgrade
 from tests import factories
 from tests.factories import make_household, pay
+from tests.migration_helpers import copy_into_older_schema
 
 d = date
 
@@ -316,13 +317,17 @@ def test_subsidy_job_skips_suspended_households_and_payments_never_charge_them(s
 
 def test_migration_rebooks_from_enrolment_what_the_clock_booked_on_its_first_run(tmp_path: Path) -> None:
     """Existing data: a `bsf` household the old clock covered from its first run is covered from enrolment."""
+    # Written with today's models, then copied into a database at revision 0020 (the columns it had).
+    written = f"sqlite:///{tmp_path / 'written.db'}"
+    upgrade(written)
+    source = make_engine(written)
     url = f"sqlite:///{tmp_path / 'old.db'}"
     upgrade(url, "0020_callback_credentials")
     engine = make_engine(url)
     today = date.today()  # the migration books on the scheme's today (Dakar is UTC)
     enrolled_on = today - timedelta(days=400)
     first_run = today - timedelta(days=10)
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(source, expire_on_commit=False) as session:
         scheme = factories.scheme(session, "cmu-thies")
         bsf = make_household(session, scheme, size=2, category="bsf", enrolled_on=enrolled_on)
         account = get_or_create_account(session, household=bsf)
@@ -357,6 +362,8 @@ def test_migration_rebooks_from_enrolment_what_the_clock_booked_on_its_first_run
         add_entry(session, account, LedgerKind.CHARGE, -14_000, first_run, allocation=allocation, period=period)
         session.commit()
         assert household_eligibility(session, bsf, today).status is EligibilityStatus.WAITING
+    copy_into_older_schema(source, engine)
+    source.dispose()
 
     upgrade(url)
     with Session(engine) as session:

@@ -58,8 +58,12 @@ def test_demo_seed_covers_every_status_and_prints_what_to_try(app: Flask, sessio
 
     shared = session.scalars(select(Member.household_id).where(Member.phone == "+221779999999")).all()
     assert len(set(shared)) == 2
-    network = session.scalars(select(Network)).one()
-    assert session.scalar(select(func.count()).select_from(Household).where(Household.network_id == network.id))
+    # One network per commune, each in its commune's mutuelle, with households of that mutuelle only.
+    networks = session.scalars(select(Network).order_by(Network.id)).all()
+    assert [n.code for n in networks] == ["reseau-thies-nord-1", "reseau-pekesse-1", "reseau-mont-rolland-1"]
+    for network in networks:
+        members = session.scalars(select(Household).where(Household.network_id == network.id)).all()
+        assert members and {h.mutuelle_id for h in members} == {network.mutuelle_id}
     assert session.scalar(select(func.count()).select_from(Agent)) == 2
     assert session.scalars(select(CollectionDevice)).one().device_key == "+221700000001"
 

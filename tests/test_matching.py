@@ -24,6 +24,7 @@ from models.payments.payment import Payment, ReconciliationEvent
 from models.payments.references import create_payment_request
 from models.reconciliation.batch import reconcile_payment
 from models.reconciliation.matching import find_match, keying_slips
+from models.schemes.mutuelle import home_mutuelle
 from tests import factories
 from tests.conftest import make_test_app
 from tests.factories import make_household
@@ -83,6 +84,7 @@ def build_world(session: Session) -> World:
     }
     network = Network(
         scheme_id=cmu.id,
+        mutuelle_id=home_mutuelle(session, cmu.id, "Thiès Nord").id,
         code="reseau-keur-moussa",
         name="Réseau Keur Moussa",
         commune="Thiès Nord",

@@ -14,6 +14,7 @@ from models.members.household import Network
 from models.members.networks import parse_aliases
 from models.messaging.outbox import attach_dispatch
 from models.reconciliation.batch import reconcile_payment
+from models.schemes.mutuelle import home_mutuelle
 from models.schemes.scheme import Scheme
 from tests import factories
 from tests.admin_helpers import admin_app, csrf_token, db_session, seeded_url, signed_in, text_of
@@ -30,7 +31,12 @@ def test_operator_sets_contact_and_aliases(admin_app: Flask, db_session: Session
     scheme = db_session.scalars(select(Scheme).where(Scheme.country == "SN")).first()
     assert scheme is not None
     suffix = uuid.uuid4().hex[:6]
-    network = Network(scheme_id=scheme.id, code=f"reseau-test-{suffix}", name=f"Reseau Test {suffix}")
+    network = Network(
+        scheme_id=scheme.id,
+        mutuelle_id=home_mutuelle(db_session, scheme.id, None).id,
+        code=f"reseau-test-{suffix}",
+        name=f"Reseau Test {suffix}",
+    )
     db_session.add(network)
     db_session.commit()
     page = f"/admin/networks/{network.id}"

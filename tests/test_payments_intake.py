@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from models.base import EvidenceSource, PaymentStatus
 from models.members.household import Household
 from models.payments.payment import PaymentEvidence, ReconciliationEvent
+from models.schemes.mutuelle import home_mutuelle
 from models.schemes.scheme_file import load_scheme, parse_scheme_file
 from tests import backends
 from tests.backends import RQ_QUEUE
@@ -221,6 +222,7 @@ def _household(session: Session, number: str) -> Household:
     household = Household(
         household_no=number,
         scheme_id=scheme.id,
+        mutuelle_id=home_mutuelle(session, scheme.id, None).id,
         subsidy_category="standard",
         plan="yearly",
         language="fr",

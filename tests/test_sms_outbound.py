@@ -33,6 +33,7 @@ from models.messaging.message import Message
 from models.messaging.outbox import OutboxNotAttached, attach_dispatch, compose, queue_messages, send_sms
 from models.payments.references import LANGUAGE_FALLBACKS
 from models.schemes.amounts import Amount, format_amount
+from models.schemes.mutuelle import home_mutuelle
 from models.schemes.scheme_file import load_scheme, parse_scheme_file
 from models.texts.i18n import LANGUAGES, SMS_TEMPLATES, TemplateError, placeholders, render, translations
 from models.texts.sms_text import GSM7, UCS2, is_gsm7, measure, segments
@@ -320,6 +321,7 @@ def make_household(
     household = Household(
         household_no=f"HH-{scheme.code}",
         scheme_id=scheme.id,
+        mutuelle_id=home_mutuelle(session, scheme.id, None).id,
         subsidy_category="standard" if scheme.code == "cmu-thies" else scheme.subsidy_categories[0].code,
         plan=scheme.plans[0].code,
         language=language,

@@ -16,6 +16,7 @@ from models.members.household import Household, Network
 from models.messaging.outbox import attach_dispatch
 from models.payments.payment import PaymentRequest
 from models.reconciliation.batch import reconcile_payment
+from models.schemes.mutuelle import home_mutuelle
 from models.schemes.scheme import Scheme
 from tests import factories
 from tests.payment_helpers import store_report
@@ -130,7 +131,13 @@ def test_a_treasurer_is_offered_the_network_and_its_payment_pays_the_network(
     job_env: None,
     run_worker: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
-    network = Network(scheme_id=cmu.id, code="reseau-keur-moussa", name="Réseau Keur Moussa", contact_phone=TREASURER)
+    network = Network(
+        scheme_id=cmu.id,
+        mutuelle_id=home_mutuelle(session, cmu.id, None).id,
+        code="reseau-keur-moussa",
+        name="Réseau Keur Moussa",
+        contact_phone=TREASURER,
+    )
     session.add(network)
     session.commit()
     members = [factories.make_household(session, cmu, size=2, network=network) for _ in range(2)]

@@ -29,6 +29,7 @@ from models.access.staff import (
 )
 from models.access.tables import StaffUser
 from models.base import StaffRole
+from models.views.scope import scope_session
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -44,12 +45,14 @@ def login_required(view: F) -> F:
 class Staff(UserMixin):  # type: ignore[misc]  # Flask-Login ships no types: its UserMixin base is Any
     """The signed-in staff member as Flask-Login sees it (no password hash kept in memory)."""
 
-    def __init__(self, user: StaffUser, token: str) -> None:
+    def __init__(self, user: StaffUser, token: str, mutuelle_ids: tuple[int, ...] | None = None) -> None:
         self.id = token
         self.user_id = user.id
         self.username = user.username
         self.role = user.role
         self.language = user.language.value
+        # The mutuelles the member is kept to; None: every mutuelle (a union's or the agency's staff).
+        self.mutuelle_ids = mutuelle_ids
 
     def can(self, role: StaffRole) -> bool:
         """Return whether this member's role includes `role`."""
@@ -57,9 +60,17 @@ class Staff(UserMixin):  # type: ignore[misc]  # Flask-Login ships no types: its
 
 
 def load_staff(token: str) -> Staff | None:
-    """Return the staff member of a session cookie, or None when it is stale."""
-    user = user_for_session_token(db(), token)
-    return Staff(user, token) if user is not None else None
+    """Return the staff member of a session cookie, or None when it is stale.
+
+    Every admin request but sign-in goes through here first: the request's database session is kept from here on
+    to the member's mutuelles (models/views/scope.py), for every page, action, export and report alike.
+    """
+    session = db()
+    signed_in = user_for_session_token(session, token)
+    if signed_in is None:
+        return None
+    scope_session(session, signed_in.mutuelle_ids)
+    return Staff(signed_in.user, token, signed_in.mutuelle_ids)
 
 
 login_manager.user_loader(load_staff)

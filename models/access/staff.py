@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models.access.hashing import hash_password, password_needs_rehash, verify_password
-from models.access.tables import StaffSession, StaffUser
+from models.access.tables import StaffSession, StaffUser, staff_mutuelles
 from models.base import Language, StaffRole, utcnow
+from models.schemes.mutuelle import Mutuelle, find_mutuelle
 
 MIN_PASSWORD_LENGTH = 10
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,79}$")
@@ -75,8 +77,12 @@ def create_staff_user(
     *,
     if_missing: bool = False,
     language: str | Language | None = None,
+    mutuelles: Sequence[str] = (),
 ) -> CreatedUser:
-    """Create a staff user with an argon2-hashed password (or return the existing one when `if_missing`)."""
+    """Create a staff user with an argon2-hashed password (or return the existing one when `if_missing`).
+
+    `mutuelles`: the codes of the mutuelles the user is kept to; none: every mutuelle (a union's or the agency's).
+    """
     name = normalise_username(username)
     chosen = staff_language(language)
     if not _USERNAME.match(name):
@@ -87,10 +93,26 @@ def create_staff_user(
             return CreatedUser(existing, created=False)
         raise StaffError(f"user {name} already exists")
     check_password_strength(password)
+    kept_to = mutuelles_named(session, mutuelles)
     user = StaffUser(username=name, password_hash=hash_password(password), role=role, active=True, language=chosen)
+    user.mutuelles = kept_to
     session.add(user)
     session.flush()
     return CreatedUser(user, created=True)
+
+
+def mutuelles_named(session: Session, codes: Sequence[str]) -> list[Mutuelle]:
+    """Return the mutuelles these codes name (any case), or raise StaffError naming the unknown ones."""
+    found, unknown = [], []
+    for code in dict.fromkeys(c.strip() for c in codes if c.strip()):
+        mutuelle = find_mutuelle(session, code)
+        if mutuelle is None:
+            unknown.append(code)
+        else:
+            found.append(mutuelle)
+    if unknown:
+        raise StaffError(f"no mutuelle {', '.join(unknown)} (see `flask --app app mutuelles list`)")
+    return found
 
 
 def set_staff_password(session: Session, username: str, password: str) -> StaffUser:
@@ -172,8 +194,17 @@ def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def user_for_session_token(session: Session, token: str) -> StaffUser | None:
-    """Return the active user a session token names, or None when stale (signed out, password changed, disabled)."""
+@dataclass(frozen=True)
+class SignedIn:
+    """The staff user a live session token names, and the mutuelles they are kept to (None: every mutuelle)."""
+
+    user: StaffUser
+    mutuelle_ids: tuple[int, ...] | None
+
+
+def user_for_session_token(session: Session, token: str) -> SignedIn | None:
+    """Return the active user a session token names, with their mutuelles, or None when stale (signed out,
+    password changed, disabled)."""
     user_id, _, rest = token.partition(":")
     _fingerprint, _, secret = rest.partition(":")
     if not user_id.isascii() or not user_id.isdigit() or len(user_id) > 12 or not secret:
@@ -181,11 +212,17 @@ def user_for_session_token(session: Session, token: str) -> StaffUser | None:
     user = session.get(StaffUser, int(user_id))
     if user is None or not user.active or session_token(user, secret) != token:
         return None
-    live = session.scalar(
-        select(StaffSession.id).where(
+    # The live session and the user's mutuelles in one round trip (a row per mutuelle, one with None for none).
+    rows = session.execute(
+        select(StaffSession.id, staff_mutuelles.c.mutuelle_id)
+        .outerjoin(staff_mutuelles, staff_mutuelles.c.user_id == StaffSession.user_id)
+        .where(
             StaffSession.secret_hash == _secret_hash(secret),
             StaffSession.user_id == user.id,
             StaffSession.ended_at.is_(None),
         )
-    )
-    return user if live is not None else None
+    ).all()
+    if not rows:
+        return None
+    ids = tuple(sorted({int(mutuelle_id) for _, mutuelle_id in rows if mutuelle_id is not None}))
+    return SignedIn(user, ids or None)

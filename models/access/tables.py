@@ -5,10 +5,20 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, CheckChannel, Language, StaffRole, utcnow
+from models.schemes.mutuelle import Mutuelle
+
+# The mutuelles a staff user is kept to; none listed: every mutuelle (a union's or the agency's staff).
+staff_mutuelles = Table(
+    "staff_mutuelles",
+    Base.metadata,
+    Column("user_id", ForeignKey("staff_users.id", ondelete="CASCADE"), primary_key=True),
+    # No cascade: a mutuelle with staff cannot be deleted (its staff would silently see every mutuelle).
+    Column("mutuelle_id", ForeignKey("mutuelles.id"), primary_key=True, index=True),
+)
 
 
 class StaffUser(Base):
@@ -23,6 +33,8 @@ class StaffUser(Base):
     last_login_at: Mapped[datetime | None]
     # The language the admin speaks to this user (models.access.staff.STAFF_LANGUAGES).
     language: Mapped[Language] = mapped_column(default=Language.FR, server_default=Language.FR.value)
+
+    mutuelles: Mapped[list[Mutuelle]] = relationship(secondary=staff_mutuelles, order_by="Mutuelle.code")
 
 
 class StaffSession(Base):
@@ -45,6 +57,8 @@ class Agent(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     facility: Mapped[str] = mapped_column(String(120))
     name: Mapped[str | None] = mapped_column(String(120))
+    # The mutuelle whose members the agent may check; None: every mutuelle's.
+    mutuelle_id: Mapped[int | None] = mapped_column(ForeignKey("mutuelles.id"), index=True)
     phone: Mapped[str] = mapped_column(String(20), unique=True)
     pin_hash: Mapped[str]
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -63,6 +77,8 @@ class ApiToken(Base):
     facility: Mapped[str] = mapped_column(String(120))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(12))
+    # The mutuelle whose members the token may check; None: every mutuelle's.
+    mutuelle_id: Mapped[int | None] = mapped_column(ForeignKey("mutuelles.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
@@ -80,6 +96,8 @@ class CollectionDevice(Base):
     device_key: Mapped[str] = mapped_column(String(80), unique=True)  # device id or E.164 phone
     label: Mapped[str] = mapped_column(String(120))
     scheme_id: Mapped[int | None] = mapped_column(ForeignKey("schemes.id"))
+    # The mutuelle whose merchant phone this is: its forwarded payments are paid to that mutuelle.
+    mutuelle_id: Mapped[int | None] = mapped_column(ForeignKey("mutuelles.id"), index=True)
     operator_senders: Mapped[list[Any]]
     trusted: Mapped[bool] = mapped_column(default=False)
     active: Mapped[bool] = mapped_column(default=True)

@@ -26,6 +26,7 @@ from models.coverage.periods import book_enrolment_subsidies, book_prior_cover
 from models.db import begin_write
 from models.members.household import Account, Household, Member, Network
 from models.members.phones import normalise_phone
+from models.schemes.mutuelle import Mutuelle, mutuelle_for_commune, scheme_mutuelles
 from models.schemes.scheme import Scheme
 
 REQUIRED_COLUMNS = (
@@ -46,9 +47,18 @@ REQUIRED_COLUMNS = (
     "joined_on",
     "sms_opt_in",
 )
-OPTIONAL_COLUMNS = ("status", "plan", "paid_until", "network_phone")
+OPTIONAL_COLUMNS = ("status", "plan", "paid_until", "network_phone", "mutuelle")
 # Columns describing the household: every row of a household must agree on them.
-HOUSEHOLD_COLUMNS = ("scheme", "commune", "network", "subsidy_category", "language", "head_member_no", "sms_opt_in")
+HOUSEHOLD_COLUMNS = (
+    "scheme",
+    "mutuelle",
+    "commune",
+    "network",
+    "subsidy_category",
+    "language",
+    "head_member_no",
+    "sms_opt_in",
+)
 CHUNK_HOUSEHOLDS = 2000
 PROGRESS_EVERY_ROWS = 50_000
 # What an import writes (with the cover it books from enrolment and `paid_until`): analysed once committed.
@@ -132,6 +142,22 @@ class _SchemeInfo:
     subsidies: frozenset[str]
     plans: frozenset[str]
     default_plan: str
+    mutuelles: tuple[Mutuelle, ...] = ()
+
+    def mutuelle(self, code: str, commune: str | None) -> Mutuelle | str:
+        """Return the mutuelle the file names, else its commune's, else the only one; or say why there is none."""
+        if code:
+            found = next((m for m in self.mutuelles if m.code.upper() == code.upper()), None)
+            known = ", ".join(m.code for m in self.mutuelles)
+            return found if found is not None else f"{code!r} is not a mutuelle of {self.code} ({known})"
+        found = mutuelle_for_commune(self.mutuelles, commune)
+        if found is None:
+            known = ", ".join(m.code for m in self.mutuelles) or "none"
+            return (
+                f"no mutuelle of {self.code} lists commune {commune!r}: add a mutuelle column "
+                f"({known}) or list the commune in the scheme file"
+            )
+        return found
 
 
 @dataclass(slots=True)
@@ -161,6 +187,7 @@ class _HouseholdRow:
     head_member_no: str
     sms_opt_in: bool
     plan: str
+    mutuelle_id: int = 0
     network_phone: str | None = None  # the network's contact (treasurer), E.164
     members: list[_MemberRow] = field(default_factory=list)
     paid_until: date | None = None  # prior cover on migration: the last day already paid for
@@ -252,6 +279,7 @@ def _load_schemes(session: Session) -> dict[str, _SchemeInfo]:
             subsidies=frozenset(c.code for c in scheme.subsidy_categories),
             plans=frozenset(p.code for p in scheme.plans),
             default_plan=default_plan,
+            mutuelles=tuple(scheme_mutuelles(session, scheme.id)),
         )
     return schemes
 
@@ -497,6 +525,9 @@ class _RowValidator:
         elif opt_in_text and opt_in_text not in _YES:
             self.fail(line, "sms_opt_in", f"must be yes or no, not {v(row, 'sms_opt_in')!r}")
         commune = self.text(line, row, "commune", 120, required=False) or None
+        mutuelle = scheme.mutuelle(v(row, "mutuelle"), commune) if scheme is not None else None
+        if isinstance(mutuelle, str):
+            self.fail(line, "mutuelle", mutuelle)
         network = self.text(line, row, "network", 255, required=False) or None
         if network is not None and not slugify(network):
             self.fail(line, "network", "needs at least one letter or digit")
@@ -511,6 +542,7 @@ class _RowValidator:
         if len(self.errors) > before:
             return None
         return _HouseholdRow(
+            mutuelle_id=mutuelle.id if isinstance(mutuelle, Mutuelle) else 0,
             household_no=household_no,
             line=line,
             raw=raw,
@@ -606,6 +638,7 @@ def _plain(value: Any) -> Any:
 
 _HOUSEHOLD_FIELDS = (
     "scheme_id",
+    "mutuelle_id",
     "network_id",
     "head_member_no",
     "commune",
@@ -677,22 +710,41 @@ class _Writer:
         for household in self.households.values():
             if household.network_name and household.scheme is not None:
                 key = (household.scheme.id, slugify(household.network_name))
-                wanted.setdefault(key, household)
+                first = wanted.setdefault(key, household)
                 if household.network_phone:
                     contacts[key] = household.network_phone
+                if first.mutuelle_id != household.mutuelle_id:  # a network belongs to one mutuelle
+                    self.report.errors.append(
+                        RowError(
+                            household.line,
+                            "network",
+                            f"network {household.network_name!r} is in another mutuelle on line {first.line}",
+                        )
+                    )
         if not wanted:
             return
         scheme_ids = {scheme_id for scheme_id, _ in wanted}
         existing = self.session.execute(
-            select(Network.scheme_id, Network.code, Network.id, Account.id)
+            select(Network.scheme_id, Network.code, Network.id, Network.mutuelle_id, Account.id)
             .outerjoin(Account, Account.network_id == Network.id)
             .where(Network.scheme_id.in_(scheme_ids))
         ).all()
         with_account = set()
-        for scheme_id, code, network_id, account_id in existing:
+        network_mutuelles: dict[tuple[int, str], int] = {}
+        for scheme_id, code, network_id, mutuelle_id, account_id in existing:
             self.networks[(scheme_id, code)] = network_id
+            network_mutuelles[(scheme_id, code)] = mutuelle_id
             if account_id is not None:
                 with_account.add(network_id)
+        for key, household in wanted.items():
+            if key in network_mutuelles and network_mutuelles[key] != household.mutuelle_id:
+                self.report.errors.append(
+                    RowError(
+                        household.line,
+                        "network",
+                        f"network {household.network_name!r} belongs to another mutuelle of the scheme",
+                    )
+                )
         accounts = []
         for key, household in wanted.items():
             assert household.scheme is not None and household.network_name is not None
@@ -705,6 +757,7 @@ class _Writer:
                         insert(Network).returning(Network.id),
                         {
                             "scheme_id": key[0],
+                            "mutuelle_id": household.mutuelle_id,
                             "code": key[1],
                             "name": household.network_name,
                             "commune": household.commune,
@@ -763,6 +816,7 @@ class _Writer:
             network_id = self.networks[(scheme.id, slugify(household.network_name))] if household.network_name else None
             values: dict[str, Any] = {
                 "scheme_id": scheme.id,
+                "mutuelle_id": household.mutuelle_id,
                 "network_id": network_id,
                 "head_member_no": household.head_member_no,
                 "commune": household.commune,

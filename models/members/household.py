@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.base import Base, HouseholdStatus, Language, MemberStatus, Sex, utcnow
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
 
 
@@ -35,6 +36,7 @@ class Network(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     scheme_id: Mapped[int] = mapped_column(ForeignKey("schemes.id"), index=True)
+    mutuelle_id: Mapped[int] = mapped_column(ForeignKey("mutuelles.id"), index=True)
     code: Mapped[str] = mapped_column(String(60))
     name: Mapped[str]
     commune: Mapped[str | None] = mapped_column(String(120))
@@ -44,6 +46,7 @@ class Network(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     scheme: Mapped[Scheme] = relationship()
+    mutuelle: Mapped[Mutuelle] = relationship()
     households: Mapped[list[Household]] = relationship(back_populates="network")
 
     @property
@@ -67,6 +70,7 @@ class Household(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     household_no: Mapped[str] = mapped_column(String(40), unique=True)
     scheme_id: Mapped[int] = mapped_column(ForeignKey("schemes.id"), index=True)
+    mutuelle_id: Mapped[int] = mapped_column(ForeignKey("mutuelles.id"), index=True)
     network_id: Mapped[int | None] = mapped_column(ForeignKey("networks.id"), index=True)
     head_member_no: Mapped[str | None] = mapped_column(String(44))
     commune: Mapped[str | None] = mapped_column(String(120), index=True)
@@ -81,6 +85,7 @@ class Household(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     scheme: Mapped[Scheme] = relationship()
+    mutuelle: Mapped[Mutuelle] = relationship()
     network: Mapped[Network | None] = relationship(back_populates="households")
     members: Mapped[list[Member]] = relationship(back_populates="household", order_by="Member.member_no")
 

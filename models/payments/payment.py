@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, EvidenceSource, Money, PaymentStatus, RequestStatus, utcnow
 from models.members.household import Household, Network
+from models.schemes.mutuelle import ACCOUNT_MAX
 
 PAYER_MAX = 128
 TXN_ID_MAX = 80
@@ -79,6 +80,11 @@ class Payment(Base):
     match_rule: Mapped[str | None] = mapped_column(String(40))
     match_confidence: Mapped[int | None] = mapped_column(Integer)
     scheme_id: Mapped[int | None] = mapped_column(ForeignKey("schemes.id"), index=True)
+    # The account the payer paid (a Wave merchant, an Orange Money code, a Daraja shortcode…), as reported.
+    account: Mapped[str | None] = mapped_column(String(ACCOUNT_MAX))
+    # The mutuelle the payment belongs to: its account's (when that account serves one mutuelle), else the
+    # matched household's or network's; None while a payment to a shared or unnamed account waits in suspense.
+    mutuelle_id: Mapped[int | None] = mapped_column(ForeignKey("mutuelles.id"), index=True)
     household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)
     network_id: Mapped[int | None] = mapped_column(ForeignKey("networks.id"), index=True)
     payment_request_id: Mapped[int | None] = mapped_column(ForeignKey("payment_requests.id"), index=True)

@@ -45,6 +45,10 @@ class StatementImport(Base):
     period_end: Mapped[date | None]
     # The column mapping (operators/statement_formats.toml) the file was read with.
     format: Mapped[str] = mapped_column(String(40), default="")
+    # The account the statement is of (a merchant number, a paybill): its credits were paid to that account.
+    account: Mapped[str | None] = mapped_column(String(80))
+    # The mutuelle that account serves; None for a shared account (a union's) or none named.
+    mutuelle_id: Mapped[int | None] = mapped_column(ForeignKey("mutuelles.id"), index=True)
     credit_count: Mapped[int] = mapped_column(Integer, default=0)
     # Credits per day and currency, statement vs system, as they stood when the statement was imported.
     totals: Mapped[list[Any] | None]

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.base import Language, PremiumKind
+from models.schemes.mutuelle import MUTUELLE_CODE_MAX, Mutuelle, MutuelleAccount, account_key
 from models.schemes.scheme import PaymentChannel, Plan, PremiumBand, Scheme, SubsidyCategory
 
 CURRENCY_EXPONENTS = {"XOF": 0, "KHR": 0, "KES": 2, "USD": 2, "GHS": 2, "UGX": 0, "TZS": 2, "RWF": 0}
@@ -98,6 +99,8 @@ class SchemeSpec:
     bands: list[tuple[int, int]]
     subsidies: list[dict[str, Any]]
     channels: list[dict[str, Any]]
+    # Each: code, name, communes, sms_sender_id, contact, position, accounts [{provider, account, display_name}].
+    mutuelles: list[dict[str, Any]] = field(default_factory=list)
 
 
 def parse_scheme_file(path: str | Path) -> SchemeSpec:
@@ -262,9 +265,80 @@ def _validate(r: _Reader) -> SchemeSpec:
             }
         )
 
+    mutuelles = _mutuelles(r, values, channels)
     if r.errors:
         raise r.errors[0]
-    return SchemeSpec(values=values, plans=plans, bands=bands, subsidies=subsidies, channels=channels)
+    return SchemeSpec(
+        values=values, plans=plans, bands=bands, subsidies=subsidies, channels=channels, mutuelles=mutuelles
+    )
+
+
+def _code(value: str) -> bool:
+    return bool(value) and len(value) <= MUTUELLE_CODE_MAX and value.replace("-", "").isalnum()
+
+
+def _mutuelles(r: _Reader, values: dict[str, Any], channels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the scheme's mutuelles (`[[mutuelles]]`); none listed: one, the scheme itself, on its channels."""
+    raw_list = r.get("mutuelles", list, default=[]) or []
+    if not raw_list:
+        accounts = [
+            {"provider": c["provider"], "account": c["account"], "display_name": None}
+            for c in channels
+            if c["provider"] and c["account"]
+        ]
+        code = str(values.get("code") or "")[:MUTUELLE_CODE_MAX]
+        return [
+            {
+                "code": code,
+                "name": values.get("name"),
+                "communes": [],
+                "sms_sender_id": values.get("sms_sender_id"),
+                "contact": None,
+                "position": 0,
+                "accounts": accounts,
+            }
+        ]
+    mutuelles: list[dict[str, Any]] = []
+    for index, raw in enumerate(raw_list):
+        m = r.child(f"mutuelles[{index}]", raw)
+        communes = m.get(
+            "communes",
+            list,
+            default=[],
+            check=lambda v: all(isinstance(c, str) and c.strip() for c in v),
+            problem="must list commune names",
+        )
+        accounts = []
+        raw_accounts = m.get("accounts", dict, default={}) or {}
+        for provider, spec in raw_accounts.items():
+            a = m.child(f"accounts.{provider}", spec if isinstance(spec, dict) else {"account": spec})
+            account = a.get("account", str, check=lambda v: bool(account_key(v)), problem="must not be empty")
+            name = a.get("name", str, default=None)
+            if account:
+                accounts.append({"provider": provider, "account": account, "display_name": name})
+        mutuelles.append(
+            {
+                "code": m.get(
+                    "code", str, check=_code, problem=f"letters, digits and dashes, {MUTUELLE_CODE_MAX} at most"
+                ),
+                "name": m.get("name", str, check=bool, problem="must not be empty"),
+                "communes": [" ".join(c.split()) for c in communes or []],
+                "sms_sender_id": m.get(
+                    "sms_sender_id",
+                    str,
+                    default=values.get("sms_sender_id"),
+                    check=lambda v: 0 < len(v) <= 11,
+                    problem="1 to 11 characters",
+                ),
+                "contact": m.get("contact", str, default=None),
+                "position": index,
+                "accounts": accounts,
+            }
+        )
+    codes = [str(m["code"]).upper() for m in mutuelles]
+    if len(codes) != len(set(codes)):
+        r.fail("mutuelles", "mutuelle codes must be unique")
+    return mutuelles
 
 
 def _percent_to_bp(value: int | float | None) -> int | None:
@@ -293,7 +367,28 @@ def load_scheme(session: Session, spec: SchemeSpec) -> Scheme:
     _sync(scheme.channels, spec.channels, "provider", PaymentChannel)
     _sync(scheme.bands, [{"min_size": s, "monthly_amount": m} for s, m in spec.bands], "min_size", PremiumBand)
     session.flush()
+    _load_mutuelles(session, scheme, spec.mutuelles)
     return scheme
+
+
+def _load_mutuelles(session: Session, scheme: Scheme, wanted: list[dict[str, Any]]) -> None:
+    """Create or update the scheme's mutuelles by code; one no longer listed stays (its households keep it)."""
+    existing = {m.code.upper(): m for m in session.scalars(select(Mutuelle).where(Mutuelle.scheme_id == scheme.id))}
+    for values in wanted:
+        fields = {k: v for k, v in values.items() if k != "accounts"}
+        mutuelle = existing.get(str(values["code"]).upper())
+        if mutuelle is None:
+            taken = session.scalar(select(Mutuelle.scheme_id).where(Mutuelle.code == values["code"]))
+            if taken is not None:
+                raise SchemeFileError(scheme.code, "mutuelles", f"code {values['code']} belongs to another scheme")
+            mutuelle = Mutuelle(scheme_id=scheme.id, **fields)
+            session.add(mutuelle)
+        else:
+            for name, value in fields.items():
+                setattr(mutuelle, name, value)
+        accounts = [{**a, "account_key": account_key(a["account"])} for a in values["accounts"]]
+        _sync(mutuelle.accounts, accounts, "provider", MutuelleAccount)
+    session.flush()
 
 
 def _sync(current: list[Any], wanted: list[dict[str, Any]], key: str, model: type) -> None:
