@@ -5,6 +5,7 @@ the eligibility API's, tokens and rate limit shared with it, checks logged, erro
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import date
 from typing import Any
@@ -355,3 +356,15 @@ def test_the_ndjson_export_holds_every_selected_member_as_valid_resources(
         assert response.get_data() == b""
     with admin_app.test_client().get("/admin/exports/fhir-coverage.ndjson") as response:
         assert response.status_code == 302
+
+
+def test_the_exports_page_offers_the_fhir_files(admin_app: Flask) -> None:
+    client = signed_in(admin_app)
+    page = client.get("/admin/exports").get_data(as_text=True)
+    actions = re.findall(r'<form class="filters" method="get" action="([^"]+\.ndjson)"', page)
+    assert actions == ["/admin/exports/fhir-patient.ndjson", "/admin/exports/fhir-coverage.ndjson"]
+    models: tuple[type[BaseModel], ...] = (Patient, Coverage)
+    for action, model in zip(actions, models, strict=True):  # the forms' defaults: everyone, today
+        with client.get(f"{action}?scheme=&commune=&network=&plan=&category=&on={date.today()}") as response:
+            lines = response.get_data(as_text=True).splitlines()
+        assert len(lines) > 150 and all(validated(line, model)["resourceType"] == model.__name__ for line in lines[:20])
