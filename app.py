@@ -50,14 +50,14 @@ class BoundedIntConverter(IntegerConverter):
 
 def register_blueprints(app: Flask) -> None:
     """Register one blueprint per channel; machine callbacks have their own auth, so no CSRF there."""
-    from handlers import admin, api, health, payments, sms, ussd
+    from handlers import admin, api, fhir, health, payments, sms, ussd
 
-    machine = (health, sms, ussd, payments, api)
+    machine = (health, sms, ussd, payments, api, fhir)
     for module in machine:
         extensions.csrf.exempt(module.bp)
         app.register_blueprint(module.bp)
     admin.register(app)
-    api.register_limits(app)
+    api.register_limits(app, api.LIMITED_ENDPOINTS + fhir.LIMITED_ENDPOINTS)
     extensions.scope_to_blueprint(app, admin.bp.name)
 
 

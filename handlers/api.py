@@ -89,10 +89,10 @@ def _count_refusal(_limit: RequestLimit) -> None:
         log.warning("read api: refusal not counted (%s)", type(exc).__name__)
 
 
-def register_limits(app: Flask) -> None:
-    """Limit the read-API views together to `API_RATE_LIMIT` requests per token (429 beyond)."""
+def register_limits(app: Flask, endpoints: tuple[str, ...] = LIMITED_ENDPOINTS) -> None:
+    """Limit the read-API views (and any other token views named) together to `API_RATE_LIMIT` requests per token."""
     limiter: Limiter = app.extensions["admin_limiter"]
-    for endpoint in LIMITED_ENDPOINTS:
+    for endpoint in endpoints:
         app.view_functions[endpoint] = limiter.shared_limit(
             lambda: app.config["API_RATE_LIMIT"],
             scope="read-api",

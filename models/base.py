@@ -154,3 +154,4 @@ class CheckChannel(enum.StrEnum):
     API = "api"
     USSD = "ussd"
     SMS = "sms"
+    FHIR = "fhir"

@@ -24,6 +24,7 @@ from handlers.admin.auth import role_required
 from handlers.admin.params import arg_date, arg_enum, arg_int, arg_text
 from handlers.admin.texts import gettext
 from models.base import EligibilityStatus, PaymentStatus, StaffRole, utcnow
+from models.fhir.export import coverage_lines, patient_lines
 from models.views.exports import (
     HOUSEHOLD_COLUMNS,
     MEMBER_COLUMNS,
@@ -197,3 +198,46 @@ def export_payments() -> ResponseReturnValue:
     """Download the filtered payments with their household, commune and network, as CSV (streamed)."""
     filters = _payment_filters()
     return csv_download("payments", header(PAYMENT_COLUMNS), lambda session: payment_rows(session, filters))
+
+
+def ndjson_download(stem: str, lines: Callable[[Session], Iterable[str]]) -> Response:
+    """Return a streamed FHIR NDJSON download (one resource per line), named `<stem>-<UTC time>.ndjson`.
+
+    `lines` gets the streaming's own session, as in `csv_download`.
+    """
+
+    def generate() -> Iterator[str]:
+        chunk: list[str] = []
+        size = 0
+        for line in lines(db()):
+            chunk.append(line)
+            size += len(line)
+            if size >= CHUNK_CHARACTERS:
+                yield "".join(chunk)
+                chunk, size = [], 0
+        yield "".join(chunk)
+
+    log.info("admin: %s.ndjson exported by %s (%s)", stem, current_user.username, request.query_string.decode()[:300])
+    name = f"{stem}-{utcnow():%Y%m%d-%H%M}.ndjson"
+    return Response(
+        stream_with_context(generate()),
+        mimetype="application/fhir+ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+    )
+
+
+@bp.get("/exports/fhir-patient.ndjson")
+@role_required(StaffRole.VIEWER)
+def export_fhir_patients() -> ResponseReturnValue:
+    """Download the members of the selected households as FHIR Patient resources, NDJSON (streamed)."""
+    selection = household_selection()
+    return ndjson_download("fhir-patient", lambda session: patient_lines(session, selection))
+
+
+@bp.get("/exports/fhir-coverage.ndjson")
+@role_required(StaffRole.VIEWER)
+def export_fhir_coverage() -> ResponseReturnValue:
+    """Download the members of the selected households' cover on a date as FHIR Coverage resources, NDJSON."""
+    selection = household_selection()
+    on = arg_date("on") or utcnow().date()
+    return ndjson_download("fhir-coverage", lambda session: coverage_lines(session, selection, on))

@@ -13,6 +13,9 @@ from models.base import Base, Language, Money, PremiumKind, utcnow
 
 # Days before a household's cover ends that its renewal reminders go out, when the scheme names none.
 DEFAULT_REMINDER_DAYS = (14, 3)
+# The FHIR identifier systems of a scheme that names none: `<base>/<scheme code>/member` and `…/coverage`
+# (`.example` is reserved: a deployment that shares identifiers names its own in the scheme file's `[fhir]`).
+FHIR_SYSTEM_BASE = "https://mutuelle.example/fhir"
 
 
 class Scheme(Base):
@@ -40,6 +43,9 @@ class Scheme(Base):
     daytime_end: Mapped[time]
     sms_sender_id: Mapped[str | None] = mapped_column(String(11))
     request_ttl_hours: Mapped[int] = mapped_column(Integer, default=72)
+    # FHIR identifier systems from the scheme file's `[fhir]` table; None: derived from the code (see below).
+    fhir_member_system: Mapped[str | None] = mapped_column(String(200))
+    fhir_coverage_system: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     plans: Mapped[list[Plan]] = relationship(
@@ -58,6 +64,16 @@ class Scheme(Base):
     def reminder_day_list(self) -> list[int]:
         """Return the days before cover ends that reminders go out (the scheme's, else the default), ascending."""
         return sorted({int(n) for n in (self.reminder_days or DEFAULT_REMINDER_DAYS)})
+
+    @property
+    def member_identifier_system(self) -> str:
+        """Return the FHIR identifier system of the scheme's member numbers."""
+        return self.fhir_member_system or f"{FHIR_SYSTEM_BASE}/{self.code}/member"
+
+    @property
+    def coverage_identifier_system(self) -> str:
+        """Return the FHIR identifier system of the scheme's coverage identifiers (a member's cover)."""
+        return self.fhir_coverage_system or f"{FHIR_SYSTEM_BASE}/{self.code}/coverage"
 
     def local_now(self, now: datetime | None = None) -> datetime:
         """Return the scheme's wall-clock time (naive) for a UTC instant (default: now)."""

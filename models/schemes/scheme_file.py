@@ -188,6 +188,21 @@ def _validate(r: _Reader) -> SchemeSpec:
     if daytime:
         values["daytime_start"], values["daytime_end"] = _clock(daytime[0]), _clock(daytime[1])
 
+    fhir = r.child("fhir", r.get("fhir", dict, default={}))
+    for key, column in (
+        ("member_identifier_system", "fhir_member_system"),
+        ("coverage_identifier_system", "fhir_coverage_system"),
+    ):
+        values[column] = fhir.get(
+            key,
+            str,
+            default=None,
+            check=_system_uri,
+            problem="must be an absolute URI (http(s): or urn:), at most 200 characters",
+        )
+    if values["fhir_member_system"] and values["fhir_member_system"] == values["fhir_coverage_system"]:
+        fhir.fail("coverage_identifier_system", "must differ from member_identifier_system")
+
     premium = r.child("premium", r.get("premium", dict))
     kind = premium.get(
         "kind", str, check=lambda v: v in {k.value for k in PremiumKind}, problem="must be per_person or bands"
@@ -343,6 +358,15 @@ def _mutuelles(r: _Reader, values: dict[str, Any], channels: list[dict[str, Any]
 
 def _percent_to_bp(value: int | float | None) -> int | None:
     return None if value is None else round(value * 100)
+
+
+def _system_uri(value: str) -> bool:
+    return (
+        0 < len(value) <= 200
+        and value.startswith(("https://", "http://", "urn:"))
+        and value.isprintable()
+        and " " not in value
+    )
 
 
 def _valid_zone(name: str) -> bool:
