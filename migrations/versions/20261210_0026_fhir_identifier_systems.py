@@ -6,7 +6,7 @@ Schema: `schemes.fhir_member_system` and `schemes.fhir_coverage_system`, the ide
 Facility checks over FHIR are logged with channel `fhir`, a new value of a non-native enum: no schema change.
 
 Revision ID: 0026_fhir_identifier_systems
-Revises: 0024_staff_language
+Revises: 0025_mutuelles
 Create Date: 2026-12-10 09:00:00
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0026_fhir_identifier_systems"
-down_revision: str | None = "0024_staff_language"
+down_revision: str | None = "0025_mutuelles"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
