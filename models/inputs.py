@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -115,3 +116,13 @@ def parse_query_date(raw: str, name: str) -> date:
     if not MIN_DATE <= value <= MAX_DATE:
         raise InputError(f"{name} must be between {MIN_DATE.isoformat()} and {MAX_DATE.isoformat()}")
     return value
+
+
+def squash(text: str) -> str:
+    """Return the text without accents, case, spaces or punctuation: how names, codes and accounts compare.
+
+    Network names and aliases, communes and payment accounts ("#144*4*6*203040#" → "1444620304 0" unspaced).
+    """
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
+    return re.sub(r"[^A-Z0-9]", "", plain)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from datetime import date, datetime
 from typing import Any
 
@@ -24,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.base import Base, HouseholdStatus, Language, MemberStatus, Sex, utcnow
+from models.inputs import squash
 from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
 
@@ -55,13 +54,6 @@ class Network(Base):
         keys = {squash(self.code), squash(self.name), *(squash(str(alias)) for alias in self.aliases or [])}
         keys.discard("")
         return keys
-
-
-def squash(text: str) -> str:
-    """Return the text without accents, case, spaces or punctuation: how network names and aliases compare."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
-    return re.sub(r"[^A-Z0-9]", "", plain)
 
 
 class Household(Base):

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.members.household import Network, squash
+from models.inputs import squash
+from models.members.household import Network
 from models.members.phones import normalise_phone
 
 MAX_ALIASES = 20

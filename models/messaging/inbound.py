@@ -29,7 +29,8 @@ from models.base import CheckChannel, EligibilityStatus, Language, MessageDirect
 from models.coverage.checks import check_member, find_member_born
 from models.coverage.eligibility import Eligibility, household_eligibility, member_eligibility, pay_offer
 from models.db import begin_write
-from models.members.household import Household, Network, find_household, phone_household_ids, squash
+from models.inputs import squash
+from models.members.household import Household, Network, find_household, phone_household_ids
 from models.messaging.commands import Command, CommandKind, mask_secrets, parse_command
 from models.messaging.message import Message
 from models.messaging.outbox import send_sms

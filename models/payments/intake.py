@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from models.base import EvidenceSource, PaymentStatus
 from models.db import begin_write
-from models.members.household import Household, Member, Network, squash
+from models.inputs import squash
+from models.members.household import Household, Member, Network
 from models.payments.payment import Payment, PaymentEvidence, PaymentRequest, ReconciliationEvent, UnparsedForward
 from models.payments.references import is_valid_reference
 

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from models.access.tables import CollectionDevice
 from models.base import EvidenceSource, RequestStatus, utcnow
-from models.inputs import InputError, check_text, load_json_body
-from models.members.household import Household, Member, Network, squash
+from models.inputs import InputError, check_text, load_json_body, squash
+from models.members.household import Household, Member, Network
 from models.payments.intake import IntakeResult, Report, clean_reference, record_report, store_unparsed
 from models.payments.operator_sms import OperatorPatterns, default_patterns, load_patterns, read_text
 from models.payments.payment import PAYER_MAX, REFERENCE_MAX, TXN_ID_MAX, PaymentRequest

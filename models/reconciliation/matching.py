@@ -37,7 +37,8 @@ from models.base import MemberStatus, PaymentStatus, RequestStatus, utcnow
 from models.bulk import among
 from models.coverage.ledger import AccountState, account_states
 from models.coverage.premiums import active_member_counts, amount_due, is_fully_subsidised, max_advance_periods
-from models.members.household import Account, Household, Member, Network, squash
+from models.inputs import squash
+from models.members.household import Account, Household, Member, Network
 from models.members.phones import normalise_phone
 from models.payments.payment import Payment, PaymentRequest
 from models.payments.references import is_valid_reference

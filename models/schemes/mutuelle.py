@@ -7,8 +7,6 @@ of a statement) names the mutuelle a payment was made to; several mutuelles may 
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +16,7 @@ from sqlalchemy import ForeignKey, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.base import Base, utcnow
+from models.inputs import squash
 from models.schemes.scheme import Scheme
 
 MUTUELLE_CODE_MAX = 40
@@ -72,10 +71,8 @@ class MutuelleAccount(Base):
 
 
 def account_key(text: str) -> str:
-    """Return an account as compared: without accents, case, spaces or punctuation ("#144*4*6*203040#" → digits)."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
-    return re.sub(r"[^A-Z0-9]", "", plain)[:ACCOUNT_MAX]
+    """Return an account as compared: squashed ("#144*4*6*203040#" → its digits), at most `ACCOUNT_MAX` long."""
+    return squash(text)[:ACCOUNT_MAX]
 
 
 def commune_key(text: str | None) -> str:
