@@ -288,10 +288,17 @@ def _echo_report(report: StatementReport, limit: int) -> None:
     "--provider", required=True, help="The operator whose statement it is: wave, orange_money, mpesa, sandbox…"
 )
 @click.option("--format", "format_name", default=None, help="Column mapping by name (default: found from the header).")
+@click.option(
+    "--account",
+    default=None,
+    help="The account the statement is of (merchant number, paybill): its credits go to that account's mutuelle.",
+)
 @click.option("--actor", default="cli", show_default=True, help="Staff user recorded on the import.")
 @click.option("--limit", default=50, show_default=True, help="Breaks printed per kind.")
 @with_appcontext
-def import_statement_command(file: Path, provider: str, format_name: str | None, actor: str, limit: int) -> None:
+def import_statement_command(
+    file: Path, provider: str, format_name: str | None, account: str | None, actor: str, limit: int
+) -> None:
     """Import an operator statement, confirm and create its payments, and print the break report."""
     session = db()
     session.rollback()
@@ -302,7 +309,15 @@ def import_statement_command(file: Path, provider: str, format_name: str | None,
     try:
         formats = load_formats(settings().STATEMENT_FORMATS_FILE or DEFAULT_FORMATS_FILE)
         result = import_statement(
-            session, provider, file.name, file.read_bytes(), actor, format_name, formats, progress=progress
+            session,
+            provider,
+            file.name,
+            file.read_bytes(),
+            actor,
+            format_name,
+            formats,
+            progress=progress,
+            account=account,
         )
     except (StatementError, FormatFileError) as exc:
         session.rollback()

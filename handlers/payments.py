@@ -33,6 +33,7 @@ from models.payments.intake import IntakeResult, Report, payment_view, record_re
 from models.payments.rejections import keep_rejected
 from models.payments.sources import (
     PayloadError,
+    account_parameter,
     daraja_amount_valid,
     daraja_report,
     is_known_account,
@@ -129,7 +130,8 @@ def wave() -> ResponseReturnValue:
     if not signed and not verify_wave_bearer(request.headers.get("Authorization"), current.WAVE_SHARED_SECRET):
         return jsonify(status="unauthorized"), 401
     try:
-        report = wave_report(_writer(), load_json(body), body.decode("utf-8"))
+        account = account_parameter(request.args.get("account"))
+        report = wave_report(_writer(), load_json(body), body.decode("utf-8"), account)
     except InputError as exc:
         return _invalid("wave", body, exc)
     if report is None:
@@ -172,7 +174,7 @@ def daraja_confirm() -> ResponseReturnValue:
 @bp.post("/payments/sandbox")
 @callback
 def sandbox() -> ResponseReturnValue:
-    """Store a sandbox payment `{txn_id, amount, currency, phone, reference}` (not in production)."""
+    """Store a sandbox payment `{txn_id, amount, currency, phone, reference, account?}` (not in production)."""
     if settings().is_production:
         abort(404)
     body = request.get_data()

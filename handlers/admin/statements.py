@@ -27,7 +27,9 @@ from models.imports.statements import (
     load_formats,
     statement_report,
 )
+from models.inputs import InputError, check_text
 from models.payments.statement import BreakKind, StatementImport
+from models.schemes.mutuelle import ACCOUNT_MAX
 from workers.reconcile import reconcile_after_commit
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def _upload_page(error: str | None = None, status: int = 200) -> ResponseReturnV
             providers=_providers(),
             error=error,
             chosen=request.form.get("provider", ""),
+            account=request.form.get("account", ""),
             max_bytes=settings().UPLOAD_MAX_BYTES,
         ),
         status,
@@ -96,8 +99,11 @@ def upload_statement() -> ResponseReturnValue:
     session = db()
     session.rollback()
     try:
-        result = import_statement(session, provider, upload.filename, data, imported_by=current_user.username)
-    except (StatementError, FormatFileError) as exc:
+        account = check_text(request.form.get("account"), "account", ACCOUNT_MAX) or None
+        result = import_statement(
+            session, provider, upload.filename, data, imported_by=current_user.username, account=account
+        )
+    except (StatementError, FormatFileError, InputError) as exc:
         session.rollback()
         return _upload_page(gettext("%(file)s: nothing imported. %(error)s", file=upload.filename, error=exc), 400)
     reconcile_after_commit(session, result.needs_reconcile, settings())

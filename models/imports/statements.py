@@ -39,17 +39,20 @@ from models.db import begin_write
 from models.payments.intake import (
     IntakeOutcome,
     Report,
+    clean_account,
     clean_phone,
     clean_reference,
     differences,
     fields_hash,
     record_report,
     sha256_text,
+    single_mutuelle,
 )
 from models.payments.operator_sms import normalise_text
 from models.payments.payment import Payment, PaymentEvidence, ReconciliationEvent
 from models.payments.statement import BreakKind, LineKind, StatementBreak, StatementImport, StatementLine
 from models.schemes.amounts import AmountError, currency_exponent, parse_amount
+from models.schemes.mutuelle import ReportedAccount, mutuelles_of_account
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,18 @@ PROGRESS_EVERY = 10_000
 # What an import writes (payments through intake, with their evidence and events): analysed once committed.
 MODELS_WRITTEN = (StatementImport, StatementLine, StatementBreak, Payment, PaymentEvidence, ReconciliationEvent)
 _IN_CHUNK = 2_000  # ids per IN (…) query: well under SQLite's and PostgreSQL's parameter limits
-_COLUMN_KEYS = ("txn_id", "date", "time", "amount", "paid_in", "withdrawn", "currency", "payer", "reference")
+_COLUMN_KEYS = (
+    "txn_id",
+    "date",
+    "time",
+    "amount",
+    "paid_in",
+    "withdrawn",
+    "currency",
+    "payer",
+    "reference",
+    "account",
+)
 _FORMAT_KEYS = frozenset(
     {
         *_COLUMN_KEYS,
@@ -116,6 +130,7 @@ class StatementFormat:
     payer_pattern: re.Pattern[str] | None = None
     reference: str | None = None
     reference_pattern: re.Pattern[str] | None = None
+    account: str | None = None  # the account each line was paid to (a union's statement of several accounts)
     type: str | None = None
     credit_types: frozenset[str] = frozenset()
     status: str | None = None
@@ -183,6 +198,7 @@ def _format_from(name: str, entry: Any) -> StatementFormat:
         payer_pattern=patterns["payer_pattern"],
         reference=entry.get("reference") or None,
         reference_pattern=patterns["reference_pattern"],
+        account=entry.get("account") or None,
         type=entry.get("type") or None,
         credit_types=frozenset(header_key(str(t)) for t in entry.get("credit_types", [])),
         status=entry.get("status") or None,
@@ -230,6 +246,7 @@ class StatementLineData:
     reference: str | None
     kind: str
     raw: str
+    account: str | None = None
 
     @property
     def is_credit(self) -> bool:
@@ -397,6 +414,7 @@ class _Reader:
             payer_phone=payer[:32] if payer else None,
             reference=reference[:120] if reference else None,
             kind=kind,
+            account=clean_account(self.pick(row, fmt.account, None)),
             raw=json.dumps(dict(zip(self.header, row, strict=False)), ensure_ascii=False),
         )
 
@@ -641,7 +659,31 @@ def _describe(diffs: dict[str, list[str | int | None]]) -> str:
     return "; ".join(parts)
 
 
-def _report_of(line: StatementLineData, provider: str, route: str, line_id: int) -> Report:
+class _Accounts:
+    """The mutuelles of a statement's accounts, each looked up once per import."""
+
+    def __init__(self, session: Session, provider: str) -> None:
+        self.session, self.provider = session, provider
+        self.known: dict[str, frozenset[int] | None] = {}
+
+    def mutuelles(self, account: str | None) -> frozenset[int] | None:
+        """Return the mutuelles an account serves, or None."""
+        if not account:
+            return None
+        if account not in self.known:
+            self.known[account] = mutuelles_of_account(self.session, ReportedAccount(self.provider, account))
+        return self.known[account]
+
+    def disagree(self, payment: Payment, account: str) -> bool:
+        """Return whether the account serves none of the mutuelles the payment was paid to or matched in."""
+        reported = self.mutuelles(account)
+        stored = self.mutuelles(payment.account)
+        if stored is None and payment.mutuelle_id is not None:
+            stored = frozenset({payment.mutuelle_id})
+        return reported is not None and stored is not None and not reported & stored
+
+
+def _report_of(line: StatementLineData, provider: str, route: str, line_id: int, account: str | None) -> Report:
     return Report(
         provider=provider,
         provider_txn_id=line.provider_txn_id,
@@ -654,6 +696,7 @@ def _report_of(line: StatementLineData, provider: str, route: str, line_id: int)
         route=route,
         raw=line.raw,
         statement_line_id=line_id,
+        account=line.account or account,  # the line's own account, else the statement's
     )
 
 
@@ -695,9 +738,15 @@ def import_statement(
     format_name: str | None = None,
     formats: Mapping[str, StatementFormat] | None = None,
     progress: Progress | None = None,
+    account: str | None = None,
 ) -> ImportResult:
-    """Store a statement with its lines, bring its credits through intake and record the breaks; the caller commits."""
+    """Store a statement with its lines, bring its credits through intake and record the breaks; the caller commits.
+
+    `account`: the account the statement is of (a merchant number, a paybill): its credits were paid to it, and
+    to the mutuelle it serves (a line's own `account` column, when the format has one, wins).
+    """
     provider = provider.strip().lower()
+    account = clean_account(account)
     report_progress: Progress = progress or (lambda _stage, _done, _total: None)
     digest = hashlib.sha256(data).hexdigest()
     begin_write(session)
@@ -732,6 +781,8 @@ def import_statement(
         period_start=start,
         period_end=end,
         format=route,
+        account=account,
+        mutuelle_id=single_mutuelle(mutuelles_of_account(session, ReportedAccount(provider, account or ""))),
     )
     try:
         with session.begin_nested():
@@ -788,10 +839,11 @@ def import_statement(
     report_progress("stored", len(lines), len(lines))
 
     stored_evidence = _stored_statement_evidence(session, [p.id for p in known.values()], route)
+    accounts = _Accounts(session, provider)
     evidence_rows: list[dict[str, Any]] = []
     through_intake: list[tuple[StatementLineData, Report, dict[str, list[str | int | None]]]] = []
     for done, line in enumerate(first.values(), start=1):
-        report = _report_of(line, provider, route, line_ids[line.line_no])
+        report = _report_of(line, provider, route, line_ids[line.line_no], account)
         payment = known.get(line.provider_txn_id)
         if payment is None:
             through_intake.append((line, report, {}))
@@ -799,8 +851,12 @@ def import_statement(
             pass  # an overlapping statement already brought this very line
         else:
             diffs = differences(payment, report)
+            if report.account and accounts.disagree(payment, report.account):
+                diffs["account"] = [payment.account, report.account]  # paid to another mutuelle's account
             # A matched payment that had no reference: intake checks the line's does not name another account.
             unchecked = bool(line.reference) and not payment.account_reference and payment.match_rule is not None
+            # A payment not yet attributed to a mutuelle takes the line's account's through intake.
+            unchecked = unchecked or bool(report.account and payment.mutuelle_id is None)
             if payment.confirmed and not diffs and not unchecked:
                 evidence_rows.append(
                     {

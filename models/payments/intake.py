@@ -8,7 +8,10 @@ Rules (docs/http-contract.md, "Payments"):
   codes ignored, `*` masks match anything); any difference → CONFLICT with a ReconciliationEvent, nothing applied;
 - a payment known only from a forwarded text is PROVISIONAL (confirmed=False) unless its device is trusted; the first
   consistent webhook or statement report confirms it, fills the reference it lacked, takes that report's payer phone
-  (the same number, often in a fuller form) and sends it back to RECEIVED for the reconcile job.
+  (the same number, often in a fuller form) and sends it back to RECEIVED for the reconcile job;
+- the account paid (a Wave merchant, a Daraja shortcode, a statement's account; a device's mutuelle) attributes the
+  payment to the mutuelle it serves when it serves one (`mutuelle_id`); a later report fills an account the payment
+  lacked, and one whose account serves none of the payment's mutuelles → CONFLICT (field `account`).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from models.access.tables import CollectionDevice
 from models.base import EvidenceSource, PaymentStatus
 from models.db import begin_write
 from models.inputs import squash
 from models.members.household import Household, Member, Network
 from models.payments.payment import Payment, PaymentEvidence, PaymentRequest, ReconciliationEvent, UnparsedForward
 from models.payments.references import is_valid_reference
+from models.schemes.mutuelle import ACCOUNT_MAX, ReportedAccount, mutuelles_of_account
 
 INTAKE_ACTOR = "intake"
 CONFIRMING_SOURCES = frozenset({EvidenceSource.WEBHOOK, EvidenceSource.STATEMENT, EvidenceSource.MANUAL})
@@ -65,6 +70,8 @@ class Report:
     confirms: bool = True
     repeat_key: str | None = None  # what makes two reports "the same report"; defaults to the raw payload
     statement_line_id: int | None = None  # the statement line a STATEMENT report comes from
+    account: str | None = None  # the account paid, as reported (merchant, shortcode, statement's account)
+    mutuelle_id: int | None = None  # the mutuelle paid when the route knows it directly (a device's)
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,72 @@ def differences(payment: Payment, report: Report) -> dict[str, list[str | int | 
     return found
 
 
+def clean_account(account: str | None) -> str | None:
+    """Return a reported account trimmed and bounded, or None when empty."""
+    cleaned = re.sub(r"\s+", " ", account or "").strip()
+    return cleaned[:ACCOUNT_MAX] or None
+
+
+def report_mutuelles(session: Session, report: Report) -> frozenset[int] | None:
+    """Return the mutuelles a report says the payment was made to (its account's, or its device's), or None."""
+    found = mutuelles_of_account(session, _reported(report.provider, report.account))
+    if found is None and report.mutuelle_id is not None:
+        return frozenset({report.mutuelle_id})
+    return found
+
+
+def payment_mutuelles(session: Session, payment: Payment) -> frozenset[int] | None:
+    """Return the mutuelles a payment may belong to: its account's, else the one it is attributed to, else None."""
+    found = mutuelles_of_account(session, _reported(payment.provider, payment.account))
+    if found is None and payment.mutuelle_id is not None:
+        return frozenset({payment.mutuelle_id})
+    return found
+
+
+def paid_to_mutuelles(session: Session, payment: Payment) -> frozenset[int] | None:
+    """Return the mutuelles a payment was paid to, from what reported it: its account's, else its devices'; or None.
+
+    Unlike `payment_mutuelles`, a match does not count: staff may match and unmatch only within these.
+    """
+    found = mutuelles_of_account(session, _reported(payment.provider, payment.account))
+    if found is not None:
+        return found
+    devices = select(PaymentEvidence.device_id).where(PaymentEvidence.payment_id == payment.id)
+    rows = session.scalars(
+        select(CollectionDevice.mutuelle_id).where(
+            CollectionDevice.id.in_(devices), CollectionDevice.mutuelle_id.is_not(None)
+        )
+    )
+    return frozenset(i for i in rows if i is not None) or None
+
+
+def single_mutuelle(mutuelles: frozenset[int] | None) -> int | None:
+    """Return the one mutuelle of a set of one, else None."""
+    return next(iter(mutuelles)) if mutuelles is not None and len(mutuelles) == 1 else None
+
+
+def _reported(provider: str, account: str | None) -> ReportedAccount | None:
+    return ReportedAccount(provider, account) if account else None
+
+
+def account_difference(session: Session, payment: Payment, report: Report) -> list[str | int | None] | None:
+    """Return [stored, reported] accounts when the report's serves none of the payment's mutuelles, else None."""
+    reported = report_mutuelles(session, report)
+    stored = payment_mutuelles(session, payment)
+    if reported is None or stored is None or reported & stored:
+        return None
+    return [payment.account or f"mutuelle {payment.mutuelle_id}", report.account or f"mutuelle {report.mutuelle_id}"]
+
+
+def _fill_account(session: Session, payment: Payment, report: Report) -> None:
+    """Take the report's account when the payment had none, and its mutuelle when not attributed yet."""
+    account = clean_account(report.account)
+    if payment.account is None and account is not None:
+        payment.account = account
+    if payment.mutuelle_id is None:
+        payment.mutuelle_id = single_mutuelle(report_mutuelles(session, report))
+
+
 def _is_full_phone(phone: str | None) -> bool:
     return bool(phone) and "*" not in (phone or "") and bool(_PHONE_LIKE.match(phone or ""))
 
@@ -168,6 +241,8 @@ def record_report(session: Session, report: Report) -> IntakeResult:
             status=status,
             confirmed=report.confirms,
             scheme_id=report.scheme_id,
+            account=clean_account(report.account),
+            mutuelle_id=single_mutuelle(report_mutuelles(session, report)),
         )
         try:
             # A concurrent request may insert the same transaction first: the savepoint keeps our transaction alive.
@@ -269,6 +344,9 @@ def _add_report(session: Session, payment: Payment, report: Report) -> IntakeRes
     if not _add_evidence(session, payment, report):
         return IntakeResult(payment.id, IntakeOutcome.REPEAT, payment.status, needs_reconcile=False)
     diffs = differences(payment, report)
+    other_account = account_difference(session, payment, report)
+    if other_account is not None:
+        diffs["account"] = other_account
     elsewhere = None
     if not diffs and not clean_reference(payment.account_reference):
         # A matched payment without reference: a later report's reference must not name another account.
@@ -294,6 +372,7 @@ def _add_report(session: Session, payment: Payment, report: Report) -> IntakeRes
         )
         session.flush()
         return IntakeResult(payment.id, IntakeOutcome.CONFLICT, payment.status, needs_reconcile=False)
+    _fill_account(session, payment, report)
     if report.confirms and not payment.confirmed:
         before = payment.status
         payment.confirmed = True

@@ -24,6 +24,7 @@ from models.payments.operator_sms import OperatorPatterns, default_patterns, loa
 from models.payments.payment import PAYER_MAX, REFERENCE_MAX, TXN_ID_MAX, PaymentRequest
 from models.payments.references import is_valid_reference
 from models.schemes.amounts import AmountError, currency_exponent, parse_amount
+from models.schemes.mutuelle import ACCOUNT_MAX
 
 WAVE_SIGNATURE_TOLERANCE_SECONDS = 300
 WAVE_PAYMENT_EVENTS = frozenset({"merchant.payment_received", "checkout.session.completed"})
@@ -142,8 +143,20 @@ def verify_wave_bearer(authorization: str | None, shared_secret: str) -> bool:
     return hmac.compare_digest(presented.strip().encode(), shared_secret.encode())
 
 
-def wave_report(session: Session, event: Any, raw: str) -> Report | None:
-    """Return the payment a Wave event reports, or None for events that are not a completed payment."""
+def account_parameter(value: Any) -> str | None:
+    """Return the `?account=` a payment route was called with (the mutuelle's own URL), bounded; None when absent."""
+    try:
+        return check_text(value, "account", ACCOUNT_MAX) or None
+    except InputError as exc:
+        raise PayloadError(str(exc)) from exc
+
+
+def wave_report(session: Session, event: Any, raw: str, account: str | None = None) -> Report | None:
+    """Return the payment a Wave event reports, or None for events that are not a completed payment.
+
+    The account paid: `account` (the `?account=` of the mutuelle's webhook URL), else the business name the event
+    carries (`merchant_name`, or `business_name` on a checkout), matched against the accounts' display names.
+    """
     if not isinstance(event, dict):
         raise PayloadError("event must be an object")
     kind = event.get("type")
@@ -166,6 +179,7 @@ def wave_report(session: Session, event: Any, raw: str) -> Report | None:
         reference = reference or _text(data, "client_reference", REFERENCE_MAX)
         paid_at = _iso_time(data.get("when_created"))
     payer = _text(data, "sender_mobile", PAYER_MAX)
+    account = account or _text(data, "merchant_name", ACCOUNT_MAX) or _text(data, "business_name", ACCOUNT_MAX)
     return Report(
         provider="wave",
         provider_txn_id=txn_id,
@@ -177,6 +191,7 @@ def wave_report(session: Session, event: Any, raw: str) -> Report | None:
         source=EvidenceSource.WEBHOOK,
         route=f"wave:{kind}",
         raw=raw,
+        account=account,
     )
 
 
@@ -208,6 +223,7 @@ def daraja_report(session: Session, payload: Any, raw: str) -> Report:
         source=EvidenceSource.WEBHOOK,
         route="daraja:confirm",
         raw=raw,
+        account=_text(payload, "BusinessShortCode", ACCOUNT_MAX),  # the paybill or till the payer paid
     )
 
 
@@ -249,7 +265,7 @@ def is_known_account(session: Session, reference: str | None) -> bool:
 
 
 def sandbox_report(session: Session, payload: Any, raw: str) -> Report:
-    """Return the payment of a sandbox notification `{txn_id, amount, currency, phone, reference}`."""
+    """Return the payment of a sandbox notification `{txn_id, amount, currency, phone, reference, account?}`."""
     if not isinstance(payload, dict):
         raise PayloadError("body must be an object")
     currency = _currency(payload)
@@ -264,6 +280,7 @@ def sandbox_report(session: Session, payload: Any, raw: str) -> Report:
         source=EvidenceSource.WEBHOOK,
         route="sandbox",
         raw=raw,
+        account=_text(payload, "account", ACCOUNT_MAX),
     )
 
 
@@ -332,6 +349,7 @@ def forwarded_text(
         raw=raw,
         device_id=device.id,
         scheme_id=device.scheme_id,
+        mutuelle_id=device.mutuelle_id,  # the merchant phone is that mutuelle's
         confirms=device.trusted,
         # A forwarding app's retry carries the same text: the same report whatever its timestamps.
         repeat_key=json.dumps([device.device_key, sender, text]),

@@ -89,6 +89,7 @@ _SETTLED_COLUMNS = (
     "network_id",
     "payment_request_id",
     "scheme_id",
+    "mutuelle_id",
     "match_rule",
     "match_confidence",
 )
@@ -327,6 +328,7 @@ def apply_match(payment: Payment, match: Match, batch: _Batch | None = None) -> 
         "network": match.network,
         "payment_request": match.request,
         "scheme_id": match.scheme_id,
+        "mutuelle_id": match.mutuelle_id,  # the matched household's or network's: within the account's mutuelles
         "match_rule": match.rule,
         "match_confidence": match.confidence,
         "status_reason": None,

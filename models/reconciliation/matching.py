@@ -17,7 +17,10 @@ agree, and when they do not the payment waits in suspense naming the candidates 
   household could);
 - `payer_phone` (50): the payer's phone belongs to active members of exactly one household and the amount is at
   most what the household may pay (fee, arrears and whole periods up to the advance cap, less its credit);
-otherwise UNMATCHED (suspense) with the reason and the ranked candidates. The evidence used goes into the
+otherwise UNMATCHED (suspense) with the reason and the ranked candidates. Matching never crosses mutuelles: every
+candidate (request, named account, payer's households, network contacts, slip neighbours, paid before) must belong to
+a mutuelle the account paid serves (`MatchLookup.mutuelles`; any mutuelle when the account names none), and a
+reference naming another mutuelle's account is suspense. The evidence used goes into the
 ReconciliationEvent's details. A payment matched before (a provisional one now confirmed) keeps its account: a
 later report naming another one makes it CONFLICT for review, and changes no ledger.
 """
@@ -42,6 +45,7 @@ from models.members.household import Account, Household, Member, Network
 from models.members.phones import normalise_phone
 from models.payments.payment import Payment, PaymentRequest
 from models.payments.references import is_valid_reference
+from models.schemes.mutuelle import Mutuelle, ReportedAccount, mutuelles_of_account
 from models.schemes.scheme import Scheme
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,13 @@ class Match:
         return owner.scheme_id
 
     @property
+    def mutuelle_id(self) -> int:
+        """Return the mutuelle of the matched owner: the payment is attributed to it."""
+        owner = self.household if self.household is not None else self.network
+        assert owner is not None
+        return owner.mutuelle_id
+
+    @property
     def owner(self) -> tuple[int | None, int | None]:
         """Return (household id, network id) of the matched account."""
         return (self.household.id if self.household else None, self.network.id if self.network else None)
@@ -110,6 +121,11 @@ class MatchAttempt:
     evidence: dict[str, Any] = field(default_factory=dict)
     candidates: list[Candidate] = field(default_factory=list)
     conflict: str | None = None  # a payment matched before that the signals now put on another account
+    mutuelles: frozenset[int] | None = None  # the mutuelles the account paid serves; None: any
+
+    def allows(self, owner: Household | Network | None) -> bool:
+        """Return whether a household or network belongs to a mutuelle the payment may be matched in."""
+        return owner is not None and (self.mutuelles is None or owner.mutuelle_id in self.mutuelles)
 
     @property
     def reason(self) -> str:
@@ -260,6 +276,9 @@ class MatchLookup:
         self.member_households: dict[str, int] = {}
         self.phone_households: dict[str, set[int]] = {}
         self.paid_before: dict[str, set[int]] = {}
+        self.paid_before_mutuelle: dict[int, int] = {}
+        self.mutuelle_codes: dict[int, str] = dict(session.execute(select(Mutuelle.id, Mutuelle.code)).tuples().all())
+        self.account_mutuelles: dict[tuple[str, str], frozenset[int] | None] = {}
         self.fits: dict[tuple[int, date], Fit] = {}
         # Networks are few (a handful per commune): all of them, with their names, aliases and contact phones.
         self.networks = list(session.scalars(select(Network).order_by(Network.id)))
@@ -292,7 +311,8 @@ class MatchLookup:
         payers = {p.payer_phone for p in payments if p.payer_phone and "*" not in p.payer_phone}
         if payers:
             rows = session.execute(
-                select(Payment.payer_phone, Payment.household_id)
+                select(Payment.payer_phone, Payment.household_id, Household.mutuelle_id)
+                .join(Household, Payment.household_id == Household.id)
                 .where(
                     among(session, Payment.payer_phone, payers),
                     Payment.status == PaymentStatus.ALLOCATED,
@@ -301,8 +321,9 @@ class MatchLookup:
                 )
                 .distinct()
             )
-            for payer, household_id in rows:
+            for payer, household_id, mutuelle_id in rows:
                 self.paid_before.setdefault(str(payer), set()).add(household_id)
+                self.paid_before_mutuelle[household_id] = mutuelle_id
         # Warm the identity map with every household a rule may pick, and read their heads' phones (for receipts).
         wanted = {r.household_id for r in self.requests_by_phone if r.household_id is not None}
         wanted |= {r.household_id for rs in self.requests_by_reference.values() for r in rs if r.household_id}
@@ -356,6 +377,24 @@ class MatchLookup:
                 state = states.get(accounts[household_id], none) if household_id in accounts else none
                 fit = household_fit(session, by_id[household_id], on, state=state, members=counts[household_id])
                 self.fits[(household_id, on)] = fit
+
+    def mutuelles(self, session: Session, payment: Payment) -> frozenset[int] | None:
+        """Return the mutuelles a payment may be matched in: its account's (once per batch), else the one a device or
+        statement attributed it to, else None (any mutuelle)."""
+        found = None
+        if payment.account:
+            key = (payment.provider, payment.account)
+            if key not in self.account_mutuelles:
+                reported = ReportedAccount(payment.provider, payment.account)
+                self.account_mutuelles[key] = mutuelles_of_account(session, reported)
+            found = self.account_mutuelles[key]
+        if found is None and payment.mutuelle_id is not None:
+            return frozenset({payment.mutuelle_id})
+        return found
+
+    def codes(self, mutuelles: frozenset[int] | None) -> str:
+        """Return mutuelles by code ("SN-TN, SN-MR")."""
+        return ", ".join(sorted(self.mutuelle_codes.get(i, str(i)) for i in mutuelles or ()))
 
     def head_phone(self, household: Household) -> str | None:
         """Return the phone of the head of a household (of those this batch may pick: read with them, not their
@@ -471,8 +510,15 @@ def find_match(session: Session, payment: Payment, lookup: MatchLookup | None = 
     evidence.update(reference=reference or None, amount=payment.amount, currency=payment.currency)
     numbers = _numbers_of_payment(payment, lookup)
     on = _paid_on(payment)
+    attempt.mutuelles = lookup.mutuelles(session, payment)
+    if attempt.mutuelles is not None:
+        evidence["mutuelles"] = lookup.codes(attempt.mutuelles)
     phone_households = sorted(
-        (h for h in (session.get(Household, i) for i in lookup.households_of(numbers)) if h is not None),
+        (
+            h
+            for h in (session.get(Household, i) for i in lookup.households_of(numbers))
+            if h is not None and attempt.allows(h)
+        ),
         key=lambda h: h.household_no,
     )
     evidence["payer"] = "unknown or masked" if not numbers else "registered" if phone_households else "unregistered"
@@ -480,13 +526,24 @@ def find_match(session: Session, payment: Payment, lookup: MatchLookup | None = 
     if reference and is_valid_reference(reference):
         requests = lookup.open_requests(reference)
         if requests:
-            attempt.match = _owner_of_request(requests[0])
+            request = requests[0]
+            owner = request.network if request.network is not None else request.household
+            if not attempt.allows(owner):
+                _another_mutuelle(lookup, attempt, owner, f"reference {reference} is a payment request of")
+                return attempt
+            attempt.match = _owner_of_request(request)
             evidence["request"] = reference
             return attempt
         attempt.notes.append(f"reference {reference} is not an open payment request")
     named = lookup.named_households(session, reference) if reference else {}
     networks = lookup.named_networks(reference)
     evidence["named"] = [h.household_no for h, _ in named.values()] + [n.code for n, _ in networks]
+    foreign: list[Household | Network] = [h for h, _ in named.values() if not attempt.allows(h)]
+    foreign += [n for n, _ in networks if not attempt.allows(n)]
+    if foreign:
+        for owner in foreign:
+            _another_mutuelle(lookup, attempt, owner, "reference names")
+        return attempt
     if named or networks:
         _by_named_account(session, payment, lookup, attempt, named, networks, phone_households, on)
         return attempt
@@ -502,7 +559,11 @@ def find_match(session: Session, payment: Payment, lookup: MatchLookup | None = 
     if not numbers:
         attempt.notes.append("payer phone unknown or masked")
         return attempt
-    requests = lookup.requests_from(numbers, payment.amount, payment.currency)
+    requests = [
+        r
+        for r in lookup.requests_from(numbers, payment.amount, payment.currency)
+        if attempt.allows(r.network if r.network is not None else r.household)
+    ]
     if len(requests) == 1:
         attempt.match = Match(
             "request_phone_amount", household=requests[0].household, network=requests[0].network, request=requests[0]
@@ -513,6 +574,18 @@ def find_match(session: Session, payment: Payment, lookup: MatchLookup | None = 
         attempt.notes.append(f"{len(requests)} open requests from the payer for this amount")
     _by_payer_phone(session, payment, lookup, attempt, numbers, phone_households, on)
     return attempt
+
+
+def _another_mutuelle(lookup: MatchLookup, attempt: MatchAttempt, owner: Household | Network | None, said: str) -> None:
+    """Note that the payment names an account of another mutuelle than the account paid: never matched there."""
+    if owner is None:
+        return
+    label = f"network {owner.code}" if isinstance(owner, Network) else f"household {owner.household_no}"
+    theirs = lookup.mutuelle_codes.get(owner.mutuelle_id, str(owner.mutuelle_id))
+    attempt.notes.append(
+        f"{said} {label} of another mutuelle ({theirs}) than the account paid ({lookup.codes(attempt.mutuelles)})"
+    )
+    attempt.evidence.setdefault("other_mutuelle", []).append(label)
 
 
 def _fits(session: Session, payment: Payment, lookup: MatchLookup, household: Household, on: date) -> str | None:
@@ -562,6 +635,9 @@ def _by_named_account(
     # A payer registered nowhere who paid this household, and only this one, before (by reference or number
     # from a registered phone, or staff's match): the typed number is theirs — a relative who pays every month.
     paid_before = lookup.paid_before.get(payment.payer_phone or "", set()) if not phone_households else set()
+    paid_before = {
+        i for i in paid_before if attempt.mutuelles is None or lookup.paid_before_mutuelle[i] in attempt.mutuelles
+    }
     evidence["paid_before"] = sorted(paid_before)
     if paid_before == {household.id} and fit is not None:
         attempt.match = Match("account_number_history", household=household)
@@ -570,7 +646,7 @@ def _by_named_account(
         attempt.notes.append(f"amount fits nothing household {household.household_no} may pay")
         return
     # Only the typed number speaks: it must not be one keying slip from another household the amount fits.
-    neighbours = [other for other in slip_neighbours(session, token) if other.id != household.id]
+    neighbours = [o for o in slip_neighbours(session, token) if o.id != household.id and attempt.allows(o)]
     lookup.load_fits(session, {on: neighbours})
     near = [other for other in neighbours if _fits(session, payment, lookup, other, on) is not None]
     evidence["slip_neighbours"] = [other.household_no for other in near]
@@ -598,7 +674,7 @@ def _number_names_nothing(
     attempt.notes.append(f"no household, member or network {token!r}")
     for household in phone_households:
         attempt.suggest("household", household.household_no, "the payer's phone is registered to it", 2)
-    neighbours = slip_neighbours(session, token)
+    neighbours = [other for other in slip_neighbours(session, token) if attempt.allows(other)]
     lookup.load_fits(session, {on: neighbours})
     for other in neighbours:
         if _fits(session, payment, lookup, other, on) is not None:
@@ -616,7 +692,7 @@ def _by_payer_phone(
     on: date,
 ) -> None:
     """Match on the payer's phone: one household (the amount within what it may pay), or a network's contact."""
-    contacts = lookup.contact_networks(numbers)
+    contacts = [network for network in lookup.contact_networks(numbers) if attempt.allows(network)]
     fitting = [h for h in phone_households if _fits(session, payment, lookup, h, on) is not None]
     attempt.evidence["network_contact"] = [n.code for n in contacts]
     for network in contacts:

@@ -15,9 +15,11 @@ from models.base import PaymentStatus, utcnow
 from models.coverage.allocation import refund, reverse
 from models.coverage.allocator import find_allocation
 from models.members.household import Household, Network
+from models.payments.intake import paid_to_mutuelles, single_mutuelle
 from models.payments.payment import Payment
 from models.reconciliation.batch import Outcome, allocate_payment, apply_match, lock_payment, record_event
 from models.reconciliation.matching import Match
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
 
 # What each staff action accepts.
@@ -57,6 +59,7 @@ def manual_match(
         match = Match("manual", network=networks[0])
     else:
         raise ValueError("name a household or a network")
+    _check_mutuelle(session, payment, match)
     before = payment.status
     apply_match(payment, match)
     payment.status = PaymentStatus.MATCHED if payment.confirmed else PaymentStatus.PROVISIONAL
@@ -65,6 +68,22 @@ def manual_match(
     if not payment.confirmed:
         return Outcome.PROVISIONAL
     return allocate_payment(session, payment, actor=actor)
+
+
+def _check_mutuelle(session: Session, payment: Payment, match: Match) -> None:
+    """Refuse a match outside the mutuelles the payment was paid to (its account's, or its device's)."""
+    allowed = paid_to_mutuelles(session, payment)
+    if allowed is None or match.mutuelle_id in allowed:
+        return
+    label = f"network {match.network.code}" if match.network is not None else ""
+    if match.household is not None:
+        label = f"household {match.household.household_no}"
+    codes = dict(session.execute(select(Mutuelle.id, Mutuelle.code)).tuples().all())
+    paid = ", ".join(sorted(codes.get(i, str(i)) for i in allowed))
+    raise ValueError(
+        f"{label} belongs to mutuelle {codes.get(match.mutuelle_id, match.mutuelle_id)}; "
+        f"payment {payment.id} was paid to {payment.account or 'a device'} of {paid}"
+    )
 
 
 def _funded(session: Session, payment: Payment) -> bool:
@@ -93,6 +112,7 @@ def unmatch_payment(session: Session, payment_id: int, actor: str, reason: str) 
     payment.payment_request = None
     payment.match_rule = None
     payment.match_confidence = None
+    payment.mutuelle_id = single_mutuelle(paid_to_mutuelles(session, payment))  # no longer the household's
     payment.status = PaymentStatus.UNMATCHED
     payment.status_reason = reason[:500]
     record_event(session, payment, before, reason, "manual", actor=actor, details=details)
