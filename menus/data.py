@@ -111,7 +111,8 @@ from models.members.household import (
 )
 from models.messaging.outbox import send_sms
 from models.payments.payment import Payment, PaymentRequest
-from models.payments.references import create_payment_request, reference_values
+from models.payments.references import channel_account, create_payment_request, reference_values
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Plan, PremiumBand, Scheme, SubsidyCategory
 
 log = logging.getLogger(__name__)
@@ -441,11 +442,16 @@ class DatabaseData:
     def request_payment(self, effect: Effect, key: str, phone: str, language: str) -> PaymentReference:
         """Create the household's payment request for the key (or find it) and queue its SMS once."""
         session = self._fresh_write()
-        household = session.scalars(
+        query = (
             select(Household)
             .where(Household.id == effect.target)
-            .options(joinedload(Household.scheme).selectinload(Scheme.channels))
-        ).one()
+            .options(
+                joinedload(Household.scheme).selectinload(Scheme.channels),
+                # Joined into the household's statement: the mutuelle's accounts cost no round trip of their own.
+                joinedload(Household.mutuelle).joinedload(Mutuelle.accounts),
+            )
+        )
+        household = session.scalars(query).unique().one()
         scheme = household.scheme
         amount_text, _, periods_text = effect.value.partition(":")
         request = create_payment_request(
@@ -462,7 +468,7 @@ class DatabaseData:
         if phone:
             self._send_reference(session, phone, household, request, language)
         session.commit()
-        return PaymentReference(request.reference, request.amount, _channels(scheme))
+        return PaymentReference(request.reference, request.amount, _channels(scheme, household.mutuelle))
 
     @staticmethod
     def _send_reference(
@@ -527,7 +533,7 @@ class DatabaseData:
             amount=request.amount,
             currency=scheme.currency,
             exponent=scheme.currency_exponent,
-            channels=_channels(scheme),
+            channels=_channels(scheme, household.mutuelle),
         )
 
     def agent_check(self, effect: Effect) -> CheckOutcome:
@@ -799,9 +805,9 @@ def _periods_statement() -> Select[Any]:
     )
 
 
-def _channels(scheme: Scheme) -> tuple[tuple[str, str], ...]:
-    """Return the scheme's payment channels as (label, account) pairs."""
-    return tuple((channel.label, channel.account) for channel in scheme.channels)
+def _channels(scheme: Scheme, mutuelle: Mutuelle | None) -> tuple[tuple[str, str], ...]:
+    """Return the scheme's payment channels as (label, account) pairs, on the household's mutuelle's accounts."""
+    return tuple((channel.label, channel_account(channel, mutuelle)) for channel in scheme.channels)
 
 
 def _bands(bands: str | None) -> list[tuple[int, int]]:

@@ -506,5 +506,7 @@ def _pay_network(
     )
     shown = _money(scheme)(amount)
     values.update(reference=request.reference, amount=shown)
-    values["how_to_pay"] = how_to_pay(scheme, language, request.reference, shown, "network_reference", values)
+    values["how_to_pay"] = how_to_pay(
+        scheme, language, request.reference, shown, "network_reference", values, network.mutuelle
+    )
     return SmsReply("network_reference", values, None, language)
