@@ -69,7 +69,7 @@ from menus.values import (
     SchemeInfo,
     record_list,
 )
-from models.access.agents import PinOutcome, verify_agent_pin
+from models.access.agents import PinOutcome, agent_scope, verify_agent_pin
 from models.access.rate_limit import allow_member_check
 from models.access.tables import Agent, EffectKey
 from models.base import (
@@ -553,7 +553,8 @@ class DatabaseData:
             return CheckOutcome(outcome.outcome.value, minutes=minutes)
         if not outcome.ok:
             return CheckOutcome(outcome.outcome.value)
-        answer = check_member(session, member_no, None, CheckChannel.USSD, agent.facility, agent_id=agent.id)
+        with agent_scope(session, agent):
+            answer = check_member(session, member_no, None, CheckChannel.USSD, agent.facility, agent_id=agent.id)
         if answer is None:
             return CheckOutcome(OK, found=False, member_no=member_no[:44])
         e = answer.eligibility
