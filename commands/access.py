@@ -6,6 +6,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from commands.scoping import mutuelle_codes, mutuelle_id_of, mutuelle_label, mutuelle_option, scope_to
 from extensions import db, settings
 from models.access.agents import AgentError, create_agent, list_agents, unlock_agent
 from models.access.devices import (
@@ -32,16 +33,21 @@ def api_token_group() -> None:
 @api_token_group.command("create")
 @click.argument("name")
 @click.option("--facility", required=True, help="The health facility (or auditor) the token is for.")
+@mutuelle_option("Answer only for this mutuelle's members (default: every mutuelle's).")
 @with_appcontext
-def create_token_command(name: str, facility: str) -> None:
+def create_token_command(name: str, facility: str, mutuelle: str | None) -> None:
     """Create a token NAME and print it once; only its hash is kept."""
     session = db()
+    mutuelle_id = mutuelle_id_of(mutuelle)
     try:
-        token, plain = issue_token(session, name=name, facility=facility, now=utcnow())
+        token, plain = issue_token(session, name=name, facility=facility, now=utcnow(), mutuelle_id=mutuelle_id)
     except TokenError as exc:
         raise click.ClickException(str(exc)) from exc
     session.commit()
-    click.echo(f"token {token.name} for {token.facility} (prefix {token.prefix}); shown once, store it now:")
+    kept = mutuelle_label(mutuelle_codes(), token.mutuelle_id)
+    click.echo(
+        f"token {token.name} for {token.facility}, mutuelle {kept} (prefix {token.prefix}); shown once, store it now:"
+    )
     click.echo(plain)
 
 
@@ -60,15 +66,18 @@ def revoke_token_command(name: str) -> None:
 
 
 @api_token_group.command("list")
+@mutuelle_option("Only the tokens kept to this mutuelle.")
 @with_appcontext
-def list_tokens_command() -> None:
-    """List tokens: name, facility, prefix, created, last used, state."""
+def list_tokens_command(mutuelle: str | None) -> None:
+    """List tokens: name, facility, prefix, created, last used, state, mutuelle (`all`: every mutuelle's)."""
+    codes = mutuelle_codes()
+    scope_to(mutuelle)
     for token in list_tokens(db()):
         used = f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never"
         state = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "active"
         click.echo(
             f"{token.name}\t{token.facility}\t{token.prefix}…\tcreated {token.created_at:%Y-%m-%d}\t"
-            f"used {used}\t{state}"
+            f"used {used}\t{state}\tmutuelle {mutuelle_label(codes, token.mutuelle_id)}"
         )
 
 
@@ -95,18 +104,28 @@ def _default_country() -> str | None:
 @click.option("--name", default=None)
 @click.option("--country", default=None, help="Country of a national-format phone (default: the schemes' country).")
 @click.option("--pin", prompt=True, hide_input=True, confirmation_prompt=True, help="4 to 6 digits (else prompted).")
+@mutuelle_option("Check only this mutuelle's members (default: every mutuelle's).")
 @with_appcontext
-def create_agent_command(facility: str, phone: str, name: str | None, country: str | None, pin: str) -> None:
+def create_agent_command(
+    facility: str, phone: str, name: str | None, country: str | None, pin: str, mutuelle: str | None
+) -> None:
     """Create an agent with a PIN (hashed with argon2)."""
     session = db()
+    mutuelle_id = mutuelle_id_of(mutuelle)
     try:
         agent = create_agent(
-            session, facility=facility, phone=phone, pin=pin, name=name, country=country or _default_country()
+            session,
+            facility=facility,
+            phone=phone,
+            pin=pin,
+            name=name,
+            country=country or _default_country(),
+            mutuelle_id=mutuelle_id,
         )
     except AgentError as exc:
         raise click.ClickException(str(exc)) from exc
     session.commit()
-    click.echo(f"agent {agent.phone} created for {agent.facility}")
+    click.echo(f"agent {agent.phone} created for {agent.facility}, mutuelle {mutuelle or 'all'}")
 
 
 @agents_group.command("unlock")
@@ -125,10 +144,13 @@ def unlock_agent_command(phone: str, country: str | None) -> None:
 
 
 @agents_group.command("list")
+@mutuelle_option("Only the agents kept to this mutuelle.")
 @with_appcontext
-def list_agents_command() -> None:
-    """List agents: phone, facility, name, state."""
+def list_agents_command(mutuelle: str | None) -> None:
+    """List agents: phone, facility, name, state, mutuelle (`all`: every mutuelle's)."""
     now = utcnow()
+    codes = mutuelle_codes()
+    scope_to(mutuelle)
     for agent in list_agents(db()):
         if not agent.active:
             state = "inactive"
@@ -136,7 +158,8 @@ def list_agents_command() -> None:
             state = f"locked until {agent.locked_until:%H:%M} UTC"
         else:
             state = f"active ({agent.failed_attempts} wrong PINs)" if agent.failed_attempts else "active"
-        click.echo(f"{agent.phone}\t{agent.facility}\t{agent.name or ''}\t{state}")
+        kept = mutuelle_label(codes, agent.mutuelle_id)
+        click.echo(f"{agent.phone}\t{agent.facility}\t{agent.name or ''}\t{state}\tmutuelle {kept}")
 
 
 @click.group("devices")
@@ -157,10 +180,14 @@ def _device(ref: str) -> CollectionDevice:
 @click.option("--senders", required=True, help="Operator sender names, comma-separated (e.g. OrangeMoney,Wave).")
 @click.option("--scheme", default=None, help="Scheme code the device collects for.")
 @click.option("--trusted", is_flag=True, help="Its texts confirm payments (else they stay provisional).")
+@mutuelle_option("The mutuelle whose merchant phone it is: its payments are paid to that mutuelle.")
 @with_appcontext
-def create_device_command(device_id: str, label: str, senders: str, scheme: str | None, trusted: bool) -> None:
+def create_device_command(
+    device_id: str, label: str, senders: str, scheme: str | None, trusted: bool, mutuelle: str | None
+) -> None:
     """Register a device (its id or E.164 phone) and print its key once; only its hash is kept."""
     session = db()
+    mutuelle_id = mutuelle_id_of(mutuelle)
     scheme_id = None
     if scheme:
         scheme_id = session.scalar(select(Scheme.id).where(Scheme.code == scheme))
@@ -174,6 +201,7 @@ def create_device_command(device_id: str, label: str, senders: str, scheme: str 
             senders=parse_senders(senders),
             scheme_id=scheme_id,
             trusted=trusted,
+            mutuelle_id=mutuelle_id,
         )
     except DeviceError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -208,10 +236,15 @@ def revoke_device_command(device_id: str) -> None:
 
 
 @devices_group.command("list")
+@mutuelle_option("Only the devices of this mutuelle.")
 @with_appcontext
-def list_devices_command() -> None:
-    """List devices: id, label, key prefix or state, trusted, active."""
+def list_devices_command(mutuelle: str | None) -> None:
+    """List devices: id, label, key prefix or state, trusted, active, mutuelle (`all`: none named)."""
+    codes = mutuelle_codes()
+    scope_to(mutuelle)
     for device in list_devices(db()):
         key = f"{device.key_prefix}…" if device.key_hash else ("revoked" if device.key_revoked_at else "no key")
         trust = "trusted" if device.trusted else "untrusted"
-        click.echo(f"{device.device_key}\t{device.label}\t{key}\t{trust}\t{'active' if device.active else 'inactive'}")
+        active = "active" if device.active else "inactive"
+        kept = mutuelle_label(codes, device.mutuelle_id)
+        click.echo(f"{device.device_key}\t{device.label}\t{key}\t{trust}\t{active}\tmutuelle {kept}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -10,9 +13,11 @@ from sqlalchemy.orm import Session
 from commands.demo_data import (
     AGENTS,
     DEMO_PHONE,
+    DEMO_STAFF,
     DEVICE,
     SHARED_PHONE,
     demo_examples,
+    demo_password_file,
     is_empty,
     load_shipped_schemes,
     seed_demo,
@@ -20,6 +25,7 @@ from commands.demo_data import (
 from extensions import db, settings
 from models.base import today_utc
 from models.members.household import Household, Member
+from models.schemes.mutuelle import list_mutuelles
 
 
 @click.group("demo")
@@ -73,3 +79,18 @@ def print_demo(session: Session) -> None:
         click.echo(f"  agent {phone} PIN {pin} ({facility})")
     click.echo(f"  collection device {DEVICE[0]} (forwards {'/'.join(DEVICE[2])} texts)")
     click.echo(f"Terminal phone: `make phone` dials as {DEMO_PHONE} (`make phone PHONE=<any phone above>`).")
+    print_mutuelles(session)
+
+
+def print_mutuelles(session: Session) -> None:
+    """Print the mutuelles (code, name, Wave account) and the admin web's demo users, each with its mutuelle."""
+    click.echo("Mutuelles (each its own members, accounts and managers):")
+    for mutuelle in list_mutuelles(session):
+        click.echo(f"  {mutuelle.code:<6} {mutuelle.name:<36} Wave {mutuelle.account('wave') or '-'}")
+    instance = Path(current_app.instance_path)
+    click.echo("Admin web users (`make run` creates them; passwords kept in instance/):")
+    for username, role, mutuelle_code in DEMO_STAFF:
+        kept = demo_password_file(instance, username)
+        password = kept.read_text(encoding="utf-8").strip() if kept.exists() else "(set by make run)"
+        scope = mutuelle_code or "every mutuelle"
+        click.echo(f"  {username:<16} {role:<9} {scope:<15} password {password}")

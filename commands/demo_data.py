@@ -72,6 +72,19 @@ AGENTS = [
     ("Centre de sante Mont Rolland", "+221760000002", "3907", "Sage-femme Ndour"),
 ]
 DEVICE = ("+221700000001", "Telephone collecteur Thies", ["OrangeMoney", "Wave", "FreeMoney"])
+# The admin web's demo users (`make run` creates them, each with a password kept in instance/): the union-wide
+# admin, and one manager per CMU mutuelle who sees only that mutuelle's members and payments.
+DEMO_STAFF: tuple[tuple[str, str, str | None], ...] = (
+    ("admin", "admin", None),
+    ("gestionnaire-tn", "operator", "SN-TN"),
+    ("gestionnaire-pk", "operator", "SN-PK"),
+    ("gestionnaire-mr", "operator", "SN-MR"),
+)
+
+
+def demo_password_file(instance: Path, username: str) -> Path:
+    """Return where `make run` keeps a demo user's generated password (development only)."""
+    return instance / f"{username}-password.txt"
 
 
 @dataclass

@@ -8,6 +8,7 @@ from datetime import datetime
 import click
 from flask.cli import with_appcontext
 
+from commands.scoping import mutuelle_option, scope_to
 from extensions import db
 from models.bulk import analyze
 from models.coverage.checks import find_member
@@ -63,9 +64,11 @@ def import_command(file: str, scheme_code: str | None, dry_run: bool, quiet: boo
 @members_group.command("show")
 @click.argument("member_no")
 @click.option("--date", "on", type=click.DateTime(formats=["%Y-%m-%d"]), help="Answer for this date (default today).")
+@mutuelle_option("Show the member only if of this mutuelle.")
 @with_appcontext
-def show_command(member_no: str, on: datetime | None) -> None:
+def show_command(member_no: str, on: datetime | None, mutuelle: str | None) -> None:
     """Show a member's eligibility answer, household and ledger."""
+    scope_to(mutuelle)
     session = db()
     member = find_member(session, member_no)
     if member is None:

@@ -14,6 +14,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from commands.scoping import mutuelle_option, scope_to
 from extensions import db, settings
 from logs import mask_phone
 from models.base import PaymentStatus, utcnow
@@ -103,9 +104,11 @@ def _line(payment: Payment) -> str:
 @payments_group.command("list")
 @click.option("--status", "statuses", multiple=True, help="Only these statuses (repeatable).")
 @click.option("--limit", default=50, show_default=True)
+@mutuelle_option("Only the payments paid to this mutuelle.")
 @with_appcontext
-def list_command(statuses: tuple[str, ...], limit: int) -> None:
+def list_command(statuses: tuple[str, ...], limit: int, mutuelle: str | None) -> None:
     """List payments, newest first: id, provider/txn, amount, status, household, rule, reason."""
+    scope_to(mutuelle)
     query = select(Payment).order_by(Payment.id.desc()).limit(limit)
     if statuses:
         try:
@@ -132,9 +135,11 @@ def _payment(ref: str) -> Payment:
 
 @payments_group.command("show")
 @click.argument("ref")
+@mutuelle_option("Show it only if it was paid to this mutuelle.")
 @with_appcontext
-def show_command(ref: str) -> None:
+def show_command(ref: str, mutuelle: str | None) -> None:
     """Show a payment (id or provider/txn id) with its evidence and reconciliation log."""
+    scope_to(mutuelle)
     payment = _payment(ref)
     click.echo(_line(payment))
     click.echo(

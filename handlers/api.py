@@ -21,6 +21,7 @@ from models.access.tokens import authenticate_token, hash_token
 from models.base import CheckChannel, utcnow
 from models.coverage.checks import check_member
 from models.inputs import InputError, check_text, parse_query_date
+from models.views.scope import scope_session
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
@@ -55,11 +56,17 @@ def _presented() -> str | None:
 
 
 def require_token() -> ApiToken:
-    """Return the caller's API token (its use counted), or answer 401."""
+    """Return the caller's API token (its use counted), or answer 401; keep the request to the token's mutuelle.
+
+    A token kept to a mutuelle reads only its members and payments (`scope_session`): another mutuelle's member
+    answers as an unknown one.
+    """
     presented = _presented()
     token = authenticate_token(db(), presented) if presented else None
     if token is None:
         abort(401, "a valid API token is required: Authorization: Bearer <token>")
+    if token.mutuelle_id is not None:
+        scope_session(db(), [token.mutuelle_id])
     token.last_used_at = utcnow()
     token.request_count = ApiToken.request_count + 1
     return token

@@ -69,7 +69,7 @@ from menus.values import (
     SchemeInfo,
     record_list,
 )
-from models.access.agents import PinOutcome, verify_agent_pin
+from models.access.agents import PinOutcome, agent_scope, verify_agent_pin
 from models.access.rate_limit import allow_member_check
 from models.access.tables import Agent, EffectKey
 from models.base import (
@@ -111,7 +111,8 @@ from models.members.household import (
 )
 from models.messaging.outbox import send_sms
 from models.payments.payment import Payment, PaymentRequest
-from models.payments.references import create_payment_request, reference_values
+from models.payments.references import channel_account, create_payment_request, reference_values
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Plan, PremiumBand, Scheme, SubsidyCategory
 
 log = logging.getLogger(__name__)
@@ -441,11 +442,16 @@ class DatabaseData:
     def request_payment(self, effect: Effect, key: str, phone: str, language: str) -> PaymentReference:
         """Create the household's payment request for the key (or find it) and queue its SMS once."""
         session = self._fresh_write()
-        household = session.scalars(
+        query = (
             select(Household)
             .where(Household.id == effect.target)
-            .options(joinedload(Household.scheme).selectinload(Scheme.channels))
-        ).one()
+            .options(
+                joinedload(Household.scheme).selectinload(Scheme.channels),
+                # Joined into the household's statement: the mutuelle's accounts cost no round trip of their own.
+                joinedload(Household.mutuelle).joinedload(Mutuelle.accounts),
+            )
+        )
+        household = session.scalars(query).unique().one()
         scheme = household.scheme
         amount_text, _, periods_text = effect.value.partition(":")
         request = create_payment_request(
@@ -462,7 +468,7 @@ class DatabaseData:
         if phone:
             self._send_reference(session, phone, household, request, language)
         session.commit()
-        return PaymentReference(request.reference, request.amount, _channels(scheme))
+        return PaymentReference(request.reference, request.amount, _channels(scheme, household.mutuelle))
 
     @staticmethod
     def _send_reference(
@@ -527,7 +533,7 @@ class DatabaseData:
             amount=request.amount,
             currency=scheme.currency,
             exponent=scheme.currency_exponent,
-            channels=_channels(scheme),
+            channels=_channels(scheme, household.mutuelle),
         )
 
     def agent_check(self, effect: Effect) -> CheckOutcome:
@@ -547,7 +553,8 @@ class DatabaseData:
             return CheckOutcome(outcome.outcome.value, minutes=minutes)
         if not outcome.ok:
             return CheckOutcome(outcome.outcome.value)
-        answer = check_member(session, member_no, None, CheckChannel.USSD, agent.facility, agent_id=agent.id)
+        with agent_scope(session, agent):
+            answer = check_member(session, member_no, None, CheckChannel.USSD, agent.facility, agent_id=agent.id)
         if answer is None:
             return CheckOutcome(OK, found=False, member_no=member_no[:44])
         e = answer.eligibility
@@ -799,9 +806,9 @@ def _periods_statement() -> Select[Any]:
     )
 
 
-def _channels(scheme: Scheme) -> tuple[tuple[str, str], ...]:
-    """Return the scheme's payment channels as (label, account) pairs."""
-    return tuple((channel.label, channel.account) for channel in scheme.channels)
+def _channels(scheme: Scheme, mutuelle: Mutuelle | None) -> tuple[tuple[str, str], ...]:
+    """Return the scheme's payment channels as (label, account) pairs, on the household's mutuelle's accounts."""
+    return tuple((channel.label, channel_account(channel, mutuelle)) for channel in scheme.channels)
 
 
 def _bands(bands: str | None) -> list[tuple[int, int]]:

@@ -25,7 +25,8 @@ INSTANCE = ROOT / "instance"
 SOCKET = INSTANCE / "redis.sock"
 PIDFILE = INSTANCE / "redis.pid"
 DEMO_ADMIN = "admin"
-# The demo admin's password, generated on the first run and kept so later runs can print it (development only).
+# The demo admin's password, generated on the first run and kept so later runs can print it (development only);
+# the mutuelles' demo managers' are kept beside it (`commands.demo_data.demo_password_file`).
 DEMO_ADMIN_PASSWORD_FILE = INSTANCE / "admin-password.txt"
 # The demo collection device's key, issued on the first run and kept so later runs can print it (development only).
 DEMO_DEVICE_KEY_FILE = INSTANCE / "demo-device-key.txt"
@@ -114,25 +115,44 @@ def flask(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def demo_admin(env: dict[str, str]) -> tuple[str, str]:
-    """Create the demo admin user if missing and return its username and password."""
-    fresh = not DEMO_ADMIN_PASSWORD_FILE.exists()
+def demo_user(env: dict[str, str], username: str, role: str, mutuelle: str | None, password_file: Path) -> str:
+    """Create a demo staff user if missing (kept to a mutuelle, or every mutuelle's) and return its password."""
+    fresh = not password_file.exists()
     if fresh:
         password = secrets.token_urlsafe(12)
-        DEMO_ADMIN_PASSWORD_FILE.write_text(password + "\n", encoding="utf-8")
-        DEMO_ADMIN_PASSWORD_FILE.chmod(0o600)
+        password_file.write_text(password + "\n", encoding="utf-8")
+        password_file.chmod(0o600)
     else:
-        password = DEMO_ADMIN_PASSWORD_FILE.read_text(encoding="utf-8").strip()
-    args = ("admin", "create-user", DEMO_ADMIN, "--role", "admin", "--password", password, "--if-missing")
+        password = password_file.read_text(encoding="utf-8").strip()
+    args = ["admin", "create-user", username, "--role", role, "--password", password, "--if-missing"]
+    if mutuelle is not None:
+        args += ["--mutuelle", mutuelle]
     result = flask(*args, env=env)
     if result.returncode:
         raise SystemExit(result.stderr)
     if fresh and "left unchanged" in result.stdout:
         # The user predates the password file: give it the password printed below.
-        result = flask("admin", "set-password", DEMO_ADMIN, "--password", password, env=env)
+        result = flask("admin", "set-password", username, "--password", password, env=env)
         if result.returncode:
             raise SystemExit(result.stderr)
-    return DEMO_ADMIN, password
+    return password
+
+
+def demo_admin(env: dict[str, str]) -> tuple[str, str]:
+    """Create the demo admin user if missing and return its username and password."""
+    return DEMO_ADMIN, demo_user(env, DEMO_ADMIN, "admin", None, DEMO_ADMIN_PASSWORD_FILE)
+
+
+def demo_staff(env: dict[str, str]) -> list[tuple[str, str, str | None, str]]:
+    """Create the demo staff (the admin, one manager per CMU mutuelle) if missing: username, role, mutuelle and
+    password each."""
+    from commands.demo_data import DEMO_STAFF, demo_password_file
+
+    staff = []
+    for username, role, mutuelle in DEMO_STAFF:
+        kept = DEMO_ADMIN_PASSWORD_FILE if username == DEMO_ADMIN else demo_password_file(INSTANCE, username)
+        staff.append((username, role, mutuelle, demo_user(env, username, role, mutuelle, kept)))
+    return staff
 
 
 def demo_device_key(settings: Settings) -> tuple[str, str] | None:
@@ -231,11 +251,12 @@ def serve(env: dict[str, str], redis_url: str) -> int:
     if settings.is_production:
         print("Admin web: create staff with `flask --app app admin create-user NAME --role viewer|operator|admin`\n")
     else:
-        username, password = demo_admin(env)
-        print(f"Admin web: {base}/admin/  user {username}  password {password}")
+        print(f"Admin web: {base}/admin/")
+        for username, role, mutuelle, password in demo_staff(env):
+            print(f"  user {username:<16} password {password}  ({role}, {mutuelle or 'every mutuelle'})")
         print(
-            f"  (development only; kept in {DEMO_ADMIN_PASSWORD_FILE.relative_to(ROOT)}, "
-            f"change with `flask --app app admin set-password {username}`)\n"
+            f"  (development only; kept in {DEMO_ADMIN_PASSWORD_FILE.parent.relative_to(ROOT)}/<user>-password.txt, "
+            f"change with `flask --app app admin set-password <user>`)\n"
         )
     print(
         f"Try: `make phone` in another shell (dials as {DEMO_PHONE}), then pay for its household:\n"

@@ -459,7 +459,7 @@ def test_success_stores_the_provider_id_status_and_cost(
     form = urllib.parse.parse_qs(body)
     assert form["username"] == ["sandbox"] and form["to"] == [PHONE]
     assert form["message"] == [stored.body]
-    assert form["from"] == ["MUTUELLE"]  # the scheme's sender id
+    assert form["from"] == ["MUT-TN"]  # the household's mutuelle's sender id (Thiès Nord)
     assert call.request.headers["apiKey"] == AT_API_KEY
 
 

@@ -56,7 +56,7 @@ def test_pay_shows_choices_creates_a_request_and_sends_the_same_by_sms(session: 
     assert request.status == RequestStatus.OPEN and is_valid_reference(request.reference)
     assert request.payer_phone == PHONE and request.caller_key and request.caller_key.startswith("ussd:ATUid_")
     assert replies[2] == (
-        f"END Référence {request.reference}: payez 29 000 F CFA par\nWave: M-221-THIES\n"
+        f"END Référence {request.reference}: payez 29 000 F CFA par\nWave: M-221-THIES-NORD\n"
         "Orange Money: #144*4*6*203040#\nEnvoyé aussi par SMS."
     )
     sms = session.scalars(select(Message)).one()
@@ -68,7 +68,7 @@ def test_pay_shows_choices_creates_a_request_and_sends_the_same_by_sms(session: 
     )
     assert sms.body == (
         f"Ménage {household.household_no} (Awa) : référence {request.reference}, payez 29 000 F CFA. "
-        f"Wave: payez 29 000 F CFA au marchand M-221-THIES, ref {request.reference}"
+        f"Wave: payez 29 000 F CFA au marchand M-221-THIES-NORD, ref {request.reference}"
     )
     assert (sms.encoding, sms.segments) == ("GSM-7", 1)
     assert sms.dedupe_key == f"payment_reference:{request.id}"

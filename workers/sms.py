@@ -198,10 +198,11 @@ def _claim(session: Session, message_id: int, transport_name: str) -> bool:
 
 
 def _sender_for(session: Session, message: Message, default_sender: str | None) -> str | None:
+    """Return the sender id of a household's text: its mutuelle's, else its scheme's, else the default."""
     if message.household_id is not None:
         household = session.get(Household, message.household_id)
-        if household is not None and household.scheme.sms_sender_id:
-            return household.scheme.sms_sender_id
+        if household is not None:
+            return household.mutuelle.sms_sender_id or household.scheme.sms_sender_id or default_sender
     return default_sender
 
 

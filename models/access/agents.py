@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,6 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from models.access.hashing import hash_pin, verify_pin
 from models.access.tables import Agent
 from models.members.phones import normalise_phone
+from models.views.scope import scope_session, session_scope
 
 MAX_FAILED_PINS = 5
 LOCKOUT = timedelta(minutes=15)
@@ -56,9 +59,17 @@ def check_pin_format(pin: str) -> None:
 
 
 def create_agent(
-    session: Session, *, facility: str, phone: str, pin: str, country: str | None, name: str | None = None
+    session: Session,
+    *,
+    facility: str,
+    phone: str,
+    pin: str,
+    country: str | None,
+    name: str | None = None,
+    mutuelle_id: int | None = None,
 ) -> Agent:
-    """Create an agent with an argon2-hashed PIN; the phone is normalised for `country`."""
+    """Create an agent with an argon2-hashed PIN (checking a mutuelle's members, or every mutuelle's); the phone
+    is normalised for `country`."""
     facility = facility.strip()
     if not facility or len(facility) > 120:
         raise AgentError("the facility must be 1 to 120 characters")
@@ -69,7 +80,13 @@ def create_agent(
     check_pin_format(pin)
     if session.scalar(select(Agent.id).where(Agent.phone == e164)) is not None:
         raise AgentError(f"an agent with phone {e164} already exists")
-    agent = Agent(facility=facility, phone=e164, name=(name or "").strip() or None, pin_hash=hash_pin(pin))
+    agent = Agent(
+        facility=facility,
+        phone=e164,
+        name=(name or "").strip() or None,
+        pin_hash=hash_pin(pin),
+        mutuelle_id=mutuelle_id,
+    )
     session.add(agent)
     session.flush()
     return agent
@@ -132,3 +149,20 @@ def unlock_agent(session: Session, phone: str) -> Agent:
 def list_agents(session: Session) -> list[Agent]:
     """Return every agent by facility and phone."""
     return list(session.scalars(select(Agent).order_by(Agent.facility, Agent.phone)))
+
+
+@contextmanager
+def agent_scope(session: Session, agent: Agent) -> Iterator[None]:
+    """Keep the session to the agent's mutuelle while the block reads a member (every mutuelle's: unchanged).
+
+    An agent kept to a mutuelle checks only its members: another mutuelle's member answers as an unknown one.
+    """
+    if agent.mutuelle_id is None:
+        yield
+        return
+    before = session_scope(session)
+    scope_session(session, [agent.mutuelle_id])
+    try:
+        yield
+    finally:
+        scope_session(session, before)

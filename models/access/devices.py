@@ -135,7 +135,14 @@ def parse_senders(text: str) -> list[str]:
 
 
 def register_device(
-    session: Session, *, device_key: str, label: str, senders: list[str], scheme_id: int | None, trusted: bool
+    session: Session,
+    *,
+    device_key: str,
+    label: str,
+    senders: list[str],
+    scheme_id: int | None,
+    trusted: bool,
+    mutuelle_id: int | None = None,
 ) -> tuple[CollectionDevice, str]:
     """Register a collection device under a unique id or phone; return it and its secret key; the caller commits."""
     device_key, label = device_key.strip(), label.strip()
@@ -146,7 +153,12 @@ def register_device(
     if session.scalar(select(CollectionDevice.id).where(CollectionDevice.device_key == device_key)) is not None:
         raise DeviceError(f"a device {device_key!r} is already registered")
     device = CollectionDevice(
-        device_key=device_key, label=label, scheme_id=scheme_id, operator_senders=senders, trusted=trusted
+        device_key=device_key,
+        label=label,
+        scheme_id=scheme_id,
+        mutuelle_id=mutuelle_id,
+        operator_senders=senders,
+        trusted=trusted,
     )
     session.add(device)
     session.flush()

@@ -25,8 +25,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def issue_token(session: Session, *, name: str, facility: str, now: datetime) -> tuple[ApiToken, str]:
-    """Create a token for a facility and return its row and the plain token, which is never stored."""
+def issue_token(
+    session: Session, *, name: str, facility: str, now: datetime, mutuelle_id: int | None = None
+) -> tuple[ApiToken, str]:
+    """Create a token for a facility (kept to a mutuelle's members, or every mutuelle's) and return its row and
+    the plain token, which is never stored."""
     name, facility = name.strip(), facility.strip()
     if not name or len(name) > 80:
         raise TokenError("the name must be 1 to 80 characters")
@@ -39,7 +42,12 @@ def issue_token(session: Session, *, name: str, facility: str, now: datetime) ->
         raise TokenError(f"a token named {name!r} already exists ({state})")
     plain = secrets.token_urlsafe(TOKEN_BYTES)
     token = ApiToken(
-        name=name, facility=facility, token_hash=hash_token(plain), prefix=plain[:PREFIX_LENGTH], created_at=now
+        name=name,
+        facility=facility,
+        token_hash=hash_token(plain),
+        prefix=plain[:PREFIX_LENGTH],
+        mutuelle_id=mutuelle_id,
+        created_at=now,
     )
     session.add(token)
     session.flush()

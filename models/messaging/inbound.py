@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from logs import mask_phone
-from models.access.agents import PinOutcome, find_agent, verify_agent_pin
+from models.access.agents import PinOutcome, agent_scope, find_agent, verify_agent_pin
 from models.access.rate_limit import allow_member_check
 from models.access.tables import CollectionDevice
 from models.base import CheckChannel, EligibilityStatus, Language, MessageDirection, MessageStatus, utcnow
@@ -391,7 +391,8 @@ def _check(session: Session, phone: str, command: Command, context: CommandConte
     if result.outcome is PinOutcome.WRONG:
         return SmsReply("pin_wrong", {"attempts": result.attempts_left})
     member_no = (command.member_no or "").upper()[:44]
-    answer = check_member(session, member_no, None, CheckChannel.SMS, agent.facility, agent_id=agent.id)
+    with agent_scope(session, agent):
+        answer = check_member(session, member_no, None, CheckChannel.SMS, agent.facility, agent_id=agent.id)
     if answer is None:
         return SmsReply("member_not_found", {"member_no": member_no})
     e = answer.eligibility
@@ -507,5 +508,7 @@ def _pay_network(
     )
     shown = _money(scheme)(amount)
     values.update(reference=request.reference, amount=shown)
-    values["how_to_pay"] = how_to_pay(scheme, language, request.reference, shown, "network_reference", values)
+    values["how_to_pay"] = how_to_pay(
+        scheme, language, request.reference, shown, "network_reference", values, network.mutuelle
+    )
     return SmsReply("network_reference", values, None, language)

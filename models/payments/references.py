@@ -17,7 +17,8 @@ from models.db import begin_write
 from models.members.household import Household, Network
 from models.payments.payment import PaymentRequest
 from models.schemes.amounts import Amount, format_money
-from models.schemes.scheme import Scheme
+from models.schemes.mutuelle import Mutuelle
+from models.schemes.scheme import PaymentChannel, Scheme
 from models.texts.i18n import render, resolve_language
 from models.texts.sms_text import measure
 
@@ -150,23 +151,32 @@ def expire_payment_requests(session: Session, now: datetime) -> int:
 LANGUAGE_FALLBACKS = {"wo": "fr", "km": "en"}  # the same fallbacks as the USSD screens'
 
 
-def payment_instructions(scheme: Scheme, language: str, reference: str, amount_text: str) -> list[str]:
-    """Return how to pay the scheme with each of its providers, in the language.
+def channel_account(channel: PaymentChannel, mutuelle: Mutuelle | None) -> str:
+    """Return the account a payer dials for a channel: the mutuelle's with that provider, else the scheme's."""
+    return (mutuelle.account(channel.provider) if mutuelle is not None else None) or channel.account
+
+
+def payment_instructions(
+    scheme: Scheme, language: str, reference: str, amount_text: str, mutuelle: Mutuelle | None = None
+) -> list[str]:
+    """Return how to pay the scheme with each of its providers, in the language, on the mutuelle's accounts.
 
     A channel without instructions in the language uses its fallback (Wolof → French, Khmer → English), then the
-    scheme's default language, then any it has, then `<label>: <account> <amount> ref <reference>`.
+    scheme's default language, then any it has, then `<label>: <account> <amount> ref <reference>`. The account is
+    the mutuelle's with the channel's provider, else the channel's own (`channel_account`).
     """
     lines = []
     for channel in scheme.channels:
+        account = channel_account(channel, mutuelle)
         texts = channel.instructions or {}
         candidates = (language, LANGUAGE_FALLBACKS.get(language, ""), str(scheme.default_language))
         text = next((texts[c] for c in candidates if texts.get(c)), "") or next(iter(texts.values()), "")
         if not text:
             text = f"{channel.label}: {{account}} {{amount}} ref {{reference}}"
         try:
-            lines.append(str(text).format(account=channel.account, reference=reference, amount=amount_text))
+            lines.append(str(text).format(account=account, reference=reference, amount=amount_text))
         except (KeyError, IndexError, ValueError):
-            lines.append(f"{channel.label}: {channel.account} ref {reference}")
+            lines.append(f"{channel.label}: {account} ref {reference}")
     return lines
 
 
@@ -177,14 +187,15 @@ def how_to_pay(
     amount: Amount,
     template: str = "payment_reference",
     values: Mapping[str, object] | None = None,
+    mutuelle: Mutuelle | None = None,
 ) -> str:
     """Return the one "how to pay" text of USSD and SMS: as many providers' instructions as keep the SMS in one segment.
 
     Always at least the first provider's; `template` is the SMS that carries them, with `reference`, `amount` and
-    the template's other `values`.
+    the template's other `values`; the accounts are the mutuelle's (the payer's household's or network's).
     """
     language = resolve_language(language)
-    lines = payment_instructions(scheme, language, reference, format_money(amount, language))
+    lines = payment_instructions(scheme, language, reference, format_money(amount, language), mutuelle)
     kept = list(lines)
     values = {**(values or {}), "reference": reference, "amount": amount}
     while len(kept) > 1 and measure(render(template, language, {**values, "how_to_pay": "; ".join(kept)})).segments > 1:
@@ -210,5 +221,7 @@ def reference_values(household: Household, reference: str, amount: int, language
         "reference": reference,
         "amount": shown,
     }
-    values["how_to_pay"] = how_to_pay(scheme, language, reference, shown, "payment_reference_for", values)
+    values["how_to_pay"] = how_to_pay(
+        scheme, language, reference, shown, "payment_reference_for", values, household.mutuelle
+    )
     return values
