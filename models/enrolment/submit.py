@@ -16,7 +16,15 @@ from sqlalchemy.orm import Session
 
 from models.base import Language, Sex
 from models.enrolment.duplicates import Candidate, Person, find_duplicates, last_name_key
-from models.enrolment.tables import CLIENT_ID_MAX, ID_NUMBER_MAX, Collector, Enrolment, EnrolmentMember, record_event
+from models.enrolment.tables import (
+    CLIENT_ID_MAX,
+    ID_NUMBER_MAX,
+    Collector,
+    Enrolment,
+    EnrolmentMember,
+    EnrolmentStatus,
+    record_event,
+)
 from models.inputs import MIN_DATE, InputError, check_text, squash
 from models.members.household import Network
 from models.members.phones import normalise_phone
@@ -128,6 +136,7 @@ class _Reader:
             language=Language(language),
             subsidy_category=subsidy,
             sms_opt_in=bool(opt_in),
+            status=EnrolmentStatus.SUBMITTED,
             members=members,
         )
 
