@@ -50,20 +50,20 @@ class BoundedIntConverter(IntegerConverter):
 
 def register_blueprints(app: Flask) -> None:
     """Register one blueprint per channel; machine callbacks have their own auth, so no CSRF there."""
-    from handlers import admin, api, fhir, health, payments, sms, ussd
+    from handlers import admin, api, enrolments, fhir, health, payments, sms, ussd
 
-    machine = (health, sms, ussd, payments, api, fhir)
+    machine = (health, sms, ussd, payments, api, fhir, enrolments)
     for module in machine:
         extensions.csrf.exempt(module.bp)
         app.register_blueprint(module.bp)
     admin.register(app)
-    api.register_limits(app, api.LIMITED_ENDPOINTS + fhir.LIMITED_ENDPOINTS)
+    api.register_limits(app, api.LIMITED_ENDPOINTS + fhir.LIMITED_ENDPOINTS + enrolments.LIMITED_ENDPOINTS)
     extensions.scope_to_blueprint(app, admin.bp.name)
 
 
 def register_commands(app: Flask) -> None:
     """Register the `flask --app app …` command groups."""
-    from commands import access, admin, db, demo, members, mutuelles, payments, schemes, sms, ussd
+    from commands import access, admin, db, demo, enrolments, members, mutuelles, payments, schemes, sms, ussd
 
     for group in (
         db.db_group,
@@ -79,5 +79,7 @@ def register_commands(app: Flask) -> None:
         payments.payments_group,
         payments.reconcile_group,
         admin.admin_group,
+        enrolments.collectors_group,
+        enrolments.enrolments_group,
     ):
         app.cli.add_command(group)

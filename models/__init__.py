@@ -11,6 +11,7 @@ Each wing uses only the wings listed before it (no cycle, no upward import):
     coverage/                premiums, ledger, coverage periods, eligibility, allocation, suspensions, facility checks
     messaging/               the SMS log and outbox, inbound commands, renewal reminders
     imports/                 the member import and operators' statement imports
+    enrolment/               collectors' enrolments: submission, duplicates, numbering, validation into households
     reconciliation/          matching, batch allocation, staff actions on payments
     views/                   what the admin reads: dossiers, list pages, report figures
 """
@@ -18,6 +19,7 @@ Each wing uses only the wings listed before it (no cycle, no upward import):
 from models.access.tables import Agent, ApiToken, CollectionDevice, EffectKey, EligibilityCheck, StaffSession, StaffUser
 from models.base import Base
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
+from models.enrolment.tables import Collector, Enrolment, EnrolmentEvent, EnrolmentMember
 from models.members.household import Account, Household, HouseholdEvent, Member, Network
 from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
 from models.payments.payment import Payment, PaymentEvidence, PaymentRequest, ReconciliationEvent, UnparsedForward
@@ -32,10 +34,14 @@ __all__ = [
     "ApiToken",
     "Base",
     "CollectionDevice",
+    "Collector",
     "CoveragePeriod",
     "DeliveryReport",
     "EffectKey",
     "EligibilityCheck",
+    "Enrolment",
+    "EnrolmentEvent",
+    "EnrolmentMember",
     "Household",
     "HouseholdEvent",
     "LedgerEntry",

@@ -191,6 +191,82 @@ class _HouseholdRow:
     network_phone: str | None = None  # the network's contact (treasurer), E.164
     members: list[_MemberRow] = field(default_factory=list)
     paid_until: date | None = None  # prior cover on migration: the last day already paid for
+    network_id: int | None = None  # a network already known (an enrolment's), instead of one named in the file
+
+
+@dataclass(frozen=True)
+class NewMember:
+    """A member to create with its household (`create_household`): what one CSV row says of a person."""
+
+    member_no: str
+    last_name: str
+    first_name: str
+    sex: Sex
+    date_of_birth: date | None
+    relationship: str
+    phone: str | None
+    joined_on: date
+
+
+@dataclass(frozen=True)
+class NewHousehold:
+    """A household to create as the import would (`create_household`): what its rows say of it."""
+
+    household_no: str
+    scheme_code: str
+    mutuelle_id: int
+    network_id: int | None
+    commune: str | None
+    subsidy_category: str
+    language: str
+    plan: str
+    head_member_no: str
+    sms_opt_in: bool
+    members: tuple[NewMember, ...]
+
+
+def create_household(session: Session, household: NewHousehold, today: date, source: str) -> ImportReport:
+    """Create a household, its members and its account exactly as the import does, in the caller's transaction.
+
+    The same writer as a file of one household: its cover from enrolment when its category is fully subsidised
+    (`book_enrolment_subsidies`). ValueError when the database refuses it (a number taken in another scheme).
+    """
+    scheme = _load_schemes(session)[household.scheme_code]
+    row = _HouseholdRow(
+        household_no=household.household_no,
+        line=0,
+        raw=(),
+        scheme=scheme,
+        commune=household.commune,
+        network_name=None,
+        network_id=household.network_id,
+        subsidy_category=household.subsidy_category,
+        language=household.language,
+        head_member_no=household.head_member_no,
+        sms_opt_in=household.sms_opt_in,
+        plan=household.plan,
+        mutuelle_id=household.mutuelle_id,
+        members=[
+            _MemberRow(
+                line=0,
+                member_no=m.member_no,
+                last_name=m.last_name,
+                first_name=m.first_name,
+                sex=m.sex,
+                date_of_birth=m.date_of_birth,
+                relationship=m.relationship,
+                phone=m.phone,
+                status=MemberStatus.ACTIVE,
+                joined_on=m.joined_on,
+            )
+            for m in household.members
+        ],
+    )
+    report = ImportReport()
+    _Writer(session, {household.household_no: row}, today, report, False, None, source).run()
+    if report.errors:
+        raise ValueError("; ".join(error.reason for error in report.errors))
+    return report
 
 
 def slugify(name: str) -> str:
@@ -813,7 +889,9 @@ class _Writer:
         for household in chunk:
             scheme = household.scheme
             assert scheme is not None
-            network_id = self.networks[(scheme.id, slugify(household.network_name))] if household.network_name else None
+            network_id = household.network_id
+            if household.network_name:
+                network_id = self.networks[(scheme.id, slugify(household.network_name))]
             values: dict[str, Any] = {
                 "scheme_id": scheme.id,
                 "mutuelle_id": household.mutuelle_id,

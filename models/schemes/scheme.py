@@ -16,6 +16,12 @@ DEFAULT_REMINDER_DAYS = (14, 3)
 # The FHIR identifier systems of a scheme that names none: `<base>/<scheme code>/member` and `…/coverage`
 # (`.example` is reserved: a deployment that shares identifiers names its own in the scheme file's `[fhir]`).
 FHIR_SYSTEM_BASE = "https://mutuelle.example/fhir"
+# Household numbers issued at enrolment when the scheme file names no `[enrolment] household_pattern`.
+DEFAULT_HOUSEHOLD_PATTERN = "{mutuelle}-{serial:06d}-{check}"
+# What a household pattern may name: the scheme's code, the mutuelle's, the serial number and its check digit.
+HOUSEHOLD_PATTERN_FIELDS = frozenset({"scheme", "mutuelle", "serial", "check"})
+# The ID fields of an enrolled member a scheme file may require of the household's head.
+ENROLMENT_ID_FIELDS = ("phone", "id_number", "card_number")
 
 
 class Scheme(Base):
@@ -46,6 +52,11 @@ class Scheme(Base):
     # FHIR identifier systems from the scheme file's `[fhir]` table; None: derived from the code (see below).
     fhir_member_system: Mapped[str | None] = mapped_column(String(200))
     fhir_coverage_system: Mapped[str | None] = mapped_column(String(200))
+    # Enrolment (the scheme file's `[enrolment]`): the ID fields a household's head must give, the subsidy
+    # categories whose head must give a card number, and the pattern of the household numbers validation issues.
+    enrolment_required: Mapped[list[Any] | None]
+    enrolment_card_categories: Mapped[list[Any] | None]
+    household_pattern: Mapped[str | None] = mapped_column(String(80))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     plans: Mapped[list[Plan]] = relationship(
@@ -74,6 +85,11 @@ class Scheme(Base):
     def coverage_identifier_system(self) -> str:
         """Return the FHIR identifier system of the scheme's coverage identifiers (a member's cover)."""
         return self.fhir_coverage_system or f"{FHIR_SYSTEM_BASE}/{self.code}/coverage"
+
+    @property
+    def household_number_pattern(self) -> str:
+        """Return the pattern of the household numbers enrolment issues (the scheme's, else the default)."""
+        return self.household_pattern or DEFAULT_HOUSEHOLD_PATTERN
 
     def local_now(self, now: datetime | None = None) -> datetime:
         """Return the scheme's wall-clock time (naive) for a UTC instant (default: now)."""

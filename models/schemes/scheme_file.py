@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import string
 import tomllib
 from dataclasses import dataclass, field
 from datetime import time
@@ -15,8 +17,18 @@ from sqlalchemy.orm import Session
 
 from models.base import Language, PremiumKind
 from models.schemes.mutuelle import MUTUELLE_CODE_MAX, Mutuelle, MutuelleAccount, account_key
-from models.schemes.scheme import PaymentChannel, Plan, PremiumBand, Scheme, SubsidyCategory
+from models.schemes.scheme import (
+    ENROLMENT_ID_FIELDS,
+    HOUSEHOLD_PATTERN_FIELDS,
+    PaymentChannel,
+    Plan,
+    PremiumBand,
+    Scheme,
+    SubsidyCategory,
+)
 
+# A household number as the member import takes it, with room for the member suffix `-NN` (44 characters).
+_HOUSEHOLD_NO = re.compile(r"[A-Z0-9][A-Z0-9/_.-]{0,39}")
 CURRENCY_EXPONENTS = {"XOF": 0, "KHR": 0, "KES": 2, "USD": 2, "GHS": 2, "UGX": 0, "TZS": 2, "RWF": 0}
 
 
@@ -280,12 +292,59 @@ def _validate(r: _Reader) -> SchemeSpec:
             }
         )
 
+    _enrolment(r, values, subsidies)
     mutuelles = _mutuelles(r, values, channels)
     if r.errors:
         raise r.errors[0]
     return SchemeSpec(
         values=values, plans=plans, bands=bands, subsidies=subsidies, channels=channels, mutuelles=mutuelles
     )
+
+
+def _enrolment(r: _Reader, values: dict[str, Any], subsidies: list[dict[str, Any]]) -> None:
+    """Read `[enrolment]`: the head's required ID fields, the card categories, the household number pattern."""
+    e = r.child("enrolment", r.get("enrolment", dict, default={}))
+    values["enrolment_required"] = e.get(
+        "required",
+        list,
+        default=[],
+        check=lambda v: all(isinstance(x, str) and x in ENROLMENT_ID_FIELDS for x in v),
+        problem=f"must list fields among {', '.join(ENROLMENT_ID_FIELDS)}",
+    )
+    # By default the categories the funder pays in full: the state asks for the grant's or the card's number.
+    funded = [s["code"] for s in subsidies if s["share_bp"] == 10_000]
+    codes = {s["code"] for s in subsidies}
+    values["enrolment_card_categories"] = e.get(
+        "card_required_for",
+        list,
+        default=funded,
+        check=lambda v: all(isinstance(x, str) and x in codes for x in v),
+        problem=f"must list subsidy categories among {', '.join(sorted(codes))}",
+    )
+    pattern = e.get("household_pattern", str, default=None)
+    if pattern is not None:
+        problem = household_pattern_problem(pattern)
+        if problem:
+            e.fail("household_pattern", problem)
+        values["household_pattern"] = None if problem else pattern
+    else:
+        values["household_pattern"] = None
+
+
+def household_pattern_problem(pattern: str) -> str | None:
+    """Return why a household number pattern cannot be used, or None when it can."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
+        sample = pattern.format(scheme="cmu-thies", mutuelle="SN-TN", serial=999_999, check="7").upper()
+    except (ValueError, KeyError, IndexError) as exc:
+        return f"not a pattern ({exc}); write e.g. {{mutuelle}}-{{serial:06d}}-{{check}}"
+    if not fields <= HOUSEHOLD_PATTERN_FIELDS or not {"serial", "check"} <= fields:
+        return f"must name {{serial}} and {{check}}, and only {', '.join(sorted(HOUSEHOLD_PATTERN_FIELDS))}"
+    if pattern.count("{serial") != 1 or pattern.count("{check") != 1:
+        return "must name {serial} and {check} once each"
+    if not _HOUSEHOLD_NO.fullmatch(sample):
+        return f"gives {sample!r}: letters, digits and - / _ . only, at most 40 characters"
+    return None
 
 
 def _code(value: str) -> bool:

@@ -181,6 +181,17 @@ SMS_TEMPLATES: dict[str, str] = {
     "language_usage": template("language_usage", "Send LANG followed by fr, wo, en or km."),
     "stop_done": template("stop_done", "You will no longer receive reminders. Send START to get them again."),
     "start_done": template("start_done", "Reminders are on. Send STOP to stop them."),
+    # The head's welcome when staff validate an enrolment (models.enrolment.validate).
+    "welcome": template(
+        "welcome",
+        "Welcome! Household %(household_no)s is enrolled. To pay %(amount)s dial %(ussd_code)s and choose Pay, "
+        "or send PAY by SMS.",
+    ),
+    "welcome_subsidised": template(
+        "welcome_subsidised",
+        "Welcome! Household %(household_no)s is enrolled and its cover is paid by the subsidy. "
+        "Dial %(ussd_code)s to see it.",
+    ),
 }
 
 

@@ -1,0 +1,175 @@
+"""`flask --app app collectors …` and `enrolments …`: collection officers, and staff decisions on enrolments."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import with_appcontext
+
+from extensions import db, settings
+from models.base import utcnow
+from models.enrolment.collectors import CollectorError, create_collector
+from models.enrolment.duplicates import Person, find_duplicates
+from models.enrolment.tables import EnrolmentStatus
+from models.enrolment.validate import (
+    DecisionError,
+    ask_for_changes,
+    get_enrolment,
+    list_enrolments,
+    reject_enrolment,
+    validate_enrolment,
+)
+
+STAFF = "cli"
+
+
+@click.group("collectors")
+def collectors_group() -> None:
+    """Collection officers who submit enrolments (`POST /api/enrolments`)."""
+
+
+@collectors_group.command("create")
+@click.argument("name")
+@click.option("--mutuelle", "mutuelle_code", required=True, help="The mutuelle the collector enrols for.")
+@click.option("--network", "network_code", default=None, help="The collector's network (its code).")
+@click.option("--phone", default=None, help="The collector's phone, national or international format.")
+@with_appcontext
+def create_collector_command(name: str, mutuelle_code: str, network_code: str | None, phone: str | None) -> None:
+    """Create a collector and print its key last, once; only its hash is kept."""
+    session = db()
+    try:
+        collector, key = create_collector(
+            session, name=name, mutuelle_code=mutuelle_code, network_code=network_code, phone=phone
+        )
+    except CollectorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"collector {collector.id} {collector.name} for {collector.mutuelle.code} (key {collector.key_prefix}…)")
+    click.echo("shown once, store it now (Authorization: Bearer <key>):")
+    click.echo(key)
+
+
+@click.group("enrolments")
+def enrolments_group() -> None:
+    """Household enrolments submitted by collectors: list, show, validate, reject, ask for changes."""
+
+
+@enrolments_group.command("list")
+@click.option("--status", type=click.Choice([s.value for s in EnrolmentStatus], case_sensitive=False), default=None)
+@with_appcontext
+def list_command(status: str | None) -> None:
+    """List enrolments, oldest first: id, status, mutuelle, head, members, candidates, household (tab-separated)."""
+    wanted = EnrolmentStatus(status.upper()) if status else None
+    for enrolment in list_enrolments(db(), wanted):
+        head = enrolment.head
+        household = enrolment.household.household_no if enrolment.household is not None else "-"
+        fields = [
+            str(enrolment.id),
+            enrolment.status.value,
+            enrolment.mutuelle.code,
+            f"{head.first_name} {head.last_name}",
+            f"{len(enrolment.members)} members",
+            f"{len(enrolment.duplicates)} candidates",
+            household,
+        ]
+        click.echo("\t".join(fields))
+
+
+@enrolments_group.command("show")
+@click.argument("enrolment_id", type=int)
+@with_appcontext
+def show_command(enrolment_id: int) -> None:
+    """Show an enrolment: its household, members, duplicate candidates (now) and audit trail."""
+    session = db()
+    try:
+        enrolment = get_enrolment(session, enrolment_id)
+    except DecisionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    network = enrolment.network.code if enrolment.network is not None else "-"
+    click.echo(
+        f"enrolment {enrolment.id} {enrolment.status.value} (client id {enrolment.client_id}, "
+        f"collector {enrolment.collector.name})"
+    )
+    click.echo(
+        f"mutuelle {enrolment.mutuelle.code}, commune {enrolment.commune}, network {network}, plan {enrolment.plan}, "
+        f"category {enrolment.subsidy_category}, language {enrolment.language.value}, "
+        f"SMS {'yes' if enrolment.sms_opt_in else 'no'}"
+    )
+    if enrolment.reason:
+        click.echo(f"reason: {enrolment.reason}")
+    if enrolment.household is not None:
+        click.echo(f"household {enrolment.household.household_no}")
+    for m in enrolment.members:
+        numbers = " ".join(
+            f"{label} {value}" for label, value in (("id", m.id_number), ("card", m.card_number)) if value
+        )
+        click.echo(
+            f"  members[{m.position}] {m.member_no or ''}\t{m.first_name} {m.last_name}\t{m.sex.value}\t"
+            f"{m.date_of_birth.isoformat()}\t{m.relationship_to_head}\t{m.phone or '-'}\t{numbers or '-'}"
+        )
+    if enrolment.status is not EnrolmentStatus.VALIDATED:
+        people = [
+            Person(m.first_name, m.last_name, m.date_of_birth, m.phone, m.id_number, m.card_number)
+            for m in enrolment.members
+        ]
+        candidates = find_duplicates(session, enrolment.scheme_id, people, exclude_enrolment=enrolment.id)
+        click.echo(f"duplicate candidates: {len(candidates)}")
+        for c in candidates:
+            who = f"member {c.member_no}" if c.member_no else f"enrolment {c.enrolment_id}"
+            click.echo(f"  members[{c.member}] ~ {who}\tscore {c.score}\t{c.why}")
+    for event in enrolment.events:
+        click.echo(
+            f"  {event.created_at:%Y-%m-%d %H:%M} {event.actor} {event.action} "
+            f"{event.before_status or '-'} → {event.after_status} {event.note or ''}".rstrip()
+        )
+
+
+@enrolments_group.command("validate")
+@click.argument("enrolment_id", type=int)
+@with_appcontext
+def validate_command(enrolment_id: int) -> None:
+    """Validate an enrolment: number and create its household, queue the head's welcome SMS; print the number last."""
+    session = db()
+    try:
+        enrolment = get_enrolment(session, enrolment_id)
+        today = enrolment.mutuelle.scheme.local_today(utcnow())
+        done = validate_enrolment(session, enrolment_id, STAFF, today, settings().USSD_SERVICE_CODE)
+    except (DecisionError, ValueError) as exc:
+        session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(
+        f"{len(done.enrolment.members)} members created; welcome SMS {'queued' if done.welcomed else 'not sent'}"
+    )
+    click.echo(done.household.household_no)
+
+
+@enrolments_group.command("reject")
+@click.argument("enrolment_id", type=int)
+@click.option("--reason", required=True, help="Why, as the collector will read it.")
+@with_appcontext
+def reject_command(enrolment_id: int, reason: str) -> None:
+    """Reject an enrolment with a reason."""
+    session = db()
+    try:
+        enrolment = reject_enrolment(session, enrolment_id, STAFF, reason)
+    except DecisionError as exc:
+        session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"enrolment {enrolment.id} {enrolment.status.value}: {enrolment.reason}")
+
+
+@enrolments_group.command("needs-changes")
+@click.argument("enrolment_id", type=int)
+@click.option("--reason", required=True, help="What the collector must change.")
+@with_appcontext
+def needs_changes_command(enrolment_id: int, reason: str) -> None:
+    """Send an enrolment back to its collector saying what to change."""
+    session = db()
+    try:
+        enrolment = ask_for_changes(session, enrolment_id, STAFF, reason)
+    except DecisionError as exc:
+        session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"enrolment {enrolment.id} {enrolment.status.value}: {enrolment.reason}")

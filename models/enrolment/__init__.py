@@ -1,0 +1,1 @@
+"""Enrolment: collectors' household enrolments, checked for duplicates, validated into households by staff."""
