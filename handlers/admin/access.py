@@ -26,7 +26,13 @@ from models.access.devices import (
     revoke_device_key,
     set_device_trust,
 )
-from models.access.staff import StaffError, create_staff_user, deactivate_staff_user, list_staff_users
+from models.access.staff import (
+    StaffError,
+    create_staff_user,
+    deactivate_staff_user,
+    find_staff_user,
+    list_staff_users,
+)
 from models.access.tables import CollectionDevice
 from models.access.tokens import TokenError, issue_token, list_tokens, revoke_token
 from models.base import StaffRole, utcnow
@@ -86,6 +92,8 @@ def create_staff() -> ResponseReturnValue:
 @role_required(StaffRole.ADMIN)
 def deactivate_staff(username: str) -> ResponseReturnValue:
     """Deactivate a staff user: they are signed out and cannot sign in again."""
+    if find_staff_user(db(), username) is None:
+        return _staff_page(gettext("No user %(name)s.", name=username[:80]), 404)
     try:
         user = deactivate_staff_user(db(), username, by=current_user.username)
     except StaffError as exc:

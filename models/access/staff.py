@@ -200,6 +200,7 @@ class SignedIn:
 
     user: StaffUser
     mutuelle_ids: tuple[int, ...] | None
+    mutuelle_codes: tuple[str, ...] = ()
 
 
 def user_for_session_token(session: Session, token: str) -> SignedIn | None:
@@ -214,8 +215,9 @@ def user_for_session_token(session: Session, token: str) -> SignedIn | None:
         return None
     # The live session and the user's mutuelles in one round trip (a row per mutuelle, one with None for none).
     rows = session.execute(
-        select(StaffSession.id, staff_mutuelles.c.mutuelle_id)
+        select(StaffSession.id, staff_mutuelles.c.mutuelle_id, Mutuelle.code)
         .outerjoin(staff_mutuelles, staff_mutuelles.c.user_id == StaffSession.user_id)
+        .outerjoin(Mutuelle, Mutuelle.id == staff_mutuelles.c.mutuelle_id)
         .where(
             StaffSession.secret_hash == _secret_hash(secret),
             StaffSession.user_id == user.id,
@@ -224,5 +226,6 @@ def user_for_session_token(session: Session, token: str) -> SignedIn | None:
     ).all()
     if not rows:
         return None
-    ids = tuple(sorted({int(mutuelle_id) for _, mutuelle_id in rows if mutuelle_id is not None}))
-    return SignedIn(user, ids or None)
+    kept = sorted({(code, int(mutuelle_id)) for _, mutuelle_id, code in rows if mutuelle_id is not None})
+    ids = tuple(sorted(mutuelle_id for _, mutuelle_id in kept))
+    return SignedIn(user, ids or None, tuple(code for code, _ in kept))
