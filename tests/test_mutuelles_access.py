@@ -263,3 +263,61 @@ def test_the_simulator_acts_for_a_union_user_only(admin_app: Flask, rows: Rows, 
     )
     assert answer.status_code == 404
     assert snapshot(engine) == before
+
+
+def _staff_mutuelles(app: Flask, username: str) -> list[str] | None:
+    with Session(get_engine(app.config["DATABASE_URL"])) as session:
+        user = session.scalar(select(StaffUser).where(StaffUser.username == username))
+        return None if user is None else [m.code for m in user.mutuelles]
+
+
+def test_a_scoped_admin_grants_only_their_own_mutuelles(admin_app: Flask, rows: Rows) -> None:
+    client = signed(admin_app, "tn-admin")
+    token = csrf_token(client, "/admin/staff")
+    page = client.get("/admin/staff").get_data(as_text=True)
+    assert 'value="SN-TN"' in page and 'value="SN-PK"' not in page
+    user = {"csrf_token": token, "role": "viewer", "language": "en", "password": PASSWORD}
+    foreign = client.post("/admin/staff", data={**user, "username": "tn-grab", "mutuelle": ["SN-TN", "SN-PK"]})
+    assert foreign.status_code == 400 and "not one of your mutuelles: SN-PK" in foreign.get_data(as_text=True)
+    unscoped = client.post("/admin/staff", data={**user, "username": "tn-union"})
+    assert unscoped.status_code == 400 and "Choose at least one of your mutuelles" in unscoped.get_data(as_text=True)
+    assert _staff_mutuelles(admin_app, "tn-grab") is None and _staff_mutuelles(admin_app, "tn-union") is None
+    done = client.post("/admin/staff", data={**user, "username": "tn-new", "mutuelle": "SN-TN"})
+    assert done.status_code == 302
+    assert _staff_mutuelles(admin_app, "tn-new") == ["SN-TN"]
+    listed = client.get("/admin/staff").get_data(as_text=True)
+    assert "tn-new" in listed and "SN-TN" in listed
+
+
+def test_a_union_admin_creates_union_and_several_mutuelle_users(admin_app: Flask, rows: Rows) -> None:
+    client = signed(admin_app, "admin")
+    token = csrf_token(client, "/admin/staff")
+    user = {"csrf_token": token, "role": "viewer", "language": "en", "password": PASSWORD}
+    assert client.post("/admin/staff", data={**user, "username": "union-new"}).status_code == 302
+    both = {**user, "username": "tn-pk", "mutuelle": ["SN-PK", "SN-TN"]}
+    assert client.post("/admin/staff", data=both).status_code == 302
+    assert _staff_mutuelles(admin_app, "union-new") == []
+    assert _staff_mutuelles(admin_app, "tn-pk") == ["SN-PK", "SN-TN"]
+    # A member who also sees SN-PK is beyond a SN-TN admin's reach.
+    assert "tn-pk" not in signed(admin_app, "tn-admin").get("/admin/staff").get_data(as_text=True)
+
+
+def test_tokens_agents_and_devices_get_their_creator_s_mutuelle(admin_app: Flask, rows: Rows) -> None:
+    client = signed(admin_app, "tn-admin")
+    token = csrf_token(client, "/admin/tokens")
+    created = client.post("/admin/tokens", data={"csrf_token": token, "name": "tn-made", "facility": "Poste TN"})
+    assert created.status_code == 200
+    agent = {"csrf_token": token, "facility": "Poste TN", "phone": "+221760000199", "pin": "4821"}
+    assert client.post("/admin/agents", data=agent).status_code == 302
+    device = {"csrf_token": token, "device_key": "tn-made", "label": "TN phone", "senders": "Wave"}
+    assert client.post("/admin/devices", data=device).status_code == 200
+    refused = client.post("/admin/tokens", data={"csrf_token": token, "name": "x", "facility": "y", "mutuelle": OTHER})
+    assert refused.status_code == 400
+    with Session(get_engine(admin_app.config["DATABASE_URL"])) as session:
+        tn = session.scalars(select(Mutuelle.id).where(Mutuelle.code == OWN)).one()
+        assert session.scalar(select(ApiToken.mutuelle_id).where(ApiToken.name == "tn-made")) == tn
+        assert session.scalar(select(Agent.mutuelle_id).where(Agent.phone == "+221760000199")) == tn
+        assert (
+            session.scalar(select(CollectionDevice.mutuelle_id).where(CollectionDevice.device_key == "tn-made")) == tn
+        )
+    assert OWN in client.get("/admin/tokens").get_data(as_text=True)

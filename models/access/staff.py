@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from models.access.hashing import hash_password, password_needs_rehash, verify_password
 from models.access.tables import StaffSession, StaffUser, staff_mutuelles
@@ -148,8 +148,9 @@ def deactivate_staff_user(session: Session, username: str, by: str) -> StaffUser
 
 
 def list_staff_users(session: Session) -> list[StaffUser]:
-    """Return every staff user by username."""
-    return list(session.scalars(select(StaffUser).order_by(StaffUser.username)))
+    """Return every staff user by username, with their mutuelles."""
+    query = select(StaffUser).options(selectinload(StaffUser.mutuelles)).order_by(StaffUser.username)
+    return list(session.scalars(query))
 
 
 def authenticate_staff(session: Session, username: str, password: str) -> StaffUser | None:
