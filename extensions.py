@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models.db import session_factory
 from models.messaging.outbox import attach_dispatch
-from models.views.scope import install_scoping
+from models.views.scope import install_scoping, scope_session
 from redis_keys import limiter_storage_prefix
 from workers.connections import get_redis
 from workers.sms_queue import rq_dispatch
@@ -121,10 +121,22 @@ def settings() -> Settings:
 
 
 def db() -> Session:
-    """Return the request's database session, opened on first use and closed at teardown."""
+    """Return the request's database session, opened on first use and closed at teardown.
+
+    A session opened after the request's was closed (a streamed download's) keeps the signed-in staff member's
+    mutuelles too (`keep_request_to`).
+    """
     if "db_session" not in g:
         g.db_session = current_app.extensions["sessions"]()
+        if "mutuelle_scope" in g:
+            scope_session(g.db_session, g.mutuelle_scope)
     return cast(Session, g.db_session)
+
+
+def keep_request_to(mutuelle_ids: tuple[int, ...] | None) -> None:
+    """Keep this request's database sessions, the open one and any later, to these mutuelles (None: every one)."""
+    g.mutuelle_scope = mutuelle_ids
+    scope_session(db(), mutuelle_ids)
 
 
 def redis() -> Redis:

@@ -14,6 +14,7 @@ from extensions import db, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.language import LANGUAGE_NAMES
+from handlers.admin.ownership import OwnershipError, chosen_mutuelle, chosen_mutuelles, grantable_mutuelles
 from handlers.admin.texts import gettext
 from models.access.agents import AgentError, create_agent, list_agents, unlock_agent
 from models.access.devices import (
@@ -26,7 +27,13 @@ from models.access.devices import (
     revoke_device_key,
     set_device_trust,
 )
-from models.access.staff import StaffError, create_staff_user, deactivate_staff_user, list_staff_users
+from models.access.staff import (
+    StaffError,
+    create_staff_user,
+    deactivate_staff_user,
+    find_staff_user,
+    list_staff_users,
+)
 from models.access.tables import CollectionDevice
 from models.access.tokens import TokenError, issue_token, list_tokens, revoke_token
 from models.base import StaffRole, utcnow
@@ -41,6 +48,9 @@ def _field(name: str, limit: int = 200) -> str:
 
 
 def _page(template: str, error: str | None = None, status: int = 200, **context: Any) -> tuple[str, int]:
+    mutuelles = grantable_mutuelles()
+    context.setdefault("mutuelles", mutuelles)
+    context.setdefault("mutuelle_codes", {m.id: m.code for m in mutuelles})
     return render_template(template, error=error, posted=request.form if error else {}, **context), status
 
 
@@ -74,8 +84,9 @@ def create_staff() -> ResponseReturnValue:
         role = StaffRole(_field("role"))
         password = request.form.get("password", "")
         language = _field("language", 5) or None
-        user = create_staff_user(db(), _field("username"), password, role, language=language).user
-    except (StaffError, ValueError) as exc:
+        codes = [m.code for m in chosen_mutuelles()]
+        user = create_staff_user(db(), _field("username"), password, role, language=language, mutuelles=codes).user
+    except (StaffError, OwnershipError, ValueError) as exc:
         db().rollback()
         return _staff_page(str(exc), 400)
     message = gettext("User %(name)s created with role %(role)s.", name=user.username, role=user.role.value)
@@ -86,6 +97,8 @@ def create_staff() -> ResponseReturnValue:
 @role_required(StaffRole.ADMIN)
 def deactivate_staff(username: str) -> ResponseReturnValue:
     """Deactivate a staff user: they are signed out and cannot sign in again."""
+    if find_staff_user(db(), username) is None:
+        return _staff_page(gettext("No user %(name)s.", name=username[:80]), 404)
     try:
         user = deactivate_staff_user(db(), username, by=current_user.username)
     except StaffError as exc:
@@ -120,6 +133,7 @@ def create_agent_view() -> ResponseReturnValue:
     if country is not None and country not in _countries():
         return _agents_page(gettext("Choose one of the schemes' countries."), 400)
     try:
+        mutuelle = chosen_mutuelle()
         agent = create_agent(
             db(),
             facility=_field("facility"),
@@ -128,7 +142,8 @@ def create_agent_view() -> ResponseReturnValue:
             name=_field("name") or None,
             country=country,
         )
-    except AgentError as exc:
+        agent.mutuelle_id = mutuelle.id if mutuelle else None
+    except (AgentError, OwnershipError) as exc:
         db().rollback()
         return _agents_page(str(exc), 400)
     message = gettext("Agent %(phone)s created for %(facility)s.", phone=agent.phone, facility=agent.facility)
@@ -167,8 +182,10 @@ def create_token() -> ResponseReturnValue:
     """Create a facility token and show it on this one page only; only its hash is kept."""
     session = db()
     try:
+        mutuelle = chosen_mutuelle()
         token, plain = issue_token(session, name=_field("name", 80), facility=_field("facility"), now=utcnow())
-    except TokenError as exc:
+        token.mutuelle_id = mutuelle.id if mutuelle else None
+    except (TokenError, OwnershipError) as exc:
         session.rollback()
         return _tokens_page(str(exc), 400)
     session.commit()
@@ -225,6 +242,7 @@ def register_device_view() -> ResponseReturnValue:
     if scheme_id is not None and db().get(Scheme, scheme_id) is None:
         return _devices_page(gettext("Choose a scheme from the list."), 400)
     try:
+        mutuelle = chosen_mutuelle()
         device, plain = register_device(
             db(),
             device_key=_field("device_key", 80),
@@ -233,7 +251,8 @@ def register_device_view() -> ResponseReturnValue:
             scheme_id=scheme_id,
             trusted=request.form.get("trusted") == "1",
         )
-    except DeviceError as exc:
+        device.mutuelle_id = mutuelle.id if mutuelle else None
+    except (DeviceError, OwnershipError) as exc:
         db().rollback()
         return _devices_page(str(exc), 400)
     return _key_shown(device, plain, f"device {device.device_key} registered")

@@ -16,7 +16,7 @@ from flask_login import login_required as _untyped_login_required
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from extensions import db, login_manager, settings
+from extensions import db, keep_request_to, login_manager, settings
 from handlers.admin import bp
 from handlers.admin.texts import gettext
 from models.access.staff import (
@@ -29,7 +29,6 @@ from models.access.staff import (
 )
 from models.access.tables import StaffUser
 from models.base import StaffRole
-from models.views.scope import scope_session
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -45,7 +44,9 @@ def login_required(view: F) -> F:
 class Staff(UserMixin):  # type: ignore[misc]  # Flask-Login ships no types: its UserMixin base is Any
     """The signed-in staff member as Flask-Login sees it (no password hash kept in memory)."""
 
-    def __init__(self, user: StaffUser, token: str, mutuelle_ids: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, user: StaffUser, token: str, mutuelle_ids: tuple[int, ...] | None = None, codes: tuple[str, ...] = ()
+    ) -> None:
         self.id = token
         self.user_id = user.id
         self.username = user.username
@@ -53,6 +54,12 @@ class Staff(UserMixin):  # type: ignore[misc]  # Flask-Login ships no types: its
         self.language = user.language.value
         # The mutuelles the member is kept to; None: every mutuelle (a union's or the agency's staff).
         self.mutuelle_ids = mutuelle_ids
+        self.mutuelle_codes = codes  # for the header
+
+    @property
+    def sees_every_mutuelle(self) -> bool:
+        """Return whether this member is a union's or the agency's (kept to no mutuelle)."""
+        return self.mutuelle_ids is None
 
     def can(self, role: StaffRole) -> bool:
         """Return whether this member's role includes `role`."""
@@ -69,15 +76,19 @@ def load_staff(token: str) -> Staff | None:
     signed_in = user_for_session_token(session, token)
     if signed_in is None:
         return None
-    scope_session(session, signed_in.mutuelle_ids)
-    return Staff(signed_in.user, token, signed_in.mutuelle_ids)
+    keep_request_to(signed_in.mutuelle_ids)
+    return Staff(signed_in.user, token, signed_in.mutuelle_ids, signed_in.mutuelle_codes)
 
 
 login_manager.user_loader(load_staff)
 
 
-def role_required(role: StaffRole) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Let signed-in staff whose role includes `role` through; send others to sign-in (401) or 403."""
+def role_required(role: StaffRole, *, every_mutuelle: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Let signed-in staff whose role includes `role` through; send others to sign-in (401) or 403.
+
+    `every_mutuelle`: the page shows or acts on every mutuelle at once (the queues, the phone simulator), so staff
+    kept to some mutuelles get 404, as for another mutuelle's row.
+    """
 
     def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(view)
@@ -85,6 +96,8 @@ def role_required(role: StaffRole) -> Callable[[Callable[P, R]], Callable[P, R]]
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             if not current_user.can(role):
                 abort(403)
+            if every_mutuelle and not current_user.sees_every_mutuelle:
+                abort(404)
             return view(*args, **kwargs)
 
         return wrapper

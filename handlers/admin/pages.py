@@ -33,7 +33,7 @@ def overview() -> ResponseReturnValue:
 
 
 @bp.get("/queues")
-@role_required(StaffRole.VIEWER)
+@role_required(StaffRole.VIEWER, every_mutuelle=True)
 def queues() -> ResponseReturnValue:
     """Show RQ queues with started, failed and scheduled counts, failed jobs, workers and the clock heartbeat."""
     try:

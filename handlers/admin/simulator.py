@@ -52,7 +52,7 @@ def forward(endpoint: str, **request_args: Any) -> Response:
 
 
 @bp.get("/simulator")
-@role_required(StaffRole.VIEWER)
+@role_required(StaffRole.VIEWER, every_mutuelle=True)
 def simulator() -> ResponseReturnValue:
     """Show the phone simulator (not in production)."""
     _not_in_production()
@@ -60,7 +60,7 @@ def simulator() -> ResponseReturnValue:
 
 
 @bp.post("/simulator/ussd")
-@role_required(StaffRole.VIEWER)
+@role_required(StaffRole.VIEWER, every_mutuelle=True)
 def simulator_ussd() -> ResponseReturnValue:
     """Send one USSD hop `{session_id, phone, text}` to `POST /ussd`; return the screen."""
     _not_in_production()
@@ -79,7 +79,7 @@ def simulator_ussd() -> ResponseReturnValue:
 
 
 @bp.post("/simulator/sms")
-@role_required(StaffRole.VIEWER)
+@role_required(StaffRole.VIEWER, every_mutuelle=True)
 def simulator_sms() -> ResponseReturnValue:
     """Send an SMS `{phone, text}` to `POST /sms/inbound`; return where to look for the reply in the outbox."""
     _not_in_production()
@@ -98,7 +98,7 @@ def simulator_sms() -> ResponseReturnValue:
 
 
 @bp.get("/simulator/outbox")
-@role_required(StaffRole.VIEWER)
+@role_required(StaffRole.VIEWER, every_mutuelle=True)
 def simulator_outbox() -> ResponseReturnValue:
     """Return the SMS sent to a phone after a message id, oldest first (the simulator polls it)."""
     _not_in_production()
@@ -118,7 +118,7 @@ def simulator_outbox() -> ResponseReturnValue:
 
 
 @bp.post("/simulator/pay")
-@role_required(StaffRole.VIEWER)
+@role_required(StaffRole.VIEWER, every_mutuelle=True)
 def simulator_pay() -> ResponseReturnValue:
     """Send a sandbox payment `{amount, reference, phone}` to `POST /payments/sandbox`; return its answer."""
     _not_in_production()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from models.access.hashing import hash_password, password_needs_rehash, verify_password
 from models.access.tables import StaffSession, StaffUser, staff_mutuelles
@@ -148,8 +148,9 @@ def deactivate_staff_user(session: Session, username: str, by: str) -> StaffUser
 
 
 def list_staff_users(session: Session) -> list[StaffUser]:
-    """Return every staff user by username."""
-    return list(session.scalars(select(StaffUser).order_by(StaffUser.username)))
+    """Return every staff user by username, with their mutuelles."""
+    query = select(StaffUser).options(selectinload(StaffUser.mutuelles)).order_by(StaffUser.username)
+    return list(session.scalars(query))
 
 
 def authenticate_staff(session: Session, username: str, password: str) -> StaffUser | None:
@@ -200,6 +201,7 @@ class SignedIn:
 
     user: StaffUser
     mutuelle_ids: tuple[int, ...] | None
+    mutuelle_codes: tuple[str, ...] = ()
 
 
 def user_for_session_token(session: Session, token: str) -> SignedIn | None:
@@ -214,8 +216,9 @@ def user_for_session_token(session: Session, token: str) -> SignedIn | None:
         return None
     # The live session and the user's mutuelles in one round trip (a row per mutuelle, one with None for none).
     rows = session.execute(
-        select(StaffSession.id, staff_mutuelles.c.mutuelle_id)
+        select(StaffSession.id, staff_mutuelles.c.mutuelle_id, Mutuelle.code)
         .outerjoin(staff_mutuelles, staff_mutuelles.c.user_id == StaffSession.user_id)
+        .outerjoin(Mutuelle, Mutuelle.id == staff_mutuelles.c.mutuelle_id)
         .where(
             StaffSession.secret_hash == _secret_hash(secret),
             StaffSession.user_id == user.id,
@@ -224,5 +227,6 @@ def user_for_session_token(session: Session, token: str) -> SignedIn | None:
     ).all()
     if not rows:
         return None
-    ids = tuple(sorted({int(mutuelle_id) for _, mutuelle_id in rows if mutuelle_id is not None}))
-    return SignedIn(user, ids or None)
+    kept = sorted({(code, int(mutuelle_id)) for _, mutuelle_id, code in rows if mutuelle_id is not None})
+    ids = tuple(sorted(mutuelle_id for _, mutuelle_id in kept))
+    return SignedIn(user, ids or None, tuple(code for code, _ in kept))

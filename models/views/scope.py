@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, event, or_, select
+from sqlalchemy import ColumnElement, and_, event, or_, select
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 
 from models.access.tables import (
@@ -104,6 +104,14 @@ def _members(ids: Ids) -> Any:
     return select(Member.id).where(Member.household_id.in_(_households(ids)))
 
 
+def _staff_in(ids: Ids) -> Any:
+    return select(staff_mutuelles.c.user_id).where(staff_mutuelles.c.mutuelle_id.in_(ids))
+
+
+def _staff_beyond(ids: Ids) -> Any:
+    return select(staff_mutuelles.c.user_id).where(staff_mutuelles.c.mutuelle_id.not_in(ids))
+
+
 def _criteria(ids: Ids) -> list[Any]:
     """Return the loader criteria keeping each table to the rows of these mutuelles."""
     rules: list[tuple[type, Any]] = [
@@ -134,11 +142,9 @@ def _criteria(ids: Ids) -> list[Any]:
         (ApiToken, lambda cls: cls.mutuelle_id.in_(ids)),
         (Agent, lambda cls: cls.mutuelle_id.in_(ids)),
         (EligibilityCheck, lambda cls: cls.member_id.in_(_members(ids))),
-        # Staff of these mutuelles only: each kept to some of them (a scoped admin never sees union staff).
-        (
-            StaffUser,
-            lambda cls: cls.id.in_(select(staff_mutuelles.c.user_id).where(staff_mutuelles.c.mutuelle_id.in_(ids))),
-        ),
+        # Staff kept to some of these mutuelles and no other (a scoped admin never sees union staff, nor staff
+        # who also see a mutuelle they do not).
+        (StaffUser, lambda cls: and_(cls.id.in_(_staff_in(ids)), cls.id.not_in(_staff_beyond(ids)))),
     ]
     return [
         with_loader_criteria(entity, rule, include_aliases=True, track_closure_variables=True) for entity, rule in rules
