@@ -35,6 +35,7 @@ from models.coverage.standing import PAID, PAYING
 from models.db import get_engine
 from models.members.household import Account, Household, Network
 from models.payments.payment import Payment
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
 from models.views.household_lists import HouseholdFilters, households_page
 from models.views.listings import RECONCILIATION_CSV_HEADER
@@ -143,11 +144,13 @@ class Fact:
     commune: str | None
     network: str | None  # code
     figures: Figures
+    mutuelle: str | None = None  # code
 
 
 def month_facts(session: Session, scheme: Scheme, month: Month) -> list[Fact]:
     """Return each household's, payment's and subsidy entry's part of the month, worked out one at a time."""
     facts = []
+    codes: dict[int | None, str] = {m.id: m.code for m in session.scalars(select(Mutuelle))}
     households = list(session.scalars(select(Household).where(Household.scheme_id == scheme.id)))
     for household in households:
         if household.enrolled_on > month.as_of:
@@ -170,7 +173,7 @@ def month_facts(session: Session, scheme: Scheme, month: Month) -> list[Fact]:
             figures.due = before.next_payment_amount
             figures.not_renewed = answer.status in PAYING
         network = household.network.code if household.network is not None else None
-        facts.append(Fact(household.commune, network, figures))
+        facts.append(Fact(household.commune, network, figures, codes.get(household.mutuelle_id)))
 
     zone = ZoneInfo(scheme.timezone)
     for payment in session.scalars(select(Payment)):
@@ -187,14 +190,16 @@ def month_facts(session: Session, scheme: Scheme, month: Month) -> list[Fact]:
         figures.matched_auto = payment.match_rule is not None and payment.match_rule != "manual"
         figures.matched_manual = payment.match_rule == "manual"
         figures.unresolved = payment.status in (PaymentStatus.UNMATCHED, PaymentStatus.CONFLICT)
-        facts.append(Fact(commune, paid_to.code if paid_to is not None else None, figures))
+        paid_to_code = paid_to.code if paid_to is not None else None
+        facts.append(Fact(commune, paid_to_code, figures, codes.get(payment.mutuelle_id)))
 
     for household in households:
         account = session.scalar(select(Account).where(Account.household_id == household.id))
         network = household.network.code if household.network is not None else None
         for entry in account_entries(session, account.id) if account is not None else []:
             if entry.funder is not None and month.first <= entry.effective_on <= month.last:
-                facts.append(Fact(household.commune, network, Figures(subsidies={entry.funder: entry.amount})))
+                paid = Figures(subsidies={entry.funder: entry.amount})
+                facts.append(Fact(household.commune, network, paid, codes.get(household.mutuelle_id)))
     return facts
 
 
@@ -206,7 +211,9 @@ def expected_lines(facts: list[Fact], grouping: Grouping, filters: ReportFilters
             continue
         if filters.network is not None and fact.network != filters.network:
             continue
-        key = {Grouping.COMMUNE: fact.commune, Grouping.NETWORK: fact.network}.get(grouping)
+        key = {Grouping.COMMUNE: fact.commune, Grouping.NETWORK: fact.network, Grouping.MUTUELLE: fact.mutuelle}.get(
+            grouping
+        )
         lines[key].add(fact.figures)
     return {key: figures for key, figures in lines.items() if figures != Figures()}
 
@@ -402,7 +409,7 @@ def _percent(value: float | None) -> str:
 @pytest.mark.parametrize(
     ("query", "grouping"),
     [
-        ({}, Grouping.NETWORK),
+        ({}, Grouping.MUTUELLE),  # the CMU's three mutuelles side by side
         ({"by": "commune"}, Grouping.COMMUNE),
         ({"by": "scheme", "months": "3"}, Grouping.SCHEME),
         ({"by": "network", "commune": "Pekesse"}, Grouping.NETWORK),
@@ -532,7 +539,7 @@ def test_households_search_keeps_its_filters(admin_app: Flask, db_session: Sessi
         ("/admin/networks?scheme=x", "scheme must be a whole number"),
         ("/admin/reports?month=2026-13", "month must be a month YYYY-MM"),
         ("/admin/reports?month=2150-01", "month: 2150-01 has not started yet"),
-        ("/admin/reports?by=district", "by must be one of scheme, commune, network"),
+        ("/admin/reports?by=district", "by must be one of scheme, commune, network, mutuelle"),
         ("/admin/reports?scheme=999", "scheme: there is no scheme #999"),
         ("/admin/reports?network=nowhere", "network: Mutuelle CMU Thies has no network with the code 'nowhere'"),
         ("/admin/reports?months=100", "months must be between 0 and 24"),

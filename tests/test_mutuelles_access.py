@@ -26,6 +26,9 @@ from models.members.household import Household, Network
 from models.payments.payment import Payment
 from models.payments.statement import StatementImport
 from models.schemes.mutuelle import Mutuelle
+from models.schemes.scheme import Scheme
+from models.views.scheme_reports import Grouping, scheme_report
+from models.views.scope import scope_session
 from tests.admin_helpers import PASSWORDS, admin_app, csrf_token, login, seeded_url
 
 __all__ = ["admin_app", "seeded_url"]  # the shared seeded database fixtures
@@ -321,3 +324,27 @@ def test_tokens_agents_and_devices_get_their_creator_s_mutuelle(admin_app: Flask
             session.scalar(select(CollectionDevice.mutuelle_id).where(CollectionDevice.device_key == "tn-made")) == tn
         )
     assert OWN in client.get("/admin/tokens").get_data(as_text=True)
+
+
+def test_a_union_report_puts_mutuelles_side_by_side_and_a_scoped_one_only_theirs(admin_app: Flask, rows: Rows) -> None:
+    sessions = admin_app.extensions["sessions"]  # the app's factory: its sessions can be scoped
+    with sessions() as union, sessions() as kept:
+        tn = union.scalars(select(Mutuelle).where(Mutuelle.code == OWN)).one()
+        scope_session(kept, [tn.id])
+        scheme = union.get(Scheme, tn.scheme_id)
+        assert scheme is not None
+        today = scheme.local_today(utcnow())
+        whole = scheme_report(union, scheme, today, grouping=Grouping.MUTUELLE)
+        by_code = {line.key: line.figures for line in whole.lines}
+        assert {"SN-TN", "SN-PK", "SN-MR"} <= set(by_code)
+        own_scheme = kept.get(Scheme, tn.scheme_id)
+        assert own_scheme is not None
+        own = scheme_report(kept, own_scheme, today, grouping=Grouping.MUTUELLE)
+        assert [line.key for line in own.lines] == ["SN-TN"]
+        assert own.lines[0].figures == by_code["SN-TN"]
+    union_page = signed(admin_app, "admin").get(f"/admin/reports?scheme={tn.scheme_id}").get_data(as_text=True)
+    assert all(f"({code})" in union_page for code in ("SN-TN", "SN-PK", "SN-MR"))
+    own_page = signed(admin_app, "tn-viewer").get(f"/admin/reports?scheme={tn.scheme_id}&by=mutuelle")
+    assert "(SN-TN)" in own_page.get_data(as_text=True) and "(SN-PK)" not in own_page.get_data(as_text=True)
+    bad = signed(admin_app, "tn-viewer").get(f"/admin/reports?scheme={tn.scheme_id}&mutuelle=SN-PK")
+    assert bad.status_code == 400 and "mutuelle" in bad.get_data(as_text=True)

@@ -31,10 +31,18 @@ def reports() -> ResponseReturnValue:
     scheme = schemes[0] if scheme_id is None else next((s for s in schemes if s.id == scheme_id), None)
     if scheme is None:
         abort(400, gettext("scheme: there is no scheme #%(id)s", id=scheme_id))
-    grouping = arg_enum("by", Grouping) or Grouping.NETWORK
     history = max(1, arg_int("months", DEFAULT_MONTHS, maximum=MAX_MONTHS) or DEFAULT_MONTHS)
     choices = report_choices(session, scheme)
-    filters = ReportFilters(commune=arg_text("commune"), network=arg_text("network", limit=60))
+    # A reader who sees several of the scheme's mutuelles (a union) gets them side by side, with the totals.
+    grouping = arg_enum("by", Grouping) or (Grouping.MUTUELLE if len(choices.mutuelles) > 1 else Grouping.NETWORK)
+    filters = ReportFilters(
+        commune=arg_text("commune"), network=arg_text("network", limit=60), mutuelle=arg_text("mutuelle", limit=40)
+    )
+    if filters.mutuelle and filters.mutuelle not in {code for code, _ in choices.mutuelles}:
+        abort(
+            400,
+            gettext("mutuelle: %(scheme)s has no mutuelle %(code)s", scheme=scheme.name, code=repr(filters.mutuelle)),
+        )
     if filters.network and filters.network not in {code for code, _ in choices.networks}:
         abort(
             400,

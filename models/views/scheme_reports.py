@@ -51,6 +51,7 @@ from models.coverage.standing import (
 )
 from models.members.household import Account, Household, Network
 from models.payments.payment import Payment
+from models.schemes.mutuelle import Mutuelle, scheme_mutuelles
 from models.schemes.scheme import Plan, Scheme, SubsidyCategory
 from models.views.reports import COLLECTED
 
@@ -61,11 +62,12 @@ STOPPED = (EligibilityStatus.SUSPENDED, EligibilityStatus.INACTIVE)
 
 
 class Grouping(enum.StrEnum):
-    """What the report's lines are: the whole scheme, its communes or its networks."""
+    """What the report's lines are: the whole scheme, its mutuelles, communes or networks."""
 
     SCHEME = "scheme"
     COMMUNE = "commune"
     NETWORK = "network"
+    MUTUELLE = "mutuelle"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class ReportFilters:
 
     commune: str | None = None
     network: str | None = None  # a network's code
+    mutuelle: str | None = None  # a mutuelle's code
 
 
 @dataclass
@@ -236,11 +239,17 @@ def _household_key(grouping: Grouping) -> Any:
         return Household.commune
     if grouping is Grouping.NETWORK:
         return Household.network_id
+    if grouping is Grouping.MUTUELLE:
+        return Household.mutuelle_id
     return literal(0, Integer)
 
 
 def _network_ids(scheme: Scheme, code: str) -> Select[Any]:
     return select(Network.id).where(Network.scheme_id == scheme.id, Network.code == code)
+
+
+def _mutuelle_ids(scheme: Scheme, code: str) -> Select[Any]:
+    return select(Mutuelle.id).where(Mutuelle.scheme_id == scheme.id, Mutuelle.code == code)
 
 
 def _months_table(scheme: Scheme, months: list[Month]) -> Any:
@@ -275,6 +284,8 @@ def _add_households(
         households = households.where(Household.commune == filters.commune)
     if filters.network:
         households = households.where(Household.network_id.in_(_network_ids(scheme, filters.network)))
+    if filters.mutuelle:
+        households = households.where(Household.mutuelle_id.in_(_mutuelle_ids(scheme, filters.mutuelle)))
     standing = standing_on_dates(days, households)
     query = (
         select(
@@ -388,6 +399,8 @@ def _add_payments(
         key = commune
     elif grouping is Grouping.NETWORK:
         key = network
+    elif grouping is Grouping.MUTUELLE:
+        key = Payment.mutuelle_id.expression
     ours = or_(Payment.scheme_id == scheme.id, and_(Payment.scheme_id.is_(None), Payment.currency == scheme.currency))
     query = (
         select(
@@ -409,6 +422,8 @@ def _add_payments(
         query = query.where(commune == filters.commune)
     if filters.network:
         query = query.where(network.in_(_network_ids(scheme, filters.network)))
+    if filters.mutuelle:
+        query = query.where(Payment.mutuelle_id.in_(_mutuelle_ids(scheme, filters.mutuelle)))
     each = query.subquery("each")
     rows = session.execute(
         select(
@@ -457,6 +472,8 @@ def _add_subsidies(
         query = query.where(Household.commune == filters.commune)
     if filters.network:
         query = query.where(Household.network_id.in_(_network_ids(scheme, filters.network)))
+    if filters.mutuelle:
+        query = query.where(Household.mutuelle_id.in_(_mutuelle_ids(scheme, filters.mutuelle)))
     each = query.subquery("each")
     funders = set()
     for n, key, funder, amount in session.execute(
@@ -475,6 +492,14 @@ def _labels(session: Session, scheme: Scheme, grouping: Grouping, keys: set[Any]
         return {0: (None, scheme.name)}
     if grouping is Grouping.COMMUNE:
         return {key: (key, key if key is not None else "(no commune)") for key in keys}
+    if grouping is Grouping.MUTUELLE:
+        mutuelles = {m.id: (m.code, f"{m.name} ({m.code})") for m in scheme_mutuelles(session, scheme.id)}
+        found: dict[Any, tuple[str | None, str]] = {
+            key: mutuelles.get(key, (None, f"mutuelle #{key}")) for key in keys if key is not None
+        }
+        if None in keys:
+            found[None] = (None, "(no mutuelle)")
+        return found
     names = {
         network_id: (code, f"{name} ({code})")
         for network_id, code, name in session.execute(
@@ -493,6 +518,7 @@ class ReportChoices:
 
     communes: list[str]
     networks: list[tuple[str, str]]  # (code, name)
+    mutuelles: list[tuple[str, str]]  # (code, name), those the reader sees
 
 
 def report_choices(session: Session, scheme: Scheme) -> ReportChoices:
@@ -513,4 +539,5 @@ def report_choices(session: Session, scheme: Scheme) -> ReportChoices:
             select(Network.code, Network.name).where(Network.scheme_id == scheme.id).order_by(Network.name)
         ).tuples()
     )
-    return ReportChoices(communes, networks)
+    mutuelles = [(m.code, m.name) for m in scheme_mutuelles(session, scheme.id)]
+    return ReportChoices(communes, networks, mutuelles)
