@@ -67,7 +67,7 @@ SAMPLES = {
 # Variants that show what the bare page does not (a search's results, a suspense list).
 EXTRA_PATHS = ("/admin/households?q=Sok", "/admin/payments?status=UNMATCHED", "/admin/sms?direction=out")
 # Not pages: downloads and the simulator's JSON endpoints.
-NOT_PAGES = re.compile(r"\.csv$|^/admin/simulator/|^/admin/logout$|^/admin/language$")
+NOT_PAGES = re.compile(r"\.(csv|ndjson)$|^/admin/simulator/|^/admin/logout$|^/admin/language$")
 
 # Runs in the page (Playwright evaluates it over the DevTools protocol, so the admin's CSP, which forbids eval,
 # does not apply): the document and every visible box that is wider inside than outside, or pokes out of the
