@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
@@ -22,6 +22,17 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 PING_AFTER_IDLE_SECONDS = 1.0
 
 _engines: dict[str, tuple[int, Engine]] = {}
+# Execution option of a statement that must see every mutuelle's rows even in a session kept to some
+# (models/views/scope.py): the checks that a name, phone or key is free, which are unique across mutuelles.
+EVERY_MUTUELLE = "every_mutuelle"
+Stmt = TypeVar("Stmt", bound=Executable)
+
+
+def every_mutuelle(statement: Stmt) -> Stmt:
+    """Return the statement marked to run unfiltered by a session's mutuelle scope (uniqueness checks only)."""
+    return statement.execution_options(**{EVERY_MUTUELLE: True})
+
+
 # session.info: [(enqueue, items)] waiting for the session's transaction to commit (`enqueue_after_commit`).
 _AFTER_COMMIT = "enqueue_after_commit"
 

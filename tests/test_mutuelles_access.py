@@ -348,3 +348,25 @@ def test_a_union_report_puts_mutuelles_side_by_side_and_a_scoped_one_only_theirs
     assert "(SN-TN)" in own_page.get_data(as_text=True) and "(SN-PK)" not in own_page.get_data(as_text=True)
     bad = signed(admin_app, "tn-viewer").get(f"/admin/reports?scheme={tn.scheme_id}&mutuelle=SN-PK")
     assert bad.status_code == 400 and "mutuelle" in bad.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/admin/tokens", {"name": "token-sn-pk", "facility": "Poste TN"}),
+        ("/admin/agents", {"facility": "Poste TN", "phone": "+221760000102", "pin": "4821"}),
+        ("/admin/devices", {"device_key": "device-sn-pk", "label": "TN phone", "senders": "Wave"}),
+        ("/admin/staff", {"username": "pk-operator", "password": PASSWORD, "role": "viewer", "mutuelle": OWN}),
+    ],
+)
+def test_a_name_taken_in_another_mutuelle_is_refused_not_a_crash(
+    admin_app: Flask, rows: Rows, path: str, fields: dict[str, str]
+) -> None:
+    """Names, phones and keys are unique across mutuelles: a scoped admin reusing another's gets a 400."""
+    client = signed(admin_app, "tn-admin")
+    engine = get_engine(admin_app.config["DATABASE_URL"])
+    before = snapshot(engine)
+    response = client.post(path, data={"csrf_token": csrf_token(client, path), **fields})
+    assert response.status_code == 400
+    assert "already" in response.get_data(as_text=True)
+    assert snapshot(engine) == before

@@ -15,6 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from models.access.hashing import hash_pin, verify_pin
 from models.access.tables import Agent
+from models.db import every_mutuelle
 from models.members.phones import normalise_phone
 from models.views.scope import scope_session, session_scope
 
@@ -78,7 +79,7 @@ def create_agent(
     except ValueError as exc:
         raise AgentError(f"phone {phone!r}: {exc}") from exc
     check_pin_format(pin)
-    if session.scalar(select(Agent.id).where(Agent.phone == e164)) is not None:
+    if session.scalar(every_mutuelle(select(Agent.id).where(Agent.phone == e164))) is not None:
         raise AgentError(f"an agent with phone {e164} already exists")
     agent = Agent(
         facility=facility,

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from models.access.tables import CollectionDevice
 from models.base import utcnow
+from models.db import every_mutuelle
 
 _SENDER = re.compile(r"^[A-Za-z0-9+ ._-]{2,40}$")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9+._:-]+$")
@@ -150,7 +151,8 @@ def register_device(
         raise DeviceError("the device id must be 1 to 80 letters, digits, '+', '.', '_', ':' or '-'")
     if not label or len(label) > 120:
         raise DeviceError("the label must be 1 to 120 characters")
-    if session.scalar(select(CollectionDevice.id).where(CollectionDevice.device_key == device_key)) is not None:
+    taken = every_mutuelle(select(CollectionDevice.id).where(CollectionDevice.device_key == device_key))
+    if session.scalar(taken) is not None:
         raise DeviceError(f"a device {device_key!r} is already registered")
     device = CollectionDevice(
         device_key=device_key,

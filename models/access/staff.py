@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from models.access.hashing import hash_password, password_needs_rehash, verify_password
 from models.access.tables import StaffSession, StaffUser, staff_mutuelles
 from models.base import Language, StaffRole, utcnow
+from models.db import every_mutuelle
 from models.schemes.mutuelle import Mutuelle, find_mutuelle
 
 MIN_PASSWORD_LENGTH = 10
@@ -87,7 +88,8 @@ def create_staff_user(
     chosen = staff_language(language)
     if not _USERNAME.match(name):
         raise StaffError("a username is 2-80 characters: letters, digits, '.', '_', '@', '-'")
-    existing = find_staff_user(session, name)
+    # Usernames are unique across mutuelles: look in all of them, whoever asks.
+    existing = session.scalar(every_mutuelle(select(StaffUser).where(StaffUser.username == name)))
     if existing is not None:
         if if_missing:
             return CreatedUser(existing, created=False)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.access.tables import ApiToken
+from models.db import every_mutuelle
 
 TOKEN_BYTES = 32
 PREFIX_LENGTH = 8
@@ -35,7 +36,7 @@ def issue_token(
         raise TokenError("the name must be 1 to 80 characters")
     if not facility or len(facility) > 120:
         raise TokenError("the facility must be 1 to 120 characters")
-    existing = session.scalar(select(ApiToken).where(ApiToken.name == name))
+    existing = session.scalar(every_mutuelle(select(ApiToken).where(ApiToken.name == name)))
     if existing is not None:
         # Names stay unique even after revocation so the checks log keeps meaning one thing.
         state = "revoked" if existing.revoked_at else "active"

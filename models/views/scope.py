@@ -27,6 +27,7 @@ from models.access.tables import (
     staff_mutuelles,
 )
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
+from models.db import EVERY_MUTUELLE
 from models.members.household import Account, Household, HouseholdEvent, Member, Network
 from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
 from models.payments.payment import (
@@ -66,7 +67,7 @@ def install_scoping(factory: sessionmaker[Session]) -> None:
 
 def _filter_statement(state: ORMExecuteState) -> None:
     ids = state.session.info.get(SCOPE_KEY)
-    if ids is None:
+    if ids is None or state.execution_options.get(EVERY_MUTUELLE):
         return
     if state.is_select and (state.is_column_load or state.is_relationship_load):
         return  # the criteria of the statement that loaded the object travel with it
