@@ -45,6 +45,8 @@ from models.payments.sources import (
     verify_wave_signature,
     wave_report,
 )
+from models.schemes.mutuelle import ReportedAccount, mutuelles_of_account
+from models.views.scope import scope_session
 from workers.reconcile import reconcile_after_commit
 
 bp = Blueprint("payments", __name__)
@@ -152,6 +154,11 @@ def daraja_validate() -> ResponseReturnValue:
     session = db()
     if not daraja_amount_valid(session, payload):
         return jsonify(DARAJA_REJECT_AMOUNT)
+    # The paybill paid names its mutuelles: the account number must be one of theirs (the lookups below are kept
+    # to them, as a scoped admin's are); a paybill no mutuelle lists accepts any mutuelle's.
+    shortcode = payload.get("BusinessShortCode")
+    if isinstance(shortcode, str | int) and not isinstance(shortcode, bool):
+        scope_session(session, mutuelles_of_account(session, ReportedAccount("mpesa", str(shortcode))))
     if not is_known_account(session, payload.get("BillRefNumber")):
         return jsonify(DARAJA_REJECT_ACCOUNT)
     return jsonify(DARAJA_ACCEPTED)

@@ -340,6 +340,28 @@ def test_daraja_shortcode_names_the_mutuelle(
     assert payment.mutuelle_id == (world.mutuelles[mutuelle] if mutuelle else None)
 
 
+@pytest.mark.parametrize(
+    ("shortcode", "bill_ref", "accepted"),
+    [
+        ("600638", TN_NO, True),  # Thiès Nord's paybill, a Thiès Nord household
+        ("600638", PK_NO, False),  # Thiès Nord's paybill, a Pékesse household: refused before the payer pays
+        ("600638", f"{PK_NO}-01", False),  # ... or one of its members
+        ("174379", PK_NO, True),  # a paybill no mutuelle lists: any mutuelle's household
+    ],
+)
+def test_daraja_validation_accepts_only_the_paybill_s_mutuelle(
+    client: FlaskClient, session: Session, shortcode: str, bill_ref: str, accepted: bool
+) -> None:
+    build_world(session)
+    payload = json.loads((FIXTURES / "mpesa_c2b_validation.json").read_text(encoding="utf-8"))
+    payload.pop("_note", None)
+    payload.update(BusinessShortCode=shortcode, BillRefNumber=bill_ref, TransAmount="350.00")
+    response = post_json(client, "/payments/daraja/validate", payload)
+    assert response.status_code == 200
+    assert response.json is not None
+    assert (response.json["ResultCode"] == "0") is accepted, response.json
+
+
 def _report(txn: str, account: str | None, route: str = "webhook") -> Report:
     return Report(
         provider="wave",
