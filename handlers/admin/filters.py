@@ -55,6 +55,7 @@ def household_filters(choices: HouseholdChoices, **fixed: object) -> HouseholdFi
         network=arg_text("network", limit=60),
         plan=arg_text("plan", limit=40),
         category=arg_text("category", limit=40),
+        mutuelle=arg_text("mutuelle", limit=40),
         **fixed,  # type: ignore[arg-type]
     )
     try:

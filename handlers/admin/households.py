@@ -53,7 +53,9 @@ def networks() -> ResponseReturnValue:
     number, per_page = page_args()
     choices = household_choices(db(), all_schemes(db()))
     filters = household_filters(choices)
-    page = networks_list(db(), number, per_page, scheme_id=filters.scheme_id, commune=filters.commune)
+    page = networks_list(
+        db(), number, per_page, scheme_id=filters.scheme_id, commune=filters.commune, mutuelle=filters.mutuelle
+    )
     return render_template(
         "admin/networks.html", page=page, filters=filters, choices=choices, args=query_without("page")
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from models.access.tables import EligibilityCheck
 from models.coverage.eligibility import Eligibility, cover_sentences, household_eligibility, member_eligibility
@@ -19,6 +19,7 @@ from models.members.phones import normalise_phone
 from models.messaging.message import Message
 from models.payments.payment import Payment, PaymentEvidence, ReconciliationEvent
 from models.payments.statement import StatementLine
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
 
 LEDGER_SHOWN = 200
@@ -65,6 +66,7 @@ class PaymentDossier:
     periods: list[CoveragePeriod]
     receipts: list[Message]
     statement_lines: list[StatementLine]
+    mutuelle: Mutuelle | None = None  # the mutuelle it was paid to (None: a shared or unnamed account, unmatched)
 
 
 def _owner_label(household_no: str | None, network_name: str | None) -> str:
@@ -135,6 +137,7 @@ def payment_dossier(session: Session, payment_id: int) -> PaymentDossier | None:
         periods=periods,
         receipts=receipts,
         statement_lines=lines,
+        mutuelle=session.get(Mutuelle, payment.mutuelle_id) if payment.mutuelle_id else None,
     )
 
 
@@ -307,7 +310,7 @@ class NetworkDossier:
 
 def network_dossier(session: Session, network_id: int) -> NetworkDossier | None:
     """Return a network with its account balance, household count and latest ledger entries."""
-    network = session.get(Network, network_id)
+    network = session.get(Network, network_id, options=[joinedload(Network.mutuelle)])
     if network is None:
         return None
     account_id = session.scalar(select(Account.id).where(Account.network_id == network.id))

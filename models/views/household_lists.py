@@ -26,6 +26,7 @@ from models.coverage.standing import (
 )
 from models.inputs import InputError
 from models.members.household import Household, Member, Network
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Plan, Scheme, SubsidyCategory
 from models.views.dossiers import member_search_condition
 from models.views.listings import Page, paginate
@@ -43,11 +44,14 @@ class HouseholdFilters:
     network_id: int | None = None
     plan: str | None = None
     category: str | None = None  # the subsidy category's code
+    mutuelle: str | None = None  # a mutuelle's code
 
     def apply(self, query: Select[Any], status: ColumnElement[Any] | None = None) -> Select[Any]:
         """Return the query (over `Household`) restricted by these filters; `status` is the eligibility column."""
         if self.scheme_id is not None:
             query = query.where(Household.scheme_id == self.scheme_id)
+        if self.mutuelle:
+            query = query.where(Household.mutuelle_id.in_(select(Mutuelle.id).where(Mutuelle.code == self.mutuelle)))
         if self.commune:
             query = query.where(Household.commune == self.commune)
         if self.network:
@@ -73,6 +77,7 @@ class HouseholdChoices:
     plans: list[str]
     categories: list[str]
     statuses: list[str] = field(default_factory=lambda: [s.value for s in EligibilityStatus])
+    mutuelles: list[tuple[str, str]] = field(default_factory=list)  # (code, name), those the reader sees
 
 
 def all_schemes(session: Session) -> list[Scheme]:
@@ -92,6 +97,7 @@ def household_choices(session: Session, schemes: Sequence[Scheme]) -> HouseholdC
             kind("network", Network.code, Network.name),
             kind("plan", Plan.code, Plan.code),
             kind("category", SubsidyCategory.code, SubsidyCategory.code),
+            kind("mutuelle", Mutuelle.code, Mutuelle.name),
         )
     ).tuples()
     found: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -104,6 +110,7 @@ def household_choices(session: Session, schemes: Sequence[Scheme]) -> HouseholdC
         networks=sorted(found["network"], key=lambda n: (n[1], n[0])),
         plans=sorted(value for value, _ in found["plan"]),
         categories=sorted(value for value, _ in found["category"]),
+        mutuelles=sorted(found["mutuelle"]),
     )
 
 
@@ -117,6 +124,8 @@ def check_household_filters(filters: HouseholdFilters, choices: HouseholdChoices
         raise InputError(f"category must be one of {', '.join(choices.categories)}")
     if filters.network and filters.network not in {code for code, _ in choices.networks}:
         raise InputError(f"network: no network has the code {filters.network!r}")
+    if filters.mutuelle and filters.mutuelle not in {code for code, _ in choices.mutuelles}:
+        raise InputError(f"mutuelle: no mutuelle has the code {filters.mutuelle!r}")
 
 
 def scheme_days(schemes: Sequence[Scheme], now: datetime) -> Any:

@@ -17,6 +17,7 @@ from models.members.household import Household, Member, Network
 from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
 from models.payments.payment import Payment, ReconciliationEvent
 from models.payments.rejections import RejectedCallback
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme, SubsidyCategory
 
 T = TypeVar("T")
@@ -328,12 +329,24 @@ def rejected_callbacks(
 
 
 def networks_list(
-    session: Session, number: int = 1, per_page: int = 50, scheme_id: int | None = None, commune: str | None = None
-) -> Page[tuple[Network, str]]:
-    """Return one page of networks with their scheme's name, of a scheme and a commune when given."""
-    query = select(Network, Scheme.name).join(Scheme, Scheme.id == Network.scheme_id)
+    session: Session,
+    number: int = 1,
+    per_page: int = 50,
+    scheme_id: int | None = None,
+    commune: str | None = None,
+    mutuelle: str | None = None,
+) -> Page[tuple[Network, str, str]]:
+    """Return one page of networks with their scheme's name and mutuelle's code, of a scheme, commune and mutuelle
+    when given."""
+    query = (
+        select(Network, Scheme.name, Mutuelle.code)
+        .join(Scheme, Scheme.id == Network.scheme_id)
+        .join(Mutuelle, Mutuelle.id == Network.mutuelle_id)
+    )
     if scheme_id is not None:
         query = query.where(Network.scheme_id == scheme_id)
+    if mutuelle:
+        query = query.where(Mutuelle.code == mutuelle)
     if commune:
         query = query.where(Network.commune == commune)
     return paginate(session, query.order_by(Network.name, Network.id), number, per_page)
