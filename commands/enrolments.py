@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from typing import IO
+
 import click
 from flask.cli import with_appcontext
 
 from extensions import db, settings
 from models.base import utcnow
+from models.enrolment.changes import (
+    changed_household,
+    describe_change,
+    find_household_no,
+    member_label,
+    staff_collector,
+    submit_change,
+)
 from models.enrolment.collectors import CollectorError, create_collector
 from models.enrolment.duplicates import Person, find_duplicates
 from models.enrolment.tables import EnrolmentStatus
@@ -50,24 +61,32 @@ def create_collector_command(name: str, mutuelle_code: str, network_code: str | 
 
 @click.group("enrolments")
 def enrolments_group() -> None:
-    """Household enrolments submitted by collectors: list, show, validate, reject, ask for changes."""
+    """Household enrolments and household changes: list, show, validate, reject, ask for changes, submit a change."""
 
 
 @enrolments_group.command("list")
 @click.option("--status", type=click.Choice([s.value for s in EnrolmentStatus], case_sensitive=False), default=None)
 @with_appcontext
 def list_command(status: str | None) -> None:
-    """List enrolments, oldest first: id, status, mutuelle, head, members, candidates, household (tab-separated)."""
+    """List enrolments, oldest first: id, status, mutuelle, head, members, candidates, household (tab-separated).
+
+    A household change shows `change of <household>` and its number of changes instead of the head and members.
+    """
     wanted = EnrolmentStatus(status.upper()) if status else None
     for enrolment in list_enrolments(db(), wanted):
-        head = enrolment.head
-        household = enrolment.household.household_no if enrolment.household is not None else "-"
+        found = changed_household(enrolment)
+        household = found.household_no if found is not None else "-"
+        if enrolment.change is not None:
+            who, size = f"change of {household}", f"{len(enrolment.change.changes)} changes"
+        else:
+            head = enrolment.head
+            who, size = f"{head.first_name} {head.last_name}", f"{len(enrolment.members)} members"
         fields = [
             str(enrolment.id),
             enrolment.status.value,
             enrolment.mutuelle.code,
-            f"{head.first_name} {head.last_name}",
-            f"{len(enrolment.members)} members",
+            who,
+            size,
             f"{len(enrolment.duplicates)} candidates",
             household,
         ]
@@ -96,14 +115,18 @@ def show_command(enrolment_id: int) -> None:
     )
     if enrolment.reason:
         click.echo(f"reason: {enrolment.reason}")
-    if enrolment.household is not None:
-        click.echo(f"household {enrolment.household.household_no}")
+    household = changed_household(enrolment)
+    if household is not None:
+        click.echo(f"{'change of household' if enrolment.change is not None else 'household'} {household.household_no}")
+    if enrolment.change is not None:
+        for item in enrolment.change.changes:
+            click.echo(f"  changes[{item['position']}] {describe_change(item, enrolment)}")
     for m in enrolment.members:
         numbers = " ".join(
             f"{label} {value}" for label, value in (("id", m.id_number), ("card", m.card_number)) if value
         )
         click.echo(
-            f"  members[{m.position}] {m.member_no or ''}\t{m.first_name} {m.last_name}\t{m.sex.value}\t"
+            f"  {member_label(enrolment, m)} {m.member_no or ''}\t{m.first_name} {m.last_name}\t{m.sex.value}\t"
             f"{m.date_of_birth.isoformat()}\t{m.relationship_to_head}\t{m.phone or '-'}\t{numbers or '-'}"
         )
     if enrolment.status is not EnrolmentStatus.VALIDATED:
@@ -115,7 +138,8 @@ def show_command(enrolment_id: int) -> None:
         click.echo(f"duplicate candidates: {len(candidates)}")
         for c in candidates:
             who = f"member {c.member_no}" if c.member_no else f"enrolment {c.enrolment_id}"
-            click.echo(f"  members[{c.member}] ~ {who}\tscore {c.score}\t{c.why}")
+            label = member_label(enrolment, enrolment.members[c.member])
+            click.echo(f"  {label} ~ {who}\tscore {c.score}\t{c.why}")
     for event in enrolment.events:
         click.echo(
             f"  {event.created_at:%Y-%m-%d %H:%M} {event.actor} {event.action} "
@@ -127,7 +151,10 @@ def show_command(enrolment_id: int) -> None:
 @click.argument("enrolment_id", type=int)
 @with_appcontext
 def validate_command(enrolment_id: int) -> None:
-    """Validate an enrolment: number and create its household, queue the head's welcome SMS; print the number last."""
+    """Validate an enrolment: number and create its household, queue the head's welcome SMS; print the number last.
+
+    A household change is applied to its household (the head gets a confirmation SMS); its number is printed last.
+    """
     session = db()
     try:
         enrolment = get_enrolment(session, enrolment_id)
@@ -137,9 +164,16 @@ def validate_command(enrolment_id: int) -> None:
         session.rollback()
         raise click.ClickException(str(exc)) from exc
     session.commit()
-    click.echo(
-        f"{len(done.enrolment.members)} members created; welcome SMS {'queued' if done.welcomed else 'not sent'}"
-    )
+    if done.enrolment.change is not None:
+        added = [m.member_no for m in done.enrolment.members]
+        click.echo(
+            f"{len(done.enrolment.change.changes)} changes applied ({len(added)} members added "
+            f"{' '.join(str(n) for n in added)}); confirmation SMS {'queued' if done.welcomed else 'not sent'}"
+        )
+    else:
+        click.echo(
+            f"{len(done.enrolment.members)} members created; welcome SMS {'queued' if done.welcomed else 'not sent'}"
+        )
     click.echo(done.household.household_no)
 
 
@@ -173,3 +207,38 @@ def needs_changes_command(enrolment_id: int, reason: str) -> None:
         raise click.ClickException(str(exc)) from exc
     session.commit()
     click.echo(f"enrolment {enrolment.id} {enrolment.status.value}: {enrolment.reason}")
+
+
+@enrolments_group.command("change")
+@click.argument("form", type=click.File("r", encoding="utf-8"))
+@with_appcontext
+def change_command(form: IO[str]) -> None:
+    """Submit a household change as staff: FORM is the API's JSON (`-`: standard input); print its id last.
+
+    The same checks as `POST /api/enrolments` with a `household_no`; it is then validated like any enrolment.
+    """
+    try:
+        payload = json.load(form)
+    except ValueError as exc:
+        raise click.ClickException(f"not JSON: {exc}") from exc
+    session = db()
+    number = payload.get("household_no") if isinstance(payload, dict) else None
+    household = find_household_no(session, number) if isinstance(number, str) else None
+    if household is None:
+        raise click.ClickException(f"household_no: no household {number!r}")
+    collector = staff_collector(session, household.mutuelle)
+    today = household.scheme.local_today(utcnow())
+    outcome = submit_change(session, collector, payload, today, actor=STAFF)
+    if outcome.errors:
+        session.rollback()
+        for name, problem in outcome.errors.items():
+            click.echo(f"{name}: {problem}", err=True)
+        raise click.ClickException(f"{len(outcome.errors)} bad fields: nothing stored")
+    enrolment = outcome.enrolment
+    assert enrolment is not None
+    session.commit()
+    click.echo(f"{'submitted' if outcome.created else 'already submitted'}: {enrolment.status.value}")
+    for candidate in enrolment.duplicates:
+        who = candidate.get("member_no") or f"enrolment {candidate.get('enrolment_id')}"
+        click.echo(f"  {candidate['member']} ~ {who}\tscore {candidate['score']}\t{candidate['why']}")
+    click.echo(str(enrolment.id))

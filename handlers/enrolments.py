@@ -1,4 +1,4 @@
-"""The enrolment API for collection officers: submit a household, read what became of it.
+"""The enrolment API for collection officers: submit a household or a change to one, read what became of it.
 
 `Authorization: Bearer <collector key>` (`flask --app app collectors create`). A form sent twice (same `client_id`)
 is one enrolment: 201 the first time, 200 with the same id after. Bad fields: 422 naming each one.
@@ -17,8 +17,8 @@ from werkzeug.exceptions import HTTPException
 from extensions import db
 from handlers.guards import limit_body
 from models.base import utcnow
+from models.enrolment.changes import changed_household, member_label, submit_form
 from models.enrolment.collectors import authenticate_collector
-from models.enrolment.submit import submit_enrolment
 from models.enrolment.tables import Collector, Enrolment
 from models.inputs import InputError, load_json_body
 
@@ -56,7 +56,7 @@ def require_collector() -> Collector:
 
 @bp.post("")
 def submit() -> ResponseReturnValue:
-    """Store a household enrolment once per client id and answer its id, status and duplicate candidates."""
+    """Store a household enrolment (or a change: `household_no`) once per client id; answer id, status, candidates."""
     collector = require_collector()
     limit_body(request, BODY_MAX_BYTES)
     try:
@@ -64,7 +64,7 @@ def submit() -> ResponseReturnValue:
     except InputError as exc:
         abort(400, str(exc))
     session = db()
-    outcome = submit_enrolment(session, collector, payload, collector.mutuelle.scheme.local_today(utcnow()))
+    outcome = submit_form(session, collector, payload, collector.mutuelle.scheme.local_today(utcnow()))
     if outcome.errors:
         session.rollback()
         return jsonify(errors=outcome.errors), 422
@@ -77,17 +77,18 @@ def submit() -> ResponseReturnValue:
 
 @bp.get("/<int:enrolment_id>")
 def read(enrolment_id: int) -> ResponseReturnValue:
-    """Answer what became of one of the collector's enrolments: status, reason, household number once validated."""
+    """Answer what became of one of the collector's enrolments: status, reason, household number (once validated)."""
     collector = require_collector()
     enrolment = db().get(Enrolment, enrolment_id)
     if enrolment is None or enrolment.collector_id != collector.id:
         abort(404, f"no enrolment {enrolment_id} of yours")
-    household = enrolment.household
+    household = changed_household(enrolment)
     return jsonify(
         id=enrolment.id,
         client_id=enrolment.client_id,
+        kind=enrolment.kind,
         status=enrolment.status.value,
         reason=enrolment.reason,
         household_no=household.household_no if household is not None else None,
-        members=[{"member": f"members[{m.position}]", "member_no": m.member_no} for m in enrolment.members],
+        members=[{"member": member_label(enrolment, m), "member_no": m.member_no} for m in enrolment.members],
     )

@@ -19,7 +19,7 @@ Each wing uses only the wings listed before it (no cycle, no upward import):
 from models.access.tables import Agent, ApiToken, CollectionDevice, EffectKey, EligibilityCheck, StaffSession, StaffUser
 from models.base import Base
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
-from models.enrolment.tables import Collector, Enrolment, EnrolmentEvent, EnrolmentMember
+from models.enrolment.tables import Collector, Enrolment, EnrolmentEvent, EnrolmentMember, HouseholdChange
 from models.members.household import Account, Household, HouseholdEvent, Member, Network
 from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
 from models.payments.payment import Payment, PaymentEvidence, PaymentRequest, ReconciliationEvent, UnparsedForward
@@ -43,6 +43,7 @@ __all__ = [
     "EnrolmentEvent",
     "EnrolmentMember",
     "Household",
+    "HouseholdChange",
     "HouseholdEvent",
     "LedgerEntry",
     "Member",

@@ -199,8 +199,8 @@ class _Reader:
                 self.fail(f"members[{index}].card_number", f"required for the head of a {subsidy} household")
         return [m for m in members if m is not None]
 
-    def member(self, index: int, item: Any) -> EnrolmentMember | None:
-        at = f"members[{index}]"
+    def member(self, index: int, item: Any, at: str | None = None) -> EnrolmentMember | None:
+        at = at or f"members[{index}]"  # a household change's added member is `changes[i].member`
         if not isinstance(item, dict):
             self.fail(at, "must be an object")
             return None

@@ -85,6 +85,13 @@ class Enrolment(Base):
     events: Mapped[list[EnrolmentEvent]] = relationship(
         back_populates="enrolment", cascade="all, delete-orphan", order_by="EnrolmentEvent.id"
     )
+    # Set for an enrolment of kind `change`: the existing household it changes and how (models.enrolment.changes).
+    change: Mapped[HouseholdChange | None] = relationship(back_populates="enrolment", cascade="all, delete-orphan")
+
+    @property
+    def kind(self) -> str:
+        """Return `household` for a new household, `change` for a change to an existing one."""
+        return "household" if self.change is None else "change"
 
     @property
     def head(self) -> EnrolmentMember:
@@ -130,6 +137,33 @@ class EnrolmentEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     enrolment: Mapped[Enrolment] = relationship(back_populates="events")
+
+
+class ChangeAction(enum.StrEnum):
+    """What a household change does, in the words of the API."""
+
+    ADD_MEMBER = "add_member"
+    MEMBER_LEFT = "member_left"
+    MEMBER_DECEASED = "member_deceased"
+    PHONE = "phone"
+
+
+class HouseholdChange(Base):
+    """The household an enrolment of kind `change` changes, and the changes as checked, in the submitted order.
+
+    Each change is `{"action", "position"}` and, by action: `member_no` and `on` (ISO date: the last day in the
+    household) to mark a member left or deceased; `member_no` and `phone` (E.164) for a new phone; an added
+    member is the enrolment's member at `position` (its index in `changes`), numbered when validated.
+    """
+
+    __tablename__ = "household_changes"
+
+    enrolment_id: Mapped[int] = mapped_column(ForeignKey("enrolments.id", ondelete="CASCADE"), primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    changes: Mapped[list[Any]] = mapped_column(default=list)
+
+    enrolment: Mapped[Enrolment] = relationship(back_populates="change")
+    household: Mapped[Household] = relationship()
 
 
 def record_event(

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from models.base import utcnow
 from models.coverage.premiums import amount_due, is_fully_subsidised
 from models.db import begin_write
+from models.enrolment.changes import ChangeError, apply_change
 from models.enrolment.numbering import member_number, next_household_number
 from models.enrolment.tables import Enrolment, EnrolmentStatus, record_event
 from models.imports.members import NewHousehold, NewMember, create_household
@@ -77,9 +78,18 @@ def _decidable(session: Session, enrolment_id: int, action: str) -> Enrolment:
 def validate_enrolment(session: Session, enrolment_id: int, actor: str, today: date, ussd_code: str) -> Validated:
     """Number the enrolment's household, create it as the import would and queue the head's welcome SMS.
 
+    An enrolment of kind `change` is applied to its household instead (`models.enrolment.changes.apply_change`).
+
     The caller commits; nothing is written when it raises.
     """
     enrolment = _decidable(session, enrolment_id, "validate")
+    if enrolment.change is not None:
+        # A household change: applied to its household, whose head is told (`welcomed`: that SMS queued).
+        try:
+            applied = apply_change(session, enrolment, actor, today, ussd_code)
+        except ChangeError as exc:
+            raise DecisionError(str(exc)) from exc
+        return Validated(enrolment, applied.household, applied.confirmed)
     scheme = session.get(Scheme, enrolment.scheme_id)
     assert scheme is not None
     serial, household_no = next_household_number(session, scheme, enrolment.mutuelle)

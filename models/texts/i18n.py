@@ -192,6 +192,17 @@ SMS_TEMPLATES: dict[str, str] = {
         "Welcome! Household %(household_no)s is enrolled and its cover is paid by the subsidy. "
         "Dial %(ussd_code)s to see it.",
     ),
+    # The head's confirmation when staff validate a household change (models.enrolment.changes).
+    "household_changed": template(
+        "household_changed",
+        "Household %(household_no)s is updated as asked. From the next period you pay %(next)s. "
+        "Dial %(ussd_code)s to see it.",
+    ),
+    "household_changed_subsidised": template(
+        "household_changed_subsidised",
+        "Household %(household_no)s is updated as asked; the subsidy still pays its cover. "
+        "Dial %(ussd_code)s to see it.",
+    ),
 }
 
 

@@ -28,6 +28,7 @@ from models.access.tables import (
 )
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
 from models.db import EVERY_MUTUELLE
+from models.enrolment.tables import HouseholdChange
 from models.members.household import Account, Household, HouseholdEvent, Member, Network
 from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
 from models.payments.payment import (
@@ -123,6 +124,7 @@ def _criteria(ids: Ids) -> list[Any]:
         (Network, lambda cls: cls.mutuelle_id.in_(ids)),
         (Member, lambda cls: cls.household_id.in_(_households(ids))),
         (HouseholdEvent, lambda cls: cls.household_id.in_(_households(ids))),
+        (HouseholdChange, lambda cls: cls.household_id.in_(_households(ids))),
         (CoveragePeriod, lambda cls: cls.household_id.in_(_households(ids))),
         (Message, lambda cls: cls.household_id.in_(_households(ids))),
         (DeliveryReport, lambda cls: cls.message_id.in_(select(Message.id))),
