@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from commands.demo_data import (
     AGENTS,
+    COLLECTORS,
     DEMO_PHONE,
     DEMO_STAFF,
     DEVICE,
@@ -46,7 +47,7 @@ def seed_command(if_empty: bool) -> None:
         click.echo("Demo data: database already has households; not seeding.")
     else:
         click.echo("Seeding demo data…")
-        summary = seed_demo(session, today_utc())
+        summary = seed_demo(session, today_utc(), ussd_code=settings().USSD_SERVICE_CODE)
         click.echo(f"Demo data: {summary.payments} payments; network {summary.network}.")
     print_demo(session)
 
@@ -78,6 +79,10 @@ def print_demo(session: Session) -> None:
     for facility, phone, pin, _name in AGENTS:
         click.echo(f"  agent {phone} PIN {pin} ({facility})")
     click.echo(f"  collection device {DEVICE[0]} (forwards {'/'.join(DEVICE[2])} texts)")
+    click.echo(
+        f"  enrolments: the admin's Enrolments queue (collectors {', '.join(code for code, _n, _p in COLLECTORS)}); "
+        "a key to submit with: flask --app app collectors create NAME --mutuelle SN-TN"
+    )
     click.echo(f"Terminal phone: `make phone` dials as {DEMO_PHONE} (`make phone PHONE=<any phone above>`).")
     print_mutuelles(session)
 

@@ -1,4 +1,5 @@
-"""Demo data: both schemes, ~200 households across every eligibility status, agents and a collection device.
+"""Demo data: both schemes, ~200 households across every eligibility status, agents, a collection device, and a
+collector per CMU mutuelle whose enrolments fill the staff validation queue.
 
 Money goes through the real path: each demo payment is a sandbox report stored by the intake and
 reconciled by the worker's matching and allocation (its receipt SMS queued), subsidised households are
@@ -22,6 +23,11 @@ from models.base import EvidenceSource, HouseholdStatus, Language, MemberStatus,
 from models.bulk import analyze
 from models.coverage.ledger import get_or_create_account
 from models.coverage.periods import book_subsidised_period
+from models.enrolment.collectors import create_collector
+from models.enrolment.duplicates import swapped
+from models.enrolment.submit import submit_enrolment
+from models.enrolment.tables import Collector
+from models.enrolment.validate import ask_for_changes, validate_enrolment
 from models.members.household import Household, Member, Network
 from models.messaging.message import Message
 from models.messaging.outbox import DISPATCH_KEY, attach_dispatch
@@ -72,6 +78,16 @@ AGENTS = [
     ("Centre de sante Mont Rolland", "+221760000002", "3907", "Sage-femme Ndour"),
 ]
 DEVICE = ("+221700000001", "Telephone collecteur Thies", ["OrangeMoney", "Wave", "FreeMoney"])
+# One collector per CMU mutuelle (mutuelle, name, phone; the network of its commune). Their keys are not kept:
+# `flask --app app collectors create` makes one to submit with.
+COLLECTORS = (
+    ("SN-TN", "Awa Sarr (collectrice Thies Nord)", "+221760000201"),
+    ("SN-PK", "Moussa Faye (collecteur Pekesse)", "+221760000202"),
+    ("SN-MR", "Coumba Diouf (collectrice Mont Rolland)", "+221760000203"),
+)
+# The demo member the waiting enrolment looks like (a near-duplicate: the last name typed with a doubled letter).
+LOOK_ALIKE_OF = "SN-TN-000006-01"
+DEMO_STAFF_ACTOR = "demo-seed"
 # The admin web's demo users (`make run` creates them, each with a password kept in instance/): the union-wide
 # admin, and one manager per CMU mutuelle who sees only that mutuelle's members and payments.
 DEMO_STAFF: tuple[tuple[str, str, str | None], ...] = (
@@ -169,8 +185,8 @@ def is_empty(session: Session) -> bool:
     return not session.scalar(select(func.count()).select_from(Household))
 
 
-def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
-    """Create the demo households, payments, agents and device (on an empty database)."""
+def seed_demo(session: Session, today: date, seed: int = 7, ussd_code: str = "*384*123#") -> DemoSummary:
+    """Create the demo households, payments, agents, device, collectors and enrolments (on an empty database)."""
     rng = random.Random(seed)
     # Receipts of historical demo payments are marked delivered instead of flooding the outbox queue.
     receipts: list[int] = []
@@ -258,6 +274,7 @@ def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
         )
     )
     session.commit()
+    _enrolments(session, today, networks, ussd_code)
     if receipts:
         session.execute(
             update(Message)
@@ -271,6 +288,54 @@ def seed_demo(session: Session, today: date, seed: int = 7) -> DemoSummary:
     summary.households = session.scalar(select(func.count()).select_from(Household)) or 0
     summary.members = session.scalar(select(func.count()).select_from(Member)) or 0
     return summary
+
+
+def _enrolment_form(client_id: str, commune: str, head: dict[str, str], *others: dict[str, str]) -> dict[str, object]:
+    people = [{**head, "relationship": "head"}, *others]
+    return {"client_id": client_id, "commune": commune, "subsidy_category": "standard", "members": people}
+
+
+def _enrolments(session: Session, today: date, networks: dict[str, Network], ussd_code: str) -> None:
+    """Add a collector per CMU mutuelle and three enrolments: one waiting (a near-duplicate of a demo member), one
+    sent back for changes, one validated into a numbered household (its welcome SMS marked sent with the receipts)."""
+    collectors: dict[str, Collector] = {}
+    for (code, name, phone), (_prefix, commune) in zip(COLLECTORS, COMMUNES, strict=True):
+        collectors[code], _key = create_collector(
+            session, name=name, mutuelle_code=code, network_code=networks[commune].code, phone=phone
+        )
+    session.commit()
+    alike = session.scalars(select(Member).where(Member.member_no == LOOK_ALIKE_OF)).one()
+    born = alike.date_of_birth or date(1980, 1, 1)
+    look_alike = {
+        "first_name": alike.first_name,
+        "last_name": alike.last_name + alike.last_name[-1],
+        "sex": alike.sex.value,
+        "date_of_birth": (swapped(born) or born).isoformat(),
+        "phone": "+221770100001",
+        "id_number": "1 751 1984 00417",
+    }
+    child = {"first_name": "Fatou", "last_name": alike.last_name, "sex": "F", "date_of_birth": "2019-05-14"}
+    waiting = _enrolment_form("demo-tn-1", "Thies Nord", look_alike, {**child, "relationship": "child"})
+    submit_enrolment(session, collectors["SN-TN"], waiting, today)
+    head = {"first_name": "Bineta", "last_name": "Gueye", "sex": "F", "date_of_birth": "1990-03-21"}
+    head.update(phone="+221770100002", id_number="2 790 1990 00031")
+    sent_back = _enrolment_form("demo-pk-1", "Pekesse", head)
+    to_fix = submit_enrolment(session, collectors["SN-PK"], sent_back, today).enrolment
+    head = {"first_name": "Lamine", "last_name": "Mbaye", "sex": "M", "date_of_birth": "1979-08-02"}
+    spouse = {"first_name": "Astou", "last_name": "Mbaye", "sex": "F", "date_of_birth": "1983-12-11"}
+    welcomed = _enrolment_form(
+        "demo-mr-1",
+        "Mont Rolland",
+        {**head, "phone": "+221770100003", "id_number": "1 790 1979 00872"},
+        {**spouse, "relationship": "spouse"},
+    )
+    validated = submit_enrolment(session, collectors["SN-MR"], welcomed, today).enrolment
+    session.commit()
+    assert to_fix is not None and validated is not None
+    ask_for_changes(session, to_fix.id, DEMO_STAFF_ACTOR, "Photo de la carte d'identite illisible : la reprendre")
+    session.commit()
+    validate_enrolment(session, validated.id, DEMO_STAFF_ACTOR, today, ussd_code)
+    session.commit()
 
 
 def _household(

@@ -7,6 +7,7 @@ from typing import IO
 
 import click
 from flask.cli import with_appcontext
+from sqlalchemy.exc import SQLAlchemyError
 
 from extensions import db, settings
 from models.base import utcnow
@@ -159,11 +160,20 @@ def validate_command(enrolment_id: int) -> None:
     try:
         enrolment = get_enrolment(session, enrolment_id)
         today = enrolment.mutuelle.scheme.local_today(utcnow())
+        session.rollback()  # the validation opens its own write transaction (BEGIN IMMEDIATE on SQLite)
         done = validate_enrolment(session, enrolment_id, STAFF, today, settings().USSD_SERVICE_CODE)
+        session.commit()
     except (DecisionError, ValueError) as exc:
         session.rollback()
         raise click.ClickException(str(exc)) from exc
-    session.commit()
+    except SQLAlchemyError as exc:
+        # Validations take the mutuelle's numbering lock: this is a number taken by other means, or a lock given up
+        # after the busy timeout. Nothing was written.
+        session.rollback()
+        raise click.ClickException(
+            f"enrolment {enrolment_id} not validated: the database refused it ({type(exc).__name__}); "
+            "nothing was written, run the command again"
+        ) from exc
     if done.enrolment.change is not None:
         added = [m.member_no for m in done.enrolment.members]
         click.echo(

@@ -1,7 +1,8 @@
 """The enrolment API for collection officers: submit a household or a change to one, read what became of it.
 
 `Authorization: Bearer <collector key>` (`flask --app app collectors create`). A form sent twice (same `client_id`)
-is one enrolment: 201 the first time, 200 with the same id after. Bad fields: 422 naming each one.
+is one enrolment: 201 the first time, 200 with the same id after (after NEEDS_CHANGES, the corrected form replaces
+its content and it is SUBMITTED again). Bad fields: 422 naming each one.
 """
 
 from __future__ import annotations

@@ -111,4 +111,5 @@ class QueryCounter:
         self.count += 1
 
 
-MAX_QUERIES_PER_PAGE = 12
+# 12, and one for the menu's count of enrolments waiting for a decision (an indexed COUNT) on every page.
+MAX_QUERIES_PER_PAGE = 13

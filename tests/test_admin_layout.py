@@ -29,6 +29,7 @@ from models.base import (
     utcnow,
 )
 from models.db import get_engine
+from models.enrolment.tables import Enrolment, EnrolmentStatus
 from models.imports.statements import import_statement
 from models.members.household import Household, Network
 from models.messaging.message import Message
@@ -63,9 +64,18 @@ SAMPLES = {
         select(Payment.id).where(Payment.status == PaymentStatus.ALLOCATED).order_by(Payment.id.desc()).limit(1)
     ),
     "import_id": lambda s: s.scalar(select(StatementImport.id).limit(1)),
+    # The demo's waiting near-duplicate: its people beside their candidates, and the three decisions.
+    "enrolment_id": lambda s: s.scalar(
+        select(Enrolment.id).where(Enrolment.status == EnrolmentStatus.SUBMITTED).order_by(Enrolment.id).limit(1)
+    ),
 }
 # Variants that show what the bare page does not (a search's results, a suspense list).
-EXTRA_PATHS = ("/admin/households?q=Sok", "/admin/payments?status=UNMATCHED", "/admin/sms?direction=out")
+EXTRA_PATHS = (
+    "/admin/households?q=Sok",
+    "/admin/payments?status=UNMATCHED",
+    "/admin/sms?direction=out",
+    "/admin/enrolments?status=any",
+)
 # Not pages: downloads and the simulator's JSON endpoints.
 NOT_PAGES = re.compile(r"\.(csv|ndjson)$|^/admin/simulator/|^/admin/logout$|^/admin/language$")
 
@@ -244,7 +254,7 @@ def test_the_phone_menu_folds_under_170_px_and_opens(browser: Any, server: Serve
     page.click("label.menu-button")
     nav = page.locator("header nav")
     assert nav.is_visible()
-    assert nav.locator("a").count() == 19  # the admin's pages, all reachable
+    assert nav.locator("a").count() == 20  # the admin's pages, all reachable
     shot(page, "menu-open", PHONE["width"], full_page=False)
     nav.locator("a[href$='/admin/sms']").click()
     page.wait_for_url(f"{server.url}/admin/sms")

@@ -22,6 +22,7 @@ from models.access.tables import Agent, ApiToken, CollectionDevice, StaffUser
 from models.access.tokens import issue_token
 from models.base import StaffRole, utcnow
 from models.db import get_engine
+from models.enrolment.tables import Enrolment
 from models.members.household import Household, Network
 from models.payments.payment import Payment
 from models.payments.statement import StatementImport
@@ -65,6 +66,10 @@ ID_ROUTES: dict[str, tuple[str, str, str, dict[str, str]]] = {
     "admin.revoke_device_key_view": ("device", "POST", "tn-admin", {}),
     "admin.trust_device": ("device", "POST", "tn-admin", {"trusted": "1"}),
     "admin.deactivate_staff": ("staff", "POST", "tn-admin", {}),
+    "admin.enrolment": ("enrolment", "GET", "tn-viewer", {}),
+    "admin.validate_enrolment_view": ("enrolment", "POST", "tn-operator", {}),
+    "admin.reject_enrolment_view": ("enrolment", "POST", "tn-operator", {"reason": "access test"}),
+    "admin.ask_for_changes_view": ("enrolment", "POST", "tn-operator", {"reason": "access test"}),
 }
 # Pages a user kept to some mutuelles may not open: they act on or show every mutuelle at once.
 UNION_ONLY = {"admin.simulator", "admin.simulator_outbox", "admin.queues"}
@@ -137,6 +142,7 @@ def _seed_scoped_rows(session: Session) -> Rows:
         ids["token", code] = _id_of(session, ApiToken, code)
         ids["agent", code] = _id_of(session, Agent, code)
         ids["device", code] = _id_of(session, CollectionDevice, code)
+        ids["enrolment", code] = _id_of(session, Enrolment, code)  # the demo's: one per CMU mutuelle
     ids["staff", OWN] = "tn-spare"
     ids["staff", OTHER] = "pk-operator"
     markers += ["pk-operator", "pk-admin"]

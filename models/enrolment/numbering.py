@@ -51,8 +51,9 @@ def has_valid_check_digit(pattern: str, number: str) -> bool:
 def next_household_number(session: Session, scheme: Scheme, mutuelle: Mutuelle) -> tuple[int, str]:
     """Return the mutuelle's next serial and its household number, skipping numbers a household already has.
 
-    The serial is unique per mutuelle (a constraint): two validations racing for one fail the later, which
-    the caller retries. Numbers imported from elsewhere in the same pattern are stepped over.
+    Call it holding the mutuelle's lock (`validate.lock_numbering`): two validations then draw one serial each.
+    The serial stays unique per mutuelle (a constraint) should anything else write one. Numbers imported from
+    elsewhere in the same pattern are stepped over.
     """
     pattern = scheme.household_number_pattern
     last = session.scalar(select(func.max(Enrolment.serial)).where(Enrolment.mutuelle_id == mutuelle.id))

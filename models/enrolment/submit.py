@@ -59,17 +59,14 @@ def submit_enrolment(session: Session, collector: Collector, payload: Any, today
         return Submitted(errors={"client_id": str(exc)})
     existing = _by_client_id(session, collector.id, client_id)
     if existing is not None:
+        if existing.status is EnrolmentStatus.NEEDS_CHANGES:
+            return _resubmit(session, collector, existing, payload, today)
         return Submitted(existing, created=False, duplicates=[])
     reader = _Reader(session, collector, today)
     enrolment = reader.read(payload, client_id)
     if reader.errors or enrolment is None:
         return Submitted(errors=reader.errors)
-    people = [
-        Person(m.first_name, m.last_name, m.date_of_birth, m.phone, m.id_number, m.card_number)
-        for m in enrolment.members
-    ]
-    candidates = find_duplicates(session, enrolment.scheme_id, people)
-    enrolment.duplicates = [c.as_json() for c in candidates]
+    candidates = _candidates(session, enrolment)
     record_event(enrolment, f"collector:{collector.id}", "submit", None)
     try:
         with session.begin_nested():
@@ -81,6 +78,50 @@ def submit_enrolment(session: Session, collector: Collector, payload: Any, today
             raise
         return Submitted(winner, created=False)
     return Submitted(enrolment, created=True, duplicates=candidates)
+
+
+def _candidates(session: Session, enrolment: Enrolment) -> list[Candidate]:
+    """Find the enrolment's duplicate candidates and keep them with it (as the API shows them)."""
+    people = [
+        Person(m.first_name, m.last_name, m.date_of_birth, m.phone, m.id_number, m.card_number)
+        for m in enrolment.members
+    ]
+    candidates = find_duplicates(session, enrolment.scheme_id, people, exclude_enrolment=enrolment.id)
+    enrolment.duplicates = [c.as_json() for c in candidates]
+    return candidates
+
+
+def _resubmit(
+    session: Session, collector: Collector, existing: Enrolment, payload: dict[str, Any], today: date
+) -> Submitted:
+    """Replace a NEEDS_CHANGES enrolment's content with the corrected form: SUBMITTED again, duplicates anew."""
+    locked = session.scalar(
+        select(Enrolment).where(Enrolment.id == existing.id).with_for_update().execution_options(populate_existing=True)
+    )
+    if locked is None or locked.status is not EnrolmentStatus.NEEDS_CHANGES:
+        return Submitted(locked or existing, created=False)  # sent again meanwhile, or decided: as it is
+    reader = _Reader(session, collector, today)
+    corrected = reader.read(payload, locked.client_id)
+    if reader.errors or corrected is None:
+        return Submitted(errors=reader.errors)
+    for name in ("network_id", "commune", "plan", "language", "subsidy_category", "sms_opt_in"):
+        setattr(locked, name, getattr(corrected, name))
+    members = list(corrected.members)
+    corrected.members = []
+    # The old people go first: their positions are unique per enrolment and the corrected form reuses them.
+    locked.members.clear()
+    session.flush()
+    locked.members.extend(members)
+    before = locked.status
+    locked.status = EnrolmentStatus.SUBMITTED
+    locked.reason = None
+    locked.decided_by = None
+    locked.decided_at = None
+    session.flush()
+    candidates = _candidates(session, locked)
+    record_event(locked, f"collector:{collector.id}", "resubmit", before)
+    session.flush()
+    return Submitted(locked, created=False, duplicates=candidates)
 
 
 def _by_client_id(session: Session, collector_id: int, client_id: str) -> Enrolment | None:

@@ -24,6 +24,7 @@ from models.imports.members import NewHousehold, NewMember, create_household
 from models.members.household import Household
 from models.messaging.outbox import send_sms
 from models.schemes.amounts import Amount
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
 
 REASON_MAX = 1000
@@ -33,6 +34,7 @@ DECIDABLE = {
     "reject": (EnrolmentStatus.SUBMITTED, EnrolmentStatus.NEEDS_CHANGES),
     "needs-changes": (EnrolmentStatus.SUBMITTED,),
 }
+DONE = {"validate": "validated", "reject": "rejected", "needs-changes": "sent back for changes"}
 
 
 class DecisionError(ValueError):
@@ -52,7 +54,8 @@ def get_enrolment(session: Session, enrolment_id: int, *, lock: bool = False) ->
     """Return an enrolment by id (locked for a decision if asked); DecisionError when there is none."""
     query = select(Enrolment).where(Enrolment.id == enrolment_id)
     if lock:
-        query = query.with_for_update()
+        # Read again once locked: a decision taken meanwhile by someone else is seen, not the copy in memory.
+        query = query.with_for_update().execution_options(populate_existing=True)
     enrolment = session.scalar(query)
     if enrolment is None:
         raise DecisionError(f"no enrolment {enrolment_id}")
@@ -68,10 +71,12 @@ def list_enrolments(session: Session, status: EnrolmentStatus | None = None) -> 
 
 
 def _decidable(session: Session, enrolment_id: int, action: str) -> Enrolment:
+    # The caller starts no transaction before (it rolls back first): on SQLite this one holds the write lock
+    # from its start (BEGIN IMMEDIATE), so two decisions run one after the other.
     begin_write(session)
     enrolment = get_enrolment(session, enrolment_id, lock=True)
     if enrolment.status not in DECIDABLE[action]:
-        raise DecisionError(f"enrolment {enrolment.id} is {enrolment.status.value}: it cannot be {action}")
+        raise DecisionError(f"enrolment {enrolment.id} is {enrolment.status.value}: it cannot be {DONE[action]}")
     return enrolment
 
 
@@ -92,6 +97,7 @@ def validate_enrolment(session: Session, enrolment_id: int, actor: str, today: d
         return Validated(enrolment, applied.household, applied.confirmed)
     scheme = session.get(Scheme, enrolment.scheme_id)
     assert scheme is not None
+    lock_numbering(session, enrolment.mutuelle_id)
     serial, household_no = next_household_number(session, scheme, enrolment.mutuelle)
     head = enrolment.head
     # The head is -01, the others in the order the collector listed them.
@@ -141,6 +147,16 @@ def validate_enrolment(session: Session, enrolment_id: int, actor: str, today: d
         welcomed = True
     session.flush()
     return Validated(enrolment, household, welcomed)
+
+
+def lock_numbering(session: Session, mutuelle_id: int) -> None:
+    """Hold the mutuelle's row until the commit, so two validations never draw the same serial.
+
+    PostgreSQL: `SELECT … FOR UPDATE` on the mutuelle; the second validation waits, then reads the first one's
+    serial (each statement reads what is committed). SQLite: the transaction already holds the database's write
+    lock (BEGIN IMMEDIATE, `begin_write`), and the lock clause is left out.
+    """
+    session.execute(select(Mutuelle.id).where(Mutuelle.id == mutuelle_id).with_for_update())
 
 
 def queue_welcome(session: Session, household: Household, phone: str, today: date, ussd_code: str) -> None:

@@ -4,7 +4,8 @@ Staff users (`staff_mutuelles`), API tokens and agents may be kept to mutuelles;
 union's or the agency's). A session marked with `scope_session` gets, on every ORM select, update and delete
 (pages, actions, exports, reports, relationship loads and `session.get` alike), criteria that keep each table to
 the rows of those mutuelles: a household or network by its mutuelle, a payment by the mutuelle it was paid to,
-everything else by the household, network, payment, account, device or statement it belongs to. A row of no
+everything else by the household, network, payment, account, device or statement it belongs to; a collector or an
+enrolment by its mutuelle, an enrolment's members and audit trail by their enrolment. A row of no
 mutuelle (a payment to a shared account still in suspense, a text from an unknown phone) is the union's.
 Statements written with Core tables (`Model.__table__`) or `text()` are not filtered: views of the admin use
 ORM entities (tests/test_mutuelles_access.py visits every admin page as a scoped user).
@@ -28,7 +29,7 @@ from models.access.tables import (
 )
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
 from models.db import EVERY_MUTUELLE
-from models.enrolment.tables import HouseholdChange
+from models.enrolment.tables import Collector, Enrolment, EnrolmentEvent, EnrolmentMember, HouseholdChange
 from models.members.household import Account, Household, HouseholdEvent, Member, Network
 from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
 from models.payments.payment import (
@@ -106,6 +107,10 @@ def _members(ids: Ids) -> Any:
     return select(Member.id).where(Member.household_id.in_(_households(ids)))
 
 
+def _enrolments(ids: Ids) -> Any:
+    return select(Enrolment.id).where(Enrolment.mutuelle_id.in_(ids))
+
+
 def _staff_in(ids: Ids) -> Any:
     return select(staff_mutuelles.c.user_id).where(staff_mutuelles.c.mutuelle_id.in_(ids))
 
@@ -145,6 +150,10 @@ def _criteria(ids: Ids) -> list[Any]:
         (ApiToken, lambda cls: cls.mutuelle_id.in_(ids)),
         (Agent, lambda cls: cls.mutuelle_id.in_(ids)),
         (EligibilityCheck, lambda cls: cls.member_id.in_(_members(ids))),
+        (Collector, lambda cls: cls.mutuelle_id.in_(ids)),
+        (Enrolment, lambda cls: cls.mutuelle_id.in_(ids)),
+        (EnrolmentMember, lambda cls: cls.enrolment_id.in_(_enrolments(ids))),
+        (EnrolmentEvent, lambda cls: cls.enrolment_id.in_(_enrolments(ids))),
         # Staff kept to some of these mutuelles and no other (a scoped admin never sees union staff, nor staff
         # who also see a mutuelle they do not).
         (StaffUser, lambda cls: and_(cls.id.in_(_staff_in(ids)), cls.id.not_in(_staff_beyond(ids)))),
