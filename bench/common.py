@@ -26,6 +26,7 @@ import models
 from models.base import HouseholdStatus, Language, MemberStatus, PaymentStatus, RequestStatus, Sex, utcnow
 from models.db import make_engine
 from models.members.household import Account, Household, Member, Network
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
 from models.schemes.scheme_file import load_scheme, parse_scheme_file
 
@@ -160,12 +161,15 @@ def load_households(url: str, households: int, seed: int = 7) -> tuple[int, list
         scheme_id = conn.scalar(select(Scheme.id).where(Scheme.code == "cmu-thies"))
         if scheme_id is None:
             raise RuntimeError("no cmu-thies scheme in the database: load schemes/cmu-thies.toml first")
+        # Every household of Thiès Nord: its mutuelle's (the scheme file lists the commune).
+        mutuelle_id = conn.scalar(select(Mutuelle.id).where(Mutuelle.code == "SN-TN"))
         networks = max(1, households // 500)
         conn.execute(
             insert(Network),
             [
                 {
                     "scheme_id": scheme_id,
+                    "mutuelle_id": mutuelle_id,
                     "code": f"RES-{k:04d}",
                     "name": f"Reseau {k}",
                     "commune": "Thies Nord",
@@ -183,6 +187,7 @@ def load_households(url: str, households: int, seed: int = 7) -> tuple[int, list
                 {
                     "household_no": f"SN-TN-{n:06d}",
                     "scheme_id": scheme_id,
+                    "mutuelle_id": mutuelle_id,
                     "network_id": network_ids[n // NETWORK_SIZE] if in_network else None,
                     "head_member_no": f"SN-TN-{n:06d}-01",
                     "commune": "Thies Nord",

@@ -42,6 +42,7 @@ from models.base import Language, MemberStatus, Sex  # noqa: E402
 from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.members.household import Household, Member  # noqa: E402
+from models.schemes.mutuelle import home_mutuelle  # noqa: E402
 from models.schemes.scheme_file import load_scheme, parse_scheme_file  # noqa: E402
 
 DATABASE = "mutuelle_bench_ussd"  # the prefix of its own database's name
@@ -91,12 +92,14 @@ def prepare_database(url: str, households: int, reuse: bool) -> None:
         scheme = load_scheme(session, parse_scheme_file(ROOT / "schemes" / "cmu-thies.toml"))
         session.commit()
         rng = random.Random(1)
+        mutuelle_id = home_mutuelle(session, scheme.id, "Thies Nord").id
         for start in range(0, households, BATCH):
             stop = min(households, start + BATCH)
             rows = [
                 {
                     "household_no": f"SN-TN-{n:06d}",
                     "scheme_id": scheme.id,
+                    "mutuelle_id": mutuelle_id,
                     "head_member_no": f"SN-TN-{n:06d}-01",
                     "commune": "Thies Nord",
                     "subsidy_category": "standard",
