@@ -27,6 +27,7 @@ from models.enrolment.tables import Enrolment, EnrolmentEvent, EnrolmentStatus
 from models.enrolment.validate import validate_enrolment
 from models.members.household import Household, Member
 from models.messaging.message import Message
+from models.schemes.mutuelle import Mutuelle
 from tests import backends
 from tests.admin_helpers import admin_app, csrf_token, db_session, login, seeded_url, signed_in, text_of
 from tests.browser_helpers import Server, demo_server, launch_chromium, serve
@@ -343,3 +344,45 @@ def test_an_operator_validates_the_near_duplicate_from_the_queue(browser: Browse
     assert number, flash
     assert number.group(1) in page.locator("h1").inner_text()
     context.close()
+
+
+def test_a_household_change_goes_through_the_same_queue_and_resubmission(admin_app: Flask, db_session: Session) -> None:
+    """A birth reported by a collector: listed as a change, shown change by change, sent back, corrected, validated."""
+    key = new_collector(db_session, "SN-TN")
+    household = db_session.scalars(
+        select(Household).join(Mutuelle).where(Mutuelle.code == "SN-TN").order_by(Household.id)
+    ).first()
+    assert household is not None
+    number = household.household_no
+    before = {m.member_no for m in household.members}
+    birth = {
+        "first_name": "Awa",
+        "last_name": "Sow",
+        "sex": "F",
+        "date_of_birth": "2026-11-17",
+        "relationship": "child",
+    }
+    body = {"client_id": f"change-{next(_forms)}", "household_no": number, "changes": [
+        {"action": "add_member", "member": birth}]}  # fmt: skip
+    created = submit(admin_app, key, body)
+    assert created.status_code == 201, json_of(created)
+    enrolment_id = int(json_of(created)["id"])
+
+    client = signed_in(admin_app, "operator")
+    assert f"change of {number}" in text_of(client.get("/admin/enrolments"))
+    page = f"/admin/enrolments/{enrolment_id}"
+    shown = text_of(client.get(page))
+    assert "add_member Awa Sow (child, 2026-11-17)" in shown and number in shown
+    assert post_form(client, page, f"{page}/needs-changes", reason="Born on the 18th").status_code == 302
+
+    corrected = {**body, "changes": [{"action": "add_member", "member": {**birth, "date_of_birth": "2026-11-18"}}]}
+    again = submit(admin_app, key, corrected)
+    answer = json_of(again)
+    assert again.status_code == 200 and (answer["id"], answer["status"]) == (enrolment_id, "SUBMITTED")
+    assert "add_member Awa Sow (child, 2026-11-18)" in text_of(client.get(page))
+
+    done = post_form(client, page, f"{page}/validate")
+    assert done.status_code == 302 and done.headers["Location"].endswith(f"/admin/households/{household.id}")
+    fresh(db_session)
+    added = {m.member_no for m in db_session.get(Household, household.id).members} - before  # type: ignore[union-attr]
+    assert len(added) == 1 and added.pop().startswith(f"{number}-")

@@ -91,18 +91,14 @@ def submit_change(
         return Submitted(errors={"client_id": str(exc)})
     existing = _by_client_id(session, collector.id, client_id)
     if existing is not None:
+        if existing.status is EnrolmentStatus.NEEDS_CHANGES and existing.change is not None:
+            return _resubmit_change(session, collector, existing, payload, today, actor)
         return Submitted(existing, created=False)
     reader = _ChangeReader(session, collector, today)
     enrolment = reader.read_change(payload, client_id)
     if reader.errors or enrolment is None:
         return Submitted(errors=reader.errors)
-    people = [
-        Person(m.first_name, m.last_name, m.date_of_birth, m.phone, m.id_number, m.card_number)
-        for m in enrolment.members
-    ]
-    candidates = find_duplicates(session, enrolment.scheme_id, people) if people else []
-    positions = [m.position for m in enrolment.members]
-    enrolment.duplicates = [change_candidate_json(c, positions) for c in candidates]
+    candidates = _change_candidates(session, enrolment)
     assert enrolment.change is not None
     household_no = enrolment.change.household.household_no
     record_event(enrolment, actor or f"collector:{collector.id}", "submit", None, f"change of {household_no}")
@@ -115,6 +111,57 @@ def submit_change(
             raise
         return Submitted(winner, created=False)
     return Submitted(enrolment, created=True, duplicates=candidates)
+
+
+def _change_candidates(session: Session, enrolment: Enrolment, exclude: int | None = None) -> list[Candidate]:
+    """Find the duplicate candidates of a change's added members and keep them with it (as the API shows them)."""
+    people = [
+        Person(m.first_name, m.last_name, m.date_of_birth, m.phone, m.id_number, m.card_number)
+        for m in enrolment.members
+    ]
+    candidates = find_duplicates(session, enrolment.scheme_id, people, exclude_enrolment=exclude) if people else []
+    positions = [m.position for m in enrolment.members]
+    enrolment.duplicates = [change_candidate_json(c, positions) for c in candidates]
+    return candidates
+
+
+def _resubmit_change(
+    session: Session,
+    collector: Collector,
+    existing: Enrolment,
+    payload: dict[str, Any],
+    today: date,
+    actor: str | None,
+) -> Submitted:
+    """Replace a NEEDS_CHANGES change's content with the corrected form: SUBMITTED again, candidates anew."""
+    locked = session.scalar(
+        select(Enrolment).where(Enrolment.id == existing.id).with_for_update().execution_options(populate_existing=True)
+    )
+    if locked is None or locked.status is not EnrolmentStatus.NEEDS_CHANGES or locked.change is None:
+        return Submitted(locked or existing, created=False)  # sent again meanwhile, or decided: as it is
+    reader = _ChangeReader(session, collector, today)
+    corrected = reader.read_change(payload, locked.client_id)
+    if reader.errors or corrected is None or corrected.change is None:
+        return Submitted(errors=reader.errors)
+    locked.change.household_id = corrected.change.household.id
+    locked.change.changes = corrected.change.changes
+    members = list(corrected.members)
+    corrected.members = []
+    corrected.change = None
+    # The old people go first: their positions are unique per enrolment and the corrected form reuses them.
+    locked.members.clear()
+    session.flush()
+    locked.members.extend(members)
+    before = locked.status
+    locked.status = EnrolmentStatus.SUBMITTED
+    locked.reason = None
+    locked.decided_by = None
+    locked.decided_at = None
+    session.flush()
+    candidates = _change_candidates(session, locked, exclude=locked.id)
+    record_event(locked, actor or f"collector:{collector.id}", "resubmit", before)
+    session.flush()
+    return Submitted(locked, created=False, duplicates=candidates)
 
 
 def change_candidate_json(candidate: Candidate, positions: list[int]) -> dict[str, Any]:

@@ -12,8 +12,16 @@ from datetime import date
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from models.enrolment.changes import describe_change
 from models.enrolment.duplicates import Candidate, Person, find_duplicates
-from models.enrolment.tables import Collector, Enrolment, EnrolmentEvent, EnrolmentMember, EnrolmentStatus
+from models.enrolment.tables import (
+    Collector,
+    Enrolment,
+    EnrolmentEvent,
+    EnrolmentMember,
+    EnrolmentStatus,
+    HouseholdChange,
+)
 from models.enrolment.validate import DECIDABLE
 from models.members.household import Household, Member, Network
 from models.schemes.mutuelle import Mutuelle
@@ -38,12 +46,14 @@ class QueueRow:
     """One enrolment of the queue: its head, size, mutuelle, network, collector and household once validated."""
 
     enrolment: Enrolment
-    head: EnrolmentMember
+    head: EnrolmentMember | None  # None for a household change (its people are the members it adds, if any)
     members: int
     mutuelle_code: str
     network_name: str | None
     collector_name: str
     household_no: str | None
+    changed_household_id: int | None = None  # a change's household
+    changed_household_no: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,9 @@ class EnrolmentDossier:
     candidates: list[ShownCandidate] = field(default_factory=list)
     events: list[EnrolmentEvent] = field(default_factory=list)
     decisions: tuple[str, ...] = ()
+    # A household change: the household it changes and each change in a line (`describe_change`).
+    changed_household: Household | None = None
+    changes: list[str] = field(default_factory=list)
 
 
 def waiting_count(session: Session) -> int:
@@ -102,13 +115,26 @@ def enrolments_page(session: Session, filters: EnrolmentFilters, number: int, pe
         .correlate(Enrolment)
         .scalar_subquery()
     )
+    changed = aliased(Household)
     query = (
-        select(Enrolment, head, size, Mutuelle.code, Network.name, Collector.name, Household.household_no)
-        .join(head, (head.enrolment_id == Enrolment.id) & (head.relationship_to_head == "head"))
+        select(
+            Enrolment,
+            head,
+            size,
+            Mutuelle.code,
+            Network.name,
+            Collector.name,
+            Household.household_no,
+            changed.id,
+            changed.household_no,
+        )
+        .outerjoin(head, (head.enrolment_id == Enrolment.id) & (head.relationship_to_head == "head"))
         .join(Mutuelle, Mutuelle.id == Enrolment.mutuelle_id)
         .join(Collector, Collector.id == Enrolment.collector_id)
         .outerjoin(Network, Network.id == Enrolment.network_id)
         .outerjoin(Household, Household.id == Enrolment.household_id)
+        .outerjoin(HouseholdChange, HouseholdChange.enrolment_id == Enrolment.id)
+        .outerjoin(changed, changed.id == HouseholdChange.household_id)
         .order_by(Enrolment.created_at, Enrolment.id)
     )
     if filters.statuses:
@@ -134,6 +160,9 @@ def enrolment_dossier(session: Session, enrolment_id: int) -> EnrolmentDossier |
         events=list(enrolment.events),
         decisions=tuple(action for action, allowed in DECIDABLE.items() if enrolment.status in allowed),
     )
+    if enrolment.change is not None:
+        dossier.changed_household = enrolment.change.household
+        dossier.changes = [describe_change(item, enrolment) for item in enrolment.change.changes]
     if enrolment.status is EnrolmentStatus.VALIDATED:
         return dossier  # its people are members now: they would be their own candidates
     people = [
