@@ -13,6 +13,9 @@ const state = { key: null, choices: null, lang: "fr", current: null, remote: [],
 
 function t(name) { return translate(state.lang, name); }
 
+// An error found on the phone is a word's name ("@required"), shown in the language of the moment; the API's as sent.
+function shown(error) { return error && error.startsWith("@") ? t(error.slice(1)) : error || ""; }
+
 // Build an element: h("p", {class: "x", onclick: f}, "text", child…).
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -128,15 +131,15 @@ function phoneProblem(text) {
   let digits = text.replace(/[\s.\-()]/g, "");
   if (digits.startsWith("+" + rule.calling_code)) digits = digits.slice(rule.calling_code.length + 1);
   else if (digits.startsWith("00" + rule.calling_code)) digits = digits.slice(rule.calling_code.length + 2);
-  return new RegExp(rule.pattern).test(digits) ? null : t("badPhone");
+  return new RegExp(rule.pattern).test(digits) ? null : "@badPhone";
 }
 
 function dateProblem(text) {
-  if (!/^\d{4}-\d{2}-\d{2}$/.test(text)) return t("badDate");
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(text)) return "@badDate";
   const [y, m, d] = text.split("-").map(Number);
   const date = new Date(Date.UTC(y, m - 1, d));
-  if (date.getUTCFullYear() !== y || date.getUTCMonth() !== m - 1 || date.getUTCDate() !== d) return t("badDate");
-  if (text > today()) return t("future");
+  if (date.getUTCFullYear() !== y || date.getUTCMonth() !== m - 1 || date.getUTCDate() !== d) return "@badDate";
+  if (text > today()) return "@future";
   return null;
 }
 
@@ -144,14 +147,14 @@ function check(form) {
   const errors = {};
   const choices = state.choices || {};
   const household = form.household;
-  if ((choices.communes || []).length && !household.commune) errors.commune = t("required");
-  if (!household.subsidy_category) errors.subsidy_category = t("required");
+  if ((choices.communes || []).length && !household.commune) errors.commune = "@required";
+  if (!household.subsidy_category) errors.subsidy_category = "@required";
   const heads = form.members.filter((m) => m.relationship === "head").length;
-  if (heads !== 1) errors.members = t("oneHead");
+  if (heads !== 1) errors.members = "@oneHead";
   form.members.forEach((m, i) => {
     const at = `members[${i}]`;
     for (const name of ["first_name", "last_name", "sex", "date_of_birth", "relationship"]) {
-      if (!(m[name] || "").trim()) errors[`${at}.${name}`] = t("required");
+      if (!(m[name] || "").trim()) errors[`${at}.${name}`] = "@required";
     }
     if (m.date_of_birth && !errors[`${at}.date_of_birth`]) {
       const problem = dateProblem(m.date_of_birth.trim());
@@ -163,10 +166,10 @@ function check(form) {
     }
     if (m.relationship === "head") {
       for (const name of choices.head_required || []) {
-        if (!(m[name] || "").trim()) errors[`${at}.${name}`] = t("required");
+        if (!(m[name] || "").trim()) errors[`${at}.${name}`] = "@required";
       }
       if ((choices.card_required_for || []).includes(household.subsidy_category) && !(m.card_number || "").trim()) {
-        errors[`${at}.card_number`] = t("required");
+        errors[`${at}.card_number`] = "@required";
       }
     }
   });
@@ -303,7 +306,7 @@ function field(form, key, label, control) {
   if (error) control.classList.add("invalid");
   control.setAttribute("data-key", key);
   return h("div", { class: "field" }, h("label", { for: control.id }, label), control,
-    h("p", { class: "error", "data-error-for": key }, error || ""));
+    h("p", { class: "error", "data-error-for": key }, shown(error)));
 }
 
 function openForm(form, remote) {
@@ -321,7 +324,7 @@ function openForm(form, remote) {
   }
   const serverErrors = Object.keys(form.errors).length && form.state === "fix";
   if (serverErrors) {
-    const general = ["(body)", "client_id", "members"].filter((k) => form.errors[k]).map((k) => form.errors[k]);
+    const general = ["(body)", "client_id", "members"].filter((k) => form.errors[k]).map((k) => shown(form.errors[k]));
     banner.push(h("div", { class: "banner bad", id: "fix-banner" }, t("serverFix"), " ", general.join(" ; ") || t("fixBelow")));
   }
   const household = h("fieldset", {}, h("legend", {}, t("household")),
@@ -344,7 +347,7 @@ function openForm(form, remote) {
     ...banner,
     household,
     h("h2", {}, t("members")),
-    h("p", { class: "error", "data-error-for": "members" }, form.errors.members || ""),
+    h("p", { class: "error", "data-error-for": "members" }, shown(form.errors.members)),
     ...people,
     h("button", { id: "add-member", type: "button", class: "secondary", onclick: async () => {
       form.members.push({ relationship: form.members.some((m) => m.relationship === "head") ? "" : "head" });
@@ -441,11 +444,11 @@ async function start() {
   langSelect.addEventListener("change", async () => {
     state.lang = langSelect.value;
     document.documentElement.lang = state.lang;
-    await setSetting("lang", state.lang);
     showNetwork();
     if (!state.key) renderSignIn();
     else if (state.current) openForm(state.current);
     else renderHome();
+    await setSetting("lang", state.lang);
   });
   showNetwork();
   window.addEventListener("online", () => { showNetwork(); sendWaiting(); });
