@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from tests import factories
+from tests.enrolment_helpers import collector_key, household_form, post
 from tests.members_helpers import cli
-from tests.test_enrolments import collector_key, household, post
 
 __all__ = ["cli"]  # the fixture
 
@@ -105,14 +105,14 @@ def test_the_list_is_the_collectors_own_newest_first(cli: Callable[..., Result],
     key = collector_key(cli)
     other = collector_key(cli)
     assert client.get("/api/enrolments", headers=bearer(key)).json == {"enrolments": []}
-    first = post(client, key, household("list-1"))
+    first = post(client, key, household_form("list-1"))
     assert first.status_code == 201, first.json
     second_head = {"first_name": "Awa", "last_name": "Diop", "id_number": "2 345 1990 00456", "phone": "77 222 33 44"}
-    body = household("list-2")
+    body = household_form("list-2")
     body["members"][0].update(second_head)
     second = post(client, key, body)
     assert second.status_code == 201, second.json
-    assert post(client, other, household("list-3")).status_code == 201
+    assert post(client, other, household_form("list-3")).status_code == 201
     listed = json_of(client.get("/api/enrolments", headers=bearer(key)))["enrolments"]
     assert [e["client_id"] for e in listed] == ["list-2", "list-1"]
     assert listed[1] == {
