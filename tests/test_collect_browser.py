@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from models.db import get_engine
 from models.enrolment.collectors import create_collector
 from models.enrolment.tables import Enrolment, EnrolmentStatus
+from models.enrolment.validate import ask_for_changes
 from tests import backends
 from tests.browser_helpers import SCREENSHOTS, Server, demo_server, launch_chromium, serve
 from tests.conftest import ROOT
@@ -230,4 +231,40 @@ def test_a_field_the_server_refuses_is_shown_on_its_field_and_corrected(browser:
     page.wait_for_selector("#forms li .status.SUBMITTED")
     sent = enrolments_of(server, collector_id)
     assert [(e.born, e.status) for e in sent] == [("1989-12-31", EnrolmentStatus.SUBMITTED)]
+    page.context.close()
+
+
+def test_sent_back_for_changes_it_reopens_and_replaces_then_shows_its_household_number(
+    browser: Browser, server: Server
+) -> None:
+    collector_id, key = new_key(server, "Awa Changes")
+    page = sign_in(browser, server, key)
+    fill_household(page, "Maimouna", "Gueye", "1992-05-05", "77 808 12 34", "1 751 1992 01234")
+    page.click("#send")
+    page.wait_for_selector("#forms li .status.SUBMITTED")
+    with Session(get_engine(server.db_url)) as session:
+        enrolment = session.scalars(select(Enrolment).where(Enrolment.collector_id == collector_id)).one()
+        ask_for_changes(session, enrolment.id, "staff:test", "Write the ID number again")
+        session.commit()
+        enrolment_id = enrolment.id
+    page.click("#send-now")  # reads the list again
+    item = page.locator("#forms li", has=page.locator(".status.NEEDS_CHANGES"))
+    expect(item).to_contain_text("Motif : Write the ID number again")
+    item.click()
+    expect(page.locator("#reason")).to_contain_text("Write the ID number again")
+    page.fill(by_id("members[0].id_number"), "1 751 1992 04321")
+    page.click("#review")
+    page.click("#send")
+    page.wait_for_selector("#forms li .status.SUBMITTED")
+    sent = enrolments_of(server, collector_id)
+    assert [(e.status, e.head) for e in sent] == [(EnrolmentStatus.SUBMITTED, "Maimouna")]
+    with Session(get_engine(server.db_url)) as session:
+        enrolment = session.get_one(Enrolment, enrolment_id)
+        assert enrolment.members[0].id_number == "1751199204321"
+    validated = server.app.test_cli_runner().invoke(args=["enrolments", "validate", str(enrolment_id)])
+    assert validated.exit_code == 0, validated.output
+    number = validated.output.strip().splitlines()[-1]
+    page.reload()
+    expect(page.locator("#forms li .household-no")).to_have_text(f"N° de ménage : {number}")
+    expect(page.locator("#forms li .status.VALIDATED")).to_have_text("validée")
     page.context.close()

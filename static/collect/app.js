@@ -9,7 +9,7 @@ const MEMBER_FIELDS = ["first_name", "last_name", "sex", "date_of_birth", "relat
 const app = document.getElementById("app");
 const langSelect = document.getElementById("lang");
 const net = document.getElementById("net");
-const state = { key: null, choices: null, lang: "fr", current: null, remote: [], syncing: false };
+const state = { key: null, choices: null, lang: "fr", current: null, remote: [], syncing: false, again: false };
 
 function t(name) { return translate(state.lang, name); }
 
@@ -74,8 +74,13 @@ async function loadRemote() {
 
 // Send every form waiting on the phone, oldest first; stop at the first network failure (try again later).
 export async function sendWaiting() {
-  if (state.syncing || !state.key) return;
+  if (!state.key) return;
+  if (state.syncing) {
+    state.again = true;  // asked while sending (the network came back mid-way): go round once more after
+    return;
+  }
   state.syncing = true;
+  state.again = false;
   try {
     const waiting = (await allForms()).filter((f) => f.state === "waiting").sort((a, b) => a.saved - b.saved);
     for (const form of waiting) {
@@ -108,6 +113,10 @@ export async function sendWaiting() {
     await loadRemote();
   } finally {
     state.syncing = false;
+  }
+  if (state.again) {
+    await sendWaiting();
+    return;
   }
   if (!state.current) await renderHome();
 }
