@@ -50,9 +50,10 @@ class BoundedIntConverter(IntegerConverter):
 
 def register_blueprints(app: Flask) -> None:
     """Register one blueprint per channel; machine callbacks have their own auth, so no CSRF there."""
-    from handlers import admin, api, enrolments, fhir, health, payments, sms, ussd
+    from handlers import admin, api, collect, enrolments, fhir, health, payments, sms, ussd
 
-    machine = (health, sms, ussd, payments, api, fhir, enrolments)
+    # The collectors' form (`collect`) sends no form posts and holds no cookie: its key goes as a Bearer header.
+    machine = (health, sms, ussd, payments, api, fhir, enrolments, collect)
     for module in machine:
         extensions.csrf.exempt(module.bp)
         app.register_blueprint(module.bp)

@@ -19,6 +19,7 @@ from extensions import db
 from handlers.guards import limit_body
 from models.base import utcnow
 from models.enrolment.changes import changed_household, member_label, submit_form
+from models.enrolment.collector_views import collector_enrolments, form_choices
 from models.enrolment.collectors import authenticate_collector
 from models.enrolment.tables import Collector, Enrolment
 from models.inputs import InputError, load_json_body
@@ -27,7 +28,7 @@ bp = Blueprint("enrolments", __name__, url_prefix="/api/enrolments")
 log = logging.getLogger(__name__)
 BODY_MAX_BYTES = 64 * 1024  # a household of 30 people is a few kilobytes
 # Limited per key together with the read APIs (app.py registers the limit).
-LIMITED_ENDPOINTS = ("enrolments.submit", "enrolments.read")
+LIMITED_ENDPOINTS = ("enrolments.submit", "enrolments.read", "enrolments.listing", "enrolments.choices")
 
 
 @bp.errorhandler(HTTPException)
@@ -93,3 +94,17 @@ def read(enrolment_id: int) -> ResponseReturnValue:
         household_no=household.household_no if household is not None else None,
         members=[{"member": member_label(enrolment, m), "member_no": m.member_no} for m in enrolment.members],
     )
+
+
+@bp.get("")
+def listing() -> ResponseReturnValue:
+    """Answer the collector's own enrolments, newest first (at most 200): status, reason, household number."""
+    collector = require_collector()
+    return jsonify(enrolments=collector_enrolments(db(), collector))
+
+
+@bp.get("/form")
+def choices() -> ResponseReturnValue:
+    """Answer what the collector's form offers: mutuelle, communes, networks, plans, categories, phone format."""
+    collector = require_collector()
+    return jsonify(form_choices(db(), collector))
