@@ -64,7 +64,20 @@ def register_blueprints(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """Register the `flask --app app …` command groups."""
-    from commands import access, admin, db, demo, enrolments, members, mutuelles, payments, schemes, sms, ussd
+    from commands import (
+        access,
+        admin,
+        campaigns,
+        db,
+        demo,
+        enrolments,
+        members,
+        mutuelles,
+        payments,
+        schemes,
+        sms,
+        ussd,
+    )
 
     for group in (
         db.db_group,
@@ -82,5 +95,6 @@ def register_commands(app: Flask) -> None:
         admin.admin_group,
         enrolments.collectors_group,
         enrolments.enrolments_group,
+        campaigns.campaigns_group,
     ):
         app.cli.add_command(group)

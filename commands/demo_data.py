@@ -23,6 +23,7 @@ from models.base import EvidenceSource, HouseholdStatus, Language, MemberStatus,
 from models.bulk import analyze
 from models.coverage.ledger import get_or_create_account
 from models.coverage.periods import book_subsidised_period
+from models.enrolment.campaigns import DEFAULT_TARGET, add_session, create_campaign, set_target
 from models.enrolment.collectors import create_collector
 from models.enrolment.duplicates import swapped
 from models.enrolment.submit import submit_enrolment
@@ -88,6 +89,7 @@ COLLECTORS = (
 # The demo member the waiting enrolment looks like (a near-duplicate: the last name typed with a doubled letter).
 LOOK_ALIKE_OF = "SN-TN-000006-01"
 DEMO_STAFF_ACTOR = "demo-seed"
+DEMO_CAMPAIGN = "Enrôlement CMU 2026"
 # The admin web's demo users (`make run` creates them, each with a password kept in instance/): the union-wide
 # admin, and one manager per CMU mutuelle who sees only that mutuelle's members and payments.
 DEMO_STAFF: tuple[tuple[str, str, str | None], ...] = (
@@ -274,7 +276,8 @@ def seed_demo(session: Session, today: date, seed: int = 7, ussd_code: str = "*3
         )
     )
     session.commit()
-    _enrolments(session, today, networks, ussd_code)
+    collectors = _enrolments(session, today, networks, ussd_code)
+    _campaign(session, cmu, today, networks, collectors)
     if receipts:
         session.execute(
             update(Message)
@@ -295,7 +298,7 @@ def _enrolment_form(client_id: str, commune: str, head: dict[str, str], *others:
     return {"client_id": client_id, "commune": commune, "subsidy_category": "standard", "members": people}
 
 
-def _enrolments(session: Session, today: date, networks: dict[str, Network], ussd_code: str) -> None:
+def _enrolments(session: Session, today: date, networks: dict[str, Network], ussd_code: str) -> dict[str, Collector]:
     """Add a collector per CMU mutuelle and three enrolments: one waiting (a near-duplicate of a demo member), one
     sent back for changes, one validated into a numbered household (its welcome SMS marked sent with the receipts)."""
     collectors: dict[str, Collector] = {}
@@ -335,6 +338,33 @@ def _enrolments(session: Session, today: date, networks: dict[str, Network], uss
     ask_for_changes(session, to_fix.id, DEMO_STAFF_ACTOR, "Photo de la carte d'identite illisible : la reprendre")
     session.commit()
     validate_enrolment(session, validated.id, DEMO_STAFF_ACTOR, today, ussd_code)
+    session.commit()
+    return collectors
+
+
+def _campaign(
+    session: Session, scheme: Scheme, today: date, networks: dict[str, Network], collectors: dict[str, Collector]
+) -> None:
+    """Add the CMU enrolment campaign: each network 250 beneficiaries to enrol, a session before and after today."""
+    campaign = create_campaign(
+        session,
+        name=DEMO_CAMPAIGN,
+        scheme_code=scheme.code,
+        start_on=today - timedelta(days=14),
+        end_on=today + timedelta(days=45),
+    )
+    for (code, _name, _phone), (_prefix, commune) in zip(COLLECTORS, COMMUNES, strict=True):
+        network = networks[commune]
+        set_target(session, campaign, network.code, DEFAULT_TARGET)
+        for days, place in ((-7, f"Marche de {commune}"), (10, f"Mairie de {commune}")):
+            add_session(
+                session,
+                campaign,
+                held_on=today + timedelta(days=days),
+                place=place,
+                network_code=network.code,
+                collector_id=collectors[code].id,
+            )
     session.commit()
 
 

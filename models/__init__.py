@@ -19,6 +19,7 @@ Each wing uses only the wings listed before it (no cycle, no upward import):
 from models.access.tables import Agent, ApiToken, CollectionDevice, EffectKey, EligibilityCheck, StaffSession, StaffUser
 from models.base import Base
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
+from models.enrolment.campaigns import Campaign, CampaignSession, CampaignTarget
 from models.enrolment.tables import Collector, Enrolment, EnrolmentEvent, EnrolmentMember, HouseholdChange
 from models.members.household import Account, Household, HouseholdEvent, Member, Network
 from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
@@ -33,6 +34,9 @@ __all__ = [
     "Allocation",
     "ApiToken",
     "Base",
+    "Campaign",
+    "CampaignSession",
+    "CampaignTarget",
     "CollectionDevice",
     "Collector",
     "CoveragePeriod",

@@ -5,7 +5,8 @@ union's or the agency's). A session marked with `scope_session` gets, on every O
 (pages, actions, exports, reports, relationship loads and `session.get` alike), criteria that keep each table to
 the rows of those mutuelles: a household or network by its mutuelle, a payment by the mutuelle it was paid to,
 everything else by the household, network, payment, account, device or statement it belongs to; a collector or an
-enrolment by its mutuelle, an enrolment's members and audit trail by their enrolment. A row of no
+enrolment by its mutuelle, an enrolment's members and audit trail by their enrolment; a campaign by its mutuelle
+(or, of none, its scheme), its targets and sessions by their network. A row of no
 mutuelle (a payment to a shared account still in suspense, a text from an unknown phone) is the union's.
 Statements written with Core tables (`Model.__table__`) or `text()` are not filtered: views of the admin use
 ORM entities (tests/test_mutuelles_access.py visits every admin page as a scoped user).
@@ -29,6 +30,7 @@ from models.access.tables import (
 )
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
 from models.db import EVERY_MUTUELLE
+from models.enrolment.campaigns import Campaign, CampaignSession, CampaignTarget
 from models.enrolment.tables import Collector, Enrolment, EnrolmentEvent, EnrolmentMember, HouseholdChange
 from models.members.household import Account, Household, HouseholdEvent, Member, Network
 from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
@@ -111,6 +113,10 @@ def _enrolments(ids: Ids) -> Any:
     return select(Enrolment.id).where(Enrolment.mutuelle_id.in_(ids))
 
 
+def _schemes(ids: Ids) -> Any:
+    return select(Mutuelle.scheme_id).where(Mutuelle.id.in_(ids))
+
+
 def _staff_in(ids: Ids) -> Any:
     return select(staff_mutuelles.c.user_id).where(staff_mutuelles.c.mutuelle_id.in_(ids))
 
@@ -124,7 +130,7 @@ def _criteria(ids: Ids) -> list[Any]:
     rules: list[tuple[type, Any]] = [
         (Mutuelle, lambda cls: cls.id.in_(ids)),
         (MutuelleAccount, lambda cls: cls.mutuelle_id.in_(ids)),
-        (Scheme, lambda cls: cls.id.in_(select(Mutuelle.scheme_id).where(Mutuelle.id.in_(ids)))),
+        (Scheme, lambda cls: cls.id.in_(_schemes(ids))),
         (Household, lambda cls: cls.mutuelle_id.in_(ids)),
         (Network, lambda cls: cls.mutuelle_id.in_(ids)),
         (Member, lambda cls: cls.household_id.in_(_households(ids))),
@@ -154,6 +160,15 @@ def _criteria(ids: Ids) -> list[Any]:
         (Enrolment, lambda cls: cls.mutuelle_id.in_(ids)),
         (EnrolmentMember, lambda cls: cls.enrolment_id.in_(_enrolments(ids))),
         (EnrolmentEvent, lambda cls: cls.enrolment_id.in_(_enrolments(ids))),
+        # A campaign of one of these mutuelles, or of their whole scheme (its lines: their own networks').
+        (
+            Campaign,
+            lambda cls: or_(
+                cls.mutuelle_id.in_(ids), and_(cls.mutuelle_id.is_(None), cls.scheme_id.in_(_schemes(ids)))
+            ),
+        ),
+        (CampaignTarget, lambda cls: cls.network_id.in_(_networks(ids))),
+        (CampaignSession, lambda cls: cls.network_id.in_(_networks(ids))),
         # Staff kept to some of these mutuelles and no other (a scoped admin never sees union staff, nor staff
         # who also see a mutuelle they do not).
         (StaffUser, lambda cls: and_(cls.id.in_(_staff_in(ids)), cls.id.not_in(_staff_beyond(ids)))),
