@@ -5,12 +5,14 @@ campaign's first day to the day asked (household changes are not enrolment), eac
 its members (beneficiaries), by the state they were in at the end of that day (the scheme's time zone):
 
 - **submitted**: every one of them; **validated** / **rejected**: decided so by then;
-- **paid**: validated, and the household has an allocated payment effective by then (its first payment made);
+- **paid**: validated, and money the household (or its network for it) paid was allocated to its account,
+  effective by then (its first payment made; a funder's booking of a subsidised period is not a payment);
 - **covered**: validated, and the household is covered that day (`models.coverage.standing.status_column`: the
   rules of `eligibility_on` in SQL).
 
 A network **falls behind** when its validated beneficiaries are a smaller share of its target than the share of the
-campaign's days gone by. The counts are one grouped statement; the households validated but never paid another.
+campaign's days gone by. The counts are one grouped statement; the households validated but **never paid** another:
+those nothing was allocated to by then (neither a payment nor, for a subsidised household, a funder's booking).
 Both are ORM statements, so a reader kept to some mutuelles (`models.views.scope`) sees only their networks.
 """
 
@@ -25,10 +27,14 @@ from sqlalchemy import ColumnElement, Date, and_, case, exists, func, literal, s
 from sqlalchemy.orm import Session
 
 from models.coverage.money import Allocation
+from models.coverage.periods import subsidy_source_ref
 from models.coverage.standing import covered_column, status_column, without_jit
 from models.enrolment.campaigns import Campaign, CampaignSession
 from models.enrolment.tables import Enrolment, EnrolmentMember, EnrolmentStatus, HouseholdChange
 from models.members.household import Account, Household, Network
+
+# A funder's booking of a subsidised period is no payment by the household.
+SUBSIDY_REF_PREFIX = subsidy_source_ref(0, date.min).split(":", 1)[0] + ":"
 
 
 @dataclass
@@ -84,7 +90,7 @@ class Line:
 
 @dataclass(frozen=True)
 class NeverPaid:
-    """A household the campaign validated that has no payment yet."""
+    """A household the campaign validated whose cover nothing funded yet (no payment, no funder's booking)."""
 
     household_id: int
     household_no: str
@@ -141,6 +147,20 @@ def is_behind(funnel: Funnel, elapsed: float) -> bool:
     return done is not None and elapsed > 0 and done < elapsed
 
 
+def _allocated(on: date, *, payments_only: bool) -> ColumnElement[bool]:
+    """Return whether money was allocated to the enrolment's household by a day (a payment's, or also a funder's)."""
+    conditions = [
+        Account.household_id == Enrolment.household_id,
+        Allocation.account_id == Account.id,
+        Allocation.amount > 0,
+        Allocation.reversed_at.is_(None),
+        Allocation.effective_on <= on,
+    ]
+    if payments_only:
+        conditions.append(Allocation.source_ref.not_like(f"{SUBSIDY_REF_PREFIX}%"))
+    return exists().where(*conditions)
+
+
 def _utc_start(day: date, zone: ZoneInfo) -> datetime:
     """Return the naive UTC instant a local day starts at."""
     return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
@@ -161,16 +181,8 @@ def campaign_progress(session: Session, campaign: Campaign, on: date) -> Campaig
     size = func.coalesce(members.c.n, 0)
     validated = and_(Enrolment.status == EnrolmentStatus.VALIDATED, Enrolment.decided_at < before)
     rejected = and_(Enrolment.status == EnrolmentStatus.REJECTED, Enrolment.decided_at < before)
-    paid = and_(
-        validated,
-        exists().where(
-            Account.household_id == Enrolment.household_id,
-            Allocation.account_id == Account.id,
-            Allocation.payment_id.is_not(None),
-            Allocation.reversed_at.is_(None),
-            Allocation.effective_on <= on,
-        ),
-    )
+    paid = and_(validated, _allocated(on, payments_only=True))
+    funded = _allocated(on, payments_only=False)
     day: ColumnElement[Any] = literal(on, Date)
     status = status_column(day, literal(on - timedelta(days=scheme.grace_days), Date))
     covered = and_(validated, covered_column(status, literal(scheme.grace_covered)))
@@ -253,7 +265,7 @@ def campaign_progress(session: Session, campaign: Campaign, on: date) -> Campaig
         networks=lines,
         communes=commune_lines,
         total=total,
-        never_paid=_never_paid(session, ours, validated, paid, networks, size, members),
+        never_paid=_never_paid(session, ours, validated, funded, networks, size, members),
         sessions=_sessions(session, campaign),
     )
 
@@ -262,12 +274,12 @@ def _never_paid(
     session: Session,
     ours: list[ColumnElement[bool]],
     validated: ColumnElement[bool],
-    paid: ColumnElement[bool],
+    funded: ColumnElement[bool],
     networks: dict[int, Network],
     size: Any,
     members: Any,
 ) -> list[NeverPaid]:
-    """Return the households the campaign validated that have made no payment, oldest validation first."""
+    """Return the households the campaign validated whose cover nobody funded, oldest validation first."""
     rows = session.execute(
         select(
             Household.id, Household.household_no, Enrolment.network_id, Enrolment.commune, Enrolment.decided_at, size
@@ -275,7 +287,7 @@ def _never_paid(
         .select_from(Enrolment)
         .join(Household, Household.id == Enrolment.household_id)
         .outerjoin(members, members.c.enrolment_id == Enrolment.id)
-        .where(*ours, validated, ~paid)
+        .where(*ours, validated, ~funded)
         .order_by(Enrolment.decided_at, Enrolment.id)
     ).all()
     return [
