@@ -29,6 +29,7 @@ from models.base import (
     utcnow,
 )
 from models.db import get_engine
+from models.enrolment.campaigns import Campaign
 from models.enrolment.tables import Enrolment, EnrolmentStatus
 from models.imports.statements import import_statement
 from models.members.household import Household, Network
@@ -64,6 +65,8 @@ SAMPLES = {
         select(Payment.id).where(Payment.status == PaymentStatus.ALLOCATED).order_by(Payment.id.desc()).limit(1)
     ),
     "import_id": lambda s: s.scalar(select(StatementImport.id).limit(1)),
+    # The demo's CMU campaign: three networks against their targets, sessions, a household never paid.
+    "campaign_id": lambda s: s.scalar(select(Campaign.id).order_by(Campaign.id).limit(1)),
     # The demo's waiting near-duplicate: its people beside their candidates, and the three decisions.
     "enrolment_id": lambda s: s.scalar(
         select(Enrolment.id).where(Enrolment.status == EnrolmentStatus.SUBMITTED).order_by(Enrolment.id).limit(1)

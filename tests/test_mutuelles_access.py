@@ -22,6 +22,7 @@ from models.access.tables import Agent, ApiToken, CollectionDevice, StaffUser
 from models.access.tokens import issue_token
 from models.base import StaffRole, utcnow
 from models.db import get_engine
+from models.enrolment.campaigns import Campaign
 from models.enrolment.tables import Enrolment
 from models.members.household import Household, Network
 from models.payments.payment import Payment
@@ -70,6 +71,8 @@ ID_ROUTES: dict[str, tuple[str, str, str, dict[str, str]]] = {
     "admin.validate_enrolment_view": ("enrolment", "POST", "tn-operator", {}),
     "admin.reject_enrolment_view": ("enrolment", "POST", "tn-operator", {"reason": "access test"}),
     "admin.ask_for_changes_view": ("enrolment", "POST", "tn-operator", {"reason": "access test"}),
+    "admin.campaign": ("campaign", "GET", "tn-viewer", {}),
+    "admin.campaign_csv": ("campaign", "GET", "tn-viewer", {}),
 }
 # Pages a user kept to some mutuelles may not open: they act on or show every mutuelle at once.
 UNION_ONLY = {"admin.simulator", "admin.simulator_outbox", "admin.queues"}
@@ -130,8 +133,17 @@ def _seed_scoped_rows(session: Session) -> Rows:
             session, device_key=f"device-{slug}", label=f"Phone {slug}", senders=["Wave"], scheme_id=None, trusted=False
         )
         device.mutuelle_id = mutuelle_ids[code]
+        session.add(
+            Campaign(
+                scheme_id=session.get(Mutuelle, mutuelle_ids[code]).scheme_id,  # type: ignore[union-attr]
+                mutuelle_id=mutuelle_ids[code],
+                name=f"campaign-{slug}",
+                start_on=date(2026, 1, 1),
+                end_on=date(2026, 12, 31),
+            )
+        )
         if code == OTHER:
-            markers += [f"token-{slug}", phone, f"device-{slug}", f"{slug}.csv"]
+            markers += [f"token-{slug}", phone, f"device-{slug}", f"{slug}.csv", f"campaign-{slug}"]
     session.flush()
     ids: dict[tuple[str, str], int | str] = {}
     for code in (OWN, OTHER):
@@ -143,6 +155,7 @@ def _seed_scoped_rows(session: Session) -> Rows:
         ids["agent", code] = _id_of(session, Agent, code)
         ids["device", code] = _id_of(session, CollectionDevice, code)
         ids["enrolment", code] = _id_of(session, Enrolment, code)  # the demo's: one per CMU mutuelle
+        ids["campaign", code] = _id_of(session, Campaign, code)
     ids["staff", OWN] = "tn-spare"
     ids["staff", OTHER] = "pk-operator"
     markers += ["pk-operator", "pk-admin"]
