@@ -257,7 +257,7 @@ def test_the_phone_menu_folds_under_170_px_and_opens(browser: Any, server: Serve
     page.click("label.menu-button")
     nav = page.locator("header nav")
     assert nav.is_visible()
-    assert nav.locator("a").count() == 20  # the admin's pages, all reachable
+    assert nav.locator("a").count() == 21  # the admin's pages, all reachable
     shot(page, "menu-open", PHONE["width"], full_page=False)
     nav.locator("a[href$='/admin/sms']").click()
     page.wait_for_url(f"{server.url}/admin/sms")
