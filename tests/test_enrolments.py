@@ -25,66 +25,11 @@ from models.messaging.message import Message
 from models.schemes.mutuelle import scheme_mutuelles
 from models.schemes.scheme import DEFAULT_HOUSEHOLD_PATTERN
 from tests import factories
+from tests.enrolment_helpers import HEAD_PHONE, collector_key, household_form, post, read_back
 from tests.members_helpers import cli
 from tests.ussd_helpers import hops
 
 __all__ = ["cli"]  # the fixture
-
-HEAD_PHONE = "+221771112233"
-
-
-def collector_key(cli: Callable[..., Result], mutuelle: str = "SN-TN", *extra: str) -> str:
-    """Create a collector with the CLI and return its key (printed last)."""
-    result = cli("collectors", "create", "Awa Collect", "--mutuelle", mutuelle, "--phone", "77 555 44 33", *extra)
-    assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
-
-
-def household(client_id: str = "form-1", **changes: Any) -> dict[str, Any]:
-    """Return a valid CMU enrolment: a head (with phone and ID), a spouse and a child."""
-    body: dict[str, Any] = {
-        "client_id": client_id,
-        "commune": "Thies Nord",
-        "subsidy_category": "standard",
-        "members": [
-            {
-                "first_name": "Mariama",
-                "last_name": "Sow",
-                "sex": "F",
-                "date_of_birth": "1986-04-09",
-                "relationship": "head",
-                "phone": "77 111 22 33",
-                "id_number": "1 234 1986 00123",
-            },
-            {
-                "first_name": "Ibrahima",
-                "last_name": "Sow",
-                "sex": "M",
-                "date_of_birth": "1982-11-20",
-                "relationship": "spouse",
-            },
-            {
-                "first_name": "Khady",
-                "last_name": "Sow",
-                "sex": "F",
-                "date_of_birth": "2016-02-01",
-                "relationship": "child",
-            },
-        ],
-    }
-    body.update(changes)
-    return body
-
-
-def post(client: FlaskClient, key: str, body: Any) -> Any:
-    return client.post("/api/enrolments", json=body, headers={"Authorization": f"Bearer {key}"})
-
-
-def read_back(client: FlaskClient, key: str, enrolment_id: int) -> Any:
-    """Return `GET /api/enrolments/<id>` as the collector reads it (200 checked)."""
-    response = client.get(f"/api/enrolments/{enrolment_id}", headers={"Authorization": f"Bearer {key}"})
-    assert response.status_code == 200, response.json
-    return response.json
 
 
 def count(session: Session, model: type) -> int:
@@ -94,10 +39,10 @@ def count(session: Session, model: type) -> int:
 
 def test_a_form_sent_twice_is_one_enrolment(cli: Callable[..., Result], client: FlaskClient, session: Session) -> None:
     key = collector_key(cli)
-    first = post(client, key, household())
+    first = post(client, key, household_form())
     assert first.status_code == 201, first.json
     assert first.json["status"] == "SUBMITTED" and first.json["duplicates"] == []
-    again = post(client, key, household())
+    again = post(client, key, household_form())
     assert again.status_code == 200 and again.json["id"] == first.json["id"]
     assert count(session, Enrolment) == 1
     enrolment = session.scalars(select(Enrolment)).one()
@@ -111,9 +56,9 @@ def test_a_form_sent_twice_is_one_enrolment(cli: Callable[..., Result], client: 
 
 def test_without_a_valid_key_nothing_is_taken(cli: Callable[..., Result], client: FlaskClient) -> None:
     key = collector_key(cli)
-    assert client.post("/api/enrolments", json=household()).status_code == 401
-    assert post(client, key + "x", household()).status_code == 401
-    created = post(client, key, household())
+    assert client.post("/api/enrolments", json=household_form()).status_code == 401
+    assert post(client, key + "x", household_form()).status_code == 401
+    created = post(client, key, household_form())
     other = collector_key(cli, "SN-PK")
     response = client.get(f"/api/enrolments/{created.json['id']}", headers={"Authorization": f"Bearer {other}"})
     assert response.status_code == 404
@@ -121,7 +66,7 @@ def test_without_a_valid_key_nothing_is_taken(cli: Callable[..., Result], client
 
 def member_with(**changes: Any) -> dict[str, Any]:
     """Return the enrolment with its head changed."""
-    body = household()
+    body = household_form()
     body["members"][0] = {**body["members"][0], **changes}
     return body
 
@@ -140,15 +85,15 @@ def member_with(**changes: Any) -> dict[str, Any]:
         (member_with(relationship="cousin"), "members[0].relationship", "head, spouse, child, other"),
         (member_with(relationship="child"), "members", "exactly one member must be the head"),
         (member_with(nickname="Mari"), "members[0].nickname", "unknown field"),
-        (household(subsidy_category="bsf"), "members[0].card_number", "required for the head of a bsf household"),
-        (household(subsidy_category="gold"), "subsidy_category", "'gold' is not one of"),
-        (household(commune="Dakar"), "commune", "not a commune of SN-TN"),
-        (household(plan="weekly"), "plan", "not one of"),
-        (household(language="km"), "language", "not one of"),
-        (household(network="nowhere"), "network", "not a network of mutuelle SN-TN"),
-        (household(sms_opt_in="yes"), "sms_opt_in", "true or false"),
-        (household(members=[]), "members", "at least the head"),
-        (household(client_id=""), "client_id", "required"),
+        (household_form(subsidy_category="bsf"), "members[0].card_number", "required for the head of a bsf household"),
+        (household_form(subsidy_category="gold"), "subsidy_category", "'gold' is not one of"),
+        (household_form(commune="Dakar"), "commune", "not a commune of SN-TN"),
+        (household_form(plan="weekly"), "plan", "not one of"),
+        (household_form(language="km"), "language", "not one of"),
+        (household_form(network="nowhere"), "network", "not a network of mutuelle SN-TN"),
+        (household_form(sms_opt_in="yes"), "sms_opt_in", "true or false"),
+        (household_form(members=[]), "members", "at least the head"),
+        (household_form(client_id=""), "client_id", "required"),
     ],
 )
 def test_each_bad_field_is_named(
@@ -162,7 +107,7 @@ def test_each_bad_field_is_named(
 
 
 def test_every_bad_field_at_once(cli: Callable[..., Result], client: FlaskClient) -> None:
-    body = household()
+    body = household_form()
     body["members"][1]["date_of_birth"] = "20/11/1982"
     body["members"][2]["sex"] = "f"
     response = post(client, collector_key(cli), body)
@@ -200,7 +145,7 @@ def test_validation_numbers_members_welcomes_the_head_who_can_dial_at_once(
     cli: Callable[..., Result], app: Flask, client: FlaskClient, session: Session
 ) -> None:
     key = collector_key(cli)
-    created = post(client, key, household())
+    created = post(client, key, household_form())
     enrolment_id = created.json["id"]
     result = cli("enrolments", "validate", str(enrolment_id))
     assert result.exit_code == 0, result.output
@@ -269,8 +214,8 @@ def test_reject_and_needs_changes_are_audited(
     cli: Callable[..., Result], client: FlaskClient, session: Session
 ) -> None:
     key = collector_key(cli)
-    first = post(client, key, household("a"))
-    second = post(client, key, household("b"))
+    first = post(client, key, household_form("a"))
+    second = post(client, key, household_form("b"))
     assert cli("enrolments", "reject", str(first.json["id"])).exit_code != 0  # a reason is required
     result = cli("enrolments", "reject", str(first.json["id"]), "--reason", "Already a member")
     assert result.exit_code == 0, result.output
