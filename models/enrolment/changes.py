@@ -336,17 +336,8 @@ class _ChangeReader(_Reader):
         return member
 
     def day(self, item: dict[str, Any], name: str, member: Member | None) -> date | None:
-        raw = item.get("on")
-        if not isinstance(raw, str) or len(raw) != 10 or not raw.isascii():
-            self.fail(name, "required, a date YYYY-MM-DD")
-            return None
-        try:
-            on = date.fromisoformat(raw)
-        except ValueError:
-            self.fail(name, f"not a date YYYY-MM-DD: {raw!r}")
-            return None
-        if on > self.today:
-            self.fail(name, "is in the future")
+        on = self.past_day(item.get("on"), name)
+        if on is None:
             return None
         if member is not None and on < member.joined_on:
             self.fail(name, f"is before {member.member_no} joined ({member.joined_on.isoformat()})")

@@ -275,20 +275,27 @@ class _Reader:
             last_name_key=last_name_key(last),
         )
 
-    def birth(self, item: dict[str, Any], at: str) -> date | None:
-        raw = item.get("date_of_birth")
-        name = f"{at}.date_of_birth"
+    def past_day(self, raw: Any, name: str) -> date | None:
+        """Return a `YYYY-MM-DD` field not after today, or None with the field's error recorded."""
         if not isinstance(raw, str) or len(raw) != 10 or not raw.isascii():
             self.fail(name, "required, a date YYYY-MM-DD")
             return None
         try:
-            born = date.fromisoformat(raw)
+            day = date.fromisoformat(raw)
         except ValueError:
             self.fail(name, f"not a date YYYY-MM-DD: {raw!r}")
             return None
-        if born > self.today:
+        if day > self.today:
             self.fail(name, "is in the future")
-        elif born < MIN_DATE:
+            return None
+        return day
+
+    def birth(self, item: dict[str, Any], at: str) -> date | None:
+        name = f"{at}.date_of_birth"
+        born = self.past_day(item.get("date_of_birth"), name)
+        if born is None:
+            return None
+        if born < MIN_DATE:
             self.fail(name, f"is before {MIN_DATE.isoformat()}")
         return born
 
