@@ -161,7 +161,7 @@ def _allocated(on: date, *, payments_only: bool) -> ColumnElement[bool]:
     return exists().where(*conditions)
 
 
-def _utc_start(day: date, zone: ZoneInfo) -> datetime:
+def utc_start(day: date, zone: ZoneInfo) -> datetime:
     """Return the naive UTC instant a local day starts at."""
     return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
 
@@ -171,7 +171,7 @@ def campaign_progress(session: Session, campaign: Campaign, on: date) -> Campaig
     scheme = campaign.scheme
     zone = ZoneInfo(scheme.timezone)
     until = min(on, campaign.end_on)
-    since, before = _utc_start(campaign.start_on, zone), _utc_start(until + timedelta(days=1), zone)
+    since, before = utc_start(campaign.start_on, zone), utc_start(until + timedelta(days=1), zone)
     without_jit(session)
     members = (
         select(EnrolmentMember.enrolment_id, func.count().label("n"))
