@@ -23,8 +23,8 @@ from models.enrolment.tables import Enrolment
 from models.views.campaign_days import UnknownFilter, campaign_days
 from models.views.campaigns import campaign_progress, utc_start
 from tests.admin_helpers import login
+from tests.campaign_helpers import case, household_of
 from tests.members_helpers import cli
-from tests.test_campaigns import _household, case
 
 __all__ = ["case", "cli"]
 
@@ -119,7 +119,7 @@ def test_each_day_is_that_days_progress_and_covered_is_eligibility(spread: dict[
     days = campaign_days(session, campaign, until)
     assert len(days.days) == 46
     validated = {name: today + timedelta(days=SPREAD[name][1] or 0) for name in ("a-paid", "a-unpaid", "b-bsf")}
-    households = {name: _household(session, spread["ids"][name]) for name in validated}
+    households = {name: household_of(session, spread["ids"][name]) for name in validated}
     covered_days = 0
     for each in days.days:
         progress = campaign_progress(session, campaign, each.day)
