@@ -10,7 +10,7 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
 from extensions import db, settings
-from models.base import utcnow
+from models.base import Language, utcnow
 from models.enrolment.changes import (
     changed_household,
     describe_change,
@@ -19,7 +19,7 @@ from models.enrolment.changes import (
     staff_collector,
     submit_change,
 )
-from models.enrolment.collectors import CollectorError, create_collector
+from models.enrolment.collectors import CollectorError, create_collector, set_collector_sms
 from models.enrolment.duplicates import Person, find_duplicates
 from models.enrolment.tables import EnrolmentStatus
 from models.enrolment.validate import (
@@ -44,13 +44,21 @@ def collectors_group() -> None:
 @click.option("--mutuelle", "mutuelle_code", required=True, help="The mutuelle the collector enrols for.")
 @click.option("--network", "network_code", default=None, help="The collector's network (its code).")
 @click.option("--phone", default=None, help="The collector's phone, national or international format.")
+@click.option(
+    "--language",
+    type=click.Choice([language.value for language in Language]),
+    default=None,
+    help="The language of their SMS (default: the scheme's).",
+)
 @with_appcontext
-def create_collector_command(name: str, mutuelle_code: str, network_code: str | None, phone: str | None) -> None:
+def create_collector_command(
+    name: str, mutuelle_code: str, network_code: str | None, phone: str | None, language: str | None
+) -> None:
     """Create a collector and print its key last, once; only its hash is kept."""
     session = db()
     try:
         collector, key = create_collector(
-            session, name=name, mutuelle_code=mutuelle_code, network_code=network_code, phone=phone
+            session, name=name, mutuelle_code=mutuelle_code, network_code=network_code, phone=phone, language=language
         )
     except CollectorError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -58,6 +66,21 @@ def create_collector_command(name: str, mutuelle_code: str, network_code: str | 
     click.echo(f"collector {collector.id} {collector.name} for {collector.mutuelle.code} (key {collector.key_prefix}…)")
     click.echo("shown once, store it now (Authorization: Bearer <key>):")
     click.echo(key)
+
+
+@collectors_group.command("sms")
+@click.argument("collector_id", type=int)
+@click.argument("state", type=click.Choice(["on", "off"]))
+@with_appcontext
+def collector_sms_command(collector_id: int, state: str) -> None:
+    """Turn a collector's evening SMS (the summary of their day) on or off; STOP and START by SMS do the same."""
+    session = db()
+    try:
+        collector = set_collector_sms(session, collector_id, state == "on")
+    except CollectorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    session.commit()
+    click.echo(f"collector {collector.id} {collector.name}: evening SMS {state}")
 
 
 @click.group("enrolments")

@@ -74,6 +74,13 @@ VALUES: dict[str, Any] = {  # a template's values, as `send_sms(**values)` takes
     "next": "3500 F",
     "next_due": date(2026, 12, 31),
     "choices": "THN-000123 (Aminata), THN-000912 (Ndeye Fatou)",
+    # A collector's evening summary
+    "day": date(2026, 12, 7),
+    "submitted": 6,
+    "validated": 4,
+    "pending": 2,
+    "to_fix": 1,
+    "fixes": "Sow Mariama",
 }
 
 
@@ -255,6 +262,13 @@ def worst_values(language: str) -> dict[str, object]:
         "households": 250,
         # A phone two households share (their heads' first names cut as the reply cuts them).
         "choices": f"{household_no} (Ndeye Fatoum), SN-MRL-0001235 (Ndeye Fatoum)",
+        # A collector's summary: the forms to correct are named only when that fits (else the counts alone).
+        "day": date(2027, 12, 31),
+        "submitted": 999,
+        "validated": 999,
+        "pending": 999,
+        "to_fix": 99,
+        "fixes": "Ndiaye Ndeye Fatoum",
     }
 
 

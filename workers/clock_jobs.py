@@ -1,5 +1,5 @@
-"""Clock jobs (registered in `workers/cron.py`): payment-request expiry, the funder's 100 % periods, and
-network payouts as households fall due.
+"""Clock jobs (registered in `workers/cron.py`): payment-request expiry, the funder's 100 % periods, network
+payouts as households fall due, and collectors' evening summaries.
 
 Both are idempotent per period, so a second clock, a retry or a late run does no harm: expiry only moves OPEN
 requests whose time has passed, and a funder-paid period is booked once per household and start date (the
@@ -20,6 +20,7 @@ from models.coverage.allocation import pay_network_households
 from models.coverage.ledger import account_states
 from models.coverage.periods import book_subsidised_periods
 from models.db import begin_write
+from models.enrolment.collector_sms import send_collector_summaries
 from models.members.household import Account, Network
 from models.payments.references import expire_payment_requests
 from models.schemes.scheme import Scheme
@@ -100,3 +101,14 @@ def pay_networks() -> dict[str, int]:
         paid = pay_networks_due(session, utcnow())
     log.info("clock: network households paid %s", paid)
     return paid
+
+
+def send_collector_days() -> int:
+    """Queue collectors' evening summaries in the schemes past their hour (the clock job); return how many.
+
+    Idempotent per collector and day (`models.enrolment.collector_sms`): a run more, or a retry, sends nothing twice.
+    """
+    with runtime.job_session() as session:
+        queued = send_collector_summaries(session, utcnow())
+    log.info("clock: %s collector summaries queued", queued)
+    return queued

@@ -6,7 +6,7 @@ Every job is idempotent per period, so a second clock process does no harm.
 from rq import cron
 
 from workers import runtime
-from workers.clock_jobs import book_subsidies, expire_requests, pay_networks
+from workers.clock_jobs import book_subsidies, expire_requests, pay_networks, send_collector_days
 from workers.maintenance import record_heartbeat
 from workers.reconcile import sweep_stuck_payments
 from workers.reminders import send_reminders
@@ -27,3 +27,6 @@ cron.register(expire_requests, queue_name=DEFAULT_QUEUE, interval=600)
 cron.register(book_subsidies, queue_name=DEFAULT_QUEUE, interval=3600)
 # Hourly too: a network's money pays its households as their cover comes within the reminder window.
 cron.register(pay_networks, queue_name=DEFAULT_QUEUE, interval=3600)
+# Every 15 minutes: each scheme's collectors get the summary of their day once its local `collector_sms_at` (19:00
+# unless its scheme file says) has come, within a quarter of an hour, once per collector and day whatever the runs.
+cron.register(send_collector_days, queue_name=DEFAULT_QUEUE, interval=900)

@@ -31,6 +31,7 @@ from logs import mask_phone
 from models.base import MessageDirection, MessageStatus, utcnow
 from models.members.household import Household
 from models.messaging.message import Message
+from models.schemes.mutuelle import Mutuelle
 from workers import runtime
 from workers.queue_health import queue_depth
 from workers.sms_queue import enqueue_messages, enqueue_new_messages
@@ -198,11 +199,16 @@ def _claim(session: Session, message_id: int, transport_name: str) -> bool:
 
 
 def _sender_for(session: Session, message: Message, default_sender: str | None) -> str | None:
-    """Return the sender id of a household's text: its mutuelle's, else its scheme's, else the default."""
+    """Return the sender id of a household's text (or of one sent for a mutuelle, as a collector's): the mutuelle's,
+    else its scheme's, else the default."""
     if message.household_id is not None:
         household = session.get(Household, message.household_id)
         if household is not None:
             return household.mutuelle.sms_sender_id or household.scheme.sms_sender_id or default_sender
+    if message.mutuelle_id is not None:
+        mutuelle = session.get(Mutuelle, message.mutuelle_id)
+        if mutuelle is not None:
+            return mutuelle.sms_sender_id or mutuelle.scheme.sms_sender_id or default_sender
     return default_sender
 
 

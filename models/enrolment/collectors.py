@@ -9,6 +9,7 @@ import secrets
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from models.base import Language
 from models.enrolment.tables import Collector
 from models.members.household import Network
 from models.members.phones import normalise_phone
@@ -30,7 +31,13 @@ def hash_collector_key(key: str) -> str:
 
 
 def create_collector(
-    session: Session, *, name: str, mutuelle_code: str, network_code: str | None = None, phone: str | None = None
+    session: Session,
+    *,
+    name: str,
+    mutuelle_code: str,
+    network_code: str | None = None,
+    phone: str | None = None,
+    language: str | None = None,
 ) -> tuple[Collector, str]:
     """Create a collector of a mutuelle (and network) and return it with its key, of which only the hash is kept."""
     name = name.strip()
@@ -63,10 +70,21 @@ def create_collector(
         network_id=network_id,
         key_hash=hash_collector_key(plain),
         key_prefix=plain[:SHOWN_PREFIX],
+        language=Language(language) if language else None,
     )
     session.add(collector)
     session.flush()
     return collector, plain
+
+
+def set_collector_sms(session: Session, collector_id: int, on: bool) -> Collector:
+    """Turn a collector's evening summary on or off (as their START and STOP do)."""
+    collector = session.get(Collector, collector_id)
+    if collector is None:
+        raise CollectorError(f"no collector {collector_id}")
+    collector.sms_opt_in = on
+    session.flush()
+    return collector
 
 
 def authenticate_collector(session: Session, presented: str | None) -> Collector | None:

@@ -6,7 +6,7 @@ import enum
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, func
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, func, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, Language, Sex, utcnow
@@ -40,6 +40,9 @@ class Collector(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key_prefix: Mapped[str] = mapped_column(String(12))
     active: Mapped[bool] = mapped_column(default=True)
+    # The evening summary of their day by SMS (models.enrolment.collector_sms): off after STOP or `collectors sms off`.
+    sms_opt_in: Mapped[bool] = mapped_column(default=True, server_default=true())
+    language: Mapped[Language | None]  # of their texts; None: the scheme's default language
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     mutuelle: Mapped[Mutuelle] = relationship()

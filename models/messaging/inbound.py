@@ -29,6 +29,7 @@ from models.base import CheckChannel, EligibilityStatus, Language, MessageDirect
 from models.coverage.checks import check_member, find_member_born
 from models.coverage.eligibility import Eligibility, household_eligibility, member_eligibility, pay_offer
 from models.db import begin_write
+from models.enrolment.tables import Collector
 from models.inputs import squash
 from models.members.household import Household, Network, find_household, phone_household_ids
 from models.messaging.commands import Command, CommandKind, mask_secrets, parse_command
@@ -109,6 +110,7 @@ class SmsReply:
     values: dict[str, Any] = field(default_factory=dict)
     household: Household | None = None
     language: str | None = None
+    mutuelle_id: int | None = None  # a reply to no household sent for a mutuelle (a collector's): its sender id
 
 
 def record_inbound(session: Session, sms: InboundSms) -> StoredInbound:
@@ -190,6 +192,7 @@ def answer_inbound(session: Session, message_id: int, text: str | None, context:
         language=reply.language,
         household=reply.household,
         dedupe_key=REPLY_DEDUPE_KEY.format(message.id),
+        mutuelle_id=reply.mutuelle_id,
         **reply.values,
     )
     log.info("sms in message %s from %s: %s → %s", message.id, mask_phone(message.phone), command.kind, reply.template)
@@ -235,6 +238,17 @@ def fallback_scheme(session: Session, phone: str, default_scheme: str = "") -> S
     return session.scalar(select(Scheme).where(Scheme.country == region).order_by(Scheme.id).limit(1))
 
 
+def phone_collectors(session: Session, phone: str) -> list[Collector]:
+    """Return the collectors with this phone."""
+    return list(session.scalars(select(Collector).where(Collector.phone == phone).order_by(Collector.id)))
+
+
+def _collector_reply(template: str, collector: Collector) -> SmsReply:
+    """Return a reply to a collector: in their language (else their scheme's), with their mutuelle's sender id."""
+    language = resolve_language(collector.language, collector.mutuelle.scheme.default_language)
+    return SmsReply(template, {}, None, language, collector.mutuelle_id)
+
+
 def contact_networks(session: Session, phone: str) -> list[Network]:
     """Return the networks whose contact (treasurer) has this phone."""
     return list(session.scalars(select(Network).where(Network.contact_phone == phone).order_by(Network.code)))
@@ -271,6 +285,14 @@ def _reply(session: Session, message: Message, command: Command, context: Comman
         return _member_status(session, message, command, context, language)
     if kind is CommandKind.HELP:
         return SmsReply("help", {"ussd_code": context.ussd_code}, household, language)
+    if kind in (CommandKind.STOP, CommandKind.START):
+        # A collector's phone: STOP and START turn the evening summary of their day off and on
+        # (models.enrolment.collector_sms); a phone that is also a household's is answered as the household's.
+        collectors = phone_collectors(session, phone)
+        for collector in collectors:
+            collector.sms_opt_in = kind is CommandKind.START
+        if collectors and household is None:
+            return _collector_reply(f"collector_{kind.value}_done", collectors[0])
     if kind is CommandKind.STOP:
         for each in households:
             each.sms_opt_in = False

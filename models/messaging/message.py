@@ -25,6 +25,8 @@ class Message(Base):
     direction: Mapped[MessageDirection]
     phone: Mapped[str] = mapped_column(String(20), index=True)
     household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)
+    # The mutuelle a text with no household speaks for (a collector's summary): its sender id is used.
+    mutuelle_id: Mapped[int | None] = mapped_column(ForeignKey("mutuelles.id"))
     body: Mapped[str] = mapped_column(Text)
     template: Mapped[str | None] = mapped_column(String(60))
     language: Mapped[str | None] = mapped_column(String(5))

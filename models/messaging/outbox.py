@@ -124,9 +124,12 @@ def send_sms(
     household: Household | None = None,
     dedupe_key: str | None = None,
     dedupe_checked: bool = False,
+    mutuelle_id: int | None = None,
     **values: Any,
 ) -> Message:
     """Queue a templated SMS in the recipient's language; it is sent after the caller commits.
+
+    `mutuelle_id`: for a text to no household (a collector's), the mutuelle whose sender id it goes out with.
 
     `dedupe_checked`: the caller has already looked for `dedupe_key` under a lock that serialises every writer of
     that key (the reconcile job holds the payment row), so the lookup and the race savepoint are skipped.
@@ -140,7 +143,7 @@ def send_sms(
     if household is not None and household.id is None:
         session.flush()
     text = compose(template, language, household, **values)
-    message = Message(**text.row(to, dedupe_key))
+    message = Message(**text.row(to, dedupe_key), mutuelle_id=mutuelle_id)
     if dedupe_checked:
         session.add(message)
         _send_after_commit(session, [message])

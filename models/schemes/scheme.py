@@ -47,6 +47,8 @@ class Scheme(Base):
     reminder_days: Mapped[list[Any]]
     daytime_start: Mapped[time]
     daytime_end: Mapped[time]
+    # The local time collectors' evening summaries go out from (the scheme file's `[enrolment] collector_sms_at`).
+    collector_sms_at: Mapped[time] = mapped_column(default=time(19, 0), server_default="19:00:00")
     sms_sender_id: Mapped[str | None] = mapped_column(String(11))
     request_ttl_hours: Mapped[int] = mapped_column(Integer, default=72)
     # FHIR identifier systems from the scheme file's `[fhir]` table; None: derived from the code (see below).

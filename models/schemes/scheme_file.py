@@ -321,6 +321,10 @@ def _enrolment(r: _Reader, values: dict[str, Any], subsidies: list[dict[str, Any
         check=lambda v: all(isinstance(x, str) and x in codes for x in v),
         problem=f"must list subsidy categories among {', '.join(sorted(codes))}",
     )
+    sms_at = e.get(
+        "collector_sms_at", str, default="19:00", check=lambda v: _clock(v) is not None, problem='must be "HH:MM"'
+    )
+    values["collector_sms_at"] = _clock(sms_at or "19:00") or time(19, 0)
     pattern = e.get("household_pattern", str, default=None)
     if pattern is not None:
         problem = household_pattern_problem(pattern)

@@ -181,6 +181,24 @@ SMS_TEMPLATES: dict[str, str] = {
     "language_usage": template("language_usage", "Send LANG followed by fr, wo, en or km."),
     "stop_done": template("stop_done", "You will no longer receive reminders. Send START to get them again."),
     "start_done": template("start_done", "Reminders are on. Send STOP to stop them."),
+    # A collector's evening summary of their day (models.enrolment.collector_sms): with the forms to correct named
+    # when that fits one SMS, else counted; and the answers to a collector's STOP and START.
+    "collector_day": template(
+        "collector_day",
+        "Your day %(day)s: %(submitted)s form(s) sent, %(validated)s validated, %(pending)s waiting, "
+        "%(to_fix)s to correct.",
+    ),
+    "collector_day_fix": template(
+        "collector_day_fix",
+        "Your day %(day)s: %(submitted)s form(s) sent, %(validated)s validated, %(pending)s waiting, "
+        "%(to_fix)s to correct: %(fixes)s",
+    ),
+    "collector_stop_done": template(
+        "collector_stop_done", "You will no longer receive the summary of your day. Send START to get it again."
+    ),
+    "collector_start_done": template(
+        "collector_start_done", "The summary of your day is on again. Send STOP to stop it."
+    ),
     # The head's welcome when staff validate an enrolment (models.enrolment.validate).
     "welcome": template(
         "welcome",
