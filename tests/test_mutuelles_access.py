@@ -73,6 +73,12 @@ ID_ROUTES: dict[str, tuple[str, str, str, dict[str, str]]] = {
     "admin.ask_for_changes_view": ("enrolment", "POST", "tn-operator", {"reason": "access test"}),
     "admin.campaign": ("campaign", "GET", "tn-viewer", {}),
     "admin.campaign_csv": ("campaign", "GET", "tn-viewer", {}),
+    "admin.campaign_days_csv": ("campaign", "GET", "tn-viewer", {}),
+    "admin.edit_campaign": ("campaign", "GET", "tn-operator", {}),
+    "admin.update_campaign_view": ("campaign", "POST", "tn-operator", {"name": "Renamed", "start_on": "x"}),
+    "admin.campaign_targets_view": ("campaign", "POST", "tn-operator", {}),
+    "admin.add_campaign_session_view": ("campaign", "POST", "tn-operator", {"place": "x"}),
+    "admin.remove_campaign_session_view": ("campaign", "POST", "tn-operator", {"session_id": "0"}),
 }
 # Pages a user kept to some mutuelles may not open: they act on or show every mutuelle at once.
 UNION_ONLY = {"admin.simulator", "admin.simulator_outbox", "admin.queues"}

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from extensions import db
 from handlers.admin import bp
 from handlers.admin.auth import role_required
+from handlers.admin.campaign_edits import can_edit
 from handlers.admin.exports import csv_download
 from handlers.admin.params import arg_date
 from models.base import StaffRole, utcnow
@@ -54,6 +55,7 @@ def campaign(campaign_id: int) -> ResponseReturnValue:
         d=_days(session, found, day),
         networks=sorted({(line.key, line.label) for line in progress.networks if line.key}),
         communes=sorted({line.commune for line in progress.communes if line.commune}),
+        editable=can_edit(found),
     )
 
 

@@ -1,9 +1,10 @@
-"""collectors' evening SMS (issue 27)
+"""collectors' evening SMS and campaign edits (issue 27)
 
 Schema: `collectors.sms_opt_in` (false once the collector sent STOP or staff turned the summary off; true for existing
 collectors) and `collectors.language` (the language of their texts; none: the scheme's); `schemes.collector_sms_at`
 (the local time the evening summaries go out from, 19:00 unless the scheme file says); `messages.mutuelle_id` (the
-mutuelle a text with no household is sent for: its sender id).
+mutuelle a text with no household is sent for: its sender id); `campaign_events` (the audit trail of staff's changes to
+a campaign from the admin).
 
 Revision ID: 0032_collector_sms
 Revises: 0030_campaigns
@@ -24,6 +25,20 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "campaign_events",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("campaign_id", sa.Integer(), nullable=False),
+        sa.Column("actor", sa.String(length=80), nullable=False),
+        sa.Column("action", sa.String(length=24), nullable=False),
+        sa.Column("note", sa.String(length=1000), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"], ["campaigns.id"], name=op.f("fk_campaign_events_campaign_id_campaigns"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_campaign_events")),
+    )
+    op.create_index(op.f("ix_campaign_events_campaign_id"), "campaign_events", ["campaign_id"], unique=False)
     with op.batch_alter_table("collectors", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sms_opt_in", sa.Boolean(), nullable=False, server_default=sa.true()))
         batch_op.add_column(
@@ -43,6 +58,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_campaign_events_campaign_id"), table_name="campaign_events")
+    op.drop_table("campaign_events")
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("fk_messages_mutuelle_id_mutuelles"), type_="foreignkey")
         batch_op.drop_column("mutuelle_id")

@@ -41,6 +41,9 @@ class Campaign(Base):
         cascade="all, delete-orphan",
         order_by="(CampaignSession.held_on, CampaignSession.id)",
     )
+    events: Mapped[list[CampaignEvent]] = relationship(
+        back_populates="campaign", cascade="all, delete-orphan", order_by="CampaignEvent.id"
+    )
 
 
 class CampaignTarget(Base):
@@ -75,17 +78,63 @@ class CampaignSession(Base):
     collector: Mapped[Collector | None] = relationship()
 
 
+class CampaignEvent(Base):
+    """The audit trail of a campaign's changes by staff: who changed what, when."""
+
+    __tablename__ = "campaign_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    actor: Mapped[str] = mapped_column(String(80))
+    action: Mapped[str] = mapped_column(String(24))  # edit, target, untarget, session, unsession
+    note: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    campaign: Mapped[Campaign] = relationship(back_populates="events")
+
+
 class CampaignError(ValueError):
     """A campaign, target or session cannot be recorded as asked; the message says why."""
+
+
+def record_campaign_event(campaign: Campaign, actor: str, action: str, note: str) -> CampaignEvent:
+    """Append a staff change to the campaign's audit trail; the caller commits."""
+    event = CampaignEvent(actor=actor[:80], action=action, note=note[:1000])
+    campaign.events.append(event)
+    return event
+
+
+def check_name(name: str) -> str:
+    """Return the name stripped, or fail when empty or too long."""
+    name = name.strip()
+    if not name or len(name) > NAME_MAX:
+        raise CampaignError(f"the name must be 1 to {NAME_MAX} characters")
+    return name
+
+
+def update_campaign(session: Session, campaign: Campaign, *, name: str, start_on: date, end_on: date) -> list[str]:
+    """Rename a campaign or move its days; return what changed. Its planned sessions must stay within the days."""
+    name = check_name(name)
+    if end_on < start_on:
+        raise CampaignError("the campaign ends before it starts")
+    outside = [s.held_on for s in campaign.sessions if not start_on <= s.held_on <= end_on]
+    if outside:
+        raise CampaignError(f"a session planned on {min(outside)} would be outside the campaign: remove it first")
+    changed = []
+    if name != campaign.name:
+        changed.append(f"name {campaign.name!r} → {name!r}")
+    if (start_on, end_on) != (campaign.start_on, campaign.end_on):
+        changed.append(f"days {campaign.start_on}–{campaign.end_on} → {start_on}–{end_on}")
+    campaign.name, campaign.start_on, campaign.end_on = name, start_on, end_on
+    session.flush()
+    return changed
 
 
 def create_campaign(
     session: Session, *, name: str, scheme_code: str, start_on: date, end_on: date, mutuelle_code: str | None = None
 ) -> Campaign:
     """Create a campaign of a scheme (maybe kept to one of its mutuelles) between two days."""
-    name = name.strip()
-    if not name or len(name) > NAME_MAX:
-        raise CampaignError(f"the name must be 1 to {NAME_MAX} characters")
+    name = check_name(name)
     if end_on < start_on:
         raise CampaignError("the campaign ends before it starts")
     scheme = session.scalars(select(Scheme).where(Scheme.code == scheme_code.strip())).first()
@@ -167,3 +216,31 @@ def add_session(
     campaign.sessions.append(planned)
     session.flush()
     return planned
+
+
+def remove_target(session: Session, campaign: Campaign, network_code: str) -> bool:
+    """Remove a network's target from a campaign; return whether it had one."""
+    network = _network(session, campaign, network_code)
+    target = next((t for t in campaign.targets if t.network_id == network.id), None)
+    if target is None:
+        return False
+    campaign.targets.remove(target)
+    session.flush()
+    return True
+
+
+def describe_session(planned: CampaignSession) -> str:
+    """Return a planned session as the audit trail words it: day, place, network and collector."""
+    who = f", {planned.collector.name}" if planned.collector is not None else ""
+    return f"{planned.held_on} {planned.place} ({planned.network.code}{who})"
+
+
+def remove_session(session: Session, campaign: Campaign, session_id: int) -> str:
+    """Remove a planned session from a campaign; return how it was described."""
+    planned = next((s for s in campaign.sessions if s.id == session_id), None)
+    if planned is None:
+        raise CampaignError(f"no session {session_id} in the campaign")
+    described = describe_session(planned)
+    campaign.sessions.remove(planned)
+    session.flush()
+    return described

@@ -6,7 +6,8 @@ union's or the agency's). A session marked with `scope_session` gets, on every O
 the rows of those mutuelles: a household or network by its mutuelle, a payment by the mutuelle it was paid to,
 everything else by the household, network, payment, account, device or statement it belongs to; a collector or an
 enrolment by its mutuelle, an enrolment's members and audit trail by their enrolment; a campaign by its mutuelle
-(or, of none, its scheme), its targets and sessions by their network. A row of no
+(or, of none, its scheme), its targets and sessions by their network, its audit trail by its mutuelle; a text to no
+household by the mutuelle it was sent for. A row of no
 mutuelle (a payment to a shared account still in suspense, a text from an unknown phone) is the union's.
 Statements written with Core tables (`Model.__table__`) or `text()` are not filtered: views of the admin use
 ORM entities (tests/test_mutuelles_access.py visits every admin page as a scoped user).
@@ -30,7 +31,7 @@ from models.access.tables import (
 )
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
 from models.db import EVERY_MUTUELLE
-from models.enrolment.campaigns import Campaign, CampaignSession, CampaignTarget
+from models.enrolment.campaigns import Campaign, CampaignEvent, CampaignSession, CampaignTarget
 from models.enrolment.tables import Collector, Enrolment, EnrolmentEvent, EnrolmentMember, HouseholdChange
 from models.members.household import Account, Household, HouseholdEvent, Member, Network
 from models.messaging.message import DeliveryReport, Message, UssdSessionRecord
@@ -117,6 +118,11 @@ def _schemes(ids: Ids) -> Any:
     return select(Mutuelle.scheme_id).where(Mutuelle.id.in_(ids))
 
 
+def _campaigns(ids: Ids) -> Any:
+    """A campaign of these mutuelles (its audit trail; a scheme-wide one's is the union's)."""
+    return select(Campaign.id).where(Campaign.mutuelle_id.in_(ids))
+
+
 def _staff_in(ids: Ids) -> Any:
     return select(staff_mutuelles.c.user_id).where(staff_mutuelles.c.mutuelle_id.in_(ids))
 
@@ -137,7 +143,8 @@ def _criteria(ids: Ids) -> list[Any]:
         (HouseholdEvent, lambda cls: cls.household_id.in_(_households(ids))),
         (HouseholdChange, lambda cls: cls.household_id.in_(_households(ids))),
         (CoveragePeriod, lambda cls: cls.household_id.in_(_households(ids))),
-        (Message, lambda cls: cls.household_id.in_(_households(ids))),
+        # A household's texts, and those sent for one of these mutuelles to no household (a collector's summary).
+        (Message, lambda cls: or_(cls.household_id.in_(_households(ids)), cls.mutuelle_id.in_(ids))),
         (DeliveryReport, lambda cls: cls.message_id.in_(select(Message.id))),
         (UssdSessionRecord, lambda cls: cls.phone.in_(select(Member.phone).where(Member.phone.is_not(None)))),
         (Account, lambda cls: _owned(cls, ids)),
@@ -167,6 +174,7 @@ def _criteria(ids: Ids) -> list[Any]:
                 cls.mutuelle_id.in_(ids), and_(cls.mutuelle_id.is_(None), cls.scheme_id.in_(_schemes(ids)))
             ),
         ),
+        (CampaignEvent, lambda cls: cls.campaign_id.in_(_campaigns(ids))),
         (CampaignTarget, lambda cls: cls.network_id.in_(_networks(ids))),
         (CampaignSession, lambda cls: cls.network_id.in_(_networks(ids))),
         # Staff kept to some of these mutuelles and no other (a scoped admin never sees union staff, nor staff
