@@ -13,10 +13,12 @@ Create Date: 2026-12-15 09:00:00
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.exc import SAWarning
 
 revision: str = "0032_collector_sms"
 down_revision: str | None = "0030_campaigns"
@@ -25,6 +27,19 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # SQLite's batch mode reflects the networks' expression index (upper(code)) through the foreign keys and warns.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection", SAWarning)
+        _upgrade()
+
+
+def downgrade() -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection", SAWarning)
+        _downgrade()
+
+
+def _upgrade() -> None:
     op.create_table(
         "campaign_events",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -57,7 +72,7 @@ def upgrade() -> None:
         )
 
 
-def downgrade() -> None:
+def _downgrade() -> None:
     op.drop_index(op.f("ix_campaign_events_campaign_id"), table_name="campaign_events")
     op.drop_table("campaign_events")
     with op.batch_alter_table("messages", schema=None) as batch_op:
