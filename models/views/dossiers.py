@@ -21,6 +21,7 @@ from models.payments.payment import Payment, PaymentEvidence, ReconciliationEven
 from models.payments.statement import StatementLine
 from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
+from models.views.network_money import NetworkMoney, network_money
 
 LEDGER_SHOWN = 200
 PAYMENTS_SHOWN = 50
@@ -299,17 +300,18 @@ def household_dossier(session: Session, household_id: int, on: date | None = Non
 
 @dataclass(frozen=True)
 class NetworkDossier:
-    """A network, its scheme, its account balance and how many households it has."""
+    """A network, its scheme, its account balance, how many households it has and its own money (all time)."""
 
     network: Network
     scheme: Scheme
     balance: int | None  # None: no account yet
     households: int
     ledger: list[LedgerLine]
+    money: NetworkMoney
 
 
-def network_dossier(session: Session, network_id: int) -> NetworkDossier | None:
-    """Return a network with its account balance, household count and latest ledger entries."""
+def network_dossier(session: Session, network_id: int, today: date) -> NetworkDossier | None:
+    """Return a network with its account balance, household count, money up to today and latest ledger entries."""
     network = session.get(Network, network_id, options=[joinedload(Network.mutuelle)])
     if network is None:
         return None
@@ -327,4 +329,5 @@ def network_dossier(session: Session, network_id: int) -> NetworkDossier | None:
         ):
             ledger.append(LedgerLine(entry, f"network {network.name}", running))
             running -= entry.amount
-    return NetworkDossier(network, network.scheme, balance, int(count or 0), ledger)
+    money = network_money(session, network, today)
+    return NetworkDossier(network, network.scheme, balance, int(count or 0), ledger, money)
