@@ -35,7 +35,7 @@ def _day(value: datetime | None) -> date | None:
 
 @click.group("campaigns")
 def campaigns_group() -> None:
-    """Enrolment campaigns: create, set network targets, plan sessions, list, show progress."""
+    """Enrolment campaigns: create, set network targets, plan sessions, list, show progress and networks' money."""
 
 
 @campaigns_group.command("create")
@@ -163,7 +163,7 @@ def progress_command(campaign_id: int, on: datetime | None, mutuelle: str | None
 @mutuelle_option("Only this mutuelle's networks (and a campaign it sees).")
 @with_appcontext
 def money_command(campaign_id: int, on: datetime | None, mutuelle: str | None) -> None:
-    """Print each network's own money over the campaign, one a line: commune, network, then MONEY_FIELDS."""
+    """Print each network's own money over the campaign, one a line: commune, network, payments … saved_percent."""
     progress = _progress(campaign_id, on, mutuelle)
     click.echo("\t".join(["commune", "network", *MONEY_FIELDS]))
     for money in progress.money:
