@@ -73,10 +73,7 @@ def _render_network(
     network_id: int, error: str | None = None, status: int = 200, form: str = "matching"
 ) -> ResponseReturnValue:
     schemes = all_schemes(db())  # kept: the dossier then finds the network's scheme in the session
-    found = db().get(Network, network_id)
-    if found is None:
-        abort(404)
-    dossier = network_dossier(db(), network_id, found.scheme.local_today(utcnow()))
+    dossier = network_dossier(db(), network_id, utcnow())
     if dossier is None:
         abort(404)
     number, per_page = page_args()

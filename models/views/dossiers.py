@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -310,13 +310,14 @@ class NetworkDossier:
     money: NetworkMoney
 
 
-def network_dossier(session: Session, network_id: int, today: date) -> NetworkDossier | None:
+def network_dossier(session: Session, network_id: int, now: datetime) -> NetworkDossier | None:
     """Return a network with its account balance, household count, money up to today and latest ledger entries."""
     network = session.get(Network, network_id, options=[joinedload(Network.mutuelle)])
     if network is None:
         return None
+    money = network_money(session, network, network.scheme.local_today(now))
     account_id = session.scalar(select(Account.id).where(Account.network_id == network.id))
-    balance = account_state(session, account_id=account_id).balance if account_id is not None else None
+    balance = money.balance_now if account_id is not None else None
     count = session.scalar(select(func.count()).select_from(Household).where(Household.network_id == network.id))
     ledger: list[LedgerLine] = []
     if account_id is not None and balance is not None:
@@ -329,5 +330,4 @@ def network_dossier(session: Session, network_id: int, today: date) -> NetworkDo
         ):
             ledger.append(LedgerLine(entry, f"network {network.name}", running))
             running -= entry.amount
-    money = network_money(session, network, today)
     return NetworkDossier(network, network.scheme, balance, int(count or 0), ledger, money)

@@ -19,7 +19,8 @@ Over a window of days (a campaign's, or all time) up to a day `until`, by the en
 - **savings target**: where the scheme sets a share of the grant (`[networks] savings_share_of_grant`,
   `Scheme.network_savings_bp`) and the network's grant is recorded: grant × share, rounded to the unit.
 
-Every statement is an ORM one over the network's account, so a reader kept to some mutuelles sees only theirs.
+The figures are one grouped ORM statement over the networks' accounts, so a reader kept to some mutuelles sees
+only their networks'.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class NetworkMoney:
     grant_amount: int | None
     grant_on: date | None
     savings_bp: int | None  # the scheme's share of the grant to save; None: no savings target
+    balance_now: int = 0  # every entry of the account, whatever its day (the dossier's running balance starts there)
 
     @property
     def collected(self) -> int:
@@ -101,11 +103,11 @@ def network_money(session: Session, network: Network, until: date, since: date |
 def networks_money(
     session: Session, networks: Iterable[Network], until: date, since: date | None = None
 ) -> dict[int, NetworkMoney]:
-    """Return each network's money from `since` (None: all time) to `until`, by network id (three statements)."""
+    """Return each network's money from `since` (None: all time) to `until`, by network id (one grouped statement)."""
     wanted = {n.id: n for n in networks}
     if not wanted:
         return {}
-    reversed_entry = aliased(LedgerEntry)
+    reversed_entry, reversal, household_account = aliased(LedgerEntry), aliased(LedgerEntry), aliased(Account)
     in_window: ColumnElement[bool] = LedgerEntry.effective_on <= until
     if since is not None:
         in_window = and_(LedgerEntry.effective_on >= since, in_window)
@@ -117,34 +119,49 @@ def networks_money(
         (LedgerEntry.kind == LedgerKind.CHARGE)
         | (LedgerEntry.kind.in_(TAKEN_BACK) & (reversed_entry.kind == LedgerKind.CHARGE)),
     )
+    # A payout to a household in the window that no reversal effective by `until` undid.
+    paid = and_(
+        in_window,
+        LedgerEntry.kind == LedgerKind.CHARGE,
+        ~exists().where(reversal.reverses_entry_id == LedgerEntry.id, reversal.effective_on <= until),
+    )
+    periods = (
+        select(func.count())
+        .select_from(CoveragePeriod)
+        .where(CoveragePeriod.allocation_id == LedgerEntry.allocation_id)
+        .scalar_subquery()
+    )
 
     def total(condition: ColumnElement[bool], value: object) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((condition, value), else_=0)), 0)
 
-    sums = {
-        network_id: row
-        for network_id, *row in session.execute(
-            select(
-                Account.network_id,
-                total(received, 1),
-                total(received, LedgerEntry.amount),
-                total(taken_back, 1),
-                total(taken_back, -LedgerEntry.amount),
-                total(by_until, LedgerEntry.amount),
-                total(payouts_net, LedgerEntry.amount),
-            )
-            .select_from(LedgerEntry)
-            .join(Account, Account.id == LedgerEntry.account_id)
-            .outerjoin(reversed_entry, reversed_entry.id == LedgerEntry.reverses_entry_id)
-            .where(among(session, Account.network_id, list(wanted)))
-            .group_by(Account.network_id)
+    rows = session.execute(
+        select(
+            Account.network_id,
+            total(received, 1),
+            total(received, LedgerEntry.amount),
+            total(taken_back, 1),
+            total(taken_back, -LedgerEntry.amount),
+            func.count(func.distinct(case((paid, household_account.household_id)))),
+            total(paid, periods),
+            total(paid, -LedgerEntry.amount),
+            total(by_until, LedgerEntry.amount),
+            total(payouts_net, LedgerEntry.amount),
+            func.coalesce(func.sum(LedgerEntry.amount), 0),
         )
-    }
-    paid = _paid_for_members(session, list(wanted), in_window, until)
+        .select_from(LedgerEntry)
+        .join(Account, Account.id == LedgerEntry.account_id)
+        .outerjoin(reversed_entry, reversed_entry.id == LedgerEntry.reverses_entry_id)
+        .outerjoin(Allocation, Allocation.id == LedgerEntry.allocation_id)
+        .outerjoin(household_account, household_account.id == Allocation.account_id)
+        .where(among(session, Account.network_id, list(wanted)))
+        .group_by(Account.network_id)
+    )
+    sums = {network_id: [int(v) for v in values] for network_id, *values in rows}
     result: dict[int, NetworkMoney] = {}
     for network_id, network in wanted.items():
-        n_received, a_received, n_back, a_back, balance, payouts = (int(v) for v in sums.get(network_id, [0] * 6))
-        households, periods, amount = paid.get(network_id, (0, 0, 0))
+        figures = sums.get(network_id, [0] * 10)
+        n_in, a_in, n_back, a_back, households, n_periods, a_paid, balance, payouts, now = figures
         result[network_id] = NetworkMoney(
             network_id=network_id,
             code=network.code,
@@ -153,52 +170,19 @@ def networks_money(
             currency=network.scheme.currency,
             since=since,
             until=until,
-            received=Flow(n_received, a_received),
+            received=Flow(n_in, a_in),
             taken_back=Flow(n_back, a_back),
             paid_households=households,
-            paid_periods=periods,
-            paid_amount=amount,
+            paid_periods=n_periods,
+            paid_amount=a_paid,
             balance=balance,
             saved=balance - payouts,
             grant_amount=network.grant_amount,
             grant_on=network.grant_on,
             savings_bp=network.scheme.network_savings_bp,
+            balance_now=now,
         )
     return result
-
-
-def _paid_for_members(
-    session: Session, network_ids: list[int], in_window: ColumnElement[bool], until: date
-) -> dict[int, tuple[int, int, int]]:
-    """Return (households, periods, amount) the networks paid in the window and did not take back by `until`."""
-    reversal = aliased(LedgerEntry)
-    household_account = aliased(Account)
-    periods = (
-        select(func.count())
-        .select_from(CoveragePeriod)
-        .where(CoveragePeriod.allocation_id == LedgerEntry.allocation_id)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        select(
-            Account.network_id,
-            func.count(func.distinct(household_account.household_id)),
-            func.coalesce(func.sum(periods), 0),
-            func.coalesce(func.sum(-LedgerEntry.amount), 0),
-        )
-        .select_from(LedgerEntry)
-        .join(Account, Account.id == LedgerEntry.account_id)
-        .join(Allocation, Allocation.id == LedgerEntry.allocation_id)
-        .join(household_account, household_account.id == Allocation.account_id)
-        .where(
-            among(session, Account.network_id, network_ids),
-            LedgerEntry.kind == LedgerKind.CHARGE,
-            in_window,
-            ~exists().where(reversal.reverses_entry_id == LedgerEntry.id, reversal.effective_on <= until),
-        )
-        .group_by(Account.network_id)
-    )
-    return {network_id: (int(h), int(p), int(a)) for network_id, h, p, a in rows}
 
 
 @dataclass(frozen=True)
