@@ -73,6 +73,7 @@ def register_commands(app: Flask) -> None:
         enrolments,
         members,
         mutuelles,
+        networks,
         payments,
         schemes,
         sms,
@@ -96,5 +97,6 @@ def register_commands(app: Flask) -> None:
         enrolments.collectors_group,
         enrolments.enrolments_group,
         campaigns.campaigns_group,
+        networks.networks_group,
     ):
         app.cli.add_command(group)

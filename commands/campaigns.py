@@ -1,4 +1,8 @@
-"""`flask --app app campaigns …`: enrolment campaigns, their targets per network, planned sessions and progress."""
+"""`flask --app app campaigns …`: enrolment campaigns, their targets per network, planned sessions, progress, money.
+
+`--mutuelle CODE` keeps `target`, `session`, `list`, `progress` and `money` to one mutuelle's campaigns and networks
+(`commands.scoping`), as a manager kept to that mutuelle sees them; on `create` it keeps the campaign itself to one.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from datetime import date, datetime
 import click
 from flask.cli import with_appcontext
 
+from commands.networks import MONEY_FIELDS, money_fields
+from commands.scoping import mutuelle_option, scope_to
 from extensions import db
 from models.base import utcnow
 from models.enrolment.campaigns import (
@@ -18,7 +24,7 @@ from models.enrolment.campaigns import (
     list_campaigns,
     set_target,
 )
-from models.views.campaigns import STAGES, campaign_progress
+from models.views.campaigns import STAGES, CampaignProgress, campaign_progress
 
 DAY = click.DateTime(formats=["%Y-%m-%d"])
 
@@ -29,7 +35,7 @@ def _day(value: datetime | None) -> date | None:
 
 @click.group("campaigns")
 def campaigns_group() -> None:
-    """Enrolment campaigns: create, set network targets, plan sessions, list, show progress."""
+    """Enrolment campaigns: create, set network targets, plan sessions, list, show progress and networks' money."""
 
 
 @campaigns_group.command("create")
@@ -61,9 +67,11 @@ def create_command(name: str, scheme_code: str, start: datetime, end: datetime, 
 @click.argument("campaign_id", type=int)
 @click.option("--network", "network_code", required=True, help="The network's code.")
 @click.option("--beneficiaries", type=int, default=DEFAULT_TARGET, show_default=True)
+@mutuelle_option("Only a campaign and network of this mutuelle.")
 @with_appcontext
-def target_command(campaign_id: int, network_code: str, beneficiaries: int) -> None:
+def target_command(campaign_id: int, network_code: str, beneficiaries: int, mutuelle: str | None) -> None:
     """Set a network's target of beneficiaries in a campaign."""
+    scope_to(mutuelle)
     session = db()
     try:
         target = set_target(session, get_campaign(session, campaign_id), network_code, beneficiaries)
@@ -79,11 +87,13 @@ def target_command(campaign_id: int, network_code: str, beneficiaries: int) -> N
 @click.option("--place", required=True)
 @click.option("--network", "network_code", required=True, help="The network's code.")
 @click.option("--collector", "collector_id", type=int, default=None, help="The collector's id.")
+@mutuelle_option("Only a campaign and network of this mutuelle.")
 @with_appcontext
 def session_command(
-    campaign_id: int, held_on: datetime, place: str, network_code: str, collector_id: int | None
+    campaign_id: int, held_on: datetime, place: str, network_code: str, collector_id: int | None, mutuelle: str | None
 ) -> None:
     """Plan a collection session of a campaign."""
+    scope_to(mutuelle)
     session = db()
     try:
         planned = add_session(
@@ -101,27 +111,35 @@ def session_command(
 
 
 @campaigns_group.command("list")
+@mutuelle_option("Only the campaigns this mutuelle sees, with its networks only.")
 @with_appcontext
-def list_command() -> None:
+def list_command(mutuelle: str | None) -> None:
     """List campaigns: id, name, scheme, mutuelle, start, end, networks, sessions (tab-separated)."""
+    scope_to(mutuelle)
     for c in list_campaigns(db()):
         mutuelle = c.mutuelle.code if c.mutuelle is not None else "-"
         fields = [c.id, c.name, c.scheme.code, mutuelle, c.start_on, c.end_on, len(c.targets), len(c.sessions)]
         click.echo("\t".join(str(f) for f in fields))
 
 
-@campaigns_group.command("progress")
-@click.argument("campaign_id", type=int)
-@click.option("--on", type=DAY, default=None, help="The day counted (default: today in the scheme's time zone).")
-@with_appcontext
-def progress_command(campaign_id: int, on: datetime | None) -> None:
-    """Print one network a line: commune, network, target, then households/beneficiaries per stage, behind."""
+def _progress(campaign_id: int, on: datetime | None, mutuelle: str | None) -> CampaignProgress:
+    scope_to(mutuelle)
     session = db()
     try:
         campaign = get_campaign(session, campaign_id)
     except CampaignError as exc:
         raise click.ClickException(str(exc)) from exc
-    progress = campaign_progress(session, campaign, _day(on) or campaign.scheme.local_today(utcnow()))
+    return campaign_progress(session, campaign, _day(on) or campaign.scheme.local_today(utcnow()))
+
+
+@campaigns_group.command("progress")
+@click.argument("campaign_id", type=int)
+@click.option("--on", type=DAY, default=None, help="The day counted (default: today in the scheme's time zone).")
+@mutuelle_option("Only this mutuelle's networks (and a campaign it sees).")
+@with_appcontext
+def progress_command(campaign_id: int, on: datetime | None, mutuelle: str | None) -> None:
+    """Print one network a line: commune, network, target, then households/beneficiaries per stage, behind."""
+    progress = _progress(campaign_id, on, mutuelle)
     stages = (*STAGES[:2], "rejected", *STAGES[2:])
     click.echo("\t".join(["commune", "network", "target", *stages, "behind"]))
     for line in progress.networks:
@@ -137,3 +155,16 @@ def progress_command(campaign_id: int, on: datetime | None) -> None:
                 ]
             )
         )
+
+
+@campaigns_group.command("money")
+@click.argument("campaign_id", type=int)
+@click.option("--on", type=DAY, default=None, help="The day counted (default: today in the scheme's time zone).")
+@mutuelle_option("Only this mutuelle's networks (and a campaign it sees).")
+@with_appcontext
+def money_command(campaign_id: int, on: datetime | None, mutuelle: str | None) -> None:
+    """Print each network's own money over the campaign, one a line: commune, network, payments … saved_percent."""
+    progress = _progress(campaign_id, on, mutuelle)
+    click.echo("\t".join(["commune", "network", *MONEY_FIELDS]))
+    for money in progress.money:
+        click.echo("\t".join([money.commune or "-", money.code, *money_fields(money)]))

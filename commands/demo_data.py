@@ -22,6 +22,7 @@ from models.access.tables import CollectionDevice
 from models.base import EvidenceSource, HouseholdStatus, Language, MemberStatus, MessageStatus, Sex
 from models.bulk import analyze
 from models.coverage.ledger import get_or_create_account
+from models.coverage.money import CoveragePeriod
 from models.coverage.periods import book_subsidised_period
 from models.enrolment.campaigns import DEFAULT_TARGET, add_session, create_campaign, set_target
 from models.enrolment.collectors import create_collector
@@ -30,6 +31,7 @@ from models.enrolment.submit import submit_enrolment
 from models.enrolment.tables import Collector
 from models.enrolment.validate import ask_for_changes, validate_enrolment
 from models.members.household import Household, Member, Network
+from models.members.networks import set_grant
 from models.messaging.message import Message
 from models.messaging.outbox import DISPATCH_KEY, attach_dispatch
 from models.payments.intake import Report, record_report
@@ -90,6 +92,18 @@ COLLECTORS = (
 LOOK_ALIKE_OF = "SN-TN-000006-01"
 DEMO_STAFF_ACTOR = "demo-seed"
 DEMO_CAMPAIGN = "Enrôlement CMU 2026"
+# The pilot's networks each received an economic grant and save 10 % of it (the scheme file's `[networks]`), part
+# of it to pay their members' premiums. The grant, and each network's payments during the demo campaign (which
+# started 14 days ago): (days ago, households it pays).
+# What a payment leaves on the account stays below any household's due, so the clock pays nobody else from it and
+# the network's grace and lapsed households keep their status.
+DEMO_GRANT, GRANT_DAYS_AGO = 20_000_000, 120
+NETWORK_PAYMENTS: dict[str, tuple[tuple[int, int], ...]] = {
+    "Thies Nord": ((10, 1),),
+    "Pekesse": ((8, 2),),
+    "Mont Rolland": ((12, 1), (3, 0)),
+}
+NETWORK_REMAINDER = 1_000  # what each network payment adds to the network's balance
 # The admin web's demo users (`make run` creates them, each with a password kept in instance/): the union-wide
 # admin, and one manager per CMU mutuelle who sees only that mutuelle's members and payments.
 DEMO_STAFF: tuple[tuple[str, str, str | None], ...] = (
@@ -276,6 +290,7 @@ def seed_demo(session: Session, today: date, seed: int = 7, ussd_code: str = "*3
         )
     )
     session.commit()
+    _network_money(session, summary, cmu, today, networks)
     collectors = _enrolments(session, today, networks, ussd_code)
     _campaign(session, cmu, today, networks, collectors)
     if receipts:
@@ -366,6 +381,34 @@ def _campaign(
                 collector_id=collectors[code].id,
             )
     session.commit()
+
+
+def _network_money(
+    session: Session, summary: DemoSummary, scheme: Scheme, today: date, networks: dict[str, Network]
+) -> None:
+    """Record each network's grant and its payments: each pays its first households never paid, plus a little more."""
+    from models.coverage.premiums import amount_due
+
+    for commune, payments in NETWORK_PAYMENTS.items():
+        network = networks[commune]
+        set_grant(network, DEMO_GRANT, today - timedelta(days=GRANT_DAYS_AGO), today)
+        session.commit()
+        for days, count in payments:
+            paid_on = today - timedelta(days=days)
+            never_paid = session.scalars(
+                select(Household)
+                .where(
+                    Household.network_id == network.id,
+                    Household.status == HouseholdStatus.ACTIVE,
+                    ~select(CoveragePeriod.id)
+                    .where(CoveragePeriod.household_id == Household.id, CoveragePeriod.reversed_at.is_(None))
+                    .exists(),
+                )
+                .order_by(Household.id)
+            ).all()
+            dues = [due for h in never_paid if (due := amount_due(session, h, paid_on).total) > 0][:count]
+            session.commit()
+            _pay(session, summary, scheme, None, sum(dues) + NETWORK_REMAINDER, paid_on, network=network)
 
 
 def _household(
@@ -467,20 +510,30 @@ def _fund(
 
 
 def _pay(
-    session: Session, summary: DemoSummary, scheme: Scheme, household: Household, amount: int, paid_on: date
+    session: Session,
+    summary: DemoSummary,
+    scheme: Scheme,
+    household: Household | None,
+    amount: int,
+    paid_on: date,
+    network: Network | None = None,
 ) -> None:
-    """Report a sandbox payment for the household and reconcile it, as the worker would."""
+    """Report a sandbox payment for the household (or from the network's contact, naming it) and reconcile it."""
     from models.reconciliation.batch import reconcile_payment
 
     summary.payments += 1
-    head = household.members[0]
+    if household is not None:
+        phone, reference = household.members[0].phone, household.household_no
+    else:
+        assert network is not None
+        phone, reference = network.contact_phone, network.code
     txn_id = f"DEMO{summary.payments:06d}"
     raw = {
         "txn_id": txn_id,
         "amount": amount,
         "currency": scheme.currency,
-        "phone": head.phone,
-        "reference": household.household_no,
+        "phone": phone,
+        "reference": reference,
         "paid_at": f"{paid_on.isoformat()}T10:30:00Z",
     }
     report = Report(
@@ -488,8 +541,8 @@ def _pay(
         provider_txn_id=txn_id,
         amount=amount,
         currency=scheme.currency,
-        payer_phone=head.phone,
-        reference=household.household_no,
+        payer_phone=phone,
+        reference=reference,
         paid_at=datetime.combine(paid_on, time(10, 30)),
         source=EvidenceSource.WEBHOOK,
         route="demo-seed",

@@ -122,20 +122,13 @@ def show_command(member_no: str, on: datetime | None, mutuelle: str | None) -> N
 @with_appcontext
 def network_command(code: str, contact_phone: str | None, aliases: tuple[str, ...], scheme_code: str | None) -> None:
     """Show a network's contact and aliases, or set them (the aliases given replace the old ones)."""
-    from sqlalchemy import func, select
-
-    from models.members.household import Network
-    from models.members.networks import NetworkEdit, update_network
-    from models.schemes.scheme import Scheme
+    from models.members.networks import NetworkEdit, find_network, update_network
 
     session = db()
-    query = select(Network).where(func.upper(Network.code) == code.upper())
-    if scheme_code:
-        query = query.join(Scheme, Scheme.id == Network.scheme_id).where(Scheme.code == scheme_code)
-    found = list(session.scalars(query))
-    if len(found) != 1:
-        raise click.ClickException(f"no network {code}" if not found else f"{code} is in several schemes: --scheme")
-    network = found[0]
+    try:
+        network = find_network(session, code, scheme_code)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
     if contact_phone is not None or aliases:
         edit = NetworkEdit(
             contact_phone if contact_phone is not None else network.contact_phone or "",

@@ -15,7 +15,9 @@ from models.access.tables import Agent, CollectionDevice
 from models.access.tokens import issue_token
 from models.base import EligibilityStatus, MemberStatus, today_utc, utcnow
 from models.coverage.eligibility import member_eligibility
+from models.enrolment.campaigns import Campaign
 from models.members.household import Household, Member, Network
+from models.views.campaigns import campaign_progress
 from tests.backends import RQ_QUEUE
 from tests.conftest import ROOT, make_test_app
 
@@ -64,6 +66,15 @@ def test_demo_seed_covers_every_status_and_prints_what_to_try(app: Flask, sessio
     for network in networks:
         members = session.scalars(select(Household).where(Household.network_id == network.id)).all()
         assert members and {h.mutuelle_id for h in members} == {network.mutuelle_id}
+    # Their own money: a 20,000,000 F CFA grant each (10 % to save), payments that paid some members, a little kept.
+    campaign = session.scalars(select(Campaign)).one()
+    money = campaign_progress(session, campaign, today).money
+    assert [m.code for m in money] == sorted((n.code for n in networks), key=lambda c: c.split("-")[1])
+    for m in money:
+        assert (m.grant_amount, m.target) == (20_000_000, 2_000_000), m.code
+        assert m.received.count >= 1 and m.paid_households >= 1 and 0 < m.balance < 3_500, m.code
+        assert m.saved == m.balance + m.paid_amount and m.taken_back.count == 0, m.code
+    assert sum(m.paid_households for m in money) == 4
     assert session.scalar(select(func.count()).select_from(Agent)) == 2
     assert session.scalars(select(CollectionDevice)).one().device_key == "+221700000001"
 

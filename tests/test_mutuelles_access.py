@@ -56,6 +56,7 @@ ID_ROUTES: dict[str, tuple[str, str, str, dict[str, str]]] = {
     "admin.remind_household": ("household", "POST", "tn-operator", {}),
     "admin.network": ("network", "GET", "tn-viewer", {}),
     "admin.edit_network": ("network", "POST", "tn-operator", {"match_members_phone": "1"}),
+    "admin.edit_network_grant": ("network", "POST", "tn-operator", {"grant_amount": "5000000"}),
     "admin.payment": ("payment", "GET", "tn-viewer", {}),
     "admin.match_payment": ("payment", "POST", "tn-operator", {"target": "household", "number": "x", "reason": "t"}),
     "admin.refund_payment": ("payment", "POST", "tn-operator", {"reason": "access test"}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import date
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -17,7 +18,7 @@ from handlers.admin.params import page_args, query_without
 from handlers.admin.texts import gettext
 from models.base import StaffRole, utcnow
 from models.members.household import Network
-from models.members.networks import NetworkEdit, update_network
+from models.members.networks import NetworkEdit, set_grant, update_network
 from models.views.dossiers import network_dossier
 from models.views.household_lists import all_schemes, household_choices, households_page
 from models.views.listings import networks_list
@@ -68,9 +69,11 @@ def network(network_id: int) -> ResponseReturnValue:
     return _render_network(network_id)
 
 
-def _render_network(network_id: int, error: str | None = None, status: int = 200) -> ResponseReturnValue:
+def _render_network(
+    network_id: int, error: str | None = None, status: int = 200, form: str = "matching"
+) -> ResponseReturnValue:
     schemes = all_schemes(db())  # kept: the dossier then finds the network's scheme in the session
-    dossier = network_dossier(db(), network_id)
+    dossier = network_dossier(db(), network_id, utcnow())
     if dossier is None:
         abort(404)
     number, per_page = page_args()
@@ -86,6 +89,7 @@ def _render_network(network_id: int, error: str | None = None, status: int = 200
         choices=choices,
         args=query_without("page"),
         error=error,
+        error_form=form,
         posted=posted,
     )
     return html, status
@@ -108,4 +112,31 @@ def edit_network(network_id: int) -> ResponseReturnValue:
     session.commit()
     log.info("admin: network %s contact and aliases edited by %s", network_id, current_user.username)
     flash(gettext("Network saved."))
+    return redirect(url_for("admin.network", network_id=network_id))
+
+
+@bp.post("/networks/<int:network_id>/grant")
+@role_required(StaffRole.OPERATOR)
+def edit_network_grant(network_id: int) -> ResponseReturnValue:
+    """Record the grant the network received (amount and day; an empty amount clears it): its savings target."""
+    session = db()
+    found = session.get(Network, network_id)
+    if found is None:
+        abort(404)
+    amount_text = request.form.get("grant_amount", "").strip().replace(" ", "")[:20]
+    day_text = request.form.get("grant_on", "").strip()[:10]
+    try:
+        amount = int(amount_text) if amount_text else None
+        day = date.fromisoformat(day_text) if day_text else None
+    except ValueError:
+        message = gettext("Give the grant as a whole amount and its day as YYYY-MM-DD.")
+        return _render_network(network_id, message, 400, "grant")
+    try:
+        set_grant(found, amount, day, found.scheme.local_today(utcnow()))
+    except ValueError as exc:
+        session.rollback()
+        return _render_network(network_id, str(exc), 400, "grant")
+    session.commit()
+    log.info("admin: network %s grant set to %s by %s", network_id, found.grant_amount, current_user.username)
+    flash(gettext("Grant saved."))
     return redirect(url_for("admin.network", network_id=network_id))

@@ -7,7 +7,7 @@ mutuelle a text with no household is sent for: its sender id); `campaign_events`
 a campaign from the admin).
 
 Revision ID: 0032_collector_sms
-Revises: 0030_campaigns
+Revises: 0031_network_savings
 Create Date: 2026-12-15 09:00:00
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from sqlalchemy.exc import SAWarning
 
 revision: str = "0032_collector_sms"
-down_revision: str | None = "0030_campaigns"
+down_revision: str | None = "0031_network_savings"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

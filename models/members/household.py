@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from models.base import Base, HouseholdStatus, Language, MemberStatus, Sex, utcnow
+from models.base import Base, HouseholdStatus, Language, MemberStatus, Money, Sex, utcnow
 from models.inputs import squash
 from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
@@ -42,6 +42,9 @@ class Network(Base):
     contact_phone: Mapped[str | None] = mapped_column(String(20))
     # Other names payers type for the network ("GIE Keur Moussa"), added by staff; matched like the name.
     aliases: Mapped[list[Any] | None]
+    # The grant the network received (a CMU pilot's economic grant) and when: what its savings target is a share of.
+    grant_amount: Mapped[int | None] = mapped_column(Money)
+    grant_on: Mapped[date | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     scheme: Mapped[Scheme] = relationship()

@@ -1,18 +1,22 @@
-"""What staff edit on a network for matching: its contact phone (the treasurer) and the other names payers type."""
+"""What staff edit on a network: for matching, its contact phone (the treasurer) and the other names payers type;
+for its savings, the grant it received."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.inputs import squash
 from models.members.household import Network
 from models.members.phones import normalise_phone
+from models.schemes.scheme import Scheme
 
 MAX_ALIASES = 20
 MAX_ALIAS_LENGTH = 120
+MAX_GRANT = 10**15  # far above any grant, well inside a BIGINT
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,33 @@ def update_network(session: Session, network: Network, edit: NetworkEdit) -> Net
     network.contact_phone = contact
     network.aliases = aliases or None
     return network
+
+
+def set_grant(network: Network, amount: int | None, on: date | None, today: date) -> Network:
+    """Record the grant a network received (amount in the scheme's currency, and the day), or clear it with None.
+
+    The caller commits. Raises ValueError for an amount not above 0 or a day after today.
+    """
+    if amount is None:
+        network.grant_amount, network.grant_on = None, None
+        return network
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise ValueError("the grant must be a whole amount above 0")
+    if amount > MAX_GRANT:
+        raise ValueError(f"the grant must be at most {MAX_GRANT}")
+    day = on or today
+    if day > today:
+        raise ValueError(f"the grant's day {day} is after today")
+    network.grant_amount, network.grant_on = amount, day
+    return network
+
+
+def find_network(session: Session, code: str, scheme_code: str | None = None) -> Network:
+    """Return the network of this code (any case), in this scheme if given. Raises LookupError naming the problem."""
+    query = select(Network).where(func.upper(Network.code) == code.strip().upper())
+    if scheme_code:
+        query = query.join(Scheme, Scheme.id == Network.scheme_id).where(Scheme.code == scheme_code)
+    found = list(session.scalars(query))
+    if len(found) != 1:
+        raise LookupError(f"no network {code}" if not found else f"{code} is in several schemes: --scheme")
+    return found[0]

@@ -59,6 +59,9 @@ class Scheme(Base):
     enrolment_required: Mapped[list[Any] | None]
     enrolment_card_categories: Mapped[list[Any] | None]
     household_pattern: Mapped[str | None] = mapped_column(String(80))
+    # The share of its grant each network is asked to save (the scheme file's `[networks] savings_share_of_grant`),
+    # in basis points (1000 = 10 %); None: the scheme sets no savings target.
+    network_savings_bp: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     plans: Mapped[list[Plan]] = relationship(

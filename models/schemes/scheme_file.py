@@ -293,6 +293,16 @@ def _validate(r: _Reader) -> SchemeSpec:
         )
 
     _enrolment(r, values, subsidies)
+    networks = r.child("networks", r.get("networks", dict, default={}))
+    values["network_savings_bp"] = _percent_to_bp(
+        networks.get(
+            "savings_share_of_grant",
+            (int, float),
+            default=None,
+            check=lambda v: 0 < v <= 100,
+            problem="must be a percentage above 0, at most 100",
+        )
+    )
     mutuelles = _mutuelles(r, values, channels)
     if r.errors:
         raise r.errors[0]

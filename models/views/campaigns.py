@@ -11,7 +11,9 @@ its members (beneficiaries), by the state they were in at the end of that day (t
   rules of `eligibility_on` in SQL).
 
 A network **falls behind** when its validated beneficiaries are a smaller share of its target than the share of the
-campaign's days gone by. The counts are one grouped statement; the households validated but **never paid** another:
+campaign's days gone by. Each network's own money over the campaign (`models.views.network_money`: collected, paid
+for its members, balance, savings against target) is counted from the campaign's first day to the day asked (its
+last day once it has ended). The counts are one grouped statement; the households validated but **never paid** another:
 those nothing was allocated to by then (neither a payment nor, for a subsidised household, a funder's booking).
 Both are ORM statements, so a reader kept to some mutuelles (`models.views.scope`) sees only their networks.
 """
@@ -32,6 +34,7 @@ from models.coverage.standing import covered_column, status_column, without_jit
 from models.enrolment.campaigns import Campaign, CampaignSession
 from models.enrolment.tables import Enrolment, EnrolmentMember, EnrolmentStatus, HouseholdChange
 from models.members.household import Account, Household, Network
+from models.views.network_money import NetworkMoney, add_up, networks_money
 
 # A funder's booking of a subsidised period is no payment by the household.
 SUBSIDY_REF_PREFIX = subsidy_source_ref(0, date.min).split(":", 1)[0] + ":"
@@ -126,6 +129,7 @@ class CampaignProgress:
     total: Funnel
     never_paid: list[NeverPaid]
     sessions: list[PlannedSession]
+    money: list[NetworkMoney] = field(default_factory=list)  # the networks' own money, in the order of `networks`
 
     @property
     def behind(self) -> list[Line]:
@@ -254,6 +258,9 @@ def campaign_progress(session: Session, campaign: Campaign, on: date) -> Campaig
     total = Funnel()
     for line in lines:
         total.add(line.funnel)
+    shown = [networks[n] for n in by_network if n is not None and n in networks]
+    money = networks_money(session, shown, until, since=campaign.start_on)
+    by_code = {m.code: m for m in money.values()}
     return CampaignProgress(
         campaign_id=campaign.id,
         name=campaign.name,
@@ -267,6 +274,7 @@ def campaign_progress(session: Session, campaign: Campaign, on: date) -> Campaig
         total=total,
         never_paid=_never_paid(session, ours, validated, funded, networks, size, members),
         sessions=_sessions(session, campaign),
+        money=[by_code[line.key] for line in lines if line.key in by_code],
     )
 
 
@@ -315,6 +323,23 @@ def _sessions(session: Session, campaign: Campaign) -> list[PlannedSession]:
     ]
 
 
+# The networks' own money over the campaign (`models.views.network_money`); a commune's and the campaign's add up
+# their networks'. Amounts are whole units of the scheme's currency; the percentage is saved ÷ savings target.
+MONEY_COLUMNS = [
+    "network_payments",
+    "network_payments_amount",
+    "network_payments_taken_back_amount",
+    "collected_amount",
+    "paid_for_members_households",
+    "paid_for_members_periods",
+    "paid_for_members_amount",
+    "network_balance",
+    "grant_amount",
+    "savings_target",
+    "saved",
+    "saved_percent_of_target",
+]
+
 CSV_COLUMNS = [
     "level",
     "commune",
@@ -329,11 +354,37 @@ CSV_COLUMNS = [
     "validated_percent_of_target",
     "covered_percent_of_target",
     "behind",
+    *MONEY_COLUMNS,
 ]
 
 
 def progress_rows(progress: CampaignProgress) -> list[list[str]]:
     """Return the progress as CSV rows (CSV_COLUMNS): each network, each commune, then the campaign."""
+
+    money = {m.code: m for m in progress.money}
+
+    def cash(items: list[NetworkMoney]) -> list[str]:
+        if not items:
+            return [""] * len(MONEY_COLUMNS)
+        t = add_up(items)
+        percent = t.saved_percent()
+        return [
+            str(v)
+            for v in (
+                t.received.count,
+                t.received.amount,
+                t.taken_back.amount,
+                t.collected,
+                t.paid_households,
+                t.paid_periods,
+                t.paid_amount,
+                t.balance,
+                t.grant_amount,
+                "" if t.target is None else t.target,
+                t.saved,
+                "" if percent is None else f"{percent:.1f}",
+            )
+        ]
 
     def row(level: str, commune: str | None, code: str | None, name: str, line: Funnel, behind: bool) -> list[str]:
         stages = [
@@ -344,9 +395,15 @@ def progress_rows(progress: CampaignProgress) -> list[list[str]]:
         percents = [("" if p is None else f"{p:.1f}") for p in (line.percent("validated"), line.percent("covered"))]
         return [level, commune or "", code or "", name, str(line.target), *stages, *percents, "yes" if behind else "no"]
 
-    rows = [row("network", n.commune, n.key, n.label, n.funnel, n.behind) for n in progress.networks]
-    rows += [row("commune", c.commune, None, "", c.funnel, c.behind) for c in progress.communes]
-    rows.append(
-        row("campaign", None, None, progress.name, progress.total, is_behind(progress.total, progress.elapsed_percent))
-    )
+    rows = [
+        row("network", n.commune, n.key, n.label, n.funnel, n.behind) + cash([money[n.key]] if n.key in money else [])
+        for n in progress.networks
+    ]
+    rows += [
+        row("commune", c.commune, None, "", c.funnel, c.behind)
+        + cash([m for m in progress.money if m.commune == c.commune])
+        for c in progress.communes
+    ]
+    behind = is_behind(progress.total, progress.elapsed_percent)
+    rows.append(row("campaign", None, None, progress.name, progress.total, behind) + cash(progress.money))
     return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -21,6 +21,7 @@ from models.payments.payment import Payment, PaymentEvidence, ReconciliationEven
 from models.payments.statement import StatementLine
 from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
+from models.views.network_money import NetworkMoney, network_money
 
 LEDGER_SHOWN = 200
 PAYMENTS_SHOWN = 50
@@ -299,22 +300,24 @@ def household_dossier(session: Session, household_id: int, on: date | None = Non
 
 @dataclass(frozen=True)
 class NetworkDossier:
-    """A network, its scheme, its account balance and how many households it has."""
+    """A network, its scheme, its account balance, how many households it has and its own money (all time)."""
 
     network: Network
     scheme: Scheme
     balance: int | None  # None: no account yet
     households: int
     ledger: list[LedgerLine]
+    money: NetworkMoney
 
 
-def network_dossier(session: Session, network_id: int) -> NetworkDossier | None:
-    """Return a network with its account balance, household count and latest ledger entries."""
+def network_dossier(session: Session, network_id: int, now: datetime) -> NetworkDossier | None:
+    """Return a network with its account balance, household count, money up to today and latest ledger entries."""
     network = session.get(Network, network_id, options=[joinedload(Network.mutuelle)])
     if network is None:
         return None
+    money = network_money(session, network, network.scheme.local_today(now))
     account_id = session.scalar(select(Account.id).where(Account.network_id == network.id))
-    balance = account_state(session, account_id=account_id).balance if account_id is not None else None
+    balance = money.balance_now if account_id is not None else None
     count = session.scalar(select(func.count()).select_from(Household).where(Household.network_id == network.id))
     ledger: list[LedgerLine] = []
     if account_id is not None and balance is not None:
@@ -327,4 +330,4 @@ def network_dossier(session: Session, network_id: int) -> NetworkDossier | None:
         ):
             ledger.append(LedgerLine(entry, f"network {network.name}", running))
             running -= entry.amount
-    return NetworkDossier(network, network.scheme, balance, int(count or 0), ledger)
+    return NetworkDossier(network, network.scheme, balance, int(count or 0), ledger, money)
