@@ -77,7 +77,9 @@ class PaymentFilters:
         if self.scheme_id is not None:
             query = query.where(Payment.scheme_id == self.scheme_id)
         if self.commune:
-            query = query.where(Household.commune == self.commune)
+            # A network payment is in its network's commune, as the lists and exports show it.
+            networks_there = select(Network.id).where(Network.commune == self.commune)
+            query = query.where(or_(Household.commune == self.commune, Payment.network_id.in_(networks_there)))
         if self.network_id is not None:
             query = query.where(or_(Payment.network_id == self.network_id, Household.network_id == self.network_id))
         return query
