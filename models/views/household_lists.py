@@ -29,7 +29,7 @@ from models.members.household import Household, Member, Network
 from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Plan, Scheme, SubsidyCategory
 from models.views.dossiers import member_search_condition
-from models.views.listings import Page, paginate
+from models.views.listings import Cursor, Page, paginate
 
 
 @dataclass(frozen=True)
@@ -171,10 +171,12 @@ def households_page(
     number: int = 1,
     per_page: int = 50,
     schemes: Sequence[Scheme] | None = None,
+    cursor: Cursor | None = None,
 ) -> Page[HouseholdRow]:
     """Return one page of households by number with their eligibility on their scheme's today (one statement).
 
-    With a search text, one row per member found (as the search shows them); otherwise the head's row.
+    With a search text, one row per member found (as the search shows them); otherwise the head's row. Pages
+    follow the household number (and member number): `paginate` reads a deep page from its cursor.
     `schemes`: every scheme, when the caller has them already.
     """
     days = scheme_days(all_schemes(session) if schemes is None else schemes, now)
@@ -204,9 +206,10 @@ def households_page(
         query = query.outerjoin(
             Member, and_(Member.household_id == Household.id, Member.member_no == Household.head_member_no)
         )
-    query = filters.apply(query, status).order_by(Household.household_no, Member.member_no)
+    query = filters.apply(query, status)
+    order = [Household.household_no, Member.member_no] if filters.text else [Household.household_no]
     without_jit(session)
-    page = paginate(session, query, number, per_page)
+    page = paginate(session, query, number, per_page, order=order, cursor=cursor)
     rows = [
         HouseholdRow(
             household,
@@ -222,7 +225,7 @@ def households_page(
         )
         for household, member, scheme_name, code, name, on, value, covered, valid_until, waiting in page.items
     ]
-    return Page(rows, page.number, page.per_page, page.has_next)
+    return page.with_items(rows)
 
 
 def _as_date(value: Any) -> date:
