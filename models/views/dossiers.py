@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import ColumnElement, func, or_, select, union
+from sqlalchemy import ColumnElement, and_, func, or_, select, union
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from models.access.tables import EligibilityCheck
@@ -170,12 +170,6 @@ def member_search_condition(session: Session, text: str) -> ColumnElement[bool]:
     numbers = phone_candidates(session, text)
     if numbers:
         return Member.phone.in_(numbers)
-    upper = text.upper()
-    head = (
-        select(Member.id)
-        .join(Household, Household.id == Member.household_id)
-        .where(Household.household_no == upper, Member.member_no == Household.head_member_no)
-    )
     # Every word must start the first or the last name: "fatou diop", "Diop F".
     words = [
         or_(
@@ -184,6 +178,16 @@ def member_search_condition(session: Session, text: str) -> ColumnElement[bool]:
         )
         for word in text.split()[:4]
     ]
+    if not any(character.isdigit() for character in text):
+        # Names only: a plain condition on the member, so the planner may walk the households in order and stop
+        # at the page's end (a common name) or look the names up in their indexes (a rare one).
+        return and_(*words)
+    upper = text.upper()
+    head = (
+        select(Member.id)
+        .join(Household, Household.id == Member.household_id)
+        .where(Household.household_no == upper, Member.member_no == Household.head_member_no)
+    )
     found = union(head, select(Member.id).where(Member.member_no == upper), select(Member.id).where(*words))
     return Member.id.in_(select(found.subquery().c[0]))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Date, Integer, Select, String, and_, cast, func, literal, select, union, union_all
+from sqlalchemy import ColumnElement, Date, Integer, Select, String, and_, cast, literal, select, union, union_all
 from sqlalchemy.orm import Session
 
 from models.base import EligibilityStatus
@@ -29,7 +29,7 @@ from models.members.household import Household, Member, Network
 from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Plan, Scheme, SubsidyCategory
 from models.views.dossiers import member_search_condition
-from models.views.listings import Cursor, Page, paginate
+from models.views.listings import Cursor, Page, loose_distinct, paginate
 
 
 @dataclass(frozen=True)
@@ -83,18 +83,6 @@ class HouseholdChoices:
 def all_schemes(session: Session) -> list[Scheme]:
     """Return every scheme by name (the lists read each one's today and name: a handful of rows)."""
     return list(session.scalars(select(Scheme).order_by(Scheme.name, Scheme.id)))
-
-
-def loose_distinct(column: Any) -> Any:
-    """Return a subquery of a column's distinct values (`value`) read as a loose index scan: a recursive CTE
-    stepping from one value to the next through the column's index, a few lookups for a few values, where
-    `SELECT DISTINCT` would read every row (a million households for their handful of communes)."""
-    first = select(func.min(column).label("value")).cte("distinct_values", recursive=True)
-    following = select(select(func.min(column)).where(column > first.c.value).scalar_subquery()).where(
-        first.c.value.is_not(None)
-    )
-    values = first.union_all(following)
-    return select(values.c.value).where(values.c.value.is_not(None)).subquery()
 
 
 def household_choices(session: Session, schemes: Sequence[Scheme]) -> HouseholdChoices:
@@ -222,7 +210,9 @@ def households_page(
     query = filters.apply(query, status)
     order = [Household.household_no, Member.member_no] if filters.text else [Household.household_no]
     without_jit(session)
-    page = paginate(session, query, number, per_page, order=order, cursor=cursor)
+    # A number search finds its members by index first (member_search_condition): read the page's keys, then its rows.
+    narrow = any(character.isdigit() for character in filters.text or "")
+    page = paginate(session, query, number, per_page, order=order, cursor=cursor, narrow=narrow)
     rows = [
         HouseholdRow(
             household,

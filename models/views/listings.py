@@ -116,6 +116,7 @@ def paginate(
     order: Sequence[SortKey],
     descending: bool = False,
     cursor: Cursor | None = None,
+    narrow: bool = False,
 ) -> Page[Any]:
     """Run the query for one page, ordered by `order` (unique together; all descending or all ascending).
 
@@ -123,6 +124,10 @@ def paginate(
     its own rows wherever it is. A page asked by number only (`page=`, no cursor) first finds its first row's
     keys with an offset over the keys alone (an index-only walk, not the rows and their joins), then reads from
     there. One extra row tells whether another page follows; nothing is counted.
+
+    `narrow`: find the page's keys first (the query over its sort keys only), then read the whole rows of those
+    keys: for a query whose columns cost (eligibility worked out per row) and whose filter keeps many rows in an
+    order no index gives (a name search), so that only the page's rows are worked out, not every row found.
     """
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     number = max(1, number)
@@ -140,6 +145,7 @@ def paginate(
             return Page([], number, per_page, False)
         cursor = Cursor(tuple(anchor), inclusive=True)
     statement = query.add_columns(*keys)
+    reverse = cursor is not None and cursor.before
     if cursor is not None:
         row = tuple_(*keys)
         mark = tuple_(*[literal(value, key.type) for key, value in zip(keys, _typed(keys, cursor.values), strict=True)])
@@ -148,7 +154,12 @@ def paginate(
             statement = statement.where(row <= mark if later else row >= mark)
         else:
             statement = statement.where(row < mark if later else row > mark)
-    rows = list(session.execute(ordered(statement, reverse=cursor is not None and cursor.before).limit(per_page + 1)))
+    if narrow:
+        found = session.execute(ordered(statement.with_only_columns(*keys), reverse).limit(per_page + 1)).all()
+        if not found:
+            return Page([], number, per_page, False, more_before=None if cursor is None else True)
+        statement = statement.where(tuple_(*keys).in_([tuple(r) for r in found]))
+    rows = list(session.execute(ordered(statement, reverse).limit(per_page + 1)))
     width = len(keys)
     more = len(rows) > per_page
     rows = rows[:per_page]
@@ -215,14 +226,25 @@ class FilterChoices:
     statuses: list[str] = field(default_factory=lambda: [s.value for s in PaymentStatus])
 
 
+def loose_distinct(column: Any) -> Any:
+    """Return a subquery of a column's distinct values (`value`) read as a loose index scan: a recursive CTE
+    stepping from one value to the next through the column's index, a few lookups for a few values, where
+    `SELECT DISTINCT` would read every row (a million households for their handful of communes)."""
+    first = select(func.min(column).label("value")).cte("distinct_values", recursive=True)
+    following = select(select(func.min(column)).where(column > first.c.value).scalar_subquery()).where(
+        first.c.value.is_not(None)
+    )
+    values = first.union_all(following)
+    return select(values.c.value).where(values.c.value.is_not(None)).subquery()
+
+
 def filter_choices(session: Session) -> FilterChoices:
     """Return the providers, schemes, communes and networks to filter on (small, distinct lists)."""
-    providers = list(session.scalars(select(Payment.provider).distinct().order_by(Payment.provider).limit(50)))
+    by_provider = loose_distinct(Payment.provider)  # the (provider, provider_txn_id) unique index
+    providers = list(session.scalars(select(by_provider.c.value).limit(50)))
     schemes = list(session.execute(select(Scheme.id, Scheme.name).order_by(Scheme.name)).tuples())
     communes = [
-        c
-        for c in session.scalars(select(Household.commune).distinct().order_by(Household.commune).limit(500))
-        if c is not None
+        c for c in session.scalars(select(loose_distinct(Household.commune).c.value).limit(500)) if c is not None
     ]
     networks = list(session.execute(select(Network.id, Network.name).order_by(Network.name).limit(500)).tuples())
     return FilterChoices(providers, schemes, communes, networks)
