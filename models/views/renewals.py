@@ -131,19 +131,17 @@ RENEWAL_COLUMNS = [
 def _query(filters: RenewalFilters, on: date, schemes: Sequence[Scheme]) -> Select[Any]:
     # Each household's last live period: none live ends later. Not a max() over every household's periods: the
     # windows below reach this subquery, so only the periods ending within them are read (an index on end_on).
+    # The household's last end is a correlated max() (an index probe per period of the windows, on
+    # household_id and end_on), which PostgreSQL cannot turn into a hash over every period as it does NOT EXISTS.
     later = aliased(CoveragePeriod)
+    latest = (
+        select(func.max(later.end_on))
+        .where(later.household_id == CoveragePeriod.household_id, later.reversed_at.is_(None))
+        .scalar_subquery()
+    )
     last_end = (
         select(CoveragePeriod.household_id, CoveragePeriod.end_on.label("last_end"))
-        .where(
-            CoveragePeriod.reversed_at.is_(None),
-            ~select(later.id)
-            .where(
-                later.household_id == CoveragePeriod.household_id,
-                later.reversed_at.is_(None),
-                later.end_on > CoveragePeriod.end_on,
-            )
-            .exists(),
-        )
+        .where(CoveragePeriod.reversed_at.is_(None), CoveragePeriod.end_on == latest)
         .distinct()
         .subquery()
     )
@@ -202,8 +200,10 @@ def renewals_page(
     schemes = list(load_schemes(session).values()) if schemes is None else schemes
     query = _query(filters, on, schemes)
     # Counted (for "remind them all"): the households of the list's windows only, not every household's periods.
-    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
-    page = paginate(session, query, number, per_page, order=_order(query), cursor=cursor)
+    counted = query.with_only_columns(Household.id).order_by(None)  # no head, account or network joined per row
+    total = session.scalar(select(func.count()).select_from(counted.subquery())) or 0
+    # Keys first (the windows' households in order), then the page's rows with their head, account and network.
+    page = paginate(session, query, number, per_page, order=_order(query), cursor=cursor, narrow=True)
     return page.with_items(_complete(session, page.items, on)), int(total)
 
 
