@@ -35,6 +35,7 @@ ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 NETWORK_SIZE = 50
 FULL_YEAR = 15_000  # CMU standard household of 4: 1,000 F fee + 4 × 7,000 F × 50 %
 CHUNK = 20_000
+LAST_NAMES = ["Ndiaye", "Sarr", "Faye", "Diop", "Fall", "Sow", "Ba", "Gueye", "Diouf", "Mbaye"]
 
 
 def unique_name(prefix: str) -> str:
@@ -203,29 +204,8 @@ def load_households(url: str, households: int, seed: int = 7) -> tuple[int, list
         for chunk in chunks(rows):
             conn.execute(insert(Household), chunk)
         household_ids = list(conn.scalars(select(Household.id).order_by(Household.id)))
-        members = []
-        for n, household_id in enumerate(household_ids):
-            for k, (relationship, sex) in enumerate(
-                [("head", Sex.F), ("spouse", Sex.M), ("child", Sex.F), ("child", Sex.M)], 1
-            ):
-                members.append(
-                    {
-                        "member_no": f"SN-TN-{n:06d}-{k:02d}",
-                        "household_id": household_id,
-                        "last_name": "Ndiaye",
-                        "first_name": "Awa" if sex == Sex.F else "Modou",
-                        "sex": sex,
-                        "date_of_birth": date(1970 + k * 8, 5, 1),
-                        "relationship_to_head": relationship,
-                        "phone": phone_of(n) if k == 1 else (f"+22178{n:07d}" if k == 2 else None),
-                        "status": MemberStatus.ACTIVE,
-                        "joined_on": enrolled,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-        for chunk in chunks(members):
-            conn.execute(insert(Member), chunk)
+        for start in range(0, len(household_ids), CHUNK // 4):
+            conn.execute(insert(Member), household_members(household_ids, start, CHUNK // 4, enrolled, now))
         accounts = [
             {"scheme_id": scheme_id, "household_id": h, "currency": "XOF", "created_at": now} for h in household_ids
         ]
@@ -237,6 +217,107 @@ def load_households(url: str, households: int, seed: int = 7) -> tuple[int, list
         conn.execute(insert(Account), network_accounts)
     engine.dispose()
     return scheme_id, household_ids, networks
+
+
+def household_members(
+    household_ids: list[int], start: int, count: int, enrolled: date, now: datetime
+) -> list[dict[str, Any]]:
+    """Return the member rows of households start … start + count - 1 (4 each: head, spouse, two children)."""
+    members = []
+    for n in range(start, min(start + count, len(household_ids))):
+        household_id = household_ids[n]
+        for k, (relationship, sex) in enumerate(
+            [("head", Sex.F), ("spouse", Sex.M), ("child", Sex.F), ("child", Sex.M)], 1
+        ):
+            members.append(
+                {
+                    "member_no": f"SN-TN-{n:06d}-{k:02d}",
+                    "household_id": household_id,
+                    "last_name": LAST_NAMES[n % len(LAST_NAMES)],
+                    "first_name": "Awa" if sex == Sex.F else "Modou",
+                    "sex": sex,
+                    "date_of_birth": date(1970 + k * 8, 5, 1),
+                    "relationship_to_head": relationship,
+                    "phone": phone_of(n) if k == 1 else (f"+22178{n:07d}" if k == 2 else None),
+                    "status": MemberStatus.ACTIVE,
+                    "joined_on": enrolled,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    return members
+
+
+# A year of activity over households already loaded (PostgreSQL, server side: INSERT … SELECT): every second
+# household paid once by Wave (1 in 50 of those payments unmatched, in suspense), each allocated payment with its
+# evidence, allocation, coverage period, three ledger entries (payment, fee, the period's share), two
+# reconciliation events and its SMS receipt. Paid times spread over 420 days (so some covers end soon, some are in
+# grace or lapsed: the renewal lists), several payments a second.
+ACTIVITY = [
+    """INSERT INTO payments (provider, provider_txn_id, amount, currency, payer_phone, account_reference, paid_at,
+        fields_hash, status, confirmed, match_rule, match_confidence, scheme_id, mutuelle_id, household_id,
+        created_at, updated_at)
+    SELECT 'wave', 'BENCH-' || h.id, 15000, 'XOF', m.phone, h.household_no, t.at, md5(h.id::text) || md5('p'),
+        CASE WHEN h.id % 100 = 0 THEN 'UNMATCHED' ELSE 'ALLOCATED' END, true,
+        CASE WHEN h.id % 100 = 0 THEN NULL ELSE 'reference' END, CASE WHEN h.id % 100 = 0 THEN NULL ELSE 100 END,
+        h.scheme_id, h.mutuelle_id, CASE WHEN h.id % 100 = 0 THEN NULL ELSE h.id END, t.at, t.at
+    FROM households h JOIN members m ON m.member_no = h.head_member_no,
+        LATERAL (SELECT :now - (h.id % 420) * interval '1 day'
+            - (h.id::bigint * 7919 % 43200) * interval '1 second' AS at) t
+    WHERE h.id % 2 = 0""",
+    """INSERT INTO payment_evidence (payment_id, source, route, fields_hash, raw, raw_hash, received_at)
+    SELECT id, 'webhook', 'wave', fields_hash, '{"type": "merchant.payment_received"}', md5(provider_txn_id),
+        created_at
+    FROM payments WHERE provider_txn_id LIKE 'BENCH-%'""",
+    """INSERT INTO allocations (source_ref, account_id, amount, currency, effective_on, payment_id, created_at)
+    SELECT 'payment:' || p.id, a.id, p.amount, 'XOF', p.paid_at::date, p.id, p.created_at
+    FROM payments p JOIN accounts a ON a.household_id = p.household_id
+    WHERE p.provider_txn_id LIKE 'BENCH-%' AND p.status = 'ALLOCATED'""",
+    """INSERT INTO coverage_periods (household_id, allocation_id, plan, months, start_on, end_on, waiting_until,
+        price, household_share, subsidy_amount, funder, created_at)
+    SELECT a.household_id, al.id, 'yearly', 12, al.effective_on,
+        (al.effective_on + interval '1 year' - interval '1 day')::date, (al.effective_on + interval '1 month')::date,
+        28000, 14000, 14000, 'state', al.created_at
+    FROM allocations al JOIN accounts a ON a.id = al.account_id WHERE al.source_ref LIKE 'payment:%'""",
+    """INSERT INTO ledger_entries (account_id, allocation_id, kind, amount, currency, payment_id, effective_on,
+        created_at)
+    SELECT account_id, id, 'payment', amount, 'XOF', payment_id, effective_on, created_at FROM allocations""",
+    """INSERT INTO ledger_entries (account_id, allocation_id, kind, amount, currency, effective_on, note, created_at)
+    SELECT account_id, id, 'fee', -1000, 'XOF', effective_on, 'membership fee', created_at FROM allocations""",
+    """INSERT INTO ledger_entries (account_id, allocation_id, kind, amount, currency, period_id, effective_on,
+        created_at)
+    SELECT al.account_id, al.id, 'charge', -c.household_share, 'XOF', c.id, al.effective_on, al.created_at
+    FROM allocations al JOIN coverage_periods c ON c.allocation_id = al.id""",
+    """INSERT INTO reconciliation_events (payment_id, actor, rule, before_status, after_status, note, created_at)
+    SELECT id, 'reconciler', match_rule, 'RECEIVED', CASE WHEN status = 'ALLOCATED' THEN 'MATCHED' ELSE status END,
+        CASE WHEN status = 'ALLOCATED' THEN 'matched' ELSE 'no household found' END, created_at
+    FROM payments WHERE provider_txn_id LIKE 'BENCH-%'
+    UNION ALL
+    SELECT id, 'reconciler', match_rule, 'MATCHED', 'ALLOCATED', 'allocated', created_at
+    FROM payments WHERE provider_txn_id LIKE 'BENCH-%' AND status = 'ALLOCATED'""",
+    """INSERT INTO messages (direction, phone, household_id, body, template, language, encoding, segments, status,
+        transport, attempts, dedupe_key, created_at, sent_at, updated_at)
+    SELECT 'out', p.payer_phone, p.household_id, 'Paiement de 15000 F recu pour ' || p.account_reference || '.',
+        'receipt', 'fr', 'GSM-7', 1, 'Success', 'africastalking', 1, 'receipt:' || p.id || '\\:allocated',
+        p.created_at, p.created_at, p.created_at
+    FROM payments p WHERE p.provider_txn_id LIKE 'BENCH-%' AND p.status = 'ALLOCATED'""",
+]
+
+
+def load_activity(url: str, now: datetime | None = None) -> dict[str, int]:
+    """Add a year of payments, allocations, periods, ledger entries, events and receipts (`ACTIVITY`, PostgreSQL).
+
+    Return the rows written per statement's table.
+    """
+    engine = make_engine(url)
+    written: dict[str, int] = {}
+    with engine.begin() as conn:
+        for statement in ACTIVITY:
+            table = statement.split()[2]
+            result = conn.execute(text(statement), {"now": now or utcnow()})
+            written[table] = written.get(table, 0) + result.rowcount
+    engine.dispose()
+    return written
 
 
 def open_request(reference: str, scheme_id: int, household_id: int, amount: int, now: datetime) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from models.access.staff import (
 )
 from models.access.tables import StaffUser
 from models.base import StaffRole
+from models.inputs import InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -220,3 +221,9 @@ def refuse_control_characters() -> ResponseReturnValue | None:
 def bad_request(error: HTTPException) -> ResponseReturnValue:
     """Answer a malformed parameter with a page naming it."""
     return render_template("admin/error.html", code=400, message=error.description), 400
+
+
+@bp.errorhandler(InputError)
+def bad_input(error: InputError) -> ResponseReturnValue:
+    """Answer a query value found wrong only when the page is read (a cursor of another list) as a 400."""
+    return render_template("admin/error.html", code=400, message=str(error)), 400

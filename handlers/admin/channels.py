@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from extensions import db
 from handlers.admin import bp
 from handlers.admin.auth import role_required
-from handlers.admin.params import arg_date, arg_enum, arg_text, page_args, query_without
+from handlers.admin.params import arg_date, arg_enum, arg_text, page_args, page_cursor, query_without
 from models.base import MessageDirection, MessageStatus, StaffRole, utcnow
 from models.views.listings import eligibility_checks, messages_list, rejected_callbacks, ussd_sessions
 from models.views.reports import ussd_funnel
@@ -26,7 +26,7 @@ def sms() -> ResponseReturnValue:
     number, per_page = page_args()
     direction = arg_enum("direction", MessageDirection)
     status = arg_enum("status", MessageStatus)
-    page = messages_list(db(), direction, status, number, per_page)
+    page = messages_list(db(), direction, status, number, per_page, page_cursor())
     return render_template(
         "admin/sms.html",
         page=page,
@@ -52,7 +52,7 @@ def ussd() -> ResponseReturnValue:
     return render_template(
         "admin/ussd.html",
         funnel=ussd_funnel(session, start, end),
-        page=ussd_sessions(session, start, end, number, per_page),
+        page=ussd_sessions(session, start, end, number, per_page, page_cursor()),
         start_day=start_day,
         end_day=end_day,
         args=query_without("page"),
@@ -66,7 +66,7 @@ def checks() -> ResponseReturnValue:
     number, per_page = page_args()
     member_no = arg_text("member")
     facility = arg_text("facility")
-    page = eligibility_checks(db(), member_no, facility, number, per_page)
+    page = eligibility_checks(db(), member_no, facility, number, per_page, page_cursor())
     return render_template(
         "admin/checks.html", page=page, member_no=member_no, facility=facility, args=query_without("page")
     )
@@ -79,7 +79,7 @@ def rejected() -> ResponseReturnValue:
     number, per_page = page_args()
     source = arg_text("source", 40)
     session = db()
-    page = rejected_callbacks(session, source, number, per_page)
+    page = rejected_callbacks(session, source, number, per_page, page_cursor())
     return render_template(
         "admin/rejected.html",
         page=page,

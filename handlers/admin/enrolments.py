@@ -21,7 +21,7 @@ from extensions import db, settings
 from handlers.admin import bp
 from handlers.admin.actions import reason_field
 from handlers.admin.auth import role_required
-from handlers.admin.params import arg_int, arg_network, page_args, query_without
+from handlers.admin.params import arg_int, arg_network, page_args, page_cursor, query_without
 from handlers.admin.texts import gettext
 from models.base import StaffRole, utcnow
 from models.enrolment.tables import Enrolment, EnrolmentStatus
@@ -88,7 +88,7 @@ def enrolments() -> ResponseReturnValue:
     filters = enrolment_filters()
     number, per_page = page_args()
     session = db()
-    page = enrolments_page(session, filters, number, per_page)
+    page = enrolments_page(session, filters, number, per_page, page_cursor())
     return render_template(
         "admin/enrolments.html",
         page=page,

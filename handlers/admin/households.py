@@ -14,7 +14,7 @@ from handlers.admin import bp
 from handlers.admin.actions import render_household
 from handlers.admin.auth import role_required
 from handlers.admin.filters import household_filters
-from handlers.admin.params import page_args, query_without
+from handlers.admin.params import page_args, page_cursor, query_without
 from handlers.admin.texts import gettext
 from models.base import StaffRole, utcnow
 from models.members.household import Network
@@ -34,7 +34,7 @@ def households() -> ResponseReturnValue:
     choices = household_choices(db(), schemes)
     filters = household_filters(choices)
     number, per_page = page_args()
-    page = households_page(db(), filters, utcnow(), number, per_page, schemes)
+    page = households_page(db(), filters, utcnow(), number, per_page, schemes, page_cursor())
     return render_template(
         "admin/households.html", page=page, filters=filters, choices=choices, args=query_without("page")
     )
@@ -55,7 +55,13 @@ def networks() -> ResponseReturnValue:
     choices = household_choices(db(), all_schemes(db()))
     filters = household_filters(choices)
     page = networks_list(
-        db(), number, per_page, scheme_id=filters.scheme_id, commune=filters.commune, mutuelle=filters.mutuelle
+        db(),
+        number,
+        per_page,
+        scheme_id=filters.scheme_id,
+        commune=filters.commune,
+        mutuelle=filters.mutuelle,
+        cursor=page_cursor(),
     )
     return render_template(
         "admin/networks.html", page=page, filters=filters, choices=choices, args=query_without("page")
@@ -79,7 +85,7 @@ def _render_network(
     number, per_page = page_args()
     choices = household_choices(db(), schemes)
     filters = household_filters(choices, network_id=network_id)
-    page = households_page(db(), filters, utcnow(), number, per_page, schemes)
+    page = households_page(db(), filters, utcnow(), number, per_page, schemes, page_cursor())
     posted = request.form if error else {}
     html = render_template(
         "admin/network.html",

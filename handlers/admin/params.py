@@ -17,10 +17,10 @@ from extensions import db, settings
 from models.base import PaymentStatus
 from models.inputs import MAX_INT, InputError, check_text, parse_query_date, parse_query_int
 from models.members.household import Network
-from models.views.listings import MAX_PER_PAGE, PaymentFilters
+from models.views.listings import MAX_PER_PAGE, Cursor, PaymentFilters, decode_cursor
 
 E = TypeVar("E", bound=enum.Enum)
-MAX_PAGE = 100_000  # 200 rows a page: 20 million rows deep, far past any list; the offset stays small
+MAX_PAGE = 100_000  # 200 rows a page: 20 million rows deep; a deep `page=` walks the sort keys only (listings.paginate)
 
 
 def _bad(error: InputError) -> NoReturn:
@@ -75,6 +75,18 @@ def page_args() -> tuple[int, int]:
     return max(1, number), max(1, min(per_page, MAX_PER_PAGE))
 
 
+def page_cursor() -> Cursor | None:
+    """Return the page cursor of the query string (`after=`, else `before=`), None without; 400 when malformed."""
+    for name in ("after", "before"):
+        raw = request.args.get(name, "").strip()
+        if raw:
+            try:
+                return decode_cursor(raw, before=name == "before")
+            except InputError as exc:
+                _bad(exc)
+    return None
+
+
 def payment_filters() -> PaymentFilters:
     """Return the payment filters of the query string."""
     return PaymentFilters(
@@ -100,8 +112,8 @@ def arg_network(name: str) -> int | None:
 
 
 def query_without(*names: str) -> MultiDict[str, str]:
-    """Return the current query arguments minus some (to build page and export links)."""
+    """Return the current query arguments minus some and minus the page cursors (to build page and export links)."""
     args = MultiDict(request.args)
-    for name in names:
+    for name in (*names, "after", "before"):
         args.poplist(name)
     return args

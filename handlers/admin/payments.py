@@ -13,7 +13,7 @@ from extensions import db
 from handlers.admin import bp
 from handlers.admin.actions import render_payment
 from handlers.admin.auth import role_required
-from handlers.admin.params import page_args, payment_filters, query_without
+from handlers.admin.params import page_args, page_cursor, payment_filters, query_without
 from models.base import StaffRole, utcnow
 from models.views.listings import (
     RECONCILIATION_CSV_HEADER,
@@ -31,7 +31,7 @@ def reconciliation() -> ResponseReturnValue:
     """Show the reconciliation log, filtered, one page at a time."""
     number, per_page = page_args()
     filters = payment_filters()
-    page = reconciliation_log(db(), filters, number, per_page)
+    page = reconciliation_log(db(), filters, number, per_page, page_cursor())
     return render_template(
         "admin/reconciliation.html",
         page=page,
@@ -78,7 +78,7 @@ def payments() -> ResponseReturnValue:
     """List payments (suspense and conflicts with ?status=UNMATCHED or CONFLICT), filtered, newest first."""
     number, per_page = page_args()
     filters = payment_filters()
-    page = payments_list(db(), filters, number, per_page)
+    page = payments_list(db(), filters, number, per_page, page_cursor())
     return render_template(
         "admin/payments.html", page=page, filters=filters, choices=filter_choices(db()), args=query_without("page")
     )
@@ -89,7 +89,7 @@ def payments() -> ResponseReturnValue:
 def to_refund_or_keep() -> ResponseReturnValue:
     """List the money fully subsidised households paid, to refund or keep (their funder pays their cover)."""
     number, per_page = page_args()
-    page = subsidised_payments(db(), number, per_page)
+    page = subsidised_payments(db(), number, per_page, page_cursor())
     return render_template("admin/to_refund.html", page=page, args=query_without("page"))
 
 

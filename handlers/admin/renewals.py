@@ -13,7 +13,7 @@ from extensions import db, settings
 from handlers.admin import bp
 from handlers.admin.auth import role_required
 from handlers.admin.exports import csv_download, household_selection
-from handlers.admin.params import arg_enum, arg_int, page_args, query_without
+from handlers.admin.params import arg_enum, arg_int, page_args, page_cursor, query_without
 from handlers.admin.texts import gettext
 from models.base import StaffRole, utcnow
 from models.members.household import Household
@@ -69,7 +69,9 @@ def renewals() -> ResponseReturnValue:
     session = db()
     schemes = load_schemes(session)
     on = utcnow().date()
-    page, total = renewals_page(session, filters, on, number, per_page, schemes=list(schemes.values()))
+    page, total = renewals_page(
+        session, filters, on, number, per_page, schemes=list(schemes.values()), cursor=page_cursor()
+    )
     return render_template(
         "admin/renewals.html",
         page=page,

@@ -72,6 +72,13 @@ class CoveragePeriod(Base):
             postgresql_where=text("reversed_at IS NULL"),
             sqlite_where=text("reversed_at IS NULL"),
         ),
+        # The renewal lists read the live periods ending within their windows.
+        Index(
+            "ix_coverage_periods_live_end_on",
+            "end_on",
+            postgresql_where=text("reversed_at IS NULL"),
+            sqlite_where=text("reversed_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

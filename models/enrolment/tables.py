@@ -187,4 +187,10 @@ def record_event(
 # Duplicate detection looks members up by date of birth (also day/month swapped) and by last name (lower case):
 # indexed, so an enrolment's candidates come from a few rows, not a scan of every member.
 Index("ix_members_date_of_birth", Member.date_of_birth)
-Index("ix_members_lower_last_name", func.lower(Member.last_name))
+# The admin's households search reads it for name prefixes too (`LIKE 'diop%'`): on PostgreSQL with the pattern
+# operator class, which serves equality and LIKE prefixes whatever the database's collation.
+Index(
+    "ix_members_lower_last_name",
+    func.lower(Member.last_name).label("lower_last_name"),
+    postgresql_ops={"lower_last_name": "text_pattern_ops"},
+)

@@ -178,6 +178,13 @@ class HouseholdEvent(Base):
 Index("ix_households_upper_household_no", func.upper(Household.household_no))
 Index("ix_members_upper_member_no", func.upper(Member.member_no))
 Index("ix_networks_upper_code", func.upper(Network.code))
+# The admin's households search finds names by prefix (`lower(name) LIKE 'fatou%'`); on PostgreSQL the pattern
+# operator class lets LIKE use the index whatever the database's collation (the last name's: models.enrolment.tables).
+Index(
+    "ix_members_lower_first_name",
+    func.lower(Member.first_name).label("lower_first_name"),
+    postgresql_ops={"lower_first_name": "text_pattern_ops"},
+)
 
 
 def find_household(session: Session, number: str) -> Household | None:

@@ -19,6 +19,8 @@ class Message(Base):
         Index("ix_messages_direction_created_at", "direction", "created_at"),
         # The admin SMS log filters by status (failures) newest first.
         Index("ix_messages_status_created_at", "status", "created_at"),
+        # …and unfiltered, newest first.
+        Index("ix_messages_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, union
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from models.access.tables import EligibilityCheck
@@ -163,29 +163,34 @@ def _escape_like(text: str) -> str:
 def member_search_condition(session: Session, text: str) -> ColumnElement[bool]:
     """Return the condition on `Member` (joined to its `Household`) that the search text finds.
 
-    A phone in any usual form, a household number (its head), a member number, or name prefixes.
+    A phone in any usual form, a household number (its head), a member number, or name prefixes. Each kind is
+    a lookup of its own index (phone; household and member numbers; lower(first and last name) prefixes), joined
+    as `Member.id IN (…)`: no branch needs the other table's row, so no search walks every member.
     """
     text = " ".join(text.split())
     numbers = phone_candidates(session, text)
-    condition: ColumnElement[bool]
     if numbers:
-        condition = Member.phone.in_(numbers)
-    else:
-        upper = text.upper()
-        by_number = or_(
-            and_(Household.household_no == upper, Member.member_no == Household.head_member_no),
-            Member.member_no == upper,
+        return Member.phone.in_(numbers)
+    # Every word must start the first or the last name: "fatou diop", "Diop F".
+    words = [
+        or_(
+            func.lower(Member.last_name).like(_escape_like(word.lower()) + "%", escape="\\"),
+            func.lower(Member.first_name).like(_escape_like(word.lower()) + "%", escape="\\"),
         )
-        # Every word must start the first or the last name: "fatou diop", "Diop F".
-        words = [
-            or_(
-                func.lower(Member.last_name).like(_escape_like(word.lower()) + "%", escape="\\"),
-                func.lower(Member.first_name).like(_escape_like(word.lower()) + "%", escape="\\"),
-            )
-            for word in text.split()[:4]
-        ]
-        condition = or_(by_number, and_(*words))
-    return condition
+        for word in text.split()[:4]
+    ]
+    if not any(character.isdigit() for character in text):
+        # Names only: a plain condition on the member, so the planner may walk the households in order and stop
+        # at the page's end (a common name) or look the names up in their indexes (a rare one).
+        return and_(*words)
+    upper = text.upper()
+    head = (
+        select(Member.id)
+        .join(Household, Household.id == Member.household_id)
+        .where(Household.household_no == upper, Member.member_no == Household.head_member_no)
+    )
+    found = union(head, select(Member.id).where(Member.member_no == upper), select(Member.id).where(*words))
+    return Member.id.in_(select(found.subquery().c[0]))
 
 
 @dataclass(frozen=True)

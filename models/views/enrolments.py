@@ -25,7 +25,7 @@ from models.enrolment.tables import (
 from models.enrolment.validate import DECIDABLE
 from models.members.household import Household, Member, Network
 from models.schemes.mutuelle import Mutuelle
-from models.views.listings import Page, paginate
+from models.views.listings import Cursor, Page, paginate
 
 # What the queue shows unless asked: the enrolments waiting for staff, and those waiting for their collector.
 WAITING = (EnrolmentStatus.SUBMITTED, EnrolmentStatus.NEEDS_CHANGES)
@@ -106,7 +106,9 @@ def queue_choices(session: Session) -> QueueChoices:
     return QueueChoices(list(mutuelles), list(networks), list(collectors))
 
 
-def enrolments_page(session: Session, filters: EnrolmentFilters, number: int, per_page: int) -> Page[QueueRow]:
+def enrolments_page(
+    session: Session, filters: EnrolmentFilters, number: int, per_page: int, cursor: Cursor | None = None
+) -> Page[QueueRow]:
     """Return a page of the queue, oldest first (the order staff work through it), in one query."""
     head = aliased(EnrolmentMember)
     size = (
@@ -135,7 +137,6 @@ def enrolments_page(session: Session, filters: EnrolmentFilters, number: int, pe
         .outerjoin(Household, Household.id == Enrolment.household_id)
         .outerjoin(HouseholdChange, HouseholdChange.enrolment_id == Enrolment.id)
         .outerjoin(changed, changed.id == HouseholdChange.household_id)
-        .order_by(Enrolment.created_at, Enrolment.id)
     )
     if filters.statuses:
         query = query.where(Enrolment.status.in_(filters.statuses))
@@ -145,9 +146,8 @@ def enrolments_page(session: Session, filters: EnrolmentFilters, number: int, pe
         query = query.where(Enrolment.network_id == filters.network_id)
     if filters.collector_id is not None:
         query = query.where(Enrolment.collector_id == filters.collector_id)
-    page = paginate(session, query, number, per_page)
-    rows = [QueueRow(*row) for row in page.items]
-    return Page(rows, page.number, page.per_page, page.has_next)
+    page = paginate(session, query, number, per_page, order=[Enrolment.created_at, Enrolment.id], cursor=cursor)
+    return page.with_items([QueueRow(*row) for row in page.items])
 
 
 def enrolment_dossier(session: Session, enrolment_id: int) -> EnrolmentDossier | None:

@@ -29,7 +29,7 @@ from models.members.household import Household, Member, Network
 from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Plan, Scheme, SubsidyCategory
 from models.views.dossiers import member_search_condition
-from models.views.listings import Page, paginate
+from models.views.listings import Cursor, Page, loose_distinct, paginate
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,10 @@ def household_choices(session: Session, schemes: Sequence[Scheme]) -> HouseholdC
     def kind(name: str, value: Any, label: Any) -> Select[Any]:
         return select(literal(name).label("kind"), cast(value, String).label("value"), cast(label, String))
 
+    communes = loose_distinct(Household.commune)
     rows = session.execute(
         union(
-            kind("commune", Household.commune, Household.commune),
+            select(literal("commune").label("kind"), communes.c.value, communes.c.value),
             kind("network", Network.code, Network.name),
             kind("plan", Plan.code, Plan.code),
             kind("category", SubsidyCategory.code, SubsidyCategory.code),
@@ -171,10 +172,12 @@ def households_page(
     number: int = 1,
     per_page: int = 50,
     schemes: Sequence[Scheme] | None = None,
+    cursor: Cursor | None = None,
 ) -> Page[HouseholdRow]:
     """Return one page of households by number with their eligibility on their scheme's today (one statement).
 
-    With a search text, one row per member found (as the search shows them); otherwise the head's row.
+    With a search text, one row per member found (as the search shows them); otherwise the head's row. Pages
+    follow the household number (and member number): `paginate` reads a deep page from its cursor.
     `schemes`: every scheme, when the caller has them already.
     """
     days = scheme_days(all_schemes(session) if schemes is None else schemes, now)
@@ -204,9 +207,12 @@ def households_page(
         query = query.outerjoin(
             Member, and_(Member.household_id == Household.id, Member.member_no == Household.head_member_no)
         )
-    query = filters.apply(query, status).order_by(Household.household_no, Member.member_no)
+    query = filters.apply(query, status)
+    order = [Household.household_no, Member.member_no] if filters.text else [Household.household_no]
     without_jit(session)
-    page = paginate(session, query, number, per_page)
+    # A number search finds its members by index first (member_search_condition): read the page's keys, then its rows.
+    narrow = any(character.isdigit() for character in filters.text or "")
+    page = paginate(session, query, number, per_page, order=order, cursor=cursor, narrow=narrow)
     rows = [
         HouseholdRow(
             household,
@@ -222,7 +228,7 @@ def households_page(
         )
         for household, member, scheme_name, code, name, on, value, covered, valid_until, waiting in page.items
     ]
-    return Page(rows, page.number, page.per_page, page.has_next)
+    return page.with_items(rows)
 
 
 def _as_date(value: Any) -> date:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from models.members.household import Household, Network
 from models.schemes.scheme import Scheme
+from models.views.listings import loose_distinct
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,8 @@ def selection_choices(session: Session, schemes: Iterable[Scheme]) -> SelectionC
     `schemes`: every scheme, with its plans and categories loaded (`models.views.standing.load_schemes`).
     """
     schemes = sorted(schemes, key=lambda scheme: scheme.name)
-    communes = sorted(
-        commune for commune in session.scalars(select(Household.commune).distinct().limit(500)) if commune is not None
-    )
+    found = session.scalars(select(loose_distinct(Household.commune).c.value).limit(500))
+    communes = sorted(commune for commune in found if commune is not None)
     networks = list(
         session.execute(select(Network.code, Network.name).distinct().order_by(Network.name).limit(500)).tuples()
     )
