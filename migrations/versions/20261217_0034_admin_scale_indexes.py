@@ -10,7 +10,7 @@
 Built with a plain CREATE INDEX (a lock on writes to the table while it builds: seconds per million rows).
 
 Revision ID: 0034_admin_scale_indexes
-Revises: 0030_campaigns
+Revises: 0032_collector_sms
 Create Date: 2026-12-17 09:00:00
 """
 
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0034_admin_scale_indexes"
-down_revision: str | None = "0030_campaigns"
+down_revision: str | None = "0032_collector_sms"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
