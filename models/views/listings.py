@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, select, tuple_, union
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, tuple_, union
 from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from models.access.tables import Agent, ApiToken, EligibilityCheck
