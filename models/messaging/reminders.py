@@ -24,10 +24,11 @@ from sqlalchemy.orm import Session, selectinload
 from logs import mask_phone
 from models.base import HouseholdStatus, MemberStatus
 from models.bulk import among
+from models.coverage.ledger import AccountState, account_states
 from models.coverage.money import CoveragePeriod
-from models.coverage.premiums import amount_due, is_fully_subsidised
+from models.coverage.premiums import active_member_counts, amount_due, is_fully_subsidised
 from models.db import begin_write
-from models.members.household import Household, HouseholdEvent
+from models.members.household import Account, Household, HouseholdEvent
 from models.messaging.message import Message
 from models.messaging.outbox import send_sms
 from models.schemes.amounts import Amount
@@ -41,6 +42,7 @@ GRACE = "grace"  # sent by hand only, in a grace that still covers: "covered unt
 # A household that lapsed longer ago than this (before the service started, say) gets no late reminder.
 LAPSE_REMINDER_WINDOW = timedelta(days=30)
 MANUAL_CHUNK = 500  # households read at a time by a reminder sent by hand to a whole list
+NO_ACCOUNT = AccountState(balance=0, fee_paid=False)  # a household that never had money: what `account_state` reads
 
 
 def reminder_key(household_id: int, kind: str, period_end: date) -> str:
@@ -77,45 +79,85 @@ def recipient(household: Household) -> str | None:
     return None
 
 
-def send_due_reminders(session: Session, now: datetime, ussd_code: str) -> int:
-    """Queue every reminder due now in schemes that are in daytime; return how many were queued. The caller commits."""
+def send_due_reminders(session: Session, now: datetime, ussd_code: str, after: int = 0, upto: int | None = None) -> int:
+    """Queue every reminder due now in schemes that are in daytime; return how many were queued. The caller commits.
+
+    The households with ids in (`after`, `upto`] (`upto` None: to the last): the clock walks them a window at a time.
+    """
     begin_write(session)
     queued = 0
     for scheme in session.scalars(select(Scheme).order_by(Scheme.id)):
         local = scheme.local_now(now)
         if not in_daytime(local.time(), scheme.daytime_start, scheme.daytime_end):
             continue
-        queued += _scheme_reminders(session, scheme, local.date(), ussd_code)
+        queued += _scheme_reminders(session, scheme, local.date(), ussd_code, after, upto)
     return queued
 
 
-def _scheme_reminders(session: Session, scheme: Scheme, today: date, ussd_code: str) -> int:
+def _scheme_reminders(
+    session: Session, scheme: Scheme, today: date, ussd_code: str, after: int, upto: int | None
+) -> int:
+    """Queue the reminders due today to the scheme's households in the window; each household's last end read by
+    the (household, end) index, the members, sent keys, balances and member counts of the window in one read each."""
     days = scheme.reminder_day_list()
     last_end = (
-        select(CoveragePeriod.household_id, func.max(CoveragePeriod.end_on).label("last_end"))
-        .where(CoveragePeriod.reversed_at.is_(None))
-        .group_by(CoveragePeriod.household_id)
+        select(func.max(CoveragePeriod.end_on))
+        .where(CoveragePeriod.household_id == Household.id, CoveragePeriod.reversed_at.is_(None))
+        .correlate(Household)
+        .scalar_subquery()
+    )
+    window = [Household.scheme_id == scheme.id, Household.id > after]
+    if upto is not None:
+        window.append(Household.id <= upto)
+    ends = (
+        select(Household.id.label("household_id"), last_end.label("last_end"))
+        .where(*window, Household.status == HouseholdStatus.ACTIVE, Household.sms_opt_in.is_(True))
         .subquery()
     )
     earliest = today - timedelta(days=scheme.grace_days + 1) - LAPSE_REMINDER_WINDOW
     rows = session.execute(
-        select(Household, last_end.c.last_end)
-        .join(last_end, last_end.c.household_id == Household.id)
-        .where(
-            Household.scheme_id == scheme.id,
-            Household.status == HouseholdStatus.ACTIVE,
-            Household.sms_opt_in.is_(True),
-            last_end.c.last_end >= earliest,
-            last_end.c.last_end <= today + timedelta(days=max(days)),
-        )
+        select(Household, ends.c.last_end)
+        .join(ends, ends.c.household_id == Household.id)
+        .where(ends.c.last_end >= earliest, ends.c.last_end <= today + timedelta(days=max(days)))
+        .options(selectinload(Household.members))
         .order_by(Household.id)
     ).all()
+    due = [
+        (household, period_end, kind)
+        for household, period_end in rows
+        if (kind := reminder_kind(today, period_end, days, scheme.grace_days)) is not None
+        and not is_fully_subsidised(household)
+    ]
+    if not due:
+        return 0
+    keys = [reminder_key(household.id, kind, period_end) for household, period_end, kind in due]
+    sent = set(session.scalars(select(Message.dedupe_key).where(among(session, Message.dedupe_key, keys))))
+    due = [entry for entry, key in zip(due, keys, strict=True) if key not in sent]
+    if not due:
+        return 0
+    ids = [household.id for household, _, _ in due]
+    accounts = {
+        household_id: account_id
+        for household_id, account_id in session.execute(
+            select(Account.household_id, Account.id).where(among(session, Account.household_id, ids))
+        )
+    }
+    states = account_states(session, list(accounts.values()))
+    counts = active_member_counts(session, ids, today)
     queued = 0
-    for household, period_end in rows:
-        kind = reminder_kind(today, period_end, days, scheme.grace_days)
-        if kind is None or is_fully_subsidised(household):
-            continue
-        outcome, _ = _queue_reminder(session, household, kind, period_end, today, ussd_code)
+    for household, period_end, kind in due:
+        state = states.get(accounts[household.id]) if household.id in accounts else NO_ACCOUNT
+        outcome, _ = _queue_reminder(
+            session,
+            household,
+            kind,
+            period_end,
+            today,
+            ussd_code,
+            state=state,
+            members=counts[household.id],
+            unsent=True,
+        )
         if outcome is ReminderOutcome.QUEUED:
             queued += 1
     return queued
@@ -129,21 +171,26 @@ def _queue_reminder(
     today: date,
     ussd_code: str,
     until: date | None = None,
+    state: AccountState | None = None,
+    members: int | None = None,
+    unsent: bool = False,
 ) -> tuple[ReminderOutcome, Message | None]:
     """Queue the household's reminder of a kind for the period ending on `period_end`, unless one was sent.
 
     `until`: the last day of cover the SMS names (default `period_end`; the end of grace in a grace that covers).
-    The outcome, and the message when one was queued: none when the dedupe key is taken (sent already), without
-    a phone, or with nothing to pay.
+    `state`, `members`: the household's account state and active member count today, when the caller has read them
+    for many households at once; `unsent`: the caller found the key free a moment ago (`send_sms` still settles a
+    race). The outcome, and the message when one was queued: none when the dedupe key is taken (sent already),
+    without a phone, or with nothing to pay.
     """
     key = reminder_key(household.id, kind, period_end)
-    if session.scalar(select(Message.id).where(Message.dedupe_key == key)) is not None:
+    if not unsent and session.scalar(select(Message.id).where(Message.dedupe_key == key)) is not None:
         return ReminderOutcome.ALREADY_SENT, None
     phone = recipient(household)
     if phone is None:
         return ReminderOutcome.NO_PHONE, None
     scheme = household.scheme
-    due = amount_due(session, household, today).total
+    due = amount_due(session, household, today, state=state, members=members).total
     if due <= 0:
         return ReminderOutcome.NOTHING_DUE, None
     message = send_sms(
