@@ -17,12 +17,14 @@ its cursor was written — writes nothing twice.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rq import get_current_job
 from sqlalchemy.orm import Session
 
 from redis_keys import clock_cursor_key, clock_lease_key
@@ -52,6 +54,7 @@ class RunReport:
     started_after: int = 0  # the cursor it started from
     cursor: int | None = None  # where it stopped; None when the pass reached the end
     skipped: bool = False  # another part held the lease: nothing done
+    peak_rss_mb: float = 0.0  # this process's peak resident memory (a work horse: with what it shares with its worker)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the report as a plain dict (the RQ job's result)."""
@@ -102,6 +105,7 @@ def run_batched(job: str, batch: Batch, continuation: Callable[..., Any]) -> Run
     finally:
         redis.eval(_RELEASE, 1, lease, token)
         report.seconds = time.monotonic() - began
+        report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if report.cursor is None:
         log.info(
             "clock: %s pass done: %s row(s) in %s batch(es), %.1f s", job, report.done, report.batches, report.seconds
@@ -114,5 +118,7 @@ def run_batched(job: str, batch: Batch, continuation: Callable[..., Any]) -> Run
             report.cursor,
             report.done,
         )
-        runtime.queue().enqueue(continuation, job_timeout=job_timeout())
+        # On the queue this part came from (the clock's, else the configured one).
+        current = get_current_job()
+        runtime.queue(current.origin if current is not None else None).enqueue(continuation, job_timeout=job_timeout())
     return report

@@ -17,8 +17,10 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from logs import mask_phone
@@ -30,7 +32,7 @@ from models.coverage.premiums import active_member_counts, amount_due, is_fully_
 from models.db import begin_write
 from models.members.household import Account, Household, HouseholdEvent
 from models.messaging.message import Message
-from models.messaging.outbox import send_sms
+from models.messaging.outbox import compose, queue_messages, send_sms
 from models.schemes.amounts import Amount
 from models.schemes.scheme import Scheme
 
@@ -144,23 +146,30 @@ def _scheme_reminders(
     }
     states = account_states(session, list(accounts.values()))
     counts = active_member_counts(session, ids, today)
-    queued = 0
+    rows = []
     for household, period_end, kind in due:
-        state = states.get(accounts[household.id]) if household.id in accounts else NO_ACCOUNT
-        outcome, _ = _queue_reminder(
-            session,
-            household,
-            kind,
-            period_end,
-            today,
-            ussd_code,
-            state=state,
-            members=counts[household.id],
-            unsent=True,
+        state = states[accounts[household.id]] if household.id in accounts else NO_ACCOUNT
+        found = _reminder(
+            session, household, kind, period_end, today, ussd_code, state=state, members=counts[household.id]
         )
-        if outcome is ReminderOutcome.QUEUED:
-            queued += 1
-    return queued
+        if isinstance(found, ReminderOutcome):
+            continue
+        phone, template, values = found
+        rows.append(
+            compose(template, None, household, **values).row(phone, reminder_key(household.id, kind, period_end))
+        )
+        log.info("reminder %s for household %s to %s", kind, household.id, mask_phone(phone))
+    try:
+        # All of the window's reminders in one INSERT; the keys were free a moment ago.
+        with session.begin_nested():
+            queue_messages(session, rows)
+    except IntegrityError:
+        # Staff sent one of them by hand meanwhile: one at a time then, each settling its own race.
+        return sum(
+            _queue_reminder(session, household, kind, period_end, today, ussd_code)[0] is ReminderOutcome.QUEUED
+            for household, period_end, kind in due
+        )
+    return len(rows)
 
 
 def _queue_reminder(
@@ -171,41 +180,55 @@ def _queue_reminder(
     today: date,
     ussd_code: str,
     until: date | None = None,
-    state: AccountState | None = None,
-    members: int | None = None,
-    unsent: bool = False,
 ) -> tuple[ReminderOutcome, Message | None]:
     """Queue the household's reminder of a kind for the period ending on `period_end`, unless one was sent.
 
     `until`: the last day of cover the SMS names (default `period_end`; the end of grace in a grace that covers).
-    `state`, `members`: the household's account state and active member count today, when the caller has read them
-    for many households at once; `unsent`: the caller found the key free a moment ago (`send_sms` still settles a
-    race). The outcome, and the message when one was queued: none when the dedupe key is taken (sent already),
-    without a phone, or with nothing to pay.
+    The outcome, and the message when one was queued: none when the dedupe key is taken (sent already), without
+    a phone, or with nothing to pay.
     """
     key = reminder_key(household.id, kind, period_end)
-    if not unsent and session.scalar(select(Message.id).where(Message.dedupe_key == key)) is not None:
+    if session.scalar(select(Message.id).where(Message.dedupe_key == key)) is not None:
         return ReminderOutcome.ALREADY_SENT, None
+    found = _reminder(session, household, kind, period_end, today, ussd_code, until)
+    if isinstance(found, ReminderOutcome):
+        return found, None
+    phone, template, values = found
+    message = send_sms(session, phone, template, household=household, dedupe_key=key, **values)
+    log.info("reminder %s for household %s to %s", kind, household.id, mask_phone(phone))
+    return ReminderOutcome.QUEUED, message
+
+
+def _reminder(
+    session: Session,
+    household: Household,
+    kind: str,
+    period_end: date,
+    today: date,
+    ussd_code: str,
+    until: date | None = None,
+    state: AccountState | None = None,
+    members: int | None = None,
+) -> ReminderOutcome | tuple[str, str, dict[str, Any]]:
+    """Return the phone, template and values of the household's reminder, or why it gets none (no phone, nothing due).
+
+    `state`, `members`: its account state and active member count today, when the caller read them for many
+    households at once.
+    """
     phone = recipient(household)
     if phone is None:
-        return ReminderOutcome.NO_PHONE, None
+        return ReminderOutcome.NO_PHONE
     scheme = household.scheme
     due = amount_due(session, household, today, state=state, members=members).total
     if due <= 0:
-        return ReminderOutcome.NOTHING_DUE, None
-    message = send_sms(
-        session,
-        phone,
-        LAPSED_TEMPLATE if kind == LAPSED else BEFORE_TEMPLATE,
-        household=household,
-        dedupe_key=key,
-        household_no=household.household_no,
-        until=until or period_end,
-        amount=Amount(due, scheme.currency, scheme.currency_exponent),
-        ussd_code=ussd_code,
-    )
-    log.info("reminder %s for household %s to %s", kind, household.id, mask_phone(phone))
-    return ReminderOutcome.QUEUED, message
+        return ReminderOutcome.NOTHING_DUE
+    values = {
+        "household_no": household.household_no,
+        "until": until or period_end,
+        "amount": Amount(due, scheme.currency, scheme.currency_exponent),
+        "ussd_code": ussd_code,
+    }
+    return phone, LAPSED_TEMPLATE if kind == LAPSED else BEFORE_TEMPLATE, values
 
 
 class ReminderOutcome(enum.StrEnum):
