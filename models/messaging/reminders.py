@@ -146,7 +146,7 @@ def _scheme_reminders(
     }
     states = account_states(session, list(accounts.values()))
     counts = active_member_counts(session, ids, today)
-    rows = []
+    messages: list[dict[str, Any]] = []
     for household, period_end, kind in due:
         state = states[accounts[household.id]] if household.id in accounts else NO_ACCOUNT
         found = _reminder(
@@ -155,21 +155,20 @@ def _scheme_reminders(
         if isinstance(found, ReminderOutcome):
             continue
         phone, template, values = found
-        rows.append(
-            compose(template, None, household, **values).row(phone, reminder_key(household.id, kind, period_end))
-        )
+        key = reminder_key(household.id, kind, period_end)
+        messages.append(compose(template, None, household, **values).row(phone, key))
         log.info("reminder %s for household %s to %s", kind, household.id, mask_phone(phone))
     try:
         # All of the window's reminders in one INSERT; the keys were free a moment ago.
         with session.begin_nested():
-            queue_messages(session, rows)
+            queue_messages(session, messages)
     except IntegrityError:
         # Staff sent one of them by hand meanwhile: one at a time then, each settling its own race.
         return sum(
             _queue_reminder(session, household, kind, period_end, today, ussd_code)[0] is ReminderOutcome.QUEUED
             for household, period_end, kind in due
         )
-    return len(rows)
+    return len(messages)
 
 
 def _queue_reminder(
