@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from models.base import HouseholdStatus, LedgerKind, utcnow
-from models.bulk import among
+from models.bulk import among, insert_many, insert_rows, table_of
 from models.coverage.ledger import (
     account_state,
     account_states,
@@ -493,64 +493,62 @@ def _unbooked(
 
 
 def insert_bookings(session: Session, scheme: Scheme, bookings: list[Booking], on: date) -> int:
-    """Write the bookings (allocation, period, entries) in three multi-row INSERTs; return how many.
+    """Write the bookings (allocation, period, entries): one `COPY` per table on PostgreSQL (`models.bulk`), one
+    multi-row INSERT each on SQLite; return how many.
 
     A booking whose `source_ref` is already used is skipped, so a second run writes nothing.
     """
     taken = set(
         session.scalars(
-            select(Allocation.source_ref).where(Allocation.source_ref.in_([b.source_ref for b in bookings]))
+            select(Allocation.source_ref).where(among(session, Allocation.source_ref, [b.source_ref for b in bookings]))
         )
     )
     bookings = [b for b in bookings if b.source_ref not in taken]
     if not bookings:
         return 0
     stamp = utcnow()
-    allocation_ids = dict(
-        (ref, allocation_id)
-        for allocation_id, ref in session.execute(
-            insert(Allocation).returning(Allocation.id, Allocation.source_ref),
-            [
-                {
-                    "source_ref": b.source_ref,
-                    "account_id": b.account_id,
-                    "amount": b.price + b.fee,
-                    "currency": scheme.currency,
-                    "effective_on": on,
-                    "created_at": stamp,
-                }
-                for b in bookings
-            ],
-        )
+    allocation_ids = insert_rows(
+        session,
+        table_of(Allocation),
+        [
+            {
+                "source_ref": b.source_ref,
+                "account_id": b.account_id,
+                "amount": b.price + b.fee,
+                "currency": scheme.currency,
+                "effective_on": on,
+                "payment_id": None,
+                "created_at": stamp,
+            }
+            for b in bookings
+        ],
     )
-    period_ids = dict(
-        (household_id, period_id)
-        for period_id, household_id in session.execute(
-            insert(CoveragePeriod).returning(CoveragePeriod.id, CoveragePeriod.household_id),
-            [
-                {
-                    "household_id": b.household_id,
-                    "allocation_id": allocation_ids[b.source_ref],
-                    "plan": b.plan,
-                    "months": b.months,
-                    "start_on": b.dates.start_on,
-                    "end_on": b.dates.end_on,
-                    "waiting_until": b.dates.waiting_until,
-                    "price": b.price,
-                    "household_share": b.share,
-                    "subsidy_amount": b.price - b.share,
-                    "funder": b.funder,
-                    "created_at": stamp,
-                }
-                for b in bookings
-            ],
-        )
+    period_ids = insert_rows(
+        session,
+        table_of(CoveragePeriod),
+        [
+            {
+                "household_id": b.household_id,
+                "allocation_id": allocation_id,
+                "plan": b.plan,
+                "months": b.months,
+                "start_on": b.dates.start_on,
+                "end_on": b.dates.end_on,
+                "waiting_until": b.dates.waiting_until,
+                "price": b.price,
+                "household_share": b.share,
+                "subsidy_amount": b.price - b.share,
+                "funder": b.funder,
+                "created_at": stamp,
+            }
+            for b, allocation_id in zip(bookings, allocation_ids, strict=True)
+        ],
     )
     entries: list[dict[str, Any]] = []
-    for b in bookings:
+    for b, allocation_id, period_id in zip(bookings, allocation_ids, period_ids, strict=True):
         common: dict[str, Any] = {
             "account_id": b.account_id,
-            "allocation_id": allocation_ids[b.source_ref],
+            "allocation_id": allocation_id,
             "currency": scheme.currency,
             "effective_on": on,
             "created_at": stamp,
@@ -558,7 +556,6 @@ def insert_bookings(session: Session, scheme: Scheme, bookings: list[Booking], o
             "reverses_entry_id": None,
             "note": b.note,
         }
-        period_id = period_ids[b.household_id]
         if b.share > 0:  # paid before migration
             entries.append(dict(common, kind=LedgerKind.ADJUSTMENT, amount=b.share, funder=None, period_id=period_id))
         if b.price - b.share > 0:
@@ -570,7 +567,7 @@ def insert_bookings(session: Session, scheme: Scheme, bookings: list[Booking], o
             kind, funder = (LedgerKind.SUBSIDY, b.funder) if b.share == 0 else (LedgerKind.ADJUSTMENT, None)
             entries.append(dict(common, kind=kind, amount=b.fee, funder=funder, period_id=None))
             entries.append(dict(common, kind=LedgerKind.FEE, amount=-b.fee, funder=None, period_id=None))
-    session.execute(insert(LedgerEntry), entries)
+    insert_many(session, table_of(LedgerEntry), entries)
     return len(bookings)
 
 
