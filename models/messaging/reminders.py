@@ -28,7 +28,7 @@ from models.base import HouseholdStatus, MemberStatus
 from models.bulk import among
 from models.coverage.ledger import AccountState, account_states
 from models.coverage.money import CoveragePeriod
-from models.coverage.premiums import active_member_counts, amount_due, is_fully_subsidised
+from models.coverage.premiums import active_member_counts, amount_due, funder_pays_all, is_fully_subsidised
 from models.db import begin_write
 from models.members.household import Account, Household, HouseholdEvent
 from models.messaging.message import Message
@@ -112,31 +112,40 @@ def _scheme_reminders(
     if upto is not None:
         window.append(Household.id <= upto)
     ends = (
-        select(Household.id.label("household_id"), last_end.label("last_end"))
+        select(Household.id.label("household_id"), Household.subsidy_category, last_end.label("last_end"))
         .where(*window, Household.status == HouseholdStatus.ACTIVE, Household.sms_opt_in.is_(True))
         .subquery()
     )
     earliest = today - timedelta(days=scheme.grace_days + 1) - LAPSE_REMINDER_WINDOW
     rows = session.execute(
-        select(Household, ends.c.last_end)
-        .join(ends, ends.c.household_id == Household.id)
+        select(ends.c.household_id, ends.c.subsidy_category, ends.c.last_end)
         .where(ends.c.last_end >= earliest, ends.c.last_end <= today + timedelta(days=max(days)))
-        .options(selectinload(Household.members))
-        .order_by(Household.id)
+        .order_by(ends.c.household_id)
     ).all()
-    due = [
-        (household, period_end, kind)
-        for household, period_end in rows
+    # What is due, then what is not sent yet, before loading a household: an hourly run finds most sent already.
+    wanted = [
+        (household_id, period_end, kind, reminder_key(household_id, kind, period_end))
+        for household_id, category, period_end in rows
         if (kind := reminder_kind(today, period_end, days, scheme.grace_days)) is not None
-        and not is_fully_subsidised(household)
+        and not funder_pays_all(scheme.subsidy(category).share_bp)
     ]
-    if not due:
+    if not wanted:
         return 0
-    keys = [reminder_key(household.id, kind, period_end) for household, period_end, kind in due]
-    sent = set(session.scalars(select(Message.dedupe_key).where(among(session, Message.dedupe_key, keys))))
-    due = [entry for entry, key in zip(due, keys, strict=True) if key not in sent]
-    if not due:
+    sent = set(
+        session.scalars(select(Message.dedupe_key).where(among(session, Message.dedupe_key, [w[3] for w in wanted])))
+    )
+    wanted = [entry for entry in wanted if entry[3] not in sent]
+    if not wanted:
         return 0
+    households = {
+        household.id: household
+        for household in session.scalars(
+            select(Household)
+            .where(among(session, Household.id, [w[0] for w in wanted]))
+            .options(selectinload(Household.members))
+        )
+    }
+    due = [(households[household_id], period_end, kind) for household_id, period_end, kind, _ in wanted]
     ids = [household.id for household, _, _ in due]
     accounts = {
         household_id: account_id
