@@ -136,6 +136,10 @@ class Settings:
     RECONCILE_QUEUE: str = "reconcile"
     # Payments one reconciliation transaction takes at most.
     RECONCILE_BATCH_SIZE: int = 500
+    # The clock's batched jobs (subsidy renewals, reminders, request expiry, network payouts): households (or rows)
+    # one transaction takes at most, and the seconds one run works before it hands the rest to its continuation.
+    CLOCK_BATCH_SIZE: int = 2000
+    CLOCK_RUN_SECONDS: int = 120
     # Admin login attempts allowed per client IP and username (a Flask-Limiter rate string).
     ADMIN_LOGIN_RATE_LIMIT: str = "10/minute"
     ADMIN_PAGE_SIZE: int = 50

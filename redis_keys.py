@@ -67,6 +67,16 @@ def clock_heartbeat_key() -> str:
     return f"{_prefix}:clock:heartbeat"
 
 
+def clock_cursor_key(job: str) -> str:
+    """Return the key of the last id a batched clock job has done in its current pass (`workers.clock_runs`)."""
+    return f"{_prefix}:clock:cursor:{job}"
+
+
+def clock_lease_key(job: str) -> str:
+    """Return the key a batched clock job's running part holds, so that two parts never work at once."""
+    return f"{_prefix}:clock:lease:{job}"
+
+
 def reconcile_waiting_key() -> str:
     """Return the key of the set of payment ids waiting for a drain (`workers.reconcile`)."""
     return f"{_prefix}:reconcile:waiting"

@@ -30,6 +30,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    select,
     text,
     update,
 )
@@ -65,6 +66,16 @@ def among(session: Session, column: _Column, values: Collection[Any]) -> ColumnE
         item_type = String() if isinstance(column.type, NullType) else column.type  # `func.upper(x)` has no type
         return column == any_(bindparam(None, sorted(values), type_=ARRAY(item_type)))
     return column.in_(values)
+
+
+def id_window_end(session: Session, ids: _Column, after: int, size: int, *where: ColumnElement[bool]) -> int | None:
+    """Return the last id of the next `size` ids of a column after `after` (keyset order); None when fewer are left.
+
+    A job walking a large table a window at a time takes the rows with ids in (`after`, end] (to the last when
+    None), without ever loading the ids: one index-only read of the window's last one. `where`: the rows walked.
+    """
+    end = session.scalar(select(ids).where(ids > after, *where).order_by(ids).offset(size - 1).limit(1))
+    return None if end is None else int(end)
 
 
 def next_ids(session: Session, table: Table, count: int) -> list[int]:

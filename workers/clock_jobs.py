@@ -1,30 +1,35 @@
 """Clock jobs (registered in `workers/cron.py`): payment-request expiry, the funder's 100 % periods, network
 payouts as households fall due, and collectors' evening summaries.
 
-Both are idempotent per period, so a second clock, a retry or a late run does no harm: expiry only moves OPEN
-requests whose time has passed, and a funder-paid period is booked once per household and start date (the
-`subsidy:<household>:<start>` allocation, decided under the account lock).
+Each is idempotent per period, so a second clock, a retry or a late run does no harm: expiry only moves OPEN
+requests whose time has passed, a funder-paid period is booked once per household and start date (the
+`subsidy:<household>:<start>` allocation, decided under the account lock), a network pays a household once a day.
+Each walks its rows in batches of `CLOCK_BATCH_SIZE`, one short transaction each, for at most `CLOCK_RUN_SECONDS`
+a run, then hands on to its continuation (`workers.clock_runs`).
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
+from models.bulk import id_window_end
 from models.coverage.allocation import pay_network_households
 from models.coverage.ledger import account_states
 from models.coverage.periods import book_subsidised_periods
 from models.db import begin_write
 from models.enrolment.collector_sms import send_collector_summaries
-from models.members.household import Account, Network
+from models.members.household import Account, Household, Network
 from models.payments.references import expire_payment_requests
 from models.schemes.scheme import Scheme
 from workers import runtime
+from workers.clock_runs import run_batched
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +39,11 @@ def local_date(now: datetime, timezone: str) -> date:
     return now.replace(tzinfo=UTC).astimezone(ZoneInfo(timezone)).date()
 
 
-def book_subsidies_due(session: Session, now: datetime) -> dict[str, int]:
+def book_subsidies_due(session: Session, now: datetime, after: int = 0, upto: int | None = None) -> dict[str, int]:
     """Book every scheme's due funder-paid periods on the scheme's local date; return how many per scheme.
 
-    One committed transaction per scheme, each started as a writer (booking refuses a reader's on SQLite).
+    The households with ids in (`after`, `upto`] (`upto` None: to the last). One committed transaction per
+    scheme, each started as a writer (booking refuses a reader's on SQLite).
     """
     schemes = session.execute(select(Scheme.id, Scheme.code, Scheme.timezone).order_by(Scheme.id)).all()
     session.commit()
@@ -46,40 +52,64 @@ def book_subsidies_due(session: Session, now: datetime) -> dict[str, int]:
         begin_write(session)
         scheme = session.get(Scheme, scheme_id)
         assert scheme is not None
-        booked[code] = book_subsidised_periods(session, scheme, local_date(now, timezone))
+        booked[code] = book_subsidised_periods(session, scheme, local_date(now, timezone), after, upto)
         session.commit()
     return booked
 
 
-def expire_requests() -> int:
-    """Mark payment requests past their expiry EXPIRED (the clock job); return how many."""
-    with runtime.job_session() as session:
-        expired = expire_payment_requests(session, utcnow())
-    log.info("clock: %s payment request(s) expired", expired)
-    return expired
+def household_window(session: Session, after: int) -> int | None:
+    """Return the last household id of the batch after `after` (`CLOCK_BATCH_SIZE` households), None: to the end.
+
+    The read is committed at once: each batch then starts its transaction as a writer.
+    """
+    upto = id_window_end(session, Household.id, after, runtime.settings().CLOCK_BATCH_SIZE)
+    session.commit()
+    return upto
 
 
-def book_subsidies() -> dict[str, int]:
-    """Book the funder-paid periods due today in each scheme (the clock job); return how many per scheme."""
-    with runtime.job_session() as session:
-        booked = book_subsidies_due(session, utcnow())
-    log.info("clock: subsidised periods booked %s", booked)
-    return booked
+def expire_requests() -> dict[str, Any]:
+    """Mark payment requests past their expiry EXPIRED (the clock job), `CLOCK_BATCH_SIZE` a transaction."""
+
+    def batch(session: Session, _after: int) -> tuple[int, int | None]:
+        size = runtime.settings().CLOCK_BATCH_SIZE
+        expired = expire_payment_requests(session, utcnow(), limit=size)
+        return expired, (0 if expired == size else None)  # the expired leave the open set: no cursor to keep
+
+    report = run_batched("expire_requests", batch, expire_requests)
+    log.info("clock: %s payment request(s) expired", report.done)
+    return report.as_dict()
 
 
-def pay_networks_due(session: Session, now: datetime) -> dict[str, int]:
+def book_subsidies() -> dict[str, Any]:
+    """Book the funder-paid periods due today in each scheme (the clock job), a window of households a batch."""
+
+    def batch(session: Session, after: int) -> tuple[int, int | None]:
+        upto = household_window(session, after)
+        return sum(book_subsidies_due(session, utcnow(), after, upto).values()), upto
+
+    report = run_batched("book_subsidies", batch, book_subsidies)
+    log.info("clock: %s subsidised period(s) booked", report.done)
+    return report.as_dict()
+
+
+def pay_networks_due(session: Session, now: datetime, after: int = 0, upto: int | None = None) -> dict[str, int]:
     """Pay each network's households from its balance as they fall due, on its scheme's date; return how many.
 
-    A network payment pays what is due at once; money left on the network account pays its households later,
-    as their cover comes within the reminder window (`Allocator.pay_network`). One committed transaction per
-    network with money; idempotent per network, day and household (`clock:<date>` run references).
+    The networks whose accounts have ids in (`after`, `upto`] (`upto` None: to the last). A network payment pays
+    what is due at once; money left on the network account pays its households later, as their cover comes within
+    the reminder window (`Allocator.pay_network`). One committed transaction per network with money; idempotent
+    per network, day and household (`clock:<date>` run references).
     """
-    rows = session.execute(
+    query = (
         select(Account.id, Network.code, Scheme.timezone)
         .join(Network, Network.id == Account.network_id)
         .join(Scheme, Scheme.id == Network.scheme_id)
+        .where(Account.id > after)
         .order_by(Account.id)
-    ).all()
+    )
+    if upto is not None:
+        query = query.where(Account.id <= upto)
+    rows = session.execute(query).all()
     states = account_states(session, [row[0] for row in rows])
     session.commit()
     paid: dict[str, int] = {}
@@ -95,12 +125,20 @@ def pay_networks_due(session: Session, now: datetime) -> dict[str, int]:
     return paid
 
 
-def pay_networks() -> dict[str, int]:
-    """Pay networks' households from their balances as they fall due (the clock job); return how many each."""
-    with runtime.job_session() as session:
-        paid = pay_networks_due(session, utcnow())
-    log.info("clock: network households paid %s", paid)
-    return paid
+NETWORKS_PER_BATCH = 20  # each its own transaction; a network pays at most its few dozen households
+
+
+def pay_networks() -> dict[str, Any]:
+    """Pay networks' households from their balances as they fall due (the clock job), a few networks a batch."""
+
+    def batch(session: Session, after: int) -> tuple[int, int | None]:
+        upto = id_window_end(session, Account.id, after, NETWORKS_PER_BATCH, Account.network_id.is_not(None))
+        session.commit()
+        return sum(pay_networks_due(session, utcnow(), after, upto).values()), upto
+
+    report = run_batched("pay_networks", batch, pay_networks)
+    log.info("clock: %s network household(s) paid", report.done)
+    return report.as_dict()
 
 
 def send_collector_days() -> int:

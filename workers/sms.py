@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 IN_JOB_BACKOFF_SECONDS: tuple[float, ...] = (0.5, 2.0)
 # A message still QUEUED this long after it was written lost its job (Redis down at commit time…).
 STUCK_AFTER = timedelta(minutes=10)
+SWEEP_LIMIT = 5000  # messages one outbox sweep enqueues again at most
 
 
 def send_message(message_id: int) -> str:
@@ -163,14 +164,22 @@ def give_up(session: Session, message_id: int, reason: str) -> None:
     )
 
 
-def requeue_stuck(session: Session, queue: Queue, older_than: timedelta = STUCK_AFTER) -> list[str]:
-    """Enqueue a job again for outbound messages QUEUED for too long; return the job ids enqueued."""
+def requeue_stuck(
+    session: Session, queue: Queue, older_than: timedelta = STUCK_AFTER, limit: int = SWEEP_LIMIT
+) -> list[str]:
+    """Enqueue a job again for outbound messages QUEUED for too long, the oldest `limit`; return the job ids enqueued.
+
+    Bounded: after a long outage of the SMS provider the next runs (every 5 minutes) take the rest.
+    """
     ids = session.scalars(
-        select(Message.id).where(
+        select(Message.id)
+        .where(
             Message.direction == MessageDirection.OUTBOUND,
             Message.status == MessageStatus.QUEUED,
             Message.created_at < utcnow() - older_than,
         )
+        .order_by(Message.id)
+        .limit(limit)
     ).all()
     return enqueue_messages(queue, ids)
 

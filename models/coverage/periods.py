@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from models.base import HouseholdStatus, LedgerKind, utcnow
+from models.bulk import among, insert_many, insert_rows, table_of
 from models.coverage.ledger import (
     account_state,
     account_states,
@@ -257,37 +258,113 @@ def book_subsidised_period(session: Session, household: Household, on: date) -> 
     return period
 
 
-def book_subsidised_periods(session: Session, scheme: Scheme, on: date) -> int:
+def book_subsidised_periods(session: Session, scheme: Scheme, on: date, after: int = 0, upto: int | None = None) -> int:
     """Book every due funder-paid period of the scheme's fully subsidised households; return how many.
 
-    Idempotent per household and period start (`subsidy:<household>:<start>` allocations), so the
-    clock may run it any number of times a day. Starts its own write transaction; the caller commits.
+    The households with ids in (`after`, `upto`] (`upto` None: to the last), so the clock walks a million of them
+    a window at a time, each its own short transaction. Set-based, `BOOKING_CHUNK` households at a time: the due
+    set in one statement, their accounts locked in one, their live periods, member counts and fees in three, then
+    the bookings in three multi-row INSERTs (`insert_bookings`). The rules are `book_subsidised_period`'s.
+    Idempotent per household and period start (`subsidy:<household>:<start>` allocations), so the clock may run it
+    any number of times a day. Starts its own write transaction; the caller commits.
     """
     start_write(session)
-    codes = [c.code for c in scheme.subsidy_categories if funder_pays_all(c.share_bp)]
+    codes = {c.code: c for c in scheme.subsidy_categories if funder_pays_all(c.share_bp)}
     if not codes:
         return 0
+    booked = 0
+    while True:
+        rows = _due_subsidised(session, scheme, list(codes), on, after, upto)
+        if not rows:
+            return booked
+        booked += _book_due(session, scheme, codes, rows, on)
+        if len(rows) < BOOKING_CHUNK:
+            return booked
+        after = rows[-1][0]
+
+
+def _due_subsidised(
+    session: Session, scheme: Scheme, categories: list[str], on: date, after: int, upto: int | None
+) -> list[Any]:
+    """Return (id, enrolled_on, plan, category, account id or None) of the next households due a funder-paid period.
+
+    Active households of the categories, enrolled by `on`, without a live period running past `on`, in id order
+    after `after` (at most `BOOKING_CHUNK`).
+    """
     still_covered = exists().where(
         CoveragePeriod.household_id == Household.id,
         CoveragePeriod.reversed_at.is_(None),
         CoveragePeriod.end_on > on,
     )
-    households = session.scalars(
-        select(Household)
+    query = (
+        select(Household.id, Household.enrolled_on, Household.plan, Household.subsidy_category, Account.id)
+        .outerjoin(Account, Account.household_id == Household.id)
         .where(
             Household.scheme_id == scheme.id,
-            Household.subsidy_category.in_(codes),
+            Household.subsidy_category.in_(categories),
             Household.status == HouseholdStatus.ACTIVE,
             Household.enrolled_on <= on,
+            Household.id > after,
             ~still_covered,
         )
         .order_by(Household.id)
-    ).all()
+        .limit(BOOKING_CHUNK)
+    )
+    if upto is not None:
+        query = query.where(Household.id <= upto)
+    return list(session.execute(query).all())
+
+
+def _book_due(session: Session, scheme: Scheme, codes: dict[str, Any], rows: list[Any], on: date) -> int:
+    """Book the next funder-paid period of each due household of `rows` (`_due_subsidised`); return how many."""
     booked = 0
-    for household in households:
-        if book_subsidised_period(session, household, on) is not None:
-            booked += 1
-    return booked
+    for household_id, *_rest, account_id in rows:
+        if account_id is None:  # never had an account: created (and booked) one household at a time
+            household = session.get(Household, household_id)
+            assert household is not None
+            booked += book_subsidised_period(session, household, on) is not None
+    rows = [row for row in rows if row[4] is not None]
+    if not rows:
+        return booked
+    # The accounts' rows are the allocation lock: held until the commit, in id order (no deadlock with a drain).
+    session.execute(
+        select(Account.id)
+        .where(among(session, Account.id, [row[4] for row in rows]))
+        .order_by(Account.id)
+        .with_for_update()
+    )
+    ids = [row[0] for row in rows]
+    last: dict[int, PeriodDates | None] = dict.fromkeys(ids)
+    # Read under the locks: a period another transaction booked before we got them is seen.
+    for household_id, start_on, end_on, waiting_until in session.execute(
+        select(
+            CoveragePeriod.household_id, CoveragePeriod.start_on, CoveragePeriod.end_on, CoveragePeriod.waiting_until
+        )
+        .where(among(session, CoveragePeriod.household_id, ids), CoveragePeriod.reversed_at.is_(None))
+        .order_by(CoveragePeriod.household_id, CoveragePeriod.end_on)
+    ):
+        last[household_id] = PeriodDates(start_on, end_on, waiting_until, contiguous=False)
+    counts = active_member_counts(session, ids, on)
+    states = account_states(session, [row[4] for row in rows])
+    bookings = []
+    for household_id, enrolled_on, plan_code, category_code, account_id in rows:
+        previous = last[household_id]
+        if previous is not None and previous.end_on > on:
+            continue  # booked meanwhile
+        plan = scheme.plan(plan_code)
+        price = plan_price(scheme, plan, counts[household_id])
+        if price <= 0:
+            continue
+        if previous is None:
+            # Funded from enrolment: the run of periods from `enrolled_on`, however late the booking.
+            dates = enrolment_period_dates(enrolled_on, plan.months, plan.waiting_months, on)
+        else:
+            dates = next_period_dates(previous, on, plan.months, plan.waiting_months, scheme.grace_days)
+        fee = scheme.membership_fee if not states[account_id].fee_paid else 0
+        ref = subsidy_source_ref(household_id, dates.start_on)
+        funder = codes[category_code].funder
+        bookings.append(Booking(ref, household_id, account_id, plan.code, plan.months, dates, price, 0, funder, fee))
+    return booked + insert_bookings(session, scheme, bookings, on)
 
 
 @dataclass(frozen=True)
@@ -416,64 +493,62 @@ def _unbooked(
 
 
 def insert_bookings(session: Session, scheme: Scheme, bookings: list[Booking], on: date) -> int:
-    """Write the bookings (allocation, period, entries) in three multi-row INSERTs; return how many.
+    """Write the bookings (allocation, period, entries): one `COPY` per table on PostgreSQL (`models.bulk`), one
+    multi-row INSERT each on SQLite; return how many.
 
     A booking whose `source_ref` is already used is skipped, so a second run writes nothing.
     """
     taken = set(
         session.scalars(
-            select(Allocation.source_ref).where(Allocation.source_ref.in_([b.source_ref for b in bookings]))
+            select(Allocation.source_ref).where(among(session, Allocation.source_ref, [b.source_ref for b in bookings]))
         )
     )
     bookings = [b for b in bookings if b.source_ref not in taken]
     if not bookings:
         return 0
     stamp = utcnow()
-    allocation_ids = dict(
-        (ref, allocation_id)
-        for allocation_id, ref in session.execute(
-            insert(Allocation).returning(Allocation.id, Allocation.source_ref),
-            [
-                {
-                    "source_ref": b.source_ref,
-                    "account_id": b.account_id,
-                    "amount": b.price + b.fee,
-                    "currency": scheme.currency,
-                    "effective_on": on,
-                    "created_at": stamp,
-                }
-                for b in bookings
-            ],
-        )
+    allocation_ids = insert_rows(
+        session,
+        table_of(Allocation),
+        [
+            {
+                "source_ref": b.source_ref,
+                "account_id": b.account_id,
+                "amount": b.price + b.fee,
+                "currency": scheme.currency,
+                "effective_on": on,
+                "payment_id": None,
+                "created_at": stamp,
+            }
+            for b in bookings
+        ],
     )
-    period_ids = dict(
-        (household_id, period_id)
-        for period_id, household_id in session.execute(
-            insert(CoveragePeriod).returning(CoveragePeriod.id, CoveragePeriod.household_id),
-            [
-                {
-                    "household_id": b.household_id,
-                    "allocation_id": allocation_ids[b.source_ref],
-                    "plan": b.plan,
-                    "months": b.months,
-                    "start_on": b.dates.start_on,
-                    "end_on": b.dates.end_on,
-                    "waiting_until": b.dates.waiting_until,
-                    "price": b.price,
-                    "household_share": b.share,
-                    "subsidy_amount": b.price - b.share,
-                    "funder": b.funder,
-                    "created_at": stamp,
-                }
-                for b in bookings
-            ],
-        )
+    period_ids = insert_rows(
+        session,
+        table_of(CoveragePeriod),
+        [
+            {
+                "household_id": b.household_id,
+                "allocation_id": allocation_id,
+                "plan": b.plan,
+                "months": b.months,
+                "start_on": b.dates.start_on,
+                "end_on": b.dates.end_on,
+                "waiting_until": b.dates.waiting_until,
+                "price": b.price,
+                "household_share": b.share,
+                "subsidy_amount": b.price - b.share,
+                "funder": b.funder,
+                "created_at": stamp,
+            }
+            for b, allocation_id in zip(bookings, allocation_ids, strict=True)
+        ],
     )
     entries: list[dict[str, Any]] = []
-    for b in bookings:
+    for b, allocation_id, period_id in zip(bookings, allocation_ids, period_ids, strict=True):
         common: dict[str, Any] = {
             "account_id": b.account_id,
-            "allocation_id": allocation_ids[b.source_ref],
+            "allocation_id": allocation_id,
             "currency": scheme.currency,
             "effective_on": on,
             "created_at": stamp,
@@ -481,7 +556,6 @@ def insert_bookings(session: Session, scheme: Scheme, bookings: list[Booking], o
             "reverses_entry_id": None,
             "note": b.note,
         }
-        period_id = period_ids[b.household_id]
         if b.share > 0:  # paid before migration
             entries.append(dict(common, kind=LedgerKind.ADJUSTMENT, amount=b.share, funder=None, period_id=period_id))
         if b.price - b.share > 0:
@@ -493,7 +567,7 @@ def insert_bookings(session: Session, scheme: Scheme, bookings: list[Booking], o
             kind, funder = (LedgerKind.SUBSIDY, b.funder) if b.share == 0 else (LedgerKind.ADJUSTMENT, None)
             entries.append(dict(common, kind=kind, amount=b.fee, funder=funder, period_id=None))
             entries.append(dict(common, kind=LedgerKind.FEE, amount=-b.fee, funder=None, period_id=None))
-    session.execute(insert(LedgerEntry), entries)
+    insert_many(session, table_of(LedgerEntry), entries)
     return len(bookings)
 
 

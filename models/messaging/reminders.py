@@ -17,19 +17,22 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from logs import mask_phone
 from models.base import HouseholdStatus, MemberStatus
 from models.bulk import among
+from models.coverage.ledger import AccountState, account_states
 from models.coverage.money import CoveragePeriod
-from models.coverage.premiums import amount_due, is_fully_subsidised
+from models.coverage.premiums import active_member_counts, amount_due, funder_pays_all, is_fully_subsidised
 from models.db import begin_write
-from models.members.household import Household, HouseholdEvent
+from models.members.household import Account, Household, HouseholdEvent
 from models.messaging.message import Message
-from models.messaging.outbox import send_sms
+from models.messaging.outbox import compose, queue_messages, send_sms
 from models.schemes.amounts import Amount
 from models.schemes.scheme import Scheme
 
@@ -41,6 +44,7 @@ GRACE = "grace"  # sent by hand only, in a grace that still covers: "covered unt
 # A household that lapsed longer ago than this (before the service started, say) gets no late reminder.
 LAPSE_REMINDER_WINDOW = timedelta(days=30)
 MANUAL_CHUNK = 500  # households read at a time by a reminder sent by hand to a whole list
+NO_ACCOUNT = AccountState(balance=0, fee_paid=False)  # a household that never had money: what `account_state` reads
 
 
 def reminder_key(household_id: int, kind: str, period_end: date) -> str:
@@ -77,48 +81,103 @@ def recipient(household: Household) -> str | None:
     return None
 
 
-def send_due_reminders(session: Session, now: datetime, ussd_code: str) -> int:
-    """Queue every reminder due now in schemes that are in daytime; return how many were queued. The caller commits."""
+def send_due_reminders(session: Session, now: datetime, ussd_code: str, after: int = 0, upto: int | None = None) -> int:
+    """Queue every reminder due now in schemes that are in daytime; return how many were queued. The caller commits.
+
+    The households with ids in (`after`, `upto`] (`upto` None: to the last): the clock walks them a window at a time.
+    """
     begin_write(session)
     queued = 0
     for scheme in session.scalars(select(Scheme).order_by(Scheme.id)):
         local = scheme.local_now(now)
         if not in_daytime(local.time(), scheme.daytime_start, scheme.daytime_end):
             continue
-        queued += _scheme_reminders(session, scheme, local.date(), ussd_code)
+        queued += _scheme_reminders(session, scheme, local.date(), ussd_code, after, upto)
     return queued
 
 
-def _scheme_reminders(session: Session, scheme: Scheme, today: date, ussd_code: str) -> int:
+def _scheme_reminders(
+    session: Session, scheme: Scheme, today: date, ussd_code: str, after: int, upto: int | None
+) -> int:
+    """Queue the reminders due today to the scheme's households in the window; each household's last end read by
+    the (household, end) index, the members, sent keys, balances and member counts of the window in one read each."""
     days = scheme.reminder_day_list()
     last_end = (
-        select(CoveragePeriod.household_id, func.max(CoveragePeriod.end_on).label("last_end"))
-        .where(CoveragePeriod.reversed_at.is_(None))
-        .group_by(CoveragePeriod.household_id)
+        select(func.max(CoveragePeriod.end_on))
+        .where(CoveragePeriod.household_id == Household.id, CoveragePeriod.reversed_at.is_(None))
+        .correlate(Household)
+        .scalar_subquery()
+    )
+    window = [Household.scheme_id == scheme.id, Household.id > after]
+    if upto is not None:
+        window.append(Household.id <= upto)
+    ends = (
+        select(Household.id.label("household_id"), Household.subsidy_category, last_end.label("last_end"))
+        .where(*window, Household.status == HouseholdStatus.ACTIVE, Household.sms_opt_in.is_(True))
         .subquery()
     )
     earliest = today - timedelta(days=scheme.grace_days + 1) - LAPSE_REMINDER_WINDOW
     rows = session.execute(
-        select(Household, last_end.c.last_end)
-        .join(last_end, last_end.c.household_id == Household.id)
-        .where(
-            Household.scheme_id == scheme.id,
-            Household.status == HouseholdStatus.ACTIVE,
-            Household.sms_opt_in.is_(True),
-            last_end.c.last_end >= earliest,
-            last_end.c.last_end <= today + timedelta(days=max(days)),
-        )
-        .order_by(Household.id)
+        select(ends.c.household_id, ends.c.subsidy_category, ends.c.last_end)
+        .where(ends.c.last_end >= earliest, ends.c.last_end <= today + timedelta(days=max(days)))
+        .order_by(ends.c.household_id)
     ).all()
-    queued = 0
-    for household, period_end in rows:
-        kind = reminder_kind(today, period_end, days, scheme.grace_days)
-        if kind is None or is_fully_subsidised(household):
+    # What is due, then what is not sent yet, before loading a household: an hourly run finds most sent already.
+    wanted = [
+        (household_id, period_end, kind, reminder_key(household_id, kind, period_end))
+        for household_id, category, period_end in rows
+        if (kind := reminder_kind(today, period_end, days, scheme.grace_days)) is not None
+        and not funder_pays_all(scheme.subsidy(category).share_bp)
+    ]
+    if not wanted:
+        return 0
+    sent = set(
+        session.scalars(select(Message.dedupe_key).where(among(session, Message.dedupe_key, [w[3] for w in wanted])))
+    )
+    wanted = [entry for entry in wanted if entry[3] not in sent]
+    if not wanted:
+        return 0
+    households = {
+        household.id: household
+        for household in session.scalars(
+            select(Household)
+            .where(among(session, Household.id, [w[0] for w in wanted]))
+            .options(selectinload(Household.members))
+        )
+    }
+    due = [(households[household_id], period_end, kind) for household_id, period_end, kind, _ in wanted]
+    ids = [household.id for household, _, _ in due]
+    accounts = {
+        household_id: account_id
+        for household_id, account_id in session.execute(
+            select(Account.household_id, Account.id).where(among(session, Account.household_id, ids))
+        )
+    }
+    states = account_states(session, list(accounts.values()))
+    counts = active_member_counts(session, ids, today)
+    messages: list[dict[str, Any]] = []
+    for household, period_end, kind in due:
+        state = states[accounts[household.id]] if household.id in accounts else NO_ACCOUNT
+        found = _reminder(
+            session, household, kind, period_end, today, ussd_code, state=state, members=counts[household.id]
+        )
+        if isinstance(found, ReminderOutcome):
             continue
-        outcome, _ = _queue_reminder(session, household, kind, period_end, today, ussd_code)
-        if outcome is ReminderOutcome.QUEUED:
-            queued += 1
-    return queued
+        phone, template, values = found
+        key = reminder_key(household.id, kind, period_end)
+        messages.append(compose(template, None, household, **values).row(phone, key))
+        log.info("reminder %s for household %s to %s", kind, household.id, mask_phone(phone))
+    try:
+        # All of the window's reminders in one INSERT; the keys were free a moment ago.
+        with session.begin_nested():
+            queue_messages(session, messages)
+    except IntegrityError:
+        # Staff sent one of them by hand meanwhile: one at a time then, each settling its own race.
+        return sum(
+            _queue_reminder(session, household, kind, period_end, today, ussd_code)[0] is ReminderOutcome.QUEUED
+            for household, period_end, kind in due
+        )
+    return len(messages)
 
 
 def _queue_reminder(
@@ -139,26 +198,45 @@ def _queue_reminder(
     key = reminder_key(household.id, kind, period_end)
     if session.scalar(select(Message.id).where(Message.dedupe_key == key)) is not None:
         return ReminderOutcome.ALREADY_SENT, None
-    phone = recipient(household)
-    if phone is None:
-        return ReminderOutcome.NO_PHONE, None
-    scheme = household.scheme
-    due = amount_due(session, household, today).total
-    if due <= 0:
-        return ReminderOutcome.NOTHING_DUE, None
-    message = send_sms(
-        session,
-        phone,
-        LAPSED_TEMPLATE if kind == LAPSED else BEFORE_TEMPLATE,
-        household=household,
-        dedupe_key=key,
-        household_no=household.household_no,
-        until=until or period_end,
-        amount=Amount(due, scheme.currency, scheme.currency_exponent),
-        ussd_code=ussd_code,
-    )
+    found = _reminder(session, household, kind, period_end, today, ussd_code, until)
+    if isinstance(found, ReminderOutcome):
+        return found, None
+    phone, template, values = found
+    message = send_sms(session, phone, template, household=household, dedupe_key=key, **values)
     log.info("reminder %s for household %s to %s", kind, household.id, mask_phone(phone))
     return ReminderOutcome.QUEUED, message
+
+
+def _reminder(
+    session: Session,
+    household: Household,
+    kind: str,
+    period_end: date,
+    today: date,
+    ussd_code: str,
+    until: date | None = None,
+    state: AccountState | None = None,
+    members: int | None = None,
+) -> ReminderOutcome | tuple[str, str, dict[str, Any]]:
+    """Return the phone, template and values of the household's reminder, or why it gets none (no phone, nothing due).
+
+    `state`, `members`: its account state and active member count today, when the caller read them for many
+    households at once.
+    """
+    phone = recipient(household)
+    if phone is None:
+        return ReminderOutcome.NO_PHONE
+    scheme = household.scheme
+    due = amount_due(session, household, today, state=state, members=members).total
+    if due <= 0:
+        return ReminderOutcome.NOTHING_DUE
+    values = {
+        "household_no": household.household_no,
+        "until": until or period_end,
+        "amount": Amount(due, scheme.currency, scheme.currency_exponent),
+        "ussd_code": ussd_code,
+    }
+    return phone, LAPSED_TEMPLATE if kind == LAPSED else BEFORE_TEMPLATE, values
 
 
 class ReminderOutcome(enum.StrEnum):

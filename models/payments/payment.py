@@ -31,6 +31,13 @@ class PaymentRequest(Base):
             sqlite_where=text("status = 'OPEN'"),
         ),
         Index("ix_payment_requests_reference", "reference"),
+        # The clock's expiry finds the open requests past their time without reading the others.
+        Index(
+            "ix_payment_requests_open_expires_at",
+            "expires_at",
+            postgresql_where=text("status = 'OPEN'"),
+            sqlite_where=text("status = 'OPEN'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

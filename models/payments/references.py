@@ -134,17 +134,20 @@ def _by_caller_key(session: Session, caller_key: str) -> PaymentRequest | None:
     return session.scalar(select(PaymentRequest).where(PaymentRequest.caller_key == caller_key))
 
 
-def expire_payment_requests(session: Session, now: datetime) -> int:
-    """Mark open requests whose expiry has passed EXPIRED and return how many; the caller commits."""
+def expire_payment_requests(session: Session, now: datetime, limit: int | None = None) -> int:
+    """Mark open requests whose expiry has passed EXPIRED and return how many; the caller commits.
+
+    `limit`: at most so many, the oldest ids first (the clock's batches; the partial index on open requests'
+    expiry finds them).
+    """
+    due = PaymentRequest.status == RequestStatus.OPEN, PaymentRequest.expires_at <= now
+    # The conditions stay on the UPDATE itself: a row paid meanwhile is checked again once its lock is released.
+    statement = update(PaymentRequest).where(*due).values(status=RequestStatus.EXPIRED)
+    if limit is not None:
+        batch = select(PaymentRequest.id).where(*due).order_by(PaymentRequest.id).limit(limit)
+        statement = statement.where(PaymentRequest.id.in_(batch.scalar_subquery()))
     # An UPDATE answers a CursorResult (with its rowcount); SQLAlchemy 2.0 types Session.execute as any Result.
-    result = cast(
-        "CursorResult[Any]",
-        session.execute(
-            update(PaymentRequest)
-            .where(PaymentRequest.status == RequestStatus.OPEN, PaymentRequest.expires_at <= now)
-            .values(status=RequestStatus.EXPIRED)
-        ),
-    )
+    result = cast("CursorResult[Any]", session.execute(statement.execution_options(synchronize_session=False)))
     return result.rowcount
 
 
