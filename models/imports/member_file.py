@@ -63,7 +63,7 @@ _AGREEING_COLUMNS = (*HOUSEHOLD_COLUMNS, "plan")
 PROGRESS_EVERY_ROWS = 50_000
 MAX_KEPT_ERRORS = 10_000  # errors kept with their text; beyond, only counted
 RECENT_HOUSEHOLDS = 4_096  # households whose first row and member lines stay at hand
-PHONE_CACHE = 20_000  # typed phones parsed once (many members share the head's)
+PHONE_CACHE = 4_096  # phones (a household's lines often repeat the head's) and communes looked up once
 BUCKET_ROWS = 50_000  # rows per bucket file when a file's households are scattered
 
 _HOUSEHOLD_NO = re.compile(r"[A-Z0-9][A-Z0-9/_.-]{0,39}")
@@ -225,18 +225,6 @@ class NetworkWant:
     currency: str
 
 
-@dataclass
-class FileCheck:
-    """What pass 1 learnt of a file that pass 2 and the writer need."""
-
-    names: list[str]
-    index: dict[str, int]
-    keys: _HouseholdKeys
-    rows: int = 0
-    networks: dict[tuple[int, str], NetworkWant] = field(default_factory=dict)
-    contacts: dict[tuple[int, str], str] = field(default_factory=dict)
-
-
 def slugify(name: str) -> str:
     """Return the code of a network name: ASCII lower-case words joined by dashes."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
@@ -372,6 +360,57 @@ class _Pending:
     raw: tuple[str, ...] = ()
 
 
+class _PhoneTape:
+    """The phones pass 1 normalised, two a row in file order (0: none), on disk: pass 2 parses none again.
+
+    Parsing a phone costs more than the rest of its line; the tape keeps 16 bytes a row out of memory.
+    """
+
+    _CHUNK = 65_536
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `close`)
+        self.buffer = array("q")
+
+    def append(self, phone: str | None, network_phone: str | None) -> None:
+        self.buffer.append(int(phone[1:]) if phone else 0)
+        self.buffer.append(int(network_phone[1:]) if network_phone else 0)
+        if len(self.buffer) >= self._CHUNK:
+            self.buffer.tofile(self.file)
+            self.buffer = array("q")
+
+    def rows(self) -> Iterator[tuple[int, int]]:
+        """Yield the (phone, network phone) of each row, from the start."""
+        self.buffer.tofile(self.file)
+        self.buffer = array("q")
+        self.file.seek(0)
+        while chunk := self.file.read(self._CHUNK * 8):
+            numbers = array("q")
+            numbers.frombytes(chunk)
+            yield from zip(numbers[::2], numbers[1::2], strict=True)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass
+class FileCheck:
+    """What pass 1 learnt of a file that pass 2 and the writer need."""
+
+    names: list[str]
+    index: dict[str, int]
+    keys: _HouseholdKeys
+    phones: _PhoneTape = field(default_factory=_PhoneTape)
+    rows: int = 0
+
+    def close(self) -> None:
+        """Delete the phone tape."""
+        self.phones.close()
+
+    networks: dict[tuple[int, str], NetworkWant] = field(default_factory=dict)
+    contacts: dict[tuple[int, str], str] = field(default_factory=dict)
+
+
 class RowValidator:
     """Turn CSV rows into typed values, recording every problem with its line and column."""
 
@@ -391,6 +430,8 @@ class RowValidator:
         self.index = index
         self.report = report
         self.phones: dict[tuple[str, str], str | ValueError] = {}
+        self.mutuelles: dict[tuple[str, str, str | None], Mutuelle | str] = {}
+        self.taped: tuple[int, int] | None = None  # pass 2: this row's phones as pass 1 normalised them
         self.network_phones: dict[tuple[str, str], tuple[str, int]] = {}  # (scheme, network slug) → (phone, line)
 
     def value(self, row: Sequence[str], column: str) -> str:
@@ -492,7 +533,7 @@ class RowValidator:
         elif opt_in_text and opt_in_text not in _YES:
             self.fail(line, "sms_opt_in", f"must be yes or no, not {v(row, 'sms_opt_in')!r}")
         commune = self.text(line, row, "commune", 120, required=False) or None
-        mutuelle = scheme.mutuelle(v(row, "mutuelle"), commune) if scheme is not None else None
+        mutuelle = self.mutuelle(scheme, v(row, "mutuelle"), commune) if scheme is not None else None
         if isinstance(mutuelle, str):
             self.fail(line, "mutuelle", mutuelle)
         network = self.text(line, row, "network", 255, required=False) or None
@@ -523,6 +564,16 @@ class RowValidator:
             network_phone=network_phone,
         )
 
+    def mutuelle(self, scheme: SchemeInfo, code: str, commune: str | None) -> Mutuelle | str:
+        # A file names a handful of communes: find each one's mutuelle once.
+        key = (scheme.code, code, commune)
+        found = self.mutuelles.get(key)
+        if found is None:
+            if len(self.mutuelles) >= PHONE_CACHE:
+                self.mutuelles.clear()
+            found = self.mutuelles[key] = scheme.mutuelle(code, commune)
+        return found
+
     def text(self, line: int, row: Sequence[str], column: str, limit: int, *, required: bool) -> str:
         text = self.value(row, column)
         if required and not text:
@@ -547,6 +598,10 @@ class RowValidator:
     def phone(self, line: int, text: str, scheme: SchemeInfo | None, column: str = "phone") -> str | None:
         if not text or scheme is None:
             return None
+        if self.taped is not None:
+            taped = self.taped[0 if column == "phone" else 1]
+            if taped:
+                return f"+{taped}"
         key = (text, scheme.country)
         result = self.phones.get(key)
         if result is None:
@@ -632,13 +687,15 @@ class _FileChecker(RowValidator):
             ordinal = keys.scheme[position]
             scheme = self.by_ordinal[ordinal - 1] if ordinal > 0 else None
 
-        self.member(line, row, member_no, scheme)
+        member = self.member(line, row, member_no, scheme)
+        household = None
         if is_first:
             assert position is not None
             household = self.new_household(line, row, household_no, scheme)
             if household is not None:
                 keys.scheme[position] = 0 if scheme is None else 1 + self.ordinal[scheme.code]
                 self.want_network(household)
+        self.check.phones.append(member.phone if member else None, household.network_phone if household else None)
 
     def compare(
         self, line: int, household_no: str, first_line: int, first: tuple[str, ...], raw: tuple[str, ...]
@@ -775,6 +832,7 @@ def check_file(
     checker.finish(handle, start)
     check.rows = report.rows
     if not report.ok:
+        check.close()
         return None
     # Only the keys pass 2 needs stay: the household positions (scattered files) and the grouping.
     check.keys.recent.clear()
@@ -798,11 +856,14 @@ def households_of(
     handle.seek(start)
     reader = csv.reader(handle)
     next(reader)
-    rows = _lines(reader)
+    rows: Iterator[_Taped] = (
+        (line, phones, row) for (line, row), phones in zip(_lines(reader), check.phones.rows(), strict=False)
+    )
     if not check.keys.grouped:
         rows = _gathered(rows, check)
     household: HouseholdRow | None = None
-    for line, row in rows:
+    for line, phones, row in rows:
+        validator.taped = phones
         household_no = validator.value(row, "household_no").upper()
         if household is None or household_no != household.household_no:
             if household is not None:
@@ -823,27 +884,33 @@ def households_of(
         yield household
 
 
-def _gathered(rows: Iterator[tuple[int, list[str]]], check: FileCheck) -> Iterator[tuple[int, list[str]]]:
+_Taped = tuple[int, tuple[int, int], list[str]]  # line, its phones from the tape, row
+
+
+def _gathered(rows: Iterator[_Taped], check: FileCheck) -> Iterator[_Taped]:
     """Yield the rows household by household (first appearance order) through bucket files of bounded size."""
-    position = check.index
+    position = check.keys.index
     column = check.names.index("household_no")
     per_bucket = max(1, BUCKET_ROWS * len(check.keys) // max(1, check.rows))  # households of ~BUCKET_ROWS rows
     with tempfile.TemporaryDirectory(prefix="mutuelle-import-") as folder:
         files: dict[int, tuple[TextIO, Writer]] = {}
         try:
-            for line, row in rows:
+            for line, (phone, network_phone), row in rows:
                 bucket = position[row[column].strip().upper()] // per_bucket
                 if bucket not in files:
                     opened = open(f"{folder}/{bucket}.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115
                     files[bucket] = (opened, csv.writer(opened))
-                files[bucket][1].writerow([line, *row])
+                files[bucket][1].writerow([line, phone, network_phone, *row])
         finally:
             for out, _ in files.values():
                 out.close()
         for bucket in sorted(files):
             with open(f"{folder}/{bucket}.csv", newline="", encoding="utf-8") as handle:
-                held = [(position[r[1 + column].strip().upper()], int(r[0]), r[1:]) for r in csv.reader(handle)]
+                held = [
+                    (position[r[3 + column].strip().upper()], int(r[0]), (int(r[1]), int(r[2])), r[3:])
+                    for r in csv.reader(handle)
+                ]
             held.sort()
-            for _, line, row in held:
-                yield line, row
+            for _, line, phones, row in held:
+                yield line, phones, row
             del held

@@ -187,6 +187,24 @@ def _import(
     check = check_file(handle, schemes, scheme_code, today, report, progress)
     if check is None:
         return
+    try:
+        _write(session, handle, start, check, schemes, scheme_code, today, report, progress, name)
+    finally:
+        check.close()
+
+
+def _write(
+    session: Session,
+    handle: TextIO,
+    start: int,
+    check: FileCheck,
+    schemes: dict[str, SchemeInfo],
+    scheme_code: str | None,
+    today: date,
+    report: ImportReport,
+    progress: Progress | None,
+    name: str,
+) -> None:
     households = households_of(handle, start, check, schemes, scheme_code, today, report)
     writer = _Writer(session, today, report, report.dry_run, progress, name)
     if report.dry_run:
