@@ -18,7 +18,6 @@ import argparse
 import csv
 import os
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 import models  # noqa: E402
-from bench.common import ADMIN_URL, loadavg, own_database, own_redis, prepare_schema  # noqa: E402
+from bench.common import ADMIN_URL, loadavg, own_database, own_redis, peak_rss_mb, prepare_schema  # noqa: E402
 from bench.ussd import compare_with_bare  # noqa: E402
 from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
@@ -112,11 +111,6 @@ def timed_import(url: str, path: Path) -> tuple[ImportReport, float, float]:
     analysed = time.perf_counter() - started - elapsed
     engine.dispose()
     return report, elapsed, analysed
-
-
-def peak_rss_mb() -> float:
-    """Return this process's peak resident set size in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> None:
