@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from extensions import db
-from models.imports import member_file
+from models.imports import member_file, member_rows
 from models.imports.members import import_members
 from models.members.household import Account, Household, Member, Network
 from tests.members_helpers import cli, load_schemes, write_rows
@@ -94,7 +94,7 @@ def test_bad_lines_at_the_start_middle_and_end_are_all_named_and_nothing_is_writ
 def test_errors_past_those_kept_are_counted(
     app: Flask, cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(member_file, "MAX_KEPT_ERRORS", 5)
+    monkeypatch.setattr(member_rows, "MAX_KEPT_ERRORS", 5)
     rows = households(20)
     for row in rows:
         row["sex"] = "?"

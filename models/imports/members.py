@@ -22,9 +22,9 @@ from models.base import Language, MemberStatus, Sex, utcnow
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
 from models.coverage.periods import book_enrolment_subsidies, book_prior_cover
 from models.db import begin_write
-from models.imports.member_file import (
+from models.imports.member_file import FileCheck, check_file, households_of
+from models.imports.member_rows import (
     REQUIRED_COLUMNS,
-    FileCheck,
     HouseholdRow,
     ImportFileError,
     ImportReport,
@@ -33,8 +33,6 @@ from models.imports.member_file import (
     Progress,
     RowError,
     SchemeInfo,
-    check_file,
-    households_of,
     slugify,
 )
 from models.members.household import Account, Household, Member, Network
