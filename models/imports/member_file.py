@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 _AGREEING_COLUMNS = (*HOUSEHOLD_COLUMNS, "plan")
 PROGRESS_EVERY_ROWS = 50_000
 RECENT_HOUSEHOLDS = 4_096  # households whose first row and member lines stay at hand
-BUCKET_ROWS = 50_000  # rows per bucket file when a file's households are scattered
+BUCKET_ROWS = 20_000  # rows per bucket file when a file's households are scattered (one bucket is held at a time)
+MAX_BUCKETS = 512  # files open at once; past BUCKET_ROWS * MAX_BUCKETS rows, buckets grow
 _MEMBER_SUFFIX = re.compile(r"-\d{2}")
 _HOUSEHOLD_NO = re.compile(r"[A-Z0-9][A-Z0-9/_.-]{0,39}")
 _MASK_BYTES = 13  # one bit per member number 00…99
@@ -504,7 +505,9 @@ def _gathered(rows: Iterator[_Taped], check: FileCheck) -> Iterator[_Taped]:
     """Yield the rows household by household (first appearance order) through bucket files of bounded size."""
     position = check.keys.index
     column = check.names.index("household_no")
-    per_bucket = max(1, BUCKET_ROWS * len(check.keys) // max(1, check.rows))  # households of ~BUCKET_ROWS rows
+    households = len(check.keys)
+    # Households per bucket: about BUCKET_ROWS rows each, in at most MAX_BUCKETS files.
+    per_bucket = max(1, BUCKET_ROWS * households // max(1, check.rows), -(-households // MAX_BUCKETS))
     with tempfile.TemporaryDirectory(prefix="mutuelle-import-") as folder:
         files: dict[int, tuple[TextIO, Writer]] = {}
         try:
