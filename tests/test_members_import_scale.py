@@ -116,6 +116,8 @@ def test_a_scattered_file_imports_as_the_same_file_in_order(
     result = cli("members", "import", str(write_rows(tmp_path / "scattered.csv", scattered(rows))))
     assert result.exit_code == 0, result.output
     assert "480 created, 0 updated, 0 unchanged" in result.stdout
+    assert "480 of 480 lines checked (pass 1 of 2)" in result.stderr  # the progress lines
+    assert "120 of 120 households written (pass 2 of 2)" in result.stderr
     assert stored(app) == {"households": 120, "members": 480, "networks": 1, "accounts": 121}
     with app.app_context():
         phones = dict(db().execute(select(Member.member_no, Member.phone)).tuples().all())
