@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import random
+import resource
 import shutil
 import socket as socketlib
 import subprocess
@@ -370,6 +371,11 @@ def machine_busy_seconds() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb() -> float:
+    """Return this process's peak resident set size in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def loadavg() -> str:

@@ -6,7 +6,9 @@
 
 The system already holds most credits (confirmed, as webhooks bring them); per 100 lines, one payout, one credit no
 notification brought, one provisional payment (a forwarded text) and one with another amount; one duplicate line;
-and one payment per 100 lines that the statement lacks. Prints lines/s for the import and the re-import.
+and one payment per 100 lines that the statement lacks. Prints lines/s for the import and the re-import, and the
+process's peak RSS after building the scenario and after each import (the import's own peak shows when it is
+above the scenario's).
 It creates its own PostgreSQL database (dropped at the end) unless given `--database-url`.
 """
 
@@ -29,7 +31,7 @@ from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 import models  # noqa: E402
-from bench.common import ADMIN_URL, own_database, prepare_schema  # noqa: E402
+from bench.common import ADMIN_URL, loadavg, own_database, peak_rss_mb, prepare_schema  # noqa: E402
 from models.base import PaymentStatus  # noqa: E402
 from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
@@ -134,6 +136,7 @@ def run(url: str, lines: int) -> None:
     engine = make_engine(url)
     with Session(engine, expire_on_commit=False) as session:
         scenario = build(session, lines)
+    print(f"scenario built: peak RSS {peak_rss_mb():.0f} MiB; load average {loadavg()}")
     for attempt in ("import", "reimport"):
         with Session(engine, expire_on_commit=False) as session:
             started = time.perf_counter()
@@ -148,7 +151,8 @@ def run(url: str, lines: int) -> None:
         summary = ", ".join(f"{n} {kind.value}" for kind, n in found.items() if n)
         note = "already imported" if result.already_imported else summary
         print(
-            f"{attempt}: {scenario.lines:,} lines in {elapsed:.2f} s = {scenario.lines / elapsed:,.0f} lines/s ({note})"
+            f"{attempt}: {scenario.lines:,} lines in {elapsed:.2f} s = {scenario.lines / elapsed:,.0f} lines/s "
+            f"({note}); peak RSS {peak_rss_mb():.0f} MiB; load average {loadavg()}"
         )
     engine.dispose()
 

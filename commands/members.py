@@ -36,7 +36,10 @@ def import_command(file: str, scheme_code: str | None, dry_run: bool, quiet: boo
     def progress(stage: str, done: int, total: int | None) -> None:
         if quiet:
             return
-        what = "rows checked" if stage == "read" else "households written" if not dry_run else "households compared"
+        if stage == "read":
+            what = "lines checked (pass 1 of 2)"
+        else:
+            what = "households compared (pass 2 of 2)" if dry_run else "households written (pass 2 of 2)"
         of = f" of {total:,}" if total is not None else ""
         click.echo(f"{done:,}{of} {what} ({time.monotonic() - started:.1f} s)", err=True)
 
@@ -49,7 +52,9 @@ def import_command(file: str, scheme_code: str | None, dry_run: bool, quiet: boo
         session.rollback()
         for error in report.errors:
             click.echo(str(error), err=True)
-        raise click.ClickException(f"{len(report.errors)} error(s) in {file}; nothing imported")
+        if report.more_errors:
+            click.echo(f"… and {report.more_errors:,} more error(s), not listed", err=True)
+        raise click.ClickException(f"{report.error_count:,} error(s) in {file}; nothing imported")
     if dry_run:
         session.rollback()
         click.echo(f"dry run, nothing written: {report.summary()}")
