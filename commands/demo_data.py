@@ -91,10 +91,28 @@ COLLECTORS = (
 # The demo member the waiting enrolment looks like (a near-duplicate: the last name typed with a doubled letter).
 LOOK_ALIKE_OF = "SN-TN-000006-01"
 DEMO_STAFF_ACTOR = "demo-seed"
+CAMPAIGN_DAYS_AGO = 42
+# Each commune's households enrolled during the campaign and validated: (days ago, subsidy category, days ago it paid
+# — none: never paid). Paid over a month ago: covered (the yearly plan's month of waiting is over); paid lately:
+# first payment made, waiting; fully subsidised: funded from enrolment; the last never paid (the manager's list).
+CAMPAIGN_ENROLMENTS: tuple[tuple[int, str, int | None], ...] = (
+    (40, "standard", 38),
+    (36, "standard", 34),
+    (20, "standard", 15),
+    (12, "bsf", None),
+    (9, "standard", None),
+)
+CAMPAIGN_PEOPLE = (
+    ("Ndeye", "Sow", "F", "1985-02-11"),
+    ("Cheikh", "Ba", "M", "1977-06-30"),
+    ("Mariama", "Diallo", "F", "1992-09-04"),
+    ("Ousmane", "Ndour", "M", "1969-11-23"),
+    ("Khady", "Sene", "F", "1988-04-17"),
+)
 DEMO_CAMPAIGN = "Enrôlement CMU 2026"
 # The pilot's networks each received an economic grant and save 10 % of it (the scheme file's `[networks]`), part
 # of it to pay their members' premiums. The grant, and each network's payments during the demo campaign (which
-# started 14 days ago): (days ago, households it pays).
+# started 42 days ago): (days ago, households it pays).
 # What a payment leaves on the account stays below any household's due, so the clock pays nobody else from it and
 # the network's grace and lapsed households keep their status.
 DEMO_GRANT, GRANT_DAYS_AGO = 20_000_000, 120
@@ -292,6 +310,7 @@ def seed_demo(session: Session, today: date, seed: int = 7, ussd_code: str = "*3
     session.commit()
     _network_money(session, summary, cmu, today, networks)
     collectors = _enrolments(session, today, networks, ussd_code)
+    _campaign_enrolments(session, summary, cmu, today, collectors, ussd_code)
     _campaign(session, cmu, today, networks, collectors)
     if receipts:
         session.execute(
@@ -357,6 +376,48 @@ def _enrolments(session: Session, today: date, networks: dict[str, Network], uss
     return collectors
 
 
+def _campaign_enrolments(
+    session: Session,
+    summary: DemoSummary,
+    scheme: Scheme,
+    today: date,
+    collectors: dict[str, Collector],
+    ussd_code: str,
+) -> None:
+    """Enrol and validate each commune's campaign households on their days, then pay some: the funnel from
+    enrolled to covered has something at every stage, and each network has households that enrolled but never paid."""
+    from models.coverage.premiums import amount_due
+
+    for n, ((code, _name, _phone), (prefix, commune)) in enumerate(zip(COLLECTORS, COMMUNES, strict=True)):
+        for k, ((days_ago, category, paid_days_ago), person) in enumerate(
+            zip(CAMPAIGN_ENROLMENTS, CAMPAIGN_PEOPLE, strict=True)
+        ):
+            first_name, last_name, sex, born = person
+            day = today - timedelta(days=days_ago)
+            head = {"first_name": first_name, "last_name": last_name, "sex": sex, "date_of_birth": born}
+            head.update(phone=f"+22177011{n}{k:03d}", id_number=f"{1 if sex == 'M' else 2} {born[:4]} {n}{k:03d}")
+            if category != "standard":  # the family-grant card that makes the household fully subsidised
+                head["card_number"] = f"PNBSF-{prefix}-{k:04d}"
+            child = {"first_name": "Awa", "last_name": last_name, "sex": "F", "date_of_birth": "2018-01-15"}
+            form = _enrolment_form(f"demo-{prefix.lower()}-c{k}", commune, head, {**child, "relationship": "child"})
+            form["subsidy_category"] = category
+            submitted = submit_enrolment(session, collectors[code], form, day)
+            session.commit()
+            enrolment = submitted.enrolment
+            assert enrolment is not None, submitted.errors
+            validate_enrolment(session, enrolment.id, DEMO_STAFF_ACTOR, day, ussd_code)
+            # Submitted and validated that day (at 10:00 and 16:00 UTC), as the day-by-day progress reads them.
+            enrolment.created_at = datetime.combine(day, time(10))
+            enrolment.decided_at = datetime.combine(day, time(16))
+            session.commit()
+            household = enrolment.household
+            if paid_days_ago is not None and household is not None:
+                paid_on = today - timedelta(days=paid_days_ago)
+                due = amount_due(session, household, paid_on).total
+                session.commit()
+                _pay(session, summary, scheme, household, due, paid_on)
+
+
 def _campaign(
     session: Session, scheme: Scheme, today: date, networks: dict[str, Network], collectors: dict[str, Collector]
 ) -> None:
@@ -365,7 +426,7 @@ def _campaign(
         session,
         name=DEMO_CAMPAIGN,
         scheme_code=scheme.code,
-        start_on=today - timedelta(days=14),
+        start_on=today - timedelta(days=CAMPAIGN_DAYS_AGO),
         end_on=today + timedelta(days=45),
     )
     for (code, _name, _phone), (_prefix, commune) in zip(COLLECTORS, COMMUNES, strict=True):
