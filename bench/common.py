@@ -280,6 +280,11 @@ ACTIVITY = [
         (al.effective_on + interval '1 year' - interval '1 day')::date, (al.effective_on + interval '1 month')::date,
         28000, 14000, 14000, 'state', al.created_at
     FROM allocations al JOIN accounts a ON a.id = al.account_id WHERE al.source_ref LIKE 'payment:%'""",
+    # The stored end of each household's last live period (`models.coverage.periods.store_cover_ends`).
+    """UPDATE households SET cover_ends_on = last.end_on
+    FROM (SELECT household_id, max(end_on) AS end_on FROM coverage_periods WHERE reversed_at IS NULL
+        GROUP BY household_id) AS last
+    WHERE last.household_id = households.id""",
     """INSERT INTO ledger_entries (account_id, allocation_id, kind, amount, currency, payment_id, effective_on,
         created_at)
     SELECT account_id, id, 'payment', amount, 'XOF', payment_id, effective_on, created_at FROM allocations""",
@@ -314,9 +319,10 @@ def load_activity(url: str, now: datetime | None = None) -> dict[str, int]:
     written: dict[str, int] = {}
     with engine.begin() as conn:
         for statement in ACTIVITY:
-            table = statement.split()[2]
+            verb, _, table = statement.split()[:3]
             result = conn.execute(text(statement), {"now": now or utcnow()})
-            written[table] = written.get(table, 0) + result.rowcount
+            if verb == "INSERT":  # not the UPDATE that stores the households' cover ends
+                written[table] = written.get(table, 0) + result.rowcount
     engine.dispose()
     return written
 

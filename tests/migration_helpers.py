@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, column, inspect, select
+from sqlalchemy import table as bare_table
 
 from models.base import Base
 
@@ -25,4 +26,6 @@ def copy_into_older_schema(source: Engine, target: Engine) -> None:
                 for row in reader.execute(select(table)).mappings()
             ]
             if rows:
-                writer.execute(table.insert(), rows)
+                # A bare table of the columns it has: the models' defaults would name later columns in the INSERT.
+                older = bare_table(table.name, *(column(name, table.c[name].type) for name in sorted(columns)))
+                writer.execute(older.insert(), rows)

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, event, select, update
 from sqlalchemy.orm import Session
 
 import handlers.admin.renewals as renewals_handlers
+import models.views.renewals as renewal_views
 from models.access.staff import create_staff_user
 from models.base import HouseholdStatus, Language, MessageStatus, StaffRole
 from models.coverage.periods import book_subsidised_period
@@ -207,6 +208,23 @@ def test_the_list_holds_who_has_not_renewed_oldest_end_first(
         assert (row["kind"], row["cover_end"], row["on"]) == (kind, CAST_END[label].isoformat(), TODAY.isoformat())
     page = text_of(client.get(f"/admin/renewals?{query}"))
     assert f"Households in this list: {len(expected)}" in page
+
+
+def test_the_count_stops_beyond_its_limit_and_the_page_still_lists_its_rows(
+    app: Flask, cast: dict[str, Household], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The count reads at most COUNT_LIMIT + 1 households (10,000 in the app), here 3: the default list holds 6.
+    monkeypatch.setattr(renewal_views, "COUNT_LIMIT", 3)
+    monkeypatch.setattr(renewals_handlers, "COUNT_LIMIT", 3)
+    page = signed_in(app, "operator").get("/admin/renewals").get_data(as_text=True)
+    assert "Households in this list: more than 3" in text_of_html(page)
+    assert "Remind all (more than 3)" in text_of_html(page)
+    assert page.count("Remind now") == 6  # every row of the page, not the counted ones only
+    assert "Households in this list: 1" in text_of(signed_in(app, "viewer").get("/admin/renewals?kind=grace"))
+    # At the limit itself the count is exact (4 households, counted up to 5).
+    monkeypatch.setattr(renewal_views, "COUNT_LIMIT", 4)
+    monkeypatch.setattr(renewals_handlers, "COUNT_LIMIT", 4)
+    assert "Households in this list: 4" in text_of(signed_in(app, "viewer").get("/admin/renewals?kind=ending"))
 
 
 def test_each_row_has_the_heads_phone_the_amount_the_last_payment_and_the_last_reminder(

@@ -13,7 +13,12 @@ from models.base import LedgerKind
 from models.coverage.allocation import UnknownAllocation, allocate, pay_network_households, refund, reverse
 from models.coverage.ledger import account_entries, account_state, get_or_create_account
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
-from models.coverage.periods import live_periods
+from models.coverage.periods import (
+    book_enrolment_subsidies,
+    book_subsidised_period,
+    book_subsidised_periods,
+    live_periods,
+)
 from models.coverage.premiums import amount_due
 from models.db import get_engine
 from models.members.household import Household
@@ -268,3 +273,73 @@ def test_network_pays_what_is_due_and_the_clock_pays_the_rest_as_households_fall
     assert pay_networks_due(session, datetime(2027, 11, 5, 10)) == {network.code: 0}  # once per household and day
     assert [p.start_on for p in live_periods(session, covered.id)] == [D, d(2027, 11, 20)]
     assert account_state(session, account_id=account.id).balance == 8_000
+
+
+def _stored_end(session: Session, household: Household) -> date | None:
+    """Return the household's stored last cover end, read from the database (not the session's copy)."""
+    return session.scalar(select(Household.cover_ends_on).where(Household.id == household.id))
+
+
+def _last_live_end(session: Session, household: Household) -> date | None:
+    return max((p.end_on for p in live_periods(session, household.id)), default=None)
+
+
+def test_the_stored_cover_end_follows_allocations_reversals_and_refunds(session: Session) -> None:
+    scheme = factories.scheme(session, "cmu-thies")
+    household = make_household(session, scheme, size=4)
+    assert _stored_end(session, household) is None  # never covered
+    pay(session, household, 15_000, D, ref="wave:END_1")
+    assert _stored_end(session, household) == d(2027, 11, 19) == _last_live_end(session, household)
+    pay(session, household, 28_000, d(2027, 11, 1), ref="wave:END_2")  # two periods in advance
+    assert _stored_end(session, household) == d(2029, 11, 19) == _last_live_end(session, household)
+    assert household.cover_ends_on == d(2029, 11, 19)  # the session's copy is refreshed too
+
+    session.commit()
+    reverse(session, "wave:END_2", "bounced", d(2027, 11, 2))
+    session.commit()
+    assert _stored_end(session, household) == d(2027, 11, 19) == _last_live_end(session, household)
+    session.commit()
+    refund(session, "wave:END_1", "paid twice", d(2027, 11, 2))
+    session.commit()
+    assert _stored_end(session, household) is None and live_periods(session, household.id) == []
+
+
+def test_the_stored_cover_end_follows_subsidy_bookings(session: Session) -> None:
+    scheme = factories.scheme(session, "cmu-thies")
+    by_clock = make_household(session, scheme, size=2, category="bsf", enrolled_on=d(2026, 1, 10))
+    by_import = make_household(session, scheme, size=2, category="bsf", enrolled_on=d(2026, 1, 10))
+    get_or_create_account(session, household=by_import)
+    session.commit()
+    book_subsidised_period(session, by_clock, d(2026, 12, 1))
+    session.commit()
+    assert book_enrolment_subsidies(session, scheme, [by_import.id], d(2026, 12, 1)) == 1
+    session.commit()
+    for household in (by_clock, by_import):
+        assert _stored_end(session, household) == d(2027, 1, 9) == _last_live_end(session, household)
+    # The clock renews from the last day of cover: the stored end moves to the next period's.
+    session.commit()
+    assert book_subsidised_periods(session, scheme, d(2027, 1, 9)) == 2
+    session.commit()
+    for household in (by_clock, by_import):
+        assert _stored_end(session, household) == d(2028, 1, 9) == _last_live_end(session, household)
+
+
+def test_the_stored_cover_end_follows_network_payouts_and_their_reversal(session: Session) -> None:
+    scheme = factories.scheme(session, "cmu-thies")
+    network = make_network(session, scheme)
+    renewing = make_household(session, scheme, size=4, network=network)
+    never = make_household(session, scheme, size=2, network=network)
+    pay(session, renewing, 15_000, D)
+    pay(session, network, 30_000, d(2027, 11, 10), ref="wave:NETEND")
+    account = get_or_create_account(session, network=network)
+    session.commit()
+    paid = pay_network_households(session, account, d(2027, 11, 10), run_ref="wave:NETEND")
+    session.commit()
+    assert {r.household_id for r in paid} == {renewing.id, never.id}
+    assert _stored_end(session, renewing) == d(2028, 11, 19) == _last_live_end(session, renewing)
+    assert _stored_end(session, never) == d(2028, 11, 9) == _last_live_end(session, never)
+
+    session.commit()
+    reverse(session, f"wave:NETEND:household:{renewing.id}", "network payout cancelled", d(2027, 11, 11))
+    session.commit()
+    assert _stored_end(session, renewing) == d(2027, 11, 19) == _last_live_end(session, renewing)

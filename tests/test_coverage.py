@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.base import EligibilityStatus, HouseholdStatus, LedgerKind, MemberStatus
+from models.coverage.allocation import reverse
 from models.coverage.eligibility import household_eligibility
 from models.coverage.ledger import account_entries, account_state, add_entry, get_or_create_account
 from models.coverage.money import Allocation, CoveragePeriod
@@ -381,4 +382,31 @@ def test_migration_rebooks_from_enrolment_what_the_clock_booked_on_its_first_run
         assert reversed_ is not None and reversed_.reversed_at is not None
     # Upgrading again is a no-op (Alembic records the revision); the data stays as rebooked.
     upgrade(url)
+    engine.dispose()
+
+
+def test_migration_stores_each_households_last_cover_end(tmp_path: Path) -> None:
+    """Existing data: migration 0037 stores the end of each household's last live period, none without one."""
+    written = f"sqlite:///{tmp_path / 'written.db'}"
+    upgrade(written)
+    source = make_engine(written)
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0034_admin_scale_indexes")
+    engine = make_engine(url)
+    with Session(source, expire_on_commit=False) as session:
+        scheme = factories.scheme(session, "cmu-thies")
+        renewed, reversed_, never = (make_household(session, scheme) for _ in range(3))
+        pay(session, renewed, 15_000, d(2026, 11, 20))
+        pay(session, renewed, 14_000, d(2027, 11, 1))  # the next period: ends 2028-11-19
+        pay(session, reversed_, 15_000, d(2026, 11, 20), ref="wave:MIG_0037")
+        session.commit()
+        reverse(session, "wave:MIG_0037", "bounced", d(2026, 11, 21))
+        session.commit()
+    copy_into_older_schema(source, engine)
+    source.dispose()
+
+    upgrade(url)
+    with Session(engine) as session:
+        ends = dict(list(session.execute(select(Household.id, Household.cover_ends_on)).tuples()))
+    assert ends == {renewed.id: d(2028, 11, 19), reversed_.id: None, never.id: None}
     engine.dispose()

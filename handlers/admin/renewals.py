@@ -20,6 +20,7 @@ from models.members.household import Household
 from models.messaging.reminders import ReminderOutcome, ReminderRun, send_reminders_now
 from models.views.exports import header
 from models.views.renewals import (
+    COUNT_LIMIT,
     DEFAULT_DAYS,
     MAX_DAYS,
     RENEWAL_COLUMNS,
@@ -76,6 +77,7 @@ def renewals() -> ResponseReturnValue:
         "admin/renewals.html",
         page=page,
         total=total,
+        count_limit=COUNT_LIMIT,
         on=on,
         filters=filters,
         network=request.args.get("network", ""),

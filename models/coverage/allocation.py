@@ -35,6 +35,7 @@ from models.coverage.allocator import (
 )
 from models.coverage.ledger import account_state, add_entry, lock_account, start_write
 from models.coverage.money import LedgerEntry
+from models.coverage.periods import store_cover_ends
 from models.members.household import Account
 
 __all__ = [
@@ -144,6 +145,7 @@ def _undo(session: Session, source_ref: str, reason: str, on: date, payment_kind
     allocation.reversed_at = now
     allocation.reversal_reason = reason[:500]
     session.flush()
+    store_cover_ends(session, [period.household_id for period in periods])
     return ReversalResult(
         allocation_id=allocation.id,
         source_ref=source_ref,

@@ -34,7 +34,7 @@ from models.coverage.ledger import (
     start_write,
 )
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
-from models.coverage.periods import PeriodDates, PeriodEnd, plan_funding
+from models.coverage.periods import PeriodDates, PeriodEnd, plan_funding, store_cover_ends
 from models.coverage.premiums import AmountDue, PeriodPrice, amount_due
 from models.members.household import Account, Household, Member, Network, is_active_member
 from models.schemes.scheme import Scheme
@@ -614,6 +614,7 @@ class Allocator:
             )
             for (_, period), period_id in zip(periods, ids, strict=True):
                 period.id = period_id
+            store_cover_ends(self.session, [period.household_id for _, period in periods])
         entries = [
             {
                 "account_id": e.account.id,

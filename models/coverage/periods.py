@@ -18,11 +18,12 @@ Period dates:
 from __future__ import annotations
 
 from calendar import monthrange
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from models.base import HouseholdStatus, LedgerKind, utcnow
@@ -85,6 +86,29 @@ def last_live_period(session: Session, household_id: int) -> CoveragePeriod | No
         .order_by(CoveragePeriod.end_on.desc())
         .limit(1)
     )
+
+
+def store_cover_ends(session: Session, household_ids: Iterable[int]) -> None:
+    """Store on each of these households the end of its last live period (`Household.cover_ends_on`).
+
+    The one place the stored end is kept: every writer of periods (an allocation, a network payout, a subsidy
+    booking, a prior-cover import) and every reversal or refund calls it for the households it touched, in its
+    own transaction, after the periods are written. Read again from the periods (not worked out by the caller),
+    so a period written or reversed by any path leaves the right end. `updated_at` is kept: not an edit.
+    """
+    ids = sorted(set(household_ids))
+    latest = (
+        select(func.max(CoveragePeriod.end_on))
+        .where(CoveragePeriod.household_id == Household.id, CoveragePeriod.reversed_at.is_(None))
+        .scalar_subquery()
+    )
+    for start in range(0, len(ids), BOOKING_CHUNK):
+        session.execute(
+            update(Household)
+            .where(Household.id.in_(ids[start : start + BOOKING_CHUNK]))
+            .values(cover_ends_on=latest, updated_at=Household.updated_at)
+            .execution_options(synchronize_session="fetch")
+        )
 
 
 def live_periods(session: Session, household_id: int) -> list[CoveragePeriod]:
@@ -239,6 +263,7 @@ def book_subsidised_period(session: Session, household: Household, on: date) -> 
     )
     session.add(period)
     session.flush()
+    store_cover_ends(session, [household.id])
     add_entry(
         session,
         account,
@@ -568,6 +593,7 @@ def insert_bookings(session: Session, scheme: Scheme, bookings: list[Booking], o
             entries.append(dict(common, kind=kind, amount=b.fee, funder=funder, period_id=None))
             entries.append(dict(common, kind=LedgerKind.FEE, amount=-b.fee, funder=None, period_id=None))
     insert_many(session, table_of(LedgerEntry), entries)
+    store_cover_ends(session, [b.household_id for b in bookings])
     return len(bookings)
 
 

@@ -61,6 +61,8 @@ class Network(Base):
 
 class Household(Base):
     __tablename__ = "households"
+    # The renewal lists: a window of cover ends, in key order, an index range scan (`models.views.renewals`).
+    __table_args__ = (Index("ix_households_cover_ends_on", "cover_ends_on", "household_no"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     household_no: Mapped[str] = mapped_column(String(40), unique=True)
@@ -76,6 +78,9 @@ class Household(Base):
     status: Mapped[HouseholdStatus] = mapped_column(default=HouseholdStatus.ACTIVE)
     status_reason: Mapped[str | None] = mapped_column(String(500))
     enrolled_on: Mapped[date]
+    # The last day of its last live coverage period (None: never covered, or every period reversed). Stored by
+    # `models.coverage.periods.store_cover_ends` wherever periods are written or reversed; read by the renewals.
+    cover_ends_on: Mapped[date | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

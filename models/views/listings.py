@@ -265,6 +265,12 @@ def _reconciliation_query(filters: PaymentFilters) -> Select[Any]:
         .outerjoin(Payment, Payment.id == ReconciliationEvent.payment_id)
         .outerjoin(Household, Household.id == Payment.household_id)
     )
+    if filters.status is not None:
+        # The events of the payments in that status, found from the payments (their status index), not by
+        # walking every event newest first and reading its payment: a status held by a few old payments
+        # (UNMATCHED) had the walk read half the events of a million households before finding a page.
+        in_status = select(Payment.id).where(Payment.status == filters.status)
+        query = query.where(ReconciliationEvent.payment_id.in_(in_status))
     return filters.apply(query, ReconciliationEvent.created_at).order_by(ReconciliationEvent.id.desc())
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, aliased
 from models.base import HouseholdStatus, LedgerKind, MessageDirection, MessageStatus
 from models.bulk import among
 from models.coverage.eligibility import Eligibility
-from models.coverage.money import CoveragePeriod, LedgerEntry
+from models.coverage.money import LedgerEntry
 from models.coverage.premiums import funder_pays_all
 from models.members.household import Account, Household, Member, Network
 from models.messaging.message import Message
@@ -129,27 +129,18 @@ RENEWAL_COLUMNS = [
 
 
 def _query(filters: RenewalFilters, on: date, schemes: Sequence[Scheme]) -> Select[Any]:
-    # Each household's last live period: none live ends later. Not a max() over every household's periods: the
-    # windows below reach this subquery, so only the periods ending within them are read (an index on end_on).
-    # The household's last end is a correlated max() (an index probe per period of the windows, on
-    # household_id and end_on), which PostgreSQL cannot turn into a hash over every period as it does NOT EXISTS.
-    later = aliased(CoveragePeriod)
-    latest = (
-        select(func.max(later.end_on))
-        .where(later.household_id == CoveragePeriod.household_id, later.reversed_at.is_(None))
-        .scalar_subquery()
-    )
-    last_end = (
-        select(CoveragePeriod.household_id, CoveragePeriod.end_on.label("last_end"))
-        .where(CoveragePeriod.reversed_at.is_(None), CoveragePeriod.end_on == latest)
-        .distinct()
-        .subquery()
-    )
+    # The household's last end is stored (`Household.cover_ends_on`, kept by `store_cover_ends`): each scheme's
+    # windows are ranges of it, and the index on (cover_ends_on, household_no), the list's order, reads a page's
+    # rows in key order from the first window's start: a page reads its own rows, not every household found.
     kinds = [filters.kind] if filters.kind is not None else list(RenewalKind)
     windows: list[ColumnElement[bool]] = []
+    reach: list[tuple[date, date]] = []
     for scheme in schemes:
-        bounds = [_window(kind, on, filters.days, scheme.grace_days) for kind in kinds]
-        in_any = or_(*(last_end.c.last_end.between(first, last) for first, last in bounds if first <= last))
+        bounds = [b for b in (_window(kind, on, filters.days, scheme.grace_days) for kind in kinds) if b[0] <= b[1]]
+        if not bounds:
+            continue
+        reach.extend(bounds)
+        in_any = or_(*(Household.cover_ends_on.between(first, last) for first, last in bounds))
         # Fully subsidised households are not asked: their categories named (a plain condition the planner
         # estimates, where a correlated NOT EXISTS on two columns was taken to keep one household in a million).
         full = [c.code for c in scheme.subsidy_categories if funder_pays_all(c.share_bp)]
@@ -158,7 +149,7 @@ def _query(filters: RenewalFilters, on: date, schemes: Sequence[Scheme]) -> Sele
     query = (
         select(
             Household,
-            last_end.c.last_end,
+            Household.cover_ends_on.label("last_end"),
             Account.id,
             head.first_name,
             head.last_name,
@@ -166,22 +157,22 @@ def _query(filters: RenewalFilters, on: date, schemes: Sequence[Scheme]) -> Sele
             Network.code,
             Network.name,
         )
-        .join(last_end, last_end.c.household_id == Household.id)
         .outerjoin(Account, Account.household_id == Household.id)
         .outerjoin(head, head.member_no == Household.head_member_no)
         .outerjoin(Network, Network.id == Household.network_id)
-        .where(
-            Household.status == HouseholdStatus.ACTIVE,
-            or_(*windows) if windows else false(),
-        )
+        .where(Household.status == HouseholdStatus.ACTIVE)
     )
+    if not windows:
+        return query.where(false()).order_by(*ORDER)
+    # Every window within one range of the index (what the schemes' windows reach together), then each scheme's.
+    reaches = Household.cover_ends_on.between(min(b[0] for b in reach), max(b[1] for b in reach))
     # Oldest end first: lapsed, then grace (closest to lapsing first), then ending soonest (`ORDER`).
-    return filters.households.apply(query).order_by(*_order(query))
+    return filters.households.apply(query.where(reaches, or_(*windows))).order_by(*ORDER)
 
 
-def _order(query: Select[Any]) -> list[Any]:
-    """Return the list's sort keys: the last end (the query's `last_end` column), then the household number."""
-    return [query.selected_columns.last_end, Household.household_no]
+# The list's sort keys: the last end, then the household number (unique): the index `ix_households_cover_ends_on`.
+ORDER = [Household.cover_ends_on, Household.household_no]
+COUNT_LIMIT = 10_000  # the page counts its households up to this many; beyond, "more than" (not a scan of all)
 
 
 def renewals_page(
@@ -193,17 +184,19 @@ def renewals_page(
     schemes: Sequence[Scheme] | None = None,
     cursor: Cursor | None = None,
 ) -> tuple[Page[RenewalRow], int]:
-    """Return one page of the households that have not renewed on a date, and how many the filters select.
+    """Return one page of the households that have not renewed on a date, and how many the filters select (at
+    most COUNT_LIMIT + 1: more than COUNT_LIMIT).
 
     `schemes`: every scheme, loaded by `load_schemes`, when the caller has them.
     """
     schemes = list(load_schemes(session).values()) if schemes is None else schemes
     query = _query(filters, on, schemes)
-    # Counted (for "remind them all"): the households of the list's windows only, not every household's periods.
-    counted = query.with_only_columns(Household.id).order_by(None)  # no head, account or network joined per row
+    # Counted (for "remind them all") up to COUNT_LIMIT + 1: more is shown as "more than COUNT_LIMIT", so a page
+    # never reads every household of wide windows. No head, account or network joined per row.
+    counted = query.with_only_columns(Household.id).order_by(None).limit(COUNT_LIMIT + 1)
     total = session.scalar(select(func.count()).select_from(counted.subquery())) or 0
-    # Keys first (the windows' households in order), then the page's rows with their head, account and network.
-    page = paginate(session, query, number, per_page, order=_order(query), cursor=cursor, narrow=True)
+    # Keys first (the windows' households in key order), then the page's rows with their head, account and network.
+    page = paginate(session, query, number, per_page, order=ORDER, cursor=cursor, narrow=True)
     return page.with_items(_complete(session, page.items, on)), int(total)
 
 
