@@ -1,5 +1,5 @@
 """Clock jobs (registered in `workers/cron.py`): payment-request expiry, the funder's 100 % periods, network
-payouts as households fall due, and collectors' evening summaries.
+payouts as households fall due, collectors' evening summaries, and the scheme reports' monthly figures.
 
 Both are idempotent per period, so a second clock, a retry or a late run does no harm: expiry only moves OPEN
 requests whose time has passed, and a funder-paid period is booked once per household and start date (the
@@ -24,6 +24,7 @@ from models.enrolment.collector_sms import send_collector_summaries
 from models.members.household import Account, Network
 from models.payments.references import expire_payment_requests
 from models.schemes.scheme import Scheme
+from models.views.scheme_reports import refresh_snapshots
 from workers import runtime
 
 log = logging.getLogger(__name__)
@@ -112,3 +113,27 @@ def send_collector_days() -> int:
         queued = send_collector_summaries(session, utcnow())
     log.info("clock: %s collector summaries queued", queued)
     return queued
+
+
+def snapshot_reports_due(session: Session, now: datetime) -> dict[str, list[str]]:
+    """Count ahead the scheme reports' months that need it, scheme by scheme; return the months done per scheme.
+
+    Idempotent: a month counted again replaces its snapshot, and one recently counted is left alone
+    (`models.views.scheme_reports.months_to_snapshot`).
+    """
+    schemes = session.execute(select(Scheme.id, Scheme.code).order_by(Scheme.id)).all()
+    session.commit()
+    done: dict[str, list[str]] = {}
+    for scheme_id, code in schemes:
+        scheme = session.get(Scheme, scheme_id)
+        assert scheme is not None
+        done[code] = [f"{month.month:%Y-%m}" for month in refresh_snapshots(session, scheme, now)]
+    return done
+
+
+def snapshot_reports() -> dict[str, list[str]]:
+    """Count ahead the scheme reports' months that need it (the clock job); return the months done per scheme."""
+    with runtime.job_session() as session:
+        done = snapshot_reports_due(session, utcnow())
+    log.info("clock: report months counted %s", done)
+    return done
