@@ -8,6 +8,7 @@ what the page shows until the month is counted again; the command and the page d
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 
 from dateutil.relativedelta import relativedelta
@@ -19,6 +20,7 @@ from models.access.staff import create_staff_user
 from models.base import PaymentStatus, StaffRole, utcnow
 from models.db import get_engine
 from models.members.household import Household, Network
+from models.schemes.mutuelle import Mutuelle
 from models.schemes.scheme import Scheme
 from models.views.report_snapshots import ReportCell, ReportMonth
 from models.views.scheme_reports import (
@@ -31,6 +33,7 @@ from models.views.scheme_reports import (
     scheme_report,
     snapshot_month,
 )
+from models.views.scope import scope_session
 from tests.admin_helpers import PASSWORDS, QueryCounter, signed_in, text_of
 from tests.test_admin_reports import HISTORY_MONTHS, HISTORY_NOW, _payment, history
 
@@ -128,6 +131,7 @@ def test_the_command_counts_ahead_what_the_page_then_shows(history: Session, app
         response = client.get("/admin/reports", query_string={"scheme": cmu.id, **query})
         assert response.status_code == 200
         pages[tuple(query.items())] = text_of(response)
+        assert "counted ahead" not in pages[tuple(query.items())]
     result = app.test_cli_runner().invoke(args=["reports", "snapshot", "--scheme", "cmu-thies"])
     assert result.exit_code == 0, result.output
     today = cmu.local_today(utcnow())
@@ -142,8 +146,39 @@ def test_the_command_counts_ahead_what_the_page_then_shows(history: Session, app
     for shown, before in pages.items():
         response = client.get("/admin/reports", query_string={"scheme": cmu.id, **dict(shown)})
         assert response.status_code == 200
-        assert text_of(response) == before, shown
+        text = text_of(response)
+        note = re.search(r"Figures counted ahead by the clock \(hourly\), the oldest at ([-\d: ]+) UTC;[^.]*\. ", text)
+        assert note is not None and note.group(1).startswith(f"{utcnow():%Y-%m-%d}"), shown
+        assert text.replace(note.group(0), "") == before, shown
     again = app.test_cli_runner().invoke(args=["reports", "snapshot", "--scheme", "cmu-thies"])
     assert again.exit_code == 0 and again.output == "", again.output  # nothing needs counting again yet
     unknown = app.test_cli_runner().invoke(args=["reports", "snapshot", "--scheme", "nope"])
     assert unknown.exit_code != 0 and "no scheme 'nope'" in unknown.output
+
+
+def test_a_reader_kept_to_a_mutuelle_sees_only_its_cells_as_live(history: Session, app: Flask) -> None:
+    cmu = _scheme(history, "cmu-thies")
+    home = history.scalars(
+        select(Mutuelle).join(Household, Household.mutuelle_id == Mutuelle.id).where(Household.commune == "Thies Nord")
+    ).first()
+    assert home is not None
+    other = Mutuelle(scheme_id=cmu.id, code="MUT-PEKESSE", name="Mutuelle de Pekesse", communes=["Pekesse"])
+    history.add(other)
+    history.flush()
+    for household in history.scalars(select(Household).where(Household.commune == "Pekesse")):
+        household.mutuelle_id = other.id
+    kept_to = [(home.id,), (other.id,)]
+    history.commit()
+
+    def scoped_reports() -> dict[tuple[int, ...], list[tuple[object, ...]]]:
+        shown = {}
+        for ids in kept_to:
+            with app.extensions["sessions"]() as kept:  # the app's factory: its sessions can be scoped
+                scope_session(kept, ids)
+                shown[ids] = _reports(kept, _scheme(kept, "cmu-thies"), HISTORY_NOW)
+        return shown
+
+    live = scoped_reports()
+    assert live[kept_to[0]] != live[kept_to[1]]
+    refresh_snapshots(history, cmu, HISTORY_NOW, every=True)  # the clock sees every mutuelle
+    assert scoped_reports() == live

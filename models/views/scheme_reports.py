@@ -189,6 +189,7 @@ class SchemeReport:
     months: list[tuple[Month, Figures]]
     lines: list[Line]
     funders: list[str]
+    counted_at: datetime | None = None  # the oldest snapshot read (naive UTC); None: all counted from the records
 
     @property
     def month(self) -> Month:
@@ -251,6 +252,7 @@ def scheme_report(
         list(zip(months, totals, strict=True)),
         lines,
         sorted(funders),
+        min(stored.values(), default=None),
     )
 
 
@@ -615,10 +617,10 @@ def read_snapshots(
     grouping: Grouping,
     filters: ReportFilters,
     cells: dict[tuple[int, Any], Figures],
-) -> tuple[set[date], set[str]]:
+) -> tuple[dict[date, datetime], set[str]]:
     """Add the figures of the months stored for the day the report counts them on, summed by group over their cells.
 
-    One statement; return the first days of the months found and the funders met.
+    One statement; return the months found (first day → when they were counted) and the funders met.
     """
     index = {m.first: n for n, m in enumerate(months)}
     key: Any = literal(0, Integer)
@@ -638,6 +640,7 @@ def read_snapshots(
     rows = session.execute(
         select(
             ReportMonth.month,
+            ReportMonth.computed_at,
             key.label("key"),
             ReportCell.funder,
             func.count(ReportCell.id),
@@ -649,12 +652,12 @@ def read_snapshots(
             ReportMonth.scheme_id == scheme.id,
             or_(*[and_(ReportMonth.month == m.first, ReportMonth.as_of == m.as_of) for m in months]),
         )
-        .group_by(ReportMonth.month, key, ReportCell.funder)
+        .group_by(ReportMonth.month, ReportMonth.computed_at, key, ReportCell.funder)
     )
-    stored: set[date] = set()
+    stored: dict[date, datetime] = {}
     funders: set[str] = set()
-    for month, row_key, funder, found, *values in rows:
-        stored.add(month)
+    for month, computed_at, row_key, funder, found, *values in rows:
+        stored[month] = computed_at
         if not found:  # a month stored without a cell (of these filters)
             continue
         figures = cells[(index[month], row_key)]
