@@ -167,11 +167,11 @@ def test_a_reader_kept_to_a_mutuelle_sees_only_its_cells_as_live(history: Sessio
     history.flush()
     for household in history.scalars(select(Household).where(Household.commune == "Pekesse")):
         household.mutuelle_id = other.id
-    kept_to = [(home.id,), (other.id,)]
+    kept_to: list[tuple[int, ...]] = [(home.id,), (other.id,)]
     history.commit()
 
     def scoped_reports() -> dict[tuple[int, ...], list[tuple[object, ...]]]:
-        shown = {}
+        shown: dict[tuple[int, ...], list[tuple[object, ...]]] = {}
         for ids in kept_to:
             with app.extensions["sessions"]() as kept:  # the app's factory: its sessions can be scoped
                 scope_session(kept, ids)
