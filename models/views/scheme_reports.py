@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from time import perf_counter
 from typing import Any
@@ -225,6 +225,8 @@ def scheme_report(
     months = [month_of(last_first - relativedelta(months=n), today) for n in range(count - 1, -1, -1)]
     cells: dict[tuple[int, Any], Figures] = defaultdict(Figures)
     stored, funders = read_snapshots(session, scheme, months, grouping, filters, cells)
+    # A month read from its snapshot counts the day the snapshot counted (today's, until the clock counts it again).
+    months = [replace(m, as_of=stored[m.first][0]) if m.first in stored else m for m in months]
     live = [n for n, m in enumerate(months) if m.first not in stored]
     if live:
         computed, more = compute_cells(session, scheme, [months[n] for n in live], grouping, filters)
@@ -252,7 +254,7 @@ def scheme_report(
         list(zip(months, totals, strict=True)),
         lines,
         sorted(funders),
-        min(stored.values(), default=None),
+        min((counted_at for _, counted_at in stored.values()), default=None),
     )
 
 
@@ -608,6 +610,9 @@ def report_choices(session: Session, scheme: Scheme) -> ReportChoices:
 # A month is counted again by the clock while money paid late within grace can still change it (its last day
 # within the scheme's grace days of today, the current month included) once its snapshot is this old.
 SNAPSHOT_MAX_AGE = timedelta(hours=1)
+# The clock counts ahead only schemes this large: a smaller one's report is counted from the records in seconds, so
+# its readers see the figures of the moment (`flask --app app reports snapshot` counts any scheme asked).
+SNAPSHOT_MIN_HOUSEHOLDS = 50_000
 
 
 def read_snapshots(
@@ -617,10 +622,10 @@ def read_snapshots(
     grouping: Grouping,
     filters: ReportFilters,
     cells: dict[tuple[int, Any], Figures],
-) -> tuple[dict[date, datetime], set[str]]:
-    """Add the figures of the months stored for the day the report counts them on, summed by group over their cells.
+) -> tuple[dict[date, tuple[date, datetime]], set[str]]:
+    """Add the figures of the months counted ahead, summed by group over their cells.
 
-    One statement; return the months found (first day → when they were counted) and the funders met.
+    One statement; return the months found (first day → the day counted and when) and the funders met.
     """
     index = {m.first: n for n, m in enumerate(months)}
     key: Any = literal(0, Integer)
@@ -640,6 +645,7 @@ def read_snapshots(
     rows = session.execute(
         select(
             ReportMonth.month,
+            ReportMonth.as_of,
             ReportMonth.computed_at,
             key.label("key"),
             ReportCell.funder,
@@ -650,14 +656,14 @@ def read_snapshots(
         .outerjoin(ReportCell, and_(*joined))
         .where(
             ReportMonth.scheme_id == scheme.id,
-            or_(*[and_(ReportMonth.month == m.first, ReportMonth.as_of == m.as_of) for m in months]),
+            ReportMonth.month.in_(list(index)),
         )
-        .group_by(ReportMonth.month, ReportMonth.computed_at, key, ReportCell.funder)
+        .group_by(ReportMonth.month, ReportMonth.as_of, ReportMonth.computed_at, key, ReportCell.funder)
     )
-    stored: dict[date, datetime] = {}
+    stored: dict[date, tuple[date, datetime]] = {}
     funders: set[str] = set()
-    for month, computed_at, row_key, funder, found, *values in rows:
-        stored[month] = computed_at
+    for month, as_of, computed_at, row_key, funder, found, *values in rows:
+        stored[month] = (as_of, computed_at)
         if not found:  # a month stored without a cell (of these filters)
             continue
         figures = cells[(index[month], row_key)]
