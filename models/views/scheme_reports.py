@@ -211,10 +211,12 @@ def scheme_report(
     filters: ReportFilters | None = None,
     history: int = 12,
     now: datetime | None = None,
+    choices: ReportChoices | None = None,
 ) -> SchemeReport:
     """Return the scheme's figures for the `history` months up to `month` (any day of it), the last one by group.
 
-    `now` (naive UTC) says which day is today in the scheme's time zone; a month after it is refused.
+    `now` (naive UTC) says which day is today in the scheme's time zone; a month after it is refused. `choices`
+    (`report_choices`, for the page's filters) names the lines without reading the names again.
     """
     filters = filters or ReportFilters()
     today = scheme.local_today(now)
@@ -237,7 +239,7 @@ def scheme_report(
     totals = [Figures() for _ in months]
     for (n, _), figures in cells.items():
         totals[n].add(figures)
-    labels = _labels(session, scheme, grouping, {key for _, key in cells})
+    labels = _labels(session, scheme, grouping, {key for _, key in cells}, choices)
     last = len(months) - 1
     lines = [
         Line(key, label, cells.get((last, raw), Figures()))
@@ -554,26 +556,34 @@ def _add_subsidies(
     return funders
 
 
-def _labels(session: Session, scheme: Scheme, grouping: Grouping, keys: set[Any]) -> dict[Any, tuple[str | None, str]]:
-    """Return each raw group key's (key shown in links, label): communes as they are, networks by code and name."""
+def _labels(
+    session: Session, scheme: Scheme, grouping: Grouping, keys: set[Any], choices: ReportChoices | None
+) -> dict[Any, tuple[str | None, str]]:
+    """Return each raw group key's (key shown in links, label): communes as they are, networks by code and name.
+
+    The page's filter choices, when given, already hold the names (no statement).
+    """
     if grouping is Grouping.SCHEME:
         return {0: (None, scheme.name)}
     if grouping is Grouping.COMMUNE:
         return {key: (key, key if key is not None else "(no commune)") for key in keys}
     if grouping is Grouping.MUTUELLE:
-        mutuelles = {m.id: (m.code, f"{m.name} ({m.code})") for m in scheme_mutuelles(session, scheme.id)}
+        if choices is not None:
+            mutuelles = {m_id: (code, f"{name} ({code})") for m_id, (code, name) in choices.mutuelle_ids.items()}
+        else:
+            mutuelles = {m.id: (m.code, f"{m.name} ({m.code})") for m in scheme_mutuelles(session, scheme.id)}
         found: dict[Any, tuple[str | None, str]] = {
             key: mutuelles.get(key, (None, f"mutuelle #{key}")) for key in keys if key is not None
         }
         if None in keys:
             found[None] = (None, "(no mutuelle)")
         return found
-    names = {
-        network_id: (code, f"{name} ({code})")
-        for network_id, code, name in session.execute(
-            select(Network.id, Network.code, Network.name).where(Network.scheme_id == scheme.id)
-        )
-    }
+    rows: Any = (
+        ((n_id, code, name) for n_id, (code, name) in choices.network_ids.items())
+        if choices is not None
+        else session.execute(select(Network.id, Network.code, Network.name).where(Network.scheme_id == scheme.id))
+    )
+    names = {network_id: (code, f"{name} ({code})") for network_id, code, name in rows}
     found = {key: names.get(key, (None, f"network #{key}")) for key in keys if key is not None}
     if None in keys:
         found[None] = (None, "(no network)")
@@ -587,6 +597,8 @@ class ReportChoices:
     communes: list[str]
     networks: list[tuple[str, str]]  # (code, name)
     mutuelles: list[tuple[str, str]]  # (code, name), those the reader sees
+    network_ids: dict[int, tuple[str, str]] = field(default_factory=dict)  # id → (code, name)
+    mutuelle_ids: dict[int, tuple[str, str]] = field(default_factory=dict)  # id → (code, name)
 
 
 def report_choices(session: Session, scheme: Scheme) -> ReportChoices:
@@ -602,13 +614,17 @@ def report_choices(session: Session, scheme: Scheme) -> ReportChoices:
             if c is not None
         }
     )
-    networks = list(
-        session.execute(
-            select(Network.code, Network.name).where(Network.scheme_id == scheme.id).order_by(Network.name)
-        ).tuples()
+    rows = session.execute(
+        select(Network.id, Network.code, Network.name).where(Network.scheme_id == scheme.id).order_by(Network.name)
+    ).all()
+    found = scheme_mutuelles(session, scheme.id)
+    return ReportChoices(
+        communes,
+        [(code, name) for _, code, name in rows],
+        [(m.code, m.name) for m in found],
+        {n_id: (code, name) for n_id, code, name in rows},
+        {m.id: (m.code, m.name) for m in found},
     )
-    mutuelles = [(m.code, m.name) for m in scheme_mutuelles(session, scheme.id)]
-    return ReportChoices(communes, networks, mutuelles)
 
 
 # ---------------------------------------------------------------- snapshots (`models.views.report_snapshots`)
