@@ -40,9 +40,9 @@ from models.views.scheme_reports import (
 from models.views.scope import scope_session
 from tests.admin_helpers import PASSWORDS, QueryCounter, signed_in, text_of
 from tests.backends import RQ_QUEUE
-from tests.test_admin_reports import HISTORY_MONTHS, HISTORY_NOW, _payment, history
+from tests.report_helpers import HISTORY_MONTHS, HISTORY_NOW, add_payment, history
 
-__all__ = ["history"]  # the constructed history, shared with tests/test_admin_reports.py
+__all__ = ["history"]  # the constructed history (tests/report_helpers.py)
 
 CASES = [(grouping, ReportFilters()) for grouping in Grouping] + [
     (Grouping.NETWORK, ReportFilters(commune="Pekesse")),
@@ -89,7 +89,7 @@ def test_a_snapshot_stands_until_its_month_is_counted_again(history: Session) ->
     snapshot_month(history, cmu, march, HISTORY_NOW)
     before = scheme_report(history, cmu, march, history=1, now=HISTORY_NOW)
     # A payment of March reported late, not yet matched.
-    _payment(history, cmu, 4_000, datetime(2026, 3, 9, 10, 0), status=PaymentStatus.UNMATCHED, rule=None)
+    add_payment(history, cmu, 4_000, datetime(2026, 3, 9, 10, 0), status=PaymentStatus.UNMATCHED, rule=None)
     assert scheme_report(history, cmu, march, history=1, now=HISTORY_NOW).total == before.total
     snapshot_month(history, cmu, march, HISTORY_NOW)
     after = scheme_report(history, _scheme(history, "cmu-thies"), march, history=1, now=HISTORY_NOW)
