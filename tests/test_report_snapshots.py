@@ -72,8 +72,7 @@ def test_months_counted_ahead_sum_back_to_the_figures_of_the_records(history: Se
     for code in ("cmu-thies", "sky-cambodia"):
         scheme = _scheme(history, code)
         live = _reports(history, scheme, HISTORY_NOW)
-        # Three household ids at a time: the month's cells add up across batches.
-        done = refresh_snapshots(history, scheme, HISTORY_NOW, every=True, batch=3)
+        done = refresh_snapshots(history, scheme, HISTORY_NOW, every=True)
         assert [m.month for m in done] == [HISTORY_MONTHS[-1] - relativedelta(months=n) for n in range(MAX_MONTHS)]
         assert (history.scalar(select(func.count()).select_from(ReportCell)) or 0) > 0
         # Summed from the cells: no statement reads a household, a payment or a ledger entry any more.

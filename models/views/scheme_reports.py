@@ -329,13 +329,10 @@ def _add_households(
     grouping: Grouping | None,
     filters: ReportFilters,
     cells: dict[tuple[int, Any], Figures],
-    ids: tuple[int, int] | None = None,
 ) -> None:
     """Count each month's households by eligibility and add what falls due in it (one statement)."""
     days = _months_table(scheme, months)
     households = select(Household.id).where(Household.scheme_id == scheme.id)
-    if ids is not None:  # a batch of households: ids from, to (excluded)
-        households = households.where(Household.id >= ids[0], Household.id < ids[1])
     if filters.commune:
         households = households.where(Household.commune == filters.commune)
     if filters.network:
@@ -513,7 +510,6 @@ def _add_subsidies(
     grouping: Grouping | None,
     filters: ReportFilters,
     cells: dict[tuple[int, Any], Figures],
-    ids: tuple[int, int] | None = None,
 ) -> set[str]:
     """Add each month's subsidies booked per funder (one statement); return the funders met."""
     starts = [m.first for m in months] + [months[-1].last + timedelta(days=1)]
@@ -533,8 +529,6 @@ def _add_subsidies(
             LedgerEntry.effective_on < starts[-1],
         )
     )
-    if ids is not None:
-        query = query.where(Household.id >= ids[0], Household.id < ids[1])
     if filters.commune:
         query = query.where(Household.commune == filters.commune)
     if filters.network:
@@ -635,8 +629,6 @@ SNAPSHOT_MAX_AGE = timedelta(hours=1)
 # The clock counts ahead only schemes this large: a smaller one's report is counted from the records in seconds, so
 # its readers see the figures of the moment (`flask --app app reports snapshot` counts any scheme asked).
 SNAPSHOT_MIN_HOUSEHOLDS = 50_000
-# Households counted in one read (by id): bounds each statement's time and the rows it holds at a million households.
-SNAPSHOT_BATCH = 100_000
 
 
 def read_snapshots(
@@ -700,42 +692,18 @@ def read_snapshots(
     return stored, funders
 
 
-def _count_in_batches(session: Session, scheme: Scheme, month: Month, batch: int) -> dict[tuple[int, Any], Figures]:
-    """Return a month's figures by cell, its households counted `batch` ids at a time (each its own read)."""
-    cells: dict[tuple[int, Any], Figures] = defaultdict(Figures)
-    low, high = session.execute(
-        select(func.min(Household.id), func.max(Household.id)).where(Household.scheme_id == scheme.id)
-    ).one()
-    everyone = ReportFilters()
-    for start in range(low or 0, (high or -1) + 1, batch):
-        part: dict[tuple[int, Any], Figures] = defaultdict(Figures)
-        without_jit(session)
-        _add_households(session, scheme, [month], None, everyone, part, ids=(start, start + batch))
-        _add_subsidies(session, scheme, [month], None, everyone, part, ids=(start, start + batch))
-        session.commit()  # end the batch's read: no transaction lasts the whole month
-        for key, figures in part.items():
-            cells[key].add(figures)
-    without_jit(session)
-    _add_payments(session, scheme, [month], None, everyone, cells)  # by payment date: an index range
-    return cells
-
-
-def snapshot_month(
-    session: Session, scheme: Scheme, first: date, now: datetime | None = None, *, batch: int = SNAPSHOT_BATCH
-) -> ReportMonth:
+def snapshot_month(session: Session, scheme: Scheme, first: date, now: datetime | None = None) -> ReportMonth:
     """Count a month's figures from the records, cell by cell, and store them in place of its snapshot; commit.
 
-    The statements run first (readers, `batch` household ids at a time); the cells are then written in one
-    transaction under the scheme's row lock, so two clocks refreshing the same month one after the other leave one
-    snapshot.
+    The statements run first (a reader); the cells are then written in one transaction under the scheme's row
+    lock, so two clocks refreshing the same month one after the other leave one snapshot.
     """
     today = scheme.local_today(now)
     month = month_of(first.replace(day=1), today)
     if month.first > today:
         raise ValueError(f"{month.label} has not started yet")
-    scheme_id = scheme.id
     started = perf_counter()
-    cells = _count_in_batches(session, scheme, month, batch)
+    cells, _ = compute_cells(session, scheme, [month], None, ReportFilters())
     seconds = perf_counter() - started
     zero = dict.fromkeys((*CELL_FIGURES, "subsidy"), 0)
     rows: list[dict[str, Any]] = []
@@ -745,6 +713,7 @@ def snapshot_month(
         rows.append(where | zero | {"funder": None} | {name: getattr(figures, name) for name in CELL_FIGURES})
         for funder, amount in figures.subsidies.items():
             rows.append(where | zero | {"funder": funder, "subsidy": amount})
+    scheme_id = scheme.id
     session.commit()  # end the read: SQLite writes from a new snapshot
     begin_write(session)
     session.execute(select(Scheme.id).where(Scheme.id == scheme_id).with_for_update())
@@ -792,12 +761,7 @@ def months_to_snapshot(session: Session, scheme: Scheme, now: datetime | None = 
 
 
 def refresh_snapshots(
-    session: Session,
-    scheme: Scheme,
-    now: datetime | None = None,
-    *,
-    every: bool = False,
-    batch: int = SNAPSHOT_BATCH,
+    session: Session, scheme: Scheme, now: datetime | None = None, *, every: bool = False
 ) -> list[ReportMonth]:
     """Count again the scheme's months that need it (`months_to_snapshot`; `every`: all of them), newest first.
 
@@ -814,5 +778,5 @@ def refresh_snapshots(
     for first in firsts:
         current = session.get(Scheme, scheme_id)
         assert current is not None
-        done.append(snapshot_month(session, current, first, now, batch=batch))
+        done.append(snapshot_month(session, current, first, now))
     return done
