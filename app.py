@@ -75,6 +75,7 @@ def register_commands(app: Flask) -> None:
         mutuelles,
         networks,
         payments,
+        reports,
         schemes,
         sms,
         ussd,
@@ -98,5 +99,6 @@ def register_commands(app: Flask) -> None:
         enrolments.enrolments_group,
         campaigns.campaigns_group,
         networks.networks_group,
+        reports.reports_group,
     ):
         app.cli.add_command(group)

@@ -27,6 +27,7 @@ from models.payments.payment import Payment, PaymentEvidence, PaymentRequest, Re
 from models.payments.rejections import RejectedCallback
 from models.payments.statement import StatementBreak, StatementImport, StatementLine
 from models.schemes.scheme import PaymentChannel, Plan, PremiumBand, Scheme, SubsidyCategory
+from models.views.report_snapshots import ReportCell, ReportMonth
 
 __all__ = [
     "Account",
@@ -61,6 +62,8 @@ __all__ = [
     "PremiumBand",
     "ReconciliationEvent",
     "RejectedCallback",
+    "ReportCell",
+    "ReportMonth",
     "Scheme",
     "StaffSession",
     "StaffUser",

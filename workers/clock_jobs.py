@@ -1,5 +1,5 @@
 """Clock jobs (registered in `workers/cron.py`): payment-request expiry, the funder's 100 % periods, network
-payouts as households fall due, and collectors' evening summaries.
+payouts as households fall due, collectors' evening summaries, and the scheme reports' monthly figures.
 
 Each is idempotent per period, so a second clock, a retry or a late run does no harm: expiry only moves OPEN
 requests whose time has passed, a funder-paid period is booked once per household and start date (the
@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
@@ -28,6 +28,7 @@ from models.enrolment.collector_sms import send_collector_summaries
 from models.members.household import Account, Household, Network
 from models.payments.references import expire_payment_requests
 from models.schemes.scheme import Scheme
+from models.views.scheme_reports import SNAPSHOT_MIN_HOUSEHOLDS, refresh_snapshots
 from workers import runtime
 from workers.clock_runs import run_batched
 
@@ -150,3 +151,34 @@ def send_collector_days() -> int:
         queued = send_collector_summaries(session, utcnow())
     log.info("clock: %s collector summaries queued", queued)
     return queued
+
+
+def snapshot_reports_due(
+    session: Session, now: datetime, min_households: int = SNAPSHOT_MIN_HOUSEHOLDS
+) -> dict[str, list[str]]:
+    """Count ahead the reports' months that need it in each scheme of `min_households` or more; return them per scheme.
+
+    Idempotent: a month counted again replaces its snapshot, and one recently counted is left alone
+    (`models.views.scheme_reports.months_to_snapshot`). A smaller scheme's report is counted live.
+    """
+    sizes = dict(
+        session.execute(select(Household.scheme_id, func.count()).group_by(Household.scheme_id)).tuples().all()
+    )
+    schemes = session.execute(select(Scheme.id, Scheme.code).order_by(Scheme.id)).all()
+    session.commit()
+    done: dict[str, list[str]] = {}
+    for scheme_id, code in schemes:
+        if sizes.get(scheme_id, 0) < min_households:
+            continue
+        scheme = session.get(Scheme, scheme_id)
+        assert scheme is not None
+        done[code] = [f"{month.month:%Y-%m}" for month in refresh_snapshots(session, scheme, now)]
+    return done
+
+
+def snapshot_reports(min_households: int = SNAPSHOT_MIN_HOUSEHOLDS) -> dict[str, list[str]]:
+    """Count ahead the large schemes' report months that need it (the clock job); return the months done per scheme."""
+    with runtime.job_session() as session:
+        done = snapshot_reports_due(session, utcnow(), min_households)
+    log.info("clock: report months counted %s", done)
+    return done

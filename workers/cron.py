@@ -8,7 +8,7 @@ finds another part of its job still working does nothing (`workers.clock_runs`).
 from rq import cron
 
 from workers import runtime
-from workers.clock_jobs import book_subsidies, expire_requests, pay_networks, send_collector_days
+from workers.clock_jobs import book_subsidies, expire_requests, pay_networks, send_collector_days, snapshot_reports
 from workers.clock_runs import job_timeout
 from workers.maintenance import record_heartbeat
 from workers.reconcile import sweep_stuck_payments
@@ -34,3 +34,6 @@ cron.register(pay_networks, queue_name=DEFAULT_QUEUE, interval=3600, job_timeout
 # Every 15 minutes: each scheme's collectors get the summary of their day once its local `collector_sms_at` (19:00
 # unless its scheme file says) has come, within a quarter of an hour, once per collector and day whatever the runs.
 cron.register(send_collector_days, queue_name=DEFAULT_QUEUE, interval=900)
+# Hourly: the scheme reports' months counted ahead (`models.views.report_snapshots`); at a million households a month
+# takes minutes, and a first run counts two years of them, each committed as it is done.
+cron.register(snapshot_reports, queue_name=DEFAULT_QUEUE, interval=3600, job_timeout=3 * 3600)

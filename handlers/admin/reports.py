@@ -55,7 +55,9 @@ def reports() -> ResponseReturnValue:
     now = utcnow()
     month = arg_month() or scheme.local_today(now)
     try:
-        report = scheme_report(session, scheme, month, grouping=grouping, filters=filters, history=history, now=now)
+        report = scheme_report(
+            session, scheme, month, grouping=grouping, filters=filters, history=history, now=now, choices=choices
+        )
     except ValueError as exc:
         abort(400, gettext("month: %(error)s", error=str(exc)))
     return render_template(

@@ -29,16 +29,31 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
+from time import perf_counter
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from dateutil.relativedelta import relativedelta
-from sqlalchemy import ColumnElement, Date, Integer, Select, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Integer,
+    Select,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session, aliased
 
-from models.base import EligibilityStatus, PaymentStatus, PremiumKind
+from models.base import EligibilityStatus, PaymentStatus, PremiumKind, utcnow
 from models.coverage.money import LedgerEntry
 from models.coverage.standing import (
     PAID,
@@ -49,10 +64,12 @@ from models.coverage.standing import (
     standing_on_dates,
     without_jit,
 )
+from models.db import begin_write
 from models.members.household import Account, Household, Network
 from models.payments.payment import Payment
 from models.schemes.mutuelle import Mutuelle, scheme_mutuelles
 from models.schemes.scheme import Plan, Scheme, SubsidyCategory
+from models.views.report_snapshots import CELL_FIGURES, ReportCell, ReportMonth
 from models.views.reports import COLLECTED
 
 MAX_MONTHS = 24
@@ -172,6 +189,7 @@ class SchemeReport:
     months: list[tuple[Month, Figures]]
     lines: list[Line]
     funders: list[str]
+    counted_at: datetime | None = None  # the oldest snapshot read (naive UTC); None: all counted from the records
 
     @property
     def month(self) -> Month:
@@ -193,10 +211,12 @@ def scheme_report(
     filters: ReportFilters | None = None,
     history: int = 12,
     now: datetime | None = None,
+    choices: ReportChoices | None = None,
 ) -> SchemeReport:
     """Return the scheme's figures for the `history` months up to `month` (any day of it), the last one by group.
 
-    `now` (naive UTC) says which day is today in the scheme's time zone; a month after it is refused.
+    `now` (naive UTC) says which day is today in the scheme's time zone; a month after it is refused. `choices`
+    (`report_choices`, for the page's filters) names the lines without reading the names again.
     """
     filters = filters or ReportFilters()
     today = scheme.local_today(now)
@@ -206,15 +226,20 @@ def scheme_report(
     count = max(1, min(history, MAX_MONTHS))
     months = [month_of(last_first - relativedelta(months=n), today) for n in range(count - 1, -1, -1)]
     cells: dict[tuple[int, Any], Figures] = defaultdict(Figures)
-    without_jit(session)
-    _add_households(session, scheme, months, grouping, filters, cells)
-    _add_payments(session, scheme, months, grouping, filters, cells)
-    funders = _add_subsidies(session, scheme, months, grouping, filters, cells)
+    stored, funders = read_snapshots(session, scheme, months, grouping, filters, cells)
+    # A month read from its snapshot counts the day the snapshot counted (today's, until the clock counts it again).
+    months = [replace(m, as_of=stored[m.first][0]) if m.first in stored else m for m in months]
+    live = [n for n, m in enumerate(months) if m.first not in stored]
+    if live:
+        computed, more = compute_cells(session, scheme, [months[n] for n in live], grouping, filters)
+        for (i, key), figures in computed.items():
+            cells[(live[i], key)] = figures
+        funders |= more
 
     totals = [Figures() for _ in months]
     for (n, _), figures in cells.items():
         totals[n].add(figures)
-    labels = _labels(session, scheme, grouping, {key for _, key in cells})
+    labels = _labels(session, scheme, grouping, {key for _, key in cells}, choices)
     last = len(months) - 1
     lines = [
         Line(key, label, cells.get((last, raw), Figures()))
@@ -231,17 +256,45 @@ def scheme_report(
         list(zip(months, totals, strict=True)),
         lines,
         sorted(funders),
+        min((counted_at for _, counted_at in stored.values()), default=None),
     )
 
 
-def _household_key(grouping: Grouping) -> Any:
+def compute_cells(
+    session: Session, scheme: Scheme, months: list[Month], grouping: Grouping | None, filters: ReportFilters
+) -> tuple[dict[tuple[int, Any], Figures], set[str]]:
+    """Return the months' figures by (month index, group key) and the funders met, from the records (three statements).
+
+    Grouping None keys each cell by (commune, network id, mutuelle id): the grain report snapshots keep.
+    """
+    cells: dict[tuple[int, Any], Figures] = defaultdict(Figures)
+    without_jit(session)
+    _add_households(session, scheme, months, grouping, filters, cells)
+    _add_payments(session, scheme, months, grouping, filters, cells)
+    funders = _add_subsidies(session, scheme, months, grouping, filters, cells)
+    return cells, funders
+
+
+def _household_keys(grouping: Grouping | None) -> list[Any]:
+    if grouping is None:
+        return [Household.commune, Household.network_id, Household.mutuelle_id]
     if grouping is Grouping.COMMUNE:
-        return Household.commune
+        return [Household.commune]
     if grouping is Grouping.NETWORK:
-        return Household.network_id
+        return [Household.network_id]
     if grouping is Grouping.MUTUELLE:
-        return Household.mutuelle_id
-    return literal(0, Integer)
+        return [Household.mutuelle_id]
+    return [literal(0, Integer)]
+
+
+def _key_labels(keys: list[Any]) -> list[Any]:
+    return [key.label(f"key{i}") for i, key in enumerate(keys)]
+
+
+def _split_key(row: Any, width: int) -> tuple[int, Any, tuple[Any, ...]]:
+    """Return a grouped row's month index, its group key (a tuple for several key columns) and the other values."""
+    key = tuple(row[1 : 1 + width]) if width > 1 else row[1]
+    return int(row[0]), key, tuple(row[1 + width :])
 
 
 def _network_ids(scheme: Scheme, code: str) -> Select[Any]:
@@ -273,7 +326,7 @@ def _add_households(
     session: Session,
     scheme: Scheme,
     months: list[Month],
-    grouping: Grouping,
+    grouping: Grouping | None,
     filters: ReportFilters,
     cells: dict[tuple[int, Any], Figures],
 ) -> None:
@@ -287,10 +340,11 @@ def _add_households(
     if filters.mutuelle:
         households = households.where(Household.mutuelle_id.in_(_mutuelle_ids(scheme, filters.mutuelle)))
     standing = standing_on_dates(days, households)
+    width = len(_household_keys(grouping))
     query = (
         select(
             standing.c.n,
-            _household_key(grouping).label("key"),
+            *_key_labels(_household_keys(grouping)),
             standing.c.status,
             standing.c.eve_status,
             standing.c.eve_cover_end,
@@ -329,9 +383,10 @@ def _add_households(
         each.c.eve_status.in_([s.value for s in PAYING]),
         and_(each.c.eve_status.in_([s.value for s in PAID]), each.c.eve_cover_end <= each.c.until),
     )
+    each_keys = [each.c[f"key{i}"] for i in range(width)]
     priced = select(
         each.c.n,
-        each.c.key,
+        *each_keys,
         each.c.status,
         case((falls_due, amount), else_=0).label("due"),
     ).subquery("priced")
@@ -340,10 +395,11 @@ def _add_households(
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
     status, due = priced.c.status, priced.c.due
+    priced_keys = [priced.c[f"key{i}"] for i in range(width)]
     rows = session.execute(
         select(
             priced.c.n,
-            priced.c.key,
+            *priced_keys,
             func.count(),
             count(status.in_([s.value for s in PAID])),
             count(covered_column(status, literal(scheme.grace_covered))),
@@ -355,10 +411,11 @@ def _add_households(
             count(due > 0),
             func.coalesce(func.sum(due), 0),
             count(and_(due > 0, status.in_([s.value for s in PAYING]))),
-        ).group_by(priced.c.n, priced.c.key)
+        ).group_by(priced.c.n, *priced_keys)
     )
-    for n, key, *values in rows:
-        figures = cells[(int(n), key)]
+    for row in rows:
+        n, key, values = _split_key(row, width)
+        figures = cells[(n, key)]
         (
             figures.enrolled,
             figures.paid,
@@ -383,7 +440,7 @@ def _add_payments(
     session: Session,
     scheme: Scheme,
     months: list[Month],
-    grouping: Grouping,
+    grouping: Grouping | None,
     filters: ReportFilters,
     cells: dict[tuple[int, Any], Figures],
 ) -> None:
@@ -394,18 +451,20 @@ def _add_payments(
     paid_to = aliased(Network)
     commune = func.coalesce(Household.commune, paid_to.commune)
     network = func.coalesce(Household.network_id, Payment.network_id)
-    key: ColumnElement[Any] = literal(0, Integer)
-    if grouping is Grouping.COMMUNE:
-        key = commune
+    keys: list[Any] = [literal(0, Integer)]
+    if grouping is None:
+        keys = [commune, network, Payment.mutuelle_id]
+    elif grouping is Grouping.COMMUNE:
+        keys = [commune]
     elif grouping is Grouping.NETWORK:
-        key = network
+        keys = [network]
     elif grouping is Grouping.MUTUELLE:
-        key = Payment.mutuelle_id.expression
+        keys = [Payment.mutuelle_id]
     ours = or_(Payment.scheme_id == scheme.id, and_(Payment.scheme_id.is_(None), Payment.currency == scheme.currency))
     query = (
         select(
             _month_index(Payment.paid_at, starts).label("n"),
-            key.label("key"),
+            *_key_labels(keys),
             case(
                 (and_(Payment.scheme_id == scheme.id, Payment.status.in_(COLLECTED), Payment.confirmed), 1), else_=0
             ).label("collected"),
@@ -425,19 +484,21 @@ def _add_payments(
     if filters.mutuelle:
         query = query.where(Payment.mutuelle_id.in_(_mutuelle_ids(scheme, filters.mutuelle)))
     each = query.subquery("each")
+    each_keys = [each.c[f"key{i}"] for i in range(len(keys))]
     rows = session.execute(
         select(
             each.c.n,
-            each.c.key,
+            *each_keys,
             func.coalesce(func.sum(each.c.collected * each.c.amount), 0),
             func.coalesce(func.sum(each.c.collected), 0),
             func.coalesce(func.sum(each.c.auto), 0),
             func.coalesce(func.sum(each.c.manual), 0),
             func.coalesce(func.sum(each.c.unresolved), 0),
-        ).group_by(each.c.n, each.c.key)
+        ).group_by(each.c.n, *each_keys)
     )
-    for n, row_key, collected, payments, auto, manual, unresolved in rows:
-        figures = cells[(int(n), row_key)]
+    for row in rows:
+        n, row_key, (collected, payments, auto, manual, unresolved) = _split_key(row, len(keys))
+        figures = cells[(n, row_key)]
         figures.collected, figures.payments = int(collected), int(payments)
         figures.matched_auto, figures.matched_manual, figures.unresolved = int(auto), int(manual), int(unresolved)
 
@@ -446,7 +507,7 @@ def _add_subsidies(
     session: Session,
     scheme: Scheme,
     months: list[Month],
-    grouping: Grouping,
+    grouping: Grouping | None,
     filters: ReportFilters,
     cells: dict[tuple[int, Any], Figures],
 ) -> set[str]:
@@ -455,7 +516,7 @@ def _add_subsidies(
     query = (
         select(
             _month_index(LedgerEntry.effective_on, starts).label("n"),
-            _household_key(grouping).label("key"),
+            *_key_labels(_household_keys(grouping)),
             LedgerEntry.funder,
             LedgerEntry.amount,
         )
@@ -475,37 +536,48 @@ def _add_subsidies(
     if filters.mutuelle:
         query = query.where(Household.mutuelle_id.in_(_mutuelle_ids(scheme, filters.mutuelle)))
     each = query.subquery("each")
+    width = len(_household_keys(grouping))
+    each_keys = [each.c[f"key{i}"] for i in range(width)]
     funders = set()
-    for n, key, funder, amount in session.execute(
-        select(each.c.n, each.c.key, each.c.funder, func.sum(each.c.amount)).group_by(
-            each.c.n, each.c.key, each.c.funder
+    for row in session.execute(
+        select(each.c.n, *each_keys, each.c.funder, func.sum(each.c.amount)).group_by(
+            each.c.n, *each_keys, each.c.funder
         )
     ):
-        cells[(int(n), key)].subsidies[str(funder)] = int(amount)
+        n, key, (funder, amount) = _split_key(row, width)
+        cells[(n, key)].subsidies[str(funder)] = int(amount)
         funders.add(str(funder))
     return funders
 
 
-def _labels(session: Session, scheme: Scheme, grouping: Grouping, keys: set[Any]) -> dict[Any, tuple[str | None, str]]:
-    """Return each raw group key's (key shown in links, label): communes as they are, networks by code and name."""
+def _labels(
+    session: Session, scheme: Scheme, grouping: Grouping, keys: set[Any], choices: ReportChoices | None
+) -> dict[Any, tuple[str | None, str]]:
+    """Return each raw group key's (key shown in links, label): communes as they are, networks by code and name.
+
+    The page's filter choices, when given, already hold the names (no statement).
+    """
     if grouping is Grouping.SCHEME:
         return {0: (None, scheme.name)}
     if grouping is Grouping.COMMUNE:
         return {key: (key, key if key is not None else "(no commune)") for key in keys}
     if grouping is Grouping.MUTUELLE:
-        mutuelles = {m.id: (m.code, f"{m.name} ({m.code})") for m in scheme_mutuelles(session, scheme.id)}
+        if choices is not None:
+            mutuelles = {m_id: (code, f"{name} ({code})") for m_id, (code, name) in choices.mutuelle_ids.items()}
+        else:
+            mutuelles = {m.id: (m.code, f"{m.name} ({m.code})") for m in scheme_mutuelles(session, scheme.id)}
         found: dict[Any, tuple[str | None, str]] = {
             key: mutuelles.get(key, (None, f"mutuelle #{key}")) for key in keys if key is not None
         }
         if None in keys:
             found[None] = (None, "(no mutuelle)")
         return found
-    names = {
-        network_id: (code, f"{name} ({code})")
-        for network_id, code, name in session.execute(
-            select(Network.id, Network.code, Network.name).where(Network.scheme_id == scheme.id)
-        )
-    }
+    rows: Any = (
+        ((n_id, code, name) for n_id, (code, name) in choices.network_ids.items())
+        if choices is not None
+        else session.execute(select(Network.id, Network.code, Network.name).where(Network.scheme_id == scheme.id))
+    )
+    names = {network_id: (code, f"{name} ({code})") for network_id, code, name in rows}
     found = {key: names.get(key, (None, f"network #{key}")) for key in keys if key is not None}
     if None in keys:
         found[None] = (None, "(no network)")
@@ -519,6 +591,8 @@ class ReportChoices:
     communes: list[str]
     networks: list[tuple[str, str]]  # (code, name)
     mutuelles: list[tuple[str, str]]  # (code, name), those the reader sees
+    network_ids: dict[int, tuple[str, str]] = field(default_factory=dict)  # id → (code, name)
+    mutuelle_ids: dict[int, tuple[str, str]] = field(default_factory=dict)  # id → (code, name)
 
 
 def report_choices(session: Session, scheme: Scheme) -> ReportChoices:
@@ -534,10 +608,175 @@ def report_choices(session: Session, scheme: Scheme) -> ReportChoices:
             if c is not None
         }
     )
-    networks = list(
-        session.execute(
-            select(Network.code, Network.name).where(Network.scheme_id == scheme.id).order_by(Network.name)
-        ).tuples()
+    rows = session.execute(
+        select(Network.id, Network.code, Network.name).where(Network.scheme_id == scheme.id).order_by(Network.name)
+    ).all()
+    found = scheme_mutuelles(session, scheme.id)
+    return ReportChoices(
+        communes,
+        [(code, name) for _, code, name in rows],
+        [(m.code, m.name) for m in found],
+        {n_id: (code, name) for n_id, code, name in rows},
+        {m.id: (m.code, m.name) for m in found},
     )
-    mutuelles = [(m.code, m.name) for m in scheme_mutuelles(session, scheme.id)]
-    return ReportChoices(communes, networks, mutuelles)
+
+
+# ---------------------------------------------------------------- snapshots (`models.views.report_snapshots`)
+
+# A month is counted again by the clock while money paid late within grace can still change it (its last day
+# within the scheme's grace days of today, the current month included) once its snapshot is this old.
+SNAPSHOT_MAX_AGE = timedelta(hours=1)
+# The clock counts ahead only schemes this large: a smaller one's report is counted from the records in seconds, so
+# its readers see the figures of the moment (`flask --app app reports snapshot` counts any scheme asked).
+SNAPSHOT_MIN_HOUSEHOLDS = 50_000
+
+
+def read_snapshots(
+    session: Session,
+    scheme: Scheme,
+    months: list[Month],
+    grouping: Grouping,
+    filters: ReportFilters,
+    cells: dict[tuple[int, Any], Figures],
+) -> tuple[dict[date, tuple[date, datetime]], set[str]]:
+    """Add the figures of the months counted ahead, summed by group over their cells.
+
+    One statement; return the months found (first day → the day counted and when) and the funders met.
+    """
+    index = {m.first: n for n, m in enumerate(months)}
+    key: Any = literal(0, Integer)
+    if grouping is Grouping.COMMUNE:
+        key = ReportCell.commune
+    elif grouping is Grouping.NETWORK:
+        key = ReportCell.network_id
+    elif grouping is Grouping.MUTUELLE:
+        key = ReportCell.mutuelle_id
+    joined = [ReportCell.scheme_id == ReportMonth.scheme_id, ReportCell.month == ReportMonth.month]
+    if filters.commune:
+        joined.append(ReportCell.commune == filters.commune)
+    if filters.network:
+        joined.append(ReportCell.network_id.in_(_network_ids(scheme, filters.network)))
+    if filters.mutuelle:
+        joined.append(ReportCell.mutuelle_id.in_(_mutuelle_ids(scheme, filters.mutuelle)))
+    rows = session.execute(
+        select(
+            ReportMonth.month,
+            ReportMonth.as_of,
+            ReportMonth.computed_at,
+            key.label("key"),
+            ReportCell.funder,
+            func.count(ReportCell.id),
+            *[func.sum(getattr(ReportCell, name)) for name in CELL_FIGURES],
+            func.sum(ReportCell.subsidy),
+        )
+        .outerjoin(ReportCell, and_(*joined))
+        .where(
+            ReportMonth.scheme_id == scheme.id,
+            ReportMonth.month.in_(list(index)),
+        )
+        .group_by(ReportMonth.month, ReportMonth.as_of, ReportMonth.computed_at, key, ReportCell.funder)
+    )
+    stored: dict[date, tuple[date, datetime]] = {}
+    funders: set[str] = set()
+    for month, as_of, computed_at, row_key, funder, found, *values in rows:
+        stored[month] = (as_of, computed_at)
+        if not found:  # a month stored without a cell (of these filters)
+            continue
+        figures = cells[(index[month], row_key)]
+        if funder is None:
+            for name, value in zip(CELL_FIGURES, values, strict=False):
+                setattr(figures, name, int(value))
+        else:
+            figures.subsidies[str(funder)] = int(values[-1])
+            funders.add(str(funder))
+    return stored, funders
+
+
+def snapshot_month(session: Session, scheme: Scheme, first: date, now: datetime | None = None) -> ReportMonth:
+    """Count a month's figures from the records, cell by cell, and store them in place of its snapshot; commit.
+
+    The statements run first (a reader); the cells are then written in one transaction under the scheme's row
+    lock, so two clocks refreshing the same month one after the other leave one snapshot.
+    """
+    today = scheme.local_today(now)
+    month = month_of(first.replace(day=1), today)
+    if month.first > today:
+        raise ValueError(f"{month.label} has not started yet")
+    started = perf_counter()
+    cells, _ = compute_cells(session, scheme, [month], None, ReportFilters())
+    seconds = perf_counter() - started
+    zero = dict.fromkeys((*CELL_FIGURES, "subsidy"), 0)
+    rows: list[dict[str, Any]] = []
+    for (_, (commune, network_id, mutuelle_id)), figures in cells.items():
+        where = {"scheme_id": scheme.id, "month": month.first, "commune": commune}
+        where |= {"network_id": network_id, "mutuelle_id": mutuelle_id}
+        rows.append(where | zero | {"funder": None} | {name: getattr(figures, name) for name in CELL_FIGURES})
+        for funder, amount in figures.subsidies.items():
+            rows.append(where | zero | {"funder": funder, "subsidy": amount})
+    scheme_id = scheme.id
+    session.commit()  # end the read: SQLite writes from a new snapshot
+    begin_write(session)
+    session.execute(select(Scheme.id).where(Scheme.id == scheme_id).with_for_update())
+    session.execute(delete(ReportCell).where(ReportCell.scheme_id == scheme_id, ReportCell.month == month.first))
+    session.execute(delete(ReportMonth).where(ReportMonth.scheme_id == scheme_id, ReportMonth.month == month.first))
+    stored = ReportMonth(scheme_id=scheme_id, month=month.first, as_of=month.as_of, computed_at=now or utcnow())
+    stored.seconds = round(seconds, 3)
+    session.add(stored)
+    if rows:
+        session.execute(insert(ReportCell), rows)
+    session.commit()
+    return stored
+
+
+def months_to_snapshot(session: Session, scheme: Scheme, now: datetime | None = None) -> list[date]:
+    """Return the first days of the months to count again, newest first, among the last `MAX_MONTHS` since enrolment.
+
+    Those without a snapshot or whose snapshot counted another day than the report would (a month counted before
+    it ended), and those money paid late within grace can still change, once their snapshot is `SNAPSHOT_MAX_AGE`
+    old.
+    """
+    now = now or utcnow()
+    today = scheme.local_today(now)
+    current = today.replace(day=1)
+    since = session.scalar(select(func.min(Household.enrolled_on)).where(Household.scheme_id == scheme.id))
+    if since is None:
+        return []
+    months = [month_of(current - relativedelta(months=n), today) for n in range(MAX_MONTHS)]
+    months = [m for m in months if m.last >= since]
+    stored = {
+        first: (as_of, computed_at)
+        for first, as_of, computed_at in session.execute(
+            select(ReportMonth.month, ReportMonth.as_of, ReportMonth.computed_at).where(
+                ReportMonth.scheme_id == scheme.id
+            )
+        )
+    }
+    open_since = today - timedelta(days=scheme.grace_days)
+    wanted = []
+    for month in months:
+        as_of, computed_at = stored.get(month.first, (None, None))
+        if as_of != month.as_of or (month.last >= open_since and computed_at <= now - SNAPSHOT_MAX_AGE):
+            wanted.append(month.first)
+    return wanted
+
+
+def refresh_snapshots(
+    session: Session, scheme: Scheme, now: datetime | None = None, *, every: bool = False
+) -> list[ReportMonth]:
+    """Count again the scheme's months that need it (`months_to_snapshot`; `every`: all of them), newest first.
+
+    Each month is committed as it is done, so a run cut short keeps the months it finished.
+    """
+    now = now or utcnow()
+    scheme_id = scheme.id
+    if every:
+        today = scheme.local_today(now)
+        firsts = [today.replace(day=1) - relativedelta(months=n) for n in range(MAX_MONTHS)]
+    else:
+        firsts = months_to_snapshot(session, scheme, now)
+    done = []
+    for first in firsts:
+        current = session.get(Scheme, scheme_id)
+        assert current is not None
+        done.append(snapshot_month(session, current, first, now))
+    return done

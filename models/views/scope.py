@@ -7,7 +7,7 @@ the rows of those mutuelles: a household or network by its mutuelle, a payment b
 everything else by the household, network, payment, account, device or statement it belongs to; a collector or an
 enrolment by its mutuelle, an enrolment's members and audit trail by their enrolment; a campaign by its mutuelle
 (or, of none, its scheme), its targets and sessions by their network, its audit trail by its mutuelle; a text to no
-household by the mutuelle it was sent for. A row of no
+household by the mutuelle it was sent for; a report snapshot's cells by their mutuelle. A row of no
 mutuelle (a payment to a shared account still in suspense, a text from an unknown phone) is the union's.
 Statements written with Core tables (`Model.__table__`) or `text()` are not filtered: views of the admin use
 ORM entities (tests/test_mutuelles_access.py visits every admin page as a scoped user).
@@ -46,6 +46,7 @@ from models.payments.rejections import RejectedCallback
 from models.payments.statement import StatementBreak, StatementImport, StatementLine
 from models.schemes.mutuelle import Mutuelle, MutuelleAccount
 from models.schemes.scheme import Scheme
+from models.views.report_snapshots import ReportCell, ReportMonth
 
 SCOPE_KEY = "mutuelle_scope"
 Ids = tuple[int, ...]
@@ -177,6 +178,9 @@ def _criteria(ids: Ids) -> list[Any]:
         (CampaignEvent, lambda cls: cls.campaign_id.in_(_campaigns(ids))),
         (CampaignTarget, lambda cls: cls.network_id.in_(_networks(ids))),
         (CampaignSession, lambda cls: cls.network_id.in_(_networks(ids))),
+        # The report's months counted ahead: a cell by the mutuelle its households (or payments) belong to, as live.
+        (ReportMonth, lambda cls: cls.scheme_id.in_(_schemes(ids))),
+        (ReportCell, lambda cls: cls.mutuelle_id.in_(ids)),
         # Staff kept to some of these mutuelles and no other (a scoped admin never sees union staff, nor staff
         # who also see a mutuelle they do not).
         (StaffUser, lambda cls: and_(cls.id.in_(_staff_in(ids)), cls.id.not_in(_staff_beyond(ids)))),
