@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import sys
 import tempfile
 import time
@@ -56,14 +55,15 @@ HEADER = [
     "Balance",
 ]
 START = datetime(2026, 11, 20, 0, 0, 0)
-DUPLICATED = 5  # the line the export repeats at its end
+DUPLICATED = 5  # the row (n) the export repeats at its end
+BATCH = 50_000  # payments stored at a time while building
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A generated statement and the breaks importing it must find."""
+    """A generated statement (a file on disk) and the breaks importing it must find."""
 
-    data: bytes
+    path: Path
     lines: int
     expected: dict[BreakKind, int]
 
@@ -76,42 +76,52 @@ def _credit(n: int) -> tuple[str, int, str, str]:
     return f"T_{n:09d}", 3500 + (n % 7) * 500, f"+22177{n % 10_000_000:07d}", f"SN-TN-{n:06d}"
 
 
-def build(session: Session, lines: int) -> Scenario:
-    """Store the payments the system knows (Core inserts), commit, and return the statement to import."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(HEADER)
+def _flush(session: Session, payments: list[dict[str, object]]) -> None:
+    if payments:
+        session.execute(insert(Payment), payments)
+        payments.clear()
+
+
+def build(session: Session, lines: int, path: Path) -> Scenario:
+    """Write the statement to `path` and store the payments the system knows (Core inserts, in batches), commit."""
     payments: list[dict[str, object]] = []
     expected = dict.fromkeys(BreakKind, 0)
     balance = 0
-    rows: list[list[str]] = []
-    for n in range(lines - 1):
-        when = f"{_paid_at(n):%Y-%m-%dT%H:%M:%S}Z"
-        if n % 100 == 0:
-            rows.append([f"T_P{n:08d}", when, "Payout", "Succeeded", "-40000", "0", "-40000", "XOF", "", "", "", ""])
-            continue
-        txn, amount, phone, reference = _credit(n)
-        balance += amount
-        cells = [txn, when, "Merchant payment", "Succeeded", str(amount), "0", str(amount), "XOF", "Payer", phone]
-        rows.append([*cells, reference, str(balance)])
-        kind = n % 100
-        if kind == 1:
-            expected[BreakKind.MISSING_IN_SYSTEM] += 1
-            continue
-        stored_amount = amount + 500 if kind == 3 else amount
-        expected[BreakKind.AMOUNT_MISMATCH] += kind == 3
-        expected[BreakKind.PROVISIONAL_CONFIRMED] += kind == 2
-        payments.append(_payment(txn, stored_amount, phone, reference, _paid_at(n), confirmed=kind != 2))
-    rows.append(rows[DUPLICATED])
+    duplicated: list[str] = []
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for n in range(lines - 1):
+            when = f"{_paid_at(n):%Y-%m-%dT%H:%M:%S}Z"
+            if n % 100 == 0:
+                row = [f"T_P{n:08d}", when, "Payout", "Succeeded", "-40000", "0", "-40000", "XOF", "", "", "", ""]
+                writer.writerow(row)
+                continue
+            txn, amount, phone, reference = _credit(n)
+            balance += amount
+            cells = [txn, when, "Merchant payment", "Succeeded", str(amount), "0", str(amount), "XOF", "Payer", phone]
+            writer.writerow([*cells, reference, str(balance)])
+            if n == DUPLICATED:
+                duplicated = [*cells, reference, str(balance)]
+            kind = n % 100
+            if kind == 1:
+                expected[BreakKind.MISSING_IN_SYSTEM] += 1
+                continue
+            stored_amount = amount + 500 if kind == 3 else amount
+            expected[BreakKind.AMOUNT_MISMATCH] += kind == 3
+            expected[BreakKind.PROVISIONAL_CONFIRMED] += kind == 2
+            payments.append(_payment(txn, stored_amount, phone, reference, _paid_at(n), confirmed=kind != 2))
+            if len(payments) >= BATCH:
+                _flush(session, payments)
+        writer.writerow(duplicated)  # the export repeats a line at its end
     expected[BreakKind.DUPLICATE_LINE] = 1
     for g in range(lines // 100):
         payments.append(_payment(f"T_GHOST{g:06d}", 3500, None, None, _paid_at(g * 100 + 50), confirmed=True))
         expected[BreakKind.MISSING_IN_STATEMENT] += 1
-    writer.writerows(rows)
-    session.execute(insert(Payment), payments)
+    _flush(session, payments)
     session.commit()
     analyze(session, (Payment,))
-    return Scenario(buffer.getvalue().encode(), len(rows), expected)
+    return Scenario(path, lines, expected)
 
 
 def _payment(
@@ -132,28 +142,30 @@ def _payment(
 
 
 def run(url: str, lines: int) -> None:
-    """Build the scenario on the database at `url`, import twice and print the figures."""
+    """Build the scenario on the database at `url`, import twice (the file read from disk) and print the figures."""
     engine = make_engine(url)
-    with Session(engine, expire_on_commit=False) as session:
-        scenario = build(session, lines)
-    print(f"scenario built: peak RSS {peak_rss_mb():.0f} MiB; load average {loadavg()}")
-    for attempt in ("import", "reimport"):
+    with tempfile.TemporaryDirectory(prefix="mutuelle-bench-statement-") as tmp:
         with Session(engine, expire_on_commit=False) as session:
-            started = time.perf_counter()
-            result = import_statement(session, "wave", "bench.csv", scenario.data)
-            session.commit()
-            elapsed = time.perf_counter() - started
-            if not result.already_imported:
-                analyze(session, MODELS_WRITTEN)  # as the import command does; not in the figure
-        found = {kind: result.report.count(kind) for kind in BreakKind}
-        if attempt == "import" and found != scenario.expected:
-            raise SystemExit(f"unexpected breaks: {found} != {scenario.expected}")
-        summary = ", ".join(f"{n} {kind.value}" for kind, n in found.items() if n)
-        note = "already imported" if result.already_imported else summary
-        print(
-            f"{attempt}: {scenario.lines:,} lines in {elapsed:.2f} s = {scenario.lines / elapsed:,.0f} lines/s "
-            f"({note}); peak RSS {peak_rss_mb():.0f} MiB; load average {loadavg()}"
-        )
+            scenario = build(session, lines, Path(tmp) / "bench.csv")
+        size = scenario.path.stat().st_size / 2**20
+        print(f"scenario built ({size:,.0f} MiB file): peak RSS {peak_rss_mb():.0f} MiB; load average {loadavg()}")
+        for attempt in ("import", "reimport"):
+            with Session(engine, expire_on_commit=False) as session, scenario.path.open("rb") as handle:
+                started = time.perf_counter()
+                result = import_statement(session, "wave", "bench.csv", handle)
+                session.commit()
+                elapsed = time.perf_counter() - started
+                if not result.already_imported:
+                    analyze(session, MODELS_WRITTEN)  # as the import command does; not in the figure
+            found = {kind: result.report.count(kind) for kind in BreakKind}
+            if attempt == "import" and found != scenario.expected:
+                raise SystemExit(f"unexpected breaks: {found} != {scenario.expected}")
+            summary = ", ".join(f"{n} {kind.value}" for kind, n in found.items() if n)
+            note = "already imported" if result.already_imported else summary
+            print(
+                f"{attempt}: {scenario.lines:,} lines in {elapsed:.2f} s = {scenario.lines / elapsed:,.0f} lines/s "
+                f"({note}); peak RSS {peak_rss_mb():.0f} MiB; load average {loadavg()}"
+            )
     engine.dispose()
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 import click
 from flask.cli import with_appcontext
 
+from commands.progress import progress_printer
 from commands.scoping import mutuelle_option, scope_to
 from extensions import db
 from models.bulk import analyze
@@ -32,17 +33,8 @@ def members_group() -> None:
 def import_command(file: str, scheme_code: str | None, dry_run: bool, quiet: bool) -> None:
     """Import households and members from an enrolment CSV; nothing is written if any row is bad."""
     started = time.monotonic()
-
-    def progress(stage: str, done: int, total: int | None) -> None:
-        if quiet:
-            return
-        if stage == "read":
-            what = "lines checked (pass 1 of 2)"
-        else:
-            what = "households compared (pass 2 of 2)" if dry_run else "households written (pass 2 of 2)"
-        of = f" of {total:,}" if total is not None else ""
-        click.echo(f"{done:,}{of} {what} ({time.monotonic() - started:.1f} s)", err=True)
-
+    written = "households compared (pass 2 of 2)" if dry_run else "households written (pass 2 of 2)"
+    progress = progress_printer({"read": "lines checked (pass 1 of 2)", "write": written}, quiet=quiet)
     session = db()
     try:
         report = import_members(session, file, scheme_code=scheme_code, dry_run=dry_run, progress=progress)

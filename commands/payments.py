@@ -14,6 +14,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from commands.progress import progress_printer
 from commands.scoping import mutuelle_option, scope_to
 from extensions import db, settings
 from logs import mask_phone
@@ -300,30 +301,28 @@ def _echo_report(report: StatementReport, limit: int) -> None:
 )
 @click.option("--actor", default="cli", show_default=True, help="Staff user recorded on the import.")
 @click.option("--limit", default=50, show_default=True, help="Breaks printed per kind.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
 @with_appcontext
 def import_statement_command(
-    file: Path, provider: str, format_name: str | None, account: str | None, actor: str, limit: int
+    file: Path, provider: str, format_name: str | None, account: str | None, actor: str, limit: int, quiet: bool
 ) -> None:
-    """Import an operator statement, confirm and create its payments, and print the break report."""
+    """Import an operator statement, confirm and create its payments, and print the break report.
+
+    The file is read in two passes, never whole: every line is checked first (nothing is written if one is bad),
+    then the lines are written in batches.
+    """
     session = db()
     session.rollback()
-
-    def progress(stage: str, done: int, total: int) -> None:
-        click.echo(f"{file.name}: {stage} {done:,}/{total:,}", err=True)
-
+    progress = progress_printer(
+        {"read": f"{file.name}: lines checked (pass 1 of 2)", "stored": f"{file.name}: lines written (pass 2 of 2)"},
+        quiet=quiet,
+    )
     try:
         formats = load_formats(settings().STATEMENT_FORMATS_FILE or DEFAULT_FORMATS_FILE)
-        result = import_statement(
-            session,
-            provider,
-            file.name,
-            file.read_bytes(),
-            actor,
-            format_name,
-            formats,
-            progress=progress,
-            account=account,
-        )
+        with file.open("rb") as handle:
+            result = import_statement(
+                session, provider, file.name, handle, actor, format_name, formats, progress=progress, account=account
+            )
     except (StatementError, FormatFileError) as exc:
         session.rollback()
         raise click.ClickException(f"{file.name}: nothing imported\n{exc}") from exc

@@ -14,28 +14,31 @@ Days are UTC days of `paid_at`. The caller commits, then enqueues `reconcile` fo
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from logs import mask_phone
 from models.base import EvidenceSource, utcnow
 from models.db import begin_write
+from models.imports.member_rows import Progress  # stage, done, total (None: not known yet)
 from models.payments.intake import (
     IntakeOutcome,
     Report,
@@ -60,6 +63,8 @@ DEFAULT_FORMATS_FILE = Path(__file__).resolve().parents[2] / "operators" / "stat
 HEADER_SEARCH_LINES = 20  # exports may put a title or the account name above the header
 MAX_REPORTED_ERRORS = 20
 PROGRESS_EVERY = 10_000
+WRITE_BATCH = 5_000  # lines read, stored and brought through intake at a time in pass 2
+_READ_CHUNK = 1 << 20
 # What an import writes (payments through intake, with their evidence and events): analysed once committed.
 MODELS_WRITTEN = (StatementImport, StatementLine, StatementBreak, Payment, PaymentEvidence, ReconciliationEvent)
 _IN_CHUNK = 2_000  # ids per IN (…) query: well under SQLite's and PostgreSQL's parameter limits
@@ -93,7 +98,7 @@ _FORMAT_KEYS = frozenset(
 )
 _ZERO = re.compile(r"^[0.,' ]*$")
 
-Progress = Callable[[str, int, int], None]
+Source = bytes | BinaryIO
 
 
 class StatementError(ValueError):
@@ -254,28 +259,45 @@ class StatementLineData:
         return self.kind == LineKind.CREDIT
 
 
-@dataclass(frozen=True)
-class ParsedStatement:
-    """A statement file read with one format."""
-
-    format: StatementFormat
-    lines: list[StatementLineData]
-
-
-def _decode(data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line_no = data[: exc.start].count(b"\n") + 1
-        raise StatementError(f"line {line_no}: not UTF-8 text (export the statement as CSV UTF-8)") from exc
+def _binary(data: Source) -> BinaryIO:
+    """Return a statement's bytes as a seekable binary stream (bytes are wrapped, a stream is used as it is)."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return io.BytesIO(data)
+    if not data.seekable():
+        raise StatementError("line 1: the statement cannot be read twice (not a seekable file)")
+    return data
 
 
-def _find_header(text: str, fmt: StatementFormat) -> tuple[int, list[str], list[str]] | None:
+def _digest(handle: BinaryIO) -> str:
+    """Return the sha256 of the whole stream, read in chunks."""
+    handle.seek(0)
+    digest = hashlib.sha256()
+    while chunk := handle.read(_READ_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _text_lines(handle: BinaryIO) -> Iterator[str]:
+    """Yield the stream's lines from the start, decoded (a UTF-8 byte order mark dropped), each with its newline.
+
+    A line that is not UTF-8 raises StatementError naming it: no UTF-8 sequence holds a newline byte, so decoding
+    line by line finds what decoding the whole file would.
+    """
+    handle.seek(0)
+    for line_no, raw in enumerate(handle, start=1):
+        if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StatementError(f"line {line_no}: not UTF-8 text (export the statement as CSV UTF-8)") from exc
+
+
+def _find_header(head: list[str], fmt: StatementFormat) -> tuple[int, list[str], list[str]] | None:
     """Return (line number, header cells, missing columns) of the best header candidate in the first lines."""
     best: tuple[int, list[str], list[str]] | None = None
     wanted = {header_key(c): c for c in fmt.columns()}
-    head = text.split("\n", HEADER_SEARCH_LINES)[:HEADER_SEARCH_LINES]
-    for index, line in enumerate((line.rstrip("\r") for line in head), start=1):
+    for index, line in enumerate((line.rstrip("\n").rstrip("\r") for line in head), start=1):
         if not line.strip():
             continue
         try:
@@ -292,16 +314,20 @@ def _find_header(text: str, fmt: StatementFormat) -> tuple[int, list[str], list[
 
 
 def _choose_format(
-    text: str, provider: str, candidates: list[StatementFormat]
+    handle: BinaryIO, provider: str, candidates: list[StatementFormat]
 ) -> tuple[StatementFormat, int, list[str]]:
+    head = list(itertools.islice(_text_lines(handle), HEADER_SEARCH_LINES))
     problems = []
     for fmt in candidates:
-        found = _find_header(text, fmt)
+        found = _find_header(head, fmt)
         if found is not None and not found[2]:
             return fmt, found[0], found[1]
         missing = found[2] if found is not None else fmt.columns()
         problems.append(f"{fmt.name} (missing {', '.join(repr(m) for m in missing)})")
-    if not text.strip():
+    blank = True
+    for line in _text_lines(handle):  # to the end: a line that is not UTF-8 is named first, as ever
+        blank = blank and not line.strip()
+    if blank:
         raise StatementError("line 1: the file is empty")
     raise StatementError(f"line 1: no {provider} statement header found; tried {'; '.join(problems)}")
 
@@ -419,14 +445,39 @@ class _Reader:
         )
 
 
-def read_statement(
+@dataclass
+class _LayOut:
+    """How a statement file is read: its format, where its header is, and the reader of its rows."""
+
+    handle: BinaryIO
+    format: StatementFormat
+    header_line: int
+    header: list[str]
+    reader: _Reader
+
+
+@dataclass
+class _Checked:
+    """What pass 1 keeps of a statement: counts, its period, and the credit lines that may repeat an earlier one.
+
+    A credit's transaction id is kept as a hash in a set of ints, dropped once the pass is done; only the lines
+    whose hash was seen before (duplicates, or the rare hash collision) keep their id, for pass 2 to settle.
+    """
+
+    lines: int = 0
+    start: datetime | None = None
+    end: datetime | None = None
+    repeated: set[str] = field(default_factory=set)
+
+
+def _lay_out(
     session: Session,
-    data: bytes,
+    handle: BinaryIO,
     provider: str,
-    formats: Mapping[str, StatementFormat] | None = None,
-    format_name: str | None = None,
-) -> ParsedStatement:
-    """Read a statement file with the provider's format; raise StatementError naming every bad line (up to 20)."""
+    formats: Mapping[str, StatementFormat] | None,
+    format_name: str | None,
+) -> _LayOut:
+    """Find the statement's format and header (the provider's formats tried in turn)."""
     formats = load_formats() if formats is None else formats
     if format_name:
         if format_name not in formats:
@@ -437,33 +488,79 @@ def read_statement(
         if not candidates:
             known = sorted({p for f in formats.values() for p in f.providers})
             raise StatementError(f"no statement format for provider {provider!r}; known: {', '.join(known)}")
-    text = _decode(data)
-    fmt, header_line, header = _choose_format(text, provider, candidates)
-    reader = _Reader(session, fmt, header)
-    rows = csv.reader(io.StringIO(text), delimiter=fmt.delimiter)
-    lines: list[StatementLineData] = []
-    errors: list[str] = []
+    fmt, header_line, header = _choose_format(handle, provider, candidates)
+    return _LayOut(handle, fmt, header_line, header, _Reader(session, fmt, header))
+
+
+def _rows(layout: _LayOut) -> Iterator[tuple[int, list[str] | str]]:
+    """Yield (line number, cells) of each non-blank line after the header, or (line number, error) of a bad one."""
+    header = layout.header
+    rows = csv.reader(_text_lines(layout.handle), delimiter=layout.format.delimiter)
     try:
         for row in rows:
             line_no = rows.line_num
-            if line_no <= header_line or not any(cell.strip() for cell in row):
+            if line_no <= layout.header_line or not any(cell.strip() for cell in row):
                 continue
             if len(row) < len(header) or any(cell.strip() for cell in row[len(header) :]):
-                errors.append(f"line {line_no}: {len(row)} fields, the header has {len(header)}")
+                yield line_no, f"line {line_no}: {len(row)} fields, the header has {len(header)}"
             else:
-                try:
-                    lines.append(reader.line(line_no, row))
-                except ValueError as exc:
-                    errors.append(f"line {line_no}: {exc}")
-            if len(errors) >= MAX_REPORTED_ERRORS:
-                break
+                yield line_no, row
     except csv.Error as exc:
-        errors.append(f"line {rows.line_num}: {exc}")
+        yield rows.line_num, f"line {rows.line_num}: {exc}"
+
+
+def _check(layout: _LayOut, progress: Progress) -> _Checked:
+    """Pass 1: read every line, keeping compact keys; raise StatementError naming the bad lines (up to 20)."""
+    checked = _Checked()
+    seen: set[int] = set()
+    errors: list[str] = []
+    for line_no, row in _rows(layout):
+        if isinstance(row, str):
+            errors.append(row)
+        else:
+            try:
+                line = layout.reader.line(line_no, row)
+            except ValueError as exc:
+                errors.append(f"line {line_no}: {exc}")
+            else:
+                checked.lines += 1
+                if checked.start is None or line.paid_at < checked.start:
+                    checked.start = line.paid_at
+                if checked.end is None or line.paid_at > checked.end:
+                    checked.end = line.paid_at
+                if line.is_credit:
+                    key = hash(line.provider_txn_id)
+                    if key in seen:
+                        checked.repeated.add(line.provider_txn_id)
+                    else:
+                        seen.add(key)
+                if checked.lines % PROGRESS_EVERY == 0:
+                    progress("read", checked.lines, None)
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
     if errors:
         raise StatementError("\n".join(errors))
-    if not lines:
-        raise StatementError(f"line {header_line + 1}: the statement has a header but no lines")
-    return ParsedStatement(fmt, lines)
+    if not checked.lines:
+        raise StatementError(f"line {layout.header_line + 1}: the statement has a header but no lines")
+    progress("read", checked.lines, checked.lines)
+    return checked
+
+
+def _lines(layout: _LayOut) -> Iterator[list[StatementLineData]]:
+    """Pass 2: yield the statement's lines again, in batches of WRITE_BATCH (pass 1 found them all good)."""
+    batch: list[StatementLineData] = []
+    for line_no, row in _rows(layout):
+        if isinstance(row, str):
+            raise StatementError(row)  # the file changed between the passes
+        try:
+            batch.append(layout.reader.line(line_no, row))
+        except ValueError as exc:
+            raise StatementError(f"line {line_no}: {exc}") from exc
+        if len(batch) >= WRITE_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 # ---------------------------------------------------------------- the report
@@ -700,15 +797,18 @@ def _report_of(line: StatementLineData, provider: str, route: str, line_id: int,
     )
 
 
-def _day_totals(
-    statement: Iterable[StatementLineData], system: Iterable[tuple[datetime, int, str]]
-) -> list[dict[str, Any]]:
-    totals: dict[tuple[str, str], dict[str, Any]] = {}
+class _DayTotals:
+    """Credits per UTC day and currency, statement vs system: the report's totals, summed as lines stream by."""
 
-    def entry(day: date, currency: str) -> dict[str, Any]:
-        key = (day.isoformat(), currency)
-        if key not in totals:
-            totals[key] = {
+    def __init__(self) -> None:
+        self.totals: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(self, side: str, paid_at: datetime, amount: int, currency: str) -> None:
+        """Count one credit on the `statement` or `system` side."""
+        key = (paid_at.date().isoformat(), currency)
+        row = self.totals.get(key)
+        if row is None:
+            row = self.totals[key] = {
                 "day": key[0],
                 "currency": currency,
                 "statement_count": 0,
@@ -716,24 +816,251 @@ def _day_totals(
                 "system_count": 0,
                 "system_amount": 0,
             }
-        return totals[key]
+        row[f"{side}_count"] += 1
+        row[f"{side}_amount"] += amount
 
-    for line in statement:
-        row = entry(line.paid_at.date(), line.currency)
-        row["statement_count"] += 1
-        row["statement_amount"] += line.amount
-    for paid_at, amount, currency in system:
-        row = entry(paid_at.date(), currency)
-        row["system_count"] += 1
-        row["system_amount"] += amount
-    return [totals[key] for key in sorted(totals)]
+    def rows(self) -> list[dict[str, Any]]:
+        """Return the totals by day, then currency."""
+        return [self.totals[key] for key in sorted(self.totals)]
+
+
+def _in_range(provider: str, start: date, end: date) -> Select[tuple[int, str, datetime, int, str]]:
+    """Return the provider's payments paid on the statement's days, by time."""
+    return (
+        select(Payment.id, Payment.provider_txn_id, Payment.paid_at, Payment.amount, Payment.currency)
+        .where(
+            Payment.provider == provider,
+            Payment.paid_at >= datetime.combine(start, datetime.min.time()),
+            Payment.paid_at < datetime.combine(end + timedelta(days=1), datetime.min.time()),
+        )
+        .order_by(Payment.paid_at, Payment.id)
+    )
+
+
+def _insert_breaks(session: Session, breaks: list[dict[str, Any]]) -> None:
+    if not breaks:
+        return
+    # One statement per row shape: Core executemany needs every row to carry the same keys.
+    for row in breaks:
+        row.setdefault("line_id", None)
+        row.setdefault("payment_id", None)
+        row.setdefault("resolved_at", None)
+    session.execute(insert(StatementBreak), breaks)
+
+
+@dataclass
+class _Origin:
+    """The first line of a transaction the statement repeats, for its duplicates' breaks."""
+
+    line_no: int
+    amount: int
+    currency: str
+    payment_id: int | None
+
+
+class _Writer:
+    """Pass 2: store a statement's lines batch by batch, bring its credits through intake, record the breaks."""
+
+    def __init__(
+        self,
+        session: Session,
+        imported: StatementImport,
+        checked: _Checked,
+        route: str,
+        account: str | None,
+        progress: Progress,
+    ) -> None:
+        self.session, self.imported, self.checked = session, imported, checked
+        self.provider, self.route, self.account = imported.provider, route, account
+        self.progress = progress
+        self.accounts = _Accounts(session, imported.provider)
+        self.origins: dict[str, _Origin] = {}
+        self.duplicates: list[dict[str, Any]] = []
+        self.needs_reconcile: dict[int, None] = {}
+        self.credits = self.stored = self.in_bulk = self.through_intake = self.breaks = 0
+        self.totals = _DayTotals()
+
+    def batch(self, lines: list[StatementLineData]) -> None:
+        """Store one batch of lines and bring its credits through intake; nothing is kept but compact counts."""
+        firsts: list[StatementLineData] = []
+        repeats: list[StatementLineData] = []
+        for line in lines:
+            if not line.is_credit:
+                continue
+            if line.provider_txn_id not in self.checked.repeated:
+                firsts.append(line)
+            elif line.provider_txn_id in self.origins:
+                repeats.append(line)
+            else:
+                self.origins[line.provider_txn_id] = _Origin(line.line_no, line.amount, line.currency, None)
+                firsts.append(line)
+        known = _known_payments(self.session, self.provider, [line.provider_txn_id for line in firsts])
+        for txn_id, payment in known.items():
+            origin = self.origins.get(txn_id)
+            if origin is not None and origin.payment_id is None:
+                origin.payment_id = payment.id
+        first_lines = {line.line_no for line in firsts}
+        self.session.execute(
+            insert(StatementLine),
+            [
+                {
+                    "import_id": self.imported.id,
+                    "line_no": line.line_no,
+                    "provider_txn_id": line.provider_txn_id,
+                    "amount": line.amount,
+                    "currency": line.currency,
+                    "paid_at": line.paid_at,
+                    "payer_phone": line.payer_phone,
+                    "reference": line.reference,
+                    "kind": line.kind,
+                    "raw": line.raw,
+                    # Only the first line of a transaction reports it; a repeat is a duplicate_line break.
+                    "payment_id": known[line.provider_txn_id].id
+                    if line.line_no in first_lines and line.provider_txn_id in known
+                    else None,
+                }
+                for line in lines
+            ],
+        )
+        line_ids: dict[int, int] = {
+            line_no: line_id
+            for line_no, line_id in self.session.execute(
+                select(StatementLine.line_no, StatementLine.id).where(
+                    StatementLine.import_id == self.imported.id,
+                    StatementLine.line_no >= lines[0].line_no,
+                    StatementLine.line_no <= lines[-1].line_no,
+                )
+            )
+        }
+        self.stored += len(lines)
+        self.progress("stored", self.stored, self.checked.lines)
+        through_intake = self._bulk_evidence(firsts, known, line_ids)
+        self._intake(through_intake, known, line_ids)
+        for line in repeats:
+            origin = self.origins[line.provider_txn_id]
+            detail = f"{line.provider_txn_id} already on line {origin.line_no}"
+            if (line.amount, line.currency) != (origin.amount, origin.currency):
+                detail += f" with {origin.amount} {origin.currency}, here {line.amount} {line.currency}"
+            self.duplicates.append(
+                {
+                    "import_id": self.imported.id,
+                    "kind": BreakKind.DUPLICATE_LINE,
+                    "line_id": line_ids[line.line_no],
+                    "payment_id": origin.payment_id,
+                    "detail": detail,
+                }
+            )
+        for line in firsts:
+            self.totals.add("statement", line.paid_at, line.amount, line.currency)
+        self.credits += len(firsts)
+
+    def _bulk_evidence(
+        self, firsts: list[StatementLineData], known: dict[str, Payment], line_ids: dict[int, int]
+    ) -> list[tuple[StatementLineData, Report, dict[str, list[str | int | None]]]]:
+        """Store the evidence of known, confirmed, consistent payments in bulk; return the lines for intake."""
+        stored_evidence = _stored_statement_evidence(self.session, [p.id for p in known.values()], self.route)
+        evidence_rows: list[dict[str, Any]] = []
+        through_intake: list[tuple[StatementLineData, Report, dict[str, list[str | int | None]]]] = []
+        for line in firsts:
+            report = _report_of(line, self.provider, self.route, line_ids[line.line_no], self.account)
+            payment = known.get(line.provider_txn_id)
+            if payment is None:
+                through_intake.append((line, report, {}))
+            elif (payment.id, sha256_text(line.raw)) in stored_evidence:
+                pass  # an overlapping statement already brought this very line
+            else:
+                diffs = differences(payment, report)
+                if report.account and self.accounts.disagree(payment, report.account):
+                    diffs["account"] = [payment.account, report.account]  # paid to another mutuelle's account
+                # A matched payment that had no reference: intake checks the line's does not name another account.
+                unchecked = bool(line.reference) and not payment.account_reference and payment.match_rule is not None
+                # A payment not yet attributed to a mutuelle takes the line's account's through intake.
+                unchecked = unchecked or bool(report.account and payment.mutuelle_id is None)
+                if payment.confirmed and not diffs and not unchecked:
+                    evidence_rows.append(
+                        {
+                            "payment_id": payment.id,
+                            "source": EvidenceSource.STATEMENT,
+                            "route": self.route,
+                            "fields_hash": fields_hash(line.amount, line.currency, line.reference, line.payer_phone),
+                            "raw": line.raw,
+                            "raw_hash": sha256_text(line.raw),
+                            "statement_line_id": report.statement_line_id,
+                            "received_at": utcnow(),
+                        }
+                    )
+                else:
+                    through_intake.append((line, report, diffs))
+        if evidence_rows:
+            self.session.execute(insert(PaymentEvidence), evidence_rows)
+        self.in_bulk += len(evidence_rows)
+        return through_intake
+
+    def _intake(
+        self,
+        through_intake: list[tuple[StatementLineData, Report, dict[str, list[str | int | None]]]],
+        known: dict[str, Payment],
+        line_ids: dict[int, int],
+    ) -> None:
+        """Bring each line that needs it through `record_report`, one by one; store its break."""
+        breaks: list[dict[str, Any]] = []
+        line_payments: list[dict[str, int]] = []
+        now = utcnow()
+        for line, report, diffs in through_intake:
+            result = record_report(self.session, report)
+            payment_id = result.payment_id
+            if line.provider_txn_id not in known:
+                line_payments.append({"id": line_ids[line.line_no], "payment_id": payment_id})
+            if result.needs_reconcile:
+                self.needs_reconcile[payment_id] = None
+            base = {"import_id": self.imported.id, "line_id": line_ids[line.line_no], "payment_id": payment_id}
+            if result.outcome == IntakeOutcome.CREATED:
+                breaks.append({**base, "kind": BreakKind.MISSING_IN_SYSTEM, "detail": "created from the statement"})
+            elif result.outcome == IntakeOutcome.CONFIRMED:
+                detail = f"confirmed, now {result.status.value}"
+                breaks.append({**base, "kind": BreakKind.PROVISIONAL_CONFIRMED, "detail": detail, "resolved_at": now})
+            elif result.outcome == IntakeOutcome.CONFLICT:
+                kind = BreakKind.AMOUNT_MISMATCH if {"amount", "currency"} & set(diffs) else BreakKind.FIELD_MISMATCH
+                conflicted = self.session.get(Payment, payment_id)
+                said = _describe(diffs) or (conflicted.status_reason if conflicted is not None else None) or ""
+                breaks.append({**base, "kind": kind, "detail": said[:500] or "differs: see the payment"})
+        if line_payments:
+            self.session.execute(update(StatementLine), line_payments)
+        _insert_breaks(self.session, breaks)
+        self.through_intake += len(through_intake)
+        self.breaks += len(breaks)
+
+    def missing_in_statement(self, start: date, end: date) -> None:
+        """Record the provider's payments of the statement's days that none of its lines names (set-based)."""
+        if self.session.get_bind().dialect.name == "postgresql":  # a hash anti-join
+            named = exists().where(
+                StatementLine.import_id == self.imported.id, StatementLine.provider_txn_id == Payment.provider_txn_id
+            )
+            unnamed = ~named
+        else:  # SQLite builds the subquery's index once (a correlated EXISTS would scan the import's lines)
+            lines = select(StatementLine.provider_txn_id).where(StatementLine.import_id == self.imported.id)
+            unnamed = Payment.provider_txn_id.not_in(lines)
+        query = _in_range(self.provider, start, end).where(unnamed).execution_options(yield_per=WRITE_BATCH)
+        result = self.session.execute(query).tuples()
+        for partition in result.partitions():
+            rows: list[dict[str, Any]] = [
+                {
+                    "import_id": self.imported.id,
+                    "kind": BreakKind.MISSING_IN_STATEMENT,
+                    "payment_id": payment_id,
+                    "detail": f"{txn_id} {amount} {currency} paid {paid_at:%Y-%m-%d %H:%M} UTC: no line",
+                }
+                for payment_id, txn_id, paid_at, amount, currency in partition
+            ]
+            _insert_breaks(self.session, rows)
+            self.breaks += len(rows)
 
 
 def import_statement(
     session: Session,
     provider: str,
     filename: str,
-    data: bytes,
+    data: Source,
     imported_by: str = "cli",
     format_name: str | None = None,
     formats: Mapping[str, StatementFormat] | None = None,
@@ -742,13 +1069,18 @@ def import_statement(
 ) -> ImportResult:
     """Store a statement with its lines, bring its credits through intake and record the breaks; the caller commits.
 
+    `data`: the file's bytes, or a seekable binary stream (an open file: the import reads it in passes, never
+    whole, so its memory does not grow with the file). Pass 1 checks every line, keeping compact keys, and
+    raises StatementError naming the bad lines before anything is written; pass 2 reads the file again and
+    writes it in batches.
     `account`: the account the statement is of (a merchant number, a paybill): its credits were paid to it, and
     to the mutuelle it serves (a line's own `account` column, when the format has one, wins).
     """
     provider = provider.strip().lower()
     account = clean_account(account)
     report_progress: Progress = progress or (lambda _stage, _done, _total: None)
-    digest = hashlib.sha256(data).hexdigest()
+    handle = _binary(data)
+    digest = _digest(handle)
     begin_write(session)
     existing = session.scalar(
         select(StatementImport.id).where(StatementImport.provider == provider, StatementImport.sha256 == digest)
@@ -756,28 +1088,19 @@ def import_statement(
     if existing is not None:
         return ImportResult(statement_report(session, existing), already_imported=True, needs_reconcile=())
 
-    parsed = read_statement(session, data, provider, formats, format_name)
-    lines, route = parsed.lines, parsed.format.name
-    report_progress("read", len(lines), len(lines))
-
-    first: dict[str, StatementLineData] = {}
-    duplicates: list[StatementLineData] = []
-    for line in lines:
-        if line.is_credit:
-            if line.provider_txn_id in first:
-                duplicates.append(line)
-            else:
-                first[line.provider_txn_id] = line
-    start = min(line.paid_at for line in lines).date()
-    end = max(line.paid_at for line in lines).date()
+    layout = _lay_out(session, handle, provider, formats, format_name)
+    checked = _check(layout, report_progress)
+    assert checked.start is not None and checked.end is not None
+    start, end = checked.start.date(), checked.end.date()
+    route = layout.format.name
 
     imported = StatementImport(
         provider=provider,
         filename=Path(filename).name[:255],
         sha256=digest,
         imported_by=imported_by[:80],
-        line_count=len(lines),
-        credit_count=len(first),
+        line_count=checked.lines,
+        credit_count=0,  # counted as pass 2 writes
         period_start=start,
         period_end=end,
         format=route,
@@ -796,150 +1119,18 @@ def import_statement(
             raise
         return ImportResult(statement_report(session, existing), already_imported=True, needs_reconcile=())
 
-    known = _known_payments(session, provider, list(first))
-    # What the system held for the statement's days before this import: the "in system" side of the report.
-    in_range = session.execute(
-        select(Payment.id, Payment.provider_txn_id, Payment.paid_at, Payment.amount, Payment.currency)
-        .where(
-            Payment.provider == provider,
-            Payment.paid_at >= datetime.combine(start, datetime.min.time()),
-            Payment.paid_at < datetime.combine(end + timedelta(days=1), datetime.min.time()),
-        )
-        .order_by(Payment.paid_at, Payment.id)
-    ).all()
-
-    session.execute(
-        insert(StatementLine),
-        [
-            {
-                "import_id": imported.id,
-                "line_no": line.line_no,
-                "provider_txn_id": line.provider_txn_id,
-                "amount": line.amount,
-                "currency": line.currency,
-                "paid_at": line.paid_at,
-                "payer_phone": line.payer_phone,
-                "reference": line.reference,
-                "kind": line.kind,
-                "raw": line.raw,
-                # Only the first line of a transaction reports it; a repeat is a duplicate_line break.
-                "payment_id": known[line.provider_txn_id].id
-                if line.is_credit and line.provider_txn_id in known and first[line.provider_txn_id] is line
-                else None,
-            }
-            for line in lines
-        ],
-    )
-    line_ids: dict[int, int] = {
-        line_no: line_id
-        for line_no, line_id in session.execute(
-            select(StatementLine.line_no, StatementLine.id).where(StatementLine.import_id == imported.id)
-        )
-    }
-    report_progress("stored", len(lines), len(lines))
-
-    stored_evidence = _stored_statement_evidence(session, [p.id for p in known.values()], route)
-    accounts = _Accounts(session, provider)
-    evidence_rows: list[dict[str, Any]] = []
-    through_intake: list[tuple[StatementLineData, Report, dict[str, list[str | int | None]]]] = []
-    for done, line in enumerate(first.values(), start=1):
-        report = _report_of(line, provider, route, line_ids[line.line_no], account)
-        payment = known.get(line.provider_txn_id)
-        if payment is None:
-            through_intake.append((line, report, {}))
-        elif (payment.id, sha256_text(line.raw)) in stored_evidence:
-            pass  # an overlapping statement already brought this very line
-        else:
-            diffs = differences(payment, report)
-            if report.account and accounts.disagree(payment, report.account):
-                diffs["account"] = [payment.account, report.account]  # paid to another mutuelle's account
-            # A matched payment that had no reference: intake checks the line's does not name another account.
-            unchecked = bool(line.reference) and not payment.account_reference and payment.match_rule is not None
-            # A payment not yet attributed to a mutuelle takes the line's account's through intake.
-            unchecked = unchecked or bool(report.account and payment.mutuelle_id is None)
-            if payment.confirmed and not diffs and not unchecked:
-                evidence_rows.append(
-                    {
-                        "payment_id": payment.id,
-                        "source": EvidenceSource.STATEMENT,
-                        "route": route,
-                        "fields_hash": fields_hash(line.amount, line.currency, line.reference, line.payer_phone),
-                        "raw": line.raw,
-                        "raw_hash": sha256_text(line.raw),
-                        "statement_line_id": report.statement_line_id,
-                        "received_at": utcnow(),
-                    }
-                )
-            else:
-                through_intake.append((line, report, diffs))
-        if done % PROGRESS_EVERY == 0:
-            report_progress("checked", done, len(first))
-    if evidence_rows:
-        session.execute(insert(PaymentEvidence), evidence_rows)
-
-    breaks: list[dict[str, Any]] = []
-    line_payments: list[dict[str, int]] = []
-    needs_reconcile: list[int] = []
-    now = utcnow()
-    for done, (line, report, diffs) in enumerate(through_intake, start=1):
-        result = record_report(session, report)
-        payment_id = result.payment_id
-        if line.provider_txn_id not in known:
-            line_payments.append({"id": line_ids[line.line_no], "payment_id": payment_id})
-        if result.needs_reconcile:
-            needs_reconcile.append(payment_id)
-        base = {"import_id": imported.id, "line_id": line_ids[line.line_no], "payment_id": payment_id}
-        if result.outcome == IntakeOutcome.CREATED:
-            breaks.append({**base, "kind": BreakKind.MISSING_IN_SYSTEM, "detail": "created from the statement"})
-        elif result.outcome == IntakeOutcome.CONFIRMED:
-            detail = f"confirmed, now {result.status.value}"
-            breaks.append({**base, "kind": BreakKind.PROVISIONAL_CONFIRMED, "detail": detail, "resolved_at": now})
-        elif result.outcome == IntakeOutcome.CONFLICT:
-            kind = BreakKind.AMOUNT_MISMATCH if {"amount", "currency"} & set(diffs) else BreakKind.FIELD_MISMATCH
-            conflicted = session.get(Payment, payment_id)
-            said = _describe(diffs) or (conflicted.status_reason if conflicted is not None else None) or ""
-            breaks.append({**base, "kind": kind, "detail": said[:500] or "differs: see the payment"})
-        if done % PROGRESS_EVERY == 0:
-            report_progress("intake", done, len(through_intake))
-    if line_payments:
-        session.execute(update(StatementLine), line_payments)
-    if through_intake:
-        report_progress("intake", len(through_intake), len(through_intake))
-
-    for line in duplicates:
-        original = first[line.provider_txn_id]
-        detail = f"{line.provider_txn_id} already on line {original.line_no}"
-        if (line.amount, line.currency) != (original.amount, original.currency):
-            detail += f" with {original.amount} {original.currency}, here {line.amount} {line.currency}"
-        payment = known.get(line.provider_txn_id)
-        breaks.append(
-            {
-                "import_id": imported.id,
-                "kind": BreakKind.DUPLICATE_LINE,
-                "line_id": line_ids[line.line_no],
-                "payment_id": payment.id if payment is not None else None,
-                "detail": detail,
-            }
-        )
-    in_statement = {line.provider_txn_id for line in lines}
-    for payment_id, txn_id, paid_at, amount, currency in in_range:
-        if txn_id not in in_statement:
-            breaks.append(
-                {
-                    "import_id": imported.id,
-                    "kind": BreakKind.MISSING_IN_STATEMENT,
-                    "payment_id": payment_id,
-                    "detail": f"{txn_id} {amount} {currency} paid {paid_at:%Y-%m-%d %H:%M} UTC: no line",
-                }
-            )
-    if breaks:
-        # One statement per row shape: Core executemany needs every row to carry the same keys.
-        for row in breaks:
-            row.setdefault("line_id", None)
-            row.setdefault("payment_id", None)
-            row.setdefault("resolved_at", None)
-        session.execute(insert(StatementBreak), breaks)
-    imported.totals = _day_totals(first.values(), ((p, a, c) for _i, _t, p, a, c in in_range))
+    writer = _Writer(session, imported, checked, route, account, report_progress)
+    # What the system held for the statement's days before this import: the "in system" side of the totals.
+    system = session.execute(_in_range(provider, start, end).execution_options(yield_per=WRITE_BATCH)).tuples()
+    for _payment_id, _txn_id, paid_at, amount, currency in system:
+        writer.totals.add("system", paid_at, amount, currency)
+    for lines in _lines(layout):
+        writer.batch(lines)
+    _insert_breaks(session, writer.duplicates)
+    # Payments the import did not touch: those no line names (every payment it created or changed has a line).
+    writer.missing_in_statement(start, end)
+    imported.credit_count = writer.credits
+    imported.totals = writer.totals.rows()
     session.flush()
     outcome = statement_report(session, imported.id)
     log.info(
@@ -947,10 +1138,10 @@ def import_statement(
         imported.id,
         provider,
         route,
-        len(lines),
-        len(first),
-        len(evidence_rows),
-        len(through_intake),
-        len(breaks),
+        checked.lines,
+        writer.credits,
+        writer.in_bulk,
+        writer.through_intake,
+        writer.breaks + len(writer.duplicates),
     )
-    return ImportResult(outcome, already_imported=False, needs_reconcile=tuple(dict.fromkeys(needs_reconcile)))
+    return ImportResult(outcome, already_imported=False, needs_reconcile=tuple(writer.needs_reconcile))
