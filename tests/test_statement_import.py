@@ -32,9 +32,9 @@ from tests import factories
 from tests.conftest import FIXTURES, make_test_app
 from tests.factories import make_household
 from tests.payment_helpers import WAVE_SECRET, add_device, forward, payments, post_json, waiting_for_reconcile
+from tests.statement_helpers import HEADER, counts, import_cli, write
 
 SAMPLE = FIXTURES / "statement_sample.csv"
-HEADER = "transaction_id,date,amount,currency,payer_phone,reference,type"
 PAYER = "+221771234567"
 WAVE_SMS = "Vous avez reçu 3.500F de Moussa Diop (77 123 45 67). Réf. T_4ZQ7WX2KX. Solde: 48.250F"
 
@@ -57,20 +57,6 @@ def sample_payments(client: FlaskClient) -> None:
     sandbox(client, "T_4ZQ7WX2KX", "3500", "2026-11-20T11:02:44Z", phone=PAYER)
 
 
-def import_cli(app: Flask, path: Path, provider: str = "sandbox", *extra: str) -> Any:
-    """Run `payments import-statement` and return the click result."""
-    return app.test_cli_runner().invoke(
-        args=["payments", "import-statement", str(path), "--provider", provider, *extra]
-    )
-
-
-def write(tmp_path: Path, text: str, name: str = "statement.csv", encoding: str = "utf-8") -> Path:
-    """Write a statement file and return its path."""
-    path = tmp_path / name
-    path.write_bytes(text.encode(encoding))
-    return path
-
-
 def breaks(session: Session) -> list[tuple[str, str | None]]:
     """Return (kind, transaction id) of every stored break, line's id first, else the payment's."""
     session.commit()
@@ -81,13 +67,6 @@ def breaks(session: Session) -> list[tuple[str, str | None]]:
         .order_by(StatementBreak.id)
     )
     return [(kind, line_txn or payment_txn) for kind, line_txn, payment_txn in rows]
-
-
-def counts(session: Session) -> tuple[int, ...]:
-    """Return how many imports, lines, breaks, payments and evidence rows are stored."""
-    session.commit()
-    tables = (StatementImport, StatementLine, StatementBreak, Payment, PaymentEvidence)
-    return tuple(int(session.scalar(select(func.count()).select_from(t)) or 0) for t in tables)
 
 
 # ---------------------------------------------------------------- the sample statement

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 import models
 from models.db import make_engine
 from models.imports.statements import MAX_REPORTED_ERRORS, import_statement
-from tests.test_statement_import import HEADER, counts, import_cli, write
+from tests.statement_helpers import HEADER, counts, import_cli, write
 
 GOOD = "T_{n},2026-11-20T10:00:00Z,100,XOF,,,credit"
 
