@@ -102,6 +102,10 @@ def _date(name: str, label: str) -> date:
 
 
 def _done(campaign: Campaign, action: str, note: str, message: str) -> ResponseReturnValue:
+    """Record and commit a change (an empty note: nothing changed, nothing recorded), then back to the edit page."""
+    if not note:
+        flash(gettext("Nothing changed."))
+        return redirect(url_for("admin.edit_campaign", campaign_id=campaign.id))
     record_campaign_event(campaign, current_user.username, action, note)
     db().commit()
     log.info("admin: campaign %s %s by %s", campaign.id, action, current_user.username)
@@ -133,9 +137,6 @@ def update_campaign_view(campaign_id: int) -> ResponseReturnValue:
     except (FormError, CampaignError) as exc:
         session.rollback()
         return render_edit(editable(session, campaign_id), str(exc), "details", 400)
-    if not changed:
-        flash(gettext("Nothing changed."))
-        return redirect(url_for("admin.edit_campaign", campaign_id=campaign_id))
     return _done(campaign, "edit", "; ".join(changed), gettext("Campaign saved."))
 
 
@@ -167,9 +168,6 @@ def campaign_targets_view(campaign_id: int) -> ResponseReturnValue:
     except (FormError, CampaignError) as exc:
         session.rollback()
         return render_edit(editable(session, campaign_id), str(exc), "targets", 400)
-    if not changes:
-        flash(gettext("Nothing changed."))
-        return redirect(url_for("admin.edit_campaign", campaign_id=campaign_id))
     return _done(campaign, "targets", "; ".join(changes), gettext("Targets saved."))
 
 
