@@ -218,19 +218,35 @@ def analyze(session: Session, models: Iterable[type[Any]] | None = None) -> None
     wait for it. PostgreSQL only: SQLite keeps no statistics until asked, and its plans are tuned without them.
     A failure is logged, not raised: the writes are committed all the same.
     """
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
+    statement = _analyze_statement(session, models)
+    if statement is None:
         return
-    if models is None:
-        statement = "ANALYZE"
-    else:
-        names = sorted({bind.dialect.identifier_preparer.format_table(table_of(model)) for model in models})
-        if not names:
-            return
-        statement = "ANALYZE " + ", ".join(names)
     try:
         session.execute(text(statement))
         session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
         log.warning("%s failed (%s): the planner works from old statistics until autovacuum", statement, exc)
+
+
+def refresh_statistics(session: Session, models: Iterable[type[Any]]) -> None:
+    """`ANALYZE` the models' tables inside the session's open transaction (PostgreSQL; elsewhere nothing).
+
+    For a long bulk write: its own uncommitted rows are counted, so its later lookups are planned for the tables it
+    is filling. It holds the tables' SHARE UPDATE EXCLUSIVE lock (autovacuum waits, readers and writers do not)
+    until the transaction ends; an error is raised, as any statement's in the transaction.
+    """
+    statement = _analyze_statement(session, models)
+    if statement is not None:
+        session.execute(text(statement))
+
+
+def _analyze_statement(session: Session, models: Iterable[type[Any]] | None) -> str | None:
+    """Return the `ANALYZE` of the models' tables (all tables: None); None when there is nothing to analyse."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return None
+    if models is None:
+        return "ANALYZE"
+    names = sorted({bind.dialect.identifier_preparer.format_table(table_of(model)) for model in models})
+    return "ANALYZE " + ", ".join(names) if names else None

@@ -16,10 +16,12 @@ from sqlalchemy.orm import Session
 from extensions import db
 from models.access.tokens import issue_token
 from models.base import EligibilityStatus, HouseholdStatus, Language, MemberStatus, utcnow
+from models.bulk import refresh_statistics
 from models.coverage.eligibility import household_eligibility
 from models.coverage.ledger import account_entries, get_or_create_account
 from models.coverage.periods import live_periods
 from models.db import get_engine
+from models.imports import members as members_module
 from models.imports.members import MODELS_WRITTEN, ImportFileError, import_members, slugify
 from models.members.household import Account, Household, Member, Network
 from tests.conftest import make_test_app
@@ -107,6 +109,30 @@ def test_an_import_on_postgresql_leaves_the_planner_statistics_of_what_it_wrote(
     assert all(analysed is not None and analysed >= before for _tuples, analysed in stats.values()), stats
     # The planner counts what is there (a table truncated and never analysed says -1).
     assert {name: stats[name][0] for name in ("households", "members", "networks", "accounts")} == counts(app)
+
+
+def test_a_large_import_refreshes_the_statistics_of_its_own_rows_as_it_goes(
+    pg_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Chunks of one household: after chunks 2 and 4 the planner counts the rows the open transaction wrote.
+    monkeypatch.setattr(members_module, "CHUNK_HOUSEHOLDS", 1)
+    app = make_test_app(pg_url, redis_url)
+    with app.app_context():
+        load_schemes(db())
+    seen: list[float] = []
+
+    def counting(session: Session, models: object) -> None:
+        refresh_statistics(session, models)  # type: ignore[arg-type]
+        seen.append(float(session.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'members'")) or 0))
+
+    monkeypatch.setattr(members_module, "refresh_statistics", counting)
+    with app.app_context():
+        report = import_members(db(), SAMPLE)
+        assert report.ok, report.errors
+        db().commit()
+    # The sample: three households of 3, 1 and 1 members; statistics refreshed after chunk 2 (4 members written).
+    assert seen == [4.0]
+    assert counts(app) == {"households": 3, "members": 5, "networks": 3, "accounts": 6}
 
 
 def test_changed_rows_update(app: Flask, cli: Callable[..., Result], tmp_path: Path) -> None:

@@ -7,18 +7,17 @@ compared with what is stored, chunk by chunk, so importing the same file again c
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
-from sqlalchemy import ColumnElement, String, Table, any_, bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
 
 from models.base import Language, MemberStatus, Sex, utcnow
+from models.bulk import among, insert_many, insert_rows, refresh_statistics, table_of
 from models.coverage.money import Allocation, CoveragePeriod, LedgerEntry
 from models.coverage.periods import book_enrolment_subsidies, book_prior_cover
 from models.db import begin_write
@@ -43,9 +42,9 @@ CHUNK_HOUSEHOLDS = 2000
 # What an import writes (with the cover it books from enrolment and `paid_until`): analysed once committed.
 MODELS_WRITTEN = (Network, Household, Member, Account, CoveragePeriod, Allocation, LedgerEntry)
 # Core tables: bulk inserts skip the ORM's per-object bookkeeping.
-HOUSEHOLDS = Household.__table__
-MEMBERS = Member.__table__
-ACCOUNTS = Account.__table__
+HOUSEHOLDS = table_of(Household)
+MEMBERS = table_of(Member)
+ACCOUNTS = table_of(Account)
 
 __all__ = [
     "MODELS_WRITTEN",
@@ -262,44 +261,6 @@ def _load_schemes(session: Session) -> dict[str, SchemeInfo]:
 # ---------------------------------------------------------------- writing
 
 
-def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows of identical keys: COPY on PostgreSQL (several times faster), executemany elsewhere."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(table), rows)
-        return
-    columns = list(rows[0])
-    # COPY skips SQLAlchemy's Python-side defaults: add the scalar ones the rows leave out.
-    defaults = {
-        column.name: cast(Any, column.default).arg
-        for column in table.columns
-        if column.name not in rows[0] and column.default is not None and column.default.is_scalar
-    }
-    if defaults:
-        rows = [{**row, **defaults} for row in rows]
-        columns += list(defaults)
-    names = ", ".join(f'"{name}"' for name in columns)
-    # The session's own connection, so the COPY is part of the import's transaction.
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
-        for row in rows:
-            copy.write_row([_plain(row[name]) for name in columns])
-
-
-def _among(session: Session, column: InstrumentedAttribute[str], values: list[str]) -> ColumnElement[bool]:
-    """Return `column IN values`; one array parameter on PostgreSQL, where thousands of placeholders are slow."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
-    return column.in_(values)
-
-
-def _plain(value: Any) -> Any:
-    # COPY bypasses SQLAlchemy's type processing: enums go in as their stored values.
-    return value.value if isinstance(value, enum.Enum) else value
-
-
 _HOUSEHOLD_FIELDS = (
     "scheme_id",
     "mutuelle_id",
@@ -356,15 +317,22 @@ class _Writer:
         return not self.dry_run and self.report.ok
 
     def run(self, households: Iterable[HouseholdRow], total: int) -> None:
-        """Compare and write the households chunk by chunk, holding one chunk at a time."""
+        """Compare and write the households chunk by chunk, holding one chunk at a time.
+
+        A large import refreshes the planner's statistics of what it writes after chunks 2, 4, 8, …: each chunk's
+        lookups (stored rows, cover already booked) are then planned for the tables' size, not an empty table's.
+        """
         chunk: list[HouseholdRow] = []
-        done = 0
+        done = chunks = 0
         for household in households:
             chunk.append(household)
             if len(chunk) == CHUNK_HOUSEHOLDS:
                 self.sync_chunk(chunk)
                 done += len(chunk)
+                chunks += 1
                 chunk = []
+                if self.writing and chunks >= 2 and chunks & (chunks - 1) == 0:
+                    refresh_statistics(self.session, MODELS_WRITTEN)
                 if self.progress is not None:
                     self.progress("write", done, total)
         if chunk:
@@ -428,7 +396,7 @@ class _Writer:
                 )
         self.report.accounts_created += len(accounts)
         if accounts and not self.dry_run:
-            bulk_insert(self.session, ACCOUNTS, accounts)
+            insert_many(self.session, ACCOUNTS, accounts)
 
     def sync_chunk(self, chunk: list[HouseholdRow]) -> None:
         session = self.session
@@ -439,7 +407,7 @@ class _Writer:
                 select(Household.household_no, Household.id, Household.enrolled_on, Account.id.label("account_id"))
                 .add_columns(*(getattr(Household, name) for name in _HOUSEHOLD_FIELDS))
                 .outerjoin(Account, Account.household_id == Household.id)
-                .where(_among(session, Household.household_no, [h.household_no for h in chunk]))
+                .where(among(session, Household.household_no, [h.household_no for h in chunk]))
             )
         }
         member_numbers = [m.member_no for h in chunk for m in h.members]
@@ -449,7 +417,7 @@ class _Writer:
                 select(Member.member_no, Member.id, Member.left_on, Household.household_no)
                 .add_columns(*(getattr(Member, name) for name in _MEMBER_FIELDS))
                 .join(Household, Household.id == Member.household_id)
-                .where(_among(session, Member.member_no, member_numbers))
+                .where(among(session, Member.member_no, member_numbers))
             )
         }
 
@@ -510,17 +478,8 @@ class _Writer:
 
         if new_households:
             if self.writing:
-                bulk_insert(session, HOUSEHOLDS, new_households)
-                numbers = [h["household_no"] for h in new_households]
-                created = dict(
-                    session.execute(
-                        select(Household.household_no, Household.id).where(
-                            _among(session, Household.household_no, numbers)
-                        )
-                    )
-                    .tuples()
-                    .all()
-                )
+                ids = insert_rows(session, HOUSEHOLDS, new_households)
+                created = {h["household_no"]: id_ for h, id_ in zip(new_households, ids, strict=True)}
             else:
                 created = {h["household_no"]: self.fake_id() for h in new_households}
             household_ids.update(created)
@@ -533,7 +492,7 @@ class _Writer:
             session.execute(update(Household), changed_households)
         report.accounts_created += len(accounts)
         if accounts and self.writing:
-            bulk_insert(session, ACCOUNTS, [dict(a, created_at=self.stamp) for a in accounts])
+            insert_many(session, ACCOUNTS, [dict(a, created_at=self.stamp) for a in accounts])
 
         new_members: list[dict[str, Any]] = []
         changed_members: list[dict[str, Any]] = []
@@ -585,7 +544,7 @@ class _Writer:
                     left_on = current.left_on
                 changed_members.append({"id": current.id, "left_on": left_on, "updated_at": self.stamp, **values})
         if new_members and self.writing:
-            bulk_insert(session, MEMBERS, new_members)
+            insert_many(session, MEMBERS, new_members)
         if changed_members and self.writing:
             session.execute(update(Member), changed_members)
         if self.writing:
