@@ -98,6 +98,14 @@ def test_an_operator_edits_names_days_targets_and_sessions(case: dict[str, Any],
     campaign = reread(session, campaign_id)
     assert [s.place for s in campaign.sessions] == ["Foirail"]
 
+    # The same details and targets again: nothing changed, nothing recorded.
+    campaign = reread(session, campaign_id)
+    same = {"name": campaign.name, "start_on": str(campaign.start_on), "end_on": str(campaign.end_on)}
+    assert post(client, f"{base}/edit", **same).status_code == 302
+    assert "Nothing changed." in client.get(f"{base}/edit").get_data(as_text=True)
+    assert post(client, f"{base}/targets", **{"target-RES-A": "20", "target-RES-B": ""}).status_code == 302
+    assert "Nothing changed." in client.get(f"{base}/edit").get_data(as_text=True)
+
     # Each change is in the audit trail, with who made it; the page lists them.
     events = session.scalars(select(CampaignEvent).where(CampaignEvent.campaign_id == campaign_id)).all()
     assert [(e.actor, e.action) for e in events] == [
