@@ -729,7 +729,8 @@ def snapshot_month(session: Session, scheme: Scheme, first: date, now: datetime 
 
 
 def months_to_snapshot(session: Session, scheme: Scheme, now: datetime | None = None) -> list[date]:
-    """Return the first days of the months to count again, newest first, among the last `MAX_MONTHS` since enrolment.
+    """Return the first days of the months to count again, newest first, among the last `MAX_MONTHS` (once the scheme
+    has a household: months before its first enrolment too, so a page of two years reads every month counted ahead).
 
     Those without a snapshot or whose snapshot counted another day than the report would (a month counted before
     it ended), and those money paid late within grace can still change, once their snapshot is `SNAPSHOT_MAX_AGE`
@@ -742,7 +743,6 @@ def months_to_snapshot(session: Session, scheme: Scheme, now: datetime | None = 
     if since is None:
         return []
     months = [month_of(current - relativedelta(months=n), today) for n in range(MAX_MONTHS)]
-    months = [m for m in months if m.last >= since]
     stored = {
         first: (as_of, computed_at)
         for first, as_of, computed_at in session.execute(
