@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 
 from extensions import db
 from models.base import PremiumKind
-from models.schemes.scheme import Scheme
+from models.schemes.scheme import Scheme, schemes_today
 
 SCHEMES = Path(__file__).resolve().parent.parent / "schemes"
 
@@ -80,3 +81,31 @@ def test_invalid_toml_is_refused(app: Flask, tmp_path: Path) -> None:
     bad.write_text("code = \n")
     code, output = load(app, bad)
     assert code != 0 and "not valid TOML" in output
+
+
+# 2026-12-31 20:00 UTC: still the 31st in Dakar (UTC all year), already 2027-01-01 03:00 in Phnom Penh.
+LATE = datetime(2026, 12, 31, 20, 0)
+
+
+@pytest.mark.parametrize(
+    ("chosen", "now", "expected"),
+    [
+        ("cmu-thies", LATE, date(2026, 12, 31)),
+        ("sky-cambodia", LATE, date(2027, 1, 1)),
+        (None, LATE, date(2026, 12, 31)),  # several schemes: the earliest of their days
+        ("sky-cambodia", datetime(2026, 12, 31, 16, 59), date(2026, 12, 31)),
+        ("sky-cambodia", datetime(2026, 12, 31, 17, 0), date(2027, 1, 1)),
+    ],
+)
+def test_today_is_the_schemes_own_day(app: Flask, chosen: str | None, now: datetime, expected: date) -> None:
+    code, output = load(app, SCHEMES / "cmu-thies.toml", SCHEMES / "sky-cambodia.toml")
+    assert code == 0, output
+    with app.app_context():
+        scheme_id = db().scalar(select(Scheme.id).where(Scheme.code == chosen)) if chosen else None
+        assert schemes_today(db(), scheme_id, now=now) == expected
+
+
+def test_today_without_schemes_is_utcs(app: Flask) -> None:
+    with app.app_context():
+        assert schemes_today(db(), now=LATE) == date(2026, 12, 31)
+        assert schemes_today(db(), 12345, now=LATE) == date(2026, 12, 31)

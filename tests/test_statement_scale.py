@@ -57,6 +57,8 @@ def test_the_cli_prints_both_passes_and_the_first_errors_only(app: Flask, sessio
     assert result.exit_code == 1
     named = [n for n in range(2, 42) if f"line {n}: 'amount'" in result.output]
     assert named == list(range(2, 2 + MAX_REPORTED_ERRORS))
+    # Every line was checked all the same: the others are counted.
+    assert f"… and {40 - MAX_REPORTED_ERRORS} more bad lines" in result.output
 
 
 def _import_peak(tmp_path: Path, lines: int) -> int:

@@ -25,6 +25,7 @@ from handlers.admin.params import arg_date, arg_enum, arg_int, arg_text
 from handlers.admin.texts import gettext
 from models.base import EligibilityStatus, PaymentStatus, StaffRole, utcnow
 from models.fhir.export import coverage_lines, patient_lines
+from models.schemes.scheme import schemes_today
 from models.views.exports import (
     HOUSEHOLD_COLUMNS,
     MEMBER_COLUMNS,
@@ -123,8 +124,11 @@ def _statuses() -> frozenset[EligibilityStatus]:
 
 
 def export_filters() -> ExportFilters:
-    """Return the household and member exports' filters: the households, `on` (default today, UTC), `status`."""
-    return ExportFilters(on=arg_date("on") or utcnow().date(), households=household_selection(), statuses=_statuses())
+    """Return the household and member exports' filters: the households, `on` (default: today where the schemes
+    are, `schemes_today`), `status`."""
+    households = household_selection()
+    on = arg_date("on") or schemes_today(db(), households.scheme_id, now=utcnow())
+    return ExportFilters(on=on, households=households, statuses=_statuses())
 
 
 def _payment_filters() -> PaymentFilters:
@@ -159,7 +163,7 @@ def exports() -> ResponseReturnValue:
         providers=filter_choices(session).providers,
         statuses=[s.value for s in EligibilityStatus],
         payment_statuses=[s.value for s in PaymentStatus],
-        today=utcnow().date(),
+        today=schemes_today(session, now=utcnow()),
     )
 
 
@@ -239,5 +243,5 @@ def export_fhir_patients() -> ResponseReturnValue:
 def export_fhir_coverage() -> ResponseReturnValue:
     """Download the members of the selected households' cover on a date as FHIR Coverage resources, NDJSON."""
     selection = household_selection()
-    on = arg_date("on") or utcnow().date()
+    on = arg_date("on") or schemes_today(db(), selection.scheme_id, now=utcnow())
     return ndjson_download("fhir-coverage", lambda session: coverage_lines(session, selection, on))

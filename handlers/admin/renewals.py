@@ -18,6 +18,7 @@ from handlers.admin.texts import gettext
 from models.base import StaffRole, utcnow
 from models.members.household import Household
 from models.messaging.reminders import ReminderOutcome, ReminderRun, send_reminders_now
+from models.schemes.scheme import schemes_today
 from models.views.exports import header
 from models.views.renewals import (
     COUNT_LIMIT,
@@ -69,7 +70,7 @@ def renewals() -> ResponseReturnValue:
     filters = renewal_filters()
     session = db()
     schemes = load_schemes(session)
-    on = utcnow().date()
+    on = schemes_today(session, filters.households.scheme_id, now=utcnow())
     page, total = renewals_page(
         session, filters, on, number, per_page, schemes=list(schemes.values()), cursor=page_cursor()
     )
@@ -93,7 +94,7 @@ def renewals() -> ResponseReturnValue:
 def renewals_csv() -> ResponseReturnValue:
     """Download the whole filtered renewal list as CSV (streamed)."""
     filters = renewal_filters()
-    on = utcnow().date()
+    on = schemes_today(db(), filters.households.scheme_id, now=utcnow())
     return csv_download("renewals", header(RENEWAL_COLUMNS), lambda session: renewal_csv_rows(session, filters, on))
 
 
@@ -145,7 +146,8 @@ def _remind(household_ids: list[int], single: str | None) -> ResponseReturnValue
 def remind_all() -> ResponseReturnValue:
     """Send a renewal reminder now to every household of the filtered list (same filters as the page's URL)."""
     filters = renewal_filters()
-    return _remind(renewal_household_ids(db(), filters, utcnow().date()), None)
+    on = schemes_today(db(), filters.households.scheme_id, now=utcnow())
+    return _remind(renewal_household_ids(db(), filters, on), None)
 
 
 @bp.post("/renewals/<int:household_id>/remind")

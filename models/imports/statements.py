@@ -509,19 +509,29 @@ def _rows(layout: _LayOut) -> Iterator[tuple[int, list[str] | str]]:
         yield rows.line_num, f"line {rows.line_num}: {exc}"
 
 
+def _note(errors: list[str], error: str) -> int:
+    """Keep an error among the first MAX_REPORTED_ERRORS; return 1 when it is only counted."""
+    if len(errors) < MAX_REPORTED_ERRORS:
+        errors.append(error)
+        return 0
+    return 1
+
+
 def _check(layout: _LayOut, progress: Progress) -> _Checked:
-    """Pass 1: read every line, keeping compact keys; raise StatementError naming the bad lines (up to 20)."""
+    """Pass 1: read every line, keeping compact keys; raise StatementError naming the first bad lines
+    (MAX_REPORTED_ERRORS) and counting the others."""
     checked = _Checked()
     seen: set[int] = set()
     errors: list[str] = []
+    more = 0  # bad lines past the first MAX_REPORTED_ERRORS: counted, not named
     for line_no, row in _rows(layout):
         if isinstance(row, str):
-            errors.append(row)
+            more += _note(errors, row)
         else:
             try:
                 line = layout.reader.line(line_no, row)
             except ValueError as exc:
-                errors.append(f"line {line_no}: {exc}")
+                more += _note(errors, f"line {line_no}: {exc}")
             else:
                 checked.lines += 1
                 if checked.start is None or line.paid_at < checked.start:
@@ -536,8 +546,8 @@ def _check(layout: _LayOut, progress: Progress) -> _Checked:
                         seen.add(key)
                 if checked.lines % PROGRESS_EVERY == 0:
                     progress("read", checked.lines, None)
-        if len(errors) >= MAX_REPORTED_ERRORS:
-            break
+    if more:
+        errors.append(f"… and {more:,} more bad lines")
     if errors:
         raise StatementError("\n".join(errors))
     if not checked.lines:

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.base import Base, Language, Money, PremiumKind, utcnow
 
@@ -183,3 +183,16 @@ class PaymentChannel(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
 
     scheme: Mapped[Scheme] = relationship(back_populates="channels")
+
+
+def schemes_today(session: Session, scheme_id: int | None = None, now: datetime | None = None) -> date:
+    """Return today for a page over the schemes: the chosen scheme's local date, else the earliest of the schemes'.
+
+    The earliest: a list over schemes in several time zones never counts a day one of them has not reached. Without
+    a scheme, UTC's date. `now`: a UTC instant (naive), default now.
+    """
+    query = select(Scheme.timezone).distinct()
+    if scheme_id is not None:
+        query = query.where(Scheme.id == scheme_id)
+    instant = (now or utcnow()).replace(tzinfo=UTC)
+    return min((instant.astimezone(ZoneInfo(zone)).date() for zone in session.scalars(query)), default=instant.date())
