@@ -250,7 +250,7 @@ def test_subsidised_household_is_funded_by_the_state_at_enrolment_and_each_renew
         session.scalar(
             select(Allocation.amount).where(Allocation.source_ref == subsidy_source_ref(bsf.id, d(2026, 11, 20)))
         )
-        == 28_000
+        == 29_000  # the price and the fee the funder pays, as a payment's allocation holds both
     )
     assert account_state(session, household_id=bsf.id).balance == 0
 
@@ -266,6 +266,26 @@ def test_subsidised_household_is_funded_by_the_state_at_enrolment_and_each_renew
     assert book_subsidised_periods(session, scheme, d(2027, 11, 19)) == 1
     session.commit()
     assert [(p.start_on, p.waiting_until) for p in live_periods(session, bsf.id)][1] == (d(2027, 11, 20), None)
+
+
+def test_the_clock_books_the_same_allocation_with_or_without_an_account(session: Session) -> None:
+    # One household had an account before (set-based booking), the other none (booked one at a time): both
+    # allocations hold the price and the fee the funder pays, and their entries are the same.
+    scheme = factories.scheme(session, "cmu-thies")
+    with_account = make_household(session, scheme, size=4, category="bsf", enrolled_on=d(2026, 11, 20))
+    without = make_household(session, scheme, size=4, category="bsf", enrolled_on=d(2026, 11, 20))
+    get_or_create_account(session, household=with_account)
+    session.commit()
+    assert book_subsidised_periods(session, scheme, d(2026, 11, 20)) == 2
+    session.commit()
+    booked = []
+    for household in (with_account, without):
+        ref = subsidy_source_ref(household.id, d(2026, 11, 20))
+        amount = session.scalar(select(Allocation.amount).where(Allocation.source_ref == ref))
+        entries = account_entries(session, get_or_create_account(session, household=household).id)
+        booked.append((amount, [(e.kind, e.amount, e.funder) for e in entries]))
+    assert booked[0] == booked[1]
+    assert booked[0][0] == 29_000
 
 
 @pytest.mark.parametrize(

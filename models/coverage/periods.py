@@ -243,8 +243,13 @@ def book_subsidised_period(session: Session, household: Household, on: date) -> 
     price = period_price(session, household, on)
     if price.price <= 0:
         return None
+    # The funder pays the membership fee of the households it pays for: the allocation holds it with the price, as a
+    # payment's allocation does and the set-based bookings (`insert_bookings`) do.
+    fee = 0
+    if scheme.membership_fee > 0 and not account_state(session, account_id=account.id).fee_paid:
+        fee = scheme.membership_fee
     allocation = Allocation(
-        source_ref=ref, account_id=account.id, amount=price.price, currency=scheme.currency, effective_on=on
+        source_ref=ref, account_id=account.id, amount=price.price + fee, currency=scheme.currency, effective_on=on
     )
     session.add(allocation)
     session.flush()
@@ -275,9 +280,7 @@ def book_subsidised_period(session: Session, household: Household, on: date) -> 
         funder=category.funder,
     )
     add_entry(session, account, LedgerKind.CHARGE, -price.price, on, allocation=allocation, period=period)
-    if scheme.membership_fee > 0 and not account_state(session, account_id=account.id).fee_paid:
-        # The funder pays the membership fee of the households it pays for.
-        fee = scheme.membership_fee
+    if fee:
         add_entry(session, account, LedgerKind.SUBSIDY, fee, on, allocation=allocation, funder=category.funder)
         add_entry(session, account, LedgerKind.FEE, -fee, on, allocation=allocation)
     return period
