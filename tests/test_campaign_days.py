@@ -20,8 +20,9 @@ from models.base import StaffRole
 from models.coverage.eligibility import household_eligibility
 from models.enrolment.campaigns import Campaign
 from models.enrolment.tables import Enrolment
+from models.schemes.scheme import utc_start
 from models.views.campaign_days import UnknownFilter, campaign_days
-from models.views.campaigns import campaign_progress, utc_start
+from models.views.campaigns import campaign_progress
 from tests.admin_helpers import login
 from tests.campaign_helpers import case, household_of
 from tests.members_helpers import cli

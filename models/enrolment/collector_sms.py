@@ -32,10 +32,9 @@ from models.enrolment.tables import Collector, Enrolment, EnrolmentEvent, Enrolm
 from models.messaging.message import Message
 from models.messaging.outbox import compose, send_sms
 from models.schemes.mutuelle import Mutuelle
-from models.schemes.scheme import Scheme
+from models.schemes.scheme import Scheme, utc_start
 from models.texts.i18n import resolve_language
 from models.texts.sms_text import measure
-from models.views.campaigns import utc_start
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,8 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -341,7 +340,7 @@ def apply_match(payment: Payment, match: Match, batch: _Batch | None = None) -> 
 
 
 def local_date(payment: Payment, scheme: Scheme) -> date:
-    return payment.paid_at.replace(tzinfo=UTC).astimezone(ZoneInfo(scheme.timezone)).date()
+    return scheme.local_today(payment.paid_at)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,6 @@ The statuses that allow each action are defined here once; the admin and the CLI
 
 from __future__ import annotations
 
-from datetime import UTC
-from zoneinfo import ZoneInfo
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -134,7 +131,7 @@ def undo_payment(session: Session, payment_id: int, actor: str, reason: str, ref
         scheme = session.get(Scheme, payment.scheme_id)
         assert scheme is not None
         undo = refund if refund_payer else reverse
-        today = utcnow().replace(tzinfo=UTC).astimezone(ZoneInfo(scheme.timezone)).date()
+        today = scheme.local_today(utcnow())
         result = undo(session, f"payment:{payment.id}", reason, today)
         details: dict[str, object] = {"amount": result.amount, "entries": result.entries}
     elif before in UNDOABLE:

@@ -98,8 +98,7 @@ class Scheme(Base):
 
     def local_now(self, now: datetime | None = None) -> datetime:
         """Return the scheme's wall-clock time (naive) for a UTC instant (default: now)."""
-        instant = (now or datetime.now(UTC).replace(tzinfo=None)).replace(tzinfo=UTC)
-        return instant.astimezone(ZoneInfo(self.timezone)).replace(tzinfo=None)
+        return wall_clock(self.timezone, now)
 
     def local_today(self, now: datetime | None = None) -> date:
         """Return the scheme's local date for a UTC instant (default: now)."""
@@ -194,5 +193,16 @@ def schemes_today(session: Session, scheme_id: int | None = None, now: datetime 
     query = select(Scheme.timezone).distinct()
     if scheme_id is not None:
         query = query.where(Scheme.id == scheme_id)
-    instant = (now or utcnow()).replace(tzinfo=UTC)
-    return min((instant.astimezone(ZoneInfo(zone)).date() for zone in session.scalars(query)), default=instant.date())
+    now = now or utcnow()
+    return min((wall_clock(zone, now).date() for zone in session.scalars(query)), default=now.date())
+
+
+def utc_start(day: date, zone: ZoneInfo) -> datetime:
+    """Return the naive UTC instant a local day starts at in a time zone."""
+    return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+
+
+def wall_clock(timezone: str, now: datetime | None = None) -> datetime:
+    """Return the wall-clock time (naive) in a time zone for a UTC instant (naive; default now)."""
+    instant = (now or datetime.now(UTC).replace(tzinfo=None)).replace(tzinfo=UTC)
+    return instant.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)

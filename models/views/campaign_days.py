@@ -28,7 +28,8 @@ from models.coverage.standing import covered_column, standing_on_dates, without_
 from models.enrolment.campaigns import Campaign
 from models.enrolment.tables import Enrolment, EnrolmentMember, EnrolmentStatus, HouseholdChange
 from models.members.household import Account, Network
-from models.views.campaigns import SUBSIDY_REF_PREFIX, Funnel, Stage, utc_start
+from models.schemes.scheme import utc_start
+from models.views.campaigns import SUBSIDY_REF_PREFIX, Funnel, Stage
 
 MAX_DAYS = 400  # a longer campaign shows its last 400 days (the counts still start on its first day)
 STAGE_NAMES = ("submitted", "validated", "rejected", "paid", "covered")

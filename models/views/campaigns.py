@@ -21,7 +21,7 @@ Both are ORM statements, so a reader kept to some mutuelles (`models.views.scope
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,6 +34,7 @@ from models.coverage.standing import covered_column, status_column, without_jit
 from models.enrolment.campaigns import Campaign, CampaignSession
 from models.enrolment.tables import Enrolment, EnrolmentMember, EnrolmentStatus, HouseholdChange
 from models.members.household import Account, Household, Network
+from models.schemes.scheme import utc_start
 from models.views.network_money import NetworkMoney, add_up, networks_money
 
 # A funder's booking of a subsidised period is no payment by the household.
@@ -163,11 +164,6 @@ def _allocated(on: date, *, payments_only: bool) -> ColumnElement[bool]:
     if payments_only:
         conditions.append(Allocation.source_ref.not_like(f"{SUBSIDY_REF_PREFIX}%"))
     return exists().where(*conditions)
-
-
-def utc_start(day: date, zone: ZoneInfo) -> datetime:
-    """Return the naive UTC instant a local day starts at."""
-    return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
 
 
 def campaign_progress(session: Session, campaign: Campaign, on: date) -> CampaignProgress:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, func, select
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from models.base import MessageDirection, MessageStatus, PaymentStatus
 from models.messaging.message import Message, UssdSessionRecord
 from models.payments.payment import Payment
-from models.schemes.scheme import Scheme
+from models.schemes.scheme import Scheme, utc_start
 
 CHART_DAYS = 30
 # Money the scheme holds or is about to: confirmed payments that were not rejected or given back.
@@ -150,7 +150,7 @@ def _scheme_collections(
     month_start = today.replace(day=1)
     chart_start = today - timedelta(days=CHART_DAYS - 1)
     first = min(month_start, chart_start)
-    since = datetime.combine(first, time.min, tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+    since = utc_start(first, zone)
     # The zone's offset now (the schemes' zones keep one all year: Dakar, Phnom Penh, Nairobi).
     offset = local_now.utcoffset() or timedelta(0)
     if session.get_bind().dialect.name == "sqlite":

@@ -30,7 +30,7 @@ from __future__ import annotations
 import enum
 from collections import defaultdict
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from time import perf_counter
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -68,7 +68,7 @@ from models.db import begin_write
 from models.members.household import Account, Household, Network
 from models.payments.payment import Payment
 from models.schemes.mutuelle import Mutuelle, scheme_mutuelles
-from models.schemes.scheme import Plan, Scheme, SubsidyCategory
+from models.schemes.scheme import Plan, Scheme, SubsidyCategory, utc_start
 from models.views.report_snapshots import CELL_FIGURES, ReportCell, ReportMonth
 from models.views.reports import COLLECTED
 
@@ -447,7 +447,7 @@ def _add_payments(
     """Add each month's collections and matching by the payer's commune or network (one statement)."""
     zone = ZoneInfo(scheme.timezone)
     days = [m.first for m in months] + [months[-1].last + timedelta(days=1)]
-    starts = [datetime.combine(d, time.min, tzinfo=zone).astimezone(UTC).replace(tzinfo=None) for d in days]
+    starts = [utc_start(d, zone) for d in days]
     paid_to = aliased(Network)
     commune = func.coalesce(Household.commune, paid_to.commune)
     network = func.coalesce(Household.network_id, Payment.network_id)
