@@ -33,8 +33,8 @@ def members_group() -> None:
 def import_command(file: str, scheme_code: str | None, dry_run: bool, quiet: bool) -> None:
     """Import households and members from an enrolment CSV; nothing is written if any row is bad."""
     started = time.monotonic()
-    written = "households compared (pass 2 of 2)" if dry_run else "households written (pass 2 of 2)"
-    progress = progress_printer({"read": "lines checked (pass 1 of 2)", "write": written}, quiet=quiet)
+    written = "households compared" if dry_run else "households written"
+    progress = progress_printer({"read": "lines checked", "write": written}, quiet=quiet)
     session = db()
     try:
         report = import_members(session, file, scheme_code=scheme_code, dry_run=dry_run, progress=progress)

@@ -105,7 +105,7 @@ def store_cover_ends(session: Session, household_ids: Iterable[int]) -> None:
     for start in range(0, len(ids), BOOKING_CHUNK):
         session.execute(
             update(Household)
-            .where(Household.id.in_(ids[start : start + BOOKING_CHUNK]))
+            .where(among(session, Household.id, ids[start : start + BOOKING_CHUNK]))
             .values(cover_ends_on=latest, updated_at=Household.updated_at)
             .execution_options(synchronize_session="fetch")
         )
@@ -507,7 +507,7 @@ def _unbooked(
         select(Household.id, Household.enrolled_on, Household.plan, Household.subsidy_category, Account.id)
         .join(Account, Account.household_id == Household.id)
         .where(
-            Household.id.in_(household_ids),
+            among(session, Household.id, household_ids),
             Household.scheme_id == scheme.id,
             Household.subsidy_category.in_(categories),
             Household.status == HouseholdStatus.ACTIVE,

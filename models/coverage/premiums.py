@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, ScalarSelect, SQLColumnExpression, func, s
 from sqlalchemy.orm import Session
 
 from models.base import HouseholdStatus, PremiumKind
+from models.bulk import among
 from models.coverage.ledger import AccountState, account_state
 from models.members.household import Household, Member, active_member_clause
 from models.schemes.scheme import Plan, PremiumBand, Scheme, SubsidyCategory
@@ -173,7 +174,7 @@ def active_member_counts(session: Session, household_ids: list[int], on: date) -
     """Return the active member count on a date of each of these households (one query)."""
     rows = session.execute(
         select(Member.household_id, func.count())
-        .where(Member.household_id.in_(household_ids), active_member_clause(on))
+        .where(among(session, Member.household_id, household_ids), active_member_clause(on))
         .group_by(Member.household_id)
     )
     counts = dict.fromkeys(household_ids, 0)

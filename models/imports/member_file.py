@@ -17,7 +17,7 @@ import re
 import tempfile
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, TextIO
@@ -30,13 +30,16 @@ from models.imports.member_rows import (
     HouseholdRow,
     ImportFileError,
     ImportReport,
+    MemberRow,
     NetworkWant,
     Progress,
     RowError,
     RowValidator,
     SchemeInfo,
+    network_want,
     slugify,
 )
+from models.imports.phones_ahead import PhonesAhead, large
 
 if TYPE_CHECKING:
     from _csv import Reader, Writer
@@ -224,13 +227,13 @@ class FileCheck:
     keys: _HouseholdKeys
     phones: _PhoneTape = field(default_factory=_PhoneTape)
     rows: int = 0
+    written: bool = False  # every household went to `emit` as it was checked: no second reading is needed
 
     def close(self) -> None:
         """Delete the phone tape."""
         self.phones.close()
 
-    networks: dict[tuple[int, str], NetworkWant] = field(default_factory=dict)
-    contacts: dict[tuple[int, str], str] = field(default_factory=dict)
+    networks: dict[tuple[int, str], NetworkWant] = field(default_factory=dict)  # the first household naming each
 
 
 class _FileChecker(RowValidator):
@@ -243,10 +246,13 @@ class _FileChecker(RowValidator):
         today: date,
         check: FileCheck,
         report: ImportReport,
+        emit: Callable[[HouseholdRow], None] | None = None,
     ) -> None:
         super().__init__(schemes, scheme_code, today, check.index, report)
         self.check = check
         self.keys = check.keys
+        self.emit = emit
+        self.current: HouseholdRow | None = None  # the household being gathered for `emit`
         self.pending: dict[int, _Pending] = {}  # id of a kept placeholder error → what it waits for
         self.unresolved = 0  # pending errors past MAX_KEPT_ERRORS: counted once each
         self.network_errors: list[RowError] = []
@@ -269,6 +275,8 @@ class _FileChecker(RowValidator):
         position, is_first = (
             keys.household(household_no, line, raw, v(row, "head_member_no").upper()) if household_no else (None, False)
         )
+        if not keys.grouped:
+            self.emit = None  # a household seen again: those handed on were not whole
 
         member_no = v(row, "member_no").upper()
         if not member_no:
@@ -311,6 +319,23 @@ class _FileChecker(RowValidator):
                 keys.scheme[position] = 0 if scheme is None else 1 + self.ordinal[scheme.code]
                 self.want_network(household)
         self.check.phones.append(member.phone if member else None, household.network_phone if household else None)
+        if self.emit is not None:
+            self.gather(line, row, household, member)
+
+    def gather(self, line: int, row: Sequence[str], household: HouseholdRow | None, member: MemberRow | None) -> None:
+        """Add a checked line to its household, handing on the one before when a new one starts (grouped files)."""
+        if not self.report.ok or self.emit is None:
+            self.emit = self.current = None  # nothing is written from a file with an error
+            return
+        if household is not None:
+            if self.current is not None:
+                self.emit(self.current)
+            self.current = household
+        assert self.current is not None and member is not None
+        paid_until = self.paid_until(line, row)
+        if paid_until is not None:
+            self.current.paid_until = max(paid_until, self.current.paid_until or paid_until)
+        self.current.members.append(member)
 
     def compare(
         self, line: int, household_no: str, first_line: int, first: tuple[str, ...], raw: tuple[str, ...]
@@ -329,12 +354,7 @@ class _FileChecker(RowValidator):
         if not household.network_name or scheme is None:
             return
         key = (scheme.id, slugify(household.network_name))
-        want = NetworkWant(
-            household.line, household.network_name, household.mutuelle_id, household.commune, scheme.currency
-        )
-        first = self.check.networks.setdefault(key, want)
-        if household.network_phone:
-            self.check.contacts[key] = household.network_phone
+        first = self.check.networks.setdefault(key, network_want(household, scheme))
         if first.mutuelle_id != household.mutuelle_id and len(self.network_errors) < MAX_KEPT_ERRORS:
             self.network_errors.append(
                 RowError(
@@ -403,9 +423,16 @@ def check_file(
     today: date,
     report: ImportReport,
     progress: Progress | None,
+    emit: Callable[[HouseholdRow], None] | None = None,
 ) -> FileCheck | None:
-    """Pass 1: check every line of the file; return what pass 2 needs, or None when anything is wrong."""
+    """Pass 1: check every line of the file; return what pass 2 needs, or None when anything is wrong.
+
+    With `emit`, each household is handed to it as soon as its lines are checked, while the file's households
+    are together and no line is wrong (the caller undoes what it did with them when the file turns out otherwise):
+    `FileCheck.written` says whether every household went that way, making pass 2 needless.
+    """
     start = handle.tell()
+    helper = large(handle)
     reader = csv.reader(handle)
     try:
         header = next(reader)
@@ -429,19 +456,26 @@ def check_file(
         return None
 
     check = FileCheck(names, index, _HouseholdKeys())
-    checker = _FileChecker(schemes, scheme_code, today, check, report)
-    line = 1
+    checker = _FileChecker(schemes, scheme_code, today, check, report, emit)
     try:
-        for line, row in _lines(reader):
-            report.rows += 1
-            if len(row) != len(names):
-                report.add_error(RowError(line, "(row)", f"expected {len(names)} fields, found {len(row)}"))
-                continue
-            checker.add(line, row)
-            if progress is not None and report.rows % PROGRESS_EVERY_ROWS == 0:
-                progress("read", report.rows, None)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ImportFileError(f"line {line + 1}: not a UTF-8 CSV line: {exc}") from exc
+        line = 1
+        with PhonesAhead(_phone_pairs(names, schemes, scheme_code), helper=helper) as ahead:
+            for batch, phones, error in ahead.batches(_lines(reader)):
+                checker.ahead = phones or {}
+                for line, row in batch:
+                    report.rows += 1
+                    if len(row) != len(names):
+                        report.add_error(RowError(line, "(row)", f"expected {len(names)} fields, found {len(row)}"))
+                        continue
+                    checker.add(line, row)
+                    if progress is not None and report.rows % PROGRESS_EVERY_ROWS == 0:
+                        progress("read", report.rows, None)
+                if error is not None:
+                    raise ImportFileError(f"line {line + 1}: not a UTF-8 CSV line: {error}") from error
+    except BaseException:
+        check.close()  # its phone tape
+        raise
+    checker.ahead = {}
     if progress is not None:
         progress("read", report.rows, report.rows)
     checker.finish(handle, start)
@@ -449,9 +483,33 @@ def check_file(
     if not report.ok:
         check.close()
         return None
+    if checker.emit is not None:
+        if checker.current is not None:
+            checker.emit(checker.current)
+        check.written = True
     # Only the keys pass 2 needs stay: the household positions (scattered files) and the grouping.
     check.keys.recent.clear()
     return check
+
+
+def _phone_pairs(
+    names: list[str], schemes: dict[str, SchemeInfo], scheme_code: str | None
+) -> Callable[[list[tuple[int, list[str]]]], list[tuple[str, str]]]:
+    """Return what gives the (phone, country) pairs of some lines, for the phones' helper (`PhonesAhead`)."""
+    columns = [names.index(c) for c in ("phone", "network_phone") if c in names]
+    scheme_column = names.index("scheme") if "scheme" in names else None
+
+    def pairs(lines: list[tuple[int, list[str]]]) -> list[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for _, row in lines:
+            if len(row) != len(names):
+                continue
+            scheme = schemes.get(scheme_code or ("" if scheme_column is None else row[scheme_column].strip()))
+            if scheme is not None:
+                found.update((text, scheme.country) for i in columns if (text := row[i].strip()))
+        return list(found)
+
+    return pairs
 
 
 def households_of(

@@ -6,6 +6,7 @@ the checks that span lines live with the file's passes (`member_file`).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -202,6 +203,14 @@ class NetworkWant:
     currency: str
 
 
+def network_want(household: HouseholdRow, scheme: SchemeInfo) -> NetworkWant:
+    """Return the network a household names (it has one), as the first household naming it gives it."""
+    assert household.network_name is not None
+    name = household.network_name
+    return NetworkWant(household.line, name, household.mutuelle_id, household.commune, scheme.currency)
+
+
+@functools.lru_cache(maxsize=PHONE_CACHE)  # a file names a few networks, on every household
 def slugify(name: str) -> str:
     """Return the code of a network name: ASCII lower-case words joined by dashes."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
@@ -227,6 +236,7 @@ class RowValidator:
         self.index = index
         self.report = report
         self.phones: dict[tuple[str, str], str | ValueError] = {}
+        self.ahead: dict[tuple[str, str], str | ValueError] = {}  # phones a helper normalised (`PhonesAhead`)
         self.mutuelles: dict[tuple[str, str, str | None], Mutuelle | str] = {}
         self.taped: tuple[int, int] | None = None  # pass 2: this row's phones as pass 1 normalised them
         self.network_phones: dict[tuple[str, str], tuple[str, int]] = {}  # (scheme, network slug) → (phone, line)
@@ -400,7 +410,7 @@ class RowValidator:
             if taped:
                 return f"+{taped}"
         key = (text, scheme.country)
-        result = self.phones.get(key)
+        result = self.ahead.get(key) or self.phones.get(key)
         if result is None:
             try:
                 result = normalise_phone(text, scheme.country)

@@ -55,3 +55,17 @@ def _parsed(text: str, region: str | None) -> tuple[str, str | None, int] | int 
         return None
     e164 = phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
     return e164, phonenumbers.region_code_for_number(parsed), int(parsed.country_code or 0)
+
+
+def normalise_many(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str | ValueError]:
+    """Return the E.164 form, or the ValueError saying why there is none, of each (text, country) pair.
+
+    What a helper process computes for an import reading ahead of its checks (`models.imports.member_file`).
+    """
+    normalised: dict[tuple[str, str], str | ValueError] = {}
+    for text, country in pairs:
+        try:
+            normalised[(text, country)] = normalise_phone(text, country)
+        except ValueError as exc:
+            normalised[(text, country)] = exc
+    return normalised
