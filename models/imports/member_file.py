@@ -8,6 +8,9 @@ file once more, only when there is such an error. Pass 2 (`households_of`) reads
 households, each whole, in the order they first appear: straight from the file when each household's lines are
 together (an export's usual shape), else through bucket files that each hold a bounded share of the households.
 The phones pass 1 normalised wait in a temporary file (16 bytes a line) for pass 2, which parses none again.
+
+Pass 2 is needed only for a scattered file: while the households' lines are together and every line is right, pass 1
+hands each household on as soon as its lines are checked (`emit`), and the importer writes it at once.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Import the enrolment export (households and members, CSV): check every line, then write in bulk.
 
-All or nothing: any bad row and nothing is written, with every bad line reported. The file is read twice and never
-held whole (`member_file`: pass 1 checks, pass 2 yields the households), so memory does not grow with it. Rows are
-compared with what is stored, chunk by chunk, so importing the same file again changes nothing.
+All or nothing: any bad row and nothing is written, with every bad line reported. The file is never held whole
+(`member_file`), so memory does not grow with it: households are written as they are checked when the file keeps
+each household's lines together, else once every line is checked by reading the file again; either way in a
+savepoint that any error undoes. Rows are compared with what is stored, chunk by chunk, so importing the same file
+again changes nothing.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def import_members(
     """Validate an enrolment export and create or update its networks, households, members and accounts.
 
     Nothing is written when any row is bad (the report lists the errors, the first MAX_KEPT_ERRORS by text and
-    the rest as a count) or on a dry run. The file is read twice, never held whole: `source` must be seekable. The
+    the rest as a count) or on a dry run. The file may be read twice, never held whole: `source` must be seekable. The
     caller commits; the writes sit in a savepoint so a failure leaves the caller's transaction as it was.
     """
     today = today or utcnow().date()
@@ -190,7 +192,7 @@ def _import(
     undone when that shows and written by reading it a second time (`households_of`).
     """
     if not handle.seekable():
-        raise ImportFileError("the file is read twice: give a file, not a stream")
+        raise ImportFileError("the file may be read twice: give a file, not a stream")
     start = handle.tell()
     if not report.dry_run:
         begin_write(session)
