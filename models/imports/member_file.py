@@ -16,11 +16,12 @@ hands each household on as soon as its lines are checked (`emit`), and the impor
 from __future__ import annotations
 
 import csv
+import operator
 import re
 import tempfile
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, TextIO
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from _csv import Reader, Writer
 
 _AGREEING_COLUMNS = (*HOUSEHOLD_COLUMNS, "plan")
+_agreeing = operator.itemgetter(*_AGREEING_COLUMNS)  # a line's values (`RowValidator.fields`) of those columns
 PROGRESS_EVERY_ROWS = 50_000
 RECENT_HOUSEHOLDS = 4_096  # households whose first row and member lines stay at hand
 BUCKET_ROWS = 20_000  # rows per bucket file when a file's households are scattered (one bucket is held at a time)
@@ -266,7 +268,8 @@ class _FileChecker(RowValidator):
         else:
             self.pending[id(error)] = pending
 
-    def add(self, line: int, row: Sequence[str]) -> None:
+    def add(self, line: int, cells: Sequence[str]) -> None:
+        row = self.fields(cells)
         v = self.value
         keys = self.keys
         household_no = v(row, "household_no").upper()
@@ -274,7 +277,7 @@ class _FileChecker(RowValidator):
             self.fail(line, "household_no", "required")
         elif not _HOUSEHOLD_NO.fullmatch(household_no):
             self.fail(line, "household_no", "letters, digits, and - / _ . only, at most 40 characters")
-        raw = tuple(v(row, c).casefold() for c in _AGREEING_COLUMNS)
+        raw = tuple(map(str.casefold, _agreeing(row)))
         position, is_first = (
             keys.household(household_no, line, raw, v(row, "head_member_no").upper()) if household_no else (None, False)
         )
@@ -325,7 +328,9 @@ class _FileChecker(RowValidator):
         if self.emit is not None:
             self.gather(line, row, household, member)
 
-    def gather(self, line: int, row: Sequence[str], household: HouseholdRow | None, member: MemberRow | None) -> None:
+    def gather(
+        self, line: int, row: Mapping[str, str], household: HouseholdRow | None, member: MemberRow | None
+    ) -> None:
         """Add a checked line to its household, handing on the one before when a new one starts (grouped files)."""
         if not self.report.ok or self.emit is None:
             self.emit = self.current = None  # nothing is written from a file with an error
@@ -388,14 +393,15 @@ class _FileChecker(RowValidator):
         handle.seek(start)
         reader = csv.reader(handle)
         next(reader)
-        for line, row in _lines(reader):
-            if len(row) != len(self.check.names):
+        for line, cells in _lines(reader):
+            if len(cells) != len(self.check.names):
                 continue
+            row = self.fields(cells)
             member_no = self.value(row, "member_no").upper()
             if member_no in members and member_no not in first_of:
                 first_of[member_no] = line
             if line in lines:
-                raws[line] = tuple(self.value(row, c).casefold() for c in _AGREEING_COLUMNS)
+                raws[line] = tuple(map(str.casefold, _agreeing(row)))
         errors = self.report.errors
         self.report.errors = []
         for error in errors:
@@ -538,8 +544,9 @@ def households_of(
     if not check.keys.grouped:
         rows = _gathered(rows, check)
     household: HouseholdRow | None = None
-    for line, phones, row in rows:
+    for line, phones, cells in rows:
         validator.taped = phones
+        row = validator.fields(cells)
         household_no = validator.value(row, "household_no").upper()
         if household is None or household_no != household.household_no:
             if household is not None:

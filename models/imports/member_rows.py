@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -47,6 +47,7 @@ HOUSEHOLD_COLUMNS = (
     "head_member_no",
     "sms_opt_in",
 )
+_BLANK = dict.fromkeys((*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS), "")
 MAX_KEPT_ERRORS = 10_000  # errors kept with their text; beyond, only counted
 PHONE_CACHE = 4_096  # phones (a household's lines often repeat the head's) and communes looked up once
 
@@ -234,6 +235,7 @@ class RowValidator:
         self.scheme_code = scheme_code
         self.today = today
         self.index = index
+        self.names = list(index)  # in column order
         self.report = report
         self.phones: dict[tuple[str, str], str | ValueError] = {}
         self.ahead: dict[tuple[str, str], str | ValueError] = {}  # phones a helper normalised (`PhonesAhead`)
@@ -241,9 +243,14 @@ class RowValidator:
         self.taped: tuple[int, int] | None = None  # pass 2: this row's phones as pass 1 normalised them
         self.network_phones: dict[tuple[str, str], tuple[str, int]] = {}  # (scheme, network slug) → (phone, line)
 
-    def value(self, row: Sequence[str], column: str) -> str:
-        i = self.index.get(column)
-        return "" if i is None else row[i].strip()
+    def fields(self, row: Sequence[str]) -> dict[str, str]:
+        """Return a line's values by column, stripped; a column the file lacks reads as empty."""
+        found = _BLANK.copy()
+        found.update(zip(self.names, map(str.strip, row), strict=False))
+        return found
+
+    def value(self, row: Mapping[str, str], column: str) -> str:
+        return row.get(column, "")
 
     def fail(self, line: int, column: str, reason: str) -> RowError | None:
         error = RowError(line, column, reason)
@@ -263,7 +270,7 @@ class RowValidator:
             self.fail(line, "scheme", f"unknown scheme {code!r}")
         return scheme
 
-    def member(self, line: int, row: Sequence[str], member_no: str, scheme: SchemeInfo | None) -> MemberRow | None:
+    def member(self, line: int, row: Mapping[str, str], member_no: str, scheme: SchemeInfo | None) -> MemberRow | None:
         """Return the member a line describes (None when the line is bad); `paid_until` is read apart."""
         v = self.value
         before = self.report.error_count
@@ -305,11 +312,11 @@ class RowValidator:
             joined_on=joined_on,
         )
 
-    def paid_until(self, line: int, row: Sequence[str]) -> date | None:
+    def paid_until(self, line: int, row: Mapping[str, str]) -> date | None:
         return self.date(line, self.value(row, "paid_until"), "paid_until", required=False)
 
     def new_household(
-        self, line: int, row: Sequence[str], household_no: str, scheme: SchemeInfo | None
+        self, line: int, row: Mapping[str, str], household_no: str, scheme: SchemeInfo | None
     ) -> HouseholdRow | None:
         v = self.value
         before = self.report.error_count
@@ -381,7 +388,7 @@ class RowValidator:
             found = self.mutuelles[key] = scheme.mutuelle(code, commune)
         return found
 
-    def text(self, line: int, row: Sequence[str], column: str, limit: int, *, required: bool) -> str:
+    def text(self, line: int, row: Mapping[str, str], column: str, limit: int, *, required: bool) -> str:
         text = self.value(row, column)
         if required and not text:
             self.fail(line, column, "required")
