@@ -6,6 +6,7 @@ a scattered one is read a second time; a large one has its phones parsed by a he
 
 from __future__ import annotations
 
+import os
 import random
 import tracemalloc
 from collections.abc import Callable
@@ -281,3 +282,21 @@ def test_a_line_that_cannot_be_read_is_named_after_the_lines_before_it_are_check
     rows[49]["last_name"] = "N" * 200_000  # line 51: past the csv module's field limit
     with pytest.raises(member_rows.ImportFileError, match=r"^line 51: not a UTF-8 CSV line: field larger"):
         import_members(session, write_rows(tmp_path / "m.csv", rows))
+
+
+def helper_dies(pairs: list[tuple[str, str]]) -> None:
+    """What a helper killed mid-batch (out of memory) looks like to the import: run in the helper process."""
+    os._exit(9)
+
+
+def test_a_helper_that_dies_is_given_up_and_the_phones_parsed_in_line(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_schemes(session)
+    monkeypatch.setattr(phones_ahead, "HELPER_BYTES", 0)
+    monkeypatch.setattr(phones_ahead, "BATCH_ROWS", 16)
+    monkeypatch.setattr(phones_ahead, "normalise_many", helper_dies)
+    report = import_members(session, write_rows(tmp_path / "m.csv", households(20)))
+    assert report.ok and report.members_created == 80, report.errors
+    phones = dict(session.execute(select(Member.member_no, Member.phone)).tuples().all())
+    assert phones["SN-TN-000013-01"] == "+221770000013"

@@ -261,9 +261,11 @@ class _WriteBehind:
 
     def __exit__(self, *exc: object) -> None:
         self.stopped = True
-        self._close()
-        if self.threaded:
-            sys.setswitchinterval(self.switch_interval)
+        try:
+            self._close()
+        finally:
+            if self.threaded:
+                sys.setswitchinterval(self.switch_interval)
 
     def add(self, household: HouseholdRow) -> None:
         self.chunk.append(household)
@@ -287,24 +289,38 @@ class _WriteBehind:
             return
         if self.threaded:
             self.queue.put(chunk)
-        else:
-            self._write(chunk)
-
-    def _close(self) -> None:
-        if self.threaded and self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
-
-    def _drain(self) -> None:
-        while (chunk := self.queue.get()) is not None:
-            if self.failure is None and not self.stopped:
-                self._write(chunk)
-
-    def _write(self, chunk: list[HouseholdRow]) -> None:
+            return
         try:
             self.writer.write_chunk(chunk)
-        except BaseException as exc:  # noqa: BLE001 (raised again in the reader's thread by `finish`)
+        except Exception as exc:  # noqa: BLE001 (raised by `finish` once the file is known right)
             self.failure = exc
+
+    def _close(self) -> None:
+        """Let the writer end and wait for it: the session is not the caller's again before (Ctrl-C waits too)."""
+        if not self.threaded:
+            return
+        interrupted: KeyboardInterrupt | None = None
+        sent = False
+        while self.thread.is_alive():
+            try:
+                if not sent:
+                    self.queue.put(None)
+                    sent = True
+                self.thread.join()
+            except KeyboardInterrupt as exc:
+                self.stopped = True
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+
+    def _drain(self) -> None:
+        # Every chunk is taken off the queue, written or not, so the reader never waits on a full one.
+        while (chunk := self.queue.get()) is not None:
+            if self.failure is None and not self.stopped:
+                try:
+                    self.writer.write_chunk(chunk)
+                except BaseException as exc:  # noqa: BLE001 (the thread's own: raised again by `finish`)
+                    self.failure = exc
 
 
 _COUNTS = (

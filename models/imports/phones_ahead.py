@@ -8,11 +8,13 @@ two cores. The checks use what the helper found (`RowValidator.ahead`) and parse
 from __future__ import annotations
 
 import csv
+import logging
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterator
-from multiprocessing.pool import AsyncResult, Pool
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TextIO
 
 from models.members.phones import normalise_many
@@ -20,6 +22,8 @@ from models.members.phones import normalise_many
 HELPER_BYTES = 4_000_000  # smaller files parse in line: a helper takes about a second to start
 BATCH_ROWS = 4_096
 IN_FLIGHT = 3  # batches the helper may be ahead
+
+log = logging.getLogger(__name__)
 
 Line = tuple[int, list[str]]
 Phones = dict[tuple[str, str], str | ValueError]
@@ -30,34 +34,53 @@ class PhonesAhead:
     """Batches of lines, each with its phones normalised by the helper (None without one).
 
     A line that cannot be read ends the batches: the last batch carries the error, raised by the caller once the
-    lines before it are checked, so it names the right line.
+    lines before it are checked, so it names the right line. A helper that fails (killed, out of memory) is given up:
+    the phones of that batch and the next ones are parsed in line.
     """
 
     def __init__(self, pairs_of: Callable[[list[Line]], list[tuple[str, str]]], *, helper: bool) -> None:
         self.pairs_of = pairs_of
         self.helper = helper
-        self.pool: Pool | None = None
+        self.pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> PhonesAhead:
         if self.helper:
-            # spawn, not fork: the process holds a database connection and may run threads.
-            self.pool = multiprocessing.get_context("spawn").Pool(1)
+            # spawn, not fork: the process holds a database connection and may run threads. Ctrl-C is the
+            # importing process's to handle: the helper ignores it and is stopped on the way out.
+            self.pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=signal.signal,
+                initargs=(signal.SIGINT, signal.SIG_IGN),
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
     def batches(self, lines: Iterator[Line]) -> Iterator[tuple[list[Line], Phones | None, ReadError | None]]:
-        waiting: deque[tuple[list[Line], AsyncResult[Phones] | None, ReadError | None]] = deque()
+        waiting: deque[tuple[list[Line], Future[Phones] | None, ReadError | None]] = deque()
         for batch, error in _read(lines):
-            found = None if self.pool is None else self.pool.apply_async(normalise_many, (self.pairs_of(batch),))
+            found = None if self.pool is None else self.pool.submit(normalise_many, self.pairs_of(batch))
             waiting.append((batch, found, error))
             if len(waiting) >= IN_FLIGHT:
-                yield _ready(*waiting.popleft())
+                yield self._ready(*waiting.popleft())
         while waiting:
-            yield _ready(*waiting.popleft())
+            yield self._ready(*waiting.popleft())
+
+    def _ready(
+        self, batch: list[Line], found: Future[Phones] | None, error: ReadError | None
+    ) -> tuple[list[Line], Phones | None, ReadError | None]:
+        if found is None or self.pool is None:
+            return batch, None, error
+        try:
+            return batch, found.result(), error
+        except Exception:  # a BrokenProcessPool, or anything the helper raised
+            log.warning("members import: the phones' helper failed; phones are parsed in line", exc_info=True)
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+            return batch, None, error
 
 
 def large(handle: TextIO) -> bool:
@@ -66,12 +89,6 @@ def large(handle: TextIO) -> bool:
         return os.fstat(handle.fileno()).st_size - handle.tell() >= HELPER_BYTES
     except (OSError, ValueError):  # no file behind it (io.UnsupportedOperation is both)
         return False
-
-
-def _ready(
-    batch: list[Line], found: AsyncResult[Phones] | None, error: ReadError | None
-) -> tuple[list[Line], Phones | None, ReadError | None]:
-    return batch, None if found is None else found.get(), error
 
 
 def _read(lines: Iterator[Line]) -> Iterator[tuple[list[Line], ReadError | None]]:
