@@ -34,7 +34,8 @@ def import_command(file: str, scheme_code: str | None, dry_run: bool, quiet: boo
     """Import households and members from an enrolment CSV; nothing is written if any row is bad."""
     started = time.monotonic()
     written = "households compared" if dry_run else "households written"
-    progress = progress_printer({"read": "lines checked", "write": written}, quiet=quiet)
+    undone = "households undone: a household's lines are apart in the file, written again once all are checked"
+    progress = progress_printer({"read": "lines checked", "write": written, "undone": undone}, quiet=quiet)
     session = db()
     try:
         report = import_members(session, file, scheme_code=scheme_code, dry_run=dry_run, progress=progress)

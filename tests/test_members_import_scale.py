@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -212,6 +213,13 @@ def test_a_household_seen_again_late_undoes_what_was_written_and_reads_the_file_
     rows.append(rows.pop(5))  # a member of the second household, at the end
     result = cli("members", "import", str(write_rows(tmp_path / "late.csv", rows)))
     assert result.exit_code == 0, result.output
+    # The progress says what was undone: what the writer had written when the household showed up again (on
+    # SQLite, the 4 chunks before; on PostgreSQL's thread, those it had reached), then the second writing.
+    said = re.findall(r"^(\d+)(?: of \d+)? households (written|undone)", result.stderr, re.M)
+    if ("28", "undone") not in said:
+        undone = [i for i, (_, what) in enumerate(said) if what == "undone"]
+        assert not undone or said[undone[0] - 1][0] == said[undone[0]][0], said
+    assert said[-1] == ("30", "written") and result.stderr.count("30 of 30 households written") == 1
     assert "120 created, 0 updated, 0 unchanged" in result.stdout
     assert "households: 30 created, 0 updated, 0 unchanged; networks: 1 created; accounts: 31 created" in result.stdout
     assert stored(app) == {"households": 30, "members": 120, "networks": 1, "accounts": 31}

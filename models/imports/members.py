@@ -204,6 +204,8 @@ def _import(
             check = check_file(handle, schemes, scheme_code, today, report, progress, emit=behind.add)
             written = check is not None and check.written and behind.finish()
         if check is not None and not written:
+            if progress is not None and writer.households_done:
+                progress("undone", writer.households_done, None)
             if savepoint is not None:  # undo the households handed on before the file showed its shape
                 savepoint.rollback()
                 savepoint = _savepoint(session)
@@ -413,6 +415,7 @@ class _Writer:
         self.synced: set[tuple[int, str]] = set()  # networks the file named so far, checked and created
         self.contacts: dict[tuple[int, str], str] = {}  # their contacts as set
         self.households_done = self.chunks_done = 0
+        self.said: tuple[int, int | None] = (-1, None)  # the last progress line: households written, of how many
         self._placeholder = 0
 
     def fake_id(self) -> int:
@@ -451,10 +454,11 @@ class _Writer:
             refresh_statistics(self.session, MODELS_WRITTEN)
         if self.progress is not None:
             self.progress("write", self.households_done, total)
+            self.said = (self.households_done, total)
 
     def done(self) -> None:
-        """Say the last progress line and put the errors in line order."""
-        if self.progress is not None:
+        """Say the last progress line (with the total, unless said) and put the errors in line order."""
+        if self.progress is not None and self.said != (self.households_done, self.households_done):
             self.progress("write", self.households_done, self.households_done)
         self.report.errors.sort(key=lambda e: e.line)
 
