@@ -194,12 +194,14 @@ def _import(
     if not handle.seekable():
         raise ImportFileError("the file may be read twice: give a file, not a stream")
     start = handle.tell()
-    if not report.dry_run:
-        begin_write(session)
     savepoint = None if report.dry_run else _savepoint(session)
+
+    def new_writer() -> _Writer:  # with its own report: what it counts is the file's only once all is written
+        return _Writer(session, today, ImportReport(dry_run=report.dry_run), report.dry_run, progress, name)
+
     check = None
     try:
-        writer = _Writer(session, today, ImportReport(dry_run=report.dry_run), report.dry_run, progress, name)
+        writer = new_writer()
         with _WriteBehind(writer, threaded=uses_sequences(session)) as behind:
             check = check_file(handle, schemes, scheme_code, today, report, progress, emit=behind.add)
             written = check is not None and check.written and behind.finish()
@@ -209,7 +211,7 @@ def _import(
             if savepoint is not None:  # undo the households handed on before the file showed its shape
                 savepoint.rollback()
                 savepoint = _savepoint(session)
-            writer = _Writer(session, today, ImportReport(dry_run=report.dry_run), report.dry_run, progress, name)
+            writer = new_writer()
             writer.run(households_of(handle, start, check, schemes, scheme_code, today, report), len(check.keys))
         if check is not None:
             writer.report_to(report)
