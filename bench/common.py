@@ -379,6 +379,22 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def rusage_cpu(who: int = resource.RUSAGE_SELF) -> float:
+    """Return the CPU seconds (user + system) of this process, or of its reaped children (`RUSAGE_CHILDREN`)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def proc_stat(pid: int | str) -> tuple[str, int, float]:
+    """Return (name, parent pid, CPU seconds of it and its reaped children) of a process of this host (/proc).
+
+    Raises OSError when there is no such process, ValueError or IndexError on an unreadable line.
+    """
+    name, _, rest = Path(f"/proc/{pid}/stat").read_text().rpartition(")")
+    fields = rest.split()
+    return name.partition("(")[2], int(fields[1]), sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb() -> float:
     """Return this process's peak resident set size in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

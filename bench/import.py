@@ -33,7 +33,16 @@ from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 import models  # noqa: E402
-from bench.common import ADMIN_URL, loadavg, own_database, own_redis, peak_rss_mb, prepare_schema  # noqa: E402
+from bench.common import (  # noqa: E402
+    ADMIN_URL,
+    loadavg,
+    own_database,
+    own_redis,
+    peak_rss_mb,
+    prepare_schema,
+    proc_stat,
+    rusage_cpu,
+)
 from bench.ussd import compare_with_bare  # noqa: E402
 from models.bulk import analyze  # noqa: E402
 from models.db import make_engine  # noqa: E402
@@ -107,7 +116,7 @@ def timed_import(url: str, path: Path) -> tuple[ImportReport, float, float]:
     """
     engine = make_engine(url)
     started = time.perf_counter()
-    own, helpers = time.process_time(), _children_cpu()
+    own, helpers = rusage_cpu(), rusage_cpu(resource.RUSAGE_CHILDREN)
     with Session(engine) as session:
         backend = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
         server = _process_cpu(backend)
@@ -120,27 +129,20 @@ def timed_import(url: str, path: Path) -> tuple[ImportReport, float, float]:
         analyze(session, MODELS_WRITTEN)
     analysed = time.perf_counter() - started - elapsed
     engine.dispose()
-    where = f"{time.process_time() - own:.0f} s this process, {_children_cpu() - helpers:.0f} s its helper processes"
+    where = f"{rusage_cpu() - own:.0f} s this process, "
+    where += f"{rusage_cpu(resource.RUSAGE_CHILDREN) - helpers:.0f} s its helper processes"
     where += "" if server_cpu is None else f", {server_cpu:.0f} s its PostgreSQL backend"
     print(f"CPU: {where} (wall {elapsed:.0f} s, 2 cores: {2 * elapsed:.0f} CPU-seconds at most)")
     return report, elapsed, analysed
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _process_cpu(pid: int) -> float | None:
-    """Return a process's CPU seconds so far, or None when it is not on this host."""
+    """Return the CPU seconds of a PostgreSQL backend so far, or None when it is not on this host."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        name, _parent, cpu = proc_stat(pid)
+    except (OSError, ValueError, IndexError):
         return None
-    if "postgres" not in stat.partition(")")[0]:
-        return None  # a process of this host with the remote backend's number
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu if "postgres" in name else None  # else a process of this host with the remote backend's number
 
 
 def main(argv: list[str] | None = None) -> None:

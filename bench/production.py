@@ -32,7 +32,6 @@ import http.client
 import json
 import os
 import random
-import resource
 import secrets
 import signal
 import subprocess
@@ -70,7 +69,9 @@ from bench.common import (  # noqa: E402
     open_request,
     own_database,
     own_redis,
+    proc_stat,
     received_payment,
+    rusage_cpu,
     vacuum_analyze,
 )
 from bench.reconcile import profile  # noqa: E402
@@ -257,14 +258,13 @@ def settle(redis_url: str, timeout: float) -> float:
 
 def process_table() -> dict[int, tuple[int, float]]:
     """Return {pid: (parent pid, CPU seconds of the process and its reaped children)} from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
     table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            table[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]) / tick)
+            _name, parent, cpu = proc_stat(entry.name)
+            table[int(entry.name)] = (parent, cpu)
     return table
 
 
@@ -457,13 +457,12 @@ class Run:
         """Print a phase's title with the load before, and the CPU each process used during it."""
         print(f"\n== {title}  (load average {loadavg()})", flush=True)
         cpu, busy, started = self.processes.cpu(), machine_busy_seconds(), time.perf_counter()
-        own = resource.getrusage(resource.RUSAGE_SELF)
+        own = rusage_cpu()
         yield
         elapsed = time.perf_counter() - started
         after = self.processes.cpu()
-        mine = resource.getrusage(resource.RUSAGE_SELF)
         used = {name: after.get(name, 0.0) - cpu.get(name, 0.0) for name in after}
-        used["clients+poller"] = mine.ru_utime + mine.ru_stime - own.ru_utime - own.ru_stime
+        used["clients+poller"] = rusage_cpu() - own
         parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
         print(
             f"   cpu s: {parts}; whole machine busy {machine_busy_seconds() - busy:.1f} of "

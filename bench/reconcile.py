@@ -45,6 +45,7 @@ from bench.common import (  # noqa: E402
     phone_of,
     prepare_schema,
     received_payment,
+    rusage_cpu,
     vacuum_analyze,
 )
 from models.base import utcnow  # noqa: E402
@@ -126,14 +127,13 @@ def run_workers(url: str, redis_url: str, workers: int, batch: int) -> float:
     env["AT_USERNAME"] = ""
     command = [sys.executable, "-m", "rq.cli", "worker", "--burst", "--quiet", "--url", redis_url]
     command += ["--worker-class", "workers.worker.PreloadedWorker", QUEUE]  # as in the Procfile
-    started, busy, cpu = time.perf_counter(), machine_busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    started, busy, cpu = time.perf_counter(), machine_busy_seconds(), rusage_cpu(resource.RUSAGE_CHILDREN)
     processes = [subprocess.Popen(command, cwd=ROOT, env=env) for _ in range(workers)]
     for process in processes:
         if process.wait() != 0:
             raise SystemExit(f"worker exited with {process.returncode}")
     elapsed = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    worker_cpu = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
+    worker_cpu = rusage_cpu(resource.RUSAGE_CHILDREN) - cpu
     print(
         f"cpu:      workers {worker_cpu:.1f} s, whole machine {machine_busy_seconds() - busy:.1f} s "
         f"of {elapsed * (os.cpu_count() or 1):.1f} s ({os.cpu_count()} cores; the rest of the busy time is "
